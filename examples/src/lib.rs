@@ -1,0 +1,1 @@
+//! Runnable examples for heytom-mq; see `cargo run --example quickstart`.

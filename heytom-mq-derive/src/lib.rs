@@ -1,0 +1,1 @@
+use proc_macro::TokenStream; #[proc_macro_derive(Event, attributes(kafka, rabbitmq, event))] pub fn derive_event(_i: TokenStream) -> TokenStream { TokenStream::new() } #[proc_macro_attribute] pub fn handler(_a: TokenStream, i: TokenStream) -> TokenStream { i }

@@ -1,0 +1,1 @@
+//! trybuild cases for the heytom-mq macros live in `tests/`.

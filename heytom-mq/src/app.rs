@@ -1,0 +1,561 @@
+//! The application: [`AppBuilder`], [`App`] and [`RunningApp`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::consumer::Dispatcher;
+use crate::error::{Error, Result};
+use crate::event::{Event, TransportKind};
+use crate::handler::{registered_handlers, EventHandler, HandlerEntry, HandlerRegistration, StateMap};
+use crate::producer::{Producer, Router};
+use crate::retry::RetryPolicy;
+use crate::transport::memory::{InMemoryBroker, InMemoryTransport};
+use crate::transport::{Subscription, SubscriptionHandle, Transport};
+
+type HandlerFilter = Box<dyn Fn(&HandlerRegistration) -> bool + Send + Sync>;
+
+/// Builds an [`App`]; start with [`App::builder`] or [`App::from_env`].
+pub struct AppBuilder {
+    in_memory: Option<InMemoryBroker>,
+    #[cfg(feature = "rabbitmq")]
+    rabbitmq: Option<crate::transport::rabbitmq::RabbitMqOptions>,
+    #[cfg(feature = "kafka")]
+    kafka: Option<crate::transport::kafka::KafkaOptions>,
+    #[cfg(feature = "_outbox")]
+    outbox: Option<crate::outbox::Outbox>,
+    #[cfg(feature = "_outbox")]
+    local_message_retry: Option<crate::outbox::LocalMessageRetryOptions>,
+    transports: Vec<Arc<dyn Transport>>,
+    state: StateMap,
+    explicit: Vec<HandlerEntry>,
+    discover: bool,
+    filter: Option<HandlerFilter>,
+    retry: RetryPolicy,
+    handler_retry: HashMap<String, RetryPolicy>,
+    shutdown_timeout: Duration,
+    deferred_error: Option<Error>,
+}
+
+impl Default for AppBuilder {
+    fn default() -> Self {
+        AppBuilder {
+            in_memory: None,
+            #[cfg(feature = "rabbitmq")]
+            rabbitmq: None,
+            #[cfg(feature = "kafka")]
+            kafka: None,
+            #[cfg(feature = "_outbox")]
+            outbox: None,
+            #[cfg(feature = "_outbox")]
+            local_message_retry: None,
+            transports: Vec::new(),
+            state: StateMap::new(),
+            explicit: Vec::new(),
+            discover: true,
+            filter: None,
+            retry: RetryPolicy::default(),
+            handler_retry: HashMap::new(),
+            shutdown_timeout: Duration::from_secs(30),
+            deferred_error: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for AppBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppBuilder")
+            .field("in_memory", &self.in_memory.is_some())
+            .field("explicit_handlers", &self.explicit)
+            .field("discover", &self.discover)
+            .field("retry", &self.retry)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppBuilder {
+    /// Uses the embedded in-process broker (the default when nothing else is configured).
+    pub fn in_memory(self) -> Self {
+        self.in_memory_broker(InMemoryBroker::new())
+    }
+
+    /// Uses a given in-process broker, shared with other apps or manual
+    /// producers/consumers built on the same broker.
+    pub fn in_memory_broker(mut self, broker: InMemoryBroker) -> Self {
+        self.in_memory = Some(broker);
+        self
+    }
+
+    /// Uses RabbitMQ for events with `#[rabbitmq(...)]`.
+    #[cfg(feature = "rabbitmq")]
+    pub fn rabbitmq(mut self, options: crate::transport::rabbitmq::RabbitMqOptions) -> Self {
+        self.rabbitmq = Some(options);
+        self
+    }
+
+    /// Uses Kafka for events with `#[kafka(...)]`.
+    #[cfg(feature = "kafka")]
+    pub fn kafka(mut self, options: crate::transport::kafka::KafkaOptions) -> Self {
+        self.kafka = Some(options);
+        self
+    }
+
+    /// Adds a transport of your own (it replaces a built-in one of the same kind).
+    pub fn transport(mut self, transport: Arc<dyn Transport>) -> Self {
+        self.transports.push(transport);
+        self
+    }
+
+    /// Uses a local message table (transactional outbox).
+    #[cfg(feature = "_outbox")]
+    pub fn outbox(mut self, outbox: crate::outbox::Outbox) -> Self {
+        self.outbox = Some(outbox);
+        self
+    }
+
+    /// Configures the outbox retry scanner.
+    #[cfg(feature = "_outbox")]
+    pub fn local_message_retry(mut self, options: crate::outbox::LocalMessageRetryOptions) -> Self {
+        self.local_message_retry = Some(options);
+        self
+    }
+
+    /// Registers state that handlers take as `State<T>`.
+    pub fn state<T: Clone + Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.state.insert(value);
+        self
+    }
+
+    /// Registers a handler type for `E`, like `AddEventHandler<E, H>`.
+    pub fn handler<E: Event, H: EventHandler<E>>(mut self, handler: H) -> Self {
+        let name = crate::consumer::short_type_name::<H>().to_owned();
+        self.explicit.push(HandlerEntry::from_type::<E, H>(name, handler));
+        self
+    }
+
+    /// Registers a prepared handler entry (name, group, retry overrides).
+    pub fn handler_entry(mut self, entry: HandlerEntry) -> Self {
+        self.explicit.push(entry);
+        self
+    }
+
+    /// Turns `#[handler]` discovery on (default) or off.
+    pub fn discover(mut self, on: bool) -> Self {
+        self.discover = on;
+        self
+    }
+
+    /// Discovers only the `#[handler]` functions this predicate accepts.
+    pub fn discover_filter(
+        mut self,
+        filter: impl Fn(&HandlerRegistration) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.filter = Some(Box::new(filter));
+        self
+    }
+
+    /// Discovers only `#[handler]` functions defined under a module path
+    /// (e.g. `module_path!()`); handy when one binary holds several apps.
+    pub fn discover_in(self, module_prefix: impl Into<String>) -> Self {
+        let prefix = module_prefix.into();
+        self.discover_filter(move |r| {
+            r.function
+                .strip_prefix(prefix.as_str())
+                .is_some_and(|rest| rest.starts_with("::"))
+        })
+    }
+
+    /// The retry policy of every handler without its own.
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// The retry policy of one handler, by name.
+    pub fn handler_retry_policy(mut self, handler: impl Into<String>, policy: RetryPolicy) -> Self {
+        self.handler_retry.insert(handler.into(), policy);
+        self
+    }
+
+    /// How long shutdown waits for in-flight handlers (default 30 s).
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    pub(crate) fn defer_error(mut self, error: Error) -> Self {
+        self.deferred_error.get_or_insert(error);
+        self
+    }
+
+    fn collect_handlers(&mut self) -> Result<Vec<HandlerEntry>> {
+        let mut handlers: Vec<HandlerEntry> = Vec::new();
+        if self.discover {
+            for reg in registered_handlers() {
+                if self.filter.as_ref().is_none_or(|f| f(reg)) {
+                    handlers.push(HandlerEntry::from_registration(reg));
+                }
+            }
+        }
+        handlers.append(&mut self.explicit);
+        handlers.sort_by(|a, b| a.name.cmp(&b.name).then(a.function.cmp(&b.function)));
+        for pair in handlers.windows(2) {
+            if pair[0].name == pair[1].name {
+                return Err(Error::DuplicateHandler {
+                    name: pair[0].name.clone(),
+                    first: pair[0].function.clone(),
+                    second: pair[1].function.clone(),
+                });
+            }
+        }
+        for h in &mut handlers {
+            if let Some(p) = self.handler_retry.get(&h.name) {
+                h.retry = Some(*p);
+            }
+            for req in &h.requires {
+                if !self.state.contains(req.type_id) {
+                    return Err(Error::MissingState {
+                        handler: h.name.clone(),
+                        state: req.type_name,
+                    });
+                }
+            }
+        }
+        Ok(handlers)
+    }
+
+    /// Checks the configuration, connects the transports and returns the app.
+    pub async fn build(mut self) -> Result<App> {
+        if let Some(e) = self.deferred_error.take() {
+            return Err(e);
+        }
+        let handlers = self.collect_handlers()?;
+
+        #[cfg(feature = "_outbox")]
+        let outbox_config = crate::outbox::resolve_config(self.outbox.take(), self.local_message_retry.take())?;
+
+        let mut router = Router::default();
+        #[allow(unused_mut)]
+        let mut any_broker = !self.transports.is_empty();
+        #[cfg(feature = "rabbitmq")]
+        if let Some(opts) = self.rabbitmq.take() {
+            router.insert(crate::transport::rabbitmq::connect_transport(opts).await?);
+            any_broker = true;
+        }
+        #[cfg(feature = "kafka")]
+        if let Some(opts) = self.kafka.take() {
+            router.insert(crate::transport::kafka::connect_transport(opts).await?);
+            any_broker = true;
+        }
+        let broker = match self.in_memory.take() {
+            Some(b) => Some(b),
+            None if !any_broker => Some(InMemoryBroker::new()),
+            None => None,
+        };
+        if let Some(b) = &broker {
+            router.insert(Arc::new(InMemoryTransport::new(b.clone())));
+        }
+        for t in self.transports.drain(..) {
+            router.insert(t);
+        }
+
+        let mut missing: Vec<(String, TransportKind)> = Vec::new();
+        for h in &handlers {
+            if router.resolve(h.route).is_none() {
+                let item = (h.event_name.to_owned(), h.route.kind());
+                if !missing.contains(&item) {
+                    missing.push(item);
+                }
+            }
+        }
+        if !missing.is_empty() {
+            return Err(Error::TransportNotConfigured(missing));
+        }
+
+        #[allow(unused_mut)]
+        let mut producer = Producer::from_router(router.clone());
+        #[cfg(feature = "_outbox")]
+        if let Some(cfg) = outbox_config {
+            let runtime = crate::outbox::OutboxRuntime::build(cfg, producer.clone()).await?;
+            producer = Producer {
+                inner: Arc::new(crate::producer::ProducerInner {
+                    router: router.clone(),
+                    outbox: Some(runtime),
+                }),
+            };
+        }
+
+        Ok(App {
+            router,
+            producer,
+            handlers,
+            state: Arc::new(self.state),
+            retry: self.retry,
+            broker,
+            shutdown_timeout: self.shutdown_timeout,
+        })
+    }
+
+    /// Builds the app, runs it until SIGINT/SIGTERM, then shuts it down.
+    pub async fn run(self) -> Result<()> {
+        self.build().await?.run().await
+    }
+
+    /// Builds and starts the app.
+    pub async fn start(self) -> Result<RunningApp> {
+        self.build().await?.start().await
+    }
+}
+
+/// A configured application: transports connected, handlers collected.
+pub struct App {
+    router: Router,
+    producer: Producer,
+    handlers: Vec<HandlerEntry>,
+    state: Arc<StateMap>,
+    retry: RetryPolicy,
+    broker: Option<InMemoryBroker>,
+    shutdown_timeout: Duration,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("transports", &self.router.kinds().collect::<Vec<_>>())
+            .field("handlers", &self.handlers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl App {
+    /// A builder with nothing configured (the in-memory broker by default).
+    pub fn builder() -> AppBuilder {
+        AppBuilder::default()
+    }
+
+    /// A builder configured from `HEYTOM_RABBITMQ_URL`,
+    /// `HEYTOM_KAFKA_BOOTSTRAP_SERVERS` and `HEYTOM_DATABASE_URL`; with none
+    /// set it uses the in-memory broker.
+    pub fn from_env() -> AppBuilder {
+        #[allow(unused_mut)]
+        let mut b = AppBuilder::default();
+        #[cfg(feature = "rabbitmq")]
+        if let Some(url) = env_var("HEYTOM_RABBITMQ_URL") {
+            b = b.rabbitmq(crate::transport::rabbitmq::RabbitMqOptions::new(url));
+        }
+        #[cfg(feature = "kafka")]
+        if let Some(servers) = env_var("HEYTOM_KAFKA_BOOTSTRAP_SERVERS") {
+            b = b.kafka(crate::transport::kafka::KafkaOptions::new(servers));
+        }
+        if let Some(url) = env_var("HEYTOM_DATABASE_URL") {
+            #[cfg(feature = "_outbox")]
+            {
+                b = match crate::outbox::Outbox::from_url(&url) {
+                    Ok(o) => b.outbox(o),
+                    Err(e) => b.defer_error(e),
+                };
+            }
+            #[cfg(not(feature = "_outbox"))]
+            {
+                b = b.defer_error(Error::config(format!(
+                    "HEYTOM_DATABASE_URL is set ({}) but heytom-mq was built without a database feature",
+                    redact_url(&url)
+                )));
+            }
+        }
+        b
+    }
+
+    /// The producer (cloneable).
+    pub fn producer(&self) -> Producer {
+        self.producer.clone()
+    }
+
+    /// The handlers this app runs.
+    pub fn handlers(&self) -> &[HandlerEntry] {
+        &self.handlers
+    }
+
+    /// The in-memory broker, when the app uses one.
+    pub fn in_memory_broker(&self) -> Option<&InMemoryBroker> {
+        self.broker.as_ref()
+    }
+
+    /// Declares topology, starts every consumer and the outbox relay.
+    pub async fn start(self) -> Result<RunningApp> {
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        // (transport, event, group) -> handlers sharing one subscription
+        let mut groups: BTreeMap<(TransportKind, &'static str, String), Vec<HandlerEntry>> = BTreeMap::new();
+        for h in &self.handlers {
+            let Some(t) = self.router.resolve(h.route) else {
+                return Err(Error::TransportNotConfigured(vec![(h.event_name.to_owned(), h.route.kind())]));
+            };
+            groups
+                .entry((t.kind(), h.event_name, t.group_for(h)))
+                .or_default()
+                .push(h.clone());
+        }
+        let mut declared = Vec::new();
+        for h in &self.handlers {
+            if declared.contains(&h.event_name) {
+                continue;
+            }
+            declared.push(h.event_name);
+            if let Some(t) = self.router.resolve(h.route) {
+                t.declare(h.route, h.event_name).await?;
+            }
+        }
+        let mut subscriptions: Vec<Box<dyn SubscriptionHandle>> = Vec::new();
+        for ((kind, event_name, group), handlers) in groups {
+            let transport = self.router.resolve(handlers[0].route).cloned();
+            let Some(transport) = transport else { continue };
+            let concurrency = handlers.iter().filter_map(|h| h.concurrency).min();
+            let route = handlers[0].route;
+            tracing::info!(transport = %kind, event = event_name, %group, handlers = ?handlers.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(), "subscribing");
+            let dispatcher = Dispatcher::new(
+                event_name,
+                handlers,
+                self.state.clone(),
+                self.retry,
+                Some(self.producer.clone()),
+                shutdown_rx.clone(),
+            );
+            let sub = transport
+                .subscribe(Subscription {
+                    event_name,
+                    route,
+                    group,
+                    concurrency,
+                    dispatcher: Arc::new(dispatcher),
+                })
+                .await;
+            match sub {
+                Ok(s) => subscriptions.push(s),
+                Err(e) => {
+                    for s in subscriptions {
+                        let _ = s.stop().await;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        #[cfg(feature = "_outbox")]
+        if let Some(outbox) = &self.producer.inner.outbox {
+            outbox.start();
+        }
+        Ok(RunningApp {
+            app: self,
+            subscriptions,
+            shutdown_tx,
+        })
+    }
+
+    /// Starts, waits for SIGINT/SIGTERM, then shuts down gracefully.
+    pub async fn run(self) -> Result<()> {
+        let running = self.start().await?;
+        wait_for_signal().await;
+        tracing::info!("shutdown signal received");
+        running.shutdown().await
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// A started app: consumers running, producer ready.
+pub struct RunningApp {
+    app: App,
+    subscriptions: Vec<Box<dyn SubscriptionHandle>>,
+    shutdown_tx: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for RunningApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningApp")
+            .field("app", &self.app)
+            .field("subscriptions", &self.subscriptions.len())
+            .finish()
+    }
+}
+
+impl RunningApp {
+    /// The producer (cloneable).
+    pub fn producer(&self) -> Producer {
+        self.app.producer.clone()
+    }
+
+    /// The in-memory broker, when the app uses one.
+    pub fn in_memory_broker(&self) -> Option<&InMemoryBroker> {
+        self.app.broker.as_ref()
+    }
+
+    /// Stops taking messages, lets in-flight handlers finish (messages
+    /// waiting for a retry are handed back), stops the outbox relay and
+    /// closes the transports.
+    pub async fn shutdown(self) -> Result<()> {
+        let _ = self.shutdown_tx.send(true);
+        let timeout = self.app.shutdown_timeout;
+        let stop_all = async {
+            let mut first_err = None;
+            let stops = self.subscriptions.into_iter().map(|s| s.stop());
+            for r in futures::future::join_all(stops).await {
+                if let Err(e) = r {
+                    first_err.get_or_insert(e);
+                }
+            }
+            #[cfg(feature = "_outbox")]
+            if let Some(outbox) = &self.app.producer.inner.outbox {
+                outbox.stop().await;
+            }
+            for t in self.app.router.all() {
+                if let Err(e) = t.close().await {
+                    first_err.get_or_insert(e);
+                }
+            }
+            first_err.map_or(Ok(()), Err)
+        };
+        match tokio::time::timeout(timeout, stop_all).await {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::warn!(?timeout, "shutdown timed out with handlers still running");
+                Err(Error::Shutdown)
+            }
+        }
+    }
+}
+
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// Replaces the password of a URL with `***` for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if let Some((creds, host)) = rest.rsplit_once('@') {
+            let user = creds.split(':').next().unwrap_or("");
+            return format!("{scheme}://{user}:***@{host}");
+        }
+    }
+    url.to_owned()
+}

@@ -1,0 +1,456 @@
+//! Events, their routes and the envelope that carries them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use uuid::Uuid;
+
+/// The id of one published event: a UUID v7, so ids sort by creation time.
+pub type EventId = Uuid;
+
+/// String headers carried next to every event (correlation id, causation id,
+/// `traceparent` and whatever the user adds).
+pub type Headers = BTreeMap<String, String>;
+
+/// A message type that can be published and handled.
+///
+/// Implemented by `#[derive(Event)]`; the attributes `#[kafka(...)]`,
+/// `#[rabbitmq(...)]` and `#[event(name = "...")]` configure it.
+///
+/// ```
+/// use heytom_mq::prelude::*;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Event, Serialize, Deserialize, Debug, Clone)]
+/// #[kafka(topic = "user-events", partition_key = user_id)]
+/// pub struct UserCreated { pub user_id: i32, pub name: String }
+///
+/// assert_eq!(UserCreated::NAME, "UserCreated");
+/// assert_eq!(UserCreated { user_id: 7, name: "a".into() }.partition_key().as_deref(), Some("7"));
+/// ```
+pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The stable message type name written on the wire and in the local message table.
+    const NAME: &'static str;
+    /// Where this event travels, as configured by its attribute.
+    fn route() -> &'static Route;
+    /// The value of the `partition_key` field, if the event names one.
+    fn partition_key(&self) -> Option<String>;
+}
+
+/// Where an event travels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// `#[kafka(...)]`
+    Kafka(KafkaRoute),
+    /// `#[rabbitmq(...)]`
+    RabbitMq(RabbitMqRoute),
+    /// No transport attribute: the event travels on the default transport under its name.
+    Default,
+}
+
+impl Route {
+    /// The transport this route asks for.
+    pub fn kind(&self) -> TransportKind {
+        match self {
+            Route::Kafka(_) => TransportKind::Kafka,
+            Route::RabbitMq(_) => TransportKind::RabbitMq,
+            Route::Default => TransportKind::InMemory,
+        }
+    }
+
+    /// The Kafka settings, if this is a Kafka route.
+    pub fn as_kafka(&self) -> Option<&KafkaRoute> {
+        match self {
+            Route::Kafka(k) => Some(k),
+            _ => None,
+        }
+    }
+
+    /// The RabbitMQ settings, if this is a RabbitMQ route.
+    pub fn as_rabbitmq(&self) -> Option<&RabbitMqRoute> {
+        match self {
+            Route::RabbitMq(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
+/// The transports heytom-mq knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TransportKind {
+    /// The embedded in-process broker.
+    InMemory,
+    /// RabbitMQ through lapin.
+    RabbitMq,
+    /// Kafka through rdkafka.
+    Kafka,
+}
+
+impl TransportKind {
+    /// The name used in the local message table's `MQType` column and in errors.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransportKind::InMemory => "InMemory",
+            TransportKind::RabbitMq => "RabbitMQ",
+            TransportKind::Kafka => "Kafka",
+        }
+    }
+
+    /// Parses [`TransportKind::as_str`]'s output (case-insensitive).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "inmemory" | "memory" => Some(TransportKind::InMemory),
+            "rabbitmq" => Some(TransportKind::RabbitMq),
+            "kafka" => Some(TransportKind::Kafka),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for TransportKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Kafka compression codecs (`compression_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompressionType {
+    /// `none`
+    None,
+    /// `gzip`
+    Gzip,
+    /// `snappy`
+    Snappy,
+    /// `lz4`
+    Lz4,
+    /// `zstd`
+    Zstd,
+}
+
+impl CompressionType {
+    /// The librdkafka / topic config value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CompressionType::None => "none",
+            CompressionType::Gzip => "gzip",
+            CompressionType::Snappy => "snappy",
+            CompressionType::Lz4 => "lz4",
+            CompressionType::Zstd => "zstd",
+        }
+    }
+}
+
+/// Kafka producer acknowledgements (`acks`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acks {
+    /// `0`: fire and forget.
+    None,
+    /// `1`: the leader has written it.
+    Leader,
+    /// `all` (or `-1`): every in-sync replica has it.
+    All,
+}
+
+impl Acks {
+    /// The librdkafka config value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Acks::None => "0",
+            Acks::Leader => "1",
+            Acks::All => "all",
+        }
+    }
+}
+
+/// Where a new Kafka consumer group starts (`auto_offset_reset`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AutoOffsetReset {
+    /// `earliest`
+    Earliest,
+    /// `latest`
+    Latest,
+}
+
+impl AutoOffsetReset {
+    /// The librdkafka config value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AutoOffsetReset::Earliest => "earliest",
+            AutoOffsetReset::Latest => "latest",
+        }
+    }
+}
+
+/// RabbitMQ exchange types (`exchange_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExchangeType {
+    /// `direct`
+    Direct,
+    /// `topic`
+    Topic,
+    /// `fanout`
+    Fanout,
+    /// `headers`
+    Headers,
+}
+
+impl ExchangeType {
+    /// The AMQP name of the exchange type.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExchangeType::Direct => "direct",
+            ExchangeType::Topic => "topic",
+            ExchangeType::Fanout => "fanout",
+            ExchangeType::Headers => "headers",
+        }
+    }
+}
+
+/// The settings of `#[kafka(...)]`; keys that were not given are `None`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaRoute {
+    /// Topic name (required).
+    pub topic: &'static str,
+    /// Consumer group; the app's default group when `None`.
+    pub group_id: Option<&'static str>,
+    /// The field whose value is the message key.
+    pub partition_key: Option<&'static str>,
+    /// Partitions to create the topic with.
+    pub num_partitions: Option<i32>,
+    /// Replication factor to create the topic with.
+    pub replication_factor: Option<i16>,
+    /// `retention.ms` of the topic.
+    pub retention_ms: Option<u64>,
+    /// `compression.type` of the topic and the producer.
+    pub compression_type: Option<CompressionType>,
+    /// Idempotent producing.
+    pub enable_idempotence: Option<bool>,
+    /// Producer acknowledgements.
+    pub acks: Option<Acks>,
+    /// Where a new group starts.
+    pub auto_offset_reset: Option<AutoOffsetReset>,
+    /// Let librdkafka commit on its own timer (at-most-once-ish); off by default.
+    pub enable_auto_commit: Option<bool>,
+    /// Consumer session timeout.
+    pub session_timeout_ms: Option<u32>,
+    /// Upper bound of messages in flight per poll batch.
+    pub max_poll_records: Option<u32>,
+}
+
+impl KafkaRoute {
+    /// A route with only the topic set, the rest `None`.
+    pub const fn new(topic: &'static str) -> Self {
+        KafkaRoute {
+            topic,
+            group_id: None,
+            partition_key: None,
+            num_partitions: None,
+            replication_factor: None,
+            retention_ms: None,
+            compression_type: None,
+            enable_idempotence: None,
+            acks: None,
+            auto_offset_reset: None,
+            enable_auto_commit: None,
+            session_timeout_ms: None,
+            max_poll_records: None,
+        }
+    }
+}
+
+/// The settings of `#[rabbitmq(...)]`; keys that were not given are `None`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RabbitMqRoute {
+    /// Routing key (required).
+    pub routing_key: &'static str,
+    /// Exchange; the transport's default exchange when `None`.
+    pub exchange: Option<&'static str>,
+    /// Exchange type; `topic` when `None`.
+    pub exchange_type: Option<ExchangeType>,
+    /// Queue name; derived from routing key and handler when `None`.
+    pub queue_name: Option<&'static str>,
+    /// Durable exchange and queue; `true` when `None`.
+    pub durable: Option<bool>,
+    /// `x-message-ttl` in milliseconds.
+    pub message_ttl: Option<u32>,
+    /// `x-max-length`.
+    pub max_length: Option<u32>,
+    /// `x-max-priority`.
+    pub max_priority: Option<u8>,
+    /// `x-dead-letter-exchange`.
+    pub dead_letter_exchange: Option<&'static str>,
+    /// `x-dead-letter-routing-key`.
+    pub dead_letter_routing_key: Option<&'static str>,
+}
+
+impl RabbitMqRoute {
+    /// A route with only the routing key set, the rest `None`.
+    pub const fn new(routing_key: &'static str) -> Self {
+        RabbitMqRoute {
+            routing_key,
+            exchange: None,
+            exchange_type: None,
+            queue_name: None,
+            durable: None,
+            message_ttl: None,
+            max_length: None,
+            max_priority: None,
+            dead_letter_exchange: None,
+            dead_letter_routing_key: None,
+        }
+    }
+}
+
+/// Reserved header names written by heytom-mq.
+pub mod headers {
+    /// The event id (UUID v7).
+    pub const EVENT_ID: &str = "heytom-event-id";
+    /// The event's `NAME`.
+    pub const EVENT_NAME: &str = "heytom-event-name";
+    /// RFC 3339 time the event occurred.
+    pub const OCCURRED_AT: &str = "heytom-occurred-at";
+    /// Correlation id: the id of the first event of a conversation.
+    pub const CORRELATION_ID: &str = "correlation-id";
+    /// Causation id: the id of the event whose handler published this one.
+    pub const CAUSATION_ID: &str = "causation-id";
+    /// W3C trace context.
+    pub const TRACEPARENT: &str = "traceparent";
+    /// Why a message was dead-lettered.
+    pub const DEAD_LETTER_REASON: &str = "heytom-dead-letter-reason";
+    /// How many delivery attempts were made before dead-lettering.
+    pub const DEAD_LETTER_ATTEMPTS: &str = "heytom-dead-letter-attempts";
+    /// Which handler gave up on the message.
+    pub const DEAD_LETTER_HANDLER: &str = "heytom-dead-letter-handler";
+
+    /// Whether a header name is one heytom-mq writes itself (`heytom-*`).
+    pub fn is_reserved(name: &str) -> bool {
+        name.starts_with("heytom-")
+    }
+}
+
+/// An event on its way: the serialized payload plus its metadata.
+///
+/// Every transport carries the same envelope; on the wire the payload is the
+/// event's JSON and the metadata travels in headers (see [`headers`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope {
+    /// UUID v7 id.
+    pub id: EventId,
+    /// The event's `NAME`.
+    pub name: String,
+    /// When the event was created.
+    pub occurred_at: DateTime<Utc>,
+    /// Correlation id, causation id, `traceparent` and user headers.
+    pub headers: Headers,
+    /// The partition key (Kafka message key), if any.
+    pub partition_key: Option<String>,
+    /// The event as JSON.
+    pub payload: Vec<u8>,
+}
+
+impl Envelope {
+    /// Serializes an event into a new envelope with a fresh id.
+    pub fn new<E: Event>(event: &E) -> Result<Self, crate::Error> {
+        Self::with_headers(event, Headers::new())
+    }
+
+    /// Serializes an event into a new envelope carrying extra headers.
+    ///
+    /// The correlation id defaults to the event id when the headers carry none.
+    pub fn with_headers<E: Event>(event: &E, mut headers: Headers) -> Result<Self, crate::Error> {
+        let payload = serde_json::to_vec(event).map_err(|source| crate::Error::Serialization {
+            event: E::NAME.to_owned(),
+            source,
+        })?;
+        let id = Uuid::now_v7();
+        headers
+            .entry(headers::CORRELATION_ID.to_owned())
+            .or_insert_with(|| id.to_string());
+        Ok(Envelope {
+            id,
+            name: E::NAME.to_owned(),
+            occurred_at: Utc::now(),
+            headers,
+            partition_key: event.partition_key(),
+            payload,
+        })
+    }
+
+    /// All headers as they go on the wire: the user's plus the reserved ones.
+    pub fn wire_headers(&self) -> Headers {
+        let mut h = self.headers.clone();
+        h.insert(headers::EVENT_ID.to_owned(), self.id.to_string());
+        h.insert(headers::EVENT_NAME.to_owned(), self.name.clone());
+        h.insert(headers::OCCURRED_AT.to_owned(), self.occurred_at.to_rfc3339());
+        h
+    }
+
+    /// Rebuilds an envelope from wire headers and body.
+    ///
+    /// Fails when the id or name header is missing or malformed; the payload
+    /// itself is only decoded later, by the handler that knows its type.
+    pub fn from_wire(mut wire: Headers, payload: Vec<u8>) -> Result<Self, EnvelopeError> {
+        let id = wire
+            .remove(headers::EVENT_ID)
+            .ok_or(EnvelopeError::Missing(headers::EVENT_ID))?;
+        let id = Uuid::parse_str(&id).map_err(|_| EnvelopeError::Invalid(headers::EVENT_ID, id))?;
+        let name = wire
+            .remove(headers::EVENT_NAME)
+            .ok_or(EnvelopeError::Missing(headers::EVENT_NAME))?;
+        let occurred_at = match wire.remove(headers::OCCURRED_AT) {
+            Some(s) => DateTime::parse_from_rfc3339(&s)
+                .map_err(|_| EnvelopeError::Invalid(headers::OCCURRED_AT, s))?
+                .with_timezone(&Utc),
+            None => Utc::now(),
+        };
+        Ok(Envelope {
+            id,
+            name,
+            occurred_at,
+            headers: wire,
+            partition_key: None,
+            payload,
+        })
+    }
+
+    /// Decodes the payload as `E`.
+    pub fn decode<E: Event>(&self) -> Result<E, serde_json::Error> {
+        serde_json::from_slice(&self.payload)
+    }
+}
+
+/// Why wire headers could not be turned into an [`Envelope`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeError {
+    /// A required header is absent.
+    #[error("missing header `{0}`")]
+    Missing(&'static str),
+    /// A header has a value that does not parse.
+    #[error("header `{0}` has an invalid value `{1}`")]
+    Invalid(&'static str, String),
+}
+
+/// An event type compiled into this binary, registered by `#[derive(Event)]`.
+///
+/// The outbox relay uses this registry to know which `MessageType` values it
+/// may send and where they go.
+#[derive(Debug)]
+pub struct EventRegistration {
+    /// `Event::NAME`
+    pub name: &'static str,
+    /// `Event::route`
+    pub route: fn() -> &'static Route,
+}
+
+inventory::collect!(EventRegistration);
+
+/// Looks up a registered event type by its `NAME`.
+pub fn registered_event(name: &str) -> Option<&'static EventRegistration> {
+    inventory::iter::<EventRegistration>
+        .into_iter()
+        .find(|r| r.name == name)
+}

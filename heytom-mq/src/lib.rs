@@ -1,0 +1,127 @@
+//! # heytom-mq
+//!
+//! Attribute-configured events over RabbitMQ, Kafka or an in-process broker,
+//! with `#[handler]` discovery and a transactional outbox (local message
+//! table) on PostgreSQL, MySQL/MariaDB and SQLite.
+//!
+//! ```no_run
+//! use heytom_mq::prelude::*;
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Event, Serialize, Deserialize, Debug, Clone)]
+//! #[kafka(topic = "user-events")]
+//! pub struct UserCreated { pub user_id: i32, pub name: String }
+//!
+//! #[handler]
+//! async fn on_user_created(event: UserCreated, ctx: Context) -> Result<(), HandlerError> {
+//!     println!("{} created (event {})", event.name, ctx.event_id());
+//!     Ok(())
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), heytom_mq::Error> {
+//!     App::from_env().run().await
+//! }
+//! ```
+#![warn(missing_docs)]
+
+pub mod app;
+pub mod consumer;
+pub mod error;
+pub mod event;
+pub mod handler;
+#[cfg(feature = "_outbox")]
+pub mod outbox;
+pub mod producer;
+pub mod retry;
+pub mod transport;
+
+pub use app::{App, AppBuilder, RunningApp};
+pub use consumer::{Consumer, DeadLetter, Dispatcher, Incoming, MessageConsumer, Outcome};
+pub use error::{BoxError, Error, Result};
+pub use event::{
+    Acks, AutoOffsetReset, CompressionType, Envelope, Event, EventId, ExchangeType, Headers,
+    KafkaRoute, RabbitMqRoute, Route, TransportKind,
+};
+pub use handler::{
+    Context, EventHandler, FromContext, HandlerEntry, HandlerError, IntoHandlerResult, State,
+    StateMap,
+};
+pub use heytom_mq_derive::{handler, Event};
+pub use producer::{MessageProducer, Producer};
+pub use retry::RetryPolicy;
+pub use transport::memory::{
+    DeadLetteredMessage, InMemoryBroker, InMemoryConsumer, InMemoryProducer, InMemoryTransport,
+};
+pub use transport::{Outgoing, Subscription, SubscriptionHandle, Transport};
+
+#[cfg(feature = "kafka")]
+pub use transport::kafka::{KafkaConsumer, KafkaOptions, KafkaProducer};
+#[cfg(feature = "rabbitmq")]
+pub use transport::rabbitmq::{RabbitMqConsumer, RabbitMqOptions, RabbitMqProducer};
+
+#[cfg(feature = "_outbox")]
+pub use outbox::{
+    LocalMessage, LocalMessageRepository, LocalMessageRetryOptions, MessageStatus, Outbox,
+    OutboxTransaction,
+};
+
+/// The everyday names: `use heytom_mq::prelude::*;`.
+pub mod prelude {
+    pub use crate::{
+        handler, App, BoxError, Context, Event, EventHandler, EventId, HandlerError, Headers,
+        InMemoryBroker, MessageConsumer, MessageProducer, Producer, RetryPolicy, Route, State,
+    };
+    #[cfg(feature = "kafka")]
+    pub use crate::{KafkaOptions, KafkaConsumer, KafkaProducer};
+    #[cfg(feature = "rabbitmq")]
+    pub use crate::{RabbitMqOptions, RabbitMqConsumer, RabbitMqProducer};
+    #[cfg(feature = "_outbox")]
+    pub use crate::{LocalMessageRetryOptions, Outbox};
+}
+
+/// Used by the code `#[derive(Event)]` and `#[handler]` generate; not public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::event::EventRegistration;
+    pub use crate::handler::{
+        decode, ErasedHandler, FromContext, HandlerFailure, HandlerFn, HandlerRegistration,
+        IntoHandlerResult, StateRequirement,
+    };
+    pub use futures::future::BoxFuture;
+    pub use inventory;
+
+    /// Compile-time check that a handler's future is `Send`.
+    pub fn assert_send<F: std::future::Future + Send>(f: F) -> F {
+        f
+    }
+
+    /// Compile-time check that the first handler argument is an event.
+    pub fn assert_event<E: crate::Event>() {}
+
+    /// Compile-time check that an argument is an extractor.
+    pub fn assert_extractor<T: crate::FromContext>() {}
+
+    /// Compile-time check of the return type.
+    pub fn assert_result<R: crate::IntoHandlerResult>() {}
+
+    /// The state requirement of an extractor, if any.
+    pub fn requirement_of<T: crate::FromContext>() -> Option<StateRequirement> {
+        T::requirement()
+    }
+
+    /// Turns a handler's return value into the runtime's result.
+    pub fn into_failure<R: crate::IntoHandlerResult>(r: R) -> Result<(), HandlerFailure> {
+        r.into_handler_result().map_err(HandlerFailure::Failed)
+    }
+
+    /// Boxes a ready failure.
+    pub fn fail(f: HandlerFailure) -> BoxFuture<'static, Result<(), HandlerFailure>> {
+        Box::pin(futures::future::ready(Err(f)))
+    }
+
+    /// An extractor failure as a handler failure.
+    pub fn extract_failure(e: crate::handler::ExtractError) -> HandlerFailure {
+        HandlerFailure::Failed(Box::new(e))
+    }
+}

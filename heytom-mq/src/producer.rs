@@ -1,0 +1,224 @@
+//! The producing side: [`Producer`] and the [`MessageProducer`] trait.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use tracing::Instrument;
+
+use crate::error::{Error, Result};
+use crate::event::{Envelope, Event, EventId, Headers, Route, TransportKind};
+use crate::transport::{Outgoing, Transport};
+
+/// The producing half of a transport, used by hand.
+pub trait MessageProducer: Send + Sync {
+    /// Publishes one event and waits for the broker's confirm.
+    fn send<E: Event>(&self, event: &E) -> impl Future<Output = Result<EventId>> + Send;
+    /// Publishes several events, pipelining the confirms.
+    fn send_batch<E: Event>(&self, events: &[E]) -> impl Future<Output = Result<Vec<EventId>>> + Send;
+}
+
+/// Picks the transport for a route.
+#[derive(Clone, Default)]
+pub(crate) struct Router {
+    transports: BTreeMap<TransportKind, Arc<dyn Transport>>,
+}
+
+impl Router {
+    pub(crate) fn insert(&mut self, t: Arc<dyn Transport>) {
+        self.transports.insert(t.kind(), t);
+    }
+
+    pub(crate) fn kinds(&self) -> impl Iterator<Item = TransportKind> + '_ {
+        self.transports.keys().copied()
+    }
+
+    pub(crate) fn all(&self) -> impl Iterator<Item = &Arc<dyn Transport>> {
+        self.transports.values()
+    }
+
+    /// The attribute's transport if configured; otherwise the in-memory
+    /// broker if configured; an event with no attribute takes the first
+    /// configured of in-memory, RabbitMQ, Kafka.
+    pub(crate) fn resolve(&self, route: &Route) -> Option<&Arc<dyn Transport>> {
+        match route {
+            Route::Kafka(_) => self
+                .transports
+                .get(&TransportKind::Kafka)
+                .or_else(|| self.transports.get(&TransportKind::InMemory)),
+            Route::RabbitMq(_) => self
+                .transports
+                .get(&TransportKind::RabbitMq)
+                .or_else(|| self.transports.get(&TransportKind::InMemory)),
+            Route::Default => self.transports.values().next(),
+        }
+    }
+}
+
+pub(crate) struct ProducerInner {
+    pub(crate) router: Router,
+    #[cfg(feature = "_outbox")]
+    pub(crate) outbox: Option<Arc<crate::outbox::OutboxRuntime>>,
+}
+
+/// Publishes events; cheap to clone.
+///
+/// Get one from `App::producer()` / `RunningApp::producer()`.
+#[derive(Clone)]
+pub struct Producer {
+    pub(crate) inner: Arc<ProducerInner>,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer")
+            .field("transports", &self.inner.router.kinds().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Producer {
+    pub(crate) fn from_router(router: Router) -> Self {
+        Producer {
+            inner: Arc::new(ProducerInner {
+                router,
+                #[cfg(feature = "_outbox")]
+                outbox: None,
+            }),
+        }
+    }
+
+    /// A producer on one transport.
+    pub fn on(transport: Arc<dyn Transport>) -> Self {
+        let mut router = Router::default();
+        router.insert(transport);
+        Self::from_router(router)
+    }
+
+    pub(crate) fn transport_for(&self, name: &str, route: &Route) -> Result<&Arc<dyn Transport>> {
+        self.inner.router.resolve(route).ok_or_else(|| {
+            Error::TransportNotConfigured(vec![(name.to_owned(), route.kind())])
+        })
+    }
+
+    /// Publishes one event and waits for the broker's confirm.
+    pub async fn send<E: Event>(&self, event: &E) -> Result<EventId> {
+        self.send_with_headers(event, Headers::new()).await
+    }
+
+    /// Publishes one event with extra headers (correlation id, `traceparent`, your own).
+    pub async fn send_with_headers<E: Event>(&self, event: &E, headers: Headers) -> Result<EventId> {
+        let envelope = Envelope::with_headers(event, headers)?;
+        let id = envelope.id;
+        self.send_envelope(E::route(), envelope).await?;
+        Ok(id)
+    }
+
+    /// Publishes a prepared envelope on the transport for `route`.
+    pub async fn send_envelope(&self, route: &'static Route, envelope: Envelope) -> Result<()> {
+        let transport = self.transport_for(&envelope.name, route)?;
+        let span = tracing::debug_span!("publish", event_id = %envelope.id, event_name = %envelope.name, transport = %transport.kind());
+        transport
+            .publish(&Outgoing { route, envelope })
+            .instrument(span)
+            .await
+    }
+
+    /// Publishes several events, pipelining the confirms. Fails if any
+    /// failed, naming each failure; the ids are returned only on full success.
+    pub async fn send_batch<E: Event>(&self, events: &[E]) -> Result<Vec<EventId>> {
+        let mut out = Vec::with_capacity(events.len());
+        for e in events {
+            out.push(Outgoing {
+                route: E::route(),
+                envelope: Envelope::new(e)?,
+            });
+        }
+        let ids = out.iter().map(|o| o.envelope.id).collect();
+        let results = self.send_outgoing(&out).await;
+        let failures: Vec<String> = results
+            .into_iter()
+            .zip(&out)
+            .filter_map(|(r, o)| r.err().map(|e| format!("{}: {e}", o.envelope.id)))
+            .collect();
+        if failures.is_empty() {
+            Ok(ids)
+        } else {
+            Err(Error::publish(
+                E::NAME,
+                format!("{} of {} failed: {}", failures.len(), out.len(), failures.join("; ")),
+            ))
+        }
+    }
+
+    /// Publishes prepared messages, grouped by transport; one result per message.
+    pub async fn send_outgoing(&self, messages: &[Outgoing]) -> Vec<Result<()>> {
+        let mut results: Vec<Option<Result<()>>> = (0..messages.len()).map(|_| None).collect();
+        let mut groups: BTreeMap<TransportKind, (Arc<dyn Transport>, Vec<usize>)> = BTreeMap::new();
+        for (i, m) in messages.iter().enumerate() {
+            match self.transport_for(&m.envelope.name, m.route) {
+                Ok(t) => groups.entry(t.kind()).or_insert_with(|| (t.clone(), Vec::new())).1.push(i),
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+        for (_, (transport, idx)) in groups {
+            let batch: Vec<Outgoing> = idx.iter().map(|&i| messages[i].clone()).collect();
+            let span = tracing::debug_span!("publish_batch", transport = %transport.kind(), count = batch.len());
+            let rs = transport.publish_batch(&batch).instrument(span).await;
+            for (i, r) in idx.into_iter().zip(rs) {
+                results[i] = Some(r);
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(Error::publish("?", "transport returned too few results"))))
+            .collect()
+    }
+}
+
+impl MessageProducer for Producer {
+    fn send<E: Event>(&self, event: &E) -> impl Future<Output = Result<EventId>> + Send {
+        Producer::send(self, event)
+    }
+    fn send_batch<E: Event>(&self, events: &[E]) -> impl Future<Output = Result<Vec<EventId>>> + Send {
+        Producer::send_batch(self, events)
+    }
+}
+
+/// Defines a manual producer newtype over [`Producer`].
+macro_rules! manual_producer {
+    ($(#[$m:meta])* $name:ident) => {
+        $(#[$m])*
+        #[derive(Debug, Clone)]
+        pub struct $name(pub(crate) $crate::Producer);
+
+        impl $name {
+            /// Publishes one event and waits for the broker's confirm.
+            pub async fn send<E: $crate::Event>(&self, event: &E) -> $crate::Result<$crate::EventId> {
+                self.0.send(event).await
+            }
+            /// Publishes one event with extra headers.
+            pub async fn send_with_headers<E: $crate::Event>(&self, event: &E, headers: $crate::Headers) -> $crate::Result<$crate::EventId> {
+                self.0.send_with_headers(event, headers).await
+            }
+            /// Publishes several events, pipelining the confirms.
+            pub async fn send_batch<E: $crate::Event>(&self, events: &[E]) -> $crate::Result<Vec<$crate::EventId>> {
+                self.0.send_batch(events).await
+            }
+            /// The general [`Producer`](crate::Producer) underneath.
+            pub fn producer(&self) -> &$crate::Producer {
+                &self.0
+            }
+        }
+
+        impl $crate::MessageProducer for $name {
+            fn send<E: $crate::Event>(&self, event: &E) -> impl ::std::future::Future<Output = $crate::Result<$crate::EventId>> + Send {
+                self.0.send(event)
+            }
+            fn send_batch<E: $crate::Event>(&self, events: &[E]) -> impl ::std::future::Future<Output = $crate::Result<Vec<$crate::EventId>>> + Send {
+                self.0.send_batch(events)
+            }
+        }
+    };
+}
+pub(crate) use manual_producer;
