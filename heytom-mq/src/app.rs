@@ -236,34 +236,27 @@ impl AppBuilder {
         #[cfg(feature = "_outbox")]
         let outbox_config = crate::outbox::resolve_config(self.outbox.take(), self.local_message_retry.take())?;
 
-        let mut router = Router::default();
-        #[allow(unused_mut)]
-        let mut any_broker = !self.transports.is_empty();
+        // Check every handled event has a transport before connecting anything.
+        let mut kinds: Vec<TransportKind> = self.transports.iter().map(|t| t.kind()).collect();
         #[cfg(feature = "rabbitmq")]
-        if let Some(opts) = self.rabbitmq.take() {
-            router.insert(crate::transport::rabbitmq::connect_transport(opts).await?);
-            any_broker = true;
+        if self.rabbitmq.is_some() {
+            kinds.push(TransportKind::RabbitMq);
         }
         #[cfg(feature = "kafka")]
-        if let Some(opts) = self.kafka.take() {
-            router.insert(crate::transport::kafka::connect_transport(opts).await?);
-            any_broker = true;
+        if self.kafka.is_some() {
+            kinds.push(TransportKind::Kafka);
         }
         let broker = match self.in_memory.take() {
             Some(b) => Some(b),
-            None if !any_broker => Some(InMemoryBroker::new()),
+            None if kinds.is_empty() => Some(InMemoryBroker::new()),
             None => None,
         };
-        if let Some(b) = &broker {
-            router.insert(Arc::new(InMemoryTransport::new(b.clone())));
+        if broker.is_some() {
+            kinds.push(TransportKind::InMemory);
         }
-        for t in self.transports.drain(..) {
-            router.insert(t);
-        }
-
         let mut missing: Vec<(String, TransportKind)> = Vec::new();
         for h in &handlers {
-            if router.resolve(h.route).is_none() {
+            if crate::producer::resolve_kind(kinds.iter().copied(), h.route).is_none() {
                 let item = (h.event_name.to_owned(), h.route.kind());
                 if !missing.contains(&item) {
                     missing.push(item);
@@ -272,6 +265,22 @@ impl AppBuilder {
         }
         if !missing.is_empty() {
             return Err(Error::TransportNotConfigured(missing));
+        }
+
+        let mut router = Router::default();
+        if let Some(b) = &broker {
+            router.insert(Arc::new(InMemoryTransport::new(b.clone())));
+        }
+        #[cfg(feature = "rabbitmq")]
+        if let Some(opts) = self.rabbitmq.take() {
+            router.insert(crate::transport::rabbitmq::connect_transport(opts).await?);
+        }
+        #[cfg(feature = "kafka")]
+        if let Some(opts) = self.kafka.take() {
+            router.insert(crate::transport::kafka::connect_transport(opts).await?);
+        }
+        for t in self.transports.drain(..) {
+            router.insert(t);
         }
 
         #[allow(unused_mut)]

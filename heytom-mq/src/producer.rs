@@ -41,17 +41,23 @@ impl Router {
     /// broker if configured; an event with no attribute takes the first
     /// configured of in-memory, RabbitMQ, Kafka.
     pub(crate) fn resolve(&self, route: &Route) -> Option<&Arc<dyn Transport>> {
-        match route {
-            Route::Kafka(_) => self
-                .transports
-                .get(&TransportKind::Kafka)
-                .or_else(|| self.transports.get(&TransportKind::InMemory)),
-            Route::RabbitMq(_) => self
-                .transports
-                .get(&TransportKind::RabbitMq)
-                .or_else(|| self.transports.get(&TransportKind::InMemory)),
-            Route::Default => self.transports.values().next(),
+        resolve_kind(self.transports.keys().copied(), route).and_then(|k| self.transports.get(&k))
+    }
+}
+
+/// Which of the configured transports carries a route (see [`Router::resolve`]).
+pub(crate) fn resolve_kind(
+    configured: impl Iterator<Item = TransportKind> + Clone,
+    route: &Route,
+) -> Option<TransportKind> {
+    let has = |k: TransportKind| configured.clone().any(|c| c == k);
+    match route {
+        Route::Kafka(_) if has(TransportKind::Kafka) => Some(TransportKind::Kafka),
+        Route::RabbitMq(_) if has(TransportKind::RabbitMq) => Some(TransportKind::RabbitMq),
+        Route::Kafka(_) | Route::RabbitMq(_) => {
+            has(TransportKind::InMemory).then_some(TransportKind::InMemory)
         }
+        Route::Default => configured.clone().min(),
     }
 }
 
