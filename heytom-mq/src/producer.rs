@@ -228,3 +228,28 @@ macro_rules! manual_producer {
     };
 }
 pub(crate) use manual_producer;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{KafkaRoute, RabbitMqRoute};
+
+    static KAFKA: Route = Route::Kafka(KafkaRoute::new("t"));
+    static RABBIT: Route = Route::RabbitMq(RabbitMqRoute::new("k"));
+
+    #[test]
+    fn routes_pick_their_transport_then_fall_back_to_in_memory() {
+        use TransportKind::*;
+        let all = [InMemory, RabbitMq, Kafka];
+        assert_eq!(resolve_kind(all.iter().copied(), &KAFKA), Some(Kafka));
+        assert_eq!(resolve_kind(all.iter().copied(), &RABBIT), Some(RabbitMq));
+        assert_eq!(resolve_kind(all.iter().copied(), &Route::Default), Some(InMemory));
+        let mem = [InMemory];
+        assert_eq!(resolve_kind(mem.iter().copied(), &KAFKA), Some(InMemory));
+        let rabbit = [RabbitMq];
+        assert_eq!(resolve_kind(rabbit.iter().copied(), &KAFKA), None);
+        assert_eq!(resolve_kind(rabbit.iter().copied(), &Route::Default), Some(RabbitMq));
+        let kafka_rabbit = [Kafka, RabbitMq];
+        assert_eq!(resolve_kind(kafka_rabbit.iter().copied(), &Route::Default), Some(RabbitMq));
+    }
+}
