@@ -105,6 +105,15 @@ pub mod __private {
     /// Compile-time check of the return type.
     pub fn assert_result<R: crate::IntoHandlerResult>() {}
 
+    /// Boxes a handler's future; the `Send` bound is the check that the
+    /// handler holds nothing `!Send` (like an `Rc`) across an `.await`.
+    pub fn boxed<F>(f: F) -> BoxFuture<'static, Result<(), HandlerFailure>>
+    where
+        F: std::future::Future<Output = Result<(), HandlerFailure>> + Send + 'static,
+    {
+        Box::pin(f)
+    }
+
     /// The state requirement of an extractor, if any.
     pub fn requirement_of<T: crate::FromContext>() -> Option<StateRequirement> {
         T::requirement()
