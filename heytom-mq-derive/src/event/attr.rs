@@ -55,6 +55,8 @@ pub enum AcksValue {
 pub struct KafkaAttr {
     /// The whole attribute, for "missing key" errors.
     pub attr: TokenStream,
+    /// Keys given, even those whose value was rejected.
+    pub keys: Vec<String>,
     pub topic: Option<Spanned<String>>,
     pub group_id: Option<Spanned<String>>,
     pub partition_key: Option<Spanned<String>>,
@@ -75,6 +77,8 @@ pub struct KafkaAttr {
 pub struct RabbitMqAttr {
     /// The whole attribute, for "missing key" errors.
     pub attr: TokenStream,
+    /// Keys given, even those whose value was rejected.
+    pub keys: Vec<String>,
     pub routing_key: Option<Spanned<String>>,
     pub exchange: Option<Spanned<String>>,
     pub exchange_type: Option<Spanned<String>>,
@@ -147,6 +151,7 @@ pub fn read(cx: &Ctxt, attrs: &[Attribute]) -> Attrs {
                         &kv.key,
                         &mut kafka_seen,
                     ) {
+                        k.keys.push(kv.key.to_string());
                         read_kafka_key(cx, k, &kv);
                     }
                 }
@@ -165,6 +170,7 @@ pub fn read(cx: &Ctxt, attrs: &[Attribute]) -> Attrs {
                         &kv.key,
                         &mut rabbit_seen,
                     ) {
+                        r.keys.push(kv.key.to_string());
                         read_rabbitmq_key(cx, r, &kv);
                     }
                 }

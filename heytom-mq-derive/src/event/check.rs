@@ -75,10 +75,7 @@ pub fn check(cx: &Ctxt, cont: &Container, attrs: &Attrs) -> EventModel {
     };
     let mut partition_key = None;
     let route = if let Some(k) = &attrs.kafka {
-        if let Some(pk) = &k.partition_key {
-            partition_key = find_partition_key(cx, cont, pk);
-        }
-        RouteModel::Kafka(check_kafka(cx, k))
+        RouteModel::Kafka(check_kafka(cx, cont, k, &mut partition_key))
     } else if let Some(r) = &attrs.rabbitmq {
         RouteModel::RabbitMq(check_rabbitmq(cx, r))
     } else {
@@ -91,7 +88,14 @@ pub fn check(cx: &Ctxt, cont: &Container, attrs: &Attrs) -> EventModel {
     }
 }
 
-fn check_kafka(cx: &Ctxt, k: &KafkaAttr) -> KafkaModel {
+/// Checks `#[kafka(..)]` key by key, in the documented key order, so errors
+/// come out in the order a reader meets them.
+fn check_kafka(
+    cx: &Ctxt,
+    cont: &Container,
+    k: &KafkaAttr,
+    partition_key: &mut Option<PartitionKey>,
+) -> KafkaModel {
     let topic = match &k.topic {
         Some(t) => {
             if let Err(msg) = kafka_topic(&t.value) {
@@ -99,6 +103,7 @@ fn check_kafka(cx: &Ctxt, k: &KafkaAttr) -> KafkaModel {
             }
             t.value.clone()
         }
+        None if k.keys.iter().any(|key| key == "topic") => String::new(),
         None => {
             cx.error_spanned_by(
                 &k.attr,
@@ -118,6 +123,16 @@ fn check_kafka(cx: &Ctxt, k: &KafkaAttr) -> KafkaModel {
             Some(g.value.clone())
         }
     });
+    if let Some(pk) = &k.partition_key {
+        *partition_key = find_partition_key(cx, cont, pk);
+    }
+    let num_partitions = int_key(cx, "num_partitions", &k.num_partitions, 1);
+    let replication_factor = int_key(cx, "replication_factor", &k.replication_factor, 1);
+    let retention_ms = int_key(cx, "retention_ms", &k.retention_ms, 0);
+    let compression_type = k
+        .compression_type
+        .as_ref()
+        .and_then(|c| apply(cx, c, |s: &String| compression_type(s)));
     let acks = k.acks.as_ref().and_then(|a| apply(cx, a, acks));
     if let (Some(idem), Some(a)) = (&k.enable_idempotence, &k.acks) {
         if idem.value && acks.is_some_and(|v| v != "All") {
@@ -127,23 +142,21 @@ fn check_kafka(cx: &Ctxt, k: &KafkaAttr) -> KafkaModel {
             );
         }
     }
+    let auto_offset_reset = k
+        .auto_offset_reset
+        .as_ref()
+        .and_then(|c| apply(cx, c, |s: &String| auto_offset_reset(s)));
     KafkaModel {
         topic,
         group_id,
         partition_key: k.partition_key.as_ref().map(|p| p.value.clone()),
-        num_partitions: int_key(cx, "num_partitions", &k.num_partitions, 1),
-        replication_factor: int_key(cx, "replication_factor", &k.replication_factor, 1),
-        retention_ms: int_key(cx, "retention_ms", &k.retention_ms, 0),
-        compression_type: k
-            .compression_type
-            .as_ref()
-            .and_then(|c| apply(cx, c, |s: &String| compression_type(s))),
+        num_partitions,
+        replication_factor,
+        retention_ms,
+        compression_type,
         enable_idempotence: k.enable_idempotence.as_ref().map(|b| b.value),
         acks,
-        auto_offset_reset: k
-            .auto_offset_reset
-            .as_ref()
-            .and_then(|c| apply(cx, c, |s: &String| auto_offset_reset(s))),
+        auto_offset_reset,
         enable_auto_commit: k.enable_auto_commit.as_ref().map(|b| b.value),
         session_timeout_ms: int_key(cx, "session_timeout_ms", &k.session_timeout_ms, 1),
         max_poll_records: int_key(cx, "max_poll_records", &k.max_poll_records, 1),
@@ -158,6 +171,7 @@ fn check_rabbitmq(cx: &Ctxt, r: &RabbitMqAttr) -> RabbitMqModel {
             }
             rk.value.clone()
         }
+        None if r.keys.iter().any(|key| key == "routing_key") => String::new(),
         None => {
             cx.error_spanned_by(
                 &r.attr,

@@ -15,27 +15,36 @@ pub fn expand(cont: &Container, model: &EventModel) -> TokenStream {
         Some(pk) => partition_key(pk),
         None => quote!(::core::option::Option::None),
     };
+    // The registration names neither the impl nor the type, so a type missing
+    // its serde derives gets the two errors of the impl and no more.
     quote! {
-        #[automatically_derived]
-        impl ::heytom_mq::Event for #ident {
-            const NAME: &'static str = #name;
+        const _: () = {
+            static __HEYTOM_ROUTE: ::heytom_mq::Route = #route;
 
-            fn route() -> &'static ::heytom_mq::Route {
-                static ROUTE: ::heytom_mq::Route = #route;
-                &ROUTE
+            fn __heytom_route() -> &'static ::heytom_mq::Route {
+                &__HEYTOM_ROUTE
             }
 
-            fn partition_key(&self) -> ::core::option::Option<::std::string::String> {
-                #partition_key
-            }
-        }
+            #[automatically_derived]
+            impl ::heytom_mq::Event for #ident {
+                const NAME: &'static str = #name;
 
-        ::heytom_mq::__private::inventory::submit! {
-            ::heytom_mq::__private::EventRegistration {
-                name: <#ident as ::heytom_mq::Event>::NAME,
-                route: <#ident as ::heytom_mq::Event>::route,
+                fn route() -> &'static ::heytom_mq::Route {
+                    &__HEYTOM_ROUTE
+                }
+
+                fn partition_key(&self) -> ::core::option::Option<::std::string::String> {
+                    #partition_key
+                }
             }
-        }
+
+            ::heytom_mq::__private::inventory::submit! {
+                ::heytom_mq::__private::EventRegistration {
+                    name: #name,
+                    route: __heytom_route,
+                }
+            }
+        };
     }
 }
 

@@ -89,6 +89,18 @@ impl<'a> HandlerFn<'a> {
         if cx.has_errors() {
             return None;
         }
+        if let Some(first) = types.first() {
+            if let Some(extractor) = extractor_name(first) {
+                cx.error_spanned_by(
+                    first,
+                    format!(
+                        "the first argument of a #[handler] is the event; `{extractor}` goes after it: `async fn {}(event: MyEvent, ..)`",
+                        sig.ident
+                    ),
+                );
+                return None;
+            }
+        }
         let mut types = types.into_iter();
         let event = types.next()?;
         Some(HandlerFn {
@@ -97,6 +109,19 @@ impl<'a> HandlerFn<'a> {
             extractors: types.collect(),
             output,
         })
+    }
+}
+
+/// `Context` or `State` when a type is written as one of the extractors.
+fn extractor_name(ty: &Type) -> Option<&'static str> {
+    let Type::Path(p) = ty else { return None };
+    let last = p.path.segments.last()?;
+    if last.ident == "Context" && last.arguments.is_empty() {
+        Some("Context")
+    } else if last.ident == "State" && !last.arguments.is_empty() {
+        Some("State<T>")
+    } else {
+        None
     }
 }
 

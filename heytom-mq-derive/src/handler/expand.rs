@@ -34,7 +34,7 @@ pub fn expand(h: &HandlerFn, opts: &Options) -> TokenStream {
     let event_ty = h.event;
     let ev = first_span(event_ty);
     let decode = quote_spanned! {ev=>
-        let __event: #event_ty = match ::heytom_mq::__private::decode::<#event_ty>(__envelope) {
+        let __event: #event_ty = match (::heytom_mq::__private::handler_event::<#event_ty>().decode)(__envelope) {
             ::core::result::Result::Ok(event) => event,
             ::core::result::Result::Err(failure) => return ::heytom_mq::__private::fail(failure),
         };
@@ -54,7 +54,7 @@ pub fn expand(h: &HandlerFn, opts: &Options) -> TokenStream {
         }
     });
     let requires = h.extractors.iter().map(|ty| {
-        quote_spanned! {first_span(ty)=> ::heytom_mq::__private::requirement_of::<#ty> }
+        quote_spanned! {first_span(ty)=> <#ty as ::heytom_mq::__private::FromContext>::requirement }
     });
 
     let call = quote!(#fn_ident(__event #(, #args)*));
@@ -88,8 +88,9 @@ pub fn expand(h: &HandlerFn, opts: &Options) -> TokenStream {
         Some(n) => quote!(::core::option::Option::Some(#n)),
         None => quote!(::core::option::Option::None),
     };
-    let event_name = quote_spanned!(ev=> <#event_ty as ::heytom_mq::Event>::NAME);
-    let event_route = quote_spanned!(ev=> <#event_ty as ::heytom_mq::Event>::route);
+    let event_name = quote_spanned!(ev=> ::heytom_mq::__private::handler_event::<#event_ty>().name);
+    let event_route =
+        quote_spanned!(ev=> ::heytom_mq::__private::handler_event::<#event_ty>().route);
 
     quote! {
         #item
