@@ -60,9 +60,17 @@ impl<T> Spanned<T> {
     }
 }
 
+/// The expression inside the invisible group a `macro_rules!` `$x:expr` becomes.
+fn ungroup(expr: &Expr) -> &Expr {
+    match expr {
+        Expr::Group(g) => ungroup(&g.expr),
+        _ => expr,
+    }
+}
+
 /// What kind of literal a value is, for "expected ..., found ..." messages.
 fn describe(expr: &Expr) -> &'static str {
-    match expr {
+    match ungroup(expr) {
         Expr::Lit(ExprLit { lit, .. }) => match lit {
             Lit::Str(_) => "a string",
             Lit::Int(_) => "an integer",
@@ -102,7 +110,7 @@ fn wrong_type(cx: &Ctxt, key: &Ident, value: &Expr, expected: &str, example: &st
 
 /// The string of a string literal.
 pub fn as_str(value: &Expr) -> Option<Spanned<String>> {
-    match value {
+    match ungroup(value) {
         Expr::Lit(ExprLit {
             lit: Lit::Str(s), ..
         }) => Some(Spanned::new(s.value(), s)),
@@ -114,6 +122,7 @@ pub fn as_str(value: &Expr) -> Option<Spanned<String>> {
 ///
 /// `Err` carries a message when the literal does not fit even an `i128`.
 pub fn as_int(value: &Expr) -> Option<Result<Spanned<i128>, String>> {
+    let value = ungroup(value);
     let (lit, negative) = match value {
         Expr::Lit(ExprLit {
             lit: Lit::Int(i), ..
@@ -162,7 +171,7 @@ pub fn expect_int(cx: &Ctxt, key: &Ident, value: &Expr, example: &str) -> Option
 
 /// Reads a boolean literal, recording an error for anything else.
 pub fn expect_bool(cx: &Ctxt, key: &Ident, value: &Expr) -> Option<Spanned<bool>> {
-    match value {
+    match ungroup(value) {
         Expr::Lit(ExprLit {
             lit: Lit::Bool(b), ..
         }) => Some(Spanned::new(b.value, b)),
@@ -180,7 +189,7 @@ pub fn expect_ident_or_str(
     value: &Expr,
     example: &str,
 ) -> Option<Spanned<String>> {
-    match value {
+    match ungroup(value) {
         Expr::Path(p) if p.qself.is_none() && p.attrs.is_empty() => match p.path.get_ident() {
             Some(ident) => Some(Spanned::new(ident.unraw().to_string(), ident)),
             None => {
@@ -260,5 +269,16 @@ mod tests {
         assert_eq!(as_int(&e).map(|r| r.map(|s| s.value)), Some(Ok(86_400_000)));
         let e: Expr = syn::parse_quote!("3");
         assert!(as_int(&e).is_none());
+    }
+
+    #[test]
+    fn sees_through_macro_rules_groups() {
+        let inner: Expr = syn::parse_quote!(-1);
+        let grouped = Expr::Group(syn::ExprGroup {
+            attrs: Vec::new(),
+            group_token: Default::default(),
+            expr: Box::new(inner),
+        });
+        assert_eq!(as_int(&grouped).map(|r| r.map(|s| s.value)), Some(Ok(-1)));
     }
 }

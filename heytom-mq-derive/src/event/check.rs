@@ -18,8 +18,8 @@ pub struct EventModel {
 
 /// The field whose value becomes the partition key.
 pub struct PartitionKey {
+    /// The field, spanned at the attribute value naming it.
     pub field: Ident,
-    pub ty: Type,
     /// `Option<T>` fields give no key when `None`.
     pub optional: bool,
 }
@@ -227,8 +227,13 @@ fn find_partition_key(cx: &Ctxt, cont: &Container, pk: &Spanned<String>) -> Opti
             });
             match field {
                 Some(f) => Some(PartitionKey {
-                    field: f.ident.clone(),
-                    ty: f.ty.clone(),
+                    field: {
+                        let mut ident = f.ident.clone();
+                        if let Some(tt) = pk.tokens.clone().into_iter().next() {
+                            ident.set_span(tt.span());
+                        }
+                        ident
+                    },
                     optional: is_option(f.ty),
                 }),
                 None => {

@@ -69,29 +69,16 @@ pub fn stub(cont: &Container) -> TokenStream {
 
 fn partition_key(pk: &PartitionKey) -> TokenStream {
     let field = &pk.field;
-    let ty = &pk.ty;
-    // Spanned at the field's type: a type without Display fails there.
+    // Spanned at `partition_key = <field>`: a field without Display fails there.
+    let span = field.span();
     if pk.optional {
-        quote_spanned! {ty.span_first()=>
+        quote_spanned! {span=>
             ::core::option::Option::map(::core::option::Option::as_ref(&self.#field), ::std::string::ToString::to_string)
         }
     } else {
-        quote_spanned! {ty.span_first()=>
+        quote_spanned! {span=>
             ::core::option::Option::Some(::std::string::ToString::to_string(&self.#field))
         }
-    }
-}
-
-trait SpanFirst {
-    fn span_first(&self) -> proc_macro2::Span;
-}
-
-impl<T: ToTokens> SpanFirst for T {
-    fn span_first(&self) -> proc_macro2::Span {
-        self.to_token_stream()
-            .into_iter()
-            .next()
-            .map_or_else(proc_macro2::Span::call_site, |t| t.span())
     }
 }
 
