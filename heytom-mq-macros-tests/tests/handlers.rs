@@ -257,3 +257,63 @@ async fn missing_state_fails_the_delivery_without_calling() {
         other => panic!("expected an extractor failure, got {other:?}"),
     }
 }
+
+/// The whole path: `App` discovers the `#[handler]`, checks its state, and a
+/// published event reaches it through the in-memory broker.
+mod end_to_end {
+    use std::time::Duration;
+
+    use heytom_mq::prelude::*;
+    use serde::{Deserialize, Serialize};
+    use tokio::sync::mpsc;
+
+    #[derive(Event, Serialize, Deserialize, Debug, Clone)]
+    #[event(name = "macros-tests.Greeting")]
+    pub struct Greeting {
+        pub text: String,
+    }
+
+    #[derive(Clone)]
+    pub struct Inbox(mpsc::UnboundedSender<(String, u32)>);
+
+    #[handler(name = "macros-tests.greet")]
+    async fn greet(event: Greeting, ctx: Context, State(inbox): State<Inbox>) -> bool {
+        inbox.0.send((event.text, ctx.attempt())).is_ok()
+    }
+
+    #[tokio::test]
+    async fn app_discovers_and_runs_the_handler() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let running = App::builder()
+            .in_memory()
+            .discover_in(module_path!())
+            .state(Inbox(tx))
+            .start()
+            .await
+            .expect("app starts");
+        running
+            .producer()
+            .send(&Greeting {
+                text: "hello".into(),
+            })
+            .await
+            .expect("published");
+        // A generous bound so a lost delivery fails the test instead of hanging it.
+        let got = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .expect("delivered before the deadline");
+        assert_eq!(got, Some(("hello".to_owned(), 1)));
+        running.shutdown().await.expect("shuts down");
+    }
+
+    #[tokio::test]
+    async fn missing_state_is_a_build_error_naming_the_type() {
+        let err = App::builder()
+            .in_memory()
+            .discover_in(module_path!())
+            .build()
+            .await
+            .expect_err("Inbox state is missing");
+        assert!(err.to_string().contains("Inbox"), "{err}");
+    }
+}
