@@ -31,6 +31,11 @@ pub type Headers = BTreeMap<String, String>;
 /// assert_eq!(UserCreated::NAME, "UserCreated");
 /// assert_eq!(UserCreated { user_id: 7, name: "a".into() }.partition_key().as_deref(), Some("7"));
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an event",
+    label = "not an event",
+    note = "derive it: `#[derive(Event, Serialize, Deserialize)]` (with `use heytom_mq::prelude::*;`)"
+)]
 pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// The stable message type name written on the wire and in the local message table.
     const NAME: &'static str;

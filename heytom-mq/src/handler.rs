@@ -518,7 +518,7 @@ impl HandlerEntry {
             group: reg.group.map(str::to_owned),
             retry: reg.max_attempts.map(|n| RetryPolicy::default().max_attempts(n)),
             concurrency: reg.concurrency,
-            requires: reg.requires.iter().map(|f| f()).collect(),
+            requires: reg.requires.iter().filter_map(|f| f()).collect(),
             handler: Arc::new(FnHandler(reg.call)),
         }
     }
@@ -559,8 +559,8 @@ pub struct HandlerRegistration {
     pub max_attempts: Option<u32>,
     /// `#[handler(concurrency = N)]`
     pub concurrency: Option<usize>,
-    /// One function per `State<T>` argument.
-    pub requires: &'static [fn() -> StateRequirement],
+    /// One function per extractor argument; those that need state return it.
+    pub requires: &'static [fn() -> Option<StateRequirement>],
     /// The generated call shim.
     pub call: HandlerFn,
 }

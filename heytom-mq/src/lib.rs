@@ -105,6 +105,36 @@ pub mod __private {
     /// Compile-time check of the return type.
     pub fn assert_result<R: crate::IntoHandlerResult>() {}
 
+    /// What a `#[handler]` needs of its event type. The shim and the
+    /// registration both go through [`handler_event`], so an argument that is
+    /// not an event is reported once, at that argument.
+    pub struct HandlerEvent<E> {
+        /// `Event::NAME`
+        pub name: &'static str,
+        /// `Event::route`
+        pub route: fn() -> &'static crate::Route,
+        /// Decodes the payload.
+        pub decode: fn(&crate::Envelope) -> Result<E, HandlerFailure>,
+    }
+
+    /// The [`HandlerEvent`] of `E`.
+    pub const fn handler_event<E: crate::Event>() -> HandlerEvent<E> {
+        HandlerEvent {
+            name: E::NAME,
+            route: E::route,
+            decode: decode::<E>,
+        }
+    }
+
+    /// Boxes a handler's future; the `Send` bound is the check that the
+    /// handler holds nothing `!Send` (like an `Rc`) across an `.await`.
+    pub fn boxed<F>(f: F) -> BoxFuture<'static, Result<(), HandlerFailure>>
+    where
+        F: std::future::Future<Output = Result<(), HandlerFailure>> + Send + 'static,
+    {
+        Box::pin(f)
+    }
+
     /// The state requirement of an extractor, if any.
     pub fn requirement_of<T: crate::FromContext>() -> Option<StateRequirement> {
         T::requirement()

@@ -1,0 +1,12 @@
+use heytom_mq::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Event, Serialize, Deserialize)]
+struct Ping;
+
+#[handler]
+async fn on_ping(_event: Ping, _ctx: Context, count: u32) {
+    let _ = count;
+}
+
+fn main() {}

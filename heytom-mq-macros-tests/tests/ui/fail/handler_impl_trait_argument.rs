@@ -1,0 +1,10 @@
+use heytom_mq::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Event, Serialize, Deserialize)]
+struct Ping;
+
+#[handler]
+async fn on_any(_event: impl Event) {}
+
+fn main() {}
