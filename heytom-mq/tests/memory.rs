@@ -270,11 +270,14 @@ mod bad_input {
         eventually("the good message", || calls.load(Ordering::SeqCst) == 1).await;
         app.shutdown().await.unwrap();
 
+        // Lanes run in parallel, so the dead letters may arrive in any order.
         let reasons: Vec<&str> = dead.iter().map(|d| d.dead_letter.reason.as_str()).collect();
-        assert!(reasons[0].starts_with("payload does not decode"), "{reasons:?}");
-        assert!(reasons[1].contains("invalid type"), "{reasons:?}");
-        assert!(reasons[2].contains("unknown message type `SomethingElse`"), "{reasons:?}");
-        assert!(reasons[3].contains("heytom-event-id"), "{reasons:?}");
+        let has = |pat: &str| reasons.iter().filter(|r| r.contains(pat)).count();
+        assert_eq!(has("payload does not decode"), 2, "{reasons:?}");
+        assert_eq!(has("key must be a string"), 1, "{reasons:?}");
+        assert_eq!(has("invalid type"), 1, "{reasons:?}");
+        assert_eq!(has("unknown message type `SomethingElse`"), 1, "{reasons:?}");
+        assert_eq!(has("heytom-event-id"), 1, "{reasons:?}");
         assert!(dead.iter().all(|d| d.dead_letter.attempts == 0));
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
