@@ -20,7 +20,11 @@ pub struct UserCreated {
 }
 
 #[derive(Event, Serialize, Deserialize, Debug, Clone)]
-#[rabbitmq(routing_key = "order.placed", exchange = "order.exchange", exchange_type = "topic")]
+#[rabbitmq(
+    routing_key = "order.placed",
+    exchange = "order.exchange",
+    exchange_type = "topic"
+)]
 pub struct OrderPlaced {
     pub order_id: String,
     pub amount: f64,
@@ -37,7 +41,12 @@ pub struct Stats {
 
 #[handler]
 async fn send_welcome_mail(event: UserCreated, ctx: Context, State(stats): State<Stats>) {
-    println!("[welcome] hello {} (user {}, event {})", event.name, event.user_id, ctx.event_id());
+    println!(
+        "[welcome] hello {} (user {}, event {})",
+        event.name,
+        event.user_id,
+        ctx.event_id()
+    );
     stats.welcomed.fetch_add(1, Ordering::SeqCst);
 }
 
@@ -49,17 +58,33 @@ async fn audit_user(event: UserCreated, State(stats): State<Stats>) -> bool {
 }
 
 #[handler]
-async fn bill(event: OrderPlaced, ctx: Context, State(stats): State<Stats>) -> Result<(), HandlerError> {
+async fn bill(
+    event: OrderPlaced,
+    ctx: Context,
+    State(stats): State<Stats>,
+) -> Result<(), HandlerError> {
     stats.billing_attempts.fetch_add(1, Ordering::SeqCst);
     if event.amount < 0.0 {
-        println!("[billing] order {} has a negative amount: refusing (attempt {})", event.order_id, ctx.attempt());
+        println!(
+            "[billing] order {} has a negative amount: refusing (attempt {})",
+            event.order_id,
+            ctx.attempt()
+        );
         return Err(format!("negative amount {}", event.amount).into());
     }
     if event.order_id == "A-2" && ctx.attempt() == 1 {
-        println!("[billing] order {}: payment service timed out, will retry", event.order_id);
+        println!(
+            "[billing] order {}: payment service timed out, will retry",
+            event.order_id
+        );
         return Err("payment service timeout".into());
     }
-    println!("[billing] billed order {} for {:.2} (attempt {})", event.order_id, event.amount, ctx.attempt());
+    println!(
+        "[billing] billed order {} for {:.2} (attempt {})",
+        event.order_id,
+        event.amount,
+        ctx.attempt()
+    );
     stats.billed.fetch_add(1, Ordering::SeqCst);
     Ok(())
 }
@@ -85,21 +110,47 @@ async fn main() -> Result<(), heytom_mq::Error> {
 
     producer
         .send_batch(&[
-            UserCreated { user_id: 1, name: "Ada".into() },
-            UserCreated { user_id: 2, name: "Grace".into() },
+            UserCreated {
+                user_id: 1,
+                name: "Ada".into(),
+            },
+            UserCreated {
+                user_id: 2,
+                name: "Grace".into(),
+            },
         ])
         .await?;
-    producer.send(&OrderPlaced { order_id: "A-1".into(), amount: 19.99 }).await?;
-    producer.send(&OrderPlaced { order_id: "A-2".into(), amount: 5.00 }).await?;
+    producer
+        .send(&OrderPlaced {
+            order_id: "A-1".into(),
+            amount: 19.99,
+        })
+        .await?;
+    producer
+        .send(&OrderPlaced {
+            order_id: "A-2".into(),
+            amount: 5.00,
+        })
+        .await?;
     // A poison event: billing refuses it on every attempt.
-    producer.send(&OrderPlaced { order_id: "A-3".into(), amount: -1.00 }).await?;
+    producer
+        .send(&OrderPlaced {
+            order_id: "A-3".into(),
+            amount: -1.00,
+        })
+        .await?;
 
     let broker = app.in_memory_broker().cloned().expect("in-memory app");
     let dead = tokio::time::timeout(Duration::from_secs(10), broker.wait_for_dead_letters(1))
         .await
-        .map_err(|_| heytom_mq::Error::config("the poison event never reached the dead-letter destination"))?;
+        .map_err(|_| {
+            heytom_mq::Error::config("the poison event never reached the dead-letter destination")
+        })?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while stats.billed.load(Ordering::SeqCst) < 2 || stats.audited.load(Ordering::SeqCst) < 2 || stats.welcomed.load(Ordering::SeqCst) < 2 {
+    while stats.billed.load(Ordering::SeqCst) < 2
+        || stats.audited.load(Ordering::SeqCst) < 2
+        || stats.welcomed.load(Ordering::SeqCst) < 2
+    {
         if tokio::time::Instant::now() > deadline {
             return Err(heytom_mq::Error::config("handlers did not finish in time"));
         }
@@ -109,10 +160,22 @@ async fn main() -> Result<(), heytom_mq::Error> {
 
     println!();
     println!("summary");
-    println!("  welcome mails sent     {}", stats.welcomed.load(Ordering::SeqCst));
-    println!("  users audited          {}", stats.audited.load(Ordering::SeqCst));
-    println!("  orders billed          {}", stats.billed.load(Ordering::SeqCst));
-    println!("  billing attempts       {}", stats.billing_attempts.load(Ordering::SeqCst));
+    println!(
+        "  welcome mails sent     {}",
+        stats.welcomed.load(Ordering::SeqCst)
+    );
+    println!(
+        "  users audited          {}",
+        stats.audited.load(Ordering::SeqCst)
+    );
+    println!(
+        "  orders billed          {}",
+        stats.billed.load(Ordering::SeqCst)
+    );
+    println!(
+        "  billing attempts       {}",
+        stats.billing_attempts.load(Ordering::SeqCst)
+    );
     for d in &dead {
         println!(
             "  dead-lettered          {} after {} attempts: {}",

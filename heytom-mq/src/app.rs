@@ -9,7 +9,9 @@ use tokio::sync::watch;
 use crate::consumer::Dispatcher;
 use crate::error::{Error, Result};
 use crate::event::{Event, TransportKind};
-use crate::handler::{registered_handlers, EventHandler, HandlerEntry, HandlerRegistration, StateMap};
+use crate::handler::{
+    registered_handlers, EventHandler, HandlerEntry, HandlerRegistration, StateMap,
+};
 use crate::producer::{Producer, Router};
 use crate::retry::RetryPolicy;
 use crate::transport::memory::{InMemoryBroker, InMemoryTransport};
@@ -131,7 +133,8 @@ impl AppBuilder {
     /// Registers a handler type for `E`, like `AddEventHandler<E, H>`.
     pub fn handler<E: Event, H: EventHandler<E>>(mut self, handler: H) -> Self {
         let name = crate::consumer::short_type_name::<H>().to_owned();
-        self.explicit.push(HandlerEntry::from_type::<E, H>(name, handler));
+        self.explicit
+            .push(HandlerEntry::from_type::<E, H>(name, handler));
         self
     }
 
@@ -234,7 +237,8 @@ impl AppBuilder {
         let handlers = self.collect_handlers()?;
 
         #[cfg(feature = "_outbox")]
-        let outbox_config = crate::outbox::resolve_config(self.outbox.take(), self.local_message_retry.take())?;
+        let outbox_config =
+            crate::outbox::resolve_config(self.outbox.take(), self.local_message_retry.take())?;
 
         // Check every handled event has a transport before connecting anything.
         let mut kinds: Vec<TransportKind> = self.transports.iter().map(|t| t.kind()).collect();
@@ -396,10 +400,14 @@ impl App {
     pub async fn start(self) -> Result<RunningApp> {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         // (transport, event, group) -> handlers sharing one subscription
-        let mut groups: BTreeMap<(TransportKind, &'static str, String), Vec<HandlerEntry>> = BTreeMap::new();
+        let mut groups: BTreeMap<(TransportKind, &'static str, String), Vec<HandlerEntry>> =
+            BTreeMap::new();
         for h in &self.handlers {
             let Some(t) = self.router.resolve(h.route) else {
-                return Err(Error::TransportNotConfigured(vec![(h.event_name.to_owned(), h.route.kind())]));
+                return Err(Error::TransportNotConfigured(vec![(
+                    h.event_name.to_owned(),
+                    h.route.kind(),
+                )]));
             };
             groups
                 .entry((t.kind(), h.event_name, t.group_for(h)))
@@ -579,7 +587,10 @@ mod tests {
             redact_url("amqp://guest:secret@host:5672/%2f"),
             "amqp://guest:***@host:5672/%2f"
         );
-        assert_eq!(redact_url("postgres://u:p@a:b@h/db"), "postgres://u:***@h/db");
+        assert_eq!(
+            redact_url("postgres://u:p@a:b@h/db"),
+            "postgres://u:***@h/db"
+        );
         assert_eq!(redact_url("sqlite::memory:"), "sqlite::memory:");
     }
 }

@@ -142,7 +142,11 @@ impl Dispatcher {
             .or_insert_with(|| uuid::Uuid::now_v7().to_string());
         let envelope = match Envelope::from_wire(wire, incoming.body) {
             Ok(e) => e,
-            Err(e) => return Outcome::DeadLetter(DeadLetter::rejected(format!("malformed envelope: {e}"))),
+            Err(e) => {
+                return Outcome::DeadLetter(DeadLetter::rejected(format!(
+                    "malformed envelope: {e}"
+                )))
+            }
         };
         if envelope.name != self.event_name {
             return Outcome::DeadLetter(DeadLetter::rejected(format!(
@@ -150,7 +154,8 @@ impl Dispatcher {
                 envelope.name, self.event_name
             )));
         }
-        let span = tracing::info_span!("consume", event_id = %envelope.id, event_name = %envelope.name);
+        let span =
+            tracing::info_span!("consume", event_id = %envelope.id, event_name = %envelope.name);
         async {
             if self.handlers.len() == 1 {
                 return self.run_handler(&self.handlers[0], &envelope).await;
@@ -396,8 +401,11 @@ impl MessageConsumer for Consumer {
         Fut: Future<Output = R> + Send + 'static,
         R: IntoHandlerResult + 'static,
     {
-        self.add(HandlerEntry::from_closure(format!("{}.subscriber", E::NAME), f))
-            .await
+        self.add(HandlerEntry::from_closure(
+            format!("{}.subscriber", E::NAME),
+            f,
+        ))
+        .await
     }
 
     async fn subscribe_handler<E, H>(&self, handler: H) -> Result<()>
@@ -406,7 +414,8 @@ impl MessageConsumer for Consumer {
         H: EventHandler<E>,
     {
         let name = format!("{}.{}", E::NAME, short_type_name::<H>());
-        self.add(HandlerEntry::from_type::<E, H>(name, handler)).await
+        self.add(HandlerEntry::from_type::<E, H>(name, handler))
+            .await
     }
 
     async fn unsubscribe<E: Event>(&self) -> Result<()> {

@@ -390,7 +390,10 @@ impl Envelope {
         let mut h = self.headers.clone();
         h.insert(headers::EVENT_ID.to_owned(), self.id.to_string());
         h.insert(headers::EVENT_NAME.to_owned(), self.name.clone());
-        h.insert(headers::OCCURRED_AT.to_owned(), self.occurred_at.to_rfc3339());
+        h.insert(
+            headers::OCCURRED_AT.to_owned(),
+            self.occurred_at.to_rfc3339(),
+        );
         h
     }
 

@@ -48,7 +48,11 @@ struct ContextInner {
 
 impl Context {
     /// Builds a context for a delivery; transports and tests use this.
-    pub fn new(envelope: &Envelope, handler: impl Into<String>, producer: Option<Producer>) -> Self {
+    pub fn new(
+        envelope: &Envelope,
+        handler: impl Into<String>,
+        producer: Option<Producer>,
+    ) -> Self {
         Context {
             inner: Arc::new(ContextInner {
                 event_id: envelope.id,
@@ -316,7 +320,11 @@ impl<E: Into<BoxError>> IntoHandlerResult for Result<(), E> {
 /// ```
 pub trait EventHandler<E: Event>: Send + Sync + 'static {
     /// Handles one event; an error goes to the retry policy.
-    fn handle(&self, event: E, ctx: Context) -> impl Future<Output = Result<(), HandlerError>> + Send;
+    fn handle(
+        &self,
+        event: E,
+        ctx: Context,
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send;
 }
 
 /// Why one handler invocation did not succeed.
@@ -516,7 +524,9 @@ impl HandlerEntry {
             event_name: reg.event_name,
             route: (reg.route)(),
             group: reg.group.map(str::to_owned),
-            retry: reg.max_attempts.map(|n| RetryPolicy::default().max_attempts(n)),
+            retry: reg
+                .max_attempts
+                .map(|n| RetryPolicy::default().max_attempts(n)),
             concurrency: reg.concurrency,
             requires: reg.requires.iter().filter_map(|f| f()).collect(),
             handler: Arc::new(FnHandler(reg.call)),

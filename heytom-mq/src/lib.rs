@@ -73,11 +73,11 @@ pub mod prelude {
         InMemoryBroker, MessageConsumer, MessageProducer, Producer, RetryPolicy, Route, State,
     };
     #[cfg(feature = "kafka")]
-    pub use crate::{KafkaOptions, KafkaConsumer, KafkaProducer};
-    #[cfg(feature = "rabbitmq")]
-    pub use crate::{RabbitMqOptions, RabbitMqConsumer, RabbitMqProducer};
+    pub use crate::{KafkaConsumer, KafkaOptions, KafkaProducer};
     #[cfg(feature = "_outbox")]
     pub use crate::{LocalMessageRetryOptions, Outbox};
+    #[cfg(feature = "rabbitmq")]
+    pub use crate::{RabbitMqConsumer, RabbitMqOptions, RabbitMqProducer};
 }
 
 /// Used by the code `#[derive(Event)]` and `#[handler]` generate; not public API.

@@ -15,7 +15,10 @@ pub trait MessageProducer: Send + Sync {
     /// Publishes one event and waits for the broker's confirm.
     fn send<E: Event>(&self, event: &E) -> impl Future<Output = Result<EventId>> + Send;
     /// Publishes several events, pipelining the confirms.
-    fn send_batch<E: Event>(&self, events: &[E]) -> impl Future<Output = Result<Vec<EventId>>> + Send;
+    fn send_batch<E: Event>(
+        &self,
+        events: &[E],
+    ) -> impl Future<Output = Result<Vec<EventId>>> + Send;
 }
 
 /// Picks the transport for a route.
@@ -102,9 +105,10 @@ impl Producer {
     }
 
     pub(crate) fn transport_for(&self, name: &str, route: &Route) -> Result<&Arc<dyn Transport>> {
-        self.inner.router.resolve(route).ok_or_else(|| {
-            Error::TransportNotConfigured(vec![(name.to_owned(), route.kind())])
-        })
+        self.inner
+            .router
+            .resolve(route)
+            .ok_or_else(|| Error::TransportNotConfigured(vec![(name.to_owned(), route.kind())]))
     }
 
     /// Publishes one event and waits for the broker's confirm.
@@ -113,7 +117,11 @@ impl Producer {
     }
 
     /// Publishes one event with extra headers (correlation id, `traceparent`, your own).
-    pub async fn send_with_headers<E: Event>(&self, event: &E, headers: Headers) -> Result<EventId> {
+    pub async fn send_with_headers<E: Event>(
+        &self,
+        event: &E,
+        headers: Headers,
+    ) -> Result<EventId> {
         let envelope = Envelope::with_headers(event, headers)?;
         let id = envelope.id;
         self.send_envelope(E::route(), envelope).await?;
@@ -152,7 +160,12 @@ impl Producer {
         } else {
             Err(Error::publish(
                 E::NAME,
-                format!("{} of {} failed: {}", failures.len(), out.len(), failures.join("; ")),
+                format!(
+                    "{} of {} failed: {}",
+                    failures.len(),
+                    out.len(),
+                    failures.join("; ")
+                ),
             ))
         }
     }
@@ -163,7 +176,11 @@ impl Producer {
         let mut groups: BTreeMap<TransportKind, (Arc<dyn Transport>, Vec<usize>)> = BTreeMap::new();
         for (i, m) in messages.iter().enumerate() {
             match self.transport_for(&m.envelope.name, m.route) {
-                Ok(t) => groups.entry(t.kind()).or_insert_with(|| (t.clone(), Vec::new())).1.push(i),
+                Ok(t) => groups
+                    .entry(t.kind())
+                    .or_insert_with(|| (t.clone(), Vec::new()))
+                    .1
+                    .push(i),
                 Err(e) => results[i] = Some(Err(e)),
             }
         }
@@ -177,7 +194,9 @@ impl Producer {
         }
         results
             .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(Error::publish("?", "transport returned too few results"))))
+            .map(|r| {
+                r.unwrap_or_else(|| Err(Error::publish("?", "transport returned too few results")))
+            })
             .collect()
     }
 }
@@ -186,7 +205,10 @@ impl MessageProducer for Producer {
     fn send<E: Event>(&self, event: &E) -> impl Future<Output = Result<EventId>> + Send {
         Producer::send(self, event)
     }
-    fn send_batch<E: Event>(&self, events: &[E]) -> impl Future<Output = Result<Vec<EventId>>> + Send {
+    fn send_batch<E: Event>(
+        &self,
+        events: &[E],
+    ) -> impl Future<Output = Result<Vec<EventId>>> + Send {
         Producer::send_batch(self, events)
     }
 }
@@ -243,13 +265,22 @@ mod tests {
         let all = [InMemory, RabbitMq, Kafka];
         assert_eq!(resolve_kind(all.iter().copied(), &KAFKA), Some(Kafka));
         assert_eq!(resolve_kind(all.iter().copied(), &RABBIT), Some(RabbitMq));
-        assert_eq!(resolve_kind(all.iter().copied(), &Route::Default), Some(InMemory));
+        assert_eq!(
+            resolve_kind(all.iter().copied(), &Route::Default),
+            Some(InMemory)
+        );
         let mem = [InMemory];
         assert_eq!(resolve_kind(mem.iter().copied(), &KAFKA), Some(InMemory));
         let rabbit = [RabbitMq];
         assert_eq!(resolve_kind(rabbit.iter().copied(), &KAFKA), None);
-        assert_eq!(resolve_kind(rabbit.iter().copied(), &Route::Default), Some(RabbitMq));
+        assert_eq!(
+            resolve_kind(rabbit.iter().copied(), &Route::Default),
+            Some(RabbitMq)
+        );
         let kafka_rabbit = [Kafka, RabbitMq];
-        assert_eq!(resolve_kind(kafka_rabbit.iter().copied(), &Route::Default), Some(RabbitMq));
+        assert_eq!(
+            resolve_kind(kafka_rabbit.iter().copied(), &Route::Default),
+            Some(RabbitMq)
+        );
     }
 }

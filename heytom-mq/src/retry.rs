@@ -75,7 +75,9 @@ impl RetryPolicy {
 
     /// The wait after failed attempt number `attempt` (1-based).
     pub fn backoff(&self, attempt: u32) -> Duration {
-        let exp = self.multiplier.powi(attempt.saturating_sub(1).min(64) as i32);
+        let exp = self
+            .multiplier
+            .powi(attempt.saturating_sub(1).min(64) as i32);
         let secs = self.initial_backoff.as_secs_f64() * exp;
         if !secs.is_finite() || secs >= self.max_backoff.as_secs_f64() {
             self.max_backoff

@@ -22,7 +22,10 @@ fn fast_retry(attempts: u32) -> RetryPolicy {
 async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !cond() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -128,8 +131,14 @@ mod competing {
             .collect();
         ns.sort_unstable();
         assert_eq!(ns, (0..200).collect::<Vec<_>>());
-        assert!(items.iter().any(|s| s.starts_with("a:")), "instance a got none");
-        assert!(items.iter().any(|s| s.starts_with("b:")), "instance b got none");
+        assert!(
+            items.iter().any(|s| s.starts_with("a:")),
+            "instance a got none"
+        );
+        assert!(
+            items.iter().any(|s| s.starts_with("b:")),
+            "instance b got none"
+        );
     }
 }
 
@@ -143,7 +152,11 @@ mod retry_then_success {
     }
 
     #[handler]
-    async fn flaky(_event: Flaky, ctx: Context, State(log): State<Log>) -> Result<(), HandlerError> {
+    async fn flaky(
+        _event: Flaky,
+        ctx: Context,
+        State(log): State<Log>,
+    ) -> Result<(), HandlerError> {
         log.push(format!("attempt {}", ctx.attempt()));
         if ctx.attempt() < 3 {
             return Err(format!("transient failure on attempt {}", ctx.attempt()).into());
@@ -179,7 +192,10 @@ mod dead_letter {
     }
 
     #[handler(max_attempts = 4)]
-    async fn always_fails(_event: Poison, State(calls): State<Arc<AtomicU32>>) -> anyhow::Result<()> {
+    async fn always_fails(
+        _event: Poison,
+        State(calls): State<Arc<AtomicU32>>,
+    ) -> anyhow::Result<()> {
         calls.fetch_add(1, Ordering::SeqCst);
         anyhow::bail!("cannot process poison")
     }
@@ -225,7 +241,10 @@ mod dead_letter {
 
         let exploded = dead.iter().find(|d| d.topic == "Explodes").unwrap();
         assert_eq!(exploded.dead_letter.attempts, 2);
-        assert!(exploded.dead_letter.reason.contains("handler panicked: handler bug"));
+        assert!(exploded
+            .dead_letter
+            .reason
+            .contains("handler panicked: handler bug"));
     }
 }
 
@@ -254,8 +273,16 @@ mod bad_input {
         let broker = app.in_memory_broker().unwrap().clone();
         let mut headers = Headers::new();
         headers.insert("heytom-event-name".into(), "Strict".into());
-        assert_eq!(broker.publish_raw("Strict", headers.clone(), b"{not json".to_vec(), None), 1);
-        broker.publish_raw("Strict", headers.clone(), br#"{"id":"a string"}"#.to_vec(), None);
+        assert_eq!(
+            broker.publish_raw("Strict", headers.clone(), b"{not json".to_vec(), None),
+            1
+        );
+        broker.publish_raw(
+            "Strict",
+            headers.clone(),
+            br#"{"id":"a string"}"#.to_vec(),
+            None,
+        );
         headers.insert("heytom-event-name".into(), "SomethingElse".into());
         broker.publish_raw("Strict", headers, br#"{"id":1}"#.to_vec(), None);
         let mut bad_id = Headers::new();
@@ -276,7 +303,11 @@ mod bad_input {
         assert_eq!(has("payload does not decode"), 2, "{reasons:?}");
         assert_eq!(has("key must be a string"), 1, "{reasons:?}");
         assert_eq!(has("invalid type"), 1, "{reasons:?}");
-        assert_eq!(has("unknown message type `SomethingElse`"), 1, "{reasons:?}");
+        assert_eq!(
+            has("unknown message type `SomethingElse`"),
+            1,
+            "{reasons:?}"
+        );
         assert_eq!(has("heytom-event-id"), 1, "{reasons:?}");
         assert!(dead.iter().all(|d| d.dead_letter.attempts == 0));
         assert_eq!(calls.load(Ordering::SeqCst), 1);
@@ -312,7 +343,10 @@ mod ordering {
         let mut events = Vec::new();
         for seq in 0..50 {
             for account in ["alice", "bob", "carol", "dave"] {
-                events.push(Posting { account: account.into(), seq });
+                events.push(Posting {
+                    account: account.into(),
+                    seq,
+                });
             }
         }
         app.producer().send_batch(&events).await.unwrap();
@@ -322,7 +356,10 @@ mod ordering {
             let seqs: Vec<u32> = log
                 .items()
                 .iter()
-                .filter_map(|s| s.strip_prefix(&format!("{account}:")).map(|n| n.parse().unwrap()))
+                .filter_map(|s| {
+                    s.strip_prefix(&format!("{account}:"))
+                        .map(|n| n.parse().unwrap())
+                })
                 .collect();
             assert_eq!(seqs, (0..50).collect::<Vec<_>>(), "order of {account}");
         }
@@ -356,7 +393,11 @@ mod graceful_shutdown {
         app.producer().send(&Slow { id: 1 }).await.unwrap();
         eventually("handler start", || log.len() == 1).await;
         app.shutdown().await.unwrap();
-        assert_eq!(log.items(), ["started", "finished"], "handler was cut off mid-event");
+        assert_eq!(
+            log.items(),
+            ["started", "finished"],
+            "handler was cut off mid-event"
+        );
     }
 }
 
@@ -381,7 +422,11 @@ mod shutdown_hands_back_retries {
         let app = App::builder()
             .in_memory_broker(broker.clone())
             .discover_in(module_path!())
-            .retry_policy(RetryPolicy::default().max_attempts(5).initial_backoff(Duration::from_secs(60)))
+            .retry_policy(
+                RetryPolicy::default()
+                    .max_attempts(5)
+                    .initial_backoff(Duration::from_secs(60)),
+            )
             .state(log.clone())
             .start()
             .await
@@ -393,7 +438,11 @@ mod shutdown_hands_back_retries {
             .expect("shutdown does not wait out the backoff")
             .unwrap();
         assert!(broker.dead_letters().is_empty());
-        assert_eq!(broker.pending("Stubborn", "stubborn"), 1, "message is back in its queue");
+        assert_eq!(
+            broker.pending("Stubborn", "stubborn"),
+            1,
+            "message is back in its queue"
+        );
     }
 }
 
@@ -434,7 +483,10 @@ mod startup_checks {
             .await
             .unwrap_err();
         assert!(matches!(err, heytom_mq::Error::TransportNotConfigured(_)));
-        assert_eq!(err.to_string(), "no transport configured for event `NeedsKafka` (needs Kafka)");
+        assert_eq!(
+            err.to_string(),
+            "no transport configured for event `NeedsKafka` (needs Kafka)"
+        );
     }
 
     #[tokio::test]
@@ -485,8 +537,14 @@ mod context_and_follow_ups {
     }
 
     #[handler]
-    async fn record(event: Shipped, State(seen): State<Arc<Mutex<Vec<(u32, Headers)>>>>, ctx: Context) {
-        seen.lock().unwrap().push((event.order, ctx.headers().clone()));
+    async fn record(
+        event: Shipped,
+        State(seen): State<Arc<Mutex<Vec<(u32, Headers)>>>>,
+        ctx: Context,
+    ) {
+        seen.lock()
+            .unwrap()
+            .push((event.order, ctx.headers().clone()));
     }
 
     #[tokio::test]
@@ -499,7 +557,10 @@ mod context_and_follow_ups {
             .await
             .unwrap();
         let mut headers = Headers::new();
-        headers.insert("traceparent".into(), "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into());
+        headers.insert(
+            "traceparent".into(),
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
+        );
         headers.insert("tenant".into(), "acme".into());
         let id = app
             .producer()
@@ -512,8 +573,14 @@ mod context_and_follow_ups {
         assert_eq!(order, 42);
         assert_eq!(h["correlation-id"], id.to_string());
         assert_eq!(h["causation-id"], id.to_string());
-        assert_eq!(h["traceparent"], "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
-        assert!(!h.contains_key("tenant"), "user headers are not copied to follow-ups");
+        assert_eq!(
+            h["traceparent"],
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        );
+        assert!(
+            !h.contains_key("tenant"),
+            "user headers are not copied to follow-ups"
+        );
     }
 }
 
@@ -545,7 +612,10 @@ mod handler_types {
             .start()
             .await
             .unwrap();
-        app.producer().send(&Greeting { text: "hi".into() }).await.unwrap();
+        app.producer()
+            .send(&Greeting { text: "hi".into() })
+            .await
+            .unwrap();
         eventually("greeting", || log.len() == 1).await;
         app.shutdown().await.unwrap();
         assert_eq!(log.items(), ["hi#1"]);
@@ -574,7 +644,10 @@ mod handler_types {
             Err(heytom_mq::Error::AlreadySubscribed(_))
         ));
         let producer = InMemoryProducer::new(&broker);
-        producer.send(&Greeting { text: "one".into() }).await.unwrap();
+        producer
+            .send(&Greeting { text: "one".into() })
+            .await
+            .unwrap();
         eventually("closure", || log.len() == 1).await;
 
         consumer.unsubscribe::<Greeting>().await.unwrap();
@@ -582,7 +655,10 @@ mod handler_types {
             .subscribe_handler::<Greeting, _>(GreetingHandler { log: log.clone() })
             .await
             .unwrap();
-        producer.send(&Greeting { text: "two".into() }).await.unwrap();
+        producer
+            .send(&Greeting { text: "two".into() })
+            .await
+            .unwrap();
         eventually("handler", || log.len() == 2).await;
         consumer.stop().await.unwrap();
         assert_eq!(log.items(), ["closure:one", "two#1"]);
@@ -597,7 +673,10 @@ fn reserved_headers_are_written_on_the_wire() {
     }
     let env = heytom_mq::Envelope::new(&Wire { a: 1 }).unwrap();
     let wire = env.wire_headers();
-    assert_eq!(wire.get("heytom-event-name").map(String::as_str), Some("Wire"));
+    assert_eq!(
+        wire.get("heytom-event-name").map(String::as_str),
+        Some("Wire")
+    );
     assert_eq!(wire["heytom-event-id"], env.id.to_string());
     assert_eq!(env.id.get_version_num(), 7);
     let back = heytom_mq::Envelope::from_wire(wire, env.payload.clone()).unwrap();

@@ -21,7 +21,9 @@ impl KafkaOptions {
 }
 
 pub(crate) async fn connect_transport(options: KafkaOptions) -> Result<Arc<dyn Transport>> {
-    Err(Error::config(format!("Kafka transport not implemented yet ({options:?})")))
+    Err(Error::config(format!(
+        "Kafka transport not implemented yet ({options:?})"
+    )))
 }
 
 crate::producer::manual_producer!(

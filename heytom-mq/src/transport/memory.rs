@@ -159,7 +159,13 @@ impl InMemoryBroker {
     /// Publishes raw wire headers and body to a topic (an event name), as a
     /// foreign producer would; every group of the topic gets a copy.
     /// Returns how many groups received it.
-    pub fn publish_raw(&self, topic: &str, headers: Headers, body: Vec<u8>, key: Option<&str>) -> usize {
+    pub fn publish_raw(
+        &self,
+        topic: &str,
+        headers: Headers,
+        body: Vec<u8>,
+        key: Option<&str>,
+    ) -> usize {
         let groups: Vec<Arc<Group>> = lock(&self.inner.topics)
             .get(topic)
             .map(|g| g.values().cloned().collect())
@@ -252,7 +258,10 @@ impl Transport for InMemoryTransport {
     }
 
     fn group_for(&self, handler: &HandlerEntry) -> String {
-        handler.group.clone().unwrap_or_else(|| handler.name.clone())
+        handler
+            .group
+            .clone()
+            .unwrap_or_else(|| handler.name.clone())
     }
 
     async fn publish(&self, message: &Outgoing) -> Result<()> {
@@ -328,7 +337,9 @@ impl SubscriptionHandle for MemorySubscription {
         self.group.notify.notify_waiters();
         while let Some(r) = self.workers.join_next().await {
             if let Err(e) = r {
-                return Err(Error::Configuration(format!("in-memory worker failed: {e}")));
+                return Err(Error::Configuration(format!(
+                    "in-memory worker failed: {e}"
+                )));
             }
         }
         Ok(())

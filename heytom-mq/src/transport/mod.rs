@@ -15,11 +15,11 @@ use crate::error::Result;
 use crate::event::{Envelope, Route, TransportKind};
 use crate::handler::HandlerEntry;
 
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod memory;
 #[cfg(feature = "rabbitmq")]
 pub mod rabbitmq;
-#[cfg(feature = "kafka")]
-pub mod kafka;
 
 /// One message to publish: where it goes and what it is.
 #[derive(Debug, Clone)]

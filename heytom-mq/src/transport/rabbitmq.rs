@@ -28,7 +28,9 @@ impl RabbitMqOptions {
 }
 
 pub(crate) async fn connect_transport(options: RabbitMqOptions) -> Result<Arc<dyn Transport>> {
-    Err(Error::config(format!("RabbitMQ transport not implemented yet ({options:?})")))
+    Err(Error::config(format!(
+        "RabbitMQ transport not implemented yet ({options:?})"
+    )))
 }
 
 crate::producer::manual_producer!(
