@@ -7,7 +7,7 @@ use quote::ToTokens;
 use syn::{Attribute, Expr, Ident};
 
 use crate::ctxt::Ctxt;
-use crate::meta::{self, did_you_mean, one_of, KeyValue, Spanned};
+use crate::meta::{self, did_you_mean, list, KeyValue, Spanned};
 
 /// Keys of `#[kafka(..)]`.
 pub const KAFKA_KEYS: &[&str] = &[
@@ -205,7 +205,7 @@ fn accept(
         } else if let Some(close) = did_you_mean(&name, allowed) {
             msg.push_str(&format!("; did you mean `{close}`?"));
         }
-        msg.push_str(&format!("; expected {}", one_of(allowed)));
+        msg.push_str(&format!("\nallowed keys: {}", list(allowed)));
         cx.error_spanned_by(key, msg);
         return false;
     }

@@ -71,7 +71,7 @@ pub fn check(cx: &Ctxt, cont: &Container, attrs: &Attrs) -> EventModel {
             }
             n.value.clone()
         }
-        None => cont.ident.to_string(),
+        None => syn::ext::IdentExt::unraw(cont.ident).to_string(),
     };
     let mut partition_key = None;
     let route = if let Some(k) = &attrs.kafka {

@@ -52,7 +52,7 @@ pub fn expand(cont: &Container, model: &EventModel) -> TokenStream {
 /// event so that its uses elsewhere do not add errors of their own.
 pub fn stub(cont: &Container) -> TokenStream {
     let ident = cont.ident;
-    let name = ident.to_string();
+    let name = syn::ext::IdentExt::unraw(ident).to_string();
     quote! {
         impl ::heytom_mq::Event for #ident {
             const NAME: &'static str = #name;

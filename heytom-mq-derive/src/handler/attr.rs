@@ -1,7 +1,7 @@
 //! `#[handler(name = "..", group = "..", max_attempts = N, concurrency = N)]`.
 
 use crate::ctxt::Ctxt;
-use crate::meta::{self, did_you_mean, one_of, KeyValue, Spanned};
+use crate::meta::{self, did_you_mean, list, KeyValue, Spanned};
 
 /// The options `#[handler]` accepts.
 pub const HANDLER_KEYS: &[&str] = &["name", "group", "max_attempts", "concurrency"];
@@ -26,7 +26,7 @@ pub fn read(cx: &Ctxt, entries: Vec<KeyValue>) -> Options {
             if let Some(close) = did_you_mean(&name, HANDLER_KEYS) {
                 msg.push_str(&format!("; did you mean `{close}`?"));
             }
-            msg.push_str(&format!("; expected {}", one_of(HANDLER_KEYS)));
+            msg.push_str(&format!("\nallowed options: {}", list(HANDLER_KEYS)));
             cx.error_spanned_by(&key, msg);
             continue;
         }

@@ -92,9 +92,17 @@ pub fn expand(h: &HandlerFn, opts: &Options) -> TokenStream {
     let event_route =
         quote_spanned!(ev=> ::heytom_mq::__private::handler_event::<#event_ty>().route);
 
+    // `#[handler] #[cfg(..)] async fn ..`: the shim and registration follow the function.
+    let cfgs: Vec<_> = item
+        .attrs
+        .iter()
+        .filter(|a| a.path().is_ident("cfg"))
+        .collect();
+
     quote! {
         #item
 
+        #(#cfgs)*
         #[doc(hidden)]
         #[allow(non_snake_case, clippy::needless_return)]
         fn #shim(
@@ -111,6 +119,7 @@ pub fn expand(h: &HandlerFn, opts: &Options) -> TokenStream {
             #body
         }
 
+        #(#cfgs)*
         ::heytom_mq::__private::inventory::submit! {
             ::heytom_mq::__private::HandlerRegistration {
                 name: #name,

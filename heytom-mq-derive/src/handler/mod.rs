@@ -46,3 +46,47 @@ pub fn handler(args: TokenStream, input: TokenStream) -> TokenStream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quote::quote;
+
+    fn expand(args: TokenStream, item: TokenStream) -> String {
+        let out = handler(args, item);
+        syn::parse2::<syn::File>(out.clone()).expect("output is valid Rust");
+        out.to_string()
+    }
+
+    #[test]
+    fn valid_handler_keeps_the_function_and_registers_a_shim() {
+        let out = expand(
+            quote!(name = "billing"),
+            quote!(
+                pub async fn bill(e: Order, ctx: Context, State(db): State<Db>) -> bool {
+                    true
+                }
+            ),
+        );
+        assert!(out.contains("pub async fn bill"));
+        assert!(out.contains("fn __heytom_handler_bill"));
+        assert!(out.contains("name : \"billing\""));
+        assert!(out.contains(
+            "< State < Db > as :: heytom_mq :: __private :: FromContext > :: requirement"
+        ));
+        assert!(!out.contains("compile_error"));
+    }
+
+    #[test]
+    fn invalid_handler_keeps_the_function_without_registration() {
+        let out = expand(
+            quote!(retries = 3),
+            quote!(
+                fn f(e: E) {}
+            ),
+        );
+        assert_eq!(out.matches("compile_error").count(), 2, "{out}");
+        assert!(out.contains("fn f"));
+        assert!(!out.contains("inventory"));
+    }
+}
