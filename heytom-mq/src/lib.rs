@@ -70,7 +70,8 @@ pub use outbox::{
 pub mod prelude {
     pub use crate::{
         handler, App, BoxError, Context, Event, EventHandler, EventId, HandlerError, Headers,
-        InMemoryBroker, MessageConsumer, MessageProducer, Producer, RetryPolicy, Route, State,
+        InMemoryBroker, InMemoryConsumer, InMemoryProducer, MessageConsumer, MessageProducer,
+        Producer, RetryPolicy, Route, State,
     };
     #[cfg(feature = "kafka")]
     pub use crate::{KafkaConsumer, KafkaOptions, KafkaProducer};
