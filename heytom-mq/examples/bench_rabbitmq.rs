@@ -1,0 +1,275 @@
+//! Throughput of heytom-mq on RabbitMQ against raw lapin doing the same
+//! work, side by side in one process:
+//!
+//! - publish: N messages of the same size, all sent, then every publisher
+//!   confirm awaited (heytom-mq: `Producer::send_batch`);
+//! - consume: N waiting messages delivered with the same prefetch, each
+//!   JSON-decoded and acknowledged (heytom-mq: a handler behind the
+//!   dispatcher).
+//!
+//! ```text
+//! cargo run --release -p heytom-mq --example bench_rabbitmq
+//! ```
+//!
+//! Environment: `HEYTOM_RABBITMQ_URL` (default
+//! `amqp://guest:guest@127.0.0.1:5672/%2f`), `BENCH_COUNT` (20000),
+//! `BENCH_SIZE` (payload bytes, 256), `BENCH_ROUNDS` (3), `BENCH_PREFETCH` (64).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use heytom_mq::{
+    Envelope, Event, RabbitMqConsumer, RabbitMqOptions, RabbitMqProducer, RabbitMqRoute, Route,
+};
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
+use lapin::publisher_confirm::Confirmation;
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+struct BenchEvent {
+    seq: u64,
+    data: String,
+}
+
+struct Names {
+    exchange: String,
+    raw_queue: String,
+    raw_key: String,
+    heytom_queue: String,
+    heytom_key: String,
+}
+
+static NAMES: OnceLock<Names> = OnceLock::new();
+
+fn names() -> &'static Names {
+    NAMES.get_or_init(|| {
+        let id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+        Names {
+            exchange: format!("bench.{id}"),
+            raw_queue: format!("bench.raw.{id}"),
+            raw_key: format!("raw.{id}"),
+            heytom_queue: format!("bench.heytom.{id}"),
+            heytom_key: format!("heytom.{id}"),
+        }
+    })
+}
+
+impl Event for BenchEvent {
+    const NAME: &'static str = "BenchEvent";
+    fn route() -> &'static Route {
+        static R: OnceLock<Route> = OnceLock::new();
+        R.get_or_init(|| {
+            let n = names();
+            let leak = |s: &str| -> &'static str { Box::leak(s.to_owned().into_boxed_str()) };
+            Route::RabbitMq(RabbitMqRoute {
+                exchange: Some(leak(&n.exchange)),
+                queue_name: Some(leak(&n.heytom_queue)),
+                durable: Some(false),
+                ..RabbitMqRoute::new(leak(&n.heytom_key))
+            })
+        })
+    }
+    fn partition_key(&self) -> Option<String> {
+        None
+    }
+}
+
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// Events whose JSON body is exactly `size` bytes (when `size` allows).
+fn events(count: usize, size: usize) -> Vec<BenchEvent> {
+    (0..count as u64)
+        .map(|seq| {
+            let mut e = BenchEvent { seq, data: String::new() };
+            let base = serde_json::to_vec(&e).map(|v| v.len()).unwrap_or(0);
+            e.data = "x".repeat(size.saturating_sub(base));
+            e
+        })
+        .collect()
+}
+
+/// The AMQP properties raw lapin sends: what heytom-mq sends too (id,
+/// type, content type, timestamp, persistent, the same string headers).
+fn raw_properties(envelope: &Envelope) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    for (k, v) in envelope.wire_headers() {
+        headers.insert(ShortString::from(k), AMQPValue::LongString(LongString::from(v)));
+    }
+    BasicProperties::default()
+        .with_message_id(envelope.id.to_string().into())
+        .with_type(envelope.name.as_str().into())
+        .with_content_type("application/json".into())
+        .with_timestamp(envelope.occurred_at.timestamp() as u64)
+        .with_delivery_mode(2)
+        .with_headers(headers)
+}
+
+async fn raw_publish(conn: &Connection, events: &[BenchEvent]) -> Result<Duration, Box<dyn std::error::Error>> {
+    let n = names();
+    let ch = conn.create_channel().await?;
+    ch.confirm_select(ConfirmSelectOptions::default()).await?;
+    let start = Instant::now();
+    let mut confirms = Vec::with_capacity(events.len());
+    for e in events {
+        // Same work as the framework: serialize, give the message an id.
+        let envelope = Envelope::new(e)?;
+        let props = raw_properties(&envelope);
+        let opts = BasicPublishOptions { mandatory: true, immediate: false };
+        confirms.push(ch.basic_publish(&n.exchange, &n.raw_key, opts, &envelope.payload, props).await?);
+    }
+    for c in confirms {
+        if c.await? != Confirmation::Ack(None) {
+            return Err("raw publish not acked".into());
+        }
+    }
+    let took = start.elapsed();
+    ch.close(200, "done").await?;
+    Ok(took)
+}
+
+async fn heytom_publish(producer: &RabbitMqProducer, events: &[BenchEvent]) -> Result<Duration, heytom_mq::Error> {
+    let start = Instant::now();
+    let ids = producer.send_batch(events).await?;
+    let took = start.elapsed();
+    assert_eq!(ids.len(), events.len());
+    Ok(took)
+}
+
+async fn raw_consume(conn: &Connection, count: usize, prefetch: u16) -> Result<Duration, Box<dyn std::error::Error>> {
+    let n = names();
+    let ch = conn.create_channel().await?;
+    ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
+    let start = Instant::now();
+    let mut consumer = ch
+        .basic_consume(&n.raw_queue, "raw-bench", BasicConsumeOptions::default(), FieldTable::default())
+        .await?;
+    let mut done = 0;
+    while done < count {
+        let Some(delivery) = consumer.next().await else {
+            return Err("raw consumer ended".into());
+        };
+        let delivery = delivery?;
+        // Same work as the framework: decode the event, then ack.
+        let event: BenchEvent = serde_json::from_slice(&delivery.data)?;
+        std::hint::black_box(event);
+        delivery.acker.ack(BasicAckOptions::default()).await?;
+        done += 1;
+    }
+    let took = start.elapsed();
+    ch.close(200, "done").await?;
+    Ok(took)
+}
+
+async fn heytom_consume(options: &RabbitMqOptions, count: usize) -> Result<Duration, heytom_mq::Error> {
+    let handled = Arc::new(AtomicUsize::new(0));
+    let all_done = Arc::new(Notify::new());
+    let (h, d) = (handled.clone(), all_done.clone());
+    // Connected before the clock starts, like the raw side's connection.
+    let consumer = RabbitMqConsumer::connect(options.clone()).await?;
+    consumer.start().await?;
+    let start = Instant::now();
+    consumer
+        .subscribe(move |e: BenchEvent| {
+            std::hint::black_box(e);
+            if h.fetch_add(1, Ordering::Relaxed) + 1 == count {
+                d.notify_one();
+            }
+            async { true }
+        })
+        .await?;
+    all_done.notified().await;
+    let took = start.elapsed();
+    consumer.stop().await?;
+    Ok(took)
+}
+
+async fn setup(conn: &Connection) -> Result<(), lapin::Error> {
+    let n = names();
+    let ch = conn.create_channel().await?;
+    ch.exchange_declare(&n.exchange, ExchangeKind::Topic, ExchangeDeclareOptions::default(), FieldTable::default())
+        .await?;
+    for (q, k) in [(&n.raw_queue, &n.raw_key), (&n.heytom_queue, &n.heytom_key)] {
+        ch.queue_declare(q, QueueDeclareOptions::default(), FieldTable::default()).await?;
+        ch.queue_bind(q, &n.exchange, k, QueueBindOptions::default(), FieldTable::default()).await?;
+    }
+    ch.close(200, "ok").await
+}
+
+async fn teardown(conn: &Connection) {
+    let n = names();
+    if let Ok(ch) = conn.create_channel().await {
+        for q in [&n.raw_queue, &n.heytom_queue, &format!("{}.dlq", n.heytom_queue)] {
+            let _ = ch.queue_delete(q, QueueDeleteOptions::default()).await;
+        }
+        let _ = ch.exchange_delete(&n.exchange, ExchangeDeleteOptions::default()).await;
+    }
+}
+
+fn rate(count: usize, d: Duration) -> f64 {
+    count as f64 / d.as_secs_f64()
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let url = std::env::var("HEYTOM_RABBITMQ_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    let count = env_num("BENCH_COUNT", 20_000) as usize;
+    let size = env_num("BENCH_SIZE", 256) as usize;
+    let rounds = env_num("BENCH_ROUNDS", 3).max(1);
+    let prefetch = env_num("BENCH_PREFETCH", 64).clamp(1, 65535) as u16;
+    let options = RabbitMqOptions::new(url.clone()).prefetch(prefetch);
+
+    let conn = Connection::connect(&url, ConnectionProperties::default()).await?;
+    setup(&conn).await?;
+    let producer = RabbitMqProducer::connect(options.clone()).await?;
+    let batch = events(count, size);
+    let body = serde_json::to_vec(&batch[0])?.len();
+    println!(
+        "RabbitMQ bench: {count} messages x {body} B JSON body, prefetch {prefetch}, {rounds} rounds \
+         (non-durable queue, persistent messages, publisher confirms, mandatory)"
+    );
+
+    let (mut best_raw_pub, mut best_hey_pub, mut best_raw_con, mut best_hey_con) = (0f64, 0f64, 0f64, 0f64);
+    let result = async {
+        for round in 1..=rounds {
+            let raw_pub = rate(count, raw_publish(&conn, &batch).await?);
+            let hey_pub = rate(count, heytom_publish(&producer, &batch).await?);
+            let raw_con = rate(count, raw_consume(&conn, count, prefetch).await?);
+            let hey_con = rate(count, heytom_consume(&options, count).await?);
+            println!(
+                "round {round}: publish raw {raw_pub:>9.0}/s heytom {hey_pub:>9.0}/s ({:.2}) | \
+                 consume raw {raw_con:>9.0}/s heytom {hey_con:>9.0}/s ({:.2})",
+                hey_pub / raw_pub,
+                hey_con / raw_con
+            );
+            best_raw_pub = best_raw_pub.max(raw_pub);
+            best_hey_pub = best_hey_pub.max(hey_pub);
+            best_raw_con = best_raw_con.max(raw_con);
+            best_hey_con = best_hey_con.max(hey_con);
+        }
+        Ok::<_, Box<dyn std::error::Error>>(())
+    }
+    .await;
+    teardown(&conn).await;
+    result?;
+    println!(
+        "best publish+confirm: raw lapin {best_raw_pub:.0} msg/s, heytom-mq {best_hey_pub:.0} msg/s, ratio {:.2}",
+        best_hey_pub / best_raw_pub
+    );
+    println!(
+        "best consume+ack:     raw lapin {best_raw_con:.0} msg/s, heytom-mq {best_hey_con:.0} msg/s, ratio {:.2}",
+        best_hey_con / best_raw_con
+    );
+    producer.close().await?;
+    Ok(())
+}

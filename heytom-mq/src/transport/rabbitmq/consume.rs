@@ -1,0 +1,354 @@
+//! Consuming: one channel per subscription, a concurrency limit, ack /
+//! dead-letter / requeue per [`Outcome`], and reconnection.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions,
+    BasicQosOptions, ConfirmSelectOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::Channel;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+
+use crate::consumer::{DeadLetter, Dispatcher, Incoming, Outcome};
+use crate::error::{Error, Result};
+use crate::event::{headers, Headers};
+use crate::transport::SubscriptionHandle;
+
+use super::connection::{describe, ConnectionSlot, TRANSPORT};
+use super::publish::check;
+use super::topology::{DeadLetterTarget, QueueTopology};
+
+/// What a running subscription shares with its delivery tasks.
+pub(crate) struct SubscriptionShared {
+    pub(crate) slot: Arc<ConnectionSlot>,
+    pub(crate) topology: QueueTopology,
+    pub(crate) dispatcher: Arc<Dispatcher>,
+    pub(crate) concurrency: usize,
+    pub(crate) prefetch: u16,
+    pub(crate) backoff: (Duration, Duration),
+    pub(crate) consumer_tag: String,
+    pub(crate) in_flight: Arc<Semaphore>,
+}
+
+impl SubscriptionShared {
+    /// Opens a channel, declares the topology and starts consuming.
+    pub(crate) async fn open(&self) -> Result<(Channel, lapin::Consumer)> {
+        let conn = self.slot.get().await?;
+        let lost = |what: &str, e: lapin::Error| {
+            Error::connection(TRANSPORT, format!("{what} for queue `{}`: {}", self.topology.queue, describe(&e)), e)
+        };
+        let channel = conn.create_channel().await.map_err(|e| lost("cannot open a channel", e))?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| lost("cannot turn on publisher confirms", e))?;
+        self.topology.declare(&channel).await?;
+        channel
+            .basic_qos(self.prefetch, BasicQosOptions::default())
+            .await
+            .map_err(|e| lost("cannot set the prefetch", e))?;
+        let consumer = channel
+            .basic_consume(
+                &self.topology.queue,
+                &self.consumer_tag,
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| lost("cannot start consuming", e))?;
+        Ok((channel, consumer))
+    }
+}
+
+/// A running RabbitMQ subscription.
+pub(crate) struct RabbitMqSubscription {
+    pub(crate) stop: watch::Sender<bool>,
+    pub(crate) task: JoinHandle<()>,
+}
+
+#[async_trait::async_trait]
+impl SubscriptionHandle for RabbitMqSubscription {
+    async fn stop(self: Box<Self>) -> Result<()> {
+        let _ = self.stop.send(true);
+        self.task
+            .await
+            .map_err(|e| Error::config(format!("RabbitMQ consumer task failed: {e}")))
+    }
+}
+
+/// Starts the supervisor of a subscription whose first channel is open.
+pub(crate) fn spawn(shared: Arc<SubscriptionShared>, first: (Channel, lapin::Consumer)) -> RabbitMqSubscription {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(supervise(shared, first, stop_rx));
+    RabbitMqSubscription { stop: stop_tx, task }
+}
+
+enum LoopEnd {
+    Stopped,
+    Lost(String),
+}
+
+async fn supervise(
+    shared: Arc<SubscriptionShared>,
+    first: (Channel, lapin::Consumer),
+    mut stop: watch::Receiver<bool>,
+) {
+    let queue = shared.topology.queue.clone();
+    let mut current = Some(first);
+    let mut delay = shared.backoff.0;
+    loop {
+        let (channel, consumer) = match current.take() {
+            Some(c) => c,
+            None => {
+                let opened = tokio::select! {
+                    _ = stop.wait_for(|s| *s) => break,
+                    r = shared.open() => r,
+                };
+                match opened {
+                    Ok(c) => {
+                        tracing::info!(%queue, "RabbitMQ consumer resumed");
+                        delay = shared.backoff.0;
+                        c
+                    }
+                    Err(e) => {
+                        tracing::warn!(%queue, error = %e, retry_in = ?delay, "RabbitMQ consumer cannot resume yet");
+                        tokio::select! {
+                            _ = stop.wait_for(|s| *s) => break,
+                            _ = tokio::time::sleep(delay) => {}
+                        }
+                        delay = (delay * 2).min(shared.backoff.1);
+                        continue;
+                    }
+                }
+            }
+        };
+        match consume(&shared, &channel, consumer, &mut stop).await {
+            LoopEnd::Stopped => {
+                finish(&shared, &channel).await;
+                return;
+            }
+            LoopEnd::Lost(reason) => {
+                tracing::warn!(%queue, %reason, "RabbitMQ consumer lost its channel; reconnecting");
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => break,
+                    _ = tokio::time::sleep(shared.backoff.0) => {}
+                }
+            }
+        }
+    }
+    // Stopped while reconnecting: let in-flight deliveries finish.
+    wait_in_flight(&shared).await;
+}
+
+async fn consume(
+    shared: &Arc<SubscriptionShared>,
+    channel: &Channel,
+    mut consumer: lapin::Consumer,
+    stop: &mut watch::Receiver<bool>,
+) -> LoopEnd {
+    loop {
+        let permit = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => return LoopEnd::Stopped,
+            p = shared.in_flight.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return LoopEnd::Stopped,
+            },
+        };
+        let next = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => return LoopEnd::Stopped,
+            d = consumer.next() => d,
+        };
+        match next {
+            Some(Ok(delivery)) => {
+                tokio::spawn(handle(shared.clone(), channel.clone(), delivery, permit));
+            }
+            Some(Err(e)) => return LoopEnd::Lost(describe(&e)),
+            None => return LoopEnd::Lost("the broker cancelled the consumer or closed the channel".to_owned()),
+        }
+    }
+}
+
+/// Cancels the consumer, waits for in-flight deliveries, closes the channel.
+async fn finish(shared: &SubscriptionShared, channel: &Channel) {
+    if channel.status().connected() {
+        if let Err(e) = channel.basic_cancel(&shared.consumer_tag, BasicCancelOptions::default()).await {
+            tracing::debug!(queue = %shared.topology.queue, error = %describe(&e), "basic.cancel failed");
+        }
+    }
+    wait_in_flight(shared).await;
+    if channel.status().connected() {
+        // Deliveries prefetched but never started go back to the queue.
+        let _ = tokio::time::timeout(Duration::from_secs(5), channel.close(200, "unsubscribed")).await;
+    }
+}
+
+async fn wait_in_flight(shared: &SubscriptionShared) {
+    let n = u32::try_from(shared.concurrency).unwrap_or(u32::MAX);
+    if let Ok(all) = shared.in_flight.acquire_many(n).await {
+        drop(all);
+    }
+}
+
+async fn handle(shared: Arc<SubscriptionShared>, channel: Channel, delivery: Delivery, _permit: OwnedSemaphorePermit) {
+    let incoming = Incoming {
+        headers: incoming_headers(&delivery.properties),
+        body: delivery.data.clone(),
+    };
+    let outcome = shared.dispatcher.dispatch(incoming).await;
+    let done = match outcome {
+        Outcome::Ack => delivery.acker.ack(BasicAckOptions::default()).await,
+        Outcome::Requeue => {
+            delivery
+                .acker
+                .nack(BasicNackOptions {
+                    multiple: false,
+                    requeue: true,
+                })
+                .await
+        }
+        Outcome::DeadLetter(dead) => match dead_letter(&shared, &channel, &delivery, &dead).await {
+            Ok(()) => delivery.acker.ack(BasicAckOptions::default()).await,
+            Err(e) => {
+                tracing::error!(queue = %shared.topology.queue, error = %e, "could not dead-letter a message; handing it back");
+                // Not in a hot loop: the message comes back after a pause.
+                tokio::time::sleep(shared.backoff.1.min(Duration::from_secs(1))).await;
+                delivery
+                    .acker
+                    .nack(BasicNackOptions {
+                        multiple: false,
+                        requeue: true,
+                    })
+                    .await
+            }
+        },
+    };
+    if let Err(e) = done {
+        // The channel is gone; the broker redelivers the message.
+        tracing::debug!(queue = %shared.topology.queue, error = %describe(&e), "ack/nack not sent; the message will be redelivered");
+    }
+}
+
+/// Publishes a copy of the delivery, with the dead-letter headers, to the
+/// queue's dead-letter destination and waits for the confirm.
+async fn dead_letter(shared: &SubscriptionShared, channel: &Channel, delivery: &Delivery, dead: &DeadLetter) -> Result<()> {
+    let (exchange, routing_key) = match &shared.topology.dead_letter {
+        DeadLetterTarget::Exchange { exchange, routing_key } => (
+            exchange.as_str(),
+            routing_key.as_deref().unwrap_or(delivery.routing_key.as_str()),
+        ),
+        DeadLetterTarget::Queue(q) => ("", q.as_str()),
+    };
+    let mut table = delivery.properties.headers().clone().unwrap_or_default();
+    for (k, v) in dead.headers() {
+        table.insert(ShortString::from(k), AMQPValue::LongString(LongString::from(v)));
+    }
+    let props = delivery.properties.clone().with_headers(table).with_delivery_mode(2);
+    let name = shared.dispatcher.event_name();
+    tracing::warn!(queue = %shared.topology.queue, exchange, routing_key, reason = %dead.reason, attempts = dead.attempts, "dead-lettering message");
+    let confirm = channel
+        .basic_publish(
+            exchange,
+            routing_key,
+            BasicPublishOptions {
+                mandatory: true,
+                immediate: false,
+            },
+            &delivery.data,
+            props,
+        )
+        .await
+        .map_err(|e| Error::publish(name, format!("dead-letter publish failed: {}", describe(&e))))?;
+    match tokio::time::timeout(Duration::from_secs(30), confirm).await {
+        Ok(r) => check(r, name),
+        Err(_) => Err(Error::publish(name, "no confirm for the dead-letter publish")),
+    }
+}
+
+fn value_string(v: &AMQPValue) -> Option<String> {
+    Some(match v {
+        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        AMQPValue::ShortString(s) => s.as_str().to_owned(),
+        AMQPValue::ByteArray(b) => String::from_utf8_lossy(b.as_slice()).into_owned(),
+        AMQPValue::Boolean(b) => b.to_string(),
+        AMQPValue::ShortShortInt(i) => i.to_string(),
+        AMQPValue::ShortShortUInt(i) => i.to_string(),
+        AMQPValue::ShortInt(i) => i.to_string(),
+        AMQPValue::ShortUInt(i) => i.to_string(),
+        AMQPValue::LongInt(i) => i.to_string(),
+        AMQPValue::LongUInt(i) => i.to_string(),
+        AMQPValue::LongLongInt(i) => i.to_string(),
+        AMQPValue::Float(f) => f.to_string(),
+        AMQPValue::Double(f) => f.to_string(),
+        AMQPValue::Timestamp(t) => t.to_string(),
+        _ => return None,
+    })
+}
+
+/// String headers of a delivery; AMQP `message_id`, `type` and `timestamp`
+/// fill the reserved headers a foreign producer did not set.
+pub(crate) fn incoming_headers(props: &lapin::BasicProperties) -> Headers {
+    let mut h = Headers::new();
+    if let Some(table) = props.headers() {
+        for (k, v) in table.inner() {
+            if let Some(s) = value_string(v) {
+                h.insert(k.as_str().to_owned(), s);
+            }
+        }
+    }
+    if !h.contains_key(headers::EVENT_ID) {
+        if let Some(id) = props.message_id() {
+            if uuid::Uuid::parse_str(id.as_str()).is_ok() {
+                h.insert(headers::EVENT_ID.to_owned(), id.as_str().to_owned());
+            }
+        }
+    }
+    if !h.contains_key(headers::EVENT_NAME) {
+        if let Some(kind) = props.kind() {
+            h.insert(headers::EVENT_NAME.to_owned(), kind.as_str().to_owned());
+        }
+    }
+    if !h.contains_key(headers::OCCURRED_AT) {
+        if let Some(ts) = props.timestamp().and_then(|t| i64::try_from(t).ok()) {
+            if let Some(t) = chrono::DateTime::from_timestamp(ts, 0) {
+                h.insert(headers::OCCURRED_AT.to_owned(), t.to_rfc3339());
+            }
+        }
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn foreign_properties_fill_reserved_headers() {
+        let id = uuid::Uuid::now_v7().to_string();
+        let mut table = FieldTable::default();
+        table.insert("n".into(), AMQPValue::LongInt(5));
+        table.insert("nested".into(), AMQPValue::FieldTable(FieldTable::default()));
+        let props = lapin::BasicProperties::default()
+            .with_message_id(id.as_str().into())
+            .with_type("OrderPlaced".into())
+            .with_timestamp(1_700_000_000)
+            .with_headers(table);
+        let h = incoming_headers(&props);
+        assert_eq!(h.get(headers::EVENT_ID), Some(&id));
+        assert_eq!(h.get(headers::EVENT_NAME).map(String::as_str), Some("OrderPlaced"));
+        assert!(h.get(headers::OCCURRED_AT).is_some_and(|t| t.starts_with("2023-11-14")));
+        assert_eq!(h.get("n").map(String::as_str), Some("5"));
+        assert!(!h.contains_key("nested"));
+
+        // a message id that is not a UUID is left for the dispatcher to replace
+        let props = lapin::BasicProperties::default().with_message_id("abc".into());
+        assert!(!incoming_headers(&props).contains_key(headers::EVENT_ID));
+    }
+}

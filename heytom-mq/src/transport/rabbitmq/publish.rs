@@ -1,0 +1,254 @@
+//! Publishing with confirms on one channel that is re-opened when it breaks.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::protocol::BasicProperties;
+use lapin::publisher_confirm::{Confirmation, PublisherConfirm};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::Channel;
+use tokio::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::event::{headers, Envelope};
+use crate::transport::Outgoing;
+
+use super::connection::{describe, lock, ConnectionSlot};
+use super::options::RabbitMqOptions;
+use super::topology::{declare_exchange, destination, ExchangeSpec};
+
+/// The header that sets a message's AMQP priority (`0..=255`), honoured by
+/// queues with `max_priority`.
+///
+/// ```
+/// # use heytom_mq::Headers;
+/// use heytom_mq::transport::rabbitmq::PRIORITY_HEADER;
+/// let headers = Headers::from([(PRIORITY_HEADER.to_owned(), "9".to_owned())]);
+/// // producer.send_with_headers(&event, headers).await?;
+/// # let _ = headers;
+/// ```
+pub const PRIORITY_HEADER: &str = "priority";
+
+pub(crate) struct Publisher {
+    slot: ConnectionSlot,
+    options: Arc<RabbitMqOptions>,
+    channel: RwLock<Option<Channel>>,
+    reopen: tokio::sync::Mutex<()>,
+    /// Exchanges published to so far; declared once per channel.
+    exchanges: Mutex<HashMap<String, ExchangeSpec>>,
+}
+
+impl Publisher {
+    pub(crate) fn new(slot: ConnectionSlot, options: Arc<RabbitMqOptions>) -> Self {
+        Publisher {
+            slot,
+            options,
+            channel: RwLock::new(None),
+            reopen: tokio::sync::Mutex::new(()),
+            exchanges: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn open_channel(&self) -> Option<Channel> {
+        self.channel
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .filter(|c| c.status().connected())
+            .cloned()
+    }
+
+    /// The publishing channel; (re)connects and redeclares the known
+    /// exchanges when it is gone.
+    pub(crate) async fn channel(&self) -> Result<Channel> {
+        if let Some(c) = self.open_channel() {
+            return Ok(c);
+        }
+        let _guard = self.reopen.lock().await;
+        if let Some(c) = self.open_channel() {
+            return Ok(c);
+        }
+        let conn = self.slot.get().await?;
+        let channel = conn.create_channel().await.map_err(|e| {
+            Error::connection(super::connection::TRANSPORT, format!("cannot open a channel: {}", describe(&e)), e)
+        })?;
+        if self.options.publisher_confirms {
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await
+                .map_err(|e| {
+                    Error::connection(
+                        super::connection::TRANSPORT,
+                        format!("cannot turn on publisher confirms: {}", describe(&e)),
+                        e,
+                    )
+                })?;
+        }
+        let known: Vec<ExchangeSpec> = lock(&self.exchanges).values().cloned().collect();
+        for spec in known {
+            if let Err(e) = declare_exchange(&channel, &spec).await {
+                // Forget it so the next publish to it declares again and reports.
+                lock(&self.exchanges).remove(&spec.name);
+                return Err(e);
+            }
+        }
+        *self.channel.write().unwrap_or_else(|p| p.into_inner()) = Some(channel.clone());
+        Ok(channel)
+    }
+
+    /// Declares an exchange on the publishing channel unless done already.
+    pub(crate) async fn ensure_exchange(&self, channel: &Channel, spec: &ExchangeSpec) -> Result<()> {
+        if lock(&self.exchanges).get(&spec.name) == Some(spec) {
+            return Ok(());
+        }
+        declare_exchange(channel, spec).await?;
+        lock(&self.exchanges).insert(spec.name.clone(), spec.clone());
+        Ok(())
+    }
+
+    /// Sends one message; the confirm future is awaited by the caller.
+    async fn start(&self, channel: &Channel, message: &Outgoing) -> Result<PublisherConfirm> {
+        let dest = destination(message.route, &message.envelope.name, &self.options.exchange)?;
+        self.ensure_exchange(channel, &dest.exchange).await?;
+        let props = properties(&message.envelope)?;
+        channel
+            .basic_publish(
+                &dest.exchange.name,
+                dest.routing_key,
+                BasicPublishOptions {
+                    mandatory: self.options.mandatory,
+                    immediate: false,
+                },
+                &message.envelope.payload,
+                props,
+            )
+            .await
+            .map_err(|e| Error::publish(&message.envelope.name, format!("could not send: {}", describe(&e))))
+    }
+
+    pub(crate) async fn publish(&self, message: &Outgoing) -> Result<()> {
+        let timeout = self.options.publish_timeout;
+        let name = &message.envelope.name;
+        let work = async {
+            let channel = self.channel().await?;
+            let confirm = self.start(&channel, message).await?;
+            check(confirm.await, name)
+        };
+        match tokio::time::timeout(timeout, work).await {
+            Ok(r) => r,
+            Err(_) => Err(timed_out(name, timeout)),
+        }
+    }
+
+    /// Sends every message, then waits for all the confirms.
+    pub(crate) async fn publish_batch(&self, messages: &[Outgoing]) -> Vec<Result<()>> {
+        let timeout = self.options.publish_timeout;
+        let deadline = Instant::now() + timeout;
+        let channel = match tokio::time::timeout_at(deadline, self.channel()).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                let reason = e.to_string();
+                return messages.iter().map(|m| Err(Error::publish(&m.envelope.name, reason.clone()))).collect();
+            }
+            Err(_) => return messages.iter().map(|m| Err(timed_out(&m.envelope.name, timeout))).collect(),
+        };
+        let mut sent: Vec<Result<PublisherConfirm>> = Vec::with_capacity(messages.len());
+        for m in messages {
+            sent.push(match tokio::time::timeout_at(deadline, self.start(&channel, m)).await {
+                Ok(r) => r,
+                Err(_) => Err(timed_out(&m.envelope.name, timeout)),
+            });
+        }
+        let mut out = Vec::with_capacity(messages.len());
+        for (m, s) in messages.iter().zip(sent) {
+            let name = &m.envelope.name;
+            out.push(match s {
+                Ok(confirm) => match tokio::time::timeout_at(deadline, confirm).await {
+                    Ok(r) => check(r, name),
+                    Err(_) => Err(timed_out(name, timeout)),
+                },
+                Err(e) => Err(e),
+            });
+        }
+        out
+    }
+
+    pub(crate) async fn close(&self) {
+        let channel = self.channel.write().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(c) = channel {
+            if c.status().connected() {
+                let _ = tokio::time::timeout(self.options.publish_timeout, c.wait_for_confirms()).await;
+            }
+        }
+        self.slot.close().await;
+    }
+}
+
+fn timed_out(name: &str, timeout: std::time::Duration) -> Error {
+    Error::publish(name, format!("no confirm from RabbitMQ within {timeout:?}"))
+}
+
+/// Turns the broker's answer into the publish's result.
+pub(crate) fn check(confirm: lapin::Result<Confirmation>, name: &str) -> Result<()> {
+    match confirm {
+        Ok(Confirmation::Ack(None)) | Ok(Confirmation::NotRequested) => Ok(()),
+        Ok(Confirmation::Ack(Some(returned))) | Ok(Confirmation::Nack(Some(returned))) => Err(Error::publish(
+            name,
+            format!(
+                "unroutable: no queue is bound to exchange `{}` for routing key `{}` (broker: {} {})",
+                returned.delivery.exchange, returned.delivery.routing_key, returned.reply_code, returned.reply_text
+            ),
+        )),
+        Ok(Confirmation::Nack(None)) => Err(Error::publish(name, "the broker refused the message (nack)")),
+        Err(e) => Err(Error::publish(
+            name,
+            format!("connection lost before the broker confirmed: {}", describe(&e)),
+        )),
+    }
+}
+
+fn long(s: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(s))
+}
+
+/// AMQP properties of an envelope: persistent JSON with id, type,
+/// timestamp and the wire headers.
+pub(crate) fn properties(envelope: &Envelope) -> Result<BasicProperties> {
+    let mut table = FieldTable::default();
+    let mut priority = None;
+    for (k, v) in &envelope.headers {
+        if k.len() > 255 {
+            return Err(Error::publish(&envelope.name, format!("header name longer than 255 bytes: `{k}`")));
+        }
+        if k == PRIORITY_HEADER {
+            priority = Some(v.trim().parse::<u8>().map_err(|_| {
+                Error::publish(&envelope.name, format!("header `{PRIORITY_HEADER}` must be a number from 0 to 255, not `{v}`"))
+            })?);
+        }
+        table.insert(ShortString::from(k.as_str()), long(v));
+    }
+    let id = envelope.id.to_string();
+    let occurred = envelope.occurred_at.to_rfc3339();
+    table.insert(ShortString::from(headers::EVENT_ID), long(&id));
+    table.insert(ShortString::from(headers::EVENT_NAME), long(&envelope.name));
+    table.insert(ShortString::from(headers::OCCURRED_AT), long(&occurred));
+    let mut props = BasicProperties::default()
+        .with_message_id(ShortString::from(id))
+        .with_type(ShortString::from(envelope.name.as_str()))
+        .with_content_type(ShortString::from("application/json"))
+        .with_delivery_mode(2)
+        .with_headers(table);
+    if let Ok(ts) = u64::try_from(envelope.occurred_at.timestamp()) {
+        props = props.with_timestamp(ts);
+    }
+    if let Some(c) = envelope.headers.get(headers::CORRELATION_ID) {
+        if c.len() <= 255 {
+            props = props.with_correlation_id(ShortString::from(c.as_str()));
+        }
+    }
+    if let Some(p) = priority {
+        props = props.with_priority(p);
+    }
+    Ok(props)
+}
