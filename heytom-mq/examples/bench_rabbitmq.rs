@@ -52,7 +52,7 @@ static NAMES: OnceLock<Names> = OnceLock::new();
 
 fn names() -> &'static Names {
     NAMES.get_or_init(|| {
-        let id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+        let id = uuid::Uuid::now_v7().simple().to_string()[24..].to_owned();
         Names {
             exchange: format!("bench.{id}"),
             raw_queue: format!("bench.raw.{id}"),

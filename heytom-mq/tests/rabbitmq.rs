@@ -20,7 +20,7 @@ use std::time::Duration;
 use heytom_mq::transport::rabbitmq::{RabbitMqTransport, PRIORITY_HEADER};
 use heytom_mq::{
     App, Context, Error, Event, EventHandler, EventId, ExchangeType, HandlerEntry, HandlerError,
-    Headers, MessageConsumer, RabbitMqConsumer, RabbitMqOptions, RabbitMqProducer, RabbitMqRoute,
+    Headers, RabbitMqConsumer, RabbitMqOptions, RabbitMqProducer, RabbitMqRoute,
     RetryPolicy, Route, Transport,
 };
 use lapin::options::{
@@ -63,7 +63,7 @@ async fn broker() -> Option<Connection> {
 }
 
 fn uid() -> String {
-    uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
+    uuid::Uuid::now_v7().simple().to_string()[20..].to_owned()
 }
 
 fn leak(s: String) -> &'static str {
@@ -480,12 +480,22 @@ async fn every_rabbitmq_key_is_declared_on_the_broker() {
     let queues = ctl_json(&["list_queues", "name", "durable", "auto_delete", "arguments"]).await;
     let q = find(&queues, queue);
     assert_eq!(q["durable"], true, "{q}");
-    let args = &q["arguments"];
-    assert_eq!(args["x-message-ttl"], 60000, "{q}");
-    assert_eq!(args["x-max-length"], 10000, "{q}");
-    assert_eq!(args["x-max-priority"], 10, "{q}");
-    assert_eq!(args["x-dead-letter-exchange"], dlx, "{q}");
-    assert_eq!(args["x-dead-letter-routing-key"], r.dead_letter_routing_key.unwrap(), "{q}");
+    // rabbitmqctl lists arguments as [name, type, value]
+    let arg = |name: &str| {
+        q["arguments"]
+            .as_array()
+            .and_then(|a| a.iter().find(|x| x[0] == name))
+            .map(|x| (x[1].as_str().unwrap_or("").to_owned(), x[2].clone()))
+            .unwrap_or_else(|| panic!("argument {name} missing: {q}"))
+    };
+    assert_eq!(arg("x-message-ttl"), ("signedint".into(), 60000.into()));
+    assert_eq!(arg("x-max-length"), ("signedint".into(), 10000.into()));
+    assert_eq!(arg("x-max-priority"), ("signedint".into(), 10.into()));
+    assert_eq!(arg("x-dead-letter-exchange"), ("longstr".into(), dlx.into()));
+    assert_eq!(
+        arg("x-dead-letter-routing-key"),
+        ("longstr".into(), r.dead_letter_routing_key.unwrap().into())
+    );
     let mq = find(&queues, &minimal_queue);
     assert_eq!(mq["durable"], true, "{mq}");
     assert!(
@@ -1185,11 +1195,11 @@ async fn producer_and_consumer_recover_from_a_dropped_connection() {
     assert_eq!(recv(&mut rx).await.0.n, 1);
 
     // The broker closes exactly this app's connections (publish and consume).
-    let connections = ctl_json(&["list_connections", "pid", "client_properties"]).await;
+    let connections = rabbitmqctl(&["list_connections", "-q", "pid", "client_properties"]).await;
     let ours: Vec<String> = connections
-        .iter()
-        .filter(|c| c["client_properties"].to_string().contains(conn_name))
-        .filter_map(|c| c["pid"].as_str().map(str::to_owned))
+        .lines()
+        .filter(|l| l.contains(conn_name))
+        .filter_map(|l| l.split('\t').next().map(str::to_owned))
         .collect();
     assert_eq!(ours.len(), 2, "{connections:?}");
     for pid in &ours {
