@@ -20,8 +20,8 @@ use std::time::Duration;
 use heytom_mq::transport::rabbitmq::{RabbitMqTransport, PRIORITY_HEADER};
 use heytom_mq::{
     App, Context, Error, Event, EventHandler, EventId, ExchangeType, HandlerEntry, HandlerError,
-    Headers, RabbitMqConsumer, RabbitMqOptions, RabbitMqProducer, RabbitMqRoute,
-    RetryPolicy, Route, Transport,
+    Headers, RabbitMqConsumer, RabbitMqOptions, RabbitMqProducer, RabbitMqRoute, RetryPolicy,
+    Route, Transport,
 };
 use lapin::options::{
     BasicGetOptions, BasicPublishOptions, ExchangeDeleteOptions, QueueDeclareOptions,
@@ -54,7 +54,9 @@ async fn broker() -> Option<Connection> {
         Ok(c) => Some(c),
         Err(e) => {
             if std::env::var("HEYTOM_TEST_REQUIRE_SERVICES").as_deref() == Ok("1") {
-                panic!("RabbitMQ is required (HEYTOM_TEST_REQUIRE_SERVICES=1) but unreachable: {e}");
+                panic!(
+                    "RabbitMQ is required (HEYTOM_TEST_REQUIRE_SERVICES=1) but unreachable: {e}"
+                );
             }
             eprintln!("RabbitMQ unreachable ({e}); skipping this test");
             None
@@ -113,11 +115,15 @@ impl Drop for Cleanup {
         let queues = std::mem::take(&mut self.queues);
         let exchanges = std::mem::take(&mut self.exchanges);
         let work = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
                 return;
             };
             rt.block_on(async move {
-                let Ok(conn) = Connection::connect(&url(), ConnectionProperties::default()).await else {
+                let Ok(conn) = Connection::connect(&url(), ConnectionProperties::default()).await
+                else {
                     return;
                 };
                 for q in queues {
@@ -127,7 +133,9 @@ impl Drop for Cleanup {
                 }
                 for e in exchanges {
                     if let Ok(ch) = conn.create_channel().await {
-                        let _ = ch.exchange_delete(&e, ExchangeDeleteOptions::default()).await;
+                        let _ = ch
+                            .exchange_delete(&e, ExchangeDeleteOptions::default())
+                            .await;
                     }
                 }
                 let _ = conn.close(200, "cleanup").await;
@@ -141,7 +149,9 @@ impl Drop for Cleanup {
 async fn rabbitmqctl(args: &[&str]) -> String {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("rabbitmqctl").args(&args).output()
+        std::process::Command::new("rabbitmqctl")
+            .args(&args)
+            .output()
     })
     .await
     .expect("rabbitmqctl task")
@@ -172,7 +182,11 @@ async fn get_one(conn: &Connection, queue: &str) -> Option<lapin::message::Basic
     let ch = conn.create_channel().await.ok()?;
     let deadline = tokio::time::Instant::now() + WAIT;
     while tokio::time::Instant::now() < deadline {
-        if let Some(m) = ch.basic_get(queue, BasicGetOptions { no_ack: true }).await.ok()? {
+        if let Some(m) = ch
+            .basic_get(queue, BasicGetOptions { no_ack: true })
+            .await
+            .ok()?
+        {
             return Some(m);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -472,10 +486,19 @@ async fn every_rabbitmq_key_is_declared_on_the_broker() {
 
     let consumer = RabbitMqConsumer::connect(options()).await.unwrap();
     consumer.start().await.unwrap();
-    consumer.subscribe(|_: FullTopology| async { true }).await.unwrap();
-    let minimal_consumer = RabbitMqConsumer::connect(options()).await.unwrap().with_group(&minimal_queue);
+    consumer
+        .subscribe(|_: FullTopology| async { true })
+        .await
+        .unwrap();
+    let minimal_consumer = RabbitMqConsumer::connect(options())
+        .await
+        .unwrap()
+        .with_group(&minimal_queue);
     minimal_consumer.start().await.unwrap();
-    minimal_consumer.subscribe(|_: MinimalTopology| async { true }).await.unwrap();
+    minimal_consumer
+        .subscribe(|_: MinimalTopology| async { true })
+        .await
+        .unwrap();
 
     let queues = ctl_json(&["list_queues", "name", "durable", "auto_delete", "arguments"]).await;
     let q = find(&queues, queue);
@@ -491,7 +514,10 @@ async fn every_rabbitmq_key_is_declared_on_the_broker() {
     assert_eq!(arg("x-message-ttl"), ("signedint".into(), 60000.into()));
     assert_eq!(arg("x-max-length"), ("signedint".into(), 10000.into()));
     assert_eq!(arg("x-max-priority"), ("signedint".into(), 10.into()));
-    assert_eq!(arg("x-dead-letter-exchange"), ("longstr".into(), dlx.into()));
+    assert_eq!(
+        arg("x-dead-letter-exchange"),
+        ("longstr".into(), dlx.into())
+    );
     assert_eq!(
         arg("x-dead-letter-routing-key"),
         ("longstr".into(), r.dead_letter_routing_key.unwrap().into())
@@ -508,29 +534,57 @@ async fn every_rabbitmq_key_is_declared_on_the_broker() {
 
     let exchanges = ctl_json(&["list_exchanges", "name", "type", "durable"]).await;
     let ex = find(&exchanges, r.exchange.unwrap());
-    assert_eq!((ex["type"].as_str(), ex["durable"].as_bool()), (Some("direct"), Some(true)), "{ex}");
+    assert_eq!(
+        (ex["type"].as_str(), ex["durable"].as_bool()),
+        (Some("direct"), Some(true)),
+        "{ex}"
+    );
     let ex = find(&exchanges, dlx);
     assert_eq!(ex["type"], "direct", "{ex}");
     let ex = find(&exchanges, minimal.exchange.unwrap());
-    assert_eq!((ex["type"].as_str(), ex["durable"].as_bool()), (Some("topic"), Some(true)), "{ex}");
+    assert_eq!(
+        (ex["type"].as_str(), ex["durable"].as_bool()),
+        (Some("topic"), Some(true)),
+        "{ex}"
+    );
 
-    let bindings = ctl_json(&["list_bindings", "source_name", "destination_name", "routing_key"]).await;
+    let bindings = ctl_json(&[
+        "list_bindings",
+        "source_name",
+        "destination_name",
+        "routing_key",
+    ])
+    .await;
     let bound = |src: &str, dst: &str, key: &str| {
-        bindings
-            .iter()
-            .any(|b| b["source_name"] == src && b["destination_name"] == dst && b["routing_key"] == key)
+        bindings.iter().any(|b| {
+            b["source_name"] == src && b["destination_name"] == dst && b["routing_key"] == key
+        })
     };
     assert!(bound(r.exchange.unwrap(), queue, r.routing_key));
-    assert!(bound(dlx, &format!("{dlx}.dlq"), r.dead_letter_routing_key.unwrap()));
-    assert!(bound(minimal.exchange.unwrap(), &minimal_queue, minimal.routing_key));
+    assert!(bound(
+        dlx,
+        &format!("{dlx}.dlq"),
+        r.dead_letter_routing_key.unwrap()
+    ));
+    assert!(bound(
+        minimal.exchange.unwrap(),
+        &minimal_queue,
+        minimal.routing_key
+    ));
 
     // The same queue with another TTL: a topology error naming the argument.
     let other = RabbitMqConsumer::connect(options()).await.unwrap();
     other.start().await.unwrap();
-    let err = other.subscribe(|_: ConflictingTopology| async { true }).await.unwrap_err();
+    let err = other
+        .subscribe(|_: ConflictingTopology| async { true })
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Topology { .. }), "{err:?}");
     let text = err.to_string();
-    assert!(text.contains("x-message-ttl") && text.contains(queue), "{text}");
+    assert!(
+        text.contains("x-message-ttl") && text.contains(queue),
+        "{text}"
+    );
 
     // Producer-side declare creates the exchange alone.
     let transport = RabbitMqTransport::connect(options()).await.unwrap();
@@ -548,7 +602,11 @@ async fn every_rabbitmq_key_is_declared_on_the_broker() {
     transport.declare(route, "Declared").await.unwrap();
     let exchanges = ctl_json(&["list_exchanges", "name", "type", "durable"]).await;
     let ex = find(&exchanges, declared);
-    assert_eq!((ex["type"].as_str(), ex["durable"].as_bool()), (Some("fanout"), Some(false)), "{ex}");
+    assert_eq!(
+        (ex["type"].as_str(), ex["durable"].as_bool()),
+        (Some("fanout"), Some(false)),
+        "{ex}"
+    );
     transport.close().await.unwrap();
 
     consumer.stop().await.unwrap();
@@ -596,7 +654,10 @@ async fn round_trip_on_direct_topic_fanout_and_default_exchanges() {
 
     let mut h = Headers::new();
     h.insert("tenant".into(), "acme".into());
-    let id = producer.send_with_headers(&DirectEvent { n: 1 }, h).await.unwrap();
+    let id = producer
+        .send_with_headers(&DirectEvent { n: 1 }, h)
+        .await
+        .unwrap();
     let (e, ctx) = recv(&mut direct_rx).await;
     assert_eq!(e, DirectEvent { n: 1 });
     assert_eq!(ctx.event_id(), id);
@@ -626,43 +687,78 @@ async fn message_properties_on_the_wire() {
     let Some(conn) = broker().await else { return };
     let mut cleanup = Cleanup::default();
     // A plain queue bound by hand shows what a foreign consumer sees.
-    let exchange = format!("heytom.test.{}", run_id());
+    let exchange = name("wire.exchange");
     let queue = name("wire.queue");
-    cleanup.queue(queue);
-    let producer = RabbitMqProducer::connect(options()).await.unwrap();
+    cleanup.queue(queue).exchange(exchange);
+    let transport = Arc::new(
+        RabbitMqTransport::connect(options().exchange(exchange))
+            .await
+            .unwrap(),
+    );
+    // Producer-side declare: the default exchange, for an event without attribute.
+    transport
+        .declare(&Route::Default, PlainEvent::NAME)
+        .await
+        .unwrap();
+    let producer = heytom_mq::Producer::on(transport.clone());
     let ch = conn.create_channel().await.unwrap();
-    // The producer declares the default exchange on first use of a route.
-    producer
-        .producer()
-        .send_envelope(&Route::Default, heytom_mq::Envelope::new(&PlainEvent { n: 0 }).unwrap())
-        .await
-        .ok();
-    ch.queue_declare(queue, QueueDeclareOptions { auto_delete: true, ..Default::default() }, FieldTable::default())
-        .await
-        .unwrap();
-    ch.queue_bind(queue, &exchange, "PlainEvent", Default::default(), FieldTable::default())
-        .await
-        .unwrap();
+    ch.queue_declare(
+        queue,
+        QueueDeclareOptions {
+            auto_delete: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.queue_bind(
+        queue,
+        exchange,
+        "PlainEvent",
+        Default::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
     let mut h = Headers::new();
     h.insert(PRIORITY_HEADER.into(), "7".into());
-    let id = producer.send_with_headers(&PlainEvent { n: 9 }, h).await.unwrap();
+    let id = producer
+        .send_with_headers(&PlainEvent { n: 9 }, h)
+        .await
+        .unwrap();
     let m = get_one(&conn, queue).await.expect("message on the queue");
     let p = &m.delivery.properties;
-    assert_eq!(p.message_id().as_ref().map(|s| s.to_string()), Some(id.to_string()));
-    assert_eq!(p.kind().as_ref().map(|s| s.to_string()).as_deref(), Some("PlainEvent"));
-    assert_eq!(p.content_type().as_ref().map(|s| s.to_string()).as_deref(), Some("application/json"));
+    assert_eq!(
+        p.message_id().as_ref().map(|s| s.to_string()),
+        Some(id.to_string())
+    );
+    assert_eq!(
+        p.kind().as_ref().map(|s| s.to_string()).as_deref(),
+        Some("PlainEvent")
+    );
+    assert_eq!(
+        p.content_type().as_ref().map(|s| s.to_string()).as_deref(),
+        Some("application/json")
+    );
     assert_eq!(*p.delivery_mode(), Some(2));
     assert_eq!(*p.priority(), Some(7));
     assert!(p.timestamp().is_some());
     assert_eq!(header(p, "heytom-event-id"), Some(id.to_string()));
-    assert_eq!(header(p, "heytom-event-name").as_deref(), Some("PlainEvent"));
+    assert_eq!(
+        header(p, "heytom-event-name").as_deref(),
+        Some("PlainEvent")
+    );
     assert_eq!(m.delivery.data, br#"{"n":9}"#);
 
     let mut bad = Headers::new();
     bad.insert(PRIORITY_HEADER.into(), "high".into());
-    let err = producer.send_with_headers(&PlainEvent { n: 10 }, bad).await.unwrap_err();
+    let err = producer
+        .send_with_headers(&PlainEvent { n: 10 }, bad)
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("priority"), "{err}");
-    producer.close().await.unwrap();
+    transport.close().await.unwrap();
 }
 
 #[tokio::test]
@@ -677,7 +773,10 @@ async fn fan_out_to_two_handlers() {
     for q in [
         derived_queue::<FanoutEvent>("fan_a"),
         derived_queue::<FanoutEvent>("fan_b"),
-        route_of::<SharedQueueEvent>().queue_name.unwrap().to_owned(),
+        route_of::<SharedQueueEvent>()
+            .queue_name
+            .unwrap()
+            .to_owned(),
     ] {
         cleanup.queue(format!("{q}.dlq")).queue(q);
     }
@@ -697,9 +796,13 @@ async fn fan_out_to_two_handlers() {
         .unwrap();
     let producer = app.producer();
     // Two queues on a fanout exchange: each handler gets every message.
-    let ids = producer.send_batch(&[FanoutEvent { n: 1 }, FanoutEvent { n: 2 }]).await.unwrap();
+    let ids = producer
+        .send_batch(&[FanoutEvent { n: 1 }, FanoutEvent { n: 2 }])
+        .await
+        .unwrap();
     for rx in [&mut a_rx, &mut b_rx] {
-        let got: HashSet<EventId> = [recv(rx).await.1.event_id(), recv(rx).await.1.event_id()].into();
+        let got: HashSet<EventId> =
+            [recv(rx).await.1.event_id(), recv(rx).await.1.event_id()].into();
         assert_eq!(got, ids.iter().copied().collect());
     }
     // One shared queue: one consumer, each message runs through both handlers.
@@ -723,7 +826,9 @@ async fn competing_consumers_share_one_queue() {
     let (tx, mut rx) = mpsc::unbounded_channel::<(usize, u32)>();
     let mut consumers = Vec::new();
     for who in 0..2 {
-        let c = RabbitMqConsumer::connect(options().prefetch(1).concurrency(1)).await.unwrap();
+        let c = RabbitMqConsumer::connect(options().prefetch(1).concurrency(1))
+            .await
+            .unwrap();
         c.start().await.unwrap();
         let tx = tx.clone();
         c.subscribe(move |e: CompetingEvent| {
@@ -749,7 +854,10 @@ async fn competing_consumers_share_one_queue() {
         assert!(seen.insert(n, who).is_none(), "message {n} delivered twice");
     }
     assert_eq!(seen.len(), 100);
-    assert!(per_consumer[0] > 0 && per_consumer[1] > 0, "{per_consumer:?}");
+    assert!(
+        per_consumer[0] > 0 && per_consumer[1] > 0,
+        "{per_consumer:?}"
+    );
     for c in &consumers {
         c.stop().await.unwrap();
     }
@@ -796,7 +904,11 @@ async fn retry_then_success() {
     assert_eq!(calls.load(Ordering::SeqCst), 3);
     app.shutdown().await.unwrap();
     assert_eq!(queue_counts(&conn, &queue).await.0, 0, "acknowledged");
-    assert_eq!(queue_counts(&conn, &format!("{queue}.dlq")).await.0, 0, "not dead-lettered");
+    assert_eq!(
+        queue_counts(&conn, &format!("{queue}.dlq")).await.0,
+        0,
+        "not dead-lettered"
+    );
 }
 
 #[tokio::test]
@@ -823,7 +935,8 @@ async fn dead_letter_after_max_attempts_with_reason_headers() {
         async { Err::<(), _>("database is down") }
     })
     .retry(fast_retry(3));
-    let doomed_dlx = HandlerEntry::from_closure("doomed_dlx", |_: DeadToDlxEvent| async { false }).retry(fast_retry(2));
+    let doomed_dlx = HandlerEntry::from_closure("doomed_dlx", |_: DeadToDlxEvent| async { false })
+        .retry(fast_retry(2));
     let app = App::builder()
         .rabbitmq(options())
         .discover(false)
@@ -834,25 +947,51 @@ async fn dead_letter_after_max_attempts_with_reason_headers() {
         .unwrap();
     let id = app.producer().send(&DeadEvent { n: 1 }).await.unwrap();
     // No dead-letter exchange: `<queue>.dlq`.
-    let m = get_one(&conn, &format!("{queue}.dlq")).await.expect("dead-lettered");
+    let m = get_one(&conn, &format!("{queue}.dlq"))
+        .await
+        .expect("dead-lettered");
     let p = &m.delivery.properties;
-    assert_eq!(header(p, "heytom-dead-letter-reason").as_deref(), Some("database is down"));
-    assert_eq!(header(p, "heytom-dead-letter-attempts").as_deref(), Some("3"));
-    assert_eq!(header(p, "heytom-dead-letter-handler").as_deref(), Some("doomed"));
+    assert_eq!(
+        header(p, "heytom-dead-letter-reason").as_deref(),
+        Some("database is down")
+    );
+    assert_eq!(
+        header(p, "heytom-dead-letter-attempts").as_deref(),
+        Some("3")
+    );
+    assert_eq!(
+        header(p, "heytom-dead-letter-handler").as_deref(),
+        Some("doomed")
+    );
     assert_eq!(header(p, "heytom-event-id"), Some(id.to_string()));
     assert_eq!(m.delivery.data, br#"{"n":1}"#);
     assert_eq!(calls.load(Ordering::SeqCst), 3);
 
     // With one: to that exchange with its routing key.
     let id = app.producer().send(&DeadToDlxEvent { n: 2 }).await.unwrap();
-    let m = get_one(&conn, &format!("{dlx}.dlq")).await.expect("dead-lettered to the DLX");
-    assert_eq!(m.delivery.routing_key.as_str(), r.dead_letter_routing_key.unwrap());
+    let m = get_one(&conn, &format!("{dlx}.dlq"))
+        .await
+        .expect("dead-lettered to the DLX");
+    assert_eq!(
+        m.delivery.routing_key.as_str(),
+        r.dead_letter_routing_key.unwrap()
+    );
     let p = &m.delivery.properties;
-    assert_eq!(header(p, "heytom-dead-letter-attempts").as_deref(), Some("2"));
-    assert!(header(p, "heytom-dead-letter-reason").is_some_and(|r| r.contains("false")), "{p:?}");
+    assert_eq!(
+        header(p, "heytom-dead-letter-attempts").as_deref(),
+        Some("2")
+    );
+    assert!(
+        header(p, "heytom-dead-letter-reason").is_some_and(|r| r.contains("false")),
+        "{p:?}"
+    );
     assert_eq!(header(p, "heytom-event-id"), Some(id.to_string()));
     app.shutdown().await.unwrap();
-    assert_eq!(queue_counts(&conn, &queue).await.0, 0, "original acknowledged");
+    assert_eq!(
+        queue_counts(&conn, &queue).await.0,
+        0,
+        "original acknowledged"
+    );
 }
 
 #[tokio::test]
@@ -893,17 +1032,24 @@ async fn malformed_payload_goes_to_dead_letter_and_consuming_goes_on() {
     };
     // Not JSON, then JSON of another shape, then a message of another type.
     publish(b"not json at all", "MalformedEvent").await;
-    let m = get_one(&conn, &format!("{queue}.dlq")).await.expect("dead-lettered");
+    let m = get_one(&conn, &format!("{queue}.dlq"))
+        .await
+        .expect("dead-lettered");
     let reason = header(&m.delivery.properties, "heytom-dead-letter-reason").unwrap();
     assert!(reason.contains("does not decode"), "{reason}");
-    assert_eq!(header(&m.delivery.properties, "heytom-dead-letter-attempts").as_deref(), Some("0"));
+    assert_eq!(
+        header(&m.delivery.properties, "heytom-dead-letter-attempts").as_deref(),
+        Some("0")
+    );
     assert_eq!(m.delivery.data, b"not json at all");
 
     publish(br#"{"n":"seven"}"#, "MalformedEvent").await;
     assert!(get_one(&conn, &format!("{queue}.dlq")).await.is_some());
 
     publish(br#"{"n":1}"#, "SomethingElse").await;
-    let m = get_one(&conn, &format!("{queue}.dlq")).await.expect("unknown type dead-lettered");
+    let m = get_one(&conn, &format!("{queue}.dlq"))
+        .await
+        .expect("unknown type dead-lettered");
     let reason = header(&m.delivery.properties, "heytom-dead-letter-reason").unwrap();
     assert!(reason.contains("unknown message type"), "{reason}");
 
@@ -920,8 +1066,13 @@ async fn priority_ordering_with_max_priority() {
     let mut cleanup = Cleanup::default();
     let r = route_of::<PriorityEvent>();
     let queue = r.queue_name.unwrap();
-    cleanup.queue(queue).queue(format!("{queue}.dlq")).exchange(r.exchange.unwrap());
-    let consumer = RabbitMqConsumer::connect(options().prefetch(1).concurrency(1)).await.unwrap();
+    cleanup
+        .queue(queue)
+        .queue(format!("{queue}.dlq"))
+        .exchange(r.exchange.unwrap());
+    let consumer = RabbitMqConsumer::connect(options().prefetch(1).concurrency(1))
+        .await
+        .unwrap();
     consumer.start().await.unwrap();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let sub = {
@@ -938,7 +1089,10 @@ async fn priority_ordering_with_max_priority() {
     for p in [3u32, 9, 1, 7, 5, 0, 8, 2, 6, 4] {
         let mut h = Headers::new();
         h.insert(PRIORITY_HEADER.into(), p.to_string());
-        producer.send_with_headers(&PriorityEvent { n: p }, h).await.unwrap();
+        producer
+            .send_with_headers(&PriorityEvent { n: p }, h)
+            .await
+            .unwrap();
     }
     assert_eq!(queue_counts(&conn, queue).await, (10, 0));
     consumer.subscribe(sub).await.unwrap();
@@ -965,15 +1119,29 @@ async fn ttl_expiry_goes_to_the_dead_letter_exchange() {
         .exchange(dlx);
     let consumer = RabbitMqConsumer::connect(options()).await.unwrap();
     consumer.start().await.unwrap();
-    consumer.subscribe(|_: TtlEvent| async { true }).await.unwrap();
+    consumer
+        .subscribe(|_: TtlEvent| async { true })
+        .await
+        .unwrap();
     consumer.unsubscribe::<TtlEvent>().await.unwrap();
     let producer = RabbitMqProducer::connect(options()).await.unwrap();
     let id = producer.send(&TtlEvent { n: 1 }).await.unwrap();
     // Nobody consumes: after 100 ms the broker moves it to the DLX.
-    let m = get_one(&conn, &format!("{dlx}.dlq")).await.expect("expired into the DLX");
-    assert_eq!(header(&m.delivery.properties, "heytom-event-id"), Some(id.to_string()));
-    assert_eq!(m.delivery.routing_key.as_str(), r.dead_letter_routing_key.unwrap());
-    assert!(header(&m.delivery.properties, "x-death").is_some(), "broker-side dead-lettering");
+    let m = get_one(&conn, &format!("{dlx}.dlq"))
+        .await
+        .expect("expired into the DLX");
+    assert_eq!(
+        header(&m.delivery.properties, "heytom-event-id"),
+        Some(id.to_string())
+    );
+    assert_eq!(
+        m.delivery.routing_key.as_str(),
+        r.dead_letter_routing_key.unwrap()
+    );
+    assert!(
+        header(&m.delivery.properties, "x-death").is_some(),
+        "broker-side dead-lettering"
+    );
     assert_eq!(queue_counts(&conn, queue).await.0, 0);
 }
 
@@ -984,7 +1152,10 @@ async fn unsubscribe_stops_consuming() {
     let mut cleanup = Cleanup::default();
     let r = route_of::<UnsubscribeEvent>();
     let queue = r.queue_name.unwrap();
-    cleanup.queue(queue).queue(format!("{queue}.dlq")).exchange(r.exchange.unwrap());
+    cleanup
+        .queue(queue)
+        .queue(format!("{queue}.dlq"))
+        .exchange(r.exchange.unwrap());
     let consumer = RabbitMqConsumer::connect(options()).await.unwrap();
     consumer.start().await.unwrap();
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -1002,7 +1173,11 @@ async fn unsubscribe_stops_consuming() {
     consumer.unsubscribe::<UnsubscribeEvent>().await.unwrap();
     assert_eq!(queue_counts(&conn, queue).await, (0, 0), "consumer gone");
     producer.send(&UnsubscribeEvent { n: 2 }).await.unwrap();
-    assert_eq!(queue_counts(&conn, queue).await, (1, 0), "the message waits in the queue");
+    assert_eq!(
+        queue_counts(&conn, queue).await,
+        (1, 0),
+        "the message waits in the queue"
+    );
     assert!(rx.try_recv().is_err());
 }
 
@@ -1017,7 +1192,10 @@ async fn unroutable_message_is_an_error() {
     let err = producer.send(&UnroutableEvent { n: 1 }).await.unwrap_err();
     assert!(matches!(err, Error::Publish { .. }), "{err:?}");
     assert!(err.to_string().contains("unroutable"), "{err}");
-    let err = producer.send_batch(&[UnroutableEvent { n: 1 }, UnroutableEvent { n: 2 }]).await.unwrap_err();
+    let err = producer
+        .send_batch(&[UnroutableEvent { n: 1 }, UnroutableEvent { n: 2 }])
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("2 of 2 failed"), "{err}");
 }
 
@@ -1028,7 +1206,10 @@ async fn batch_publish_is_consumed_whole() {
     let mut cleanup = Cleanup::default();
     let r = route_of::<BatchEvent>();
     let queue = r.queue_name.unwrap();
-    cleanup.queue(queue).queue(format!("{queue}.dlq")).exchange(r.exchange.unwrap());
+    cleanup
+        .queue(queue)
+        .queue(format!("{queue}.dlq"))
+        .exchange(r.exchange.unwrap());
     let (entry, mut rx) = recorder::<BatchEvent>("batch");
     let app = App::builder()
         .rabbitmq(options())
@@ -1068,7 +1249,9 @@ struct StartAppGuard;
 
 impl Drop for StartAppGuard {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("rabbitmqctl").arg("start_app").output();
+        let _ = std::process::Command::new("rabbitmqctl")
+            .arg("start_app")
+            .output();
     }
 }
 
@@ -1079,7 +1262,10 @@ async fn wait_for_broker() {
             let _ = c.close(200, "probe").await;
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "RabbitMQ did not come back");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "RabbitMQ did not come back"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -1092,7 +1278,10 @@ async fn broker_restart_mid_stream_loses_nothing() {
     let mut cleanup = Cleanup::default();
     let r = route_of::<RestartEvent>();
     let queue = r.queue_name.unwrap();
-    cleanup.queue(queue).queue(format!("{queue}.dlq")).exchange(r.exchange.unwrap());
+    cleanup
+        .queue(queue)
+        .queue(format!("{queue}.dlq"))
+        .exchange(r.exchange.unwrap());
 
     let received = Arc::new(Mutex::new(HashSet::<EventId>::new()));
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
@@ -1128,7 +1317,10 @@ async fn broker_restart_mid_stream_loses_nothing() {
             let envelope = heytom_mq::Envelope::new(&RestartEvent { n }).unwrap();
             let id = envelope.id;
             loop {
-                match producer.send_envelope(RestartEvent::route(), envelope.clone()).await {
+                match producer
+                    .send_envelope(RestartEvent::route(), envelope.clone())
+                    .await
+                {
                     Ok(()) => break,
                     Err(e) => {
                         failures.push(e.to_string());
@@ -1156,7 +1348,11 @@ async fn broker_restart_mid_stream_loses_nothing() {
         .await
         .expect("publisher finished")
         .unwrap();
-    eprintln!("{} publish attempts failed during the restart; first: {:?}", failures.len(), failures.first());
+    eprintln!(
+        "{} publish attempts failed during the restart; first: {:?}",
+        failures.len(),
+        failures.first()
+    );
     assert_eq!(confirmed.len(), 1000);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -1167,7 +1363,10 @@ async fn broker_restart_mid_stream_loses_nothing() {
         if missing == 0 {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "{missing} confirmed messages never arrived");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{missing} confirmed messages never arrived"
+        );
         let _ = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await;
     }
     app.shutdown().await.unwrap();
@@ -1180,7 +1379,10 @@ async fn producer_and_consumer_recover_from_a_dropped_connection() {
     let mut cleanup = Cleanup::default();
     let r = route_of::<DroppedEvent>();
     let queue = r.queue_name.unwrap();
-    cleanup.queue(queue).queue(format!("{queue}.dlq")).exchange(r.exchange.unwrap());
+    cleanup
+        .queue(queue)
+        .queue(format!("{queue}.dlq"))
+        .exchange(r.exchange.unwrap());
     let conn_name = name("dropped.conn");
     let (entry, mut rx) = recorder::<DroppedEvent>("dropped");
     let app = App::builder()

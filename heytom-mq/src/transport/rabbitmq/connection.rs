@@ -129,7 +129,8 @@ impl ConnectionSlot {
         let conn = lock(&self.current).take();
         if let Some(conn) = conn {
             if conn.status().connected() {
-                let _ = tokio::time::timeout(Duration::from_secs(5), conn.close(200, "closing")).await;
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(5), conn.close(200, "closing")).await;
             }
         }
     }

@@ -7,8 +7,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions,
-    BasicQosOptions, ConfirmSelectOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
+    BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::Channel;
@@ -29,11 +29,14 @@ pub(crate) struct SubscriptionShared {
     pub(crate) slot: Arc<ConnectionSlot>,
     pub(crate) topology: QueueTopology,
     pub(crate) dispatcher: Arc<Dispatcher>,
-    pub(crate) concurrency: usize,
+    /// Handlers running at once (permits held while dispatching).
+    pub(crate) handling: Arc<Semaphore>,
+    /// Deliveries not yet acknowledged (at most `prefetch`; permits held
+    /// until the ack / nack is sent, so stopping can wait for them).
     pub(crate) prefetch: u16,
     pub(crate) backoff: (Duration, Duration),
     pub(crate) consumer_tag: String,
-    pub(crate) in_flight: Arc<Semaphore>,
+    pub(crate) unacked: Arc<Semaphore>,
 }
 
 impl SubscriptionShared {
@@ -41,9 +44,20 @@ impl SubscriptionShared {
     pub(crate) async fn open(&self) -> Result<(Channel, lapin::Consumer)> {
         let conn = self.slot.get().await?;
         let lost = |what: &str, e: lapin::Error| {
-            Error::connection(TRANSPORT, format!("{what} for queue `{}`: {}", self.topology.queue, describe(&e)), e)
+            Error::connection(
+                TRANSPORT,
+                format!(
+                    "{what} for queue `{}`: {}",
+                    self.topology.queue,
+                    describe(&e)
+                ),
+                e,
+            )
         };
-        let channel = conn.create_channel().await.map_err(|e| lost("cannot open a channel", e))?;
+        let channel = conn
+            .create_channel()
+            .await
+            .map_err(|e| lost("cannot open a channel", e))?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await
@@ -83,10 +97,16 @@ impl SubscriptionHandle for RabbitMqSubscription {
 }
 
 /// Starts the supervisor of a subscription whose first channel is open.
-pub(crate) fn spawn(shared: Arc<SubscriptionShared>, first: (Channel, lapin::Consumer)) -> RabbitMqSubscription {
+pub(crate) fn spawn(
+    shared: Arc<SubscriptionShared>,
+    first: (Channel, lapin::Consumer),
+) -> RabbitMqSubscription {
     let (stop_tx, stop_rx) = watch::channel(false);
     let task = tokio::spawn(supervise(shared, first, stop_rx));
-    RabbitMqSubscription { stop: stop_tx, task }
+    RabbitMqSubscription {
+        stop: stop_tx,
+        task,
+    }
 }
 
 enum LoopEnd {
@@ -153,10 +173,19 @@ async fn consume(
     stop: &mut watch::Receiver<bool>,
 ) -> LoopEnd {
     loop {
-        let permit = tokio::select! {
+        // Taken in delivery order, so `concurrency = 1` handles in queue order.
+        let handling = tokio::select! {
             biased;
             _ = stop.wait_for(|s| *s) => return LoopEnd::Stopped,
-            p = shared.in_flight.clone().acquire_owned() => match p {
+            p = shared.handling.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return LoopEnd::Stopped,
+            },
+        };
+        let unacked = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => return LoopEnd::Stopped,
+            p = shared.unacked.clone().acquire_owned() => match p {
                 Ok(p) => p,
                 Err(_) => return LoopEnd::Stopped,
             },
@@ -168,10 +197,20 @@ async fn consume(
         };
         match next {
             Some(Ok(delivery)) => {
-                tokio::spawn(handle(shared.clone(), channel.clone(), delivery, permit));
+                tokio::spawn(handle(
+                    shared.clone(),
+                    channel.clone(),
+                    delivery,
+                    handling,
+                    unacked,
+                ));
             }
             Some(Err(e)) => return LoopEnd::Lost(describe(&e)),
-            None => return LoopEnd::Lost("the broker cancelled the consumer or closed the channel".to_owned()),
+            None => {
+                return LoopEnd::Lost(
+                    "the broker cancelled the consumer or closed the channel".to_owned(),
+                )
+            }
         }
     }
 }
@@ -179,30 +218,45 @@ async fn consume(
 /// Cancels the consumer, waits for in-flight deliveries, closes the channel.
 async fn finish(shared: &SubscriptionShared, channel: &Channel) {
     if channel.status().connected() {
-        if let Err(e) = channel.basic_cancel(&shared.consumer_tag, BasicCancelOptions::default()).await {
+        if let Err(e) = channel
+            .basic_cancel(&shared.consumer_tag, BasicCancelOptions::default())
+            .await
+        {
             tracing::debug!(queue = %shared.topology.queue, error = %describe(&e), "basic.cancel failed");
         }
     }
     wait_in_flight(shared).await;
     if channel.status().connected() {
         // Deliveries prefetched but never started go back to the queue.
-        let _ = tokio::time::timeout(Duration::from_secs(5), channel.close(200, "unsubscribed")).await;
+        let _ =
+            tokio::time::timeout(Duration::from_secs(5), channel.close(200, "unsubscribed")).await;
     }
 }
 
 async fn wait_in_flight(shared: &SubscriptionShared) {
-    let n = u32::try_from(shared.concurrency).unwrap_or(u32::MAX);
-    if let Ok(all) = shared.in_flight.acquire_many(n).await {
+    if let Ok(all) = shared
+        .unacked
+        .acquire_many(u32::from(shared.prefetch))
+        .await
+    {
         drop(all);
     }
 }
 
-async fn handle(shared: Arc<SubscriptionShared>, channel: Channel, delivery: Delivery, _permit: OwnedSemaphorePermit) {
+async fn handle(
+    shared: Arc<SubscriptionShared>,
+    channel: Channel,
+    delivery: Delivery,
+    handling: OwnedSemaphorePermit,
+    _unacked: OwnedSemaphorePermit,
+) {
     let incoming = Incoming {
         headers: incoming_headers(&delivery.properties),
         body: delivery.data.clone(),
     };
     let outcome = shared.dispatcher.dispatch(incoming).await;
+    // The next delivery may start while this one's ack is on its way.
+    drop(handling);
     let done = match outcome {
         Outcome::Ack => delivery.acker.ack(BasicAckOptions::default()).await,
         Outcome::Requeue => {
@@ -238,19 +292,36 @@ async fn handle(shared: Arc<SubscriptionShared>, channel: Channel, delivery: Del
 
 /// Publishes a copy of the delivery, with the dead-letter headers, to the
 /// queue's dead-letter destination and waits for the confirm.
-async fn dead_letter(shared: &SubscriptionShared, channel: &Channel, delivery: &Delivery, dead: &DeadLetter) -> Result<()> {
+async fn dead_letter(
+    shared: &SubscriptionShared,
+    channel: &Channel,
+    delivery: &Delivery,
+    dead: &DeadLetter,
+) -> Result<()> {
     let (exchange, routing_key) = match &shared.topology.dead_letter {
-        DeadLetterTarget::Exchange { exchange, routing_key } => (
+        DeadLetterTarget::Exchange {
+            exchange,
+            routing_key,
+        } => (
             exchange.as_str(),
-            routing_key.as_deref().unwrap_or(delivery.routing_key.as_str()),
+            routing_key
+                .as_deref()
+                .unwrap_or(delivery.routing_key.as_str()),
         ),
         DeadLetterTarget::Queue(q) => ("", q.as_str()),
     };
     let mut table = delivery.properties.headers().clone().unwrap_or_default();
     for (k, v) in dead.headers() {
-        table.insert(ShortString::from(k), AMQPValue::LongString(LongString::from(v)));
+        table.insert(
+            ShortString::from(k),
+            AMQPValue::LongString(LongString::from(v)),
+        );
     }
-    let props = delivery.properties.clone().with_headers(table).with_delivery_mode(2);
+    let props = delivery
+        .properties
+        .clone()
+        .with_headers(table)
+        .with_delivery_mode(2);
     let name = shared.dispatcher.event_name();
     tracing::warn!(queue = %shared.topology.queue, exchange, routing_key, reason = %dead.reason, attempts = dead.attempts, "dead-lettering message");
     let confirm = channel
@@ -265,10 +336,18 @@ async fn dead_letter(shared: &SubscriptionShared, channel: &Channel, delivery: &
             props,
         )
         .await
-        .map_err(|e| Error::publish(name, format!("dead-letter publish failed: {}", describe(&e))))?;
+        .map_err(|e| {
+            Error::publish(
+                name,
+                format!("dead-letter publish failed: {}", describe(&e)),
+            )
+        })?;
     match tokio::time::timeout(Duration::from_secs(30), confirm).await {
         Ok(r) => check(r, name),
-        Err(_) => Err(Error::publish(name, "no confirm for the dead-letter publish")),
+        Err(_) => Err(Error::publish(
+            name,
+            "no confirm for the dead-letter publish",
+        )),
     }
 }
 
@@ -334,7 +413,10 @@ mod tests {
         let id = uuid::Uuid::now_v7().to_string();
         let mut table = FieldTable::default();
         table.insert("n".into(), AMQPValue::LongInt(5));
-        table.insert("nested".into(), AMQPValue::FieldTable(FieldTable::default()));
+        table.insert(
+            "nested".into(),
+            AMQPValue::FieldTable(FieldTable::default()),
+        );
         let props = lapin::BasicProperties::default()
             .with_message_id(id.as_str().into())
             .with_type("OrderPlaced".into())
@@ -342,8 +424,13 @@ mod tests {
             .with_headers(table);
         let h = incoming_headers(&props);
         assert_eq!(h.get(headers::EVENT_ID), Some(&id));
-        assert_eq!(h.get(headers::EVENT_NAME).map(String::as_str), Some("OrderPlaced"));
-        assert!(h.get(headers::OCCURRED_AT).is_some_and(|t| t.starts_with("2023-11-14")));
+        assert_eq!(
+            h.get(headers::EVENT_NAME).map(String::as_str),
+            Some("OrderPlaced")
+        );
+        assert!(h
+            .get(headers::OCCURRED_AT)
+            .is_some_and(|t| t.starts_with("2023-11-14")));
         assert_eq!(h.get("n").map(String::as_str), Some("5"));
         assert!(!h.contains_key("nested"));
 

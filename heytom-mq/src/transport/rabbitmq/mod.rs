@@ -46,8 +46,8 @@ use crate::transport::{Outgoing, Subscription, SubscriptionHandle, Transport};
 use connection::ConnectionSlot;
 use consume::SubscriptionShared;
 pub use options::{RabbitMqOptions, DEFAULT_EXCHANGE};
-pub use publish::PRIORITY_HEADER;
 use publish::Publisher;
+pub use publish::PRIORITY_HEADER;
 use topology::{destination, QueueTopology};
 
 /// The RabbitMQ [`Transport`]: one connection for publishing, one for
@@ -118,7 +118,7 @@ impl Transport for RabbitMqTransport {
     async fn declare(&self, route: &'static Route, event_name: &'static str) -> Result<()> {
         let dest = destination(route, event_name, &self.options.exchange)?;
         let channel = self.publisher.channel().await?;
-        self.publisher.ensure_exchange(&channel, &dest.exchange).await
+        self.publisher.ensure_exchange(&channel, &dest).await
     }
 
     async fn publish(&self, message: &Outgoing) -> Result<()> {
@@ -130,7 +130,12 @@ impl Transport for RabbitMqTransport {
     }
 
     async fn subscribe(&self, sub: Subscription) -> Result<Box<dyn SubscriptionHandle>> {
-        let topology = QueueTopology::new(sub.route, sub.event_name, &sub.group, &self.options.exchange)?;
+        let topology = QueueTopology::new(
+            sub.route,
+            sub.event_name,
+            &sub.group,
+            &self.options.exchange,
+        )?;
         let concurrency = sub.concurrency.unwrap_or(self.options.concurrency).max(1);
         let shared = Arc::new(SubscriptionShared {
             slot: self.consumers.clone(),
@@ -142,10 +147,12 @@ impl Transport for RabbitMqTransport {
             ),
             topology,
             dispatcher: sub.dispatcher,
-            concurrency,
+            handling: Arc::new(tokio::sync::Semaphore::new(concurrency)),
+            unacked: Arc::new(tokio::sync::Semaphore::new(usize::from(
+                self.options.prefetch,
+            ))),
             prefetch: self.options.prefetch,
             backoff: (self.options.reconnect_initial, self.options.reconnect_max),
-            in_flight: Arc::new(tokio::sync::Semaphore::new(concurrency)),
         });
         let first = shared.open().await?;
         tracing::debug!(queue = %shared.topology.queue, event = sub.event_name, concurrency, "RabbitMQ consumer started");
@@ -225,7 +232,8 @@ impl RabbitMqConsumer {
         let transport = RabbitMqTransport::new(options)?;
         // Fail now on a wrong URL or credentials, not at the first subscription.
         transport.consumers.get().await?;
-        Ok(RabbitMqConsumer(crate::consumer::Consumer::new(Arc::new(transport))))
+        Ok(RabbitMqConsumer(crate::consumer::Consumer::new(Arc::new(
+            transport,
+        ))))
     }
 }
-

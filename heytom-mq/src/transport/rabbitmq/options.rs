@@ -55,7 +55,10 @@ impl std::fmt::Debug for RabbitMqOptions {
             .field("mandatory", &self.mandatory)
             .field("publish_timeout", &self.publish_timeout)
             .field("connect_timeout", &self.connect_timeout)
-            .field("reconnect_backoff", &(self.reconnect_initial, self.reconnect_max))
+            .field(
+                "reconnect_backoff",
+                &(self.reconnect_initial, self.reconnect_max),
+            )
             .finish()
     }
 }
@@ -181,10 +184,15 @@ fn ip_host(url: &str) -> Option<String> {
     let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
     if let Some(v6) = host_port.strip_prefix('[') {
         let addr = v6.split(']').next()?;
-        return addr.parse::<std::net::Ipv6Addr>().ok().map(|_| format!("[{addr}]"));
+        return addr
+            .parse::<std::net::Ipv6Addr>()
+            .ok()
+            .map(|_| format!("[{addr}]"));
     }
     let host = host_port.split(':').next()?;
-    host.parse::<std::net::Ipv4Addr>().ok().map(|_| host.to_owned())
+    host.parse::<std::net::Ipv4Addr>()
+        .ok()
+        .map(|_| host.to_owned())
 }
 
 #[cfg(test)]
@@ -205,7 +213,9 @@ mod tests {
 
     #[test]
     fn amqps_urls_parse() {
-        let uri = RabbitMqOptions::new("amqps://u:p@broker.example:5671/prod").parse_uri().unwrap();
+        let uri = RabbitMqOptions::new("amqps://u:p@broker.example:5671/prod")
+            .parse_uri()
+            .unwrap();
         assert_eq!(uri.scheme, lapin::uri::AMQPScheme::AMQPS);
         assert_eq!(uri.authority.port, 5671);
         assert_eq!(uri.vhost, "prod");
@@ -213,12 +223,18 @@ mod tests {
 
     #[test]
     fn ip_hosts_are_kept() {
-        let uri = RabbitMqOptions::new("amqp://guest:guest@10.1.2.3:5673/%2f").parse_uri().unwrap();
+        let uri = RabbitMqOptions::new("amqp://guest:guest@10.1.2.3:5673/%2f")
+            .parse_uri()
+            .unwrap();
         assert_eq!(uri.authority.host, "10.1.2.3");
         assert_eq!(uri.authority.port, 5673);
-        let uri = RabbitMqOptions::new("amqp://[::1]:5672").parse_uri().unwrap();
+        let uri = RabbitMqOptions::new("amqp://[::1]:5672")
+            .parse_uri()
+            .unwrap();
         assert_eq!(uri.authority.host, "[::1]");
-        let uri = RabbitMqOptions::new("amqp://rabbit.local").parse_uri().unwrap();
+        let uri = RabbitMqOptions::new("amqp://rabbit.local")
+            .parse_uri()
+            .unwrap();
         assert_eq!(uri.authority.host, "rabbit.local");
     }
 

@@ -16,7 +16,7 @@ use crate::transport::Outgoing;
 
 use super::connection::{describe, lock, ConnectionSlot};
 use super::options::RabbitMqOptions;
-use super::topology::{declare_exchange, destination, ExchangeSpec};
+use super::topology::{declare_exchange, destination, Destination, ExchangeSpec};
 
 /// The header that sets a message's AMQP priority (`0..=255`), honoured by
 /// queues with `max_priority`.
@@ -71,7 +71,11 @@ impl Publisher {
         }
         let conn = self.slot.get().await?;
         let channel = conn.create_channel().await.map_err(|e| {
-            Error::connection(super::connection::TRANSPORT, format!("cannot open a channel: {}", describe(&e)), e)
+            Error::connection(
+                super::connection::TRANSPORT,
+                format!("cannot open a channel: {}", describe(&e)),
+                e,
+            )
         })?;
         if self.options.publisher_confirms {
             channel
@@ -98,23 +102,35 @@ impl Publisher {
     }
 
     /// Declares an exchange on the publishing channel unless done already.
-    pub(crate) async fn ensure_exchange(&self, channel: &Channel, spec: &ExchangeSpec) -> Result<()> {
-        if lock(&self.exchanges).get(&spec.name) == Some(spec) {
+    pub(crate) async fn ensure_exchange(
+        &self,
+        channel: &Channel,
+        dest: &Destination<'_>,
+    ) -> Result<()> {
+        if lock(&self.exchanges)
+            .get(dest.exchange)
+            .is_some_and(|s| dest.matches(s))
+        {
             return Ok(());
         }
-        declare_exchange(channel, spec).await?;
-        lock(&self.exchanges).insert(spec.name.clone(), spec.clone());
+        let spec = dest.exchange_spec();
+        declare_exchange(channel, &spec).await?;
+        lock(&self.exchanges).insert(spec.name.clone(), spec);
         Ok(())
     }
 
     /// Sends one message; the confirm future is awaited by the caller.
     async fn start(&self, channel: &Channel, message: &Outgoing) -> Result<PublisherConfirm> {
-        let dest = destination(message.route, &message.envelope.name, &self.options.exchange)?;
-        self.ensure_exchange(channel, &dest.exchange).await?;
+        let dest = destination(
+            message.route,
+            &message.envelope.name,
+            &self.options.exchange,
+        )?;
+        self.ensure_exchange(channel, &dest).await?;
         let props = properties(&message.envelope)?;
         channel
             .basic_publish(
-                &dest.exchange.name,
+                dest.exchange,
                 dest.routing_key,
                 BasicPublishOptions {
                     mandatory: self.options.mandatory,
@@ -124,7 +140,12 @@ impl Publisher {
                 props,
             )
             .await
-            .map_err(|e| Error::publish(&message.envelope.name, format!("could not send: {}", describe(&e))))
+            .map_err(|e| {
+                Error::publish(
+                    &message.envelope.name,
+                    format!("could not send: {}", describe(&e)),
+                )
+            })
     }
 
     pub(crate) async fn publish(&self, message: &Outgoing) -> Result<()> {
@@ -149,16 +170,26 @@ impl Publisher {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
                 let reason = e.to_string();
-                return messages.iter().map(|m| Err(Error::publish(&m.envelope.name, reason.clone()))).collect();
+                return messages
+                    .iter()
+                    .map(|m| Err(Error::publish(&m.envelope.name, reason.clone())))
+                    .collect();
             }
-            Err(_) => return messages.iter().map(|m| Err(timed_out(&m.envelope.name, timeout))).collect(),
+            Err(_) => {
+                return messages
+                    .iter()
+                    .map(|m| Err(timed_out(&m.envelope.name, timeout)))
+                    .collect()
+            }
         };
         let mut sent: Vec<Result<PublisherConfirm>> = Vec::with_capacity(messages.len());
         for m in messages {
-            sent.push(match tokio::time::timeout_at(deadline, self.start(&channel, m)).await {
-                Ok(r) => r,
-                Err(_) => Err(timed_out(&m.envelope.name, timeout)),
-            });
+            sent.push(
+                match tokio::time::timeout_at(deadline, self.start(&channel, m)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(timed_out(&m.envelope.name, timeout)),
+                },
+            );
         }
         let mut out = Vec::with_capacity(messages.len());
         for (m, s) in messages.iter().zip(sent) {
@@ -175,10 +206,15 @@ impl Publisher {
     }
 
     pub(crate) async fn close(&self) {
-        let channel = self.channel.write().unwrap_or_else(|p| p.into_inner()).take();
+        let channel = self
+            .channel
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         if let Some(c) = channel {
             if c.status().connected() {
-                let _ = tokio::time::timeout(self.options.publish_timeout, c.wait_for_confirms()).await;
+                let _ =
+                    tokio::time::timeout(self.options.publish_timeout, c.wait_for_confirms()).await;
             }
         }
         self.slot.close().await;
@@ -219,11 +255,17 @@ pub(crate) fn properties(envelope: &Envelope) -> Result<BasicProperties> {
     let mut priority = None;
     for (k, v) in &envelope.headers {
         if k.len() > 255 {
-            return Err(Error::publish(&envelope.name, format!("header name longer than 255 bytes: `{k}`")));
+            return Err(Error::publish(
+                &envelope.name,
+                format!("header name longer than 255 bytes: `{k}`"),
+            ));
         }
         if k == PRIORITY_HEADER {
             priority = Some(v.trim().parse::<u8>().map_err(|_| {
-                Error::publish(&envelope.name, format!("header `{PRIORITY_HEADER}` must be a number from 0 to 255, not `{v}`"))
+                Error::publish(
+                    &envelope.name,
+                    format!("header `{PRIORITY_HEADER}` must be a number from 0 to 255, not `{v}`"),
+                )
             })?);
         }
         table.insert(ShortString::from(k.as_str()), long(v));

@@ -21,8 +21,26 @@ pub(crate) struct ExchangeSpec {
 /// Where an event is published: exchange and routing key.
 #[derive(Debug, Clone)]
 pub(crate) struct Destination<'a> {
-    pub(crate) exchange: ExchangeSpec,
+    pub(crate) exchange: &'a str,
+    pub(crate) kind: ExchangeType,
+    pub(crate) durable: bool,
     pub(crate) routing_key: &'a str,
+}
+
+impl Destination<'_> {
+    /// The exchange to declare.
+    pub(crate) fn exchange_spec(&self) -> ExchangeSpec {
+        ExchangeSpec {
+            name: self.exchange.to_owned(),
+            kind: self.kind,
+            durable: self.durable,
+        }
+    }
+
+    /// Whether `spec` is this destination's exchange, as declared.
+    pub(crate) fn matches(&self, spec: &ExchangeSpec) -> bool {
+        spec.name == self.exchange && spec.kind == self.kind && spec.durable == self.durable
+    }
 }
 
 /// Where an event of `route` goes. Events with no attribute use the
@@ -30,23 +48,19 @@ pub(crate) struct Destination<'a> {
 pub(crate) fn destination<'a>(
     route: &'a Route,
     event_name: &'a str,
-    default_exchange: &str,
+    default_exchange: &'a str,
 ) -> Result<Destination<'a>> {
     match route {
         Route::RabbitMq(r) => Ok(Destination {
-            exchange: ExchangeSpec {
-                name: r.exchange.unwrap_or(default_exchange).to_owned(),
-                kind: r.exchange_type.unwrap_or(ExchangeType::Topic),
-                durable: r.durable.unwrap_or(true),
-            },
+            exchange: r.exchange.unwrap_or(default_exchange),
+            kind: r.exchange_type.unwrap_or(ExchangeType::Topic),
+            durable: r.durable.unwrap_or(true),
             routing_key: r.routing_key,
         }),
         Route::Default => Ok(Destination {
-            exchange: ExchangeSpec {
-                name: default_exchange.to_owned(),
-                kind: ExchangeType::Topic,
-                durable: true,
-            },
+            exchange: default_exchange,
+            kind: ExchangeType::Topic,
+            durable: true,
             routing_key: event_name,
         }),
         Route::Kafka(_) => Err(Error::config(format!(
@@ -157,10 +171,10 @@ impl QueueTopology {
         };
         Ok(QueueTopology {
             queue: queue.to_owned(),
-            durable: dest.exchange.durable,
+            durable: dest.durable,
             arguments: queue_arguments(r),
             routing_key: dest.routing_key.to_owned(),
-            exchange: dest.exchange,
+            exchange: dest.exchange_spec(),
             dead_letter,
         })
     }
@@ -215,7 +229,10 @@ fn exchange_kind(kind: ExchangeType) -> ExchangeKind {
 
 fn topology_error(what: String, e: &lapin::Error) -> Error {
     let message = if is_precondition_failed(e) {
-        format!("{what} already exists with different settings: {}", describe(e))
+        format!(
+            "{what} already exists with different settings: {}",
+            describe(e)
+        )
     } else {
         format!("declaring {what} failed: {}", describe(e))
     };
@@ -243,13 +260,23 @@ pub(crate) async fn declare_exchange(channel: &Channel, spec: &ExchangeSpec) -> 
         .await
         .map_err(|e| {
             topology_error(
-                format!("exchange `{}` ({}, durable {})", spec.name, spec.kind.as_str(), spec.durable),
+                format!(
+                    "exchange `{}` ({}, durable {})",
+                    spec.name,
+                    spec.kind.as_str(),
+                    spec.durable
+                ),
                 &e,
             )
         })
 }
 
-async fn declare_queue(channel: &Channel, name: &str, durable: bool, args: FieldTable) -> Result<()> {
+async fn declare_queue(
+    channel: &Channel,
+    name: &str,
+    durable: bool,
+    args: FieldTable,
+) -> Result<()> {
     channel
         .queue_declare(
             name,
@@ -266,7 +293,13 @@ async fn declare_queue(channel: &Channel, name: &str, durable: bool, args: Field
 
 async fn bind(channel: &Channel, queue: &str, exchange: &str, key: &str) -> Result<()> {
     channel
-        .queue_bind(queue, exchange, key, QueueBindOptions::default(), FieldTable::default())
+        .queue_bind(
+            queue,
+            exchange,
+            key,
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
         .await
         .map_err(|e| {
             topology_error(
@@ -295,7 +328,13 @@ mod tests {
 
     #[test]
     fn every_key_lands_in_the_topology() {
-        let t = QueueTopology::new(&FULL, "OrderPlaced", "order.created.queue", "heytom.exchange").unwrap();
+        let t = QueueTopology::new(
+            &FULL,
+            "OrderPlaced",
+            "order.created.queue",
+            "heytom.exchange",
+        )
+        .unwrap();
         assert_eq!(t.exchange.name, "order.exchange");
         assert_eq!(t.exchange.kind, ExchangeType::Direct);
         assert!(!t.durable && !t.exchange.durable);
@@ -304,8 +343,14 @@ mod tests {
         assert_eq!(args.get("x-message-ttl"), Some(&AMQPValue::LongInt(60000)));
         assert_eq!(args.get("x-max-length"), Some(&AMQPValue::LongInt(10000)));
         assert_eq!(args.get("x-max-priority"), Some(&AMQPValue::LongInt(10)));
-        assert_eq!(args.get("x-dead-letter-exchange"), Some(&str_arg("order.dlx")));
-        assert_eq!(args.get("x-dead-letter-routing-key"), Some(&str_arg("order.dead")));
+        assert_eq!(
+            args.get("x-dead-letter-exchange"),
+            Some(&str_arg("order.dlx"))
+        );
+        assert_eq!(
+            args.get("x-dead-letter-routing-key"),
+            Some(&str_arg("order.dead"))
+        );
         assert_eq!(
             t.dead_letter,
             DeadLetterTarget::Exchange {
@@ -326,12 +371,15 @@ mod tests {
         assert_eq!(t.dead_letter, DeadLetterTarget::Queue("q.dlq".into()));
 
         let d = destination(&Route::Default, "Ping", "ex").unwrap();
-        assert_eq!((d.exchange.name.as_str(), d.routing_key), ("ex", "Ping"));
+        assert_eq!((d.exchange, d.routing_key), ("ex", "Ping"));
         assert!(destination(&Route::Kafka(crate::KafkaRoute::new("t")), "K", "ex").is_err());
     }
 
     #[test]
     fn big_values_use_64_bit_ints() {
-        assert_eq!(int_arg(u32::MAX), AMQPValue::LongLongInt(i64::from(u32::MAX)));
+        assert_eq!(
+            int_arg(u32::MAX),
+            AMQPValue::LongLongInt(i64::from(u32::MAX))
+        );
     }
 }
