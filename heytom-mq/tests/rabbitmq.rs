@@ -622,12 +622,13 @@ async fn round_trip_on_direct_topic_fanout_and_default_exchanges() {
     let (direct, mut direct_rx) = recorder::<DirectEvent>("direct");
     let (topic, mut topic_rx) = recorder::<TopicEvent>("topic");
     let (fanout, mut fanout_rx) = recorder::<FanoutEvent>("fanout");
-    let (plain, mut plain_rx) = recorder::<PlainEvent>("plain");
+    let plain_handler = format!("plain_{}", run_id());
+    let (plain, mut plain_rx) = recorder::<PlainEvent>(&plain_handler);
     for q in [
         derived_queue::<DirectEvent>("direct"),
         derived_queue::<TopicEvent>("topic"),
         derived_queue::<FanoutEvent>("fanout"),
-        format!("PlainEvent.plain"),
+        format!("PlainEvent.{plain_handler}"),
     ] {
         cleanup.queue(format!("{q}.dlq")).queue(q);
     }
