@@ -446,6 +446,24 @@ event!(
 );
 
 event!(
+    MultiA,
+    rmq(RabbitMqRoute {
+        exchange: Some(name("multi.exchange")),
+        queue_name: Some(name("multi.queue")),
+        ..RabbitMqRoute::new(name("multi.a"))
+    })
+);
+
+event!(
+    MultiB,
+    rmq(RabbitMqRoute {
+        exchange: Some(name("multi.exchange")),
+        queue_name: Some(name("multi.queue")),
+        ..RabbitMqRoute::new(name("multi.b"))
+    })
+);
+
+event!(
     DroppedEvent,
     rmq(RabbitMqRoute {
         exchange: Some(name("dropped.exchange")),
@@ -811,6 +829,64 @@ async fn fan_out_to_two_handlers() {
     assert_eq!(recv(&mut c_rx).await.1.event_id(), id);
     assert_eq!(recv(&mut d_rx).await.1.event_id(), id);
     app.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn two_events_share_one_queue() {
+    let _shared = BROKER_LOCK.read().await;
+    let Some(conn) = broker().await else { return };
+    let mut cleanup = Cleanup::default();
+    let queue = route_of::<MultiA>().queue_name.unwrap();
+    cleanup
+        .queue(queue)
+        .queue(format!("{queue}.dlq"))
+        .exchange(route_of::<MultiA>().exchange.unwrap());
+    let consumer = RabbitMqConsumer::connect(options()).await.unwrap();
+    consumer.start().await.unwrap();
+    let (tx_a, mut rx_a) = mpsc::unbounded_channel();
+    let (tx_b, mut rx_b) = mpsc::unbounded_channel();
+    consumer
+        .subscribe(move |e: MultiA| {
+            let tx = tx_a.clone();
+            async move { tx.send(e.n).is_ok() }
+        })
+        .await
+        .unwrap();
+    consumer
+        .subscribe(move |e: MultiB| {
+            let tx = tx_b.clone();
+            async move { tx.send(e.n).is_ok() }
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        queue_counts(&conn, queue).await.1,
+        1,
+        "one consumer for both events"
+    );
+    let producer = RabbitMqProducer::connect(options()).await.unwrap();
+    producer.send(&MultiA { n: 1 }).await.unwrap();
+    producer.send(&MultiB { n: 2 }).await.unwrap();
+    assert_eq!(recv(&mut rx_a).await, 1);
+    assert_eq!(recv(&mut rx_b).await, 2);
+
+    // Without a subscriber for A, its messages are dead-lettered as unknown.
+    consumer.unsubscribe::<MultiA>().await.unwrap();
+    producer.send(&MultiB { n: 3 }).await.unwrap();
+    assert_eq!(recv(&mut rx_b).await, 3);
+    producer.send(&MultiA { n: 4 }).await.unwrap();
+    let m = get_one(&conn, &format!("{queue}.dlq"))
+        .await
+        .expect("dead-lettered");
+    let reason = header(&m.delivery.properties, "heytom-dead-letter-reason").unwrap();
+    assert!(reason.contains("unknown message type `MultiA`"), "{reason}");
+    consumer.unsubscribe::<MultiB>().await.unwrap();
+    assert_eq!(
+        queue_counts(&conn, queue).await.1,
+        0,
+        "consumer gone with the last event"
+    );
+    assert!(rx_a.try_recv().is_err());
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! Consuming: one channel per subscription, a concurrency limit, ack /
 //! dead-letter / requeue per [`Outcome`], and reconnection.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,33 +25,85 @@ use super::connection::{describe, ConnectionSlot, TRANSPORT};
 use super::publish::check;
 use super::topology::{DeadLetterTarget, QueueTopology};
 
-/// What a running subscription shares with its delivery tasks.
-pub(crate) struct SubscriptionShared {
-    pub(crate) slot: Arc<ConnectionSlot>,
+/// One event consumed from a queue: its topology and its dispatcher.
+#[derive(Clone)]
+pub(crate) struct QueueRoute {
     pub(crate) topology: QueueTopology,
     pub(crate) dispatcher: Arc<Dispatcher>,
+}
+
+/// What a running queue consumer shares with its delivery tasks. Several
+/// events may share one queue (same `queue_name` or group): each delivery
+/// goes to the dispatcher of its type.
+pub(crate) struct SubscriptionShared {
+    pub(crate) slot: Arc<ConnectionSlot>,
+    pub(crate) queue: String,
+    pub(crate) routes: std::sync::RwLock<Vec<QueueRoute>>,
     /// Handlers running at once (permits held while dispatching).
     pub(crate) handling: Arc<Semaphore>,
     /// Deliveries not yet acknowledged (at most `prefetch`; permits held
     /// until the ack / nack is sent, so stopping can wait for them).
+    pub(crate) unacked: Arc<Semaphore>,
     pub(crate) prefetch: u16,
     pub(crate) backoff: (Duration, Duration),
     pub(crate) consumer_tag: String,
-    pub(crate) unacked: Arc<Semaphore>,
 }
 
 impl SubscriptionShared {
+    fn topologies(&self) -> Vec<QueueTopology> {
+        self.routes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|r| r.topology.clone())
+            .collect()
+    }
+
+    /// The route for a delivery of type `event_name`; a message of no known
+    /// type goes to the first route, whose dispatcher rejects (or, for a
+    /// foreign message without type, accepts) it.
+    fn route_for(&self, event_name: Option<&str>) -> Option<QueueRoute> {
+        let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
+        event_name
+            .and_then(|n| routes.iter().find(|r| r.dispatcher.event_name() == n))
+            .or_else(|| routes.first())
+            .cloned()
+    }
+
+    /// Adds an event to a running queue consumer, after declaring its
+    /// topology (so a conflict is reported to this subscriber).
+    pub(crate) async fn add_route(&self, route: QueueRoute) -> Result<()> {
+        let conn = self.slot.get().await?;
+        let channel = conn.create_channel().await.map_err(|e| {
+            Error::connection(
+                TRANSPORT,
+                format!("cannot open a channel: {}", describe(&e)),
+                e,
+            )
+        })?;
+        route.topology.declare(&channel).await?;
+        let _ = channel.close(200, "declared").await;
+        self.routes
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(route);
+        Ok(())
+    }
+
+    /// Removes an event; returns how many remain.
+    pub(crate) fn remove_route(&self, event_name: &str) -> usize {
+        let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
+        routes.retain(|r| r.dispatcher.event_name() != event_name);
+        routes.len()
+    }
+
     /// Opens a channel, declares the topology and starts consuming.
     pub(crate) async fn open(&self) -> Result<(Channel, lapin::Consumer)> {
         let conn = self.slot.get().await?;
         let lost = |what: &str, e: lapin::Error| {
             Error::connection(
                 TRANSPORT,
-                format!(
-                    "{what} for queue `{}`: {}",
-                    self.topology.queue,
-                    describe(&e)
-                ),
+                format!("{what} for queue `{}`: {}", self.queue, describe(&e)),
                 e,
             )
         };
@@ -62,14 +115,16 @@ impl SubscriptionShared {
             .confirm_select(ConfirmSelectOptions::default())
             .await
             .map_err(|e| lost("cannot turn on publisher confirms", e))?;
-        self.topology.declare(&channel).await?;
+        for topology in self.topologies() {
+            topology.declare(&channel).await?;
+        }
         channel
             .basic_qos(self.prefetch, BasicQosOptions::default())
             .await
             .map_err(|e| lost("cannot set the prefetch", e))?;
         let consumer = channel
             .basic_consume(
-                &self.topology.queue,
+                &self.queue,
                 &self.consumer_tag,
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
@@ -80,33 +135,69 @@ impl SubscriptionShared {
     }
 }
 
-/// A running RabbitMQ subscription.
+/// A running queue consumer.
+pub(crate) struct RunningQueue {
+    pub(crate) shared: Arc<SubscriptionShared>,
+    stop: watch::Sender<bool>,
+    task: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl RunningQueue {
+    /// Stops consuming and waits for in-flight deliveries.
+    pub(crate) async fn stop(&self) -> Result<()> {
+        let _ = self.stop.send(true);
+        let task = self.task.lock().await.take();
+        match task {
+            Some(t) => t
+                .await
+                .map_err(|e| Error::config(format!("RabbitMQ consumer task failed: {e}"))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The queue consumers of one transport, by queue name.
+pub(crate) type QueueRegistry = Arc<tokio::sync::Mutex<HashMap<String, Arc<RunningQueue>>>>;
+
+/// One event's subscription on a (possibly shared) queue consumer.
 pub(crate) struct RabbitMqSubscription {
-    pub(crate) stop: watch::Sender<bool>,
-    pub(crate) task: JoinHandle<()>,
+    pub(crate) queue: Arc<RunningQueue>,
+    pub(crate) event_name: &'static str,
+    pub(crate) registry: QueueRegistry,
 }
 
 #[async_trait::async_trait]
 impl SubscriptionHandle for RabbitMqSubscription {
     async fn stop(self: Box<Self>) -> Result<()> {
-        let _ = self.stop.send(true);
-        self.task
-            .await
-            .map_err(|e| Error::config(format!("RabbitMQ consumer task failed: {e}")))
+        let mut registry = self.registry.lock().await;
+        if self.queue.shared.remove_route(self.event_name) > 0 {
+            // Other events still consume from this queue.
+            return Ok(());
+        }
+        let name = &self.queue.shared.queue;
+        if registry
+            .get(name)
+            .is_some_and(|q| Arc::ptr_eq(q, &self.queue))
+        {
+            registry.remove(name);
+        }
+        drop(registry);
+        self.queue.stop().await
     }
 }
 
-/// Starts the supervisor of a subscription whose first channel is open.
+/// Starts the supervisor of a queue consumer whose first channel is open.
 pub(crate) fn spawn(
     shared: Arc<SubscriptionShared>,
     first: (Channel, lapin::Consumer),
-) -> RabbitMqSubscription {
+) -> Arc<RunningQueue> {
     let (stop_tx, stop_rx) = watch::channel(false);
-    let task = tokio::spawn(supervise(shared, first, stop_rx));
-    RabbitMqSubscription {
+    let task = tokio::spawn(supervise(shared.clone(), first, stop_rx));
+    Arc::new(RunningQueue {
+        shared,
         stop: stop_tx,
-        task,
-    }
+        task: tokio::sync::Mutex::new(Some(task)),
+    })
 }
 
 enum LoopEnd {
@@ -119,7 +210,7 @@ async fn supervise(
     first: (Channel, lapin::Consumer),
     mut stop: watch::Receiver<bool>,
 ) {
-    let queue = shared.topology.queue.clone();
+    let queue = shared.queue.clone();
     let mut current = Some(first);
     let mut delay = shared.backoff.0;
     loop {
@@ -222,7 +313,7 @@ async fn finish(shared: &SubscriptionShared, channel: &Channel) {
             .basic_cancel(&shared.consumer_tag, BasicCancelOptions::default())
             .await
         {
-            tracing::debug!(queue = %shared.topology.queue, error = %describe(&e), "basic.cancel failed");
+            tracing::debug!(queue = %shared.queue, error = %describe(&e), "basic.cancel failed");
         }
     }
     wait_in_flight(shared).await;
@@ -250,11 +341,23 @@ async fn handle(
     handling: OwnedSemaphorePermit,
     _unacked: OwnedSemaphorePermit,
 ) {
+    let headers = incoming_headers(&delivery.properties);
+    let Some(route) = shared.route_for(headers.get(headers::EVENT_NAME).map(String::as_str)) else {
+        // Every subscriber of the queue just left: hand the message back.
+        let _ = delivery
+            .acker
+            .nack(BasicNackOptions {
+                multiple: false,
+                requeue: true,
+            })
+            .await;
+        return;
+    };
     let incoming = Incoming {
-        headers: incoming_headers(&delivery.properties),
+        headers,
         body: delivery.data.clone(),
     };
-    let outcome = shared.dispatcher.dispatch(incoming).await;
+    let outcome = route.dispatcher.dispatch(incoming).await;
     // The next delivery may start while this one's ack is on its way.
     drop(handling);
     let done = match outcome {
@@ -268,25 +371,27 @@ async fn handle(
                 })
                 .await
         }
-        Outcome::DeadLetter(dead) => match dead_letter(&shared, &channel, &delivery, &dead).await {
-            Ok(()) => delivery.acker.ack(BasicAckOptions::default()).await,
-            Err(e) => {
-                tracing::error!(queue = %shared.topology.queue, error = %e, "could not dead-letter a message; handing it back");
-                // Not in a hot loop: the message comes back after a pause.
-                tokio::time::sleep(shared.backoff.1.min(Duration::from_secs(1))).await;
-                delivery
-                    .acker
-                    .nack(BasicNackOptions {
-                        multiple: false,
-                        requeue: true,
-                    })
-                    .await
+        Outcome::DeadLetter(dead) => {
+            match dead_letter(&shared, &route, &channel, &delivery, &dead).await {
+                Ok(()) => delivery.acker.ack(BasicAckOptions::default()).await,
+                Err(e) => {
+                    tracing::error!(queue = %shared.queue, error = %e, "could not dead-letter a message; handing it back");
+                    // Not in a hot loop: the message comes back after a pause.
+                    tokio::time::sleep(shared.backoff.1.min(Duration::from_secs(1))).await;
+                    delivery
+                        .acker
+                        .nack(BasicNackOptions {
+                            multiple: false,
+                            requeue: true,
+                        })
+                        .await
+                }
             }
-        },
+        }
     };
     if let Err(e) = done {
         // The channel is gone; the broker redelivers the message.
-        tracing::debug!(queue = %shared.topology.queue, error = %describe(&e), "ack/nack not sent; the message will be redelivered");
+        tracing::debug!(queue = %shared.queue, error = %describe(&e), "ack/nack not sent; the message will be redelivered");
     }
 }
 
@@ -294,11 +399,12 @@ async fn handle(
 /// queue's dead-letter destination and waits for the confirm.
 async fn dead_letter(
     shared: &SubscriptionShared,
+    route: &QueueRoute,
     channel: &Channel,
     delivery: &Delivery,
     dead: &DeadLetter,
 ) -> Result<()> {
-    let (exchange, routing_key) = match &shared.topology.dead_letter {
+    let (exchange, routing_key) = match &route.topology.dead_letter {
         DeadLetterTarget::Exchange {
             exchange,
             routing_key,
@@ -322,8 +428,8 @@ async fn dead_letter(
         .clone()
         .with_headers(table)
         .with_delivery_mode(2);
-    let name = shared.dispatcher.event_name();
-    tracing::warn!(queue = %shared.topology.queue, exchange, routing_key, reason = %dead.reason, attempts = dead.attempts, "dead-lettering message");
+    let name = route.dispatcher.event_name();
+    tracing::warn!(queue = %shared.queue, exchange, routing_key, reason = %dead.reason, attempts = dead.attempts, "dead-lettering message");
     let confirm = channel
         .basic_publish(
             exchange,

@@ -22,7 +22,9 @@
 //! Queue names: a handler's `group` if set, else the event's `queue_name`,
 //! else `<routing key>.<handler name>`. Handlers with the same queue share
 //! one consumer, and each message runs through all of them; apps (or
-//! manual consumers) on the same queue compete for its messages.
+//! manual consumers) on the same queue compete for its messages. Several
+//! events may share a queue (one binding each): a delivery goes to the
+//! handlers of its type, and the first subscription's concurrency applies.
 //!
 //! Dead letters go to the queue's `dead_letter_exchange` (with
 //! `dead_letter_routing_key`, or the message's routing key), where a queue
@@ -44,7 +46,7 @@ use crate::handler::HandlerEntry;
 use crate::transport::{Outgoing, Subscription, SubscriptionHandle, Transport};
 
 use connection::ConnectionSlot;
-use consume::SubscriptionShared;
+use consume::{QueueRegistry, QueueRoute, RabbitMqSubscription, SubscriptionShared};
 pub use options::{RabbitMqOptions, DEFAULT_EXCHANGE};
 use publish::Publisher;
 pub use publish::PRIORITY_HEADER;
@@ -56,6 +58,8 @@ pub struct RabbitMqTransport {
     options: Arc<RabbitMqOptions>,
     publisher: Publisher,
     consumers: Arc<ConnectionSlot>,
+    /// Running queue consumers by queue; events sharing a queue share one.
+    queues: QueueRegistry,
 }
 
 impl std::fmt::Debug for RabbitMqTransport {
@@ -95,6 +99,7 @@ impl RabbitMqTransport {
         Ok(RabbitMqTransport {
             publisher: Publisher::new(publishing, options.clone()),
             consumers: Arc::new(consuming),
+            queues: QueueRegistry::default(),
             options,
         })
     }
@@ -136,6 +141,34 @@ impl Transport for RabbitMqTransport {
             &sub.group,
             &self.options.exchange,
         )?;
+        let route = QueueRoute {
+            topology,
+            dispatcher: sub.dispatcher,
+        };
+        let mut queues = self.queues.lock().await;
+        if let Some(running) = queues.get(&sub.group).cloned() {
+            // Another event already consumes from this queue: share its consumer.
+            if running
+                .shared
+                .routes
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .any(|r| r.dispatcher.event_name() == sub.event_name)
+            {
+                return Err(crate::Error::AlreadySubscribed(format!(
+                    "{} (queue `{}`)",
+                    sub.event_name, sub.group
+                )));
+            }
+            running.shared.add_route(route).await?;
+            tracing::debug!(queue = %sub.group, event = sub.event_name, "RabbitMQ consumer shared by another event");
+            return Ok(Box::new(RabbitMqSubscription {
+                queue: running,
+                event_name: sub.event_name,
+                registry: self.queues.clone(),
+            }));
+        }
         let concurrency = sub.concurrency.unwrap_or(self.options.concurrency).max(1);
         let shared = Arc::new(SubscriptionShared {
             slot: self.consumers.clone(),
@@ -145,8 +178,8 @@ impl Transport for RabbitMqTransport {
                 sub.group,
                 uuid::Uuid::now_v7().simple()
             ),
-            topology,
-            dispatcher: sub.dispatcher,
+            queue: sub.group.clone(),
+            routes: std::sync::RwLock::new(vec![route]),
             handling: Arc::new(tokio::sync::Semaphore::new(concurrency)),
             unacked: Arc::new(tokio::sync::Semaphore::new(usize::from(
                 self.options.prefetch,
@@ -155,11 +188,22 @@ impl Transport for RabbitMqTransport {
             backoff: (self.options.reconnect_initial, self.options.reconnect_max),
         });
         let first = shared.open().await?;
-        tracing::debug!(queue = %shared.topology.queue, event = sub.event_name, concurrency, "RabbitMQ consumer started");
-        Ok(Box::new(consume::spawn(shared, first)))
+        tracing::debug!(queue = %sub.group, event = sub.event_name, concurrency, "RabbitMQ consumer started");
+        let running = consume::spawn(shared, first);
+        queues.insert(sub.group, running.clone());
+        Ok(Box::new(RabbitMqSubscription {
+            queue: running,
+            event_name: sub.event_name,
+            registry: self.queues.clone(),
+        }))
     }
 
     async fn close(&self) -> Result<()> {
+        // Subscriptions are normally stopped already; stop any left over.
+        let left: Vec<_> = self.queues.lock().await.drain().map(|(_, q)| q).collect();
+        for q in left {
+            q.stop().await?;
+        }
         self.publisher.close().await;
         self.consumers.close().await;
         Ok(())
