@@ -276,6 +276,15 @@ fn rate(count: usize, d: Duration) -> f64 {
     count as f64 / d.as_secs_f64()
 }
 
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
 /// CPU time of the whole process so far (Linux; `None` elsewhere).
 fn cpu_time() -> Option<Duration> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
@@ -324,6 +333,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (mut best_raw_pub, mut best_hey_pub, mut best_raw_con, mut best_hey_con) =
         (0f64, 0f64, 0f64, 0f64);
     let mut cpu = [0f64; 4];
+    let mut all: [Vec<f64>; 4] = Default::default();
     let result = async {
         for round in 1..=rounds {
             // Alternate who goes first, so neither always meets a warmer broker.
@@ -350,6 +360,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             cpu[2] += raw_con.1;
             cpu[3] += hey_con.1;
             let (raw_pub, hey_pub, raw_con, hey_con) = (raw_pub.0, hey_pub.0, raw_con.0, hey_con.0);
+            for (v, x) in all.iter_mut().zip([raw_pub, hey_pub, raw_con, hey_con]) {
+                v.push(x);
+            }
             best_raw_pub = best_raw_pub.max(raw_pub);
             best_hey_pub = best_hey_pub.max(hey_pub);
             best_raw_con = best_raw_con.max(raw_con);
@@ -367,6 +380,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "best consume+ack:     raw lapin {best_raw_con:.0} msg/s, heytom-mq {best_hey_con:.0} msg/s, ratio {:.2}",
         best_hey_con / best_raw_con
+    );
+    let [m_raw_pub, m_hey_pub, m_raw_con, m_hey_con] = all.map(|v| median(v));
+    println!(
+        "median publish+confirm: raw lapin {m_raw_pub:.0} msg/s, heytom-mq {m_hey_pub:.0} msg/s, ratio {:.2}",
+        m_hey_pub / m_raw_pub
+    );
+    println!(
+        "median consume+ack:     raw lapin {m_raw_con:.0} msg/s, heytom-mq {m_hey_con:.0} msg/s, ratio {:.2}",
+        m_hey_con / m_raw_con
     );
     let r = rounds as f64;
     println!(

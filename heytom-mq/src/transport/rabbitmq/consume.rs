@@ -98,7 +98,7 @@ impl SubscriptionShared {
     }
 
     /// Opens a channel, declares the topology and starts consuming.
-    pub(crate) async fn open(&self) -> Result<(Channel, lapin::Consumer)> {
+    pub(crate) async fn open(&self) -> Result<(Arc<Channel>, lapin::Consumer)> {
         let conn = self.slot.get().await?;
         let lost = |what: &str, e: lapin::Error| {
             Error::connection(
@@ -131,7 +131,7 @@ impl SubscriptionShared {
             )
             .await
             .map_err(|e| lost("cannot start consuming", e))?;
-        Ok((channel, consumer))
+        Ok((Arc::new(channel), consumer))
     }
 }
 
@@ -189,7 +189,7 @@ impl SubscriptionHandle for RabbitMqSubscription {
 /// Starts the supervisor of a queue consumer whose first channel is open.
 pub(crate) fn spawn(
     shared: Arc<SubscriptionShared>,
-    first: (Channel, lapin::Consumer),
+    first: (Arc<Channel>, lapin::Consumer),
 ) -> Arc<RunningQueue> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let task = tokio::spawn(supervise(shared.clone(), first, stop_rx));
@@ -207,7 +207,7 @@ enum LoopEnd {
 
 async fn supervise(
     shared: Arc<SubscriptionShared>,
-    first: (Channel, lapin::Consumer),
+    first: (Arc<Channel>, lapin::Consumer),
     mut stop: watch::Receiver<bool>,
 ) {
     let queue = shared.queue.clone();
@@ -259,7 +259,7 @@ async fn supervise(
 
 async fn consume(
     shared: &Arc<SubscriptionShared>,
-    channel: &Channel,
+    channel: &Arc<Channel>,
     mut consumer: lapin::Consumer,
     stop: &mut watch::Receiver<bool>,
 ) -> LoopEnd {
@@ -336,7 +336,7 @@ async fn wait_in_flight(shared: &SubscriptionShared) {
 
 async fn handle(
     shared: Arc<SubscriptionShared>,
-    channel: Channel,
+    channel: Arc<Channel>,
     delivery: Delivery,
     handling: OwnedSemaphorePermit,
     _unacked: OwnedSemaphorePermit,

@@ -33,7 +33,7 @@ pub const PRIORITY_HEADER: &str = "priority";
 pub(crate) struct Publisher {
     slot: ConnectionSlot,
     options: Arc<RabbitMqOptions>,
-    channel: RwLock<Option<Channel>>,
+    channel: RwLock<Option<Arc<Channel>>>,
     reopen: tokio::sync::Mutex<()>,
     /// Exchanges published to so far; declared once per channel.
     exchanges: Mutex<HashMap<String, ExchangeSpec>>,
@@ -50,7 +50,7 @@ impl Publisher {
         }
     }
 
-    fn open_channel(&self) -> Option<Channel> {
+    fn open_channel(&self) -> Option<Arc<Channel>> {
         self.channel
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -61,7 +61,7 @@ impl Publisher {
 
     /// The publishing channel; (re)connects and redeclares the known
     /// exchanges when it is gone.
-    pub(crate) async fn channel(&self) -> Result<Channel> {
+    pub(crate) async fn channel(&self) -> Result<Arc<Channel>> {
         if let Some(c) = self.open_channel() {
             return Ok(c);
         }
@@ -97,6 +97,7 @@ impl Publisher {
                 return Err(e);
             }
         }
+        let channel = Arc::new(channel);
         *self.channel.write().unwrap_or_else(|p| p.into_inner()) = Some(channel.clone());
         Ok(channel)
     }
