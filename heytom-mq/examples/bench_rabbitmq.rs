@@ -13,7 +13,8 @@
 //!
 //! Environment: `HEYTOM_RABBITMQ_URL` (default
 //! `amqp://guest:guest@127.0.0.1:5672/%2f`), `BENCH_COUNT` (20000),
-//! `BENCH_SIZE` (payload bytes, 256), `BENCH_ROUNDS` (4), `BENCH_PREFETCH` (64).
+//! `BENCH_SIZE` (payload bytes, 256), `BENCH_ROUNDS` (4), `BENCH_PREFETCH` (64),
+//! `BENCH_HEYTOM_FIRST` (0; 1 lets heytom-mq go first in odd rounds).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -301,6 +302,8 @@ async fn phase<F, E>(count: usize, f: F) -> Result<(f64, f64), E>
 where
     F: std::future::Future<Output = Result<Duration, E>>,
 {
+    // Let the broker settle (flush, collect garbage) between phases.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let cpu0 = cpu_time();
     let took = f.await?;
     let cpu = match (cpu0, cpu_time()) {
@@ -332,13 +335,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let (mut best_raw_pub, mut best_hey_pub, mut best_raw_con, mut best_hey_con) =
         (0f64, 0f64, 0f64, 0f64);
+    // BENCH_HEYTOM_FIRST=1 lets heytom-mq open the first round instead.
+    let first_offset = env_num("BENCH_HEYTOM_FIRST", 0) % 2;
     let mut cpu = [0f64; 4];
     let mut all: [Vec<f64>; 4] = Default::default();
     let result = async {
         for round in 1..=rounds {
             // Alternate who goes first, so neither always meets a warmer broker.
             let (raw_pub, hey_pub, raw_con, hey_con);
-            if round % 2 == 1 {
+            if (round + first_offset) % 2 == 1 {
                 raw_pub = phase(count, raw_publish(&conn, &batch)).await?;
                 hey_pub = phase(count, heytom_publish(&producer, &batch)).await?;
                 raw_con = phase(count, raw_consume(&conn, count, prefetch)).await?;
@@ -381,7 +386,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "best consume+ack:     raw lapin {best_raw_con:.0} msg/s, heytom-mq {best_hey_con:.0} msg/s, ratio {:.2}",
         best_hey_con / best_raw_con
     );
-    let [m_raw_pub, m_hey_pub, m_raw_con, m_hey_con] = all.map(|v| median(v));
+    let [m_raw_pub, m_hey_pub, m_raw_con, m_hey_con] = all.map(median);
     println!(
         "median publish+confirm: raw lapin {m_raw_pub:.0} msg/s, heytom-mq {m_hey_pub:.0} msg/s, ratio {:.2}",
         m_hey_pub / m_raw_pub

@@ -26,7 +26,6 @@ use super::publish::check;
 use super::topology::{DeadLetterTarget, QueueTopology};
 
 /// One event consumed from a queue: its topology and its dispatcher.
-#[derive(Clone)]
 pub(crate) struct QueueRoute {
     pub(crate) topology: QueueTopology,
     pub(crate) dispatcher: Arc<Dispatcher>,
@@ -38,7 +37,7 @@ pub(crate) struct QueueRoute {
 pub(crate) struct SubscriptionShared {
     pub(crate) slot: Arc<ConnectionSlot>,
     pub(crate) queue: String,
-    pub(crate) routes: std::sync::RwLock<Vec<QueueRoute>>,
+    pub(crate) routes: std::sync::RwLock<Vec<Arc<QueueRoute>>>,
     /// Handlers running at once (permits held while dispatching).
     pub(crate) handling: Arc<Semaphore>,
     /// Deliveries not yet acknowledged (at most `prefetch`; permits held
@@ -62,7 +61,7 @@ impl SubscriptionShared {
     /// The route for a delivery of type `event_name`; a message of no known
     /// type goes to the first route, whose dispatcher rejects (or, for a
     /// foreign message without type, accepts) it.
-    fn route_for(&self, event_name: Option<&str>) -> Option<QueueRoute> {
+    fn route_for(&self, event_name: Option<&str>) -> Option<Arc<QueueRoute>> {
         let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
         event_name
             .and_then(|n| routes.iter().find(|r| r.dispatcher.event_name() == n))
@@ -86,15 +85,18 @@ impl SubscriptionShared {
         self.routes
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .push(route);
+            .push(Arc::new(route));
         Ok(())
     }
 
-    /// Removes an event; returns how many remain.
-    pub(crate) fn remove_route(&self, event_name: &str) -> usize {
+    /// Removes an event; returns it and how many events remain.
+    pub(crate) fn remove_route(&self, event_name: &str) -> (Option<Arc<QueueRoute>>, usize) {
         let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
-        routes.retain(|r| r.dispatcher.event_name() != event_name);
-        routes.len()
+        let removed = routes
+            .iter()
+            .position(|r| r.dispatcher.event_name() == event_name)
+            .map(|i| routes.remove(i));
+        (removed, routes.len())
     }
 
     /// Opens a channel, declares the topology and starts consuming.
@@ -170,8 +172,16 @@ pub(crate) struct RabbitMqSubscription {
 impl SubscriptionHandle for RabbitMqSubscription {
     async fn stop(self: Box<Self>) -> Result<()> {
         let mut registry = self.registry.lock().await;
-        if self.queue.shared.remove_route(self.event_name) > 0 {
-            // Other events still consume from this queue.
+        let (removed, remaining) = self.queue.shared.remove_route(self.event_name);
+        if remaining > 0 {
+            drop(registry);
+            // Other events still consume from this queue; wait for this
+            // event's deliveries in flight (each holds a reference).
+            if let Some(route) = removed {
+                while Arc::strong_count(&route) > 1 {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
             return Ok(());
         }
         let name = &self.queue.shared.queue;

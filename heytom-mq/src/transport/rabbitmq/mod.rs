@@ -179,7 +179,7 @@ impl Transport for RabbitMqTransport {
                 uuid::Uuid::now_v7().simple()
             ),
             queue: sub.group.clone(),
-            routes: std::sync::RwLock::new(vec![route]),
+            routes: std::sync::RwLock::new(vec![Arc::new(route)]),
             handling: Arc::new(tokio::sync::Semaphore::new(concurrency)),
             unacked: Arc::new(tokio::sync::Semaphore::new(usize::from(
                 self.options.prefetch,
