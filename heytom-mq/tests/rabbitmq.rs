@@ -495,6 +495,7 @@ async fn every_rabbitmq_key_is_declared_on_the_broker() {
     let mut cleanup = Cleanup::default();
     cleanup
         .queue(queue)
+        .queue(format!("{queue}.dlq"))
         .queue(format!("{dlx}.dlq"))
         .queue(&minimal_queue)
         .queue(format!("{minimal_queue}.dlq"))

@@ -179,10 +179,12 @@ impl QueueTopology {
         })
     }
 
-    /// Declares the exchange, the dead-letter destination, the queue with
-    /// its arguments and the binding.
+    /// Declares the exchange, the queue with its arguments, the dead-letter
+    /// destination and the binding.
     pub(crate) async fn declare(&self, channel: &Channel) -> Result<()> {
         declare_exchange(channel, &self.exchange).await?;
+        // The queue first: when it conflicts, nothing else gets created.
+        declare_queue(channel, &self.queue, self.durable, self.arguments.clone()).await?;
         match &self.dead_letter {
             DeadLetterTarget::Exchange {
                 exchange,
@@ -210,7 +212,6 @@ impl QueueTopology {
                 declare_queue(channel, dlq, self.durable, FieldTable::default()).await?;
             }
         }
-        declare_queue(channel, &self.queue, self.durable, self.arguments.clone()).await?;
         if !self.exchange.name.is_empty() {
             bind(channel, &self.queue, &self.exchange.name, &self.routing_key).await?;
         }
