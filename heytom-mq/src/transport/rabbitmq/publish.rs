@@ -295,3 +295,83 @@ pub(crate) fn properties(envelope: &Envelope) -> Result<BasicProperties> {
     }
     Ok(props)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope(headers: crate::Headers) -> Envelope {
+        Envelope {
+            id: uuid::Uuid::now_v7(),
+            name: "OrderPlaced".into(),
+            occurred_at: chrono::Utc::now(),
+            headers,
+            partition_key: None,
+            payload: b"{}".to_vec(),
+        }
+    }
+
+    fn header(p: &BasicProperties, k: &str) -> Option<String> {
+        match p.headers().as_ref()?.inner().get(k)? {
+            AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn properties_carry_id_type_headers_and_priority() {
+        let mut h = crate::Headers::new();
+        h.insert(headers::CORRELATION_ID.into(), "corr-1".into());
+        h.insert(PRIORITY_HEADER.into(), " 7 ".into());
+        // a user header cannot override a reserved one
+        h.insert(headers::EVENT_NAME.into(), "Spoofed".into());
+        let e = envelope(h);
+        let p = properties(&e).unwrap();
+        let id = e.id.to_string();
+        assert_eq!(
+            p.message_id().as_ref().map(|s| s.as_str()),
+            Some(id.as_str())
+        );
+        assert_eq!(p.kind().as_ref().map(|s| s.as_str()), Some("OrderPlaced"));
+        assert_eq!(
+            p.content_type().as_ref().map(|s| s.as_str()),
+            Some("application/json")
+        );
+        assert_eq!(
+            p.correlation_id().as_ref().map(|s| s.as_str()),
+            Some("corr-1")
+        );
+        assert_eq!(*p.delivery_mode(), Some(2));
+        assert_eq!(*p.priority(), Some(7));
+        assert_eq!(header(&p, headers::EVENT_ID), Some(id));
+        assert_eq!(
+            header(&p, headers::EVENT_NAME).as_deref(),
+            Some("OrderPlaced")
+        );
+        assert!(header(&p, headers::OCCURRED_AT).is_some());
+    }
+
+    #[test]
+    fn bad_priority_and_long_header_names_are_errors() {
+        let mut h = crate::Headers::new();
+        h.insert(PRIORITY_HEADER.into(), "256".into());
+        let err = properties(&envelope(h)).unwrap_err().to_string();
+        assert!(err.contains("0 to 255"), "{err}");
+        let mut h = crate::Headers::new();
+        h.insert("x".repeat(300), "v".into());
+        assert!(properties(&envelope(h)).is_err());
+    }
+
+    #[test]
+    fn confirmations_become_results() {
+        assert!(check(Ok(Confirmation::Ack(None)), "E").is_ok());
+        assert!(check(Ok(Confirmation::NotRequested), "E").is_ok());
+        let err = check(Ok(Confirmation::Nack(None)), "E").unwrap_err();
+        assert!(matches!(err, Error::Publish { .. }));
+        let lost = lapin::Error::InvalidChannelState(lapin::ChannelState::Closed);
+        assert!(check(Err(lost), "E")
+            .unwrap_err()
+            .to_string()
+            .contains("connection lost"));
+    }
+}
