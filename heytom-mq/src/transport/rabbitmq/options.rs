@@ -118,7 +118,9 @@ impl RabbitMqOptions {
     }
 
     /// Publishes with the `mandatory` flag (default on): a message no queue
-    /// is bound for is returned by the broker and the publish fails.
+    /// is bound for is returned by the broker and the publish fails. Needs
+    /// [`publisher_confirms`](Self::publisher_confirms); without them the
+    /// flag is not set.
     pub fn mandatory(mut self, on: bool) -> Self {
         self.mandatory = on;
         self

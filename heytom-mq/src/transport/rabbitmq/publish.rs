@@ -134,7 +134,8 @@ impl Publisher {
                 dest.exchange,
                 dest.routing_key,
                 BasicPublishOptions {
-                    mandatory: self.options.mandatory,
+                    // Without confirms nobody would read the returns; they would pile up.
+                    mandatory: self.options.mandatory && self.options.publisher_confirms,
                     immediate: false,
                 },
                 &message.envelope.payload,
