@@ -464,6 +464,15 @@ event!(
 );
 
 event!(
+    RequeueEvent,
+    rmq(RabbitMqRoute {
+        exchange: Some(name("requeue.exchange")),
+        queue_name: Some(name("requeue.queue")),
+        ..RabbitMqRoute::new(name("requeue.key"))
+    })
+);
+
+event!(
     DroppedEvent,
     rmq(RabbitMqRoute {
         exchange: Some(name("dropped.exchange")),
@@ -982,6 +991,50 @@ async fn retry_then_success() {
     assert_eq!(calls.load(Ordering::SeqCst), 3);
     app.shutdown().await.unwrap();
     assert_eq!(queue_counts(&conn, &queue).await.0, 0, "acknowledged");
+    assert_eq!(
+        queue_counts(&conn, &format!("{queue}.dlq")).await.0,
+        0,
+        "not dead-lettered"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_during_a_retry_hands_the_message_back() {
+    let _shared = BROKER_LOCK.read().await;
+    let Some(conn) = broker().await else { return };
+    let mut cleanup = Cleanup::default();
+    let r = route_of::<RequeueEvent>();
+    let queue = r.queue_name.unwrap();
+    cleanup
+        .queue(queue)
+        .queue(format!("{queue}.dlq"))
+        .exchange(r.exchange.unwrap());
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let entry = HandlerEntry::from_closure("stubborn", move |e: RequeueEvent| {
+        let _ = tx.send(e.n);
+        async { false }
+    })
+    // The second attempt is a minute away: shutdown comes first.
+    .retry(
+        RetryPolicy::default()
+            .max_attempts(5)
+            .initial_backoff(Duration::from_secs(60)),
+    );
+    let app = App::builder()
+        .rabbitmq(options())
+        .discover(false)
+        .handler_entry(entry)
+        .start()
+        .await
+        .unwrap();
+    app.producer().send(&RequeueEvent { n: 7 }).await.unwrap();
+    assert_eq!(recv(&mut rx).await, 7, "first attempt ran");
+    app.shutdown().await.unwrap();
+    assert_eq!(
+        queue_counts(&conn, queue).await,
+        (1, 0),
+        "back in the queue"
+    );
     assert_eq!(
         queue_counts(&conn, &format!("{queue}.dlq")).await.0,
         0,
