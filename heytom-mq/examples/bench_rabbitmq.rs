@@ -1,0 +1,405 @@
+//! Throughput of heytom-mq on RabbitMQ against raw lapin doing the same
+//! work, side by side in one process:
+//!
+//! - publish: N messages of the same size, all sent, then every publisher
+//!   confirm awaited (heytom-mq: `Producer::send_batch`);
+//! - consume: N waiting messages delivered with the same prefetch, each
+//!   JSON-decoded and acknowledged (heytom-mq: a handler behind the
+//!   dispatcher).
+//!
+//! ```text
+//! cargo run --release -p heytom-mq --example bench_rabbitmq
+//! ```
+//!
+//! Environment: `HEYTOM_RABBITMQ_URL` (default
+//! `amqp://guest:guest@127.0.0.1:5672/%2f`), `BENCH_COUNT` (20000),
+//! `BENCH_SIZE` (payload bytes, 256), `BENCH_ROUNDS` (4), `BENCH_PREFETCH` (64),
+//! `BENCH_HEYTOM_FIRST` (0; 1 lets heytom-mq go first in odd rounds).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use heytom_mq::{
+    Envelope, Event, RabbitMqConsumer, RabbitMqOptions, RabbitMqProducer, RabbitMqRoute, Route,
+};
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::publisher_confirm::Confirmation;
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+struct BenchEvent {
+    seq: u64,
+    data: String,
+}
+
+struct Names {
+    exchange: String,
+    raw_queue: String,
+    raw_key: String,
+    heytom_queue: String,
+    heytom_key: String,
+}
+
+static NAMES: OnceLock<Names> = OnceLock::new();
+
+fn names() -> &'static Names {
+    NAMES.get_or_init(|| {
+        let id = uuid::Uuid::now_v7().simple().to_string()[24..].to_owned();
+        Names {
+            exchange: format!("bench.{id}"),
+            raw_queue: format!("bench.raw.{id}"),
+            raw_key: format!("raw.{id}"),
+            heytom_queue: format!("bench.heytom.{id}"),
+            heytom_key: format!("heytom.{id}"),
+        }
+    })
+}
+
+impl Event for BenchEvent {
+    const NAME: &'static str = "BenchEvent";
+    fn route() -> &'static Route {
+        static R: OnceLock<Route> = OnceLock::new();
+        R.get_or_init(|| {
+            let n = names();
+            let leak = |s: &str| -> &'static str { Box::leak(s.to_owned().into_boxed_str()) };
+            Route::RabbitMq(RabbitMqRoute {
+                exchange: Some(leak(&n.exchange)),
+                queue_name: Some(leak(&n.heytom_queue)),
+                durable: Some(false),
+                ..RabbitMqRoute::new(leak(&n.heytom_key))
+            })
+        })
+    }
+    fn partition_key(&self) -> Option<String> {
+        None
+    }
+}
+
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Events whose JSON body is exactly `size` bytes (when `size` allows).
+fn events(count: usize, size: usize) -> Vec<BenchEvent> {
+    (0..count as u64)
+        .map(|seq| {
+            let mut e = BenchEvent {
+                seq,
+                data: String::new(),
+            };
+            let base = serde_json::to_vec(&e).map(|v| v.len()).unwrap_or(0);
+            e.data = "x".repeat(size.saturating_sub(base));
+            e
+        })
+        .collect()
+}
+
+/// The AMQP properties raw lapin sends: what heytom-mq sends too (id,
+/// type, content type, timestamp, persistent, the same string headers).
+fn raw_properties(envelope: &Envelope) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    for (k, v) in envelope.wire_headers() {
+        headers.insert(
+            ShortString::from(k),
+            AMQPValue::LongString(LongString::from(v)),
+        );
+    }
+    BasicProperties::default()
+        .with_message_id(envelope.id.to_string().into())
+        .with_type(envelope.name.as_str().into())
+        .with_content_type("application/json".into())
+        .with_timestamp(envelope.occurred_at.timestamp() as u64)
+        .with_delivery_mode(2)
+        .with_headers(headers)
+}
+
+async fn raw_publish(
+    conn: &Connection,
+    events: &[BenchEvent],
+) -> Result<Duration, Box<dyn std::error::Error>> {
+    let n = names();
+    let ch = conn.create_channel().await?;
+    ch.confirm_select(ConfirmSelectOptions::default()).await?;
+    let start = Instant::now();
+    let mut confirms = Vec::with_capacity(events.len());
+    for e in events {
+        // Same work as the framework: serialize, give the message an id.
+        let envelope = Envelope::new(e)?;
+        let props = raw_properties(&envelope);
+        let opts = BasicPublishOptions {
+            mandatory: true,
+            immediate: false,
+        };
+        confirms.push(
+            ch.basic_publish(&n.exchange, &n.raw_key, opts, &envelope.payload, props)
+                .await?,
+        );
+    }
+    for c in confirms {
+        if c.await? != Confirmation::Ack(None) {
+            return Err("raw publish not acked".into());
+        }
+    }
+    let took = start.elapsed();
+    ch.close(200, "done").await?;
+    Ok(took)
+}
+
+async fn heytom_publish(
+    producer: &RabbitMqProducer,
+    events: &[BenchEvent],
+) -> Result<Duration, heytom_mq::Error> {
+    let start = Instant::now();
+    let ids = producer.send_batch(events).await?;
+    let took = start.elapsed();
+    assert_eq!(ids.len(), events.len());
+    Ok(took)
+}
+
+async fn raw_consume(
+    conn: &Connection,
+    count: usize,
+    prefetch: u16,
+) -> Result<Duration, Box<dyn std::error::Error>> {
+    let n = names();
+    let ch = conn.create_channel().await?;
+    ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
+    let start = Instant::now();
+    let mut consumer = ch
+        .basic_consume(
+            &n.raw_queue,
+            "raw-bench",
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let mut acks = Vec::with_capacity(count);
+    while acks.len() < count {
+        let Some(delivery) = consumer.next().await else {
+            return Err("raw consumer ended".into());
+        };
+        let delivery = delivery?;
+        // Same work as the framework: decode the event, then ack; acks are
+        // not awaited one by one (the framework does not either).
+        let event: BenchEvent = serde_json::from_slice(&delivery.data)?;
+        std::hint::black_box(event);
+        acks.push(tokio::spawn(async move {
+            delivery.acker.ack(BasicAckOptions::default()).await
+        }));
+    }
+    for a in acks {
+        a.await??;
+    }
+    ch.close(200, "done").await?;
+    Ok(start.elapsed())
+}
+
+async fn heytom_consume(
+    options: &RabbitMqOptions,
+    count: usize,
+) -> Result<Duration, heytom_mq::Error> {
+    let handled = Arc::new(AtomicUsize::new(0));
+    let all_done = Arc::new(Notify::new());
+    let (h, d) = (handled.clone(), all_done.clone());
+    // Connected before the clock starts, like the raw side's connection.
+    let consumer = RabbitMqConsumer::connect(options.clone()).await?;
+    consumer.start().await?;
+    let start = Instant::now();
+    consumer
+        .subscribe(move |e: BenchEvent| {
+            std::hint::black_box(e);
+            if h.fetch_add(1, Ordering::Relaxed) + 1 == count {
+                d.notify_one();
+            }
+            async { true }
+        })
+        .await?;
+    all_done.notified().await;
+    // Stopping waits for the last acks and closes the channel, like the raw side.
+    consumer.stop().await?;
+    Ok(start.elapsed())
+}
+
+async fn setup(conn: &Connection) -> Result<(), lapin::Error> {
+    let n = names();
+    let ch = conn.create_channel().await?;
+    ch.exchange_declare(
+        &n.exchange,
+        ExchangeKind::Topic,
+        ExchangeDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
+    for (q, k) in [(&n.raw_queue, &n.raw_key), (&n.heytom_queue, &n.heytom_key)] {
+        ch.queue_declare(q, QueueDeclareOptions::default(), FieldTable::default())
+            .await?;
+        ch.queue_bind(
+            q,
+            &n.exchange,
+            k,
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    }
+    ch.close(200, "ok").await
+}
+
+async fn teardown(conn: &Connection) {
+    let n = names();
+    if let Ok(ch) = conn.create_channel().await {
+        for q in [
+            &n.raw_queue,
+            &n.heytom_queue,
+            &format!("{}.dlq", n.heytom_queue),
+        ] {
+            let _ = ch.queue_delete(q, QueueDeleteOptions::default()).await;
+        }
+        let _ = ch
+            .exchange_delete(&n.exchange, ExchangeDeleteOptions::default())
+            .await;
+    }
+}
+
+fn rate(count: usize, d: Duration) -> f64 {
+    count as f64 / d.as_secs_f64()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// CPU time of the whole process so far (Linux; `None` elsewhere).
+fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name: utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // USER_HZ is 100 on every Linux this runs on.
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// Runs a phase; returns (messages per second, CPU microseconds per message).
+async fn phase<F, E>(count: usize, f: F) -> Result<(f64, f64), E>
+where
+    F: std::future::Future<Output = Result<Duration, E>>,
+{
+    // Let the broker settle (flush, collect garbage) between phases.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let cpu0 = cpu_time();
+    let took = f.await?;
+    let cpu = match (cpu0, cpu_time()) {
+        (Some(a), Some(b)) => (b - a).as_secs_f64() * 1e6 / count as f64,
+        _ => f64::NAN,
+    };
+    Ok((rate(count, took), cpu))
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let url = std::env::var("HEYTOM_RABBITMQ_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    let count = env_num("BENCH_COUNT", 20_000) as usize;
+    let size = env_num("BENCH_SIZE", 256) as usize;
+    let rounds = env_num("BENCH_ROUNDS", 4).max(1);
+    let prefetch = env_num("BENCH_PREFETCH", 64).clamp(1, 65535) as u16;
+    let options = RabbitMqOptions::new(url.clone()).prefetch(prefetch);
+
+    let conn = Connection::connect(&url, ConnectionProperties::default()).await?;
+    setup(&conn).await?;
+    let producer = RabbitMqProducer::connect(options.clone()).await?;
+    let batch = events(count, size);
+    let body = serde_json::to_vec(&batch[0])?.len();
+    println!(
+        "RabbitMQ bench: {count} messages x {body} B JSON body, prefetch {prefetch}, {rounds} rounds \
+         (non-durable queue, persistent messages, publisher confirms, mandatory)"
+    );
+
+    let (mut best_raw_pub, mut best_hey_pub, mut best_raw_con, mut best_hey_con) =
+        (0f64, 0f64, 0f64, 0f64);
+    // BENCH_HEYTOM_FIRST=1 lets heytom-mq open the first round instead.
+    let first_offset = env_num("BENCH_HEYTOM_FIRST", 0) % 2;
+    let mut cpu = [0f64; 4];
+    let mut all: [Vec<f64>; 4] = Default::default();
+    let result = async {
+        for round in 1..=rounds {
+            // Alternate who goes first, so neither always meets a warmer broker.
+            let (raw_pub, hey_pub, raw_con, hey_con);
+            if (round + first_offset) % 2 == 1 {
+                raw_pub = phase(count, raw_publish(&conn, &batch)).await?;
+                hey_pub = phase(count, heytom_publish(&producer, &batch)).await?;
+                raw_con = phase(count, raw_consume(&conn, count, prefetch)).await?;
+                hey_con = phase(count, heytom_consume(&options, count)).await?;
+            } else {
+                hey_pub = phase(count, heytom_publish(&producer, &batch)).await?;
+                raw_pub = phase(count, raw_publish(&conn, &batch)).await?;
+                hey_con = phase(count, heytom_consume(&options, count)).await?;
+                raw_con = phase(count, raw_consume(&conn, count, prefetch)).await?;
+            }
+            println!(
+                "round {round}: publish raw {:>6.0}/s {:>4.0}us heytom {:>6.0}/s {:>4.0}us ({:.2}) | \
+                 consume raw {:>6.0}/s {:>4.0}us heytom {:>6.0}/s {:>4.0}us ({:.2})",
+                raw_pub.0, raw_pub.1, hey_pub.0, hey_pub.1, hey_pub.0 / raw_pub.0,
+                raw_con.0, raw_con.1, hey_con.0, hey_con.1, hey_con.0 / raw_con.0,
+            );
+            cpu[0] += raw_pub.1;
+            cpu[1] += hey_pub.1;
+            cpu[2] += raw_con.1;
+            cpu[3] += hey_con.1;
+            let (raw_pub, hey_pub, raw_con, hey_con) = (raw_pub.0, hey_pub.0, raw_con.0, hey_con.0);
+            for (v, x) in all.iter_mut().zip([raw_pub, hey_pub, raw_con, hey_con]) {
+                v.push(x);
+            }
+            best_raw_pub = best_raw_pub.max(raw_pub);
+            best_hey_pub = best_hey_pub.max(hey_pub);
+            best_raw_con = best_raw_con.max(raw_con);
+            best_hey_con = best_hey_con.max(hey_con);
+        }
+        Ok::<_, Box<dyn std::error::Error>>(())
+    }
+    .await;
+    teardown(&conn).await;
+    result?;
+    println!(
+        "best publish+confirm: raw lapin {best_raw_pub:.0} msg/s, heytom-mq {best_hey_pub:.0} msg/s, ratio {:.2}",
+        best_hey_pub / best_raw_pub
+    );
+    println!(
+        "best consume+ack:     raw lapin {best_raw_con:.0} msg/s, heytom-mq {best_hey_con:.0} msg/s, ratio {:.2}",
+        best_hey_con / best_raw_con
+    );
+    let [m_raw_pub, m_hey_pub, m_raw_con, m_hey_con] = all.map(median);
+    println!(
+        "median publish+confirm: raw lapin {m_raw_pub:.0} msg/s, heytom-mq {m_hey_pub:.0} msg/s, ratio {:.2}",
+        m_hey_pub / m_raw_pub
+    );
+    println!(
+        "median consume+ack:     raw lapin {m_raw_con:.0} msg/s, heytom-mq {m_hey_con:.0} msg/s, ratio {:.2}",
+        m_hey_con / m_raw_con
+    );
+    let r = rounds as f64;
+    println!(
+        "CPU per message (process, mean): publish raw {:.1} us, heytom {:.1} us | consume raw {:.1} us, heytom {:.1} us",
+        cpu[0] / r, cpu[1] / r, cpu[2] / r, cpu[3] / r
+    );
+    producer.close().await?;
+    Ok(())
+}

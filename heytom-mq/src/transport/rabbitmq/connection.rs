@@ -1,0 +1,158 @@
+//! One AMQP connection that is re-opened, with backoff, when it drops.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+use lapin::uri::AMQPUri;
+use lapin::{Connection, ConnectionProperties};
+use tokio::time::Instant;
+
+use crate::error::{Error, Result};
+
+pub(crate) const TRANSPORT: &str = "RabbitMQ";
+
+/// A lazily (re)connected connection, shared by the channels of one role
+/// (publishing or consuming). Attempts after a failure wait out a doubling
+/// backoff, so a broker outage is not hammered by every caller.
+pub(crate) struct ConnectionSlot {
+    uri: AMQPUri,
+    /// The URL with its password hidden, for logs.
+    shown_url: String,
+    name: String,
+    connect_timeout: Duration,
+    backoff_initial: Duration,
+    backoff_max: Duration,
+    current: Mutex<Option<Arc<Connection>>>,
+    reconnect: tokio::sync::Mutex<Backoff>,
+    closed: AtomicBool,
+}
+
+struct Backoff {
+    next_attempt: Option<Instant>,
+    delay: Duration,
+    /// Whether a connection was ever made (a later one is a reconnect).
+    connected_once: bool,
+}
+
+impl ConnectionSlot {
+    pub(crate) fn new(
+        uri: AMQPUri,
+        shown_url: String,
+        name: String,
+        connect_timeout: Duration,
+        backoff: (Duration, Duration),
+    ) -> Self {
+        ConnectionSlot {
+            uri,
+            shown_url,
+            name,
+            connect_timeout,
+            backoff_initial: backoff.0,
+            backoff_max: backoff.1,
+            current: Mutex::new(None),
+            reconnect: tokio::sync::Mutex::new(Backoff {
+                next_attempt: None,
+                delay: backoff.0,
+                connected_once: false,
+            }),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    fn connected(&self) -> Option<Arc<Connection>> {
+        lock(&self.current)
+            .as_ref()
+            .filter(|c| c.status().connected())
+            .cloned()
+    }
+
+    /// The open connection, or a new one (one attempt, after the backoff).
+    pub(crate) async fn get(&self) -> Result<Arc<Connection>> {
+        if let Some(c) = self.connected() {
+            return Ok(c);
+        }
+        let mut backoff = self.reconnect.lock().await;
+        if let Some(c) = self.connected() {
+            return Ok(c);
+        }
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Shutdown);
+        }
+        if let Some(at) = backoff.next_attempt {
+            tokio::time::sleep_until(at).await;
+        }
+        let props = ConnectionProperties::default().with_connection_name(self.name.clone().into());
+        let attempt = tokio::time::timeout(
+            self.connect_timeout,
+            Connection::connect_uri(self.uri.clone(), props),
+        )
+        .await;
+        let failure = match attempt {
+            Ok(Ok(conn)) => {
+                let conn = Arc::new(conn);
+                if backoff.connected_once {
+                    tracing::info!(url = %self.shown_url, connection = %self.name, "reconnected to RabbitMQ");
+                } else {
+                    tracing::debug!(url = %self.shown_url, connection = %self.name, "connected to RabbitMQ");
+                }
+                backoff.connected_once = true;
+                backoff.next_attempt = None;
+                backoff.delay = self.backoff_initial;
+                *lock(&self.current) = Some(conn.clone());
+                return Ok(conn);
+            }
+            Ok(Err(e)) => Error::connection(
+                TRANSPORT,
+                format!("cannot connect to {}: {}", self.shown_url, describe(&e)),
+                e,
+            ),
+            Err(_) => Error::Connection {
+                transport: TRANSPORT,
+                message: format!(
+                    "cannot connect to {}: no answer within {:?}",
+                    self.shown_url, self.connect_timeout
+                ),
+                source: None,
+            },
+        };
+        backoff.next_attempt = Some(Instant::now() + backoff.delay);
+        backoff.delay = (backoff.delay * 2).min(self.backoff_max);
+        tracing::warn!(connection = %self.name, error = %failure, retry_in = ?backoff.delay, "RabbitMQ connection attempt failed");
+        Err(failure)
+    }
+
+    /// Closes the connection; later `get` calls fail with [`Error::Shutdown`].
+    pub(crate) async fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        let conn = lock(&self.current).take();
+        if let Some(conn) = conn {
+            if conn.status().connected() {
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(5), conn.close(200, "closing")).await;
+            }
+        }
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A poisoned lock only means a panic elsewhere; the data is a plain handle.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A lapin error in words, with the broker's reply text when there is one.
+pub(crate) fn describe(e: &lapin::Error) -> String {
+    match e {
+        lapin::Error::ProtocolError(amqp) => {
+            format!("{} ({})", amqp.get_message(), amqp.get_id())
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Whether the broker refused a declaration because what exists differs.
+pub(crate) fn is_precondition_failed(e: &lapin::Error) -> bool {
+    matches!(e, lapin::Error::ProtocolError(amqp)
+        if *amqp.kind() == AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED))
+}

@@ -1,0 +1,557 @@
+//! Consuming: one channel per subscription, a concurrency limit, ack /
+//! dead-letter / requeue per [`Outcome`], and reconnection.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
+    BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::Channel;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+
+use crate::consumer::{DeadLetter, Dispatcher, Incoming, Outcome};
+use crate::error::{Error, Result};
+use crate::event::{headers, Headers};
+use crate::transport::SubscriptionHandle;
+
+use super::connection::{describe, ConnectionSlot, TRANSPORT};
+use super::publish::check;
+use super::topology::{DeadLetterTarget, QueueTopology};
+
+/// One event consumed from a queue: its topology and its dispatcher.
+pub(crate) struct QueueRoute {
+    pub(crate) topology: QueueTopology,
+    pub(crate) dispatcher: Arc<Dispatcher>,
+}
+
+/// What a running queue consumer shares with its delivery tasks. Several
+/// events may share one queue (same `queue_name` or group): each delivery
+/// goes to the dispatcher of its type.
+pub(crate) struct SubscriptionShared {
+    pub(crate) slot: Arc<ConnectionSlot>,
+    pub(crate) queue: String,
+    pub(crate) routes: std::sync::RwLock<Vec<Arc<QueueRoute>>>,
+    /// Handlers running at once (permits held while dispatching).
+    pub(crate) handling: Arc<Semaphore>,
+    /// Deliveries not yet acknowledged (at most `prefetch`; permits held
+    /// until the ack / nack is sent, so stopping can wait for them).
+    pub(crate) unacked: Arc<Semaphore>,
+    pub(crate) prefetch: u16,
+    pub(crate) backoff: (Duration, Duration),
+    pub(crate) consumer_tag: String,
+}
+
+impl SubscriptionShared {
+    fn topologies(&self) -> Vec<QueueTopology> {
+        self.routes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|r| r.topology.clone())
+            .collect()
+    }
+
+    /// The route for a delivery of type `event_name`; a message of no known
+    /// type goes to the first route, whose dispatcher rejects (or, for a
+    /// foreign message without type, accepts) it.
+    fn route_for(&self, event_name: Option<&str>) -> Option<Arc<QueueRoute>> {
+        let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
+        event_name
+            .and_then(|n| routes.iter().find(|r| r.dispatcher.event_name() == n))
+            .or_else(|| routes.first())
+            .cloned()
+    }
+
+    /// Adds an event to a running queue consumer, after declaring its
+    /// topology (so a conflict is reported to this subscriber).
+    pub(crate) async fn add_route(&self, route: QueueRoute) -> Result<()> {
+        let conn = self.slot.get().await?;
+        let channel = conn.create_channel().await.map_err(|e| {
+            Error::connection(
+                TRANSPORT,
+                format!("cannot open a channel: {}", describe(&e)),
+                e,
+            )
+        })?;
+        route.topology.declare(&channel).await?;
+        let _ = channel.close(200, "declared").await;
+        self.routes
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Arc::new(route));
+        Ok(())
+    }
+
+    /// Removes an event; returns it and how many events remain.
+    pub(crate) fn remove_route(&self, event_name: &str) -> (Option<Arc<QueueRoute>>, usize) {
+        let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
+        let removed = routes
+            .iter()
+            .position(|r| r.dispatcher.event_name() == event_name)
+            .map(|i| routes.remove(i));
+        (removed, routes.len())
+    }
+
+    /// Opens a channel, declares the topology and starts consuming.
+    pub(crate) async fn open(&self) -> Result<(Arc<Channel>, lapin::Consumer)> {
+        let conn = self.slot.get().await?;
+        let lost = |what: &str, e: lapin::Error| {
+            Error::connection(
+                TRANSPORT,
+                format!("{what} for queue `{}`: {}", self.queue, describe(&e)),
+                e,
+            )
+        };
+        let channel = conn
+            .create_channel()
+            .await
+            .map_err(|e| lost("cannot open a channel", e))?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| lost("cannot turn on publisher confirms", e))?;
+        for topology in self.topologies() {
+            topology.declare(&channel).await?;
+        }
+        channel
+            .basic_qos(self.prefetch, BasicQosOptions::default())
+            .await
+            .map_err(|e| lost("cannot set the prefetch", e))?;
+        let consumer = channel
+            .basic_consume(
+                &self.queue,
+                &self.consumer_tag,
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| lost("cannot start consuming", e))?;
+        Ok((Arc::new(channel), consumer))
+    }
+}
+
+/// A running queue consumer.
+pub(crate) struct RunningQueue {
+    pub(crate) shared: Arc<SubscriptionShared>,
+    stop: watch::Sender<bool>,
+    task: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl RunningQueue {
+    /// Stops consuming and waits for in-flight deliveries.
+    pub(crate) async fn stop(&self) -> Result<()> {
+        let _ = self.stop.send(true);
+        let task = self.task.lock().await.take();
+        match task {
+            Some(t) => t
+                .await
+                .map_err(|e| Error::config(format!("RabbitMQ consumer task failed: {e}"))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The queue consumers of one transport, by queue name.
+pub(crate) type QueueRegistry = Arc<tokio::sync::Mutex<HashMap<String, Arc<RunningQueue>>>>;
+
+/// One event's subscription on a (possibly shared) queue consumer.
+pub(crate) struct RabbitMqSubscription {
+    pub(crate) queue: Arc<RunningQueue>,
+    pub(crate) event_name: &'static str,
+    pub(crate) registry: QueueRegistry,
+}
+
+#[async_trait::async_trait]
+impl SubscriptionHandle for RabbitMqSubscription {
+    async fn stop(self: Box<Self>) -> Result<()> {
+        let mut registry = self.registry.lock().await;
+        let (removed, remaining) = self.queue.shared.remove_route(self.event_name);
+        if remaining > 0 {
+            drop(registry);
+            // Other events still consume from this queue; wait for this
+            // event's deliveries in flight (each holds a reference).
+            if let Some(route) = removed {
+                while Arc::strong_count(&route) > 1 {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+            return Ok(());
+        }
+        let name = &self.queue.shared.queue;
+        if registry
+            .get(name)
+            .is_some_and(|q| Arc::ptr_eq(q, &self.queue))
+        {
+            registry.remove(name);
+        }
+        drop(registry);
+        self.queue.stop().await
+    }
+}
+
+/// Starts the supervisor of a queue consumer whose first channel is open.
+pub(crate) fn spawn(
+    shared: Arc<SubscriptionShared>,
+    first: (Arc<Channel>, lapin::Consumer),
+) -> Arc<RunningQueue> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(supervise(shared.clone(), first, stop_rx));
+    Arc::new(RunningQueue {
+        shared,
+        stop: stop_tx,
+        task: tokio::sync::Mutex::new(Some(task)),
+    })
+}
+
+enum LoopEnd {
+    Stopped,
+    Lost(String),
+}
+
+async fn supervise(
+    shared: Arc<SubscriptionShared>,
+    first: (Arc<Channel>, lapin::Consumer),
+    mut stop: watch::Receiver<bool>,
+) {
+    let queue = shared.queue.clone();
+    let mut current = Some(first);
+    let mut delay = shared.backoff.0;
+    loop {
+        let (channel, consumer) = match current.take() {
+            Some(c) => c,
+            None => {
+                let opened = tokio::select! {
+                    _ = stop.wait_for(|s| *s) => break,
+                    r = shared.open() => r,
+                };
+                match opened {
+                    Ok(c) => {
+                        tracing::info!(%queue, "RabbitMQ consumer resumed");
+                        delay = shared.backoff.0;
+                        c
+                    }
+                    Err(e) => {
+                        tracing::warn!(%queue, error = %e, retry_in = ?delay, "RabbitMQ consumer cannot resume yet");
+                        tokio::select! {
+                            _ = stop.wait_for(|s| *s) => break,
+                            _ = tokio::time::sleep(delay) => {}
+                        }
+                        delay = (delay * 2).min(shared.backoff.1);
+                        continue;
+                    }
+                }
+            }
+        };
+        match consume(&shared, &channel, consumer, &mut stop).await {
+            LoopEnd::Stopped => {
+                finish(&shared, &channel).await;
+                return;
+            }
+            LoopEnd::Lost(reason) => {
+                tracing::warn!(%queue, %reason, "RabbitMQ consumer lost its channel; reconnecting");
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => break,
+                    _ = tokio::time::sleep(shared.backoff.0) => {}
+                }
+            }
+        }
+    }
+    // Stopped while reconnecting: let in-flight deliveries finish.
+    wait_in_flight(&shared).await;
+}
+
+async fn consume(
+    shared: &Arc<SubscriptionShared>,
+    channel: &Arc<Channel>,
+    mut consumer: lapin::Consumer,
+    stop: &mut watch::Receiver<bool>,
+) -> LoopEnd {
+    loop {
+        // Taken in delivery order, so `concurrency = 1` handles in queue order.
+        let handling = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => return LoopEnd::Stopped,
+            p = shared.handling.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return LoopEnd::Stopped,
+            },
+        };
+        let unacked = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => return LoopEnd::Stopped,
+            p = shared.unacked.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return LoopEnd::Stopped,
+            },
+        };
+        let next = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => return LoopEnd::Stopped,
+            d = consumer.next() => d,
+        };
+        match next {
+            Some(Ok(delivery)) => {
+                tokio::spawn(handle(
+                    shared.clone(),
+                    channel.clone(),
+                    delivery,
+                    handling,
+                    unacked,
+                ));
+            }
+            Some(Err(e)) => return LoopEnd::Lost(describe(&e)),
+            None => {
+                return LoopEnd::Lost(
+                    "the broker cancelled the consumer or closed the channel".to_owned(),
+                )
+            }
+        }
+    }
+}
+
+/// Cancels the consumer, waits for in-flight deliveries, closes the channel.
+async fn finish(shared: &SubscriptionShared, channel: &Channel) {
+    if channel.status().connected() {
+        if let Err(e) = channel
+            .basic_cancel(&shared.consumer_tag, BasicCancelOptions::default())
+            .await
+        {
+            tracing::debug!(queue = %shared.queue, error = %describe(&e), "basic.cancel failed");
+        }
+    }
+    wait_in_flight(shared).await;
+    if channel.status().connected() {
+        // Deliveries prefetched but never started go back to the queue.
+        let _ =
+            tokio::time::timeout(Duration::from_secs(5), channel.close(200, "unsubscribed")).await;
+    }
+}
+
+async fn wait_in_flight(shared: &SubscriptionShared) {
+    if let Ok(all) = shared
+        .unacked
+        .acquire_many(u32::from(shared.prefetch))
+        .await
+    {
+        drop(all);
+    }
+}
+
+async fn handle(
+    shared: Arc<SubscriptionShared>,
+    channel: Arc<Channel>,
+    delivery: Delivery,
+    handling: OwnedSemaphorePermit,
+    _unacked: OwnedSemaphorePermit,
+) {
+    let headers = incoming_headers(&delivery.properties);
+    let Some(route) = shared.route_for(headers.get(headers::EVENT_NAME).map(String::as_str)) else {
+        // Every subscriber of the queue just left: hand the message back.
+        let _ = delivery
+            .acker
+            .nack(BasicNackOptions {
+                multiple: false,
+                requeue: true,
+            })
+            .await;
+        return;
+    };
+    let incoming = Incoming {
+        headers,
+        body: delivery.data.clone(),
+    };
+    let outcome = route.dispatcher.dispatch(incoming).await;
+    // The next delivery may start while this one's ack is on its way.
+    drop(handling);
+    let done = match outcome {
+        Outcome::Ack => delivery.acker.ack(BasicAckOptions::default()).await,
+        Outcome::Requeue => {
+            delivery
+                .acker
+                .nack(BasicNackOptions {
+                    multiple: false,
+                    requeue: true,
+                })
+                .await
+        }
+        Outcome::DeadLetter(dead) => {
+            match dead_letter(&shared, &route, &channel, &delivery, &dead).await {
+                Ok(()) => delivery.acker.ack(BasicAckOptions::default()).await,
+                Err(e) => {
+                    tracing::error!(queue = %shared.queue, error = %e, "could not dead-letter a message; handing it back");
+                    // Not in a hot loop: the message comes back after a pause.
+                    tokio::time::sleep(shared.backoff.1.min(Duration::from_secs(1))).await;
+                    delivery
+                        .acker
+                        .nack(BasicNackOptions {
+                            multiple: false,
+                            requeue: true,
+                        })
+                        .await
+                }
+            }
+        }
+    };
+    if let Err(e) = done {
+        // The channel is gone; the broker redelivers the message.
+        tracing::debug!(queue = %shared.queue, error = %describe(&e), "ack/nack not sent; the message will be redelivered");
+    }
+}
+
+/// Publishes a copy of the delivery, with the dead-letter headers, to the
+/// queue's dead-letter destination and waits for the confirm.
+async fn dead_letter(
+    shared: &SubscriptionShared,
+    route: &QueueRoute,
+    channel: &Channel,
+    delivery: &Delivery,
+    dead: &DeadLetter,
+) -> Result<()> {
+    let (exchange, routing_key) = match &route.topology.dead_letter {
+        DeadLetterTarget::Exchange {
+            exchange,
+            routing_key,
+        } => (
+            exchange.as_str(),
+            routing_key
+                .as_deref()
+                .unwrap_or(delivery.routing_key.as_str()),
+        ),
+        DeadLetterTarget::Queue(q) => ("", q.as_str()),
+    };
+    let mut table = delivery.properties.headers().clone().unwrap_or_default();
+    for (k, v) in dead.headers() {
+        table.insert(
+            ShortString::from(k),
+            AMQPValue::LongString(LongString::from(v)),
+        );
+    }
+    let props = delivery
+        .properties
+        .clone()
+        .with_headers(table)
+        .with_delivery_mode(2);
+    let name = route.dispatcher.event_name();
+    tracing::warn!(queue = %shared.queue, exchange, routing_key, reason = %dead.reason, attempts = dead.attempts, "dead-lettering message");
+    let confirm = channel
+        .basic_publish(
+            exchange,
+            routing_key,
+            BasicPublishOptions {
+                mandatory: true,
+                immediate: false,
+            },
+            &delivery.data,
+            props,
+        )
+        .await
+        .map_err(|e| {
+            Error::publish(
+                name,
+                format!("dead-letter publish failed: {}", describe(&e)),
+            )
+        })?;
+    match tokio::time::timeout(Duration::from_secs(30), confirm).await {
+        Ok(r) => check(r, name),
+        Err(_) => Err(Error::publish(
+            name,
+            "no confirm for the dead-letter publish",
+        )),
+    }
+}
+
+fn value_string(v: &AMQPValue) -> Option<String> {
+    Some(match v {
+        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        AMQPValue::ShortString(s) => s.as_str().to_owned(),
+        AMQPValue::ByteArray(b) => String::from_utf8_lossy(b.as_slice()).into_owned(),
+        AMQPValue::Boolean(b) => b.to_string(),
+        AMQPValue::ShortShortInt(i) => i.to_string(),
+        AMQPValue::ShortShortUInt(i) => i.to_string(),
+        AMQPValue::ShortInt(i) => i.to_string(),
+        AMQPValue::ShortUInt(i) => i.to_string(),
+        AMQPValue::LongInt(i) => i.to_string(),
+        AMQPValue::LongUInt(i) => i.to_string(),
+        AMQPValue::LongLongInt(i) => i.to_string(),
+        AMQPValue::Float(f) => f.to_string(),
+        AMQPValue::Double(f) => f.to_string(),
+        AMQPValue::Timestamp(t) => t.to_string(),
+        _ => return None,
+    })
+}
+
+/// String headers of a delivery; AMQP `message_id`, `type` and `timestamp`
+/// fill the reserved headers a foreign producer did not set.
+pub(crate) fn incoming_headers(props: &lapin::BasicProperties) -> Headers {
+    let mut h = Headers::new();
+    if let Some(table) = props.headers() {
+        for (k, v) in table.inner() {
+            if let Some(s) = value_string(v) {
+                h.insert(k.as_str().to_owned(), s);
+            }
+        }
+    }
+    if !h.contains_key(headers::EVENT_ID) {
+        if let Some(id) = props.message_id() {
+            if uuid::Uuid::parse_str(id.as_str()).is_ok() {
+                h.insert(headers::EVENT_ID.to_owned(), id.as_str().to_owned());
+            }
+        }
+    }
+    if !h.contains_key(headers::EVENT_NAME) {
+        if let Some(kind) = props.kind() {
+            h.insert(headers::EVENT_NAME.to_owned(), kind.as_str().to_owned());
+        }
+    }
+    if !h.contains_key(headers::OCCURRED_AT) {
+        if let Some(ts) = props.timestamp().and_then(|t| i64::try_from(t).ok()) {
+            if let Some(t) = chrono::DateTime::from_timestamp(ts, 0) {
+                h.insert(headers::OCCURRED_AT.to_owned(), t.to_rfc3339());
+            }
+        }
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn foreign_properties_fill_reserved_headers() {
+        let id = uuid::Uuid::now_v7().to_string();
+        let mut table = FieldTable::default();
+        table.insert("n".into(), AMQPValue::LongInt(5));
+        table.insert(
+            "nested".into(),
+            AMQPValue::FieldTable(FieldTable::default()),
+        );
+        let props = lapin::BasicProperties::default()
+            .with_message_id(id.as_str().into())
+            .with_type("OrderPlaced".into())
+            .with_timestamp(1_700_000_000)
+            .with_headers(table);
+        let h = incoming_headers(&props);
+        assert_eq!(h.get(headers::EVENT_ID), Some(&id));
+        assert_eq!(
+            h.get(headers::EVENT_NAME).map(String::as_str),
+            Some("OrderPlaced")
+        );
+        assert!(h
+            .get(headers::OCCURRED_AT)
+            .is_some_and(|t| t.starts_with("2023-11-14")));
+        assert_eq!(h.get("n").map(String::as_str), Some("5"));
+        assert!(!h.contains_key("nested"));
+
+        // a message id that is not a UUID is left for the dispatcher to replace
+        let props = lapin::BasicProperties::default().with_message_id("abc".into());
+        assert!(!incoming_headers(&props).contains_key(headers::EVENT_ID));
+    }
+}

@@ -1,0 +1,283 @@
+//! RabbitMQ transport on lapin.
+//!
+//! - Topology comes from `#[rabbitmq(...)]`: the exchange (`exchange_type`,
+//!   default `topic`; `durable`, default `true`), the queue with its
+//!   `x-message-ttl`, `x-max-length`, `x-max-priority`,
+//!   `x-dead-letter-exchange` and `x-dead-letter-routing-key` arguments, the
+//!   binding, and a dead-letter queue. A queue that already exists with
+//!   other arguments is an [`Error::Topology`](crate::Error::Topology) naming the argument.
+//! - Publishing: persistent JSON messages carrying message id (the event
+//!   id), type (the event name), timestamp and the envelope's headers; every
+//!   publish waits for the broker's confirm, batches pipeline the confirms,
+//!   and an unroutable (returned) or nacked message is an error. The
+//!   [`PRIORITY_HEADER`] header sets the AMQP priority.
+//! - Consuming: one channel per subscription with `basic.qos` prefetch and a
+//!   concurrency limit; ack on success, publish to the dead-letter
+//!   destination (then ack) when the handlers give up, nack-requeue when
+//!   shutting down mid-retry.
+//! - Recovery: producer and consumers reconnect with backoff and redeclare
+//!   their topology; a publish caught by an outage fails within
+//!   [`RabbitMqOptions::publish_timeout`] instead of hanging.
+//!
+//! Queue names: a handler's `group` if set, else the event's `queue_name`,
+//! else `<routing key>.<handler name>`. Handlers with the same queue share
+//! one consumer, and each message runs through all of them; apps (or
+//! manual consumers) on the same queue compete for its messages. Several
+//! events may share a queue (one binding each): a delivery goes to the
+//! handlers of its type, and the first subscription's concurrency applies.
+//!
+//! Dead letters go to the queue's `dead_letter_exchange` (with
+//! `dead_letter_routing_key`, or the message's routing key), where a queue
+//! named `<exchange>.dlq` is bound; without one, to a `<queue>.dlq` queue.
+
+mod connection;
+mod consume;
+mod options;
+mod publish;
+mod topology;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::error::Result;
+use crate::event::{Route, TransportKind};
+use crate::handler::HandlerEntry;
+use crate::transport::{Outgoing, Subscription, SubscriptionHandle, Transport};
+
+use connection::ConnectionSlot;
+use consume::{QueueRegistry, QueueRoute, RabbitMqSubscription, SubscriptionShared};
+pub use options::{RabbitMqOptions, DEFAULT_EXCHANGE};
+use publish::Publisher;
+pub use publish::PRIORITY_HEADER;
+use topology::{destination, QueueTopology};
+
+/// The RabbitMQ [`Transport`]: one connection for publishing, one for
+/// consuming (so a broker blocking publishers does not stall consumers).
+pub struct RabbitMqTransport {
+    options: Arc<RabbitMqOptions>,
+    publisher: Publisher,
+    consumers: Arc<ConnectionSlot>,
+    /// Running queue consumers by queue; events sharing a queue share one.
+    queues: QueueRegistry,
+}
+
+impl std::fmt::Debug for RabbitMqTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RabbitMqTransport")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RabbitMqTransport {
+    /// Connects to the broker (the publishing connection; consumers
+    /// connect on their first subscription).
+    pub async fn connect(options: RabbitMqOptions) -> Result<Self> {
+        let transport = Self::new(options)?;
+        transport.publisher.channel().await?;
+        Ok(transport)
+    }
+
+    /// Checks the options without connecting; connections open on first use.
+    fn new(options: RabbitMqOptions) -> Result<Self> {
+        let uri = options.parse_uri()?;
+        let shown = options.redacted_url();
+        let backoff = (options.reconnect_initial, options.reconnect_max);
+        let slot = |role: &str| {
+            ConnectionSlot::new(
+                uri.clone(),
+                shown.clone(),
+                format!("{} ({role})", options.connection_name),
+                options.connect_timeout,
+                backoff,
+            )
+        };
+        let publishing = slot("publish");
+        let consuming = slot("consume");
+        let options = Arc::new(options);
+        Ok(RabbitMqTransport {
+            publisher: Publisher::new(publishing, options.clone()),
+            consumers: Arc::new(consuming),
+            queues: QueueRegistry::default(),
+            options,
+        })
+    }
+
+    /// The options it was made with.
+    pub fn options(&self) -> &RabbitMqOptions {
+        &self.options
+    }
+}
+
+#[async_trait]
+impl Transport for RabbitMqTransport {
+    fn kind(&self) -> TransportKind {
+        TransportKind::RabbitMq
+    }
+
+    fn group_for(&self, handler: &HandlerEntry) -> String {
+        topology::queue_for(handler)
+    }
+
+    async fn declare(&self, route: &'static Route, event_name: &'static str) -> Result<()> {
+        let dest = destination(route, event_name, &self.options.exchange)?;
+        let channel = self.publisher.channel().await?;
+        self.publisher.ensure_exchange(&channel, &dest).await
+    }
+
+    async fn publish(&self, message: &Outgoing) -> Result<()> {
+        self.publisher.publish(message).await
+    }
+
+    async fn publish_batch(&self, messages: &[Outgoing]) -> Vec<Result<()>> {
+        self.publisher.publish_batch(messages).await
+    }
+
+    async fn subscribe(&self, sub: Subscription) -> Result<Box<dyn SubscriptionHandle>> {
+        let topology = QueueTopology::new(
+            sub.route,
+            sub.event_name,
+            &sub.group,
+            &self.options.exchange,
+        )?;
+        let route = QueueRoute {
+            topology,
+            dispatcher: sub.dispatcher,
+        };
+        let mut queues = self.queues.lock().await;
+        if let Some(running) = queues.get(&sub.group).cloned() {
+            // Another event already consumes from this queue: share its consumer.
+            if running
+                .shared
+                .routes
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .any(|r| r.dispatcher.event_name() == sub.event_name)
+            {
+                return Err(crate::Error::AlreadySubscribed(format!(
+                    "{} (queue `{}`)",
+                    sub.event_name, sub.group
+                )));
+            }
+            running.shared.add_route(route).await?;
+            tracing::debug!(queue = %sub.group, event = sub.event_name, "RabbitMQ consumer shared by another event");
+            return Ok(Box::new(RabbitMqSubscription {
+                queue: running,
+                event_name: sub.event_name,
+                registry: self.queues.clone(),
+            }));
+        }
+        let concurrency = sub.concurrency.unwrap_or(self.options.concurrency).max(1);
+        let shared = Arc::new(SubscriptionShared {
+            slot: self.consumers.clone(),
+            consumer_tag: format!(
+                "{}.{}.{}",
+                self.options.connection_name,
+                sub.group,
+                uuid::Uuid::now_v7().simple()
+            ),
+            queue: sub.group.clone(),
+            routes: std::sync::RwLock::new(vec![Arc::new(route)]),
+            handling: Arc::new(tokio::sync::Semaphore::new(concurrency)),
+            unacked: Arc::new(tokio::sync::Semaphore::new(usize::from(
+                self.options.prefetch,
+            ))),
+            prefetch: self.options.prefetch,
+            backoff: (self.options.reconnect_initial, self.options.reconnect_max),
+        });
+        let first = shared.open().await?;
+        tracing::debug!(queue = %sub.group, event = sub.event_name, concurrency, "RabbitMQ consumer started");
+        let running = consume::spawn(shared, first);
+        queues.insert(sub.group, running.clone());
+        Ok(Box::new(RabbitMqSubscription {
+            queue: running,
+            event_name: sub.event_name,
+            registry: self.queues.clone(),
+        }))
+    }
+
+    async fn close(&self) -> Result<()> {
+        // Subscriptions are normally stopped already; stop any left over.
+        let left: Vec<_> = self.queues.lock().await.drain().map(|(_, q)| q).collect();
+        for q in left {
+            q.stop().await?;
+        }
+        self.publisher.close().await;
+        self.consumers.close().await;
+        Ok(())
+    }
+}
+
+pub(crate) async fn connect_transport(options: RabbitMqOptions) -> Result<Arc<dyn Transport>> {
+    Ok(Arc::new(RabbitMqTransport::connect(options).await?))
+}
+
+crate::producer::manual_producer!(
+    /// A producer on RabbitMQ.
+    ///
+    /// ```no_run
+    /// # use heytom_mq::prelude::*;
+    /// # #[derive(serde::Serialize, serde::Deserialize)] struct Ping;
+    /// # impl Event for Ping {
+    /// #     const NAME: &'static str = "Ping";
+    /// #     fn route() -> &'static Route { &Route::Default }
+    /// #     fn partition_key(&self) -> Option<String> { None }
+    /// # }
+    /// # async fn run() -> Result<(), heytom_mq::Error> {
+    /// let producer = RabbitMqProducer::connect(RabbitMqOptions::new("amqp://guest:guest@localhost:5672")).await?;
+    /// producer.send(&Ping).await?;
+    /// # Ok(()) }
+    /// ```
+    RabbitMqProducer
+);
+
+impl RabbitMqProducer {
+    /// Connects a producer.
+    pub async fn connect(options: RabbitMqOptions) -> Result<Self> {
+        Ok(RabbitMqProducer(crate::Producer::on(Arc::new(
+            RabbitMqTransport::connect(options).await?,
+        ))))
+    }
+
+    /// Closes the connection after the outstanding confirms.
+    pub async fn close(&self) -> Result<()> {
+        for t in self.0.inner.router.all() {
+            t.close().await?;
+        }
+        Ok(())
+    }
+}
+
+crate::consumer::manual_consumer!(
+    /// A consumer on RabbitMQ.
+    ///
+    /// ```no_run
+    /// # use heytom_mq::prelude::*;
+    /// # #[derive(serde::Serialize, serde::Deserialize)] struct Ping;
+    /// # impl Event for Ping {
+    /// #     const NAME: &'static str = "Ping";
+    /// #     fn route() -> &'static Route { &Route::Default }
+    /// #     fn partition_key(&self) -> Option<String> { None }
+    /// # }
+    /// # async fn run() -> Result<(), heytom_mq::Error> {
+    /// let consumer = RabbitMqConsumer::connect(RabbitMqOptions::new("amqp://guest:guest@localhost:5672")).await?;
+    /// consumer.start().await?;
+    /// consumer.subscribe(|_: Ping| async { true }).await?;
+    /// # Ok(()) }
+    /// ```
+    RabbitMqConsumer
+);
+
+impl RabbitMqConsumer {
+    /// Connects a consumer (the connection is checked now).
+    pub async fn connect(options: RabbitMqOptions) -> Result<Self> {
+        let transport = RabbitMqTransport::new(options)?;
+        // Fail now on a wrong URL or credentials, not at the first subscription.
+        transport.consumers.get().await?;
+        Ok(RabbitMqConsumer(crate::consumer::Consumer::new(Arc::new(
+            transport,
+        ))))
+    }
+}
