@@ -1,4 +1,4 @@
-//! SQLite: quoted identifiers, `?` placeholders, `TEXT` ids and times.
+//! SQLite: `[bracketed]` identifiers, `?` placeholders, `TEXT` ids and times.
 //! SQLite has one writer at a time, so a claim is one
 //! `UPDATE ... RETURNING` that leases the rows to this instance.
 
@@ -10,8 +10,10 @@ use super::repository::{sql_backend, ClaimStyle, DbKind, Dialect, Placeholder};
 
 pub(crate) const DIALECT: Dialect = Dialect {
     kind: DbKind::Sqlite,
-    open_quote: '"',
-    close_quote: '"',
+    // Not `"`: SQLite reads a double-quoted name that is no column as a
+    // string literal, which would hide a missing column.
+    open_quote: '[',
+    close_quote: ']',
     placeholder: Placeholder::Question,
     id_param_cast: "",
     id_select_cast: "",
