@@ -82,7 +82,8 @@ fn pg_url() -> String {
 }
 
 fn mysql_url() -> String {
-    std::env::var("HEYTOM_TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned())
+    std::env::var("HEYTOM_TEST_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned())
 }
 
 fn sqlite_url() -> String {
@@ -93,7 +94,9 @@ fn sqlite_url() -> String {
 async fn pg_connect(url: &str) -> Option<sqlx::PgPool> {
     let r = tokio::time::timeout(
         Duration::from_secs(5),
-        sqlx::postgres::PgPoolOptions::new().max_connections(10).connect(url),
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(10)
+            .connect(url),
     )
     .await;
     match r {
@@ -112,7 +115,9 @@ async fn pg_connect(url: &str) -> Option<sqlx::PgPool> {
 async fn mysql_connect(url: &str) -> Option<sqlx::MySqlPool> {
     let r = tokio::time::timeout(
         Duration::from_secs(5),
-        sqlx::mysql::MySqlPoolOptions::new().max_connections(10).connect(url),
+        sqlx::mysql::MySqlPoolOptions::new()
+            .max_connections(10)
+            .connect(url),
     )
     .await;
     match r {
@@ -135,7 +140,11 @@ async fn sqlite_connect(url: &str) -> Option<sqlx::SqlitePool> {
         .create_if_missing(true)
         .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
         .busy_timeout(Duration::from_secs(30));
-    match sqlx::sqlite::SqlitePoolOptions::new().max_connections(5).connect_with(opts).await {
+    match sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(5)
+        .connect_with(opts)
+        .await
+    {
         Ok(p) => Some(p),
         Err(e) => {
             unavailable("SQLite", e);
@@ -167,9 +176,21 @@ impl Delivered {
     fn assert_exactly_once(&self, expected: &[u64]) {
         let got = self.all();
         let set: HashSet<u64> = got.iter().copied().collect();
-        assert_eq!(set.len(), got.len(), "duplicates delivered: {} deliveries of {} ids", got.len(), set.len());
+        assert_eq!(
+            set.len(),
+            got.len(),
+            "duplicates delivered: {} deliveries of {} ids",
+            got.len(),
+            set.len()
+        );
         let want: HashSet<u64> = expected.iter().copied().collect();
-        assert_eq!(set, want, "delivered set differs (got {}, want {})", set.len(), want.len());
+        assert_eq!(
+            set,
+            want,
+            "delivered set differs (got {}, want {})",
+            set.len(),
+            want.len()
+        );
     }
 }
 
@@ -202,7 +223,10 @@ where
         if f().await {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
@@ -234,7 +258,10 @@ impl Transport for FlakyTransport {
     }
 }
 
-fn flaky(broker: &InMemoryBroker, down: bool) -> (Arc<FlakyTransport>, Arc<AtomicBool>, Arc<AtomicUsize>) {
+fn flaky(
+    broker: &InMemoryBroker,
+    down: bool,
+) -> (Arc<FlakyTransport>, Arc<AtomicBool>, Arc<AtomicUsize>) {
     let d = Arc::new(AtomicBool::new(down));
     let a = Arc::new(AtomicUsize::new(0));
     (
@@ -268,7 +295,11 @@ fn migration(db: &str, file: &str, table: &str) -> Vec<String> {
         .collect::<Vec<_>>()
         .join("\n")
         .replace("LocalMessages", table);
-    text.split(';').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+    text.split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 // ---------------------------------------------------------------- the suite
@@ -349,6 +380,11 @@ macro_rules! outbox_suite {
                     self.exec(&format!("DROP TABLE IF EXISTS {}", self.biz)).await;
                     self.exec(&format!("DROP TABLE IF EXISTS {q}{}{q}", self.table, q = $q)).await;
                     self.pool.close().await;
+                    if let Some(path) = self.url.strip_prefix("sqlite://") {
+                        for suffix in ["", "-wal", "-shm"] {
+                            let _ = std::fs::remove_file(format!("{path}{suffix}"));
+                        }
+                    }
                 }
             }
 
@@ -816,6 +852,33 @@ trait PanicSwitch {
 }
 impl<T> PanicSwitch for T {}
 
-outbox_suite!(postgres, sqlx::Postgres, "postgres", pg_url, pg_connect, Outbox::postgres, "$1", "\"");
-outbox_suite!(mysql, sqlx::MySql, "mysql", mysql_url, mysql_connect, Outbox::mysql, "?", "`");
-outbox_suite!(sqlite, sqlx::Sqlite, "sqlite", sqlite_url, sqlite_connect, Outbox::sqlite, "?", "\"");
+outbox_suite!(
+    postgres,
+    sqlx::Postgres,
+    "postgres",
+    pg_url,
+    pg_connect,
+    Outbox::postgres,
+    "$1",
+    "\""
+);
+outbox_suite!(
+    mysql,
+    sqlx::MySql,
+    "mysql",
+    mysql_url,
+    mysql_connect,
+    Outbox::mysql,
+    "?",
+    "`"
+);
+outbox_suite!(
+    sqlite,
+    sqlx::Sqlite,
+    "sqlite",
+    sqlite_url,
+    sqlite_connect,
+    Outbox::sqlite,
+    "?",
+    "\""
+);

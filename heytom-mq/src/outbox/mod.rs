@@ -148,7 +148,9 @@ impl Outbox {
     /// `mariadb://`, `sqlite:`); the pool connects lazily, on first use.
     pub fn from_url(url: &str) -> Result<Self> {
         if tokio::runtime::Handle::try_current().is_err() {
-            return Err(Error::config("Outbox::from_url needs a running tokio runtime"));
+            return Err(Error::config(
+                "Outbox::from_url needs a running tokio runtime",
+            ));
         }
         let bad = |what: &str| {
             Error::config(format!(
@@ -177,9 +179,13 @@ impl Outbox {
                 let opts = sqlx::sqlite::SqliteConnectOptions::from_str(url)
                     .map_err(|_| bad("not a valid SQLite URL"))?
                     .create_if_missing(true);
-                Ok(Self::sqlite(sqlx::sqlite::SqlitePoolOptions::new().connect_lazy_with(opts)))
+                Ok(Self::sqlite(
+                    sqlx::sqlite::SqlitePoolOptions::new().connect_lazy_with(opts),
+                ))
             }
-            _ => Err(bad("unsupported scheme (enabled: postgres, mysql, sqlite features)")),
+            _ => Err(bad(
+                "unsupported scheme (enabled: postgres, mysql, sqlite features)",
+            )),
         }
     }
 
@@ -293,7 +299,9 @@ impl Outbox {
     /// Failed rows (those still retried and those that used up their
     /// retries), oldest first.
     pub async fn failed_messages(&self, limit: u32) -> Result<Vec<LocalMessage>> {
-        self.store()?.list(MessageStatus::Failed, i64::from(limit)).await
+        self.store()?
+            .list(MessageStatus::Failed, i64::from(limit))
+            .await
     }
 
     /// Rows with a given status, oldest first.
@@ -378,13 +386,19 @@ pub(crate) fn resolve_config(
         }
     }
     if retry.enabled && retry.scan_interval.is_zero() {
-        return Err(Error::config("LocalMessageRetryOptions::scan_interval must be above zero"));
+        return Err(Error::config(
+            "LocalMessageRetryOptions::scan_interval must be above zero",
+        ));
     }
     if retry.batch_size == 0 {
-        return Err(Error::config("LocalMessageRetryOptions::batch_size must be at least 1"));
+        return Err(Error::config(
+            "LocalMessageRetryOptions::batch_size must be at least 1",
+        ));
     }
     if retry.max_retry_count == 0 || retry.max_retry_count > i32::MAX as u32 {
-        return Err(Error::config("LocalMessageRetryOptions::max_retry_count must be at least 1"));
+        return Err(Error::config(
+            "LocalMessageRetryOptions::max_retry_count must be at least 1",
+        ));
     }
     if outbox.dispatch_lease.is_zero() {
         return Err(Error::config("Outbox::dispatch_lease must be above zero"));
@@ -499,7 +513,12 @@ pub trait LocalMessageRepository: Send + Sync {
     /// Inserts rows with multi-row inserts.
     async fn save_batch(&self, messages: &[LocalMessage]) -> Result<()>;
     /// Sets a row's status and error message; `false` if no row has this id.
-    async fn update_status(&self, id: Uuid, status: MessageStatus, error_message: Option<&str>) -> Result<bool>;
+    async fn update_status(
+        &self,
+        id: Uuid,
+        status: MessageStatus,
+        error_message: Option<&str>,
+    ) -> Result<bool>;
     /// Pending rows, oldest first.
     async fn get_pending_messages(&self, limit: u32) -> Result<Vec<LocalMessage>>;
 }
@@ -514,11 +533,18 @@ impl LocalMessageRepository for Outbox {
         self.store()?.save(messages).await
     }
 
-    async fn update_status(&self, id: Uuid, status: MessageStatus, error_message: Option<&str>) -> Result<bool> {
+    async fn update_status(
+        &self,
+        id: Uuid,
+        status: MessageStatus,
+        error_message: Option<&str>,
+    ) -> Result<bool> {
         self.store()?.update_status(id, status, error_message).await
     }
 
     async fn get_pending_messages(&self, limit: u32) -> Result<Vec<LocalMessage>> {
-        self.store()?.list(MessageStatus::Pending, i64::from(limit)).await
+        self.store()?
+            .list(MessageStatus::Pending, i64::from(limit))
+            .await
     }
 }

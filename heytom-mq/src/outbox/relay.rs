@@ -13,7 +13,9 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::repository::{DbKind, Store};
-use super::{ExhaustedCallback, LocalMessage, LocalMessageRetryOptions, MessageStatus, OutboxConfig};
+use super::{
+    ExhaustedCallback, LocalMessage, LocalMessageRetryOptions, MessageStatus, OutboxConfig,
+};
 use crate::error::Result;
 use crate::event::{registered_event, Envelope, Headers};
 use crate::producer::Producer;
@@ -107,10 +109,14 @@ impl OutboxRuntime {
         };
         let mut tasks = lock(&self.tasks);
         tasks.push(tokio::spawn(
-            self.relay.clone().dispatch_loop(receiver, self.stop.subscribe()),
+            self.relay
+                .clone()
+                .dispatch_loop(receiver, self.stop.subscribe()),
         ));
         if self.relay.retry.enabled {
-            tasks.push(tokio::spawn(self.relay.clone().scan_loop(self.stop.subscribe())));
+            tasks.push(tokio::spawn(
+                self.relay.clone().scan_loop(self.stop.subscribe()),
+            ));
             let channel = self.relay.store.table.channel();
             if let Some(t) = self.relay.store.backend.spawn_listener(
                 channel,
@@ -188,7 +194,11 @@ impl Relay {
                     return;
                 }
                 let lease_until = (Utc::now() + self.lease).timestamp_millis();
-                match self.store.claim(&self.owner, lease_until, max_retry, batch).await {
+                match self
+                    .store
+                    .claim(&self.owner, lease_until, max_retry, batch)
+                    .await
+                {
                     Ok(rows) if rows.is_empty() => break,
                     Ok(rows) => {
                         let full = rows.len() as i64 >= batch;
@@ -205,7 +215,11 @@ impl Relay {
             }
             if let Some(age) = self.retention {
                 let before = Utc::now() - age;
-                match self.store.delete_before(MessageStatus::Sent, before, RETENTION_BATCH).await {
+                match self
+                    .store
+                    .delete_before(MessageStatus::Sent, before, RETENTION_BATCH)
+                    .await
+                {
                     Ok(0) => {}
                     Ok(n) => tracing::debug!(deleted = n, "outbox retention"),
                     Err(e) => tracing::warn!(error = %e, "outbox retention failed"),
@@ -231,7 +245,7 @@ impl Relay {
     /// records the outcome: Sent in batched updates, Failed with the error,
     /// a retry count and the next attempt time.
     pub(crate) async fn dispatch(&self, mut rows: Vec<LocalMessage>, source: &'static str) {
-        rows.sort_by(|a, b| (a.created_at, a.id).cmp(&(b.created_at, b.id)));
+        rows.sort_by_key(|r| (r.created_at, r.id));
         let span = tracing::info_span!("outbox.relay", source, count = rows.len(), table = %self.store.table.name);
         async {
             let mut outgoing = Vec::with_capacity(rows.len());
@@ -282,13 +296,20 @@ impl Relay {
         let mut groups: HashMap<(i32, String), Vec<LocalMessage>> = HashMap::new();
         for (row, reason) in failed {
             tracing::warn!(event_id = %row.id, event_name = %row.message_type, attempt = row.retry_count + 1, error = %reason, "outbox send failed");
-            groups.entry((row.retry_count, reason)).or_default().push(row);
+            groups
+                .entry((row.retry_count, reason))
+                .or_default()
+                .push(row);
         }
         for ((retry_count, reason), rows) in groups {
             let failures = retry_count.saturating_add(1);
             let next = Utc::now() + self.backoff_for(failures);
             let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-            if let Err(e) = self.store.mark_failed(&ids, &reason, next.timestamp_millis()).await {
+            if let Err(e) = self
+                .store
+                .mark_failed(&ids, &reason, next.timestamp_millis())
+                .await
+            {
                 tracing::error!(error = %e, count = ids.len(), "could not mark outbox rows failed");
                 continue;
             }

@@ -143,7 +143,9 @@ pub(crate) const MAX_TABLE_NAME_LEN: usize = 48;
 /// else can reach the SQL text, so no name can inject SQL.
 pub(crate) fn check_table_name(name: &str) -> std::result::Result<(), String> {
     let mut chars = name.chars();
-    let ok_first = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    let ok_first = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
     let ok_rest = chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
     if !ok_first || !ok_rest {
         return Err(format!(
@@ -284,7 +286,11 @@ impl Table {
             "NextAttemptAt",
             "LockedBy",
         ];
-        let list = cols.iter().map(|c| self.col(c)).collect::<Vec<_>>().join(", ");
+        let list = cols
+            .iter()
+            .map(|c| self.col(c))
+            .collect::<Vec<_>>()
+            .join(", ");
         s.sql(&list).sql(") VALUES ");
         for (i, m) in rows.iter().enumerate() {
             if i > 0 {
@@ -301,7 +307,8 @@ impl Table {
             s.sql(", ").arg(Arg::Int(m.retry_count));
             s.sql(", ").arg(Arg::OptText(m.headers.clone()));
             s.sql(", ").arg(Arg::OptText(m.partition_key.clone()));
-            s.sql(", ").arg(Arg::BigInt(m.next_attempt_at.timestamp_millis()));
+            s.sql(", ")
+                .arg(Arg::BigInt(m.next_attempt_at.timestamp_millis()));
             s.sql(", ").arg(Arg::OptText(m.locked_by.clone()));
             s.sql(")");
         }
@@ -324,13 +331,30 @@ impl Table {
     }
 
     /// The claim as one statement (`ClaimStyle::UpdateReturning`).
-    pub(crate) fn claim_update_returning(&self, now_ms: i64, lease_until_ms: i64, owner: &str, max_retry: i32, limit: i64, lock: &str) -> Built {
+    pub(crate) fn claim_update_returning(
+        &self,
+        now_ms: i64,
+        lease_until_ms: i64,
+        owner: &str,
+        max_retry: i32,
+        limit: i64,
+        lock: &str,
+    ) -> Built {
         let mut s = Stmt::new(self.d);
-        s.sql(&format!("UPDATE {} SET {} = ", self.t, self.col("NextAttemptAt")))
-            .arg(Arg::BigInt(lease_until_ms))
-            .sql(&format!(", {} = ", self.col("LockedBy")))
-            .arg(Arg::Text(owner.to_owned()))
-            .sql(&format!(" WHERE {} IN (SELECT {} FROM {}", self.col("Id"), self.col("Id"), self.t));
+        s.sql(&format!(
+            "UPDATE {} SET {} = ",
+            self.t,
+            self.col("NextAttemptAt")
+        ))
+        .arg(Arg::BigInt(lease_until_ms))
+        .sql(&format!(", {} = ", self.col("LockedBy")))
+        .arg(Arg::Text(owner.to_owned()))
+        .sql(&format!(
+            " WHERE {} IN (SELECT {} FROM {}",
+            self.col("Id"),
+            self.col("Id"),
+            self.t
+        ));
         self.due_filter(&mut s, now_ms, max_retry);
         s.sql(&self.order()).sql(" LIMIT ").arg(Arg::BigInt(limit));
         s.sql(lock);
@@ -351,39 +375,73 @@ impl Table {
     /// The update half of `ClaimStyle::SelectForUpdate`.
     pub(crate) fn lease(&self, ids: &[Uuid], lease_until_ms: i64, owner: &str) -> Built {
         let mut s = Stmt::new(self.d);
-        s.sql(&format!("UPDATE {} SET {} = ", self.t, self.col("NextAttemptAt")))
-            .arg(Arg::BigInt(lease_until_ms))
-            .sql(&format!(", {} = ", self.col("LockedBy")))
-            .arg(Arg::Text(owner.to_owned()))
-            .sql(&format!(" WHERE {} IN ", self.col("Id")))
-            .id_list(ids);
+        s.sql(&format!(
+            "UPDATE {} SET {} = ",
+            self.t,
+            self.col("NextAttemptAt")
+        ))
+        .arg(Arg::BigInt(lease_until_ms))
+        .sql(&format!(", {} = ", self.col("LockedBy")))
+        .arg(Arg::Text(owner.to_owned()))
+        .sql(&format!(" WHERE {} IN ", self.col("Id")))
+        .id_list(ids);
         s.build()
     }
 
     pub(crate) fn mark_sent(&self, ids: &[Uuid], now: DateTime<Utc>) -> Built {
         let mut s = Stmt::new(self.d);
-        s.sql(&format!("UPDATE {} SET {} = 1, {} = ", self.t, self.col("Status"), self.col("UpdatedAt")))
-            .arg(Arg::Time(now))
-            .sql(&format!(", {} = NULL WHERE {} IN ", self.col("LockedBy"), self.col("Id")))
-            .id_list(ids);
+        s.sql(&format!(
+            "UPDATE {} SET {} = 1, {} = ",
+            self.t,
+            self.col("Status"),
+            self.col("UpdatedAt")
+        ))
+        .arg(Arg::Time(now))
+        .sql(&format!(
+            ", {} = NULL WHERE {} IN ",
+            self.col("LockedBy"),
+            self.col("Id")
+        ))
+        .id_list(ids);
         s.build()
     }
 
-    pub(crate) fn mark_failed(&self, ids: &[Uuid], error: &str, now: DateTime<Utc>, next_ms: i64) -> Built {
+    pub(crate) fn mark_failed(
+        &self,
+        ids: &[Uuid],
+        error: &str,
+        now: DateTime<Utc>,
+        next_ms: i64,
+    ) -> Built {
         let mut s = Stmt::new(self.d);
         let rc = self.col("RetryCount");
-        s.sql(&format!("UPDATE {} SET {} = 2, {rc} = {rc} + 1, {} = ", self.t, self.col("Status"), self.col("ErrorMessage")))
-            .arg(Arg::Text(truncate(error)))
-            .sql(&format!(", {} = ", self.col("UpdatedAt")))
-            .arg(Arg::Time(now))
-            .sql(&format!(", {} = ", self.col("NextAttemptAt")))
-            .arg(Arg::BigInt(next_ms))
-            .sql(&format!(", {} = NULL WHERE {} IN ", self.col("LockedBy"), self.col("Id")))
-            .id_list(ids);
+        s.sql(&format!(
+            "UPDATE {} SET {} = 2, {rc} = {rc} + 1, {} = ",
+            self.t,
+            self.col("Status"),
+            self.col("ErrorMessage")
+        ))
+        .arg(Arg::Text(truncate(error)))
+        .sql(&format!(", {} = ", self.col("UpdatedAt")))
+        .arg(Arg::Time(now))
+        .sql(&format!(", {} = ", self.col("NextAttemptAt")))
+        .arg(Arg::BigInt(next_ms))
+        .sql(&format!(
+            ", {} = NULL WHERE {} IN ",
+            self.col("LockedBy"),
+            self.col("Id")
+        ))
+        .id_list(ids);
         s.build()
     }
 
-    pub(crate) fn update_status(&self, id: Uuid, status: MessageStatus, error: Option<&str>, now: DateTime<Utc>) -> Built {
+    pub(crate) fn update_status(
+        &self,
+        id: Uuid,
+        status: MessageStatus,
+        error: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Built {
         let mut s = Stmt::new(self.d);
         s.sql(&format!("UPDATE {} SET {} = ", self.t, self.col("Status")))
             .arg(Arg::Int(status as i32))
@@ -391,7 +449,11 @@ impl Table {
             .arg(Arg::OptText(error.map(truncate)))
             .sql(&format!(", {} = ", self.col("UpdatedAt")))
             .arg(Arg::Time(now))
-            .sql(&format!(", {} = NULL WHERE {} = ", self.col("LockedBy"), self.col("Id")))
+            .sql(&format!(
+                ", {} = NULL WHERE {} = ",
+                self.col("LockedBy"),
+                self.col("Id")
+            ))
             .id(id);
         s.build()
     }
@@ -409,7 +471,11 @@ impl Table {
             self.col("UpdatedAt")
         ))
         .arg(Arg::Time(now))
-        .sql(&format!(" WHERE {} = 2 AND {} = ", self.col("Status"), self.col("Id")))
+        .sql(&format!(
+            " WHERE {} = 2 AND {} = ",
+            self.col("Status"),
+            self.col("Id")
+        ))
         .id(id);
         s.build()
     }
@@ -427,23 +493,38 @@ impl Table {
 
     pub(crate) fn list(&self, status: MessageStatus, limit: i64) -> Built {
         let mut s = Stmt::new(self.d);
-        s.sql(&format!("SELECT {} FROM {} WHERE {} = ", self.select_list, self.t, self.col("Status")))
-            .arg(Arg::Int(status as i32))
-            .sql(&self.order())
-            .sql(" LIMIT ")
-            .arg(Arg::BigInt(limit));
+        s.sql(&format!(
+            "SELECT {} FROM {} WHERE {} = ",
+            self.select_list,
+            self.t,
+            self.col("Status")
+        ))
+        .arg(Arg::Int(status as i32))
+        .sql(&self.order())
+        .sql(" LIMIT ")
+        .arg(Arg::BigInt(limit));
         s.build()
     }
 
     pub(crate) fn get(&self, id: Uuid) -> Built {
         let mut s = Stmt::new(self.d);
-        s.sql(&format!("SELECT {} FROM {} WHERE {} = ", self.select_list, self.t, self.col("Id")))
-            .id(id);
+        s.sql(&format!(
+            "SELECT {} FROM {} WHERE {} = ",
+            self.select_list,
+            self.t,
+            self.col("Id")
+        ))
+        .id(id);
         s.build()
     }
 
     /// Deletes at most `limit` rows with `status` created before `before`.
-    pub(crate) fn delete_before(&self, status: MessageStatus, before: DateTime<Utc>, limit: i64) -> Built {
+    pub(crate) fn delete_before(
+        &self,
+        status: MessageStatus,
+        before: DateTime<Utc>,
+        limit: i64,
+    ) -> Built {
         let mut s = Stmt::new(self.d);
         let filter = |s: &mut Stmt<'_>| {
             s.sql(&format!(" WHERE {} = ", self.col("Status")))
@@ -499,9 +580,18 @@ pub(crate) trait Backend: Send + Sync + 'static {
     async fn fetch(&self, q: Built) -> std::result::Result<Vec<LocalMessage>, sqlx::Error>;
     async fn fetch_counts(&self, q: Built) -> std::result::Result<Vec<(i32, i64)>, sqlx::Error>;
     /// Runs `select`, then the update `lease` makes of its rows, in one transaction.
-    async fn fetch_then_update(&self, select: Built, lease: LeaseFn) -> std::result::Result<Vec<LocalMessage>, sqlx::Error>;
+    async fn fetch_then_update(
+        &self,
+        select: Built,
+        lease: LeaseFn,
+    ) -> std::result::Result<Vec<LocalMessage>, sqlx::Error>;
     /// Starts a task that wakes `wake` on every notification on `channel` (PostgreSQL).
-    fn spawn_listener(&self, channel: String, wake: Arc<Notify>, stop: watch::Receiver<bool>) -> Option<JoinHandle<()>>;
+    fn spawn_listener(
+        &self,
+        channel: String,
+        wake: Arc<Notify>,
+        stop: watch::Receiver<bool>,
+    ) -> Option<JoinHandle<()>>;
 }
 
 /// Generates a [`Backend`] and the `OutboxDatabase` impl for one sqlx database.
@@ -537,8 +627,8 @@ macro_rules! sql_backend {
             use sqlx::Row;
             let decode = |e: String| sqlx::Error::Decode(e.into());
             let id: String = row.try_get(0)?;
-            let id = uuid::Uuid::parse_str(id.trim())
-                .map_err(|e| decode(format!("column Id: {e}")))?;
+            let id =
+                uuid::Uuid::parse_str(id.trim()).map_err(|e| decode(format!("column Id: {e}")))?;
             let status: i32 = row.try_get(6)?;
             let status = $crate::outbox::MessageStatus::try_from(status).map_err(decode)?;
             let next_ms: i64 = row.try_get(13)?;
@@ -568,15 +658,23 @@ macro_rules! sql_backend {
                 &$dialect
             }
 
-            async fn execute(&self, q: $crate::outbox::repository::Built) -> Result<u64, sqlx::Error> {
-                Ok(bind(sqlx::query(&q.sql), q.args).execute(&self.pool).await?.rows_affected())
+            async fn execute(
+                &self,
+                q: $crate::outbox::repository::Built,
+            ) -> Result<u64, sqlx::Error> {
+                Ok(bind(sqlx::query(&q.sql), q.args)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected())
             }
 
             async fn fetch(
                 &self,
                 q: $crate::outbox::repository::Built,
             ) -> Result<Vec<$crate::outbox::LocalMessage>, sqlx::Error> {
-                let rows = bind(sqlx::query(&q.sql), q.args).fetch_all(&self.pool).await?;
+                let rows = bind(sqlx::query(&q.sql), q.args)
+                    .fetch_all(&self.pool)
+                    .await?;
                 rows.iter().map(map_row).collect()
             }
 
@@ -585,8 +683,12 @@ macro_rules! sql_backend {
                 q: $crate::outbox::repository::Built,
             ) -> Result<Vec<(i32, i64)>, sqlx::Error> {
                 use sqlx::Row;
-                let rows = bind(sqlx::query(&q.sql), q.args).fetch_all(&self.pool).await?;
-                rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+                let rows = bind(sqlx::query(&q.sql), q.args)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter()
+                    .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                    .collect()
             }
 
             async fn fetch_then_update(
@@ -600,10 +702,14 @@ macro_rules! sql_backend {
                     sqlx::query(sql).execute(&mut *conn).await?;
                 }
                 let mut tx = conn.begin().await?;
-                let rows = bind(sqlx::query(&select.sql), select.args).fetch_all(&mut *tx).await?;
+                let rows = bind(sqlx::query(&select.sql), select.args)
+                    .fetch_all(&mut *tx)
+                    .await?;
                 let rows = rows.iter().map(map_row).collect::<Result<Vec<_>, _>>()?;
                 if let Some(update) = lease(&rows) {
-                    bind(sqlx::query(&update.sql), update.args).execute(&mut *tx).await?;
+                    bind(sqlx::query(&update.sql), update.args)
+                        .execute(&mut *tx)
+                        .await?;
                 }
                 tx.commit().await?;
                 Ok(rows)
@@ -629,7 +735,10 @@ macro_rules! sql_backend {
                 q: $crate::outbox::repository::Built,
             ) -> futures::future::BoxFuture<'c, Result<u64, sqlx::Error>> {
                 Box::pin(async move {
-                    Ok(bind(sqlx::query(&q.sql), q.args).execute(&mut *conn).await?.rows_affected())
+                    Ok(bind(sqlx::query(&q.sql), q.args)
+                        .execute(&mut *conn)
+                        .await?
+                        .rows_affected())
                 })
             }
         }
@@ -670,7 +779,10 @@ impl Store {
     pub(crate) async fn create_table(&self) -> Result<()> {
         for sql in self.table.ddl() {
             self.backend
-                .execute(Built { sql, args: Vec::new() })
+                .execute(Built {
+                    sql,
+                    args: Vec::new(),
+                })
                 .await
                 .map_err(storage("creating the table", &self.table.name))?;
         }
@@ -701,11 +813,24 @@ impl Store {
     /// Claims up to `limit` due rows (Pending or Failed, below `max_retry`,
     /// next attempt time reached) for `owner` until `lease_until_ms`, in
     /// creation order.
-    pub(crate) async fn claim(&self, owner: &str, lease_until_ms: i64, max_retry: i32, limit: i64) -> Result<Vec<LocalMessage>> {
+    pub(crate) async fn claim(
+        &self,
+        owner: &str,
+        lease_until_ms: i64,
+        max_retry: i32,
+        limit: i64,
+    ) -> Result<Vec<LocalMessage>> {
         let now_ms = Utc::now().timestamp_millis();
         let mut rows = match self.table.d.claim {
             ClaimStyle::UpdateReturning { lock } => {
-                let q = self.table.claim_update_returning(now_ms, lease_until_ms, owner, max_retry, limit, lock);
+                let q = self.table.claim_update_returning(
+                    now_ms,
+                    lease_until_ms,
+                    owner,
+                    max_retry,
+                    limit,
+                    lock,
+                );
                 self.backend.fetch(q).await
             }
             ClaimStyle::SelectForUpdate => {
@@ -726,7 +851,7 @@ impl Store {
         for r in &mut rows {
             r.locked_by = Some(owner.to_owned());
         }
-        rows.sort_by(|a, b| (a.created_at, a.id).cmp(&(b.created_at, b.id)));
+        rows.sort_by_key(|r| (r.created_at, r.id));
         Ok(rows)
     }
 
@@ -752,7 +877,12 @@ impl Store {
         Ok(())
     }
 
-    pub(crate) async fn update_status(&self, id: Uuid, status: MessageStatus, error: Option<&str>) -> Result<bool> {
+    pub(crate) async fn update_status(
+        &self,
+        id: Uuid,
+        status: MessageStatus,
+        error: Option<&str>,
+    ) -> Result<bool> {
         let n = self
             .backend
             .execute(self.table.update_status(id, status, error, Utc::now()))
@@ -783,7 +913,11 @@ impl Store {
             .map_err(storage("counting rows", &self.table.name))
     }
 
-    pub(crate) async fn list(&self, status: MessageStatus, limit: i64) -> Result<Vec<LocalMessage>> {
+    pub(crate) async fn list(
+        &self,
+        status: MessageStatus,
+        limit: i64,
+    ) -> Result<Vec<LocalMessage>> {
         self.backend
             .fetch(self.table.list(status, limit))
             .await
@@ -800,7 +934,12 @@ impl Store {
     }
 
     /// Deletes rows with `status` created before `before`, `batch` at a time; returns how many.
-    pub(crate) async fn delete_before(&self, status: MessageStatus, before: DateTime<Utc>, batch: i64) -> Result<u64> {
+    pub(crate) async fn delete_before(
+        &self,
+        status: MessageStatus,
+        before: DateTime<Utc>,
+        batch: i64,
+    ) -> Result<u64> {
         let mut total = 0;
         loop {
             let n = self
@@ -826,7 +965,18 @@ mod tests {
         for ok in ["LocalMessages", "_x", "a1_b2", "LocalMessages_0190abcd"] {
             assert!(check_table_name(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "1abc", "a b", "a;b", "a\"b", "a`b", "x'--", "a.b", "ä", &"a".repeat(49)] {
+        for bad in [
+            "",
+            "1abc",
+            "a b",
+            "a;b",
+            "a\"b",
+            "a`b",
+            "x'--",
+            "a.b",
+            "ä",
+            &"a".repeat(49),
+        ] {
             assert!(check_table_name(bad).is_err(), "{bad:?}");
         }
     }

@@ -23,7 +23,10 @@ pub trait OutboxDatabase: sqlx::Database {
     const KIND: DbKind;
 
     #[doc(hidden)]
-    fn __execute<'c>(conn: &'c mut <Self as sqlx::Database>::Connection, q: Built) -> BoxFuture<'c, Result<u64, sqlx::Error>>;
+    fn __execute<'c>(
+        conn: &'c mut <Self as sqlx::Database>::Connection,
+        q: Built,
+    ) -> BoxFuture<'c, Result<u64, sqlx::Error>>;
 }
 
 /// A database transaction that also enqueues events in the local message
@@ -83,7 +86,11 @@ impl<DB: OutboxDatabase> OutboxTransaction<DB> {
     }
 
     /// Enqueues one event with extra headers (correlation id, your own).
-    pub async fn publish_with_headers<E: Event>(&mut self, event: &E, headers: Headers) -> Result<EventId> {
+    pub async fn publish_with_headers<E: Event>(
+        &mut self,
+        event: &E,
+        headers: Headers,
+    ) -> Result<EventId> {
         let row = self.row(event, headers)?;
         let id = row.id;
         self.insert(vec![row]).await?;
@@ -104,7 +111,9 @@ impl<DB: OutboxDatabase> OutboxTransaction<DB> {
     /// Commits the transaction, then hands the events to the relay, which
     /// sends them at once. If the commit fails nothing is sent.
     pub async fn commit(self) -> Result<()> {
-        let OutboxTransaction { tx, runtime, rows, .. } = self;
+        let OutboxTransaction {
+            tx, runtime, rows, ..
+        } = self;
         tx.commit()
             .await
             .map_err(|e| Error::storage(format!("commit failed: {e}"), e))?;
@@ -137,7 +146,10 @@ impl<DB: OutboxDatabase> OutboxTransaction<DB> {
         let envelope = Envelope::with_headers(event, headers)?;
         let (topic, routing_key) = match route {
             Route::Kafka(k) => (k.topic.to_owned(), None),
-            Route::RabbitMq(r) => (r.exchange.unwrap_or("").to_owned(), Some(r.routing_key.to_owned())),
+            Route::RabbitMq(r) => (
+                r.exchange.unwrap_or("").to_owned(),
+                Some(r.routing_key.to_owned()),
+            ),
             Route::Default => (E::NAME.to_owned(), None),
         };
         let relay = &self.runtime.relay;
@@ -147,10 +159,11 @@ impl<DB: OutboxDatabase> OutboxTransaction<DB> {
         } else {
             (Utc::now(), None)
         };
-        let headers = serde_json::to_string(&envelope.headers).map_err(|source| Error::Serialization {
-            event: E::NAME.to_owned(),
-            source,
-        })?;
+        let headers =
+            serde_json::to_string(&envelope.headers).map_err(|source| Error::Serialization {
+                event: E::NAME.to_owned(),
+                source,
+            })?;
         Ok(LocalMessage {
             id: envelope.id,
             mq_type: transport.kind().as_str().to_owned(),
@@ -188,7 +201,9 @@ impl<DB: OutboxDatabase> OutboxTransaction<DB> {
             for chunk in rows.chunks(ROWS_PER_STATEMENT) {
                 DB::__execute(&mut **tx, table.insert(chunk))
                     .await
-                    .map_err(|e| Error::storage(format!("outbox insert into {} failed: {e}", table.name), e))?;
+                    .map_err(|e| {
+                        Error::storage(format!("outbox insert into {} failed: {e}", table.name), e)
+                    })?;
             }
             if !dispatch_after_commit {
                 if let Some(q) = table.notify() {
@@ -225,7 +240,10 @@ impl Producer {
 
     /// Begins a transaction on `pool` that can enqueue events; see
     /// [`OutboxTransaction`].
-    pub async fn begin<DB: OutboxDatabase>(&self, pool: &Pool<DB>) -> Result<OutboxTransaction<DB>> {
+    pub async fn begin<DB: OutboxDatabase>(
+        &self,
+        pool: &Pool<DB>,
+    ) -> Result<OutboxTransaction<DB>> {
         let runtime = self.outbox_runtime::<DB>()?.clone();
         let tx = pool
             .begin()
@@ -267,11 +285,17 @@ impl Producer {
 
     /// Like [`send_with_transaction`](Self::send_with_transaction) for
     /// several events, stored with one multi-row insert.
-    pub async fn send_batch_with_transaction<DB, E, F>(&self, pool: &Pool<DB>, f: F) -> Result<Vec<EventId>>
+    pub async fn send_batch_with_transaction<DB, E, F>(
+        &self,
+        pool: &Pool<DB>,
+        f: F,
+    ) -> Result<Vec<EventId>>
     where
         DB: OutboxDatabase,
         E: Event,
-        F: for<'t> FnOnce(&'t mut Transaction<'static, DB>) -> BoxFuture<'t, Result<Vec<E>, BoxError>>,
+        F: for<'t> FnOnce(
+            &'t mut Transaction<'static, DB>,
+        ) -> BoxFuture<'t, Result<Vec<E>, BoxError>>,
     {
         let mut tx = self.begin(pool).await?;
         match f(&mut tx.tx).await {
