@@ -121,7 +121,10 @@ fn rss_kib(field: &str) -> u64 {
 }
 
 fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn suffix() -> String {
@@ -165,11 +168,17 @@ macro_rules! bench_db {
             let biz = format!("bench_biz_{id}");
             let tx_count = env_usize("HEYTOM_BENCH_TX", 2000);
             let backlog = env_usize("HEYTOM_BENCH_BACKLOG", 100_000);
-            let mut res = Results { db: $label, backlog, ..Default::default() };
-            sqlx::query(&format!("CREATE TABLE {biz} (id BIGINT PRIMARY KEY, note VARCHAR(100) NOT NULL)"))
-                .execute(&pool)
-                .await
-                .ok()?;
+            let mut res = Results {
+                db: $label,
+                backlog,
+                ..Default::default()
+            };
+            sqlx::query(&format!(
+                "CREATE TABLE {biz} (id BIGINT PRIMARY KEY, note VARCHAR(100) NOT NULL)"
+            ))
+            .execute(&pool)
+            .await
+            .ok()?;
             let insert = format!("INSERT INTO {biz} (id, note) VALUES ({}, {})", $ph.0, $ph.1);
             let next_id = Arc::new(std::sync::atomic::AtomicI64::new(0));
 
@@ -183,15 +192,24 @@ macro_rules! bench_db {
                 .await
                 .ok()?;
             let producer = app.producer();
-            for writers in [1usize, 8] {
-                let per_writer = tx_count / writers;
+            // The first round warms both paths (connections, caches) and is not reported.
+            for (writers, report) in [(1usize, false), (1, true), (8, true)] {
+                let per_writer = if report {
+                    tx_count / writers
+                } else {
+                    tx_count / 10
+                };
                 let mut rates = [0.0f64; 2];
                 for (k, with_outbox) in [false, true].into_iter().enumerate() {
                     let start = Instant::now();
                     let mut tasks = Vec::new();
                     for _ in 0..writers {
-                        let (pool, producer, insert, next_id) =
-                            (pool.clone(), producer.clone(), insert.clone(), next_id.clone());
+                        let (pool, producer, insert, next_id) = (
+                            pool.clone(),
+                            producer.clone(),
+                            insert.clone(),
+                            next_id.clone(),
+                        );
                         tasks.push(tokio::spawn(async move {
                             for _ in 0..per_writer {
                                 let id = next_id.fetch_add(1, Ordering::Relaxed);
@@ -201,7 +219,11 @@ macro_rules! bench_db {
                                     producer
                                         .send_with_transaction(&pool, move |tx| {
                                             Box::pin(async move {
-                                                sqlx::query(&insert).bind(id).bind(&note).execute(&mut **tx).await?;
+                                                sqlx::query(&insert)
+                                                    .bind(id)
+                                                    .bind(&note)
+                                                    .execute(&mut **tx)
+                                                    .await?;
                                                 Ok(BenchOrderPlaced { id, note })
                                             })
                                         })
@@ -209,7 +231,12 @@ macro_rules! bench_db {
                                         .expect("outbox transaction");
                                 } else {
                                     let mut tx = pool.begin().await.expect("begin");
-                                    sqlx::query(&insert).bind(id).bind(&note).execute(&mut *tx).await.expect("insert");
+                                    sqlx::query(&insert)
+                                        .bind(id)
+                                        .bind(&note)
+                                        .execute(&mut *tx)
+                                        .await
+                                        .expect("insert");
                                     tx.commit().await.expect("commit");
                                 }
                             }
@@ -220,7 +247,9 @@ macro_rules! bench_db {
                     }
                     rates[k] = (per_writer * writers) as f64 / start.elapsed().as_secs_f64();
                 }
-                res.throughput.push((writers, rates[0], rates[1]));
+                if report {
+                    res.throughput.push((writers, rates[0], rates[1]));
+                }
             }
             app.shutdown().await.ok()?;
 
@@ -238,8 +267,19 @@ macro_rules! bench_db {
             for _ in 0..1000 {
                 let id = next_id.fetch_add(1, Ordering::Relaxed);
                 let mut tx = producer.begin(&pool).await.ok()?;
-                sqlx::query(&insert).bind(id).bind("latency").execute(&mut **tx).await.ok()?;
-                let event_id = tx.publish(&BenchOrderPlaced { id, note: "latency".into() }).await.ok()?;
+                sqlx::query(&insert)
+                    .bind(id)
+                    .bind("latency")
+                    .execute(&mut **tx)
+                    .await
+                    .ok()?;
+                let event_id = tx
+                    .publish(&BenchOrderPlaced {
+                        id,
+                        note: "latency".into(),
+                    })
+                    .await
+                    .ok()?;
                 tx.commit().await.ok()?;
                 committed.push((event_id, Instant::now()));
                 tokio::time::sleep(Duration::from_millis(1)).await;
@@ -313,11 +353,14 @@ macro_rules! bench_db {
             res.drain_rows_per_s = backlog as f64 / res.drain_s;
             sampling.store(false, Ordering::Relaxed);
             let _ = sampler.await;
-            res.peak_rss_growth_mib = peak.load(Ordering::Relaxed).saturating_sub(rss_before) as f64 / 1024.0;
+            res.peak_rss_growth_mib =
+                peak.load(Ordering::Relaxed).saturating_sub(rss_before) as f64 / 1024.0;
             app.shutdown().await.ok()?;
 
             for t in [&biz, &table, &drain_table] {
-                let _ = sqlx::query(&format!("DROP TABLE IF EXISTS {q}{t}{q}", q = $q)).execute(&pool).await;
+                let _ = sqlx::query(&format!("DROP TABLE IF EXISTS {q}{t}{q}", q = $q))
+                    .execute(&pool)
+                    .await;
             }
             pool.close().await;
             Some(res)
@@ -329,10 +372,12 @@ bench_db!(
     bench_postgres,
     "PostgreSQL",
     sqlx::Postgres,
-    sqlx::postgres::PgPoolOptions::new().max_connections(16).connect(
-        &std::env::var("HEYTOM_TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-    ),
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(16)
+        .connect(
+            &std::env::var("HEYTOM_TEST_POSTGRES_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+        ),
     Outbox::postgres,
     ("$1", "$2"),
     "\""
@@ -341,9 +386,12 @@ bench_db!(
     bench_mysql,
     "MariaDB",
     sqlx::MySql,
-    sqlx::mysql::MySqlPoolOptions::new().max_connections(16).connect(
-        &std::env::var("HEYTOM_TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned())
-    ),
+    sqlx::mysql::MySqlPoolOptions::new()
+        .max_connections(16)
+        .connect(
+            &std::env::var("HEYTOM_TEST_MYSQL_URL")
+                .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned())
+        ),
     Outbox::mysql,
     ("?", "?"),
     "`"
@@ -352,14 +400,16 @@ bench_db!(
     bench_sqlite,
     "SQLite",
     sqlx::Sqlite,
-    sqlx::sqlite::SqlitePoolOptions::new().max_connections(16).connect_with(
-        sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(std::env::temp_dir().join(format!("heytom-bench-{}.db", suffix())))
-            .create_if_missing(true)
-            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
-            .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(60))
-    ),
+    sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(16)
+        .connect_with(
+            sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(std::env::temp_dir().join(format!("heytom-bench-{}.db", suffix())))
+                .create_if_missing(true)
+                .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(60))
+        ),
     Outbox::sqlite,
     ("?", "?"),
     "\""
@@ -368,7 +418,9 @@ bench_db!(
 #[tokio::main]
 async fn main() {
     let mut all = Vec::new();
-    let only = std::env::var("HEYTOM_BENCH_DB").unwrap_or_default().to_ascii_lowercase();
+    let only = std::env::var("HEYTOM_BENCH_DB")
+        .unwrap_or_default()
+        .to_ascii_lowercase();
     if only.is_empty() || only.contains("postgres") {
         all.extend(bench_postgres().await);
     }
@@ -379,12 +431,21 @@ async fn main() {
         all.extend(bench_sqlite().await);
     }
 
-    println!("\n(a) enqueue throughput, transactions/s (business insert [+ outbox insert] + commit)");
+    println!(
+        "\n(a) enqueue throughput, transactions/s (business insert [+ outbox insert] + commit)"
+    );
     println!("| database   | writers | business only | with outbox | ratio |");
     println!("|------------|--------:|--------------:|------------:|------:|");
     for r in &all {
         for (w, raw, ob) in &r.throughput {
-            println!("| {:<10} | {:>7} | {:>13.0} | {:>11.0} | {:>5.2} |", r.db, w, raw, ob, ob / raw);
+            println!(
+                "| {:<10} | {:>7} | {:>13.0} | {:>11.0} | {:>5.2} |",
+                r.db,
+                w,
+                raw,
+                ob,
+                ob / raw
+            );
         }
     }
     println!("\n(b) latency commit() -> transport confirm (in-memory transport), 1000 sequential commits");

@@ -882,3 +882,58 @@ outbox_suite!(
     "?",
     "\""
 );
+
+/// PostgreSQL only: a scanner with a long interval is woken by NOTIFY when
+/// another process commits rows it will not dispatch itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_notify_wakes_the_scanner() {
+    let Some(pool) = pg_connect(&pg_url()).await else {
+        return;
+    };
+    let table = format!("LocalMessages_{}", unique());
+    let broker = InMemoryBroker::new();
+    let (_c, delivered) = consume(&broker).await;
+    let scanner = App::builder()
+        .in_memory_broker(broker.clone())
+        .discover(false)
+        .outbox(Outbox::postgres(pool.clone()).table_name(&table))
+        .local_message_retry(LocalMessageRetryOptions {
+            scan_interval: Duration::from_secs(600),
+            ..Default::default()
+        })
+        .start()
+        .await
+        .unwrap();
+    // Let the first scan finish and LISTEN start.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let writer = App::builder()
+        .in_memory_broker(broker.clone())
+        .discover(false)
+        .outbox(
+            Outbox::postgres(pool.clone())
+                .table_name(&table)
+                .dispatch_after_commit(false),
+        )
+        .local_message_retry(LocalMessageRetryOptions {
+            enabled: false,
+            ..Default::default()
+        })
+        .start()
+        .await
+        .unwrap();
+    writer
+        .producer()
+        .send_with_transaction(&pool, |_tx| {
+            Box::pin(async move { Ok(OrderPlaced { n: 42 }) })
+        })
+        .await
+        .unwrap();
+    delivered.wait_for(1, Duration::from_secs(15)).await;
+    delivered.assert_exactly_once(&[42]);
+    writer.shutdown().await.unwrap();
+    scanner.shutdown().await.unwrap();
+    sqlx::query(&format!("DROP TABLE IF EXISTS \"{table}\""))
+        .execute(&pool)
+        .await
+        .unwrap();
+}

@@ -276,7 +276,7 @@ impl Relay {
                 }
             }
             if !sent.is_empty() {
-                if let Err(e) = self.store.mark_sent(&sent).await {
+                if let Err(e) = retry_storage(|| self.store.mark_sent(&sent)).await {
                     // The rows keep their lease and are sent again after it: at least once.
                     tracing::error!(error = %e, count = sent.len(), "could not mark outbox rows sent");
                 }
@@ -305,11 +305,8 @@ impl Relay {
             let failures = retry_count.saturating_add(1);
             let next = Utc::now() + self.backoff_for(failures);
             let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-            if let Err(e) = self
-                .store
-                .mark_failed(&ids, &reason, next.timestamp_millis())
-                .await
-            {
+            let next_ms = next.timestamp_millis();
+            if let Err(e) = retry_storage(|| self.store.mark_failed(&ids, &reason, next_ms)).await {
                 tracing::error!(error = %e, count = ids.len(), "could not mark outbox rows failed");
                 continue;
             }
@@ -326,6 +323,29 @@ impl Relay {
                         }
                     }
                 }
+            }
+        }
+    }
+}
+
+/// Retries a status update a few times: a lost update means a resend after
+/// the lease (a deadlock victim on MySQL, a busy SQLite file).
+async fn retry_storage<F, Fut>(mut f: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let mut delay = Duration::from_millis(20);
+    let mut attempt = 1;
+    loop {
+        match f().await {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt >= 4 => return Err(e),
+            Err(e) => {
+                tracing::debug!(error = %e, attempt, "outbox status update failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 3;
+                attempt += 1;
             }
         }
     }
