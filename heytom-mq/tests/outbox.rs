@@ -937,3 +937,62 @@ async fn postgres_notify_wakes_the_scanner() {
         .await
         .unwrap();
 }
+
+/// `Outbox::from_url` (what `App::from_env` uses for `HEYTOM_DATABASE_URL`):
+/// connects lazily, works end to end, and never shows a password in errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbox_from_url_and_configuration_errors() {
+    let path = std::env::temp_dir().join(format!("heytom-outbox-url-{}.db", unique()));
+    let url = format!("sqlite://{}", path.display());
+    let broker = InMemoryBroker::new();
+    let (_c, delivered) = consume(&broker).await;
+    let outbox = Outbox::from_url(&url)
+        .unwrap()
+        .table_name("LocalMessages_url");
+    let app = App::builder()
+        .in_memory_broker(broker.clone())
+        .discover(false)
+        .outbox(outbox)
+        .start()
+        .await
+        .unwrap();
+    let pool = sqlite_connect(&url).await.unwrap();
+    app.producer()
+        .send_with_transaction(&pool, |_tx| {
+            Box::pin(async move { Ok(OrderPlaced { n: 1 }) })
+        })
+        .await
+        .unwrap();
+    delivered.wait_for(1, Duration::from_secs(10)).await;
+    delivered.assert_exactly_once(&[1]);
+    app.shutdown().await.unwrap();
+    pool.close().await;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+
+    let err = Outbox::from_url("redis://user:hunter2@127.0.0.1/0").unwrap_err();
+    assert!(matches!(err, Error::Configuration(_)), "{err:?}");
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+
+    // A producer without an outbox says so.
+    let app = App::builder()
+        .in_memory_broker(broker)
+        .discover(false)
+        .start()
+        .await
+        .unwrap();
+    let pool = sqlite_connect("sqlite::memory:").await.unwrap();
+    let err = app
+        .producer()
+        .send_with_transaction(&pool, |_tx| {
+            Box::pin(async move { Ok(OrderPlaced { n: 2 }) })
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Configuration(_)) && err.to_string().contains("outbox"),
+        "{err}"
+    );
+    app.shutdown().await.unwrap();
+}
