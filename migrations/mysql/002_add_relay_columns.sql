@@ -6,4 +6,4 @@ ALTER TABLE `LocalMessages`
     ADD COLUMN `PartitionKey` VARCHAR(255) NULL,
     ADD COLUMN `NextAttemptAt` BIGINT NOT NULL DEFAULT 0,
     ADD COLUMN `LockedBy` VARCHAR(64) NULL,
-    ADD INDEX `IX_LocalMessages_Due` (`Status`, `NextAttemptAt`);
+    ADD INDEX `IX_LocalMessages_Due` (`Status`, `CreatedAt`);

@@ -5,4 +5,4 @@ ALTER TABLE "LocalMessages" ADD COLUMN IF NOT EXISTS "Headers" TEXT NULL;
 ALTER TABLE "LocalMessages" ADD COLUMN IF NOT EXISTS "PartitionKey" VARCHAR(255) NULL;
 ALTER TABLE "LocalMessages" ADD COLUMN IF NOT EXISTS "NextAttemptAt" BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE "LocalMessages" ADD COLUMN IF NOT EXISTS "LockedBy" VARCHAR(64) NULL;
-CREATE INDEX IF NOT EXISTS "IX_LocalMessages_Due" ON "LocalMessages" ("Status", "NextAttemptAt");
+CREATE INDEX IF NOT EXISTS "IX_LocalMessages_Due" ON "LocalMessages" ("Status", "CreatedAt");

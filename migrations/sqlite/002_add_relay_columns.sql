@@ -5,4 +5,4 @@ ALTER TABLE "LocalMessages" ADD COLUMN "Headers" TEXT NULL;
 ALTER TABLE "LocalMessages" ADD COLUMN "PartitionKey" TEXT NULL;
 ALTER TABLE "LocalMessages" ADD COLUMN "NextAttemptAt" INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE "LocalMessages" ADD COLUMN "LockedBy" TEXT NULL;
-CREATE INDEX IF NOT EXISTS "IX_LocalMessages_Due" ON "LocalMessages" ("Status", "NextAttemptAt");
+CREATE INDEX IF NOT EXISTS "IX_LocalMessages_Due" ON "LocalMessages" ("Status", "CreatedAt");

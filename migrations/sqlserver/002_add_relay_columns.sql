@@ -8,4 +8,4 @@ IF COL_LENGTH(N'dbo.LocalMessages', N'Headers') IS NULL
         [NextAttemptAt] BIGINT NOT NULL DEFAULT 0,
         [LockedBy] NVARCHAR(64) NULL;
 IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'IX_LocalMessages_Due')
-    CREATE INDEX [IX_LocalMessages_Due] ON [dbo].[LocalMessages] ([Status], [NextAttemptAt]);
+    CREATE INDEX [IX_LocalMessages_Due] ON [dbo].[LocalMessages] ([Status], [CreatedAt]);

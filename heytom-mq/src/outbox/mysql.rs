@@ -43,7 +43,7 @@ fn ddl(t: &str) -> Vec<String> {
     `LockedBy` VARCHAR(64) NULL,
     INDEX `IX_{t}_Status` (`Status`),
     INDEX `IX_{t}_CreatedAt` (`CreatedAt`),
-    INDEX `IX_{t}_Due` (`Status`, `NextAttemptAt`)
+    INDEX `IX_{t}_Due` (`Status`, `CreatedAt`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"#
     )]
 }

@@ -315,10 +315,13 @@ impl Table {
         s.build()
     }
 
-    fn due_filter(&self, s: &mut Stmt<'_>, now_ms: i64, max_retry: i32) {
+    /// One status at a time, so `(Status, CreatedAt)` yields rows already in
+    /// order and the scan stops at the limit instead of sorting the backlog.
+    fn due_filter(&self, s: &mut Stmt<'_>, status: MessageStatus, now_ms: i64, max_retry: i32) {
         s.sql(&format!(
-            " WHERE {} IN (0, 2) AND {} < ",
+            " WHERE {} = {} AND {} < ",
             self.col("Status"),
+            status as i32,
             self.col("RetryCount")
         ))
         .arg(Arg::Int(max_retry))
@@ -331,8 +334,10 @@ impl Table {
     }
 
     /// The claim as one statement (`ClaimStyle::UpdateReturning`).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn claim_update_returning(
         &self,
+        status: MessageStatus,
         now_ms: i64,
         lease_until_ms: i64,
         owner: &str,
@@ -355,7 +360,7 @@ impl Table {
             self.col("Id"),
             self.t
         ));
-        self.due_filter(&mut s, now_ms, max_retry);
+        self.due_filter(&mut s, status, now_ms, max_retry);
         s.sql(&self.order()).sql(" LIMIT ").arg(Arg::BigInt(limit));
         s.sql(lock);
         s.sql(&format!(") RETURNING {}", self.select_list));
@@ -363,10 +368,16 @@ impl Table {
     }
 
     /// The select half of `ClaimStyle::SelectForUpdate`.
-    pub(crate) fn claim_select(&self, now_ms: i64, max_retry: i32, limit: i64) -> Built {
+    pub(crate) fn claim_select(
+        &self,
+        status: MessageStatus,
+        now_ms: i64,
+        max_retry: i32,
+        limit: i64,
+    ) -> Built {
         let mut s = Stmt::new(self.d);
         s.sql(&format!("SELECT {} FROM {}", self.select_list, self.t));
-        self.due_filter(&mut s, now_ms, max_retry);
+        self.due_filter(&mut s, status, now_ms, max_retry);
         s.sql(&self.order()).sql(" LIMIT ").arg(Arg::BigInt(limit));
         s.sql(" FOR UPDATE SKIP LOCKED");
         s.build()
@@ -810,9 +821,9 @@ impl Store {
         Ok(())
     }
 
-    /// Claims up to `limit` due rows (Pending or Failed, below `max_retry`,
-    /// next attempt time reached) for `owner` until `lease_until_ms`, in
-    /// creation order.
+    /// Claims up to `limit` due rows (Pending first, then Failed; below
+    /// `max_retry`, next attempt time reached) for `owner` until
+    /// `lease_until_ms`, in creation order.
     pub(crate) async fn claim(
         &self,
         owner: &str,
@@ -821,33 +832,42 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<LocalMessage>> {
         let now_ms = Utc::now().timestamp_millis();
-        let mut rows = match self.table.d.claim {
-            ClaimStyle::UpdateReturning { lock } => {
-                let q = self.table.claim_update_returning(
-                    now_ms,
-                    lease_until_ms,
-                    owner,
-                    max_retry,
-                    limit,
-                    lock,
-                );
-                self.backend.fetch(q).await
+        let mut rows = Vec::new();
+        for status in [MessageStatus::Pending, MessageStatus::Failed] {
+            let want = limit - rows.len() as i64;
+            if want <= 0 {
+                break;
             }
-            ClaimStyle::SelectForUpdate => {
-                let select = self.table.claim_select(now_ms, max_retry, limit);
-                let owner = owner.to_owned();
-                let table = Table::new(self.table.d, &self.table.name);
-                let lease: LeaseFn = Box::new(move |rows: &[LocalMessage]| {
-                    if rows.is_empty() {
-                        return None;
-                    }
-                    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-                    Some(table.lease(&ids, lease_until_ms, &owner))
-                });
-                self.backend.fetch_then_update(select, lease).await
+            let claimed = match self.table.d.claim {
+                ClaimStyle::UpdateReturning { lock } => {
+                    let q = self.table.claim_update_returning(
+                        status,
+                        now_ms,
+                        lease_until_ms,
+                        owner,
+                        max_retry,
+                        want,
+                        lock,
+                    );
+                    self.backend.fetch(q).await
+                }
+                ClaimStyle::SelectForUpdate => {
+                    let select = self.table.claim_select(status, now_ms, max_retry, want);
+                    let owner = owner.to_owned();
+                    let table = Table::new(self.table.d, &self.table.name);
+                    let lease: LeaseFn = Box::new(move |rows: &[LocalMessage]| {
+                        if rows.is_empty() {
+                            return None;
+                        }
+                        let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+                        Some(table.lease(&ids, lease_until_ms, &owner))
+                    });
+                    self.backend.fetch_then_update(select, lease).await
+                }
             }
+            .map_err(storage("claiming due rows", &self.table.name))?;
+            rows.extend(claimed);
         }
-        .map_err(storage("claiming due rows", &self.table.name))?;
         for r in &mut rows {
             r.locked_by = Some(owner.to_owned());
         }

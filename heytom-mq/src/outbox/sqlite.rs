@@ -47,7 +47,7 @@ fn ddl(t: &str) -> Vec<String> {
         ),
         format!(r#"CREATE INDEX IF NOT EXISTS "IX_{t}_Status" ON "{t}" ("Status")"#),
         format!(r#"CREATE INDEX IF NOT EXISTS "IX_{t}_CreatedAt" ON "{t}" ("CreatedAt")"#),
-        format!(r#"CREATE INDEX IF NOT EXISTS "IX_{t}_Due" ON "{t}" ("Status", "NextAttemptAt")"#),
+        format!(r#"CREATE INDEX IF NOT EXISTS "IX_{t}_Due" ON "{t}" ("Status", "CreatedAt")"#),
     ]
 }
 
