@@ -824,7 +824,7 @@ macro_rules! outbox_suite {
                     let outbox = outbox.clone();
                     async move {
                         let c = outbox.status_counts().await.unwrap();
-                        c.sent == 0 && c.failed == 2
+                        c.pending == 0 && c.sent == 0 && c.failed == 2
                     }
                 })
                 .await;

@@ -23,6 +23,10 @@ use crate::transport::Outgoing;
 
 /// Rows merged into one send after commits arrive together.
 const DISPATCH_BATCH: usize = 1000;
+/// Ids marked Sent per update at most.
+const MARK_BATCH: usize = 1000;
+/// How long the marker waits for more confirmed ids before writing.
+const MARK_LINGER: Duration = Duration::from_millis(5);
 /// Rows deleted per statement by retention.
 const RETENTION_BATCH: i64 = 500;
 
@@ -40,6 +44,8 @@ pub(crate) struct Relay {
     /// This instance's id in the `LockedBy` column.
     pub(crate) owner: String,
     wake: Arc<Notify>,
+    /// Ids sent and confirmed, for the marker task to mark Sent in batches.
+    marks: mpsc::UnboundedSender<Vec<Uuid>>,
 }
 
 /// The running outbox of an app: the store, the relay and its tasks.
@@ -49,6 +55,10 @@ pub struct OutboxRuntime {
     receiver: Mutex<Option<mpsc::UnboundedReceiver<Vec<LocalMessage>>>>,
     stop: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    marks: Mutex<Option<mpsc::UnboundedReceiver<Vec<Uuid>>>>,
+    /// Stops the marker, after the tasks that feed it.
+    marker_stop: watch::Sender<bool>,
+    marker: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for OutboxRuntime {
@@ -77,6 +87,8 @@ impl OutboxRuntime {
         store.probe().await?;
         let (committed, receiver) = mpsc::unbounded_channel();
         let (stop, _) = watch::channel(false);
+        let (marker_stop, _) = watch::channel(false);
+        let (marks, marks_rx) = mpsc::unbounded_channel();
         Ok(Arc::new(OutboxRuntime {
             relay: Arc::new(Relay {
                 store,
@@ -90,11 +102,15 @@ impl OutboxRuntime {
                 on_exhausted: outbox.on_exhausted,
                 owner: Uuid::now_v7().to_string(),
                 wake: Arc::new(Notify::new()),
+                marks,
             }),
             committed,
             receiver: Mutex::new(Some(receiver)),
             stop,
             tasks: Mutex::new(Vec::new()),
+            marks: Mutex::new(Some(marks_rx)),
+            marker_stop,
+            marker: Mutex::new(None),
         }))
     }
 
@@ -107,6 +123,13 @@ impl OutboxRuntime {
         let Some(receiver) = lock(&self.receiver).take() else {
             return;
         };
+        if let Some(marks) = lock(&self.marks).take() {
+            *lock(&self.marker) = Some(tokio::spawn(
+                self.relay
+                    .clone()
+                    .mark_loop(marks, self.marker_stop.subscribe()),
+            ));
+        }
         let mut tasks = lock(&self.tasks);
         tasks.push(tokio::spawn(
             self.relay
@@ -136,6 +159,11 @@ impl OutboxRuntime {
         let tasks: Vec<JoinHandle<()>> = std::mem::take(&mut *lock(&self.tasks));
         for t in tasks {
             let _ = t.await;
+        }
+        let _ = self.marker_stop.send(true);
+        let marker = lock(&self.marker).take();
+        if let Some(m) = marker {
+            let _ = m.await;
         }
     }
 
@@ -233,6 +261,59 @@ impl Relay {
         }
     }
 
+    /// Marks confirmed rows Sent, merging what arrives within a few
+    /// milliseconds into one update: one write per batch, not per commit.
+    async fn mark_loop(
+        self: Arc<Self>,
+        mut marks: mpsc::UnboundedReceiver<Vec<Uuid>>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        loop {
+            let mut ids = tokio::select! {
+                biased;
+                m = marks.recv() => match m {
+                    Some(ids) => ids,
+                    None => return,
+                },
+                _ = stop.changed() => {
+                    let mut ids = Vec::new();
+                    while let Ok(more) = marks.try_recv() {
+                        ids.extend(more);
+                    }
+                    marks.close();
+                    while let Ok(more) = marks.try_recv() {
+                        ids.extend(more);
+                    }
+                    self.mark_sent(ids).await;
+                    return;
+                }
+            };
+            let linger = tokio::time::sleep(MARK_LINGER);
+            tokio::pin!(linger);
+            while ids.len() < MARK_BATCH {
+                tokio::select! {
+                    biased;
+                    m = marks.recv() => match m {
+                        Some(more) => ids.extend(more),
+                        None => break,
+                    },
+                    _ = &mut linger => break,
+                }
+            }
+            self.mark_sent(ids).await;
+        }
+    }
+
+    async fn mark_sent(&self, ids: Vec<Uuid>) {
+        if ids.is_empty() {
+            return;
+        }
+        if let Err(e) = retry_storage(|| self.store.mark_sent(&ids)).await {
+            // The rows keep their lease and are sent again after it: at least once.
+            tracing::error!(error = %e, count = ids.len(), "could not mark outbox rows sent");
+        }
+    }
+
     fn backoff_for(&self, failures: i32) -> Duration {
         let exp = u32::try_from(failures.saturating_sub(1).clamp(0, 30)).unwrap_or(30);
         self.backoff
@@ -276,9 +357,9 @@ impl Relay {
                 }
             }
             if !sent.is_empty() {
-                if let Err(e) = retry_storage(|| self.store.mark_sent(&sent)).await {
-                    // The rows keep their lease and are sent again after it: at least once.
-                    tracing::error!(error = %e, count = sent.len(), "could not mark outbox rows sent");
+                if let Err(mpsc::error::SendError(sent)) = self.marks.send(sent) {
+                    // The marker has stopped: mark here.
+                    self.mark_sent(sent).await;
                 }
             }
             self.record_failures(failed).await;
