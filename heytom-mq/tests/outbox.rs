@@ -236,6 +236,8 @@ struct FlakyTransport {
     inner: InMemoryTransport,
     down: Arc<AtomicBool>,
     attempts: Arc<AtomicUsize>,
+    /// Ids of confirmed publishes, in order.
+    log: Arc<Mutex<Vec<uuid::Uuid>>>,
 }
 
 #[async_trait]
@@ -251,7 +253,9 @@ impl Transport for FlakyTransport {
         if self.down.load(Ordering::SeqCst) {
             return Err(Error::publish(&message.envelope.name, "broker down (test)"));
         }
-        self.inner.publish(message).await
+        self.inner.publish(message).await?;
+        self.log.lock().unwrap().push(message.envelope.id);
+        Ok(())
     }
     async fn subscribe(&self, sub: Subscription) -> heytom_mq::Result<Box<dyn SubscriptionHandle>> {
         self.inner.subscribe(sub).await
@@ -269,6 +273,7 @@ fn flaky(
             inner: InMemoryTransport::new(broker.clone()),
             down: d.clone(),
             attempts: a.clone(),
+            log: Arc::default(),
         }),
         d,
         a,
@@ -689,6 +694,42 @@ macro_rules! outbox_suite {
                 assert!(f.outbox().requeue(id).await.unwrap());
                 delivered.wait_for(1, Duration::from_secs(10)).await;
                 delivered.assert_exactly_once(&[7]);
+                app.shutdown().await.unwrap();
+                f.drop_tables().await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn scanner_sends_in_creation_order() {
+                let Some(f) = Fixture::new().await else { return };
+                let broker = InMemoryBroker::new();
+                let (_c, delivered) = consume(&broker).await;
+                f.outbox().ensure_table().await.unwrap();
+                // 250 rows whose creation times run opposite to their insertion order.
+                let base = chrono::Utc::now() - chrono::Duration::seconds(60);
+                let mut rows: Vec<LocalMessage> = (0..250u64)
+                    .map(|n| {
+                        let mut m = LocalMessage::pending(OrderPlaced::NAME, body(n));
+                        m.created_at = base + chrono::Duration::milliseconds(n as i64 * 7);
+                        m
+                    })
+                    .collect();
+                let expected: Vec<uuid::Uuid> = rows.iter().map(|m| m.id).collect();
+                rows.reverse();
+                for chunk in rows.chunks(25) {
+                    f.outbox().save_batch(chunk).await.unwrap();
+                }
+                let (transport, _, _) = flaky(&broker, false);
+                let log = transport.log.clone();
+                let app = f
+                    .app(&broker, f.outbox())
+                    .transport(transport)
+                    .local_message_retry(LocalMessageRetryOptions { batch_size: 40, ..fast_retry() })
+                    .start()
+                    .await
+                    .unwrap();
+                delivered.wait_for(250, Duration::from_secs(15)).await;
+                delivered.assert_exactly_once(&(0..250).collect::<Vec<_>>());
+                assert_eq!(*log.lock().unwrap(), expected, "publish order is creation order");
                 app.shutdown().await.unwrap();
                 f.drop_tables().await;
             }
