@@ -69,6 +69,8 @@ impl DbKind {
     }
 }
 
+// Each database feature uses some variants only.
+#[allow(dead_code)]
 pub(crate) enum Placeholder {
     /// `$1, $2, ...`
     Dollar,
@@ -77,6 +79,7 @@ pub(crate) enum Placeholder {
 }
 
 /// How the scanner claims due rows.
+#[allow(dead_code)]
 pub(crate) enum ClaimStyle {
     /// One `UPDATE ... WHERE Id IN (SELECT ... <lock>) RETURNING ...`.
     UpdateReturning {
