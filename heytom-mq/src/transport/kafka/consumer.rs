@@ -1,0 +1,612 @@
+//! The consuming side of the Kafka transport.
+//!
+//! One subscription is one librdkafka consumer in one group, polled by a
+//! dedicated thread (so rebalance callbacks may wait for in-flight work
+//! without blocking the async runtime). Each assigned partition gets an
+//! ordered lane, a tokio task that dispatches its messages one after the
+//! other; lanes run concurrently. After a message is acked (or its dead
+//! letter is acknowledged by the broker) the lane stores its offset; stored
+//! offsets are committed every `commit_interval`, when partitions are
+//! revoked and on shutdown. A message that is handed back (`Requeue`) is
+//! never stored: the lane seeks back to it and skips what was fetched after it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::{Header, Headers as _, Message as _, OwnedHeaders};
+use rdkafka::producer::FutureRecord;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::util::Timeout;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
+
+use super::{log_rdkafka, topic_of, TransportInner, KAFKA};
+use crate::consumer::{DeadLetter, Dispatcher, Incoming, Outcome};
+use crate::error::{Error, Result};
+use crate::event::{headers, Headers};
+use crate::transport::{Subscription, SubscriptionHandle};
+
+/// Header naming the topic a dead-lettered message came from.
+pub const DEAD_LETTER_TOPIC: &str = "heytom-dead-letter-topic";
+/// Header naming the partition a dead-lettered message came from.
+pub const DEAD_LETTER_PARTITION: &str = "heytom-dead-letter-partition";
+/// Header naming the offset a dead-lettered message had.
+pub const DEAD_LETTER_OFFSET: &str = "heytom-dead-letter-offset";
+/// Header naming the consumer group that gave up on a message.
+pub const DEAD_LETTER_GROUP: &str = "heytom-dead-letter-group";
+
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Running / stopping gracefully / aborted (handle dropped without `stop`).
+const RUNNING: u8 = 0;
+const STOPPING: u8 = 1;
+const ABORTED: u8 = 2;
+
+/// Bounds the messages fetched but not yet finished.
+struct InFlight {
+    free: Mutex<usize>,
+    freed: Condvar,
+}
+
+impl InFlight {
+    fn new(n: usize) -> Arc<Self> {
+        Arc::new(InFlight {
+            free: Mutex::new(n),
+            freed: Condvar::new(),
+        })
+    }
+
+    /// Takes a slot, waiting at most `wait`.
+    fn acquire(self: &Arc<Self>, wait: Duration) -> Option<Permit> {
+        let mut free = lock(&self.free);
+        if *free == 0 {
+            free = match self.freed.wait_timeout_while(free, wait, |f| *f == 0) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+        if *free == 0 {
+            return None;
+        }
+        *free -= 1;
+        Some(Permit(self.clone()))
+    }
+}
+
+/// One in-flight slot, given back on drop.
+struct Permit(Arc<InFlight>);
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        *lock(&self.0.free) += 1;
+        self.0.freed.notify_one();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One fetched message on its way to a lane.
+struct Delivery {
+    offset: i64,
+    generation: u64,
+    key: Option<Vec<u8>>,
+    incoming: Incoming,
+    _permit: Permit,
+}
+
+struct LaneState {
+    /// Bumped on revocation and shutdown: deliveries of older generations are dropped.
+    generation: u64,
+    in_flight: bool,
+    /// After a requeue: skip everything until this offset comes again.
+    resume_at: Option<i64>,
+}
+
+struct Lane {
+    state: Mutex<LaneState>,
+    idle: Condvar,
+    tx: mpsc::UnboundedSender<Delivery>,
+}
+
+/// What the poll thread, the lanes and the rebalance callback share.
+struct Shared {
+    transport: Arc<TransportInner>,
+    dispatcher: Arc<Dispatcher>,
+    topic: String,
+    group: String,
+    dead_letter_topic: String,
+    /// Offsets are stored by the lanes (false: librdkafka auto-commit asked by the route).
+    manual_offsets: bool,
+    lanes: Mutex<HashMap<i32, Arc<Lane>>>,
+    state: AtomicU8,
+    /// Offsets stored since the last commit.
+    dirty: AtomicBool,
+}
+
+impl Shared {
+    fn stopping(&self) -> bool {
+        self.state.load(Ordering::Acquire) != RUNNING
+    }
+
+    /// Drops queued deliveries of these partitions and waits (up to the
+    /// drain timeout) for the one in flight on each to finish.
+    fn drain(&self, partitions: Option<&[i32]>) {
+        let lanes: Vec<(i32, Arc<Lane>)> = lock(&self.lanes)
+            .iter()
+            .filter(|(p, _)| partitions.is_none_or(|ps| ps.contains(p)))
+            .map(|(p, l)| (*p, l.clone()))
+            .collect();
+        let deadline = Instant::now() + self.transport.options.drain_timeout;
+        for (partition, lane) in lanes {
+            let mut st = lock(&lane.state);
+            st.generation += 1;
+            st.resume_at = None;
+            while st.in_flight {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    tracing::warn!(topic = %self.topic, partition, "handler still running after the drain timeout; its message will be delivered again");
+                    break;
+                }
+                st = match lane.idle.wait_timeout(st, left) {
+                    Ok((g, _)) => g,
+                    Err(p) => p.into_inner().0,
+                };
+            }
+        }
+    }
+}
+
+fn is_no_offset(e: &KafkaError) -> bool {
+    matches!(
+        e,
+        KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)
+    )
+}
+
+fn commit_sync(consumer: &BaseConsumer<SubscriptionContext>, shared: &Shared, why: &str) {
+    if !shared.manual_offsets {
+        return;
+    }
+    shared.dirty.store(false, Ordering::Release);
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) => tracing::debug!(topic = %shared.topic, group = %shared.group, why, "offsets committed"),
+        Err(e) if is_no_offset(&e) => {}
+        Err(e) => tracing::warn!(topic = %shared.topic, group = %shared.group, why, error = %e, "committing offsets failed"),
+    }
+}
+
+/// The librdkafka context of a subscription: logging, rebalance and commit callbacks.
+pub(crate) struct SubscriptionContext {
+    shared: Arc<Shared>,
+}
+
+impl ClientContext for SubscriptionContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        log_rdkafka(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(target: "heytom_mq::kafka", topic = %self.shared.topic, group = %self.shared.group, %error, reason, "kafka consumer error");
+    }
+}
+
+impl ConsumerContext for SubscriptionContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let s = &self.shared;
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                let partitions: Vec<i32> = tpl
+                    .elements_for_topic(&s.topic)
+                    .iter()
+                    .map(|e| e.partition())
+                    .collect();
+                tracing::info!(topic = %s.topic, group = %s.group, ?partitions, "partitions revoked");
+                if s.state.load(Ordering::Acquire) == ABORTED {
+                    return;
+                }
+                s.drain(Some(&partitions));
+                if consumer.assignment_lost() {
+                    tracing::warn!(topic = %s.topic, group = %s.group, "assignment lost; offsets not committed");
+                } else {
+                    commit_sync(consumer, s, "revocation");
+                }
+            }
+            Rebalance::Assign(tpl) => {
+                let partitions: Vec<i32> = tpl
+                    .elements_for_topic(&s.topic)
+                    .iter()
+                    .map(|e| e.partition())
+                    .collect();
+                tracing::info!(topic = %s.topic, group = %s.group, ?partitions, "partitions assigned");
+            }
+            Rebalance::Error(e) => {
+                tracing::warn!(topic = %s.topic, group = %s.group, error = %e, "rebalance error")
+            }
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            if !is_no_offset(&e) {
+                tracing::warn!(topic = %self.shared.topic, group = %self.shared.group, error = %e, "offset commit failed");
+            }
+        }
+    }
+}
+
+type KafkaBaseConsumer = BaseConsumer<SubscriptionContext>;
+
+pub(crate) async fn subscribe(
+    transport: Arc<TransportInner>,
+    sub: Subscription,
+) -> Result<Box<dyn SubscriptionHandle>> {
+    let route = sub.route.as_kafka();
+    let topic = topic_of(sub.route, sub.event_name).to_owned();
+    let options = &transport.options;
+
+    let spec = transport.topic_spec(sub.route, sub.event_name);
+    transport.ensure_topic(&spec).await?;
+    let dead_letter_topic = options.dead_letter.for_topic(&topic);
+    let mut dlq_spec = spec.clone();
+    dlq_spec.name = dead_letter_topic.clone();
+    dlq_spec.explicit_partitions = false;
+    dlq_spec.configs.retain(|(k, _)| *k != "retention.ms");
+    transport.ensure_topic(&dlq_spec).await?;
+
+    let auto_commit = route.and_then(|r| r.enable_auto_commit).unwrap_or(false);
+    let mut config = options.client_config();
+    config
+        .set("group.id", &sub.group)
+        .set("enable.auto.commit", if auto_commit { "true" } else { "false" })
+        .set("enable.auto.offset.store", if auto_commit { "true" } else { "false" })
+        .set(
+            "auto.offset.reset",
+            route
+                .and_then(|r| r.auto_offset_reset)
+                .map_or("earliest", |a| a.as_str()),
+        );
+    if let Some(ms) = route.and_then(|r| r.session_timeout_ms) {
+        config.set("session.timeout.ms", ms.to_string());
+    }
+    for (k, v) in &options.consumer_properties {
+        config.set(k, v);
+    }
+    let max_in_flight = route
+        .and_then(|r| r.max_poll_records)
+        .map_or(options.max_in_flight, |n| n as usize)
+        .max(1);
+
+    let shared = Arc::new(Shared {
+        transport: transport.clone(),
+        dispatcher: sub.dispatcher.clone(),
+        topic: topic.clone(),
+        group: sub.group.clone(),
+        dead_letter_topic,
+        manual_offsets: !auto_commit,
+        lanes: Mutex::new(HashMap::new()),
+        state: AtomicU8::new(RUNNING),
+        dirty: AtomicBool::new(false),
+    });
+    let consumer: KafkaBaseConsumer = config
+        .create_with_context(SubscriptionContext {
+            shared: shared.clone(),
+        })
+        .map_err(|e| Error::config(format!("invalid Kafka consumer settings: {e}")))?;
+    consumer
+        .subscribe(&[topic.as_str()])
+        .map_err(|e| Error::connection(KAFKA, format!("subscribing to `{topic}` failed"), e))?;
+    let consumer = Arc::new(consumer);
+
+    let (done_tx, done_rx) = oneshot::channel();
+    let runtime = tokio::runtime::Handle::current();
+    let thread_shared = shared.clone();
+    let commit_interval = options.commit_interval;
+    std::thread::Builder::new()
+        .name(format!("heytom-kafka-{topic}"))
+        .spawn(move || {
+            poll_loop(
+                thread_shared,
+                consumer,
+                runtime,
+                InFlight::new(max_in_flight),
+                commit_interval,
+            );
+            let _ = done_tx.send(());
+        })
+        .map_err(|e| Error::connection(KAFKA, "could not start the consumer thread", e))?;
+    tracing::info!(topic = %topic, group = %sub.group, event = sub.event_name, max_in_flight, auto_commit, "Kafka subscription started");
+    Ok(Box::new(KafkaSubscription {
+        shared,
+        done: Some(done_rx),
+    }))
+}
+
+fn poll_loop(
+    shared: Arc<Shared>,
+    consumer: Arc<KafkaBaseConsumer>,
+    runtime: tokio::runtime::Handle,
+    in_flight: Arc<InFlight>,
+    commit_interval: Duration,
+) {
+    let mut workers: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+    let mut last_commit = Instant::now();
+    while !shared.stopping() {
+        if shared.manual_offsets
+            && last_commit.elapsed() >= commit_interval
+            && shared.dirty.swap(false, Ordering::AcqRel)
+        {
+            last_commit = Instant::now();
+            if let Err(e) = consumer.commit_consumer_state(CommitMode::Async) {
+                if !is_no_offset(&e) {
+                    tracing::warn!(topic = %shared.topic, error = %e, "offset commit failed");
+                }
+            }
+        }
+        let Some(permit) = in_flight.acquire(POLL_INTERVAL) else {
+            continue;
+        };
+        let message = match consumer.poll(POLL_INTERVAL) {
+            None => continue,
+            Some(Err(e)) => {
+                tracing::warn!(topic = %shared.topic, group = %shared.group, error = %e, "Kafka fetch error");
+                continue;
+            }
+            Some(Ok(m)) => m,
+        };
+        if message.topic() != shared.topic {
+            continue;
+        }
+        let partition = message.partition();
+        let mut headers = Headers::new();
+        if let Some(hs) = message.headers() {
+            for h in hs.iter() {
+                if let Some(v) = h.value {
+                    headers.insert(h.key.to_owned(), String::from_utf8_lossy(v).into_owned());
+                }
+            }
+        }
+        let incoming = Incoming {
+            headers,
+            body: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        };
+        let key = message.key().map(<[u8]>::to_vec);
+        let offset = message.offset();
+        drop(message);
+
+        let lane = {
+            let mut lanes = lock(&shared.lanes);
+            lanes
+                .entry(partition)
+                .or_insert_with(|| {
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    let lane = Arc::new(Lane {
+                        state: Mutex::new(LaneState {
+                            generation: 0,
+                            in_flight: false,
+                            resume_at: None,
+                        }),
+                        idle: Condvar::new(),
+                        tx,
+                    });
+                    workers.push(runtime.spawn(run_lane(
+                        shared.clone(),
+                        consumer.clone(),
+                        lane.clone(),
+                        partition,
+                        rx,
+                    )));
+                    lane
+                })
+                .clone()
+        };
+        let generation = lock(&lane.state).generation;
+        let _ = lane.tx.send(Delivery {
+            offset,
+            generation,
+            key,
+            incoming,
+            _permit: permit,
+        });
+    }
+
+    let aborted = shared.state.load(Ordering::Acquire) == ABORTED;
+    if aborted {
+        for w in &workers {
+            w.abort();
+        }
+    } else {
+        shared.drain(None);
+        commit_sync(&consumer, &shared, "shutdown");
+    }
+    lock(&shared.lanes).clear();
+    // Joining needs no timer, so it is safe even while the runtime shuts down.
+    for w in workers {
+        let _ = runtime.block_on(w);
+    }
+    consumer.unsubscribe();
+    tracing::info!(topic = %shared.topic, group = %shared.group, aborted, "Kafka subscription stopped");
+    // Dropping the last reference closes the consumer and leaves the group.
+    drop(consumer);
+}
+
+async fn run_lane(
+    shared: Arc<Shared>,
+    consumer: Arc<KafkaBaseConsumer>,
+    lane: Arc<Lane>,
+    partition: i32,
+    mut rx: mpsc::UnboundedReceiver<Delivery>,
+) {
+    while let Some(d) = rx.recv().await {
+        {
+            let mut st = lock(&lane.state);
+            if st.generation != d.generation {
+                continue;
+            }
+            if let Some(r) = st.resume_at {
+                if d.offset != r {
+                    continue;
+                }
+                st.resume_at = None;
+            }
+            st.in_flight = true;
+        }
+        let span = tracing::debug_span!("kafka.deliver", topic = %shared.topic, partition, offset = d.offset);
+        let done = handle(&shared, &consumer, &lane, partition, &d).instrument(span).await;
+        if done && shared.manual_offsets {
+            match consumer.store_offset(&shared.topic, partition, d.offset) {
+                Ok(()) => shared.dirty.store(true, Ordering::Release),
+                // The partition was revoked meanwhile: its new owner gets the message again.
+                Err(e) => tracing::debug!(topic = %shared.topic, partition, offset = d.offset, error = %e, "offset not stored"),
+            }
+        }
+        lock(&lane.state).in_flight = false;
+        lane.idle.notify_all();
+    }
+}
+
+/// Dispatches one delivery; true when its offset may be stored.
+async fn handle(
+    shared: &Arc<Shared>,
+    consumer: &Arc<KafkaBaseConsumer>,
+    lane: &Lane,
+    partition: i32,
+    d: &Delivery,
+) -> bool {
+    match shared.dispatcher.dispatch(d.incoming.clone()).await {
+        Outcome::Ack => true,
+        Outcome::DeadLetter(dead) => dead_letter(shared, lane, partition, d, &dead).await,
+        Outcome::Requeue => {
+            lock(&lane.state).resume_at = Some(d.offset);
+            if !shared.stopping() {
+                let consumer = consumer.clone();
+                let topic = shared.topic.clone();
+                let offset = d.offset;
+                let sought = tokio::task::spawn_blocking(move || {
+                    consumer.seek(&topic, partition, Offset::Offset(offset), Duration::from_secs(10))
+                })
+                .await;
+                match sought {
+                    Ok(Ok(())) => tracing::info!(topic = %shared.topic, partition, offset, "message handed back; will be delivered again"),
+                    Ok(Err(e)) => tracing::warn!(topic = %shared.topic, partition, offset, error = %e, "seeking back failed; the message comes again after a rebalance or restart"),
+                    Err(e) => tracing::warn!(topic = %shared.topic, partition, offset, error = %e, "seek task failed"),
+                }
+            }
+            false
+        }
+    }
+}
+
+/// Produces a dead letter and waits for the broker's acknowledgement,
+/// retrying while the subscription runs; true once it is safely written.
+async fn dead_letter(
+    shared: &Arc<Shared>,
+    lane: &Lane,
+    partition: i32,
+    d: &Delivery,
+    dead: &DeadLetter,
+) -> bool {
+    let mut hs = d.incoming.headers.clone();
+    hs.extend(dead.headers());
+    hs.insert(DEAD_LETTER_TOPIC.to_owned(), shared.topic.clone());
+    hs.insert(DEAD_LETTER_PARTITION.to_owned(), partition.to_string());
+    hs.insert(DEAD_LETTER_OFFSET.to_owned(), d.offset.to_string());
+    hs.insert(DEAD_LETTER_GROUP.to_owned(), shared.group.clone());
+    let event_id = hs.get(headers::EVENT_ID).cloned().unwrap_or_default();
+    tracing::warn!(
+        topic = %shared.topic,
+        partition,
+        offset = d.offset,
+        %event_id,
+        dead_letter_topic = %shared.dead_letter_topic,
+        reason = %dead.reason,
+        attempts = dead.attempts,
+        "dead-lettering message"
+    );
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let result = match shared.transport.dead_letter_producer() {
+            Ok(producer) => {
+                let mut kh = OwnedHeaders::new_with_capacity(hs.len());
+                for (k, v) in &hs {
+                    kh = kh.insert(Header {
+                        key: k,
+                        value: Some(v.as_bytes()),
+                    });
+                }
+                let record = FutureRecord {
+                    topic: shared.dead_letter_topic.as_str(),
+                    partition: None,
+                    payload: Some(d.incoming.body.as_slice()),
+                    key: d.key.as_deref(),
+                    timestamp: None,
+                    headers: Some(kh),
+                };
+                producer
+                    .send(record, Timeout::After(shared.transport.options.operation_timeout))
+                    .await
+                    .map(|_| ())
+                    .map_err(|(e, _)| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        match result {
+            Ok(()) => return true,
+            Err(e) => {
+                tracing::warn!(dead_letter_topic = %shared.dead_letter_topic, error = %e, ?backoff, "producing dead letter failed; retrying");
+            }
+        }
+        if shared.stopping() || lock(&lane.state).generation != d.generation {
+            // Not stored: the message is delivered again later.
+            return false;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+struct KafkaSubscription {
+    shared: Arc<Shared>,
+    done: Option<oneshot::Receiver<()>>,
+}
+
+#[async_trait]
+impl SubscriptionHandle for KafkaSubscription {
+    async fn stop(mut self: Box<Self>) -> Result<()> {
+        let _ = self.shared.state.compare_exchange(
+            RUNNING,
+            STOPPING,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        match self.done.take() {
+            Some(rx) => rx.await.map_err(|_| Error::Connection {
+                transport: KAFKA,
+                message: format!("the consumer thread of `{}` ended unexpectedly", self.shared.topic),
+                source: None,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for KafkaSubscription {
+    fn drop(&mut self) {
+        // Dropped without stop(): close like a crashed process, committing nothing more.
+        let _ = self.shared.state.compare_exchange(
+            RUNNING,
+            ABORTED,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+    }
+}
