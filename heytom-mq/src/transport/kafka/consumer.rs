@@ -115,6 +115,11 @@ struct LaneState {
 struct Lane {
     state: Mutex<LaneState>,
     idle: Condvar,
+}
+
+/// The poll thread's end of a lane; dropping it ends the lane's task.
+struct LaneHandle {
+    lane: Arc<Lane>,
     tx: mpsc::UnboundedSender<Delivery>,
 }
 
@@ -127,7 +132,7 @@ struct Shared {
     dead_letter_topic: String,
     /// Offsets are stored by the lanes (false: librdkafka auto-commit asked by the route).
     manual_offsets: bool,
-    lanes: Mutex<HashMap<i32, Arc<Lane>>>,
+    lanes: Mutex<HashMap<i32, LaneHandle>>,
     state: AtomicU8,
     /// Offsets stored since the last commit.
     dirty: AtomicBool,
@@ -144,7 +149,7 @@ impl Shared {
         let lanes: Vec<(i32, Arc<Lane>)> = lock(&self.lanes)
             .iter()
             .filter(|(p, _)| partitions.is_none_or(|ps| ps.contains(p)))
-            .map(|(p, l)| (*p, l.clone()))
+            .map(|(p, l)| (*p, l.lane.clone()))
             .collect();
         let deadline = Instant::now() + self.transport.options.drain_timeout;
         for (partition, lane) in lanes {
@@ -383,40 +388,35 @@ fn poll_loop(
         let offset = message.offset();
         drop(message);
 
-        let lane = {
-            let mut lanes = lock(&shared.lanes);
-            lanes
-                .entry(partition)
-                .or_insert_with(|| {
-                    let (tx, rx) = mpsc::unbounded_channel();
-                    let lane = Arc::new(Lane {
-                        state: Mutex::new(LaneState {
-                            generation: 0,
-                            in_flight: false,
-                            resume_at: None,
-                        }),
-                        idle: Condvar::new(),
-                        tx,
-                    });
-                    workers.push(runtime.spawn(run_lane(
-                        shared.clone(),
-                        consumer.clone(),
-                        lane.clone(),
-                        partition,
-                        rx,
-                    )));
-                    lane
-                })
-                .clone()
-        };
-        let generation = lock(&lane.state).generation;
-        let _ = lane.tx.send(Delivery {
+        let mut lanes = lock(&shared.lanes);
+        let handle = lanes.entry(partition).or_insert_with(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let lane = Arc::new(Lane {
+                state: Mutex::new(LaneState {
+                    generation: 0,
+                    in_flight: false,
+                    resume_at: None,
+                }),
+                idle: Condvar::new(),
+            });
+            workers.push(runtime.spawn(run_lane(
+                shared.clone(),
+                consumer.clone(),
+                lane.clone(),
+                partition,
+                rx,
+            )));
+            LaneHandle { lane, tx }
+        });
+        let generation = lock(&handle.lane.state).generation;
+        let _ = handle.tx.send(Delivery {
             offset,
             generation,
             key,
             incoming,
             _permit: permit,
         });
+        drop(lanes);
     }
 
     let aborted = shared.state.load(Ordering::Acquire) == ABORTED;
