@@ -553,7 +553,7 @@ impl KafkaProducer {
         Ok(KafkaProducer(crate::Producer::on(Arc::new(KafkaTransport::new(options)?))))
     }
 
-    /// Waits until every queued message is acknowledged (or `timeout` passes).
+    /// Waits until every queued message is acknowledged (at most the operation timeout).
     pub async fn flush(&self) -> Result<()> {
         for t in self.0.inner.router.all() {
             t.close().await?;
