@@ -44,6 +44,10 @@ pub const DEAD_LETTER_OFFSET: &str = "heytom-dead-letter-offset";
 pub const DEAD_LETTER_GROUP: &str = "heytom-dead-letter-group";
 
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// Messages taken from librdkafka's queue per wake-up of the lanes.
+const MAX_BATCH: usize = 256;
+/// A lane working through a batch stores its position at least this often.
+const STORE_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Running / stopping gracefully / aborted (handle dropped without `stop`).
 const RUNNING: u8 = 0;
@@ -52,31 +56,42 @@ const ABORTED: u8 = 2;
 
 /// Bounds the messages fetched but not yet finished.
 struct InFlight {
-    free: Mutex<usize>,
+    slots: Mutex<Slots>,
     freed: Condvar,
+}
+
+struct Slots {
+    free: usize,
+    /// The poll thread waits for a slot: only then is a notification worth a syscall.
+    waiting: bool,
 }
 
 impl InFlight {
     fn new(n: usize) -> Arc<Self> {
         Arc::new(InFlight {
-            free: Mutex::new(n),
+            slots: Mutex::new(Slots {
+                free: n,
+                waiting: false,
+            }),
             freed: Condvar::new(),
         })
     }
 
-    /// Takes a slot, waiting at most `wait`.
+    /// Takes a slot, waiting at most `wait` (zero: do not wait).
     fn acquire(self: &Arc<Self>, wait: Duration) -> Option<Permit> {
-        let mut free = lock(&self.free);
-        if *free == 0 {
-            free = match self.freed.wait_timeout_while(free, wait, |f| *f == 0) {
+        let mut slots = lock(&self.slots);
+        if slots.free == 0 && !wait.is_zero() {
+            slots.waiting = true;
+            slots = match self.freed.wait_timeout_while(slots, wait, |s| s.free == 0) {
                 Ok((g, _)) => g,
                 Err(p) => p.into_inner().0,
             };
+            slots.waiting = false;
         }
-        if *free == 0 {
+        if slots.free == 0 {
             return None;
         }
-        *free -= 1;
+        slots.free -= 1;
         Some(Permit(self.clone()))
     }
 }
@@ -86,8 +101,11 @@ struct Permit(Arc<InFlight>);
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        *lock(&self.0.free) += 1;
-        self.0.freed.notify_one();
+        let mut slots = lock(&self.0.slots);
+        slots.free += 1;
+        if slots.waiting {
+            self.0.freed.notify_one();
+        }
     }
 }
 
@@ -108,6 +126,8 @@ struct LaneState {
     /// Bumped on revocation and shutdown: deliveries of older generations are dropped.
     generation: u64,
     in_flight: bool,
+    /// Drains waiting for `in_flight` to clear.
+    drain_waiting: u32,
     /// After a requeue: skip everything until this offset comes again.
     resume_at: Option<i64>,
 }
@@ -120,7 +140,7 @@ struct Lane {
 /// The poll thread's end of a lane; dropping it ends the lane's task.
 struct LaneHandle {
     lane: Arc<Lane>,
-    tx: mpsc::UnboundedSender<Delivery>,
+    tx: mpsc::UnboundedSender<Vec<Delivery>>,
 }
 
 /// What the poll thread, the lanes and the rebalance callback share.
@@ -162,10 +182,12 @@ impl Shared {
                     tracing::warn!(topic = %self.topic, partition, "handler still running after the drain timeout; its message will be delivered again");
                     break;
                 }
+                st.drain_waiting += 1;
                 st = match lane.idle.wait_timeout(st, left) {
                     Ok((g, _)) => g,
                     Err(p) => p.into_inner().0,
                 };
+                st.drain_waiting -= 1;
             }
         }
     }
@@ -360,63 +382,59 @@ fn poll_loop(
         let Some(permit) = in_flight.acquire(POLL_INTERVAL) else {
             continue;
         };
-        let message = match consumer.poll(POLL_INTERVAL) {
-            None => continue,
-            Some(Err(e)) => {
-                tracing::warn!(topic = %shared.topic, group = %shared.group, error = %e, "Kafka fetch error");
+        // The first message may wait; the rest of the batch is what is already fetched.
+        let mut permit = Some(permit);
+        let mut timeout = POLL_INTERVAL;
+        let mut batches: Vec<(i32, Vec<Delivery>)> = Vec::new();
+        for _ in 0..MAX_BATCH {
+            let Some(p) = permit.take().or_else(|| in_flight.acquire(Duration::ZERO)) else {
+                break;
+            };
+            let message = match consumer.poll(timeout) {
+                None => break,
+                Some(Err(e)) => {
+                    tracing::warn!(topic = %shared.topic, group = %shared.group, error = %e, "Kafka fetch error");
+                    break;
+                }
+                Some(Ok(m)) => m,
+            };
+            timeout = Duration::ZERO;
+            if message.topic() != shared.topic {
                 continue;
             }
-            Some(Ok(m)) => m,
-        };
-        if message.topic() != shared.topic {
-            continue;
+            let partition = message.partition();
+            let mut headers = Headers::new();
+            if let Some(hs) = message.headers() {
+                for h in hs.iter() {
+                    if let Some(v) = h.value {
+                        headers.insert(h.key.to_owned(), String::from_utf8_lossy(v).into_owned());
+                    }
+                }
+            }
+            let delivery = Delivery {
+                offset: message.offset(),
+                // Stamped now: a revocation inside a later poll of this batch makes it stale.
+                generation: lane_generation(&shared, &consumer, &runtime, &mut workers, partition),
+                key: message.key().map(<[u8]>::to_vec),
+                incoming: Incoming {
+                    headers,
+                    body: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                },
+                _permit: p,
+            };
+            match batches.iter_mut().find(|(q, _)| *q == partition) {
+                Some((_, b)) => b.push(delivery),
+                None => batches.push((partition, vec![delivery])),
+            }
         }
-        let partition = message.partition();
-        let mut headers = Headers::new();
-        if let Some(hs) = message.headers() {
-            for h in hs.iter() {
-                if let Some(v) = h.value {
-                    headers.insert(h.key.to_owned(), String::from_utf8_lossy(v).into_owned());
+        if !batches.is_empty() {
+            let lanes = lock(&shared.lanes);
+            for (partition, batch) in batches {
+                if let Some(handle) = lanes.get(&partition) {
+                    let _ = handle.tx.send(batch);
                 }
             }
         }
-        let incoming = Incoming {
-            headers,
-            body: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-        };
-        let key = message.key().map(<[u8]>::to_vec);
-        let offset = message.offset();
-        drop(message);
-
-        let mut lanes = lock(&shared.lanes);
-        let handle = lanes.entry(partition).or_insert_with(|| {
-            let (tx, rx) = mpsc::unbounded_channel();
-            let lane = Arc::new(Lane {
-                state: Mutex::new(LaneState {
-                    generation: 0,
-                    in_flight: false,
-                    resume_at: None,
-                }),
-                idle: Condvar::new(),
-            });
-            workers.push(runtime.spawn(run_lane(
-                shared.clone(),
-                consumer.clone(),
-                lane.clone(),
-                partition,
-                rx,
-            )));
-            LaneHandle { lane, tx }
-        });
-        let generation = lock(&handle.lane.state).generation;
-        let _ = handle.tx.send(Delivery {
-            offset,
-            generation,
-            key,
-            incoming,
-            _permit: permit,
-        });
-        drop(lanes);
     }
 
     let aborted = shared.state.load(Ordering::Acquire) == ABORTED;
@@ -439,38 +457,105 @@ fn poll_loop(
     drop(consumer);
 }
 
+/// The current generation of a partition's lane, creating the lane (and its task) first if needed.
+fn lane_generation(
+    shared: &Arc<Shared>,
+    consumer: &Arc<KafkaBaseConsumer>,
+    runtime: &tokio::runtime::Handle,
+    workers: &mut Vec<tokio::task::JoinHandle<()>>,
+    partition: i32,
+) -> u64 {
+    let mut lanes = lock(&shared.lanes);
+    let handle = lanes.entry(partition).or_insert_with(|| {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let lane = Arc::new(Lane {
+            state: Mutex::new(LaneState {
+                generation: 0,
+                in_flight: false,
+                drain_waiting: 0,
+                resume_at: None,
+            }),
+            idle: Condvar::new(),
+        });
+        workers.push(runtime.spawn(run_lane(
+            shared.clone(),
+            consumer.clone(),
+            lane.clone(),
+            partition,
+            rx,
+        )));
+        LaneHandle { lane, tx }
+    });
+    let generation = lock(&handle.lane.state).generation;
+    generation
+}
+
+/// Stores the offset after `last_done` (if any) and marks the lane idle.
+fn finish_run(shared: &Shared, consumer: &KafkaBaseConsumer, lane: &Lane, partition: i32, last_done: Option<i64>) {
+    store(shared, consumer, partition, last_done);
+    let mut st = lock(&lane.state);
+    st.in_flight = false;
+    if st.drain_waiting > 0 {
+        lane.idle.notify_all();
+    }
+}
+
+/// Stores the offset after `last_done`, so that the next commit covers it.
+fn store(shared: &Shared, consumer: &KafkaBaseConsumer, partition: i32, last_done: Option<i64>) {
+    if let (Some(offset), true) = (last_done, shared.manual_offsets) {
+        match consumer.store_offset(&shared.topic, partition, offset) {
+            Ok(()) => shared.dirty.store(true, Ordering::Release),
+            // The partition was revoked meanwhile: its new owner gets the messages again.
+            Err(e) => tracing::debug!(topic = %shared.topic, partition, offset, error = %e, "offset not stored"),
+        }
+    }
+}
+
 async fn run_lane(
     shared: Arc<Shared>,
     consumer: Arc<KafkaBaseConsumer>,
     lane: Arc<Lane>,
     partition: i32,
-    mut rx: mpsc::UnboundedReceiver<Delivery>,
+    mut rx: mpsc::UnboundedReceiver<Vec<Delivery>>,
 ) {
-    while let Some(d) = rx.recv().await {
-        {
-            let mut st = lock(&lane.state);
-            if st.generation != d.generation {
-                continue;
-            }
-            if let Some(r) = st.resume_at {
-                if d.offset != r {
+    let mut stored_at = Instant::now();
+    while let Some(batch) = rx.recv().await {
+        // `in_flight` spans a run of messages; their last offset is stored once at its end.
+        let mut running = false;
+        let mut last_done = None;
+        for d in batch {
+            {
+                let mut st = lock(&lane.state);
+                if st.generation != d.generation {
                     continue;
                 }
-                st.resume_at = None;
+                if let Some(r) = st.resume_at {
+                    if d.offset != r {
+                        continue;
+                    }
+                    st.resume_at = None;
+                }
+                st.in_flight = true;
             }
-            st.in_flight = true;
-        }
-        let span = tracing::debug_span!("kafka.deliver", topic = %shared.topic, partition, offset = d.offset);
-        let done = handle(&shared, &consumer, &lane, partition, &d).instrument(span).await;
-        if done && shared.manual_offsets {
-            match consumer.store_offset(&shared.topic, partition, d.offset) {
-                Ok(()) => shared.dirty.store(true, Ordering::Release),
-                // The partition was revoked meanwhile: its new owner gets the message again.
-                Err(e) => tracing::debug!(topic = %shared.topic, partition, offset = d.offset, error = %e, "offset not stored"),
+            running = true;
+            let span = tracing::debug_span!("kafka.deliver", topic = %shared.topic, partition, offset = d.offset);
+            if handle(&shared, &consumer, &lane, partition, &d).instrument(span).await {
+                last_done = Some(d.offset);
+            }
+            if last_done.is_some() && stored_at.elapsed() >= STORE_INTERVAL {
+                // Slow handlers: keep the stored position close behind them.
+                store(&shared, &consumer, partition, last_done.take());
+                stored_at = Instant::now();
+            }
+            if lock(&lane.state).drain_waiting > 0 {
+                // A revocation or shutdown waits: hand over what is done now.
+                finish_run(&shared, &consumer, &lane, partition, last_done.take());
+                running = false;
             }
         }
-        lock(&lane.state).in_flight = false;
-        lane.idle.notify_all();
+        if running {
+            finish_run(&shared, &consumer, &lane, partition, last_done);
+        }
     }
 }
 

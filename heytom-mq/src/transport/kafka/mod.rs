@@ -374,17 +374,33 @@ impl TransportInner {
     }
 }
 
-/// Kafka headers for an envelope: every wire header.
+/// Kafka headers for an envelope: the same set as [`Envelope::wire_headers`],
+/// written straight into librdkafka's header list without an intermediate map.
 fn kafka_headers(envelope: &Envelope) -> OwnedHeaders {
-    let wire = envelope.wire_headers();
-    let mut h = OwnedHeaders::new_with_capacity(wire.len());
-    for (k, v) in &wire {
-        h = h.insert(Header {
-            key: k,
-            value: Some(v.as_bytes()),
-        });
+    use crate::event::headers::{EVENT_ID, EVENT_NAME, OCCURRED_AT};
+    let mut h = OwnedHeaders::new_with_capacity(envelope.headers.len() + 3);
+    for (k, v) in &envelope.headers {
+        if k != EVENT_ID && k != EVENT_NAME && k != OCCURRED_AT {
+            h = h.insert(Header {
+                key: k,
+                value: Some(v.as_bytes()),
+            });
+        }
     }
-    h
+    let mut id = uuid::Uuid::encode_buffer();
+    let id = envelope.id.hyphenated().encode_lower(&mut id);
+    h.insert(Header {
+        key: EVENT_ID,
+        value: Some(id.as_bytes()),
+    })
+    .insert(Header {
+        key: EVENT_NAME,
+        value: Some(envelope.name.as_bytes()),
+    })
+    .insert(Header {
+        key: OCCURRED_AT,
+        value: Some(envelope.occurred_at.to_rfc3339().as_bytes()),
+    })
 }
 
 fn record<'a>(topic: &'a str, envelope: &'a Envelope) -> FutureRecord<'a, str, [u8]> {
@@ -461,9 +477,14 @@ impl Transport for KafkaTransport {
         let mut pending: std::collections::VecDeque<(usize, DeliveryFuture)> =
             std::collections::VecDeque::with_capacity(messages.len());
         let mut producers: HashMap<ProducerKey, FutureProducer<TracingContext>> = HashMap::new();
+        let mut ensured: Option<&str> = None;
         for (i, m) in messages.iter().enumerate() {
             let envelope = &m.envelope;
-            self.inner.ensure_topic_for_publish(m.route, &envelope.name).await;
+            let topic = topic_of(m.route, &envelope.name);
+            if ensured != Some(topic) {
+                self.inner.ensure_topic_for_publish(m.route, &envelope.name).await;
+                ensured = Some(topic);
+            }
             let key = ProducerKey::of(m.route);
             let producer = match producers.get(&key) {
                 Some(p) => p.clone(),
@@ -478,7 +499,6 @@ impl Transport for KafkaTransport {
                     }
                 },
             };
-            let topic = topic_of(m.route, &envelope.name);
             let mut rec = record(topic, envelope);
             loop {
                 match producer.send_result(rec) {
