@@ -20,7 +20,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult};
-use rdkafka::message::{Header, Headers as _, Message as _, OwnedHeaders};
+use rdkafka::message::{Header, Message as _, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
@@ -28,10 +28,11 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
+use super::raw::RawMessage;
 use super::{log_rdkafka, topic_of, TransportInner, KAFKA};
-use crate::consumer::{DeadLetter, Dispatcher, Incoming, Outcome};
+use crate::consumer::{DeadLetter, Dispatcher, Outcome};
 use crate::error::{Error, Result};
-use crate::event::{headers, Headers};
+use crate::event::headers;
 use crate::transport::{Subscription, SubscriptionHandle};
 
 /// Header naming the topic a dead-lettered message came from.
@@ -117,8 +118,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 struct Delivery {
     offset: i64,
     generation: u64,
-    key: Option<Vec<u8>>,
-    incoming: Incoming,
+    message: RawMessage,
     _permit: Permit,
 }
 
@@ -403,23 +403,11 @@ fn poll_loop(
                 continue;
             }
             let partition = message.partition();
-            let mut headers = Headers::new();
-            if let Some(hs) = message.headers() {
-                for h in hs.iter() {
-                    if let Some(v) = h.value {
-                        headers.insert(h.key.to_owned(), String::from_utf8_lossy(v).into_owned());
-                    }
-                }
-            }
             let delivery = Delivery {
                 offset: message.offset(),
                 // Stamped now: a revocation inside a later poll of this batch makes it stale.
                 generation: lane_generation(&shared, &consumer, &runtime, &mut workers, partition),
-                key: message.key().map(<[u8]>::to_vec),
-                incoming: Incoming {
-                    headers,
-                    body: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-                },
+                message: RawMessage::from_message(&message),
                 _permit: p,
             };
             match batches.iter_mut().find(|(q, _)| *q == partition) {
@@ -567,7 +555,7 @@ async fn handle(
     partition: i32,
     d: &Delivery,
 ) -> bool {
-    match shared.dispatcher.dispatch(d.incoming.clone()).await {
+    match shared.dispatcher.dispatch(d.message.to_incoming()).await {
         Outcome::Ack => true,
         Outcome::DeadLetter(dead) => dead_letter(shared, lane, partition, d, &dead).await,
         Outcome::Requeue => {
@@ -600,13 +588,19 @@ async fn dead_letter(
     d: &Delivery,
     dead: &DeadLetter,
 ) -> bool {
-    let mut hs = d.incoming.headers.clone();
-    hs.extend(dead.headers());
-    hs.insert(DEAD_LETTER_TOPIC.to_owned(), shared.topic.clone());
-    hs.insert(DEAD_LETTER_PARTITION.to_owned(), partition.to_string());
-    hs.insert(DEAD_LETTER_OFFSET.to_owned(), d.offset.to_string());
-    hs.insert(DEAD_LETTER_GROUP.to_owned(), shared.group.clone());
-    let event_id = hs.get(headers::EVENT_ID).cloned().unwrap_or_default();
+    // The original headers byte for byte, then why and where from.
+    let original = d.message.headers();
+    let mut added = dead.headers();
+    added.insert(DEAD_LETTER_TOPIC.to_owned(), shared.topic.clone());
+    added.insert(DEAD_LETTER_PARTITION.to_owned(), partition.to_string());
+    added.insert(DEAD_LETTER_OFFSET.to_owned(), d.offset.to_string());
+    added.insert(DEAD_LETTER_GROUP.to_owned(), shared.group.clone());
+    let event_id = original
+        .iter()
+        .find(|(k, _)| *k == headers::EVENT_ID.as_bytes())
+        .and_then(|(_, v)| *v)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .unwrap_or_default();
     tracing::warn!(
         topic = %shared.topic,
         partition,
@@ -621,8 +615,16 @@ async fn dead_letter(
     loop {
         let result = match shared.transport.dead_letter_producer() {
             Ok(producer) => {
-                let mut kh = OwnedHeaders::new_with_capacity(hs.len());
-                for (k, v) in &hs {
+                let mut kh = OwnedHeaders::new_with_capacity(original.len() + added.len());
+                for (k, v) in &original {
+                    // A dead-letter header from an earlier trip is replaced, not repeated.
+                    let Ok(k) = std::str::from_utf8(k) else { continue };
+                    if added.contains_key(k) {
+                        continue;
+                    }
+                    kh = kh.insert(Header { key: k, value: *v });
+                }
+                for (k, v) in &added {
                     kh = kh.insert(Header {
                         key: k,
                         value: Some(v.as_bytes()),
@@ -631,8 +633,8 @@ async fn dead_letter(
                 let record = FutureRecord {
                     topic: shared.dead_letter_topic.as_str(),
                     partition: None,
-                    payload: Some(d.incoming.body.as_slice()),
-                    key: d.key.as_deref(),
+                    payload: Some(d.message.payload()),
+                    key: d.message.key(),
                     timestamp: None,
                     headers: Some(kh),
                 };

@@ -17,6 +17,7 @@
 
 mod consumer;
 mod options;
+mod raw;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
