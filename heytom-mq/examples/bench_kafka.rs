@@ -12,7 +12,9 @@
 //! the event id and store the offset only after "handling" it, committing in
 //! the background (the at-least-once pattern). Consume time runs from the
 //! first message to the last, so the group join is not counted. Every side
-//! runs `rounds` times on fresh topics; the best round counts.
+//! runs `rounds` times (default 5) on fresh topics; the best round of each
+//! side counts, and the median of the per-round ratios is printed too (the
+//! machine may be shared, so single rounds are noisy).
 
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -104,10 +106,22 @@ async fn raw_produce(servers: &str, topic: &str, evs: &[BenchEvent]) -> Duration
         let id = uuid::Uuid::now_v7().to_string();
         let now = chrono::Utc::now();
         let headers = OwnedHeaders::new_with_capacity(4)
-            .insert(Header { key: "correlation-id", value: Some(&id) })
-            .insert(Header { key: "heytom-event-id", value: Some(&id) })
-            .insert(Header { key: "heytom-event-name", value: Some("BenchEvent") })
-            .insert(Header { key: "heytom-occurred-at", value: Some(&now.to_rfc3339()) });
+            .insert(Header {
+                key: "correlation-id",
+                value: Some(&id),
+            })
+            .insert(Header {
+                key: "heytom-event-id",
+                value: Some(&id),
+            })
+            .insert(Header {
+                key: "heytom-event-name",
+                value: Some("BenchEvent"),
+            })
+            .insert(Header {
+                key: "heytom-occurred-at",
+                value: Some(&now.to_rfc3339()),
+            });
         let record = FutureRecord::to(topic)
             .payload(&payload)
             .key(e.key.as_str())
@@ -119,11 +133,19 @@ async fn raw_produce(servers: &str, topic: &str, evs: &[BenchEvent]) -> Duration
     let admin: rdkafka::admin::AdminClient<_> = raw_config(servers).create().expect("admin");
     let _ = admin
         .create_topics(
-            [&rdkafka::admin::NewTopic::new(topic, 1, rdkafka::admin::TopicReplication::Fixed(1))],
+            [&rdkafka::admin::NewTopic::new(
+                topic,
+                1,
+                rdkafka::admin::TopicReplication::Fixed(1),
+            )],
             &rdkafka::admin::AdminOptions::new(),
         )
         .await;
-    send(&evs[0]).expect("warm-up").await.expect("warm-up").expect("warm-up");
+    send(&evs[0])
+        .expect("warm-up")
+        .await
+        .expect("warm-up")
+        .expect("warm-up");
     let start = Instant::now();
     let mut pending = std::collections::VecDeque::with_capacity(evs.len());
     for e in &evs[1..] {
@@ -180,7 +202,10 @@ async fn heytom_consume(servers: &str, topic: &'static str, n: usize) -> Duratio
     done.notified().await;
     let end = Instant::now();
     consumer.stop().await.expect("stop");
-    let start = first.lock().unwrap_or_else(|p| p.into_inner()).unwrap_or(end);
+    let start = first
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .unwrap_or(end);
     end - start
 }
 
@@ -205,7 +230,11 @@ async fn raw_consume(servers: &str, topic: &str, n: usize) -> Duration {
         let e: BenchEvent = serde_json::from_slice(m.payload().unwrap_or_default()).expect("json");
         let id = m
             .headers()
-            .and_then(|h| h.iter().find(|h| h.key == "heytom-event-id").and_then(|h| h.value))
+            .and_then(|h| {
+                h.iter()
+                    .find(|h| h.key == "heytom-event-id")
+                    .and_then(|h| h.value)
+            })
             .and_then(|v| std::str::from_utf8(v).ok())
             .and_then(|s| uuid::Uuid::parse_str(s).ok());
         std::hint::black_box((&e, id));
@@ -226,15 +255,21 @@ async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let n: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(50_000);
     let size: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(256);
-    let rounds: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(3);
+    let rounds: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(5).max(1);
     let evs = events(n, size);
-    let run = format!("{}-{}", std::process::id(), chrono::Utc::now().timestamp_millis());
+    let run = format!(
+        "{}-{}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_millis()
+    );
     println!(
         "bench_kafka: {n} messages x {} B JSON payload, 1 partition, {rounds} round(s), broker {servers}",
         serde_json::to_vec(&evs[0]).map_or(0, |v| v.len())
     );
 
-    let (mut hp, mut rp, mut hc, mut rc) = (Duration::MAX, Duration::MAX, Duration::MAX, Duration::MAX);
+    let (mut hp, mut rp, mut hc, mut rc) =
+        (Duration::MAX, Duration::MAX, Duration::MAX, Duration::MAX);
+    let (mut produce_ratios, mut consume_ratios) = (Vec::new(), Vec::new());
     for round in 0..rounds {
         let ht = leak(format!("bench-heytom-{run}-{round}"));
         let rt = leak(format!("bench-raw-{run}-{round}"));
@@ -260,6 +295,8 @@ async fn main() {
             rate(n, c),
             rate(n, d)
         );
+        produce_ratios.push(b.as_secs_f64() / a.as_secs_f64());
+        consume_ratios.push(d.as_secs_f64() / c.as_secs_f64());
         hp = hp.min(a);
         rp = rp.min(b);
         hc = hc.min(c);
@@ -267,6 +304,26 @@ async fn main() {
     }
     let (hpr, rpr, hcr, rcr) = (rate(n - 1, hp), rate(n - 1, rp), rate(n, hc), rate(n, rc));
     println!("best of {rounds}:");
-    println!("  produce  heytom-mq {hpr:>9.0} msg/s   raw rdkafka {rpr:>9.0} msg/s   ratio {:.2}", hpr / rpr);
-    println!("  consume  heytom-mq {hcr:>9.0} msg/s   raw rdkafka {rcr:>9.0} msg/s   ratio {:.2}", hcr / rcr);
+    println!(
+        "  produce  heytom-mq {hpr:>9.0} msg/s   raw rdkafka {rpr:>9.0} msg/s   ratio {:.2}",
+        hpr / rpr
+    );
+    println!(
+        "  consume  heytom-mq {hcr:>9.0} msg/s   raw rdkafka {rcr:>9.0} msg/s   ratio {:.2}",
+        hcr / rcr
+    );
+    println!(
+        "median of per-round ratios (heytom/raw, same round): produce {:.2}, consume {:.2}",
+        median(&mut produce_ratios),
+        median(&mut consume_ratios)
+    );
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
 }

@@ -131,7 +131,10 @@ fn options_debug_hides_secrets() {
         .property("fetch.wait.max.ms", "10");
     let dbg = format!("{o:?}");
     assert!(!dbg.contains("hunter2"), "secret leaked: {dbg}");
-    assert!(dbg.contains("svc") && dbg.contains("fetch.wait.max.ms"), "{dbg}");
+    assert!(
+        dbg.contains("svc") && dbg.contains("fetch.wait.max.ms"),
+        "{dbg}"
+    );
 }
 
 #[tokio::test]
@@ -146,7 +149,9 @@ async fn unreachable_broker_is_a_connection_error() {
 #[tokio::test]
 async fn topic_created_with_attribute_partitions_and_configs() {
     let Some(servers) = bootstrap() else { return };
-    let transport = KafkaTransport::connect(options(&servers)).await.expect("connect");
+    let transport = KafkaTransport::connect(options(&servers))
+        .await
+        .expect("connect");
     transport
         .declare(TopicSettingsEvt::route(), TopicSettingsEvt::NAME)
         .await
@@ -154,8 +159,16 @@ async fn topic_created_with_attribute_partitions_and_configs() {
     let topic = TopicSettingsEvt::topic();
     assert_eq!(partition_count(&servers, topic).await, 3);
     let configs = topic_configs(&servers, topic).await;
-    assert_eq!(configs.get("retention.ms").map(String::as_str), Some("86400000"), "{configs:?}");
-    assert_eq!(configs.get("compression.type").map(String::as_str), Some("gzip"), "{configs:?}");
+    assert_eq!(
+        configs.get("retention.ms").map(String::as_str),
+        Some("86400000"),
+        "{configs:?}"
+    );
+    assert_eq!(
+        configs.get("compression.type").map(String::as_str),
+        Some("gzip"),
+        "{configs:?}"
+    );
 
     // Declaring again is fine; asking for more partitions than exist is a clear error.
     transport
@@ -164,11 +177,19 @@ async fn topic_created_with_attribute_partitions_and_configs() {
         .expect("declare again");
     let mut more = KafkaRoute::new(topic);
     more.num_partitions = Some(5);
-    let fresh = KafkaTransport::connect(options(&servers)).await.expect("connect");
-    match fresh.declare_topic(&Route::Kafka(more), "TopicSettingsEvt").await {
+    let fresh = KafkaTransport::connect(options(&servers))
+        .await
+        .expect("connect");
+    match fresh
+        .declare_topic(&Route::Kafka(more), "TopicSettingsEvt")
+        .await
+    {
         Err(Error::Topology { message, .. }) => {
             assert!(message.contains(topic), "{message}");
-            assert!(message.contains("3 partition") && message.contains('5'), "{message}");
+            assert!(
+                message.contains("3 partition") && message.contains('5'),
+                "{message}"
+            );
         }
         other => panic!("expected a topology error, got {other:?}"),
     }
@@ -188,7 +209,10 @@ async fn keyed_messages_land_on_one_partition_in_order_with_headers() {
     let ids = producer.send_batch(&events).await.expect("send_batch");
     assert_eq!(ids.len(), events.len());
     let mut user = Headers::new();
-    user.insert("traceparent".into(), "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into());
+    user.insert(
+        "traceparent".into(),
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
+    );
     user.insert("tenant".into(), "acme".into());
     user.insert("correlation-id".into(), "corr-42".into());
     let single_id = producer
@@ -204,42 +228,78 @@ async fn keyed_messages_land_on_one_partition_in_order_with_headers() {
         let key = String::from_utf8(r.key.clone().expect("keyed")).expect("utf8 key");
         let e: KeyedEvt = serde_json::from_slice(&r.payload).expect("json payload");
         assert_eq!(e.key, key);
-        assert_eq!(r.headers.get("heytom-event-name").map(String::as_str), Some("KeyedEvt"));
+        assert_eq!(
+            r.headers.get("heytom-event-name").map(String::as_str),
+            Some("KeyedEvt")
+        );
         assert!(r.headers.contains_key("heytom-event-id"));
         assert!(r.headers.contains_key("heytom-occurred-at"));
         assert!(r.headers.contains_key("correlation-id"));
-        partitions_of.entry(key.clone()).or_default().insert(r.partition);
+        partitions_of
+            .entry(key.clone())
+            .or_default()
+            .insert(r.partition);
         seqs_of.entry(key).or_default().push(e.seq);
     }
     for k in keys {
-        assert_eq!(partitions_of[k].len(), 1, "key {k} on partitions {:?}", partitions_of[k]);
-        let want: Vec<u32> = if k == "alpha" { (0..=20).collect() } else { (0..20).collect() };
+        assert_eq!(
+            partitions_of[k].len(),
+            1,
+            "key {k} on partitions {:?}",
+            partitions_of[k]
+        );
+        let want: Vec<u32> = if k == "alpha" {
+            (0..=20).collect()
+        } else {
+            (0..20).collect()
+        };
         assert_eq!(seqs_of[k], want, "order of key {k}");
     }
     let used: BTreeSet<i32> = partitions_of.values().flatten().copied().collect();
-    assert!(used.len() > 1, "6 keys all hashed to one of 3 partitions: {used:?}");
+    assert!(
+        used.len() > 1,
+        "6 keys all hashed to one of 3 partitions: {used:?}"
+    );
     let single = records
         .iter()
         .find(|r| r.headers.get("heytom-event-id") == Some(&single_id.to_string()))
         .expect("the message with user headers");
-    assert_eq!(single.headers.get("tenant").map(String::as_str), Some("acme"));
-    assert_eq!(single.headers.get("correlation-id").map(String::as_str), Some("corr-42"));
-    assert!(single.headers.get("traceparent").is_some_and(|t| t.starts_with("00-0af7")));
+    assert_eq!(
+        single.headers.get("tenant").map(String::as_str),
+        Some("acme")
+    );
+    assert_eq!(
+        single.headers.get("correlation-id").map(String::as_str),
+        Some("corr-42")
+    );
+    assert!(single
+        .headers
+        .get("traceparent")
+        .is_some_and(|t| t.starts_with("00-0af7")));
 }
 
 #[tokio::test]
 async fn idempotent_gzip_producing_delivers_each_message_once() {
     let Some(servers) = bootstrap() else { return };
     let producer = KafkaProducer::new(options(&servers)).expect("producer");
-    let events: Vec<_> = (0..500).map(|i| IdempotentEvt::new(format!("k{}", i % 7), i)).collect();
+    let events: Vec<_> = (0..500)
+        .map(|i| IdempotentEvt::new(format!("k{}", i % 7), i))
+        .collect();
     producer.send_batch(&events).await.expect("send_batch");
     for i in 500..510 {
-        producer.send(&IdempotentEvt::new("single", i)).await.expect("send");
+        producer
+            .send(&IdempotentEvt::new("single", i))
+            .await
+            .expect("send");
     }
     let records = read_topic(&servers, IdempotentEvt::topic(), 510).await;
     let seqs: Vec<u32> = records
         .iter()
-        .map(|r| serde_json::from_slice::<IdempotentEvt>(&r.payload).expect("json").seq)
+        .map(|r| {
+            serde_json::from_slice::<IdempotentEvt>(&r.payload)
+                .expect("json")
+                .seq
+        })
         .collect();
     let unique: BTreeSet<u32> = seqs.iter().copied().collect();
     assert_eq!(seqs.len(), 510, "duplicates or losses");
@@ -268,7 +328,9 @@ async fn handlers_in_different_groups_each_receive_everything() {
         .start()
         .await
         .expect("start");
-    let events: Vec<_> = (0..200).map(|i| FanOutEvt::new(format!("k{i}"), i)).collect();
+    let events: Vec<_> = (0..200)
+        .map(|i| FanOutEvt::new(format!("k{i}"), i))
+        .collect();
     running.producer().send_batch(&events).await.expect("send");
     let done = eventually(Duration::from_secs(60), || {
         let s = seen.lock().unwrap();
@@ -277,7 +339,11 @@ async fn handlers_in_different_groups_each_receive_everything() {
     .await;
     running.shutdown().await.expect("shutdown");
     let s = seen.lock().unwrap();
-    assert!(done, "not everything arrived: {:?}", s.iter().map(|(k, v)| (k, v.len())).collect::<Vec<_>>());
+    assert!(
+        done,
+        "not everything arrived: {:?}",
+        s.iter().map(|(k, v)| (k, v.len())).collect::<Vec<_>>()
+    );
     for name in ["audit", "billing"] {
         let got: BTreeSet<u32> = s[name].iter().copied().collect();
         assert_eq!(got, (0..200).collect(), "{name}");
@@ -311,8 +377,16 @@ async fn handlers_sharing_a_group_share_one_consumer_and_each_sees_every_message
         .expect("start");
     let transport = KafkaTransport::new(options(&servers)).expect("transport");
     let h = HandlerEntry::from_closure("x", |_: GroupEvt| async {});
-    assert_eq!(transport.group_for(&h), "route-group", "route group_id wins over the default");
-    assert_eq!(transport.group_for(&h.clone().group("mine")), "mine", "handler group wins");
+    assert_eq!(
+        transport.group_for(&h),
+        "route-group",
+        "route group_id wins over the default"
+    );
+    assert_eq!(
+        transport.group_for(&h.clone().group("mine")),
+        "mine",
+        "handler group wins"
+    );
 
     let events: Vec<_> = (0..50).map(|i| GroupEvt::new("k", i)).collect();
     running.producer().send_batch(&events).await.expect("send");
@@ -321,7 +395,12 @@ async fn handlers_sharing_a_group_share_one_consumer_and_each_sees_every_message
     })
     .await;
     running.shutdown().await.expect("shutdown");
-    assert!(done, "first {} second {}", a.load(Ordering::SeqCst), b.load(Ordering::SeqCst));
+    assert!(
+        done,
+        "first {} second {}",
+        a.load(Ordering::SeqCst),
+        b.load(Ordering::SeqCst)
+    );
     assert_eq!(a.load(Ordering::SeqCst), 50);
     assert_eq!(b.load(Ordering::SeqCst), 50);
 }
@@ -353,7 +432,9 @@ async fn two_consumers_in_one_group_split_partitions_exactly_once() {
     let mut next = 0u32;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let batch: Vec<_> = (next..next + 50).map(|i| SplitEvt::new(format!("k{i}"), i)).collect();
+        let batch: Vec<_> = (next..next + 50)
+            .map(|i| SplitEvt::new(format!("k{i}"), i))
+            .collect();
         producer.send_batch(&batch).await.expect("send");
         next += 50;
         let both = {
@@ -366,7 +447,10 @@ async fn two_consumers_in_one_group_split_partitions_exactly_once() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let total = next as usize;
-    let arrived = eventually(Duration::from_secs(60), || seen.lock().unwrap().len() >= total).await;
+    let arrived = eventually(Duration::from_secs(60), || {
+        seen.lock().unwrap().len() >= total
+    })
+    .await;
     // Give a duplicate a chance to show up before counting.
     tokio::time::sleep(Duration::from_millis(500)).await;
     for c in &consumers {
@@ -381,8 +465,13 @@ async fn two_consumers_in_one_group_split_partitions_exactly_once() {
     let dups: Vec<_> = count.iter().filter(|(_, n)| **n > 1).collect();
     assert!(dups.is_empty(), "delivered more than once: {dups:?}");
     assert_eq!(count.len(), total);
-    let per: Vec<usize> = (0..2u8).map(|id| s.iter().filter(|(c, _)| *c == id).count()).collect();
-    assert!(per.iter().all(|n| *n > 0), "one consumer got nothing: {per:?}");
+    let per: Vec<usize> = (0..2u8)
+        .map(|id| s.iter().filter(|(c, _)| *c == id).count())
+        .collect();
+    assert!(
+        per.iter().all(|n| *n > 0),
+        "one consumer got nothing: {per:?}"
+    );
 }
 
 #[tokio::test]
@@ -411,7 +500,9 @@ async fn consumer_dropped_without_commit_is_resumed_from_last_committed_offset()
     .await
     .expect("subscribe");
     assert!(
-        eventually(Duration::from_secs(60), || first.lock().unwrap().len() >= 60).await,
+        eventually(Duration::from_secs(60), || first.lock().unwrap().len()
+            >= 60)
+        .await,
         "first consumer got too little"
     );
     // Let a timed commit happen, then crash: drop without stop(), nothing more committed.
@@ -420,7 +511,10 @@ async fn consumer_dropped_without_commit_is_resumed_from_last_committed_offset()
     let committed = committed_offset(&servers, &group, topic, 0).await;
     let handled_by_a = first.lock().unwrap().clone();
     assert!(committed > 0, "nothing was committed");
-    assert!(committed < i64::from(total), "everything was committed already ({committed})");
+    assert!(
+        committed < i64::from(total),
+        "everything was committed already ({committed})"
+    );
     assert!(
         committed <= handled_by_a.len() as i64,
         "committed {committed} beyond what was handled ({})",
@@ -442,7 +536,10 @@ async fn consumer_dropped_without_commit_is_resumed_from_last_committed_offset()
     .await
     .expect("subscribe");
     let expected = (total as i64 - committed) as usize;
-    let done = eventually(Duration::from_secs(60), || second.lock().unwrap().len() >= expected).await;
+    let done = eventually(Duration::from_secs(60), || {
+        second.lock().unwrap().len() >= expected
+    })
+    .await;
     b.stop().await.expect("stop");
     let got = second.lock().unwrap().clone();
     assert!(done, "second consumer got {} of {expected}", got.len());
@@ -451,7 +548,10 @@ async fn consumer_dropped_without_commit_is_resumed_from_last_committed_offset()
     assert_eq!(got, want);
     let union: BTreeSet<u32> = handled_by_a.iter().chain(got.iter()).copied().collect();
     assert_eq!(union, (0..total).collect(), "something was lost");
-    assert_eq!(committed_offset(&servers, &group, topic, 0).await, i64::from(total));
+    assert_eq!(
+        committed_offset(&servers, &group, topic, 0).await,
+        i64::from(total)
+    );
 }
 
 #[tokio::test]
@@ -473,13 +573,24 @@ async fn failing_handler_is_retried_then_succeeds() {
         .expect("subscribe");
     let producer = KafkaProducer::new(options(&servers)).expect("producer");
     producer.send(&RetryEvt::new("k", 1)).await.expect("send");
-    let done = eventually(Duration::from_secs(60), || calls.load(Ordering::SeqCst) >= 3).await;
+    let done = eventually(Duration::from_secs(60), || {
+        calls.load(Ordering::SeqCst) >= 3
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     consumer.stop().await.expect("stop");
     assert!(done, "calls: {}", calls.load(Ordering::SeqCst));
-    assert_eq!(calls.load(Ordering::SeqCst), 3, "succeeded on the third attempt, no more");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        3,
+        "succeeded on the third attempt, no more"
+    );
     let dlq = format!("{}.dlq", RetryEvt::topic());
-    assert_eq!(high_watermark(&servers, &dlq).await, 0, "nothing dead-lettered");
+    assert_eq!(
+        high_watermark(&servers, &dlq).await,
+        0,
+        "nothing dead-lettered"
+    );
 }
 
 #[tokio::test]
@@ -508,29 +619,61 @@ async fn exhausted_retries_go_to_the_dead_letter_topic_with_headers() {
         .await
         .expect("subscribe");
     let producer = KafkaProducer::new(options(&servers)).expect("producer");
-    let id = producer.send(&DeadEvt::new("order-1", 1)).await.expect("send");
-    producer.send(&DeadEvt::new("order-2", 2)).await.expect("send");
+    let id = producer
+        .send(&DeadEvt::new("order-1", 1))
+        .await
+        .expect("send");
+    producer
+        .send(&DeadEvt::new("order-2", 2))
+        .await
+        .expect("send");
     let dlq = format!("{}.dlq", DeadEvt::topic());
     let records = read_topic(&servers, &dlq, 1).await;
-    let done = eventually(Duration::from_secs(30), || calls.load(Ordering::SeqCst) >= 4).await;
+    let done = eventually(Duration::from_secs(30), || {
+        calls.load(Ordering::SeqCst) >= 4
+    })
+    .await;
     consumer.stop().await.expect("stop");
     assert!(done);
     assert_eq!(records.len(), 1);
     let r = &records[0];
     let h = &r.headers;
     assert_eq!(h.get("heytom-event-id"), Some(&id.to_string()));
-    assert_eq!(h.get("heytom-event-name").map(String::as_str), Some("DeadEvt"));
-    assert!(h["heytom-dead-letter-reason"].contains("inventory service down"), "{h:?}");
-    assert_eq!(h.get("heytom-dead-letter-attempts").map(String::as_str), Some("3"));
-    assert_eq!(h.get("heytom-dead-letter-handler").map(String::as_str), Some("DeadEvt.subscriber"));
-    assert_eq!(h.get(DEAD_LETTER_TOPIC).map(String::as_str), Some(DeadEvt::topic()));
+    assert_eq!(
+        h.get("heytom-event-name").map(String::as_str),
+        Some("DeadEvt")
+    );
+    assert!(
+        h["heytom-dead-letter-reason"].contains("inventory service down"),
+        "{h:?}"
+    );
+    assert_eq!(
+        h.get("heytom-dead-letter-attempts").map(String::as_str),
+        Some("3")
+    );
+    assert_eq!(
+        h.get("heytom-dead-letter-handler").map(String::as_str),
+        Some("DeadEvt.subscriber")
+    );
+    assert_eq!(
+        h.get(DEAD_LETTER_TOPIC).map(String::as_str),
+        Some(DeadEvt::topic())
+    );
     assert_eq!(h.get(DEAD_LETTER_PARTITION).map(String::as_str), Some("0"));
     assert_eq!(h.get(DEAD_LETTER_OFFSET).map(String::as_str), Some("0"));
     assert_eq!(r.key.as_deref(), Some(&b"order-1"[..]));
     let body: DeadEvt = serde_json::from_slice(&r.payload).expect("original body");
     assert_eq!(body, DeadEvt::new("order-1", 1));
-    assert_eq!(calls.load(Ordering::SeqCst), 4, "3 attempts for the bad one, 1 for the good one");
-    assert_eq!(committed_offset(&servers, &group, DeadEvt::topic(), 0).await, 2, "both committed");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        4,
+        "3 attempts for the bad one, 1 for the good one"
+    );
+    assert_eq!(
+        committed_offset(&servers, &group, DeadEvt::topic(), 0).await,
+        2,
+        "both committed"
+    );
 }
 
 #[tokio::test]
@@ -555,15 +698,45 @@ async fn malformed_payloads_are_dead_lettered_and_consumption_goes_on() {
     let topic = MalformedEvt::topic();
     let id = uuid::Uuid::now_v7().to_string();
     // Not JSON at all, with heytom headers.
-    produce_raw(&servers, topic, b"{not json", &[("heytom-event-id", id.as_str()), ("heytom-event-name", "MalformedEvt")]).await;
+    produce_raw(
+        &servers,
+        topic,
+        b"{not json",
+        &[
+            ("heytom-event-id", id.as_str()),
+            ("heytom-event-name", "MalformedEvt"),
+        ],
+    )
+    .await;
     // A foreign producer: no headers, JSON of the wrong shape.
     produce_raw(&servers, topic, br#"{"unexpected":true}"#, &[]).await;
     // Another event type on this topic.
-    produce_raw(&servers, topic, br#"{"key":"k","seq":9}"#, &[("heytom-event-id", id.as_str()), ("heytom-event-name", "SomethingElse")]).await;
+    produce_raw(
+        &servers,
+        topic,
+        br#"{"key":"k","seq":9}"#,
+        &[
+            ("heytom-event-id", id.as_str()),
+            ("heytom-event-name", "SomethingElse"),
+        ],
+    )
+    .await;
     // A broken event id header.
-    produce_raw(&servers, topic, br#"{"key":"k","seq":8}"#, &[("heytom-event-id", "nope"), ("heytom-event-name", "MalformedEvt")]).await;
+    produce_raw(
+        &servers,
+        topic,
+        br#"{"key":"k","seq":8}"#,
+        &[
+            ("heytom-event-id", "nope"),
+            ("heytom-event-name", "MalformedEvt"),
+        ],
+    )
+    .await;
     let producer = KafkaProducer::new(options(&servers)).expect("producer");
-    producer.send(&MalformedEvt::new("k", 7)).await.expect("send");
+    producer
+        .send(&MalformedEvt::new("k", 7))
+        .await
+        .expect("send");
 
     let dlq = format!("{topic}.dlq");
     let records = read_topic(&servers, &dlq, 4).await;
@@ -574,14 +747,23 @@ async fn malformed_payloads_are_dead_lettered_and_consumption_goes_on() {
     assert_eq!(records.len(), 4);
     let reasons: Vec<&str> = records
         .iter()
-        .map(|r| r.headers.get("heytom-dead-letter-reason").map_or("", String::as_str))
+        .map(|r| {
+            r.headers
+                .get("heytom-dead-letter-reason")
+                .map_or("", String::as_str)
+        })
         .collect();
     assert!(reasons[0].contains("decode"), "{reasons:?}");
     assert!(reasons[1].contains("decode"), "{reasons:?}");
     assert!(reasons[2].contains("unknown message type"), "{reasons:?}");
     assert!(reasons[3].contains("malformed envelope"), "{reasons:?}");
     for r in &records {
-        assert_eq!(r.headers.get("heytom-dead-letter-attempts").map(String::as_str), Some("0"));
+        assert_eq!(
+            r.headers
+                .get("heytom-dead-letter-attempts")
+                .map(String::as_str),
+            Some("0")
+        );
     }
     assert_eq!(records[0].payload, b"{not json");
 }

@@ -58,7 +58,13 @@ fn start_with_script() -> Result<String, String> {
         .lines()
         .find_map(|l| l.strip_prefix("export HEYTOM_KAFKA_BOOTSTRAP_SERVERS="))
         .map(|s| s.trim().to_owned())
-        .ok_or_else(|| format!("{} start failed: {}", script.display(), String::from_utf8_lossy(&out.stderr)))
+        .ok_or_else(|| {
+            format!(
+                "{} start failed: {}",
+                script.display(),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
 }
 
 /// The broker to test against, or `None` (after a notice) when there is none
@@ -145,7 +151,9 @@ pub async fn partition_count(servers: &str, topic: &str) -> usize {
     let (servers, topic) = (servers.to_owned(), topic.to_owned());
     tokio::task::spawn_blocking(move || {
         let c = raw_consumer(&servers, None);
-        let md = c.fetch_metadata(Some(&topic), Duration::from_secs(10)).expect("metadata");
+        let md = c
+            .fetch_metadata(Some(&topic), Duration::from_secs(10))
+            .expect("metadata");
         md.topics()
             .iter()
             .find(|t| t.name() == topic)
@@ -183,7 +191,9 @@ pub async fn read_topic(servers: &str, topic: &str, expected: usize) -> Vec<RawR
         let c = raw_consumer(&servers, None);
         let deadline = Instant::now() + Duration::from_secs(30);
         let partitions = loop {
-            let md = c.fetch_metadata(Some(&topic), Duration::from_secs(10)).expect("metadata");
+            let md = c
+                .fetch_metadata(Some(&topic), Duration::from_secs(10))
+                .expect("metadata");
             let n = md
                 .topics()
                 .iter()
@@ -196,19 +206,24 @@ pub async fn read_topic(servers: &str, topic: &str, expected: usize) -> Vec<RawR
         };
         let mut tpl = TopicPartitionList::new();
         for p in 0..partitions as i32 {
-            tpl.add_partition_offset(&topic, p, Offset::Beginning).expect("tpl");
+            tpl.add_partition_offset(&topic, p, Offset::Beginning)
+                .expect("tpl");
         }
         c.assign(&tpl).expect("assign");
         let mut out = Vec::new();
         while out.len() < expected && Instant::now() < deadline {
-            let Some(r) = c.poll(Duration::from_millis(100)) else { continue };
+            let Some(r) = c.poll(Duration::from_millis(100)) else {
+                continue;
+            };
             let m = r.expect("fetch");
             let mut headers = BTreeMap::new();
             if let Some(hs) = m.headers() {
                 for h in hs.iter() {
                     headers.insert(
                         h.key.to_owned(),
-                        h.value.map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default(),
+                        h.value
+                            .map(|v| String::from_utf8_lossy(v).into_owned())
+                            .unwrap_or_default(),
                     );
                 }
             }
@@ -247,7 +262,9 @@ pub async fn committed_offset(servers: &str, group: &str, topic: &str, partition
         let c = raw_consumer(&servers, Some(&group));
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(&topic, partition);
-        let got = c.committed_offsets(tpl, Duration::from_secs(10)).expect("committed offsets");
+        let got = c
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .expect("committed offsets");
         match got.find_partition(&topic, partition).map(|e| e.offset()) {
             Some(Offset::Offset(o)) => o,
             _ => -1,
@@ -278,8 +295,13 @@ pub async fn produce_raw(servers: &str, topic: &str, payload: &[u8], headers: &[
         .expect("producer");
     let mut hs = OwnedHeaders::new();
     for (k, v) in headers {
-        hs = hs.insert(Header { key: k, value: Some(*v) });
+        hs = hs.insert(Header {
+            key: k,
+            value: Some(*v),
+        });
     }
     let rec: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic).payload(payload).headers(hs);
-    p.send(rec, Duration::from_secs(10)).await.expect("raw produce");
+    p.send(rec, Duration::from_secs(10))
+        .await
+        .expect("raw produce");
 }

@@ -59,6 +59,9 @@ const ABORTED: u8 = 2;
 struct InFlight {
     slots: Mutex<Slots>,
     freed: Condvar,
+    /// A waiting poll thread is woken once this many slots are free, so that
+    /// it fetches a batch rather than one message per freed slot.
+    low_water: usize,
 }
 
 struct Slots {
@@ -75,6 +78,7 @@ impl InFlight {
                 waiting: false,
             }),
             freed: Condvar::new(),
+            low_water: (n / 2).clamp(1, MAX_BATCH),
         })
     }
 
@@ -83,7 +87,10 @@ impl InFlight {
         let mut slots = lock(&self.slots);
         if slots.free == 0 && !wait.is_zero() {
             slots.waiting = true;
-            slots = match self.freed.wait_timeout_while(slots, wait, |s| s.free == 0) {
+            slots = match self
+                .freed
+                .wait_timeout_while(slots, wait, |s| s.free < self.low_water)
+            {
                 Ok((g, _)) => g,
                 Err(p) => p.into_inner().0,
             };
@@ -104,7 +111,7 @@ impl Drop for Permit {
     fn drop(&mut self) {
         let mut slots = lock(&self.0.slots);
         slots.free += 1;
-        if slots.waiting {
+        if slots.waiting && slots.free >= self.0.low_water {
             self.0.freed.notify_one();
         }
     }
@@ -194,10 +201,7 @@ impl Shared {
 }
 
 fn is_no_offset(e: &KafkaError) -> bool {
-    matches!(
-        e,
-        KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)
-    )
+    matches!(e, KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset))
 }
 
 fn commit_sync(consumer: &BaseConsumer<SubscriptionContext>, shared: &Shared, why: &str) {
@@ -206,9 +210,13 @@ fn commit_sync(consumer: &BaseConsumer<SubscriptionContext>, shared: &Shared, wh
     }
     shared.dirty.store(false, Ordering::Release);
     match consumer.commit_consumer_state(CommitMode::Sync) {
-        Ok(()) => tracing::debug!(topic = %shared.topic, group = %shared.group, why, "offsets committed"),
+        Ok(()) => {
+            tracing::debug!(topic = %shared.topic, group = %shared.group, why, "offsets committed")
+        }
         Err(e) if is_no_offset(&e) => {}
-        Err(e) => tracing::warn!(topic = %shared.topic, group = %shared.group, why, error = %e, "committing offsets failed"),
+        Err(e) => {
+            tracing::warn!(topic = %shared.topic, group = %shared.group, why, error = %e, "committing offsets failed")
+        }
     }
 }
 
@@ -294,8 +302,14 @@ pub(crate) async fn subscribe(
     let mut config = options.client_config();
     config
         .set("group.id", &sub.group)
-        .set("enable.auto.commit", if auto_commit { "true" } else { "false" })
-        .set("enable.auto.offset.store", if auto_commit { "true" } else { "false" })
+        .set(
+            "enable.auto.commit",
+            if auto_commit { "true" } else { "false" },
+        )
+        .set(
+            "enable.auto.offset.store",
+            if auto_commit { "true" } else { "false" },
+        )
         .set(
             "auto.offset.reset",
             route
@@ -479,7 +493,13 @@ fn lane_generation(
 }
 
 /// Stores the offset after `last_done` (if any) and marks the lane idle.
-fn finish_run(shared: &Shared, consumer: &KafkaBaseConsumer, lane: &Lane, partition: i32, last_done: Option<i64>) {
+fn finish_run(
+    shared: &Shared,
+    consumer: &KafkaBaseConsumer,
+    lane: &Lane,
+    partition: i32,
+    last_done: Option<i64>,
+) {
     store(shared, consumer, partition, last_done);
     let mut st = lock(&lane.state);
     st.in_flight = false;
@@ -494,7 +514,9 @@ fn store(shared: &Shared, consumer: &KafkaBaseConsumer, partition: i32, last_don
         match consumer.store_offset(&shared.topic, partition, offset) {
             Ok(()) => shared.dirty.store(true, Ordering::Release),
             // The partition was revoked meanwhile: its new owner gets the messages again.
-            Err(e) => tracing::debug!(topic = %shared.topic, partition, offset, error = %e, "offset not stored"),
+            Err(e) => {
+                tracing::debug!(topic = %shared.topic, partition, offset, error = %e, "offset not stored")
+            }
         }
     }
 }
@@ -527,7 +549,10 @@ async fn run_lane(
             }
             running = true;
             let span = tracing::debug_span!("kafka.deliver", topic = %shared.topic, partition, offset = d.offset);
-            if handle(&shared, &consumer, &lane, partition, &d).instrument(span).await {
+            if handle(&shared, &consumer, &lane, partition, &d)
+                .instrument(span)
+                .await
+            {
                 last_done = Some(d.offset);
             }
             if last_done.is_some() && stored_at.elapsed() >= STORE_INTERVAL {
@@ -565,13 +590,24 @@ async fn handle(
                 let topic = shared.topic.clone();
                 let offset = d.offset;
                 let sought = tokio::task::spawn_blocking(move || {
-                    consumer.seek(&topic, partition, Offset::Offset(offset), Duration::from_secs(10))
+                    consumer.seek(
+                        &topic,
+                        partition,
+                        Offset::Offset(offset),
+                        Duration::from_secs(10),
+                    )
                 })
                 .await;
                 match sought {
-                    Ok(Ok(())) => tracing::info!(topic = %shared.topic, partition, offset, "message handed back; will be delivered again"),
-                    Ok(Err(e)) => tracing::warn!(topic = %shared.topic, partition, offset, error = %e, "seeking back failed; the message comes again after a rebalance or restart"),
-                    Err(e) => tracing::warn!(topic = %shared.topic, partition, offset, error = %e, "seek task failed"),
+                    Ok(Ok(())) => {
+                        tracing::info!(topic = %shared.topic, partition, offset, "message handed back; will be delivered again")
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(topic = %shared.topic, partition, offset, error = %e, "seeking back failed; the message comes again after a rebalance or restart")
+                    }
+                    Err(e) => {
+                        tracing::warn!(topic = %shared.topic, partition, offset, error = %e, "seek task failed")
+                    }
                 }
             }
             false
@@ -618,7 +654,9 @@ async fn dead_letter(
                 let mut kh = OwnedHeaders::new_with_capacity(original.len() + added.len());
                 for (k, v) in &original {
                     // A dead-letter header from an earlier trip is replaced, not repeated.
-                    let Ok(k) = std::str::from_utf8(k) else { continue };
+                    let Ok(k) = std::str::from_utf8(k) else {
+                        continue;
+                    };
                     if added.contains_key(k) {
                         continue;
                     }
@@ -639,7 +677,10 @@ async fn dead_letter(
                     headers: Some(kh),
                 };
                 producer
-                    .send(record, Timeout::After(shared.transport.options.operation_timeout))
+                    .send(
+                        record,
+                        Timeout::After(shared.transport.options.operation_timeout),
+                    )
                     .await
                     .map(|_| ())
                     .map_err(|(e, _)| e.to_string())
@@ -678,7 +719,10 @@ impl SubscriptionHandle for KafkaSubscription {
         match self.done.take() {
             Some(rx) => rx.await.map_err(|_| Error::Connection {
                 transport: KAFKA,
-                message: format!("the consumer thread of `{}` ended unexpectedly", self.shared.topic),
+                message: format!(
+                    "the consumer thread of `{}` ended unexpectedly",
+                    self.shared.topic
+                ),
                 source: None,
             }),
             None => Ok(()),

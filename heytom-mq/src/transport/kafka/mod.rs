@@ -33,7 +33,9 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer a
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 
-pub use consumer::{DEAD_LETTER_GROUP, DEAD_LETTER_OFFSET, DEAD_LETTER_PARTITION, DEAD_LETTER_TOPIC};
+pub use consumer::{
+    DEAD_LETTER_GROUP, DEAD_LETTER_OFFSET, DEAD_LETTER_PARTITION, DEAD_LETTER_TOPIC,
+};
 pub use options::{KafkaOptions, DEFAULT_DEAD_LETTER_SUFFIX, DEFAULT_GROUP_ID};
 
 use crate::error::{Error, Result};
@@ -62,12 +64,18 @@ pub(crate) fn log_rdkafka(level: RDKafkaLogLevel, fac: &str, msg: &str) {
         RDKafkaLogLevel::Emerg
         | RDKafkaLogLevel::Alert
         | RDKafkaLogLevel::Critical
-        | RDKafkaLogLevel::Error => tracing::error!(target: "heytom_mq::kafka", facility = fac, "{msg}"),
-        RDKafkaLogLevel::Warning => tracing::warn!(target: "heytom_mq::kafka", facility = fac, "{msg}"),
+        | RDKafkaLogLevel::Error => {
+            tracing::error!(target: "heytom_mq::kafka", facility = fac, "{msg}")
+        }
+        RDKafkaLogLevel::Warning => {
+            tracing::warn!(target: "heytom_mq::kafka", facility = fac, "{msg}")
+        }
         RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
             tracing::info!(target: "heytom_mq::kafka", facility = fac, "{msg}")
         }
-        RDKafkaLogLevel::Debug => tracing::debug!(target: "heytom_mq::kafka", facility = fac, "{msg}"),
+        RDKafkaLogLevel::Debug => {
+            tracing::debug!(target: "heytom_mq::kafka", facility = fac, "{msg}")
+        }
     }
 }
 
@@ -144,7 +152,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 fn connection_error(options: &KafkaOptions, what: &str, e: KafkaError) -> Error {
     Error::connection(
         KAFKA,
-        format!("{what} ({})", crate::app::redact_url(&options.bootstrap_servers)),
+        format!(
+            "{what} ({})",
+            crate::app::redact_url(&options.bootstrap_servers)
+        ),
         e,
     )
 }
@@ -175,7 +186,8 @@ impl KafkaTransport {
         })
         .await
         .map_err(|e| Error::connection(KAFKA, "metadata request task failed", e))?;
-        result.map_err(|e| connection_error(&t.inner.options, "cannot reach the Kafka brokers", e))?;
+        result
+            .map_err(|e| connection_error(&t.inner.options, "cannot reach the Kafka brokers", e))?;
         Ok(t)
     }
 
@@ -293,10 +305,13 @@ impl TransportInner {
         let opts = AdminOptions::new()
             .operation_timeout(Some(timeout))
             .request_timeout(Some(timeout));
-        let results = admin.create_topics([&new], &opts).await.map_err(|e| Error::Topology {
-            transport: KAFKA,
-            message: format!("creating topic `{}` failed: {e}", spec.name),
-        })?;
+        let results = admin
+            .create_topics([&new], &opts)
+            .await
+            .map_err(|e| Error::Topology {
+                transport: KAFKA,
+                message: format!("creating topic `{}` failed: {e}", spec.name),
+            })?;
         for r in results {
             match r {
                 Ok(topic) => tracing::info!(
@@ -325,7 +340,11 @@ impl TransportInner {
         Ok(())
     }
 
-    async fn check_partitions(&self, admin: &Arc<AdminClient<TracingContext>>, spec: &TopicSpec) -> Result<()> {
+    async fn check_partitions(
+        &self,
+        admin: &Arc<AdminClient<TracingContext>>,
+        spec: &TopicSpec,
+    ) -> Result<()> {
         let admin = admin.clone();
         let topic = spec.name.clone();
         let timeout = self.options.operation_timeout;
@@ -333,7 +352,12 @@ impl TransportInner {
             admin
                 .inner()
                 .fetch_metadata(Some(&topic), timeout)
-                .map(|m| m.topics().iter().find(|t| t.name() == topic).map(|t| t.partitions().len()))
+                .map(|m| {
+                    m.topics()
+                        .iter()
+                        .find(|t| t.name() == topic)
+                        .map(|t| t.partitions().len())
+                })
         })
         .await
         .map_err(|e| Error::Topology {
@@ -422,7 +446,10 @@ async fn await_delivery(name: &str, fut: DeliveryFuture) -> Result<()> {
             Ok(())
         }
         Ok(Err((e, _))) => Err(Error::publish(name, e.to_string())),
-        Err(_) => Err(Error::publish(name, "producer closed before the broker acknowledged")),
+        Err(_) => Err(Error::publish(
+            name,
+            "producer closed before the broker acknowledged",
+        )),
     }
 }
 
@@ -462,7 +489,10 @@ impl Transport for KafkaTransport {
         let producer = self.inner.producer(ProducerKey::of(message.route))?;
         let topic = topic_of(message.route, &envelope.name);
         match producer
-            .send(record(topic, envelope), Timeout::After(self.inner.options.operation_timeout))
+            .send(
+                record(topic, envelope),
+                Timeout::After(self.inner.options.operation_timeout),
+            )
             .await
         {
             Ok((partition, offset)) => {
@@ -483,7 +513,9 @@ impl Transport for KafkaTransport {
             let envelope = &m.envelope;
             let topic = topic_of(m.route, &envelope.name);
             if ensured != Some(topic) {
-                self.inner.ensure_topic_for_publish(m.route, &envelope.name).await;
+                self.inner
+                    .ensure_topic_for_publish(m.route, &envelope.name)
+                    .await;
                 ensured = Some(topic);
             }
             let key = ProducerKey::of(m.route);
@@ -511,7 +543,10 @@ impl Transport for KafkaTransport {
                         // The local queue is full: wait for the oldest delivery, then retry.
                         rec = back;
                         match pending.pop_front() {
-                            Some((j, fut)) => results[j] = Some(await_delivery(&messages[j].envelope.name, fut).await),
+                            Some((j, fut)) => {
+                                results[j] =
+                                    Some(await_delivery(&messages[j].envelope.name, fut).await)
+                            }
                             None => tokio::time::sleep(Duration::from_millis(5)).await,
                         }
                     }
@@ -544,8 +579,14 @@ impl Transport for KafkaTransport {
         .await;
         match flushed {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(Error::publish("?", format!("flushing Kafka producers failed: {e}"))),
-            Err(e) => Err(Error::publish("?", format!("flushing Kafka producers failed: {e}"))),
+            Ok(Err(e)) => Err(Error::publish(
+                "?",
+                format!("flushing Kafka producers failed: {e}"),
+            )),
+            Err(e) => Err(Error::publish(
+                "?",
+                format!("flushing Kafka producers failed: {e}"),
+            )),
         }
     }
 }
@@ -571,7 +612,9 @@ crate::producer::manual_producer!(
 impl KafkaProducer {
     /// A producer; the brokers are contacted on the first send.
     pub fn new(options: KafkaOptions) -> Result<Self> {
-        Ok(KafkaProducer(crate::Producer::on(Arc::new(KafkaTransport::new(options)?))))
+        Ok(KafkaProducer(crate::Producer::on(Arc::new(
+            KafkaTransport::new(options)?,
+        ))))
     }
 
     /// Waits until every queued message is acknowledged (at most the operation timeout).

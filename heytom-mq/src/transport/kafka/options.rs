@@ -70,16 +70,28 @@ impl DeadLetterTopic {
 /// Whether a librdkafka property holds a secret that must not be printed.
 pub(crate) fn is_secret_property(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
-    ["password", "secret", "token", "jaas", ".pem", "oauthbearer.config", "credentials"]
-        .iter()
-        .any(|s| k.contains(s))
+    [
+        "password",
+        "secret",
+        "token",
+        "jaas",
+        ".pem",
+        "oauthbearer.config",
+        "credentials",
+    ]
+    .iter()
+    .any(|s| k.contains(s))
 }
 
 fn redacted_pairs(pairs: &[(String, String)]) -> Vec<(String, String)> {
     pairs
         .iter()
         .map(|(k, v)| {
-            let v = if is_secret_property(k) { "***".to_owned() } else { v.clone() };
+            let v = if is_secret_property(k) {
+                "***".to_owned()
+            } else {
+                v.clone()
+            };
             (k.clone(), v)
         })
         .collect()
@@ -89,7 +101,10 @@ impl fmt::Debug for KafkaOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let secret = |s: &Option<String>| s.as_ref().map(|_| "***");
         f.debug_struct("KafkaOptions")
-            .field("bootstrap_servers", &crate::app::redact_url(&self.bootstrap_servers))
+            .field(
+                "bootstrap_servers",
+                &crate::app::redact_url(&self.bootstrap_servers),
+            )
             .field("group_id", &self.group_id)
             .field("client_id", &self.client_id)
             .field("security_protocol", &self.security_protocol)
@@ -101,8 +116,14 @@ impl fmt::Debug for KafkaOptions {
             .field("ssl_key_location", &self.ssl_key_location)
             .field("ssl_key_password", &secret(&self.ssl_key_password))
             .field("properties", &redacted_pairs(&self.properties))
-            .field("producer_properties", &redacted_pairs(&self.producer_properties))
-            .field("consumer_properties", &redacted_pairs(&self.consumer_properties))
+            .field(
+                "producer_properties",
+                &redacted_pairs(&self.producer_properties),
+            )
+            .field(
+                "consumer_properties",
+                &redacted_pairs(&self.consumer_properties),
+            )
             .field("dead_letter", &self.dead_letter)
             .field("declare_topics", &self.declare_topics)
             .field("max_in_flight", &self.max_in_flight)
@@ -192,7 +213,11 @@ impl KafkaOptions {
     }
 
     /// `ssl.certificate.location` and `ssl.key.location` for client authentication.
-    pub fn ssl_client_certificate(mut self, certificate: impl Into<String>, key: impl Into<String>) -> Self {
+    pub fn ssl_client_certificate(
+        mut self,
+        certificate: impl Into<String>,
+        key: impl Into<String>,
+    ) -> Self {
         self.ssl_certificate_location = Some(certificate.into());
         self.ssl_key_location = Some(key.into());
         self
