@@ -507,7 +507,7 @@ impl Transport for KafkaTransport {
         let mut results: Vec<Option<Result<()>>> = (0..messages.len()).map(|_| None).collect();
         let mut pending: std::collections::VecDeque<(usize, DeliveryFuture)> =
             std::collections::VecDeque::with_capacity(messages.len());
-        let mut producers: HashMap<ProducerKey, FutureProducer<TracingContext>> = HashMap::new();
+        let mut current: Option<(&Route, FutureProducer<TracingContext>)> = None;
         let mut ensured: Option<&str> = None;
         for (i, m) in messages.iter().enumerate() {
             let envelope = &m.envelope;
@@ -518,19 +518,21 @@ impl Transport for KafkaTransport {
                     .await;
                 ensured = Some(topic);
             }
-            let key = ProducerKey::of(m.route);
-            let producer = match producers.get(&key) {
-                Some(p) => p.clone(),
-                None => match self.inner.producer(key) {
-                    Ok(p) => {
-                        producers.insert(key, p.clone());
-                        p
-                    }
+            // Batches are usually one event type: look the producer up only when the route changes.
+            if !current
+                .as_ref()
+                .is_some_and(|(r, _)| std::ptr::eq(*r, m.route))
+            {
+                match self.inner.producer(ProducerKey::of(m.route)) {
+                    Ok(p) => current = Some((m.route, p)),
                     Err(e) => {
                         results[i] = Some(Err(e));
                         continue;
                     }
-                },
+                }
+            }
+            let Some((_, producer)) = &current else {
+                continue;
             };
             let mut rec = record(topic, envelope);
             loop {
