@@ -56,25 +56,37 @@ impl<'a> Reader<'a> {
 
 impl RawMessage {
     pub(crate) fn from_message(m: &BorrowedMessage<'_>) -> Self {
-        let key = m.key();
-        let payload = m.payload();
-        let headers = m.headers();
+        match m.headers() {
+            Some(hs) => Self::pack(
+                m.key(),
+                m.payload(),
+                // An index range (unlike `HeadersIter`) can be walked twice: once to size the buffer.
+                (0..hs.count())
+                    .filter_map(move |i| hs.try_get(i))
+                    .map(|h| (h.key, h.value)),
+            ),
+            None => Self::pack(m.key(), m.payload(), std::iter::empty()),
+        }
+    }
+
+    fn pack<'a>(
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        headers: impl Iterator<Item = (&'a str, Option<&'a [u8]>)> + Clone,
+    ) -> Self {
         let mut size = 12 + key.map_or(0, <[u8]>::len) + payload.map_or(0, <[u8]>::len);
-        if let Some(hs) = headers {
-            for h in hs.iter() {
-                size += 8 + h.key.len() + h.value.map_or(0, <[u8]>::len);
-            }
+        let mut count = 0u32;
+        for (k, v) in headers.clone() {
+            size += 8 + k.len() + v.map_or(0, <[u8]>::len);
+            count += 1;
         }
         let mut buf = Vec::with_capacity(size);
         put(&mut buf, key);
         put(&mut buf, payload);
-        let count = headers.map_or(0, |h| h.count());
-        buf.extend_from_slice(&(count as u32).to_le_bytes());
-        if let Some(hs) = headers {
-            for h in hs.iter() {
-                put(&mut buf, Some(h.key.as_bytes()));
-                put(&mut buf, h.value);
-            }
+        buf.extend_from_slice(&count.to_le_bytes());
+        for (k, v) in headers {
+            put(&mut buf, Some(k.as_bytes()));
+            put(&mut buf, v);
         }
         RawMessage { buf }
     }
@@ -128,6 +140,60 @@ impl RawMessage {
         Incoming {
             headers,
             body: self.payload().to_vec(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_keeps_key_payload_and_headers() {
+        let headers = [
+            ("a", Some(&b"1"[..])),
+            ("empty", None),
+            ("bin", Some(&[0xff, 0xfe][..])),
+        ];
+        let m = RawMessage::pack(Some(b"k"), Some(b"{}"), headers.iter().copied());
+        assert_eq!(m.key(), Some(&b"k"[..]));
+        assert_eq!(m.payload(), b"{}");
+        assert_eq!(
+            m.headers(),
+            vec![
+                (&b"a"[..], Some(&b"1"[..])),
+                (&b"empty"[..], None),
+                (&b"bin"[..], Some(&[0xff, 0xfe][..]))
+            ]
+        );
+        let inc = m.to_incoming();
+        assert_eq!(inc.body, b"{}");
+        assert_eq!(inc.headers.get("a").map(String::as_str), Some("1"));
+        assert!(!inc.headers.contains_key("empty"));
+        assert_eq!(
+            inc.headers.get("bin").map(String::as_str),
+            Some("\u{fffd}\u{fffd}")
+        );
+    }
+
+    #[test]
+    fn absent_key_and_tombstone() {
+        let m = RawMessage::pack(None, None, std::iter::empty());
+        assert_eq!(m.key(), None);
+        assert_eq!(m.payload(), b"");
+        assert!(m.headers().is_empty());
+    }
+
+    #[test]
+    fn truncated_buffer_reads_as_missing_not_panic() {
+        let mut m = RawMessage::pack(
+            Some(b"key"),
+            Some(b"payload"),
+            [("h", Some(&b"v"[..]))].into_iter(),
+        );
+        for cut in 0..m.buf.len() {
+            m.buf.truncate(cut);
+            let _ = (m.key(), m.payload(), m.headers(), m.to_incoming());
         }
     }
 }
