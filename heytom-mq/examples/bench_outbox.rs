@@ -21,7 +21,9 @@
 //!
 //! Knobs: `HEYTOM_BENCH_DB` (`postgres`, `mysql`, `sqlite`; default all),
 //! `HEYTOM_BENCH_TRANSPORT` (`memory`, `rabbitmq`; default both),
-//! `HEYTOM_BENCH_TX` (transactions per throughput run, default 2000),
+//! `HEYTOM_BENCH_TX` (transactions per writer count and kind of run, split
+//! over the rounds; default 3000), `HEYTOM_BENCH_ROUNDS` (pairs of
+//! business-only and outbox runs, default 5),
 //! `HEYTOM_BENCH_BACKLOG` (default 100000).
 //!
 //! Every transport is wrapped in a `TimingTransport` that records when each
@@ -347,12 +349,22 @@ fn suffix() -> String {
     s[s.len() - 10..].to_owned()
 }
 
+/// Enqueue rates at one number of writers.
+struct Throughput {
+    writers: usize,
+    /// Business insert + commit, tx/s (median).
+    business: f64,
+    /// Business insert + outbox insert + commit, tx/s (median).
+    outbox: f64,
+    /// Median of outbox / business over adjacent pairs of runs.
+    ratio: f64,
+}
+
 #[derive(Default)]
 struct Results {
     db: &'static str,
     transport: &'static str,
-    /// (writers, raw tx/s, outbox tx/s)
-    throughput: Vec<(usize, f64, f64)>,
+    throughput: Vec<Throughput>,
     /// From calling `commit()` (includes the database commit).
     p50_ms: f64,
     p99_ms: f64,
@@ -398,7 +410,7 @@ macro_rules! bench_db {
             let drain_table = format!("LocalMessages_drain_{id}");
             let biz = format!("bench_biz_{id}");
             let result: Result<Results, BoxError> = async {
-                let tx_count = env_usize("HEYTOM_BENCH_TX", 2000);
+                let tx_count = env_usize("HEYTOM_BENCH_TX", 3000);
                 let backlog = env_usize("HEYTOM_BENCH_BACKLOG", 100_000);
                 let mut res = Results {
                     db: $label,
@@ -425,13 +437,15 @@ macro_rules! bench_db {
                 let producer = app.producer();
                 let mut outbox_sent = 0;
                 // The first round warms both paths (connections, caches) and is not
-                // reported; then three rounds alternate business-only and outbox runs
-                // (the machine is shared) and the median rate of each is reported.
-                // After an outbox run the relay is let catch up, untimed, so that
-                // no run pays for the previous one's sends.
-                for (writers, rounds) in [(1usize, 0usize), (1, 3), (8, 3)] {
+                // reported; then `rounds` pairs of a business-only and an outbox run
+                // follow each other (the machine is shared: its disk and cores swing)
+                // and the median rate of each, and the median of the pairs' ratios,
+                // are reported. After an outbox run the relay is let catch up,
+                // untimed, so that no run pays for the previous one's sends.
+                let rounds = env_usize("HEYTOM_BENCH_ROUNDS", 5).max(1);
+                for (writers, rounds) in [(1usize, 0usize), (1, rounds), (8, rounds)] {
                     let per_writer = if rounds > 0 {
-                        tx_count / writers / 3
+                        (tx_count / writers / rounds).max(1)
                     } else {
                         tx_count / 10
                     };
@@ -495,11 +509,17 @@ macro_rules! bench_db {
                         }
                     }
                     if rounds > 0 {
-                        res.throughput.push((
+                        let mut ratios: Vec<f64> = samples[1]
+                            .iter()
+                            .zip(&samples[0])
+                            .map(|(o, b)| o / b)
+                            .collect();
+                        res.throughput.push(Throughput {
                             writers,
-                            median(&mut samples[0]),
-                            median(&mut samples[1]),
-                        ));
+                            business: median(&mut samples[0]),
+                            outbox: median(&mut samples[1]),
+                            ratio: median(&mut ratios),
+                        });
                     }
                 }
                 app.shutdown().await?;
@@ -722,11 +742,11 @@ fn print_table(all: &[Results]) {
     for r in all {
         let mut row = vec![r.db.to_owned(), r.transport.to_owned()];
         for writers in [1, 8] {
-            match r.throughput.iter().find(|t| t.0 == writers) {
-                Some(&(_, raw, outbox)) => row.extend([
-                    format!("{raw:.0}"),
-                    format!("{outbox:.0}"),
-                    format!("{:.2}", outbox / raw),
+            match r.throughput.iter().find(|t| t.writers == writers) {
+                Some(t) => row.extend([
+                    format!("{:.0}", t.business),
+                    format!("{:.0}", t.outbox),
+                    format!("{:.2}", t.ratio),
                 ]),
                 None => row.extend(["-".to_owned(), "-".to_owned(), "-".to_owned()]),
             }
@@ -820,9 +840,11 @@ async fn main() {
 
     println!();
     print_table(&all);
+    let rounds = env_usize("HEYTOM_BENCH_ROUNDS", 5).max(1);
     println!(
         "\n1w / 8w: 1 or 8 concurrent writers; business = business insert + commit (raw sqlx), \
-         outbox = business insert + outbox insert + commit; ratio = outbox / business (median of 3 rounds)."
+         outbox = business insert + outbox insert + commit; tx/s: median of {rounds} runs; \
+         ratio: median over {rounds} back-to-back pairs of outbox / business."
     );
     println!(
         "p50 / p99: {LATENCY_COMMITS} sequential commits, ms from calling commit() to the transport's \
