@@ -14,7 +14,7 @@
 //! (c) time and peak RSS growth to drain a backlog of 100,000 Pending rows.
 //!
 //! Servers: `HEYTOM_TEST_POSTGRES_URL`, `HEYTOM_TEST_MYSQL_URL` (same defaults
-//! as the tests); SQLite uses a file in the temp dir; `HEYTOM_RABBITMQ_URL`
+//! as the tests); SQLite a file in the temp dir, removed at the end; `HEYTOM_RABBITMQ_URL`
 //! (default `amqp://guest:guest@127.0.0.1:5672/%2f`). Each RabbitMQ run
 //! publishes to an exchange of its own with a durable queue bound to it
 //! (publishes are `mandatory`), both deleted afterwards.
@@ -271,15 +271,23 @@ impl Broker {
         Ok(TimingTransport::new(inner, record))
     }
 
+    /// Deletes the run's queue and exchange; says so when it cannot.
     async fn cleanup(self) {
         let Some(r) = self.rabbit else { return };
-        if let Ok(ch) = r.connection.create_channel().await {
-            let _ = ch
-                .queue_delete(&r.queue, QueueDeleteOptions::default())
-                .await;
-            let _ = ch
-                .exchange_delete(&r.exchange, ExchangeDeleteOptions::default())
-                .await;
+        let deleted: Result<(), lapin::Error> = async {
+            let ch = r.connection.create_channel().await?;
+            ch.queue_delete(&r.queue, QueueDeleteOptions::default())
+                .await?;
+            ch.exchange_delete(&r.exchange, ExchangeDeleteOptions::default())
+                .await?;
+            ch.close(200, "done").await
+        }
+        .await;
+        if let Err(e) = deleted {
+            eprintln!(
+                "WARNING: could not delete queue / exchange `{}`: {e}",
+                r.queue
+            );
         }
         let _ = r.connection.close(200, "done").await;
     }
@@ -681,7 +689,7 @@ bench_db!(
         .max_connections(16)
         .connect_with(
             sqlx::sqlite::SqliteConnectOptions::new()
-                .filename(std::env::temp_dir().join(format!("heytom-bench-{}.db", suffix())))
+                .filename(sqlite_path())
                 .create_if_missing(true)
                 .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
                 .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
@@ -691,6 +699,13 @@ bench_db!(
     ("?", "?"),
     "\""
 );
+
+/// The SQLite file of this process's runs, removed at the end.
+fn sqlite_path() -> std::path::PathBuf {
+    static PATH: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| std::env::temp_dir().join(format!("heytom-bench-{}.db", suffix())))
+        .clone()
+}
 
 #[derive(Clone, Copy, Debug)]
 enum Db {
@@ -856,4 +871,10 @@ async fn main() {
          RSS = peak growth of the process RSS meanwhile."
     );
     println!("process VmHWM: {} MiB", rss_kib("VmHWM:") / 1024);
+    let db = sqlite_path();
+    for ext in ["", "-wal", "-shm"] {
+        let mut file = db.clone().into_os_string();
+        file.push(ext);
+        let _ = std::fs::remove_file(file);
+    }
 }
