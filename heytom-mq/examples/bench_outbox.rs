@@ -14,8 +14,9 @@
 //! (c) time and peak RSS growth to drain a backlog of 100,000 Pending rows.
 //!
 //! Servers: `HEYTOM_TEST_POSTGRES_URL`, `HEYTOM_TEST_MYSQL_URL` (same defaults
-//! as the tests); SQLite a file in the temp dir, removed at the end; `HEYTOM_RABBITMQ_URL`
-//! (default `amqp://guest:guest@127.0.0.1:5672/%2f`). Each RabbitMQ run
+//! as the tests); SQLite a file in the temp dir, removed at the end;
+//! `HEYTOM_RABBITMQ_URL` (default `amqp://guest:guest@127.0.0.1:5672/%2f`).
+//! Each RabbitMQ run
 //! publishes to an exchange of its own with a durable queue bound to it
 //! (publishes are `mandatory`), both deleted afterwards.
 //!
