@@ -195,7 +195,6 @@ struct RabbitTopology {
     url: String,
     exchange: String,
     queue: String,
-    connection: lapin::Connection,
 }
 
 /// The broker side of one run: makes its transports and, for RabbitMQ, owns
@@ -245,11 +244,11 @@ impl Broker {
                 )
                 .await?;
                 ch.close(200, "ok").await?;
+                connection.close(200, "ok").await?;
                 Some(RabbitTopology {
                     url,
                     exchange,
                     queue,
-                    connection,
                 })
             }
         };
@@ -272,16 +271,19 @@ impl Broker {
         Ok(TimingTransport::new(inner, record))
     }
 
-    /// Deletes the run's queue and exchange; says so when it cannot.
+    /// Deletes the run's queue and exchange, on a connection of its own
+    /// (the broker may have restarted meanwhile); says so when it cannot.
     async fn cleanup(self) {
         let Some(r) = self.rabbit else { return };
         let deleted: Result<(), lapin::Error> = async {
-            let ch = r.connection.create_channel().await?;
+            let connection =
+                lapin::Connection::connect(&r.url, ConnectionProperties::default()).await?;
+            let ch = connection.create_channel().await?;
             ch.queue_delete(&r.queue, QueueDeleteOptions::default())
                 .await?;
             ch.exchange_delete(&r.exchange, ExchangeDeleteOptions::default())
                 .await?;
-            ch.close(200, "done").await
+            connection.close(200, "done").await
         }
         .await;
         if let Err(e) = deleted {
@@ -290,7 +292,6 @@ impl Broker {
                 r.queue
             );
         }
-        let _ = r.connection.close(200, "done").await;
     }
 }
 
