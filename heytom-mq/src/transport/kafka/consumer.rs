@@ -619,7 +619,7 @@ fn poll_loop(
         let _ = runtime.block_on(w);
     }
     consumer.unsubscribe();
-    tracing::info!(topic = %shared.topic, group = %shared.group, aborted, "Kafka subscription stopped");
+    tracing::info!(topic = %shared.topic, group = %shared.group, aborted, "Kafka consumer stopped");
     // Dropping the last reference closes the consumer and leaves the group.
     drop(consumer);
 }
@@ -747,17 +747,30 @@ async fn handle(
     d: &Delivery,
 ) -> bool {
     let incoming = d.message.to_incoming();
-    let route = shared.route_for(
-        incoming
-            .headers
-            .get(headers::EVENT_NAME)
-            .map(String::as_str),
-    );
-    let Some(route) = route else {
+    let name = incoming
+        .headers
+        .get(headers::EVENT_NAME)
+        .map(String::as_str);
+    let Some(route) = shared.route_for(name) else {
         // Every subscriber has left (the consumer is stopping): not stored,
         // so the group gets the message again.
         return hand_back(shared, consumer, lane, partition, d).await;
     };
+    if let Some(name) = name.filter(|n| *n != route.dispatcher.event_name()) {
+        let handled = shared.event_names();
+        if handled.len() > 1 {
+            // The dispatcher would name only its own event; name them all.
+            let dead = DeadLetter::rejected(format!(
+                "unknown message type `{name}`: this consumer handles {}",
+                handled
+                    .iter()
+                    .map(|n| format!("`{n}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            return dead_letter(shared, lane, partition, d, &dead).await;
+        }
+    }
     // `route` stays held until the message is finished (dead letter included).
     match route.dispatcher.dispatch(incoming).await {
         Outcome::Ack => true,
