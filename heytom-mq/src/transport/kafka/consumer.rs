@@ -973,8 +973,14 @@ impl SubscriptionHandle for KafkaSubscription {
                 return Ok(());
             };
             tracing::info!(topic = %shared.topic, group = %shared.group, event = self.event_name, events = ?shared.event_names(), "Kafka subscription stopped; the consumer goes on for the other events");
-            // Wait for this event's messages in flight (each holds a reference).
+            // Wait for this event's messages in flight (each holds a
+            // reference), as long as a revocation would.
+            let deadline = Instant::now() + shared.transport.options.drain_timeout;
             while Arc::strong_count(&route) > 1 {
+                if Instant::now() >= deadline {
+                    tracing::warn!(topic = %shared.topic, group = %shared.group, event = self.event_name, "a message of the unsubscribed event is still in flight after the drain timeout; it finishes on its own");
+                    break;
+                }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             return Ok(());
