@@ -220,6 +220,15 @@ impl ConsumerSettings {
     }
 }
 
+/// Where a message goes.
+enum Target {
+    Route(Arc<EventRoute>),
+    /// Of a type none of the consumer's events has (why, naming them).
+    Unknown(String),
+    /// Every subscriber has left.
+    Nobody,
+}
+
 /// What the poll thread, the lanes and the rebalance callback share.
 struct Shared {
     transport: Arc<TransportInner>,
@@ -250,19 +259,27 @@ impl Shared {
         self.routes.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The route for a message of type `event_name`. A message of no
-    /// subscribed type goes to the first route, whose dispatcher rejects it
-    /// as an unknown type (or, for a foreign message without a type, takes
-    /// it as its own). `None` only once every subscriber has left.
-    fn route_for(&self, event_name: Option<&str>) -> Option<Arc<EventRoute>> {
+    /// Where a message of type `event_name` goes. With one event, to its
+    /// dispatcher (which rejects another type itself, and takes a foreign
+    /// message without a type as its own); with several, to the one of its
+    /// type, the first one when it has no type.
+    fn target(&self, event_name: Option<&str>) -> Target {
         let routes = self.routes();
-        if routes.len() == 1 {
-            return routes.first().cloned();
+        match (routes.as_slice(), event_name) {
+            ([], _) => Target::Nobody,
+            ([only], _) => Target::Route(only.clone()),
+            (all, Some(name)) => match all.iter().find(|r| r.dispatcher.event_name() == name) {
+                Some(r) => Target::Route(r.clone()),
+                None => Target::Unknown(format!(
+                    "unknown message type `{name}`: this consumer handles {}",
+                    all.iter()
+                        .map(|r| format!("`{}`", r.dispatcher.event_name()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+            },
+            ([first, ..], None) => Target::Route(first.clone()),
         }
-        event_name
-            .and_then(|n| routes.iter().find(|r| r.dispatcher.event_name() == n))
-            .or_else(|| routes.first())
-            .cloned()
     }
 
     fn event_names(&self) -> Vec<&'static str> {
@@ -751,26 +768,14 @@ async fn handle(
         .headers
         .get(headers::EVENT_NAME)
         .map(String::as_str);
-    let Some(route) = shared.route_for(name) else {
-        // Every subscriber has left (the consumer is stopping): not stored,
-        // so the group gets the message again.
-        return hand_back(shared, consumer, lane, partition, d).await;
-    };
-    if let Some(name) = name.filter(|n| *n != route.dispatcher.event_name()) {
-        let handled = shared.event_names();
-        if handled.len() > 1 {
-            // The dispatcher would name only its own event; name them all.
-            let dead = DeadLetter::rejected(format!(
-                "unknown message type `{name}`: this consumer handles {}",
-                handled
-                    .iter()
-                    .map(|n| format!("`{n}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-            return dead_letter(shared, lane, partition, d, &dead).await;
+    let route = match shared.target(name) {
+        Target::Route(route) => route,
+        Target::Unknown(reason) => {
+            return dead_letter(shared, lane, partition, d, &DeadLetter::rejected(reason)).await
         }
-    }
+        // The consumer is stopping: not stored, so the group gets the message again.
+        Target::Nobody => return hand_back(shared, consumer, lane, partition, d).await,
+    };
     // `route` stays held until the message is finished (dead letter included).
     match route.dispatcher.dispatch(incoming).await {
         Outcome::Ack => true,
