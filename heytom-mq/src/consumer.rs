@@ -135,6 +135,11 @@ impl Dispatcher {
         &self.handlers
     }
 
+    /// Whether its owner (the app or the manual consumer) is shutting down.
+    pub(crate) fn shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
     /// Decodes the envelope, runs every handler (each with its own retry
     /// policy) and says what to do with the message. Never panics.
     pub async fn dispatch(&self, incoming: Incoming) -> Outcome {

@@ -114,6 +114,31 @@ test_event!(GroupEvt, |r| {
     r.group_id = Some("route-group");
 });
 
+// Two event types on one topic (one topic per aggregate).
+test_event!(OrderPlacedEvt, |r| {
+    r.num_partitions = Some(3);
+});
+
+test_event!(OrderShippedEvt, |r| {
+    r.topic = OrderPlacedEvt::topic();
+    r.num_partitions = Some(3);
+});
+
+test_event!(CartOpenedEvt, |r| {
+    r.num_partitions = Some(3);
+});
+
+test_event!(CartClosedEvt, |r| {
+    r.topic = CartOpenedEvt::topic();
+    r.num_partitions = Some(3);
+});
+
+// On CartOpenedEvt's topic, with other consumer settings.
+test_event!(CartOtherSettingsEvt, |r| {
+    r.topic = CartOpenedEvt::topic();
+    r.session_timeout_ms = Some(7000);
+});
+
 fn fast_retry(max_attempts: u32) -> RetryPolicy {
     RetryPolicy::default()
         .max_attempts(max_attempts)
@@ -766,4 +791,265 @@ async fn malformed_payloads_are_dead_lettered_and_consumption_goes_on() {
         );
     }
     assert_eq!(records[0].payload, b"{not json");
+}
+
+/// Which type a handled message had, and its sequence number.
+type Handled = Arc<Mutex<BTreeMap<String, Vec<(&'static str, u32)>>>>;
+
+/// Sends `rounds` rounds of one `OrderPlacedEvt`-like message and one
+/// `OrderShippedEvt`-like message per key, awaiting each, so that every key's
+/// messages are on the topic in sequence order (0, 1, 2, ... alternating types).
+macro_rules! send_alternating {
+    ($producer:expr, $a:ident, $b:ident, $keys:expr, $rounds:expr, $from:expr) => {
+        for round in 0..$rounds {
+            for k in $keys {
+                let seq = $from + 2 * round;
+                $producer.send(&$a::new(k, seq)).await.expect("send");
+                $producer.send(&$b::new(k, seq + 1)).await.expect("send");
+            }
+        }
+    };
+}
+
+fn record(seen: &Handled, key: &str, kind: &'static str, seq: u32) {
+    seen.lock()
+        .unwrap()
+        .entry(key.to_owned())
+        .or_default()
+        .push((kind, seq));
+}
+
+fn handled_count(seen: &Handled) -> usize {
+    seen.lock().unwrap().values().map(Vec::len).sum()
+}
+
+#[tokio::test]
+async fn two_event_types_on_one_topic_in_one_group_share_one_consumer_in_an_app() {
+    let Some(servers) = bootstrap() else { return };
+    let seen: Handled = Arc::default();
+    let (sa, sb) = (seen.clone(), seen.clone());
+    let group = unique_group("orders");
+    let running = App::builder()
+        .kafka(options(&servers).group_id(group.clone()))
+        .discover(false)
+        .handler_entry(HandlerEntry::from_closure(
+            "placed",
+            move |e: OrderPlacedEvt| {
+                let seen = sa.clone();
+                async move { record(&seen, &e.key, "placed", e.seq) }
+            },
+        ))
+        .handler_entry(HandlerEntry::from_closure(
+            "shipped",
+            move |e: OrderShippedEvt| {
+                let seen = sb.clone();
+                async move { record(&seen, &e.key, "shipped", e.seq) }
+            },
+        ))
+        .start()
+        .await
+        .expect("start");
+    let keys = ["o-1", "o-2", "o-3", "o-4", "o-5", "o-6"];
+    let rounds = 20u32;
+    let producer = running.producer();
+    send_alternating!(producer, OrderPlacedEvt, OrderShippedEvt, keys, rounds, 0);
+    let total = keys.len() * rounds as usize * 2;
+    let arrived = eventually(Duration::from_secs(60), || handled_count(&seen) >= total).await;
+    // Give a duplicate or a late dead letter a chance to show up.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    running.shutdown().await.expect("shutdown");
+    assert!(arrived, "only {} of {total} handled", handled_count(&seen));
+    {
+        let s = seen.lock().unwrap();
+        for k in keys {
+            let got = &s[k];
+            // Every message of both types once, in the key's (partition's) order.
+            let seqs: Vec<u32> = got.iter().map(|(_, seq)| *seq).collect();
+            assert_eq!(seqs, (0..rounds * 2).collect::<Vec<_>>(), "key {k}");
+            for (kind, seq) in got {
+                let want = if seq % 2 == 0 { "placed" } else { "shipped" };
+                assert_eq!(*kind, want, "key {k} seq {seq} went to the wrong handler");
+            }
+        }
+    }
+    let used: BTreeSet<i32> = read_topic(&servers, OrderPlacedEvt::topic(), total)
+        .await
+        .iter()
+        .map(|r| r.partition)
+        .collect();
+    assert!(used.len() > 1, "all keys on one partition: {used:?}");
+    let dlq = format!("{}.dlq", OrderPlacedEvt::topic());
+    assert_eq!(
+        message_count(&servers, &dlq).await,
+        0,
+        "good messages were dead-lettered"
+    );
+    let committed: i64 = {
+        let mut sum = 0;
+        for p in 0..3 {
+            sum += committed_offset(&servers, &group, OrderPlacedEvt::topic(), p)
+                .await
+                .max(0);
+        }
+        sum
+    };
+    assert_eq!(
+        committed, total as i64,
+        "every offset committed on shutdown"
+    );
+}
+
+#[tokio::test]
+async fn manual_consumer_of_two_types_on_one_topic_and_unsubscribing_one() {
+    let Some(servers) = bootstrap() else { return };
+    let seen: Handled = Arc::default();
+    let (sa, sb) = (seen.clone(), seen.clone());
+    let group = unique_group("carts");
+    let consumer = KafkaConsumer::new(options(&servers))
+        .expect("consumer")
+        .with_group(group.clone());
+    consumer
+        .subscribe(move |e: CartOpenedEvt| {
+            let seen = sa.clone();
+            async move { record(&seen, &e.key, "opened", e.seq) }
+        })
+        .await
+        .expect("subscribe opened");
+    consumer.start().await.expect("start");
+    consumer
+        .subscribe(move |e: CartClosedEvt| {
+            let seen = sb.clone();
+            async move { record(&seen, &e.key, "closed", e.seq) }
+        })
+        .await
+        .expect("subscribe closed while running");
+    // The same event twice on one consumer is refused.
+    match consumer.subscribe(|_: CartClosedEvt| async {}).await {
+        Err(Error::AlreadySubscribed(_)) => {}
+        other => panic!("expected AlreadySubscribed, got {other:?}"),
+    }
+    // Another event on the shared consumer must ask for the same consumer settings.
+    match consumer.subscribe(|_: CartOtherSettingsEvt| async {}).await {
+        Err(Error::Configuration(message)) => {
+            assert!(
+                message.contains("CartOtherSettingsEvt")
+                    && message.contains("CartOpenedEvt")
+                    && message.contains("session_timeout_ms 6000 vs 7000"),
+                "{message}"
+            );
+        }
+        other => panic!("expected a configuration error, got {other:?}"),
+    }
+
+    let producer = KafkaProducer::new(options(&servers)).expect("producer");
+    let keys = ["c-1", "c-2", "c-3", "c-4", "c-5", "c-6"];
+    let rounds = 10u32;
+    send_alternating!(producer, CartOpenedEvt, CartClosedEvt, keys, rounds, 0);
+    let first = keys.len() * rounds as usize * 2;
+    let arrived = eventually(Duration::from_secs(60), || handled_count(&seen) >= first).await;
+    assert!(arrived, "only {} of {first} handled", handled_count(&seen));
+    {
+        let s = seen.lock().unwrap();
+        for k in keys {
+            let got = &s[k];
+            let seqs: Vec<u32> = got.iter().map(|(_, seq)| *seq).collect();
+            assert_eq!(seqs, (0..rounds * 2).collect::<Vec<_>>(), "key {k}");
+            for (kind, seq) in got {
+                let want = if seq % 2 == 0 { "opened" } else { "closed" };
+                assert_eq!(*kind, want, "key {k} seq {seq}");
+            }
+        }
+    }
+    let dlq = format!("{}.dlq", CartOpenedEvt::topic());
+    assert_eq!(
+        message_count(&servers, &dlq).await,
+        0,
+        "nothing dead-lettered"
+    );
+
+    // A type neither subscription handles is dead-lettered, naming both.
+    let id = uuid::Uuid::now_v7().to_string();
+    produce_raw(
+        &servers,
+        CartOpenedEvt::topic(),
+        br#"{"key":"c-1","seq":999}"#,
+        &[
+            ("heytom-event-id", id.as_str()),
+            ("heytom-event-name", "CartAbandonedEvt"),
+        ],
+    )
+    .await;
+    let unknown = read_topic(&servers, &dlq, 1).await;
+    assert_eq!(unknown.len(), 1);
+    let reason = &unknown[0].headers["heytom-dead-letter-reason"];
+    assert!(
+        reason.contains("unknown message type `CartAbandonedEvt`")
+            && reason.contains("`CartOpenedEvt`")
+            && reason.contains("`CartClosedEvt`"),
+        "{reason}"
+    );
+
+    // Unsubscribing one type keeps the consumer running for the other.
+    consumer
+        .unsubscribe::<CartOpenedEvt>()
+        .await
+        .expect("unsubscribe");
+    let from = rounds * 2;
+    send_alternating!(producer, CartOpenedEvt, CartClosedEvt, keys, 5u32, from);
+    let closed_later = keys.len() * 5;
+    let arrived = eventually(Duration::from_secs(60), || {
+        handled_count(&seen) >= first + closed_later
+    })
+    .await;
+    // Messages of the unsubscribed type are now of a type this group's
+    // consumer does not handle: dead-lettered, not lost.
+    let dead = read_topic(&servers, &dlq, closed_later + 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The last subscription stops the consumer and commits.
+    consumer
+        .unsubscribe::<CartClosedEvt>()
+        .await
+        .expect("unsubscribe the last");
+    consumer.stop().await.expect("stop");
+    assert!(
+        arrived,
+        "after unsubscribing: {} of {} handled",
+        handled_count(&seen),
+        first + closed_later
+    );
+    {
+        let s = seen.lock().unwrap();
+        for k in keys {
+            let later: Vec<(&str, u32)> = s[k].iter().skip(rounds as usize * 2).copied().collect();
+            let want: Vec<(&str, u32)> = (0..5).map(|r| ("closed", from + 2 * r + 1)).collect();
+            assert_eq!(later, want, "key {k} after unsubscribing");
+        }
+    }
+    assert_eq!(
+        dead.len(),
+        closed_later + 1,
+        "opened events after unsubscribing"
+    );
+    for r in dead.iter().filter(|r| r.headers["heytom-event-id"] != id) {
+        assert_eq!(
+            r.headers.get("heytom-event-name").map(String::as_str),
+            Some("CartOpenedEvt")
+        );
+        assert!(
+            r.headers["heytom-dead-letter-reason"].contains("unknown message type `CartOpenedEvt`"),
+            "{:?}",
+            r.headers
+        );
+    }
+    let mut committed = 0;
+    for p in 0..3 {
+        committed += committed_offset(&servers, &group, CartOpenedEvt::topic(), p)
+            .await
+            .max(0);
+    }
+    assert_eq!(
+        committed,
+        (first + 2 * closed_later + 1) as i64,
+        "every offset committed when the last subscription stopped"
+    );
 }

@@ -287,6 +287,24 @@ pub async fn high_watermark(servers: &str, topic: &str) -> i64 {
     .expect("task")
 }
 
+/// Messages on every partition of a topic (0 for a topic that does not exist).
+pub async fn message_count(servers: &str, topic: &str) -> i64 {
+    let partitions = partition_count(servers, topic).await;
+    let (servers, topic) = (servers.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let c = raw_consumer(&servers, None);
+        (0..partitions as i32)
+            .map(|p| {
+                c.fetch_watermarks(&topic, p, Duration::from_secs(10))
+                    .map(|(low, high)| high - low)
+                    .expect("watermarks")
+            })
+            .sum()
+    })
+    .await
+    .expect("task")
+}
+
 /// Produces raw bytes with the given headers, as a foreign producer would.
 pub async fn produce_raw(servers: &str, topic: &str, payload: &[u8], headers: &[(&str, &str)]) {
     let p: FutureProducer = ClientConfig::new()

@@ -1,8 +1,11 @@
 //! The consuming side of the Kafka transport.
 //!
-//! One subscription is one librdkafka consumer in one group, polled by a
-//! dedicated thread (so rebalance callbacks may wait for in-flight work
-//! without blocking the async runtime). Each assigned partition gets an
+//! One librdkafka consumer per (topic, group), polled by a dedicated thread
+//! (so rebalance callbacks may wait for in-flight work without blocking the
+//! async runtime). Several events on one topic in one group share that
+//! consumer: each message goes to the [`Dispatcher`] of its type (the
+//! `heytom-event-name` header); a message of a type none of them handles is
+//! dead-lettered as an unknown type. Each assigned partition gets an
 //! ordered lane, a tokio task that dispatches its messages one after the
 //! other; lanes run concurrently. After a message is acked (or its dead
 //! letter is acknowledged by the broker) the lane stores its offset; stored
@@ -12,10 +15,11 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use futures::future::{FutureExt as _, Shared as SharedFuture};
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance};
@@ -32,7 +36,7 @@ use super::raw::RawMessage;
 use super::{log_rdkafka, topic_of, TransportInner, KAFKA};
 use crate::consumer::{DeadLetter, Dispatcher, Outcome};
 use crate::error::{Error, Result};
-use crate::event::headers;
+use crate::event::{headers, Route};
 use crate::transport::{Subscription, SubscriptionHandle};
 
 /// Header naming the topic a dead-lettered message came from.
@@ -150,10 +154,87 @@ struct LaneHandle {
     tx: mpsc::UnboundedSender<Vec<Delivery>>,
 }
 
+/// One event consumed by a (possibly shared) consumer. A lane holds a
+/// reference while it dispatches a message to it, so that unsubscribing the
+/// event can wait for its messages in flight.
+struct EventRoute {
+    dispatcher: Arc<Dispatcher>,
+}
+
+/// The consumer settings an event's route asks for. Events that share a
+/// consumer (same topic and group) must ask for the same.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ConsumerSettings {
+    auto_commit: bool,
+    auto_offset_reset: &'static str,
+    session_timeout_ms: Option<u32>,
+    max_in_flight: usize,
+}
+
+impl ConsumerSettings {
+    fn of(route: &Route, default_max_in_flight: usize) -> Self {
+        let k = route.as_kafka();
+        ConsumerSettings {
+            auto_commit: k.and_then(|r| r.enable_auto_commit).unwrap_or(false),
+            auto_offset_reset: k
+                .and_then(|r| r.auto_offset_reset)
+                .map_or("earliest", |a| a.as_str()),
+            session_timeout_ms: k.and_then(|r| r.session_timeout_ms),
+            max_in_flight: k
+                .and_then(|r| r.max_poll_records)
+                .map_or(default_max_in_flight, |n| n as usize)
+                .max(1),
+        }
+    }
+
+    /// What differs from `other`, in attribute terms.
+    fn differences(&self, other: &Self) -> Vec<String> {
+        let mut d = Vec::new();
+        if self.auto_commit != other.auto_commit {
+            d.push(format!(
+                "enable_auto_commit {} vs {}",
+                self.auto_commit, other.auto_commit
+            ));
+        }
+        if self.auto_offset_reset != other.auto_offset_reset {
+            d.push(format!(
+                "auto_offset_reset {} vs {}",
+                self.auto_offset_reset, other.auto_offset_reset
+            ));
+        }
+        if self.session_timeout_ms != other.session_timeout_ms {
+            let show = |v: Option<u32>| v.map_or_else(|| "unset".to_owned(), |v| v.to_string());
+            d.push(format!(
+                "session_timeout_ms {} vs {}",
+                show(self.session_timeout_ms),
+                show(other.session_timeout_ms)
+            ));
+        }
+        if self.max_in_flight != other.max_in_flight {
+            d.push(format!(
+                "max_poll_records {} vs {}",
+                self.max_in_flight, other.max_in_flight
+            ));
+        }
+        d
+    }
+}
+
+/// Where a message goes.
+enum Target {
+    Route(Arc<EventRoute>),
+    /// Of a type none of the consumer's events has (why, naming them).
+    Unknown(String),
+    /// Every subscriber has left.
+    Nobody,
+}
+
 /// What the poll thread, the lanes and the rebalance callback share.
 struct Shared {
     transport: Arc<TransportInner>,
-    dispatcher: Arc<Dispatcher>,
+    /// The events this consumer handles, in subscription order.
+    routes: RwLock<Vec<Arc<EventRoute>>>,
+    settings: ConsumerSettings,
     topic: String,
     group: String,
     dead_letter_topic: String,
@@ -168,6 +249,44 @@ struct Shared {
 impl Shared {
     fn stopping(&self) -> bool {
         self.state.load(Ordering::Acquire) != RUNNING
+    }
+
+    fn routes(&self) -> std::sync::RwLockReadGuard<'_, Vec<Arc<EventRoute>>> {
+        self.routes.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn routes_mut(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Arc<EventRoute>>> {
+        self.routes.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Where a message of type `event_name` goes. With one event, to its
+    /// dispatcher (which rejects another type itself, and takes a foreign
+    /// message without a type as its own); with several, to the one of its
+    /// type, the first one when it has no type.
+    fn target(&self, event_name: Option<&str>) -> Target {
+        let routes = self.routes();
+        match (routes.as_slice(), event_name) {
+            ([], _) => Target::Nobody,
+            ([only], _) => Target::Route(only.clone()),
+            (all, Some(name)) => match all.iter().find(|r| r.dispatcher.event_name() == name) {
+                Some(r) => Target::Route(r.clone()),
+                None => Target::Unknown(format!(
+                    "unknown message type `{name}`: this consumer handles {}",
+                    all.iter()
+                        .map(|r| format!("`{}`", r.dispatcher.event_name()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+            },
+            ([first, ..], None) => Target::Route(first.clone()),
+        }
+    }
+
+    fn event_names(&self) -> Vec<&'static str> {
+        self.routes()
+            .iter()
+            .map(|r| r.dispatcher.event_name())
+            .collect()
     }
 
     /// Drops queued deliveries of these partitions and waits (up to the
@@ -281,11 +400,22 @@ impl ConsumerContext for SubscriptionContext {
 
 type KafkaBaseConsumer = BaseConsumer<SubscriptionContext>;
 
+/// A running consumer of one (topic, group) and the events it handles.
+pub(crate) struct RunningConsumer {
+    shared: Arc<Shared>,
+    key: (String, String),
+    /// Resolves when the poll thread has finished (offsets committed).
+    done: SharedFuture<oneshot::Receiver<()>>,
+}
+
+/// The consumers of one transport by (topic, group). Weak: the subscription
+/// handles own them; an entry is removed when its consumer stops.
+pub(crate) type ConsumerRegistry = Mutex<HashMap<(String, String), Weak<RunningConsumer>>>;
+
 pub(crate) async fn subscribe(
     transport: Arc<TransportInner>,
     sub: Subscription,
 ) -> Result<Box<dyn SubscriptionHandle>> {
-    let route = sub.route.as_kafka();
     let topic = topic_of(sub.route, sub.event_name).to_owned();
     let options = &transport.options;
 
@@ -298,8 +428,60 @@ pub(crate) async fn subscribe(
     dlq_spec.configs.retain(|(k, _)| *k != "retention.ms");
     transport.ensure_topic(&dlq_spec).await?;
 
-    let auto_commit = route.and_then(|r| r.enable_auto_commit).unwrap_or(false);
+    let settings = ConsumerSettings::of(sub.route, options.max_in_flight);
+    let key = (topic.clone(), sub.group.clone());
+    let route = Arc::new(EventRoute {
+        dispatcher: sub.dispatcher.clone(),
+    });
+    // Held until the consumer is registered: two events of one topic and
+    // group subscribing at once end up on one consumer.
+    let mut registry = lock(&transport.consumers);
+    if let Some(running) = registry
+        .get(&key)
+        .and_then(Weak::upgrade)
+        .filter(|r| !r.shared.stopping())
+    {
+        // Another event already consumes this topic in this group: share its consumer.
+        let shared = &running.shared;
+        let mut routes = shared.routes_mut();
+        if routes
+            .iter()
+            .any(|r| r.dispatcher.event_name() == sub.event_name)
+        {
+            return Err(Error::AlreadySubscribed(format!(
+                "{} (topic `{topic}`, group `{}`)",
+                sub.event_name, sub.group
+            )));
+        }
+        let differences = shared.settings.differences(&settings);
+        if !differences.is_empty() {
+            let others: Vec<&str> = routes.iter().map(|r| r.dispatcher.event_name()).collect();
+            return Err(Error::config(format!(
+                "events {} and `{}` share topic `{topic}` in group `{}`, so they share one consumer, \
+                 but ask for different consumer settings ({}); give them the same \
+                 #[kafka(...)] consumer settings or different groups",
+                others
+                    .iter()
+                    .map(|n| format!("`{n}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                sub.event_name,
+                sub.group,
+                differences.join(", ")
+            )));
+        }
+        routes.push(route);
+        drop(routes);
+        tracing::info!(topic = %topic, group = %sub.group, event = sub.event_name, events = ?shared.event_names(), "Kafka consumer shared by another event");
+        return Ok(Box::new(KafkaSubscription {
+            consumer: running.clone(),
+            event_name: sub.event_name,
+            stopped: false,
+        }));
+    }
+
     let mut config = options.client_config();
+    let auto_commit = settings.auto_commit;
     config
         .set("group.id", &sub.group)
         .set(
@@ -310,26 +492,19 @@ pub(crate) async fn subscribe(
             "enable.auto.offset.store",
             if auto_commit { "true" } else { "false" },
         )
-        .set(
-            "auto.offset.reset",
-            route
-                .and_then(|r| r.auto_offset_reset)
-                .map_or("earliest", |a| a.as_str()),
-        );
-    if let Some(ms) = route.and_then(|r| r.session_timeout_ms) {
+        .set("auto.offset.reset", settings.auto_offset_reset);
+    if let Some(ms) = settings.session_timeout_ms {
         config.set("session.timeout.ms", ms.to_string());
     }
     for (k, v) in &options.consumer_properties {
         config.set(k, v);
     }
-    let max_in_flight = route
-        .and_then(|r| r.max_poll_records)
-        .map_or(options.max_in_flight, |n| n as usize)
-        .max(1);
+    let max_in_flight = settings.max_in_flight;
 
     let shared = Arc::new(Shared {
         transport: transport.clone(),
-        dispatcher: sub.dispatcher.clone(),
+        routes: RwLock::new(vec![route]),
+        settings,
         topic: topic.clone(),
         group: sub.group.clone(),
         dead_letter_topic,
@@ -365,10 +540,17 @@ pub(crate) async fn subscribe(
             let _ = done_tx.send(());
         })
         .map_err(|e| Error::connection(KAFKA, "could not start the consumer thread", e))?;
-    tracing::info!(topic = %topic, group = %sub.group, event = sub.event_name, max_in_flight, auto_commit, "Kafka subscription started");
-    Ok(Box::new(KafkaSubscription {
+    tracing::info!(topic = %topic, group = %sub.group, event = sub.event_name, max_in_flight, auto_commit, "Kafka consumer started");
+    let running = Arc::new(RunningConsumer {
         shared,
-        done: Some(done_rx),
+        key: key.clone(),
+        done: done_rx.shared(),
+    });
+    registry.insert(key, Arc::downgrade(&running));
+    Ok(Box::new(KafkaSubscription {
+        consumer: running,
+        event_name: sub.event_name,
+        stopped: false,
     }))
 }
 
@@ -454,7 +636,7 @@ fn poll_loop(
         let _ = runtime.block_on(w);
     }
     consumer.unsubscribe();
-    tracing::info!(topic = %shared.topic, group = %shared.group, aborted, "Kafka subscription stopped");
+    tracing::info!(topic = %shared.topic, group = %shared.group, aborted, "Kafka consumer stopped");
     // Dropping the last reference closes the consumer and leaves the group.
     drop(consumer);
 }
@@ -572,7 +754,8 @@ async fn run_lane(
     }
 }
 
-/// Dispatches one delivery; true when its offset may be stored.
+/// Dispatches one delivery to the dispatcher of its type; true when its
+/// offset may be stored.
 async fn handle(
     shared: &Arc<Shared>,
     consumer: &Arc<KafkaBaseConsumer>,
@@ -580,39 +763,63 @@ async fn handle(
     partition: i32,
     d: &Delivery,
 ) -> bool {
-    match shared.dispatcher.dispatch(d.message.to_incoming()).await {
+    let incoming = d.message.to_incoming();
+    let name = incoming
+        .headers
+        .get(headers::EVENT_NAME)
+        .map(String::as_str);
+    let route = match shared.target(name) {
+        Target::Route(route) => route,
+        Target::Unknown(reason) => {
+            return dead_letter(shared, lane, partition, d, &DeadLetter::rejected(reason)).await
+        }
+        // The consumer is stopping: not stored, so the group gets the message again.
+        Target::Nobody => return hand_back(shared, consumer, lane, partition, d).await,
+    };
+    // `route` stays held until the message is finished (dead letter included).
+    match route.dispatcher.dispatch(incoming).await {
         Outcome::Ack => true,
         Outcome::DeadLetter(dead) => dead_letter(shared, lane, partition, d, &dead).await,
-        Outcome::Requeue => {
-            lock(&lane.state).resume_at = Some(d.offset);
-            if !shared.stopping() {
-                let consumer = consumer.clone();
-                let topic = shared.topic.clone();
-                let offset = d.offset;
-                let sought = tokio::task::spawn_blocking(move || {
-                    consumer.seek(
-                        &topic,
-                        partition,
-                        Offset::Offset(offset),
-                        Duration::from_secs(10),
-                    )
-                })
-                .await;
-                match sought {
-                    Ok(Ok(())) => {
-                        tracing::info!(topic = %shared.topic, partition, offset, "message handed back; will be delivered again")
-                    }
-                    Ok(Err(e)) => {
-                        tracing::warn!(topic = %shared.topic, partition, offset, error = %e, "seeking back failed; the message comes again after a rebalance or restart")
-                    }
-                    Err(e) => {
-                        tracing::warn!(topic = %shared.topic, partition, offset, error = %e, "seek task failed")
-                    }
-                }
+        Outcome::Requeue => hand_back(shared, consumer, lane, partition, d).await,
+    }
+}
+
+/// A message handed back: the lane skips everything until it comes again
+/// and seeks back to it. Always false (the offset is not stored).
+async fn hand_back(
+    shared: &Arc<Shared>,
+    consumer: &Arc<KafkaBaseConsumer>,
+    lane: &Lane,
+    partition: i32,
+    d: &Delivery,
+) -> bool {
+    lock(&lane.state).resume_at = Some(d.offset);
+    if !shared.stopping() {
+        let consumer = consumer.clone();
+        let topic = shared.topic.clone();
+        let offset = d.offset;
+        let sought = tokio::task::spawn_blocking(move || {
+            consumer.seek(
+                &topic,
+                partition,
+                Offset::Offset(offset),
+                Duration::from_secs(10),
+            )
+        })
+        .await;
+        match sought {
+            Ok(Ok(())) => {
+                tracing::info!(topic = %shared.topic, partition, offset, "message handed back; will be delivered again")
             }
-            false
+            Ok(Err(e)) => {
+                tracing::warn!(topic = %shared.topic, partition, offset, error = %e, "seeking back failed; the message comes again after a rebalance or restart")
+            }
+            Err(e) => {
+                tracing::warn!(topic = %shared.topic, partition, offset, error = %e, "seek task failed")
+            }
         }
     }
+    false
 }
 
 /// Produces a dead letter and waits for the broker's acknowledgement,
@@ -702,42 +909,121 @@ async fn dead_letter(
     }
 }
 
+/// One event's subscription on a (possibly shared) consumer.
 struct KafkaSubscription {
-    shared: Arc<Shared>,
-    done: Option<oneshot::Receiver<()>>,
+    consumer: Arc<RunningConsumer>,
+    event_name: &'static str,
+    /// `stop` ran: dropping the handle then does nothing more.
+    stopped: bool,
+}
+
+impl KafkaSubscription {
+    /// Unregisters the consumer (so that a new subscription starts a new
+    /// one) and moves it from running to `to`. Call with the registry locked.
+    fn end_consumer(
+        &self,
+        registry: &mut HashMap<(String, String), Weak<RunningConsumer>>,
+        to: u8,
+    ) {
+        let c = &self.consumer;
+        if registry
+            .get(&c.key)
+            .is_some_and(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(c)))
+        {
+            registry.remove(&c.key);
+        }
+        let _ = c
+            .shared
+            .state
+            .compare_exchange(RUNNING, to, Ordering::AcqRel, Ordering::Acquire);
+    }
+}
+
+/// What stopping one subscription stops.
+enum Leave {
+    /// Only this event (removed from the routing table, if it was there).
+    Event(Option<Arc<EventRoute>>),
+    /// The whole consumer.
+    Consumer,
 }
 
 #[async_trait]
 impl SubscriptionHandle for KafkaSubscription {
     async fn stop(mut self: Box<Self>) -> Result<()> {
-        let _ = self.shared.state.compare_exchange(
-            RUNNING,
-            STOPPING,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        );
-        match self.done.take() {
-            Some(rx) => rx.await.map_err(|_| Error::Connection {
+        self.stopped = true;
+        let shared = self.consumer.shared.clone();
+        let leave = {
+            let mut registry = lock(&shared.transport.consumers);
+            let mut routes = shared.routes_mut();
+            // Other events keep the consumer running unless their owners are
+            // shutting down too (an app's shutdown stops every subscription):
+            // then the whole consumer stops now, so that no message of this
+            // event is taken for an unknown type in between.
+            let others_stay = routes.iter().any(|r| {
+                r.dispatcher.event_name() != self.event_name && !r.dispatcher.shutting_down()
+            });
+            if others_stay {
+                let at = routes
+                    .iter()
+                    .position(|r| r.dispatcher.event_name() == self.event_name);
+                Leave::Event(at.map(|i| routes.remove(i)))
+            } else {
+                drop(routes);
+                self.end_consumer(&mut registry, STOPPING);
+                Leave::Consumer
+            }
+        };
+        if let Leave::Event(removed) = leave {
+            let Some(route) = removed else {
+                return Ok(());
+            };
+            tracing::info!(topic = %shared.topic, group = %shared.group, event = self.event_name, events = ?shared.event_names(), "Kafka subscription stopped; the consumer goes on for the other events");
+            // Wait for this event's messages in flight (each holds a
+            // reference), as long as a revocation would.
+            let deadline = Instant::now() + shared.transport.options.drain_timeout;
+            while Arc::strong_count(&route) > 1 {
+                if Instant::now() >= deadline {
+                    tracing::warn!(topic = %shared.topic, group = %shared.group, event = self.event_name, "a message of the unsubscribed event is still in flight after the drain timeout; it finishes on its own");
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            return Ok(());
+        }
+        self.consumer
+            .done
+            .clone()
+            .await
+            .map_err(|_| Error::Connection {
                 transport: KAFKA,
                 message: format!(
                     "the consumer thread of `{}` ended unexpectedly",
-                    self.shared.topic
+                    shared.topic
                 ),
                 source: None,
-            }),
-            None => Ok(()),
-        }
+            })
     }
 }
 
 impl Drop for KafkaSubscription {
     fn drop(&mut self) {
-        // Dropped without stop(): close like a crashed process, committing nothing more.
-        let _ = self.shared.state.compare_exchange(
-            RUNNING,
-            ABORTED,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        );
+        if self.stopped {
+            return;
+        }
+        // Dropped without stop(). With other events on the consumer, this
+        // event just leaves it; the last one closes it like a crashed
+        // process, committing nothing more.
+        let shared = self.consumer.shared.clone();
+        let mut registry = lock(&shared.transport.consumers);
+        let mut routes = shared.routes_mut();
+        if routes
+            .iter()
+            .any(|r| r.dispatcher.event_name() != self.event_name)
+        {
+            routes.retain(|r| r.dispatcher.event_name() != self.event_name);
+        } else {
+            drop(routes);
+            self.end_consumer(&mut registry, ABORTED);
+        }
     }
 }

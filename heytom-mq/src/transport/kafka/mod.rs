@@ -7,7 +7,9 @@
 //!   lands on one partition; `acks`, `enable_idempotence` and
 //!   `compression_type` configure the producer (one cached producer per
 //!   distinct setting). Every wire header travels as a Kafka header.
-//! - **Consuming** is at-least-once: one consumer per (event, group), one
+//! - **Consuming** is at-least-once: one consumer per (topic, group), shared
+//!   by every event on that topic in that group (each message goes to the
+//!   handlers of its type), one
 //!   ordered lane per assigned partition, partitions handled concurrently. An
 //!   offset is stored only after the dispatcher acked or dead-lettered the
 //!   message, and committed on a timer, on revocation and on shutdown.
@@ -134,6 +136,8 @@ pub(crate) struct TransportInner {
     producers: Mutex<HashMap<ProducerKey, FutureProducer<TracingContext>>>,
     admin: Mutex<Option<Arc<AdminClient<TracingContext>>>>,
     declared: RwLock<HashSet<String>>,
+    /// Running consumers by (topic, group): events sharing both share one.
+    pub(crate) consumers: consumer::ConsumerRegistry,
 }
 
 impl std::fmt::Debug for KafkaTransport {
@@ -169,6 +173,7 @@ impl KafkaTransport {
                 producers: Mutex::new(HashMap::new()),
                 admin: Mutex::new(None),
                 declared: RwLock::new(HashSet::new()),
+                consumers: Mutex::new(HashMap::new()),
             }),
         };
         // Creating the default producer validates the configuration early.
