@@ -71,13 +71,16 @@ fn partition_key(pk: &PartitionKey) -> TokenStream {
     let field = &pk.field;
     // Spanned at `partition_key = <field>`: a field without Display fails there.
     let span = field.span();
+    // `self` keeps the call-site span: spanned at a field token that came
+    // from a `macro_rules!` expansion it would not resolve to the receiver.
+    let this = quote!(self);
     if pk.optional {
         quote_spanned! {span=>
-            ::core::option::Option::map(::core::option::Option::as_ref(&self.#field), ::std::string::ToString::to_string)
+            ::core::option::Option::map(::core::option::Option::as_ref(&#this.#field), ::std::string::ToString::to_string)
         }
     } else {
         quote_spanned! {span=>
-            ::core::option::Option::Some(::std::string::ToString::to_string(&self.#field))
+            ::core::option::Option::Some(::std::string::ToString::to_string(&#this.#field))
         }
     }
 }
