@@ -70,17 +70,16 @@ pub fn stub(cont: &Container) -> TokenStream {
 fn partition_key(pk: &PartitionKey) -> TokenStream {
     let field = &pk.field;
     // Spanned at `partition_key = <field>`: a field without Display fails there.
-    let span = field.span();
-    // `self` keeps the call-site span: spanned at a field token that came
-    // from a `macro_rules!` expansion it would not resolve to the receiver.
-    let this = quote!(self);
+    // Call-site hygiene, so `self` resolves to the receiver even when the
+    // field token came from a `macro_rules!` expansion; located at the field.
+    let span = proc_macro2::Span::call_site().located_at(field.span());
     if pk.optional {
         quote_spanned! {span=>
-            ::core::option::Option::map(::core::option::Option::as_ref(&#this.#field), ::std::string::ToString::to_string)
+            ::core::option::Option::map(::core::option::Option::as_ref(&self.#field), ::std::string::ToString::to_string)
         }
     } else {
         quote_spanned! {span=>
-            ::core::option::Option::Some(::std::string::ToString::to_string(&#this.#field))
+            ::core::option::Option::Some(::std::string::ToString::to_string(&self.#field))
         }
     }
 }
