@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, HashSet};
 use heytom_mq::event::headers;
 use heytom_mq::{Event, EventId, Headers};
 
-use crate::harness::{fast_retry, handlers_of, EventSet, Fixture, Msg, Probe, Who};
+use heytom_mq::RetryPolicy;
+
+use crate::harness::{fast_retry, handlers_of, EventSet, Failing, Fixture, Msg, Probe, Who};
 
 type Ev<F> = <F as Fixture>::Events;
 
@@ -285,6 +287,14 @@ pub async fn malformed_payload_is_dead_lettered_and_consuming_goes_on<F: Fixture
         format!(r#"{{"run":"{run}","key":"k","n":"seven"}}"#).into_bytes(),
     )
     .await;
+    // A well-formed message of a type this subscription does not handle.
+    let mut other = Headers::new();
+    other.insert(headers::EVENT_NAME.into(), "conformance.Unknown".into());
+    fx.publish_raw::<E<F>>(
+        other,
+        format!(r#"{{"run":"{run}","key":"unknown","n":9}}"#).into_bytes(),
+    )
+    .await;
     let id = app
         .producer()
         .send(&probe.event::<E<F>>("k", 8))
@@ -292,18 +302,27 @@ pub async fn malformed_payload_is_dead_lettered_and_consuming_goes_on<F: Fixture
         .expect("send");
 
     let dead = fx
-        .dead_letters::<E<F>>("strict", 2, |m| m.body_contains(run))
+        .dead_letters::<E<F>>("strict", 3, |m| m.body_contains(run))
         .await;
     probe.wait_for_count("strict", 1).await;
     app.shutdown().await.expect("shutdown");
 
+    assert_eq!(dead.len(), 3, "{dead:?}");
     for m in &dead {
         let reason = m.header(headers::DEAD_LETTER_REASON);
-        assert!(reason.contains("does not decode"), "{reason}");
+        if m.body_contains("unknown") {
+            assert!(
+                reason.contains("unknown message type `conformance.Unknown`"),
+                "{reason}"
+            );
+        } else {
+            assert!(reason.contains("does not decode"), "{reason}");
+        }
         assert_eq!(m.header(headers::DEAD_LETTER_ATTEMPTS), "0");
     }
     assert!(dead.iter().any(|m| m.body_contains("not json")));
     assert!(dead.iter().any(|m| m.body_contains("seven")));
+    assert!(dead.iter().any(|m| m.body_contains("unknown")));
     let seen = probe.seen_as("strict");
     assert_eq!(seen.len(), 1, "only the good message reached the handler");
     assert_eq!((seen[0].n, seen[0].ctx.event_id()), (8, id));
@@ -485,6 +504,54 @@ pub async fn restart_resumes_where_it_left_off<F: Fixture>(fx: &F) {
     let mut ns: Vec<u32> = probe.seen_as("durable_sink").iter().map(|s| s.n).collect();
     ns.sort_unstable();
     assert_eq!(ns, [1, 2, 3, 4], "each event once across the restart");
+}
+
+/// (persistent) Shutting down while a message waits for its retry hands
+/// it back instead of dead-lettering or dropping it: the next app gets it
+/// as a fresh delivery.
+pub async fn shutdown_mid_retry_hands_the_message_back<F: Fixture>(fx: &F) {
+    type E<F> = <Ev<F> as EventSet>::Stubborn;
+    assert!(
+        fx.features().persistent,
+        "requeue check run on a transport that is not persistent"
+    );
+    let probe = Probe::new();
+    let app = |failing: bool| {
+        fx.start(
+            fx.builder()
+                .discover_in(handlers_of::<F>("requeue"))
+                // The retry is a minute away: shutdown comes first.
+                .retry_policy(
+                    RetryPolicy::default()
+                        .max_attempts(5)
+                        .initial_backoff(std::time::Duration::from_secs(60)),
+                )
+                .state(probe.clone())
+                .state(Failing(failing)),
+        )
+    };
+    let first = app(true).await;
+    let id = first
+        .producer()
+        .send(&probe.event::<E<F>>("k", 1))
+        .await
+        .expect("send");
+    probe.wait_for_count("stubborn:failing", 1).await;
+    // Waiting out the backoff would exceed the shutdown timeout (an error).
+    first.shutdown().await.expect("shutdown mid-retry");
+    let dead = fx
+        .dead_letters::<E<F>>("stubborn", 0, |m| m.body_contains(probe.run()))
+        .await;
+    assert!(dead.is_empty(), "not dead-lettered: {dead:?}");
+
+    let second = app(false).await;
+    probe.wait_for_count("stubborn:ok", 1).await;
+    second.shutdown().await.expect("shutdown");
+    let failing = probe.seen_as("stubborn:failing");
+    let ok = probe.seen_as("stubborn:ok");
+    assert_eq!(failing.len(), 1, "no retry ran before shutdown");
+    assert_eq!(ok.len(), 1);
+    assert_eq!(ok[0].ctx.event_id(), id, "the same message came back");
 }
 
 /// (priority) Waiting messages are delivered highest priority first.

@@ -117,6 +117,7 @@ pub trait EventSet {
     type Shipped: Msg;
     type Stored: Msg;
     type Urgent: Msg;
+    type Stubborn: Msg;
 }
 
 /// The handlers of one check: `discover_in` the check's sub-module.
@@ -135,6 +136,10 @@ pub fn fast_retry(max_attempts: u32) -> RetryPolicy {
 /// Which app instance a handler runs in (competing consumers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Who(pub &'static str);
+
+/// Whether the `stubborn` handler fails (first app) or succeeds (second).
+#[derive(Debug, Clone, Copy)]
+pub struct Failing(pub bool);
 
 /// One handler invocation, as a handler recorded it.
 #[derive(Debug, Clone)]
@@ -316,6 +321,7 @@ macro_rules! suite_handlers {
             type Shipped = Shipped;
             type Stored = Stored;
             type Urgent = Urgent;
+            type Stubborn = Stubborn;
         }
 
         pub mod round_trip {
@@ -529,6 +535,30 @@ macro_rules! suite_handlers {
                 if probe.mine(&event) {
                     probe.record("durable_sink", &event, &ctx, None);
                 }
+            }
+        }
+
+        pub mod requeue {
+            use super::*;
+            use heytom_mq::prelude::*;
+            use $crate::harness::{Failing, Probe};
+
+            #[handler]
+            async fn stubborn(
+                event: Stubborn,
+                ctx: Context,
+                State(probe): State<Probe>,
+                State(failing): State<Failing>,
+            ) -> Result<(), HandlerError> {
+                if !probe.mine(&event) {
+                    return Ok(());
+                }
+                if failing.0 {
+                    probe.record("stubborn:failing", &event, &ctx, None);
+                    return Err("not yet".into());
+                }
+                probe.record("stubborn:ok", &event, &ctx, None);
+                Ok(())
             }
         }
 

@@ -69,6 +69,9 @@ suite_events! {
     #[event(name = "conformance.kafka.Urgent")]
     #[kafka(topic = "conformance-urgent", session_timeout_ms = 6000)]
     Urgent;
+    #[event(name = "conformance.kafka.Stubborn")]
+    #[kafka(topic = "conformance-stubborn", session_timeout_ms = 6000)]
+    Stubborn;
 }
 
 suite_handlers!();
@@ -296,4 +299,8 @@ fn read_all(servers: &str, topic: &str) -> Vec<RawMessage> {
     out
 }
 
-suite_tests!(Kafka; restart_resumes_where_it_left_off);
+suite_tests!(
+    Kafka;
+    restart_resumes_where_it_left_off,
+    shutdown_mid_retry_hands_the_message_back,
+);

@@ -21,6 +21,7 @@ suite_events! {
     #[event(name = "conformance.memory.Shipped")] Shipped;
     #[event(name = "conformance.memory.Stored")] Stored;
     #[event(name = "conformance.memory.Urgent")] Urgent;
+    #[event(name = "conformance.memory.Stubborn")] Stubborn;
 }
 
 suite_handlers!();
@@ -94,4 +95,8 @@ impl Fixture for Memory {
     }
 }
 
-suite_tests!(Memory; restart_resumes_where_it_left_off);
+suite_tests!(
+    Memory;
+    restart_resumes_where_it_left_off,
+    shutdown_mid_retry_hands_the_message_back,
+);

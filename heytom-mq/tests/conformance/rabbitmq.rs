@@ -64,6 +64,9 @@ suite_events! {
     #[event(name = "conformance.rabbitmq.Urgent")]
     #[rabbitmq(routing_key = "conformance.urgent", max_priority = 10)]
     Urgent;
+    #[event(name = "conformance.rabbitmq.Stubborn")]
+    #[rabbitmq(routing_key = "conformance.stubborn")]
+    Stubborn;
 }
 
 suite_handlers!();
@@ -296,4 +299,9 @@ impl Drop for Rabbit {
     }
 }
 
-suite_tests!(Rabbit; restart_resumes_where_it_left_off, priority_is_honoured);
+suite_tests!(
+    Rabbit;
+    restart_resumes_where_it_left_off,
+    shutdown_mid_retry_hands_the_message_back,
+    priority_is_honoured,
+);
