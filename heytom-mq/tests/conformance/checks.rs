@@ -5,9 +5,11 @@ use std::collections::{BTreeMap, HashSet};
 use heytom_mq::event::headers;
 use heytom_mq::{Event, EventId, Headers};
 
-use heytom_mq::RetryPolicy;
+use heytom_mq::{HandlerEntry, RetryPolicy};
 
-use crate::harness::{fast_retry, handlers_of, EventSet, Failing, Fixture, Msg, Probe, Who};
+use crate::harness::{
+    fast_retry, handlers_of, EventSet, Failing, Fixture, Msg, Probe, Recorder, Who,
+};
 
 type Ev<F> = <F as Fixture>::Events;
 
@@ -110,14 +112,24 @@ pub async fn send_batch_delivers_each_exactly_once<F: Fixture>(fx: &F) {
     assert_eq!(ns, (0..200).collect::<Vec<_>>());
 }
 
-/// Two handlers of one event each get every event.
+/// Two `#[handler]`s of one event, and a third subscriber registered as a
+/// `HandlerEntry` in a consumer group of its own, each get every event.
 pub async fn fan_out_to_two_handlers<F: Fixture>(fx: &F) {
     type E<F> = <Ev<F> as EventSet>::FanOut;
     let probe = Probe::new();
+    let own_group = HandlerEntry::from_type::<E<F>, _>(
+        "fan_c",
+        Recorder {
+            probe: probe.clone(),
+            label: "fan_c",
+        },
+    )
+    .group(format!("conformance.fan_c.{}", probe.run()));
     let app = fx
         .start(
             fx.builder()
                 .discover_in(handlers_of::<F>("fan_out"))
+                .handler_entry(own_group)
                 .state(probe.clone()),
         )
         .await;
@@ -127,11 +139,12 @@ pub async fn fan_out_to_two_handlers<F: Fixture>(fx: &F) {
         .send_batch(&events)
         .await
         .expect("send_batch");
-    probe.wait_for_count("fan_a", 10).await;
-    probe.wait_for_count("fan_b", 10).await;
+    for label in ["fan_a", "fan_b", "fan_c"] {
+        probe.wait_for_count(label, 10).await;
+    }
     app.shutdown().await.expect("shutdown");
     let want: HashSet<EventId> = ids.into_iter().collect();
-    for label in ["fan_a", "fan_b"] {
+    for label in ["fan_a", "fan_b", "fan_c"] {
         let seen = probe.seen_as(label);
         assert_eq!(seen.len(), 10, "{label} got each event once");
         let got: HashSet<EventId> = seen.iter().map(|s| s.ctx.event_id()).collect();

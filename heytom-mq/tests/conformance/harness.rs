@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use heytom_mq::{AppBuilder, Context, Event, Headers, RetryPolicy, RunningApp};
+use heytom_mq::{
+    AppBuilder, Context, Event, EventHandler, HandlerError, Headers, RetryPolicy, RunningApp,
+};
 use tokio::sync::Notify;
 
 /// How long a check waits for something before it fails instead of hanging.
@@ -154,6 +156,24 @@ pub struct Seen {
     pub ctx: Context,
     /// The app instance, when the handler takes `State<Who>`.
     pub who: Option<Who>,
+}
+
+/// A handler type (`EventHandler`) that records under a label, for
+/// subscriptions registered with `HandlerEntry` (an explicit group, say).
+pub struct Recorder {
+    /// The probe it records to.
+    pub probe: Probe,
+    /// The label it records under.
+    pub label: &'static str,
+}
+
+impl<E: Msg> EventHandler<E> for Recorder {
+    async fn handle(&self, event: E, ctx: Context) -> Result<(), HandlerError> {
+        if self.probe.mine(&event) {
+            self.probe.record(self.label, &event, &ctx, None);
+        }
+        Ok(())
+    }
 }
 
 /// Shared state of a check: its run nonce and what handlers saw.
