@@ -5,6 +5,9 @@
 //! The suite on Kafka (`HEYTOM_KAFKA_BOOTSTRAP_SERVERS`, else a tansu
 //! broker started by `scripts/kafka-broker.sh start`).
 //!
+//! Without that variable the suite starts its own tansu on port 19192 (and
+//! reuses it in later runs), apart from the broker the Kafka tests restart.
+//!
 //! Topic names are fixed at compile time; every fixture consumes in a
 //! consumer group of its own (`KafkaOptions::group_id`, which `#[handler]`s
 //! without a `group` use) from the earliest offset, so it sees what earlier
@@ -86,11 +89,16 @@ fn reachable(servers: &str) -> bool {
     })
 }
 
+/// The port of the conformance suite's own tansu: the Kafka tests restart
+/// theirs (on 19092) to check recovery, which must not hit these checks.
+const TANSU_PORT: u16 = 19192;
+
 /// Starts tansu with the project's script (or reuses the one it started).
 fn start_with_script() -> Result<String, String> {
-    let pidfile = std::env::temp_dir().join("heytom-tansu-19092.pid");
-    if pidfile.exists() && reachable("127.0.0.1:19092") {
-        return Ok("127.0.0.1:19092".to_owned());
+    let ours = format!("127.0.0.1:{TANSU_PORT}");
+    let pidfile = std::env::temp_dir().join(format!("heytom-tansu-{TANSU_PORT}.pid"));
+    if pidfile.exists() && reachable(&ours) {
+        return Ok(ours);
     }
     let script =
         std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka-broker.sh");
@@ -98,6 +106,7 @@ fn start_with_script() -> Result<String, String> {
         .arg(&script)
         .arg("start")
         .env_remove("HEYTOM_KAFKA_BOOTSTRAP_SERVERS")
+        .env("HEYTOM_KAFKA_PORT", TANSU_PORT.to_string())
         .output()
         .map_err(|e| format!("running {}: {e}", script.display()))?;
     String::from_utf8_lossy(&out.stdout)
