@@ -6,7 +6,8 @@
 //! broker started by `scripts/kafka-broker.sh start`).
 //!
 //! Without that variable the suite starts its own tansu on port 19192 (and
-//! reuses it in later runs), apart from the broker the Kafka tests restart.
+//! reuses it in later runs), apart from the shared one on 19092 that other
+//! runs stop and start.
 //!
 //! Topic names are fixed at compile time; every fixture consumes in a
 //! consumer group of its own (`KafkaOptions::group_id`, which `#[handler]`s
@@ -89,8 +90,8 @@ fn reachable(servers: &str) -> bool {
     })
 }
 
-/// The port of the conformance suite's own tansu: the Kafka tests restart
-/// theirs (on 19092) to check recovery, which must not hit these checks.
+/// The port of the conformance suite's own tansu: the broker on 19092 is
+/// shared with other test runs and scripts that stop and start it.
 const TANSU_PORT: u16 = 19192;
 
 /// Starts tansu with the project's script (or reuses the one it started).
