@@ -1,9 +1,12 @@
-//! heytom-mq in one file, on the embedded default (in-memory broker).
+//! heytom-mq in one file, on the embedded default: the in-memory broker and
+//! a local message table (transactional outbox) in a SQLite file.
 //!
 //! Run it with `cargo run --example quickstart`. It publishes a few events,
 //! its handlers print what they get, one handler fails once and succeeds on
-//! the retry, one poison event ends in the dead-letter destination, and it
-//! prints a summary before shutting down by itself.
+//! the retry, one poison event ends in the dead-letter destination, one order
+//! is written together with its event in one SQLite transaction (and one
+//! rolled-back order sends nothing), and it prints a summary before shutting
+//! down by itself.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -11,6 +14,7 @@ use std::time::Duration;
 
 use heytom_mq::prelude::*;
 use serde::{Deserialize, Serialize};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 
 #[derive(Event, Serialize, Deserialize, Debug, Clone)]
 #[kafka(topic = "user-events", partition_key = user_id)]
@@ -90,14 +94,33 @@ async fn bill(
 }
 
 #[tokio::main]
-async fn main() -> Result<(), heytom_mq::Error> {
+async fn main() -> anyhow::Result<()> {
+    run().await
+}
+
+async fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "error".into()))
         .init();
 
+    // The business database, which also holds the local message table.
+    let db_file = std::env::temp_dir().join(format!("heytom-quickstart-{}.db", std::process::id()));
+    let pool = SqlitePoolOptions::new()
+        .connect_with(
+            SqliteConnectOptions::new()
+                .filename(&db_file)
+                .create_if_missing(true),
+        )
+        .await?;
+    sqlx::query("CREATE TABLE orders (id TEXT PRIMARY KEY, amount REAL NOT NULL)")
+        .execute(&pool)
+        .await?;
+    let outbox = Outbox::sqlite(pool.clone());
+
     let stats = Stats::default();
     let app = App::builder()
         .in_memory()
+        .outbox(outbox.clone())
         .retry_policy(
             RetryPolicy::default()
                 .max_attempts(3)
@@ -140,23 +163,66 @@ async fn main() -> Result<(), heytom_mq::Error> {
         })
         .await?;
 
+    // The order row and its event commit together; the event is sent right after.
+    producer
+        .send_with_transaction(&pool, |tx| {
+            Box::pin(async move {
+                sqlx::query("INSERT INTO orders (id, amount) VALUES (?, ?)")
+                    .bind("A-4")
+                    .bind(42.0)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(OrderPlaced {
+                    order_id: "A-4".into(),
+                    amount: 42.0,
+                })
+            })
+        })
+        .await?;
+    // This one fails inside the transaction: no order row, no event.
+    let refused = producer
+        .send_with_transaction(&pool, |tx| {
+            Box::pin(async move {
+                sqlx::query("INSERT INTO orders (id, amount) VALUES (?, ?)")
+                    .bind("A-5")
+                    .bind(7.0)
+                    .execute(&mut **tx)
+                    .await?;
+                Err::<OrderPlaced, _>("out of stock".into())
+            })
+        })
+        .await;
+    if let Err(e) = refused {
+        println!("[shop] order A-5 not placed: {e}");
+    }
+
     let broker = app.in_memory_broker().cloned().expect("in-memory app");
     let dead = tokio::time::timeout(Duration::from_secs(10), broker.wait_for_dead_letters(1))
         .await
         .map_err(|_| {
-            heytom_mq::Error::config("the poison event never reached the dead-letter destination")
+            anyhow::anyhow!("the poison event never reached the dead-letter destination")
         })?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while stats.billed.load(Ordering::SeqCst) < 2
+    while stats.billed.load(Ordering::SeqCst) < 3
         || stats.audited.load(Ordering::SeqCst) < 2
         || stats.welcomed.load(Ordering::SeqCst) < 2
+        || outbox.status_counts().await?.sent < 1
     {
-        if tokio::time::Instant::now() > deadline {
-            return Err(heytom_mq::Error::config("handlers did not finish in time"));
-        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "handlers did not finish in time"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     app.shutdown().await?;
+    let rows = outbox.status_counts().await?;
+    let orders: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM orders")
+        .fetch_one(&pool)
+        .await?;
+    pool.close().await;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db_file.display()));
+    }
 
     println!();
     println!("summary");
@@ -175,6 +241,11 @@ async fn main() -> Result<(), heytom_mq::Error> {
     println!(
         "  billing attempts       {}",
         stats.billing_attempts.load(Ordering::SeqCst)
+    );
+    println!("  orders in SQLite       {orders}");
+    println!(
+        "  outbox rows            {} sent, {} pending, {} failed",
+        rows.sent, rows.pending, rows.failed
     );
     for d in &dead {
         println!(

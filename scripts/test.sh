@@ -23,4 +23,6 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --workspace "$@"
+echo "== quickstart (the README's first command)"
+cargo run --quiet --example quickstart
 echo "== all checks passed"

@@ -85,6 +85,7 @@ pub struct Incoming {
 pub struct Dispatcher {
     event_name: &'static str,
     handlers: Vec<HandlerEntry>,
+    handler_names: Vec<Arc<str>>,
     state: Arc<StateMap>,
     default_retry: RetryPolicy,
     producer: Option<Producer>,
@@ -112,6 +113,10 @@ impl Dispatcher {
     ) -> Self {
         Dispatcher {
             event_name,
+            handler_names: handlers
+                .iter()
+                .map(|h| Arc::from(h.name.as_str()))
+                .collect(),
             handlers,
             state,
             default_retry,
@@ -136,10 +141,15 @@ impl Dispatcher {
         let mut wire = incoming.headers;
         // Messages from foreign producers carry no heytom headers: the
         // subscription's event is the only type they can be.
-        wire.entry(headers::EVENT_NAME.to_owned())
-            .or_insert_with(|| self.event_name.to_owned());
-        wire.entry(headers::EVENT_ID.to_owned())
-            .or_insert_with(|| uuid::Uuid::now_v7().to_string());
+        if !wire.contains_key(headers::EVENT_NAME) {
+            wire.insert(headers::EVENT_NAME.to_owned(), self.event_name.to_owned());
+        }
+        if !wire.contains_key(headers::EVENT_ID) {
+            wire.insert(
+                headers::EVENT_ID.to_owned(),
+                uuid::Uuid::now_v7().to_string(),
+            );
+        }
         let envelope = match Envelope::from_wire(wire, incoming.body) {
             Ok(e) => e,
             Err(e) => {
@@ -154,14 +164,15 @@ impl Dispatcher {
                 envelope.name, self.event_name
             )));
         }
+        let envelope = Arc::new(envelope);
         let span =
             tracing::info_span!("consume", event_id = %envelope.id, event_name = %envelope.name);
         async {
             if self.handlers.len() == 1 {
-                return self.run_handler(&self.handlers[0], &envelope).await;
+                return self.run_handler(0, &envelope).await;
             }
             let results = futures::future::join_all(
-                self.handlers.iter().map(|h| self.run_handler(h, &envelope)),
+                (0..self.handlers.len()).map(|i| self.run_handler(i, &envelope)),
             )
             .await;
             let mut dead = Vec::new();
@@ -202,9 +213,14 @@ impl Dispatcher {
         .await
     }
 
-    async fn run_handler(&self, entry: &HandlerEntry, envelope: &Envelope) -> Outcome {
+    async fn run_handler(&self, index: usize, envelope: &Arc<Envelope>) -> Outcome {
+        let entry = &self.handlers[index];
         let policy = entry.retry.unwrap_or(self.default_retry);
-        let base = Context::new(envelope, entry.name.clone(), self.producer.clone());
+        let base = Context::shared(
+            envelope.clone(),
+            self.handler_names[index].clone(),
+            self.producer.clone(),
+        );
         let mut shutdown = self.shutdown.clone();
         let mut attempt = 1;
         loop {

@@ -38,11 +38,9 @@ pub struct Context {
 }
 
 struct ContextInner {
-    event_id: EventId,
-    event_name: String,
-    occurred_at: DateTime<Utc>,
-    headers: Headers,
-    handler: String,
+    // Shared with the dispatcher, so a delivery's headers are never copied per handler.
+    envelope: Arc<Envelope>,
+    handler: Arc<str>,
     producer: Option<Producer>,
 }
 
@@ -53,13 +51,19 @@ impl Context {
         handler: impl Into<String>,
         producer: Option<Producer>,
     ) -> Self {
+        let handler: String = handler.into();
+        Self::shared(Arc::new(envelope.clone()), handler.into(), producer)
+    }
+
+    pub(crate) fn shared(
+        envelope: Arc<Envelope>,
+        handler: Arc<str>,
+        producer: Option<Producer>,
+    ) -> Self {
         Context {
             inner: Arc::new(ContextInner {
-                event_id: envelope.id,
-                event_name: envelope.name.clone(),
-                occurred_at: envelope.occurred_at,
-                headers: envelope.headers.clone(),
-                handler: handler.into(),
+                envelope,
+                handler,
                 producer,
             }),
             attempt: 1,
@@ -75,27 +79,27 @@ impl Context {
 
     /// The event's id (UUID v7).
     pub fn event_id(&self) -> EventId {
-        self.inner.event_id
+        self.inner.envelope.id
     }
 
     /// The event's `NAME`.
     pub fn event_name(&self) -> &str {
-        &self.inner.event_name
+        &self.inner.envelope.name
     }
 
     /// When the event was created by its producer.
     pub fn occurred_at(&self) -> DateTime<Utc> {
-        self.inner.occurred_at
+        self.inner.envelope.occurred_at
     }
 
     /// Correlation id, causation id, `traceparent` and user headers.
     pub fn headers(&self) -> &Headers {
-        &self.inner.headers
+        &self.inner.envelope.headers
     }
 
     /// One header by name.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.inner.headers.get(name).map(String::as_str)
+        self.inner.envelope.headers.get(name).map(String::as_str)
     }
 
     /// The correlation id of the conversation this event belongs to.
@@ -143,10 +147,10 @@ impl Context {
 impl fmt::Debug for Context {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Context")
-            .field("event_id", &self.inner.event_id)
-            .field("event_name", &self.inner.event_name)
+            .field("event_id", &self.inner.envelope.id)
+            .field("event_name", &self.inner.envelope.name)
             .field("attempt", &self.attempt)
-            .field("headers", &self.inner.headers)
+            .field("headers", &self.inner.envelope.headers)
             .finish()
     }
 }

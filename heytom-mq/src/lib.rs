@@ -63,7 +63,7 @@ pub use transport::rabbitmq::{RabbitMqConsumer, RabbitMqOptions, RabbitMqProduce
 #[cfg(feature = "_outbox")]
 pub use outbox::{
     LocalMessage, LocalMessageRepository, LocalMessageRetryOptions, MessageStatus, Outbox,
-    OutboxTransaction,
+    OutboxDatabase, OutboxTransaction, StatusCounts,
 };
 
 /// The everyday names: `use heytom_mq::prelude::*;`.

@@ -185,9 +185,14 @@ impl Producer {
             }
         }
         for (_, (transport, idx)) in groups {
-            let batch: Vec<Outgoing> = idx.iter().map(|&i| messages[i].clone()).collect();
-            let span = tracing::debug_span!("publish_batch", transport = %transport.kind(), count = batch.len());
-            let rs = transport.publish_batch(&batch).instrument(span).await;
+            let span = tracing::debug_span!("publish_batch", transport = %transport.kind(), count = idx.len());
+            // One transport for the whole batch (the usual case): no copies.
+            let rs = if idx.len() == messages.len() {
+                transport.publish_batch(messages).instrument(span).await
+            } else {
+                let batch: Vec<Outgoing> = idx.iter().map(|&i| messages[i].clone()).collect();
+                transport.publish_batch(&batch).instrument(span).await
+            };
             for (i, r) in idx.into_iter().zip(rs) {
                 results[i] = Some(r);
             }

@@ -549,6 +549,8 @@ mod startup_checks {
 mod context_and_follow_ups {
     use super::*;
 
+    type Seen = Arc<Mutex<Vec<(u32, Headers)>>>;
+
     #[derive(Event, Serialize, Deserialize, Debug, Clone)]
     #[event(name = "orders.placed.v1")]
     pub struct Placed {
@@ -569,11 +571,7 @@ mod context_and_follow_ups {
     }
 
     #[handler]
-    async fn record(
-        event: Shipped,
-        State(seen): State<Arc<Mutex<Vec<(u32, Headers)>>>>,
-        ctx: Context,
-    ) {
+    async fn record(event: Shipped, State(seen): State<Seen>, ctx: Context) {
         seen.lock()
             .unwrap()
             .push((event.order, ctx.headers().clone()));
@@ -581,7 +579,7 @@ mod context_and_follow_ups {
 
     #[tokio::test]
     async fn follow_up_events_carry_correlation_and_causation() {
-        let seen: Arc<Mutex<Vec<(u32, Headers)>>> = Arc::default();
+        let seen: Seen = Arc::default();
         let app = App::builder()
             .discover_in(module_path!())
             .state(seen.clone())

@@ -1,0 +1,313 @@
+//! Enqueueing events in the caller's transaction: [`OutboxTransaction`] and
+//! the `Producer` methods `begin`, `send_with_transaction`,
+//! `send_batch_with_transaction`.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use futures::future::BoxFuture;
+use sqlx::{Pool, Transaction};
+use tracing::Instrument;
+
+use super::relay::OutboxRuntime;
+use super::repository::{Built, DbKind, ROWS_PER_STATEMENT};
+use super::{LocalMessage, MessageStatus};
+use crate::error::{BoxError, Error, Result};
+use crate::event::{registered_event, Envelope, Event, EventId, Headers, Route};
+use crate::producer::Producer;
+
+/// A database the local message table can live in: PostgreSQL, MySQL /
+/// MariaDB, SQLite (each behind its cargo feature).
+pub trait OutboxDatabase: sqlx::Database {
+    #[doc(hidden)]
+    const KIND: DbKind;
+
+    #[doc(hidden)]
+    fn __execute<'c>(
+        conn: &'c mut <Self as sqlx::Database>::Connection,
+        q: Built,
+    ) -> BoxFuture<'c, Result<u64, sqlx::Error>>;
+}
+
+/// A database transaction that also enqueues events in the local message
+/// table. Derefs to [`sqlx::Transaction`], so `&mut **tx` is the connection
+/// for your own statements.
+///
+/// [`commit`](Self::commit) commits, then hands the events to the relay,
+/// which sends them at once. [`rollback`](Self::rollback), or dropping the
+/// transaction, sends nothing.
+///
+/// ```no_run
+/// # use heytom_mq::prelude::*;
+/// # #[derive(serde::Serialize, serde::Deserialize)] struct OrderCreated { order_id: String }
+/// # impl Event for OrderCreated { const NAME: &'static str = "OrderCreated";
+/// #   fn route() -> &'static Route { static R: Route = Route::Default; &R }
+/// #   fn partition_key(&self) -> Option<String> { None } }
+/// # async fn run(producer: Producer, pool: sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
+/// let mut tx = producer.begin(&pool).await?;
+/// sqlx::query("INSERT INTO orders (id) VALUES ($1)").bind("o-1").execute(&mut **tx).await?;
+/// tx.publish(&OrderCreated { order_id: "o-1".into() }).await?;
+/// tx.commit().await?;
+/// # Ok(()) }
+/// ```
+pub struct OutboxTransaction<DB: OutboxDatabase> {
+    tx: Transaction<'static, DB>,
+    runtime: Arc<OutboxRuntime>,
+    producer: Producer,
+    rows: Vec<LocalMessage>,
+}
+
+impl<DB: OutboxDatabase> std::fmt::Debug for OutboxTransaction<DB> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutboxTransaction")
+            .field("database", &DB::KIND.as_str())
+            .field("events", &self.rows.len())
+            .finish()
+    }
+}
+
+impl<DB: OutboxDatabase> std::ops::Deref for OutboxTransaction<DB> {
+    type Target = Transaction<'static, DB>;
+    fn deref(&self) -> &Self::Target {
+        &self.tx
+    }
+}
+
+impl<DB: OutboxDatabase> std::ops::DerefMut for OutboxTransaction<DB> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.tx
+    }
+}
+
+impl<DB: OutboxDatabase> OutboxTransaction<DB> {
+    /// Enqueues one event; it is sent after [`commit`](Self::commit).
+    pub async fn publish<E: Event>(&mut self, event: &E) -> Result<EventId> {
+        self.publish_with_headers(event, Headers::new()).await
+    }
+
+    /// Enqueues one event with extra headers (correlation id, your own).
+    pub async fn publish_with_headers<E: Event>(
+        &mut self,
+        event: &E,
+        headers: Headers,
+    ) -> Result<EventId> {
+        let row = self.row(event, headers)?;
+        let id = row.id;
+        self.insert(vec![row]).await?;
+        Ok(id)
+    }
+
+    /// Enqueues several events with one multi-row insert.
+    pub async fn publish_batch<E: Event>(&mut self, events: &[E]) -> Result<Vec<EventId>> {
+        let rows = events
+            .iter()
+            .map(|e| self.row(e, Headers::new()))
+            .collect::<Result<Vec<_>>>()?;
+        let ids = rows.iter().map(|r| r.id).collect();
+        self.insert(rows).await?;
+        Ok(ids)
+    }
+
+    /// Commits the transaction, then hands the events to the relay, which
+    /// sends them at once. If the commit fails nothing is sent.
+    pub async fn commit(self) -> Result<()> {
+        let OutboxTransaction {
+            tx, runtime, rows, ..
+        } = self;
+        tx.commit()
+            .await
+            .map_err(|e| Error::storage(format!("commit failed: {e}"), e))?;
+        runtime.committed(rows);
+        Ok(())
+    }
+
+    /// Rolls back: the business statements and the events are discarded.
+    pub async fn rollback(self) -> Result<()> {
+        self.tx
+            .rollback()
+            .await
+            .map_err(|e| Error::storage(format!("rollback failed: {e}"), e))
+    }
+
+    /// Ids of the events enqueued so far.
+    pub fn event_ids(&self) -> Vec<EventId> {
+        self.rows.iter().map(|r| r.id).collect()
+    }
+
+    fn row<E: Event>(&self, event: &E, headers: Headers) -> Result<LocalMessage> {
+        if registered_event(E::NAME).is_none() {
+            return Err(Error::config(format!(
+                "event `{}` is not registered (#[derive(Event)] registers it); the outbox relay could not send it",
+                E::NAME
+            )));
+        }
+        let route = E::route();
+        let transport = self.producer.transport_for(E::NAME, route)?;
+        let envelope = Envelope::with_headers(event, headers)?;
+        let (topic, routing_key) = match route {
+            Route::Kafka(k) => (k.topic.to_owned(), None),
+            Route::RabbitMq(r) => (
+                r.exchange.unwrap_or("").to_owned(),
+                Some(r.routing_key.to_owned()),
+            ),
+            Route::Default => (E::NAME.to_owned(), None),
+        };
+        let relay = &self.runtime.relay;
+        let (next_attempt_at, locked_by) = if relay.dispatch_after_commit {
+            // Hidden from every scanner while this instance sends it.
+            (Utc::now() + relay.lease, Some(relay.owner.clone()))
+        } else {
+            (Utc::now(), None)
+        };
+        let headers =
+            serde_json::to_string(&envelope.headers).map_err(|source| Error::Serialization {
+                event: E::NAME.to_owned(),
+                source,
+            })?;
+        Ok(LocalMessage {
+            id: envelope.id,
+            mq_type: transport.kind().as_str().to_owned(),
+            topic,
+            routing_key,
+            message_type: E::NAME.to_owned(),
+            message_body: String::from_utf8_lossy(&envelope.payload).into_owned(),
+            status: MessageStatus::Pending,
+            created_at: envelope.occurred_at,
+            updated_at: None,
+            retry_count: 0,
+            error_message: None,
+            headers: Some(headers),
+            partition_key: envelope.partition_key,
+            next_attempt_at,
+            locked_by,
+        })
+    }
+
+    async fn insert(&mut self, rows: Vec<LocalMessage>) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let runtime = self.runtime.clone();
+        let table = &runtime.relay.store.table;
+        let dispatch_after_commit = runtime.relay.dispatch_after_commit;
+        let tx = &mut self.tx;
+        let span = tracing::debug_span!(
+            "outbox.enqueue",
+            event_id = %rows[0].id,
+            event_name = %rows[0].message_type,
+            count = rows.len()
+        );
+        async {
+            for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+                DB::__execute(&mut **tx, table.insert(chunk))
+                    .await
+                    .map_err(|e| {
+                        Error::storage(format!("outbox insert into {} failed: {e}", table.name), e)
+                    })?;
+            }
+            if !dispatch_after_commit {
+                if let Some(q) = table.notify() {
+                    DB::__execute(&mut **tx, q)
+                        .await
+                        .map_err(|e| Error::storage(format!("outbox notify failed: {e}"), e))?;
+                }
+            }
+            Ok::<(), Error>(())
+        }
+        .instrument(span)
+        .await?;
+        self.rows.extend(rows);
+        Ok(())
+    }
+}
+
+impl Producer {
+    fn outbox_runtime<DB: OutboxDatabase>(&self) -> Result<&Arc<OutboxRuntime>> {
+        let Some(rt) = self.inner.outbox.as_ref() else {
+            return Err(Error::config(
+                "no local message table configured: add AppBuilder::outbox(Outbox::postgres(..) / mysql(..) / sqlite(..))",
+            ));
+        };
+        if rt.kind() != DB::KIND {
+            return Err(Error::config(format!(
+                "the outbox is configured for {} but this transaction is on {}",
+                rt.kind().as_str(),
+                DB::KIND.as_str()
+            )));
+        }
+        Ok(rt)
+    }
+
+    /// Begins a transaction on `pool` that can enqueue events; see
+    /// [`OutboxTransaction`].
+    pub async fn begin<DB: OutboxDatabase>(
+        &self,
+        pool: &Pool<DB>,
+    ) -> Result<OutboxTransaction<DB>> {
+        let runtime = self.outbox_runtime::<DB>()?.clone();
+        let tx = pool
+            .begin()
+            .await
+            .map_err(|e| Error::storage(format!("could not begin a transaction: {e}"), e))?;
+        Ok(OutboxTransaction {
+            tx,
+            runtime,
+            producer: self.clone(),
+            rows: Vec::new(),
+        })
+    }
+
+    /// Runs `f` in a transaction, stores the event it returns in the local
+    /// message table in the same transaction, commits, and sends the event
+    /// right after the commit.
+    ///
+    /// If `f` returns an error (or panics) the transaction is rolled back
+    /// and nothing is sent; the error comes back as [`Error::Transaction`].
+    pub async fn send_with_transaction<DB, E, F>(&self, pool: &Pool<DB>, f: F) -> Result<EventId>
+    where
+        DB: OutboxDatabase,
+        E: Event,
+        F: for<'t> FnOnce(&'t mut Transaction<'static, DB>) -> BoxFuture<'t, Result<E, BoxError>>,
+    {
+        let mut tx = self.begin(pool).await?;
+        match f(&mut tx.tx).await {
+            Ok(event) => {
+                let id = tx.publish(&event).await?;
+                tx.commit().await?;
+                Ok(id)
+            }
+            Err(e) => {
+                let _ = tx.rollback().await;
+                Err(Error::Transaction(e))
+            }
+        }
+    }
+
+    /// Like [`send_with_transaction`](Self::send_with_transaction) for
+    /// several events, stored with one multi-row insert.
+    pub async fn send_batch_with_transaction<DB, E, F>(
+        &self,
+        pool: &Pool<DB>,
+        f: F,
+    ) -> Result<Vec<EventId>>
+    where
+        DB: OutboxDatabase,
+        E: Event,
+        F: for<'t> FnOnce(
+            &'t mut Transaction<'static, DB>,
+        ) -> BoxFuture<'t, Result<Vec<E>, BoxError>>,
+    {
+        let mut tx = self.begin(pool).await?;
+        match f(&mut tx.tx).await {
+            Ok(events) => {
+                let ids = tx.publish_batch(&events).await?;
+                tx.commit().await?;
+                Ok(ids)
+            }
+            Err(e) => {
+                let _ = tx.rollback().await;
+                Err(Error::Transaction(e))
+            }
+        }
+    }
+}

@@ -1,0 +1,653 @@
+//! Kafka transport on rdkafka (librdkafka).
+//!
+//! - **Topics** are created from `#[kafka(...)]` when missing (partitions,
+//!   replication factor, `retention.ms`, `compression.type`); an existing topic
+//!   with fewer partitions than asked is a [`Error::Topology`].
+//! - **Producing** is keyed by the event's `partition_key`, so one key always
+//!   lands on one partition; `acks`, `enable_idempotence` and
+//!   `compression_type` configure the producer (one cached producer per
+//!   distinct setting). Every wire header travels as a Kafka header.
+//! - **Consuming** is at-least-once: one consumer per (event, group), one
+//!   ordered lane per assigned partition, partitions handled concurrently. An
+//!   offset is stored only after the dispatcher acked or dead-lettered the
+//!   message, and committed on a timer, on revocation and on shutdown.
+//! - **Dead letters** go to `<topic>.dlq` (or
+//!   [`KafkaOptions::dead_letter_topic`]) with the reason, attempts, handler
+//!   and the original topic, partition and offset as headers.
+
+mod consumer;
+mod options;
+mod raw;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::util::Timeout;
+
+pub use consumer::{
+    DEAD_LETTER_GROUP, DEAD_LETTER_OFFSET, DEAD_LETTER_PARTITION, DEAD_LETTER_TOPIC,
+};
+pub use options::{KafkaOptions, DEFAULT_DEAD_LETTER_SUFFIX, DEFAULT_GROUP_ID};
+
+use crate::error::{Error, Result};
+use crate::event::{Envelope, Route, TransportKind};
+use crate::handler::HandlerEntry;
+use crate::transport::{Outgoing, Subscription, SubscriptionHandle, Transport};
+
+const KAFKA: &str = "Kafka";
+
+/// Routes librdkafka's log lines and client errors to `tracing`.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct TracingContext;
+
+impl ClientContext for TracingContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        log_rdkafka(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(target: "heytom_mq::kafka", %error, reason, "kafka client error");
+    }
+}
+
+pub(crate) fn log_rdkafka(level: RDKafkaLogLevel, fac: &str, msg: &str) {
+    match level {
+        RDKafkaLogLevel::Emerg
+        | RDKafkaLogLevel::Alert
+        | RDKafkaLogLevel::Critical
+        | RDKafkaLogLevel::Error => {
+            tracing::error!(target: "heytom_mq::kafka", facility = fac, "{msg}")
+        }
+        RDKafkaLogLevel::Warning => {
+            tracing::warn!(target: "heytom_mq::kafka", facility = fac, "{msg}")
+        }
+        RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+            tracing::info!(target: "heytom_mq::kafka", facility = fac, "{msg}")
+        }
+        RDKafkaLogLevel::Debug => {
+            tracing::debug!(target: "heytom_mq::kafka", facility = fac, "{msg}")
+        }
+    }
+}
+
+/// The producer settings a route asks for; one producer per distinct value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+struct ProducerKey {
+    acks: Option<&'static str>,
+    idempotence: Option<bool>,
+    compression: Option<&'static str>,
+}
+
+impl ProducerKey {
+    fn of(route: &Route) -> Self {
+        match route.as_kafka() {
+            Some(k) => ProducerKey {
+                acks: k.acks.map(|a| a.as_str()),
+                idempotence: k.enable_idempotence,
+                compression: k.compression_type.map(|c| c.as_str()),
+            },
+            None => ProducerKey::default(),
+        }
+    }
+}
+
+/// What a topic should look like, from its route.
+#[derive(Debug, Clone)]
+pub(crate) struct TopicSpec {
+    pub(crate) name: String,
+    pub(crate) partitions: i32,
+    /// Whether the attribute asked for the partition count (then fewer is an error).
+    pub(crate) explicit_partitions: bool,
+    pub(crate) replication: i16,
+    pub(crate) configs: Vec<(&'static str, String)>,
+}
+
+/// The topic an event travels on: the attribute's, or the event name for
+/// events without `#[kafka]`.
+pub(crate) fn topic_of<'a>(route: &'a Route, event_name: &'a str) -> &'a str {
+    match route {
+        Route::Kafka(k) => k.topic,
+        _ => event_name,
+    }
+}
+
+/// The Kafka [`Transport`].
+///
+/// Built by `AppBuilder::kafka(..)`; [`KafkaProducer`] and [`KafkaConsumer`]
+/// wrap it for manual use.
+#[derive(Clone)]
+pub struct KafkaTransport {
+    inner: Arc<TransportInner>,
+}
+
+pub(crate) struct TransportInner {
+    pub(crate) options: KafkaOptions,
+    producers: Mutex<HashMap<ProducerKey, FutureProducer<TracingContext>>>,
+    admin: Mutex<Option<Arc<AdminClient<TracingContext>>>>,
+    declared: RwLock<HashSet<String>>,
+}
+
+impl std::fmt::Debug for KafkaTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaTransport")
+            .field("options", &self.inner.options)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A poisoned lock only means a panic elsewhere; the caches stay usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn connection_error(options: &KafkaOptions, what: &str, e: KafkaError) -> Error {
+    Error::connection(
+        KAFKA,
+        format!(
+            "{what} ({})",
+            crate::app::redact_url(&options.bootstrap_servers)
+        ),
+        e,
+    )
+}
+
+impl KafkaTransport {
+    /// A transport; clients are created here (no network round trip yet).
+    pub fn new(options: KafkaOptions) -> Result<Self> {
+        let t = KafkaTransport {
+            inner: Arc::new(TransportInner {
+                options,
+                producers: Mutex::new(HashMap::new()),
+                admin: Mutex::new(None),
+                declared: RwLock::new(HashSet::new()),
+            }),
+        };
+        // Creating the default producer validates the configuration early.
+        let _ = t.inner.producer(ProducerKey::default())?;
+        Ok(t)
+    }
+
+    /// A transport after checking that the brokers answer a metadata request.
+    pub async fn connect(options: KafkaOptions) -> Result<Self> {
+        let t = Self::new(options)?;
+        let producer = t.inner.producer(ProducerKey::default())?;
+        let timeout = t.inner.options.operation_timeout;
+        let result = tokio::task::spawn_blocking(move || {
+            producer.client().fetch_metadata(None, timeout).map(|_| ())
+        })
+        .await
+        .map_err(|e| Error::connection(KAFKA, "metadata request task failed", e))?;
+        result
+            .map_err(|e| connection_error(&t.inner.options, "cannot reach the Kafka brokers", e))?;
+        Ok(t)
+    }
+
+    /// The options.
+    pub fn options(&self) -> &KafkaOptions {
+        &self.inner.options
+    }
+
+    /// Creates the topic of a route if it is missing (and checks its
+    /// partition count if it exists), whatever [`KafkaOptions::declare_topics`] says.
+    pub async fn declare_topic(&self, route: &Route, event_name: &str) -> Result<()> {
+        let spec = self.inner.topic_spec(route, event_name);
+        self.inner.create_topic(&spec).await
+    }
+}
+
+impl TransportInner {
+    fn producer_config(&self, key: ProducerKey) -> rdkafka::ClientConfig {
+        let mut c = self.options.client_config();
+        if let Some(a) = key.acks {
+            c.set("acks", a);
+        }
+        if let Some(i) = key.idempotence {
+            c.set("enable.idempotence", if i { "true" } else { "false" });
+        }
+        if let Some(z) = key.compression {
+            c.set("compression.type", z);
+        }
+        for (k, v) in &self.options.producer_properties {
+            c.set(k, v);
+        }
+        c
+    }
+
+    fn producer(&self, key: ProducerKey) -> Result<FutureProducer<TracingContext>> {
+        let mut map = lock(&self.producers);
+        if let Some(p) = map.get(&key) {
+            return Ok(p.clone());
+        }
+        let p: FutureProducer<TracingContext> = self
+            .producer_config(key)
+            .create_with_context(TracingContext)
+            .map_err(|e| Error::config(format!("invalid Kafka producer settings: {e}")))?;
+        map.insert(key, p.clone());
+        Ok(p)
+    }
+
+    /// The producer dead letters go through: the default settings.
+    pub(crate) fn dead_letter_producer(&self) -> Result<FutureProducer<TracingContext>> {
+        self.producer(ProducerKey::default())
+    }
+
+    fn admin(&self) -> Result<Arc<AdminClient<TracingContext>>> {
+        let mut slot = lock(&self.admin);
+        if let Some(a) = slot.as_ref() {
+            return Ok(a.clone());
+        }
+        let a: AdminClient<TracingContext> = self
+            .options
+            .client_config()
+            .create_with_context(TracingContext)
+            .map_err(|e| Error::config(format!("invalid Kafka admin settings: {e}")))?;
+        let a = Arc::new(a);
+        *slot = Some(a.clone());
+        Ok(a)
+    }
+
+    pub(crate) fn topic_spec(&self, route: &Route, event_name: &str) -> TopicSpec {
+        let k = route.as_kafka();
+        let mut configs = Vec::new();
+        if let Some(ms) = k.and_then(|k| k.retention_ms) {
+            configs.push(("retention.ms", ms.to_string()));
+        }
+        if let Some(c) = k.and_then(|k| k.compression_type) {
+            configs.push(("compression.type", c.as_str().to_owned()));
+        }
+        let asked = k.and_then(|k| k.num_partitions);
+        TopicSpec {
+            name: topic_of(route, event_name).to_owned(),
+            partitions: asked.unwrap_or(self.options.default_num_partitions),
+            explicit_partitions: asked.is_some(),
+            replication: k
+                .and_then(|k| k.replication_factor)
+                .unwrap_or(self.options.default_replication_factor),
+            configs,
+        }
+    }
+
+    fn is_declared(&self, topic: &str) -> bool {
+        self.declared
+            .read()
+            .map(|s| s.contains(topic))
+            .unwrap_or_else(|p| p.into_inner().contains(topic))
+    }
+
+    /// Creates a topic unless it was already declared by this transport.
+    pub(crate) async fn ensure_topic(&self, spec: &TopicSpec) -> Result<()> {
+        if !self.options.declare_topics || self.is_declared(&spec.name) {
+            return Ok(());
+        }
+        self.create_topic(spec).await
+    }
+
+    async fn create_topic(&self, spec: &TopicSpec) -> Result<()> {
+        let admin = self.admin()?;
+        let mut new = NewTopic::new(
+            &spec.name,
+            spec.partitions,
+            TopicReplication::Fixed(i32::from(spec.replication)),
+        );
+        for (k, v) in &spec.configs {
+            new = new.set(k, v);
+        }
+        let timeout = self.options.operation_timeout;
+        let opts = AdminOptions::new()
+            .operation_timeout(Some(timeout))
+            .request_timeout(Some(timeout));
+        let results = admin
+            .create_topics([&new], &opts)
+            .await
+            .map_err(|e| Error::Topology {
+                transport: KAFKA,
+                message: format!("creating topic `{}` failed: {e}", spec.name),
+            })?;
+        for r in results {
+            match r {
+                Ok(topic) => tracing::info!(
+                    topic,
+                    partitions = spec.partitions,
+                    replication_factor = spec.replication,
+                    configs = ?spec.configs,
+                    "created Kafka topic"
+                ),
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                    if spec.explicit_partitions {
+                        self.check_partitions(&admin, spec).await?;
+                    }
+                }
+                Err((topic, code)) => {
+                    return Err(Error::Topology {
+                        transport: KAFKA,
+                        message: format!("creating topic `{topic}` failed: {code}"),
+                    })
+                }
+            }
+        }
+        if let Ok(mut set) = self.declared.write() {
+            set.insert(spec.name.clone());
+        }
+        Ok(())
+    }
+
+    async fn check_partitions(
+        &self,
+        admin: &Arc<AdminClient<TracingContext>>,
+        spec: &TopicSpec,
+    ) -> Result<()> {
+        let admin = admin.clone();
+        let topic = spec.name.clone();
+        let timeout = self.options.operation_timeout;
+        let count = tokio::task::spawn_blocking(move || {
+            admin
+                .inner()
+                .fetch_metadata(Some(&topic), timeout)
+                .map(|m| {
+                    m.topics()
+                        .iter()
+                        .find(|t| t.name() == topic)
+                        .map(|t| t.partitions().len())
+                })
+        })
+        .await
+        .map_err(|e| Error::Topology {
+            transport: KAFKA,
+            message: format!("metadata task for topic `{}` failed: {e}", spec.name),
+        })?
+        .map_err(|e| Error::Topology {
+            transport: KAFKA,
+            message: format!("reading metadata of topic `{}` failed: {e}", spec.name),
+        })?;
+        let count = count.unwrap_or(0);
+        if (count as i64) < i64::from(spec.partitions) {
+            return Err(Error::Topology {
+                transport: KAFKA,
+                message: format!(
+                    "topic `{}` exists with {count} partition(s) but #[kafka(num_partitions = {})] asks for {}; \
+                     add partitions to the topic (kafka-topics --alter --partitions {}) or lower num_partitions",
+                    spec.name, spec.partitions, spec.partitions, spec.partitions
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// On the publish path a failed declaration is logged, not fatal: the
+    /// topic may exist already or be created by the broker.
+    async fn ensure_topic_for_publish(&self, route: &Route, event_name: &str) {
+        let topic = topic_of(route, event_name);
+        if !self.options.declare_topics || self.is_declared(topic) {
+            return;
+        }
+        let spec = self.topic_spec(route, event_name);
+        if let Err(e) = self.create_topic(&spec).await {
+            tracing::warn!(topic, error = %e, "could not declare Kafka topic before publishing");
+            if let Ok(mut set) = self.declared.write() {
+                set.insert(spec.name);
+            }
+        }
+    }
+}
+
+/// Kafka headers for an envelope: the same set as [`Envelope::wire_headers`],
+/// written straight into librdkafka's header list without an intermediate map.
+fn kafka_headers(envelope: &Envelope) -> OwnedHeaders {
+    use crate::event::headers::{EVENT_ID, EVENT_NAME, OCCURRED_AT};
+    let mut h = OwnedHeaders::new_with_capacity(envelope.headers.len() + 3);
+    for (k, v) in &envelope.headers {
+        if k != EVENT_ID && k != EVENT_NAME && k != OCCURRED_AT {
+            h = h.insert(Header {
+                key: k,
+                value: Some(v.as_bytes()),
+            });
+        }
+    }
+    let mut id = uuid::Uuid::encode_buffer();
+    let id = envelope.id.hyphenated().encode_lower(&mut id);
+    h.insert(Header {
+        key: EVENT_ID,
+        value: Some(id.as_bytes()),
+    })
+    .insert(Header {
+        key: EVENT_NAME,
+        value: Some(envelope.name.as_bytes()),
+    })
+    .insert(Header {
+        key: OCCURRED_AT,
+        value: Some(envelope.occurred_at.to_rfc3339().as_bytes()),
+    })
+}
+
+fn record<'a>(topic: &'a str, envelope: &'a Envelope) -> FutureRecord<'a, str, [u8]> {
+    FutureRecord {
+        topic,
+        partition: None,
+        payload: Some(envelope.payload.as_slice()),
+        key: envelope.partition_key.as_deref(),
+        timestamp: Some(envelope.occurred_at.timestamp_millis()),
+        headers: Some(kafka_headers(envelope)),
+    }
+}
+
+async fn await_delivery(name: &str, fut: DeliveryFuture) -> Result<()> {
+    match fut.await {
+        Ok(Ok((partition, offset))) => {
+            tracing::trace!(event_name = name, partition, offset, "delivered");
+            Ok(())
+        }
+        Ok(Err((e, _))) => Err(Error::publish(name, e.to_string())),
+        Err(_) => Err(Error::publish(
+            name,
+            "producer closed before the broker acknowledged",
+        )),
+    }
+}
+
+#[async_trait]
+impl Transport for KafkaTransport {
+    fn kind(&self) -> TransportKind {
+        TransportKind::Kafka
+    }
+
+    fn group_for(&self, handler: &HandlerEntry) -> String {
+        handler
+            .group
+            .clone()
+            .or_else(|| {
+                handler
+                    .route
+                    .as_kafka()
+                    .and_then(|k| k.group_id)
+                    .map(str::to_owned)
+            })
+            .unwrap_or_else(|| self.inner.options.group_id.clone())
+    }
+
+    async fn declare(&self, route: &'static Route, event_name: &'static str) -> Result<()> {
+        if !self.inner.options.declare_topics {
+            return Ok(());
+        }
+        let spec = self.inner.topic_spec(route, event_name);
+        self.inner.create_topic(&spec).await
+    }
+
+    async fn publish(&self, message: &Outgoing) -> Result<()> {
+        let envelope = &message.envelope;
+        self.inner
+            .ensure_topic_for_publish(message.route, &envelope.name)
+            .await;
+        let producer = self.inner.producer(ProducerKey::of(message.route))?;
+        let topic = topic_of(message.route, &envelope.name);
+        match producer
+            .send(
+                record(topic, envelope),
+                Timeout::After(self.inner.options.operation_timeout),
+            )
+            .await
+        {
+            Ok((partition, offset)) => {
+                tracing::trace!(event_id = %envelope.id, topic, partition, offset, "delivered");
+                Ok(())
+            }
+            Err((e, _)) => Err(Error::publish(&envelope.name, e.to_string())),
+        }
+    }
+
+    async fn publish_batch(&self, messages: &[Outgoing]) -> Vec<Result<()>> {
+        let mut results: Vec<Option<Result<()>>> = (0..messages.len()).map(|_| None).collect();
+        let mut pending: std::collections::VecDeque<(usize, DeliveryFuture)> =
+            std::collections::VecDeque::with_capacity(messages.len());
+        let mut current: Option<(&Route, FutureProducer<TracingContext>)> = None;
+        let mut ensured: Option<&str> = None;
+        for (i, m) in messages.iter().enumerate() {
+            let envelope = &m.envelope;
+            let topic = topic_of(m.route, &envelope.name);
+            if ensured != Some(topic) {
+                self.inner
+                    .ensure_topic_for_publish(m.route, &envelope.name)
+                    .await;
+                ensured = Some(topic);
+            }
+            // Batches are usually one event type: look the producer up only when the route changes.
+            if !current
+                .as_ref()
+                .is_some_and(|(r, _)| std::ptr::eq(*r, m.route))
+            {
+                match self.inner.producer(ProducerKey::of(m.route)) {
+                    Ok(p) => current = Some((m.route, p)),
+                    Err(e) => {
+                        results[i] = Some(Err(e));
+                        continue;
+                    }
+                }
+            }
+            let Some((_, producer)) = &current else {
+                continue;
+            };
+            let mut rec = record(topic, envelope);
+            loop {
+                match producer.send_result(rec) {
+                    Ok(fut) => {
+                        pending.push_back((i, fut));
+                        break;
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        // The local queue is full: wait for the oldest delivery, then retry.
+                        rec = back;
+                        match pending.pop_front() {
+                            Some((j, fut)) => {
+                                results[j] =
+                                    Some(await_delivery(&messages[j].envelope.name, fut).await)
+                            }
+                            None => tokio::time::sleep(Duration::from_millis(5)).await,
+                        }
+                    }
+                    Err((e, _)) => {
+                        results[i] = Some(Err(Error::publish(&envelope.name, e.to_string())));
+                        break;
+                    }
+                }
+            }
+        }
+        for (i, fut) in pending {
+            results[i] = Some(await_delivery(&messages[i].envelope.name, fut).await);
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(Error::publish("?", "message was not sent"))))
+            .collect()
+    }
+
+    async fn subscribe(&self, subscription: Subscription) -> Result<Box<dyn SubscriptionHandle>> {
+        consumer::subscribe(self.inner.clone(), subscription).await
+    }
+
+    async fn close(&self) -> Result<()> {
+        let producers: Vec<_> = lock(&self.inner.producers).values().cloned().collect();
+        let timeout = self.inner.options.operation_timeout;
+        let flushed = tokio::task::spawn_blocking(move || {
+            producers.iter().try_for_each(|p| p.flush(timeout))
+        })
+        .await;
+        match flushed {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Error::publish(
+                "?",
+                format!("flushing Kafka producers failed: {e}"),
+            )),
+            Err(e) => Err(Error::publish(
+                "?",
+                format!("flushing Kafka producers failed: {e}"),
+            )),
+        }
+    }
+}
+
+pub(crate) async fn connect_transport(options: KafkaOptions) -> Result<Arc<dyn Transport>> {
+    Ok(Arc::new(KafkaTransport::connect(options).await?))
+}
+
+crate::producer::manual_producer!(
+    /// A producer on Kafka.
+    ///
+    /// ```no_run
+    /// # use heytom_mq::prelude::*;
+    /// # #[derive(Event, serde::Serialize, serde::Deserialize)] #[kafka(topic = "pings")] struct Ping;
+    /// # async fn run() -> Result<(), heytom_mq::Error> {
+    /// let producer = KafkaProducer::new(KafkaOptions::new("127.0.0.1:9092"))?;
+    /// producer.send(&Ping).await?;
+    /// # Ok(()) }
+    /// ```
+    KafkaProducer
+);
+
+impl KafkaProducer {
+    /// A producer; the brokers are contacted on the first send.
+    pub fn new(options: KafkaOptions) -> Result<Self> {
+        Ok(KafkaProducer(crate::Producer::on(Arc::new(
+            KafkaTransport::new(options)?,
+        ))))
+    }
+
+    /// Waits until every queued message is acknowledged (at most the operation timeout).
+    pub async fn flush(&self) -> Result<()> {
+        for t in self.0.inner.router.all() {
+            t.close().await?;
+        }
+        Ok(())
+    }
+}
+
+crate::consumer::manual_consumer!(
+    /// A consumer on Kafka.
+    ///
+    /// ```no_run
+    /// # use heytom_mq::prelude::*;
+    /// # #[derive(Event, serde::Serialize, serde::Deserialize)] #[kafka(topic = "pings")] struct Ping;
+    /// # async fn run() -> Result<(), heytom_mq::Error> {
+    /// let consumer = KafkaConsumer::new(KafkaOptions::new("127.0.0.1:9092").group_id("pinger"))?;
+    /// consumer.start().await?;
+    /// consumer.subscribe(|_: Ping| async { true }).await?;
+    /// # Ok(()) }
+    /// ```
+    KafkaConsumer
+);
+
+impl KafkaConsumer {
+    /// A consumer; each subscription joins its consumer group when it starts.
+    pub fn new(options: KafkaOptions) -> Result<Self> {
+        Ok(KafkaConsumer(crate::consumer::Consumer::new(Arc::new(
+            KafkaTransport::new(options)?,
+        ))))
+    }
+}

@@ -1,0 +1,345 @@
+//! [`KafkaOptions`]: connection, security, group and topic defaults.
+
+use std::fmt;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+
+/// The consumer group used when neither the handler nor `#[kafka(group_id)]` names one.
+pub const DEFAULT_GROUP_ID: &str = "heytom-mq";
+/// The suffix of dead-letter topics: `<topic>.dlq`.
+pub const DEFAULT_DEAD_LETTER_SUFFIX: &str = ".dlq";
+
+/// Connection settings for Kafka.
+///
+/// ```
+/// use heytom_mq::KafkaOptions;
+///
+/// let options = KafkaOptions::new("127.0.0.1:9092")
+///     .group_id("order-service")
+///     .client_id("order-service-1")
+///     .sasl_plain("svc", "s3cret")
+///     .property("fetch.wait.max.ms", "10");
+/// // secrets never show up in Debug output
+/// assert!(!format!("{options:?}").contains("s3cret"));
+/// ```
+#[derive(Clone)]
+pub struct KafkaOptions {
+    pub(crate) bootstrap_servers: String,
+    pub(crate) group_id: String,
+    pub(crate) client_id: Option<String>,
+    pub(crate) security_protocol: Option<String>,
+    pub(crate) sasl_mechanism: Option<String>,
+    pub(crate) sasl_username: Option<String>,
+    pub(crate) sasl_password: Option<String>,
+    pub(crate) ssl_ca_location: Option<String>,
+    pub(crate) ssl_certificate_location: Option<String>,
+    pub(crate) ssl_key_location: Option<String>,
+    pub(crate) ssl_key_password: Option<String>,
+    pub(crate) properties: Vec<(String, String)>,
+    pub(crate) producer_properties: Vec<(String, String)>,
+    pub(crate) consumer_properties: Vec<(String, String)>,
+    pub(crate) dead_letter: DeadLetterTopic,
+    pub(crate) declare_topics: bool,
+    pub(crate) default_num_partitions: i32,
+    pub(crate) default_replication_factor: i16,
+    pub(crate) max_in_flight: usize,
+    pub(crate) commit_interval: Duration,
+    pub(crate) operation_timeout: Duration,
+    pub(crate) drain_timeout: Duration,
+}
+
+/// Where dead-lettered messages go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum DeadLetterTopic {
+    /// `<topic><suffix>`
+    Suffix(String),
+    /// One topic for every event.
+    Fixed(String),
+}
+
+impl DeadLetterTopic {
+    pub(crate) fn for_topic(&self, topic: &str) -> String {
+        match self {
+            DeadLetterTopic::Suffix(s) => format!("{topic}{s}"),
+            DeadLetterTopic::Fixed(t) => t.clone(),
+        }
+    }
+}
+
+/// Whether a librdkafka property holds a secret that must not be printed.
+pub(crate) fn is_secret_property(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    [
+        "password",
+        "secret",
+        "token",
+        "jaas",
+        ".pem",
+        "oauthbearer.config",
+        "credentials",
+    ]
+    .iter()
+    .any(|s| k.contains(s))
+}
+
+fn redacted_pairs(pairs: &[(String, String)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            let v = if is_secret_property(k) {
+                "***".to_owned()
+            } else {
+                v.clone()
+            };
+            (k.clone(), v)
+        })
+        .collect()
+}
+
+impl fmt::Debug for KafkaOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secret = |s: &Option<String>| s.as_ref().map(|_| "***");
+        f.debug_struct("KafkaOptions")
+            .field(
+                "bootstrap_servers",
+                &crate::app::redact_url(&self.bootstrap_servers),
+            )
+            .field("group_id", &self.group_id)
+            .field("client_id", &self.client_id)
+            .field("security_protocol", &self.security_protocol)
+            .field("sasl_mechanism", &self.sasl_mechanism)
+            .field("sasl_username", &self.sasl_username)
+            .field("sasl_password", &secret(&self.sasl_password))
+            .field("ssl_ca_location", &self.ssl_ca_location)
+            .field("ssl_certificate_location", &self.ssl_certificate_location)
+            .field("ssl_key_location", &self.ssl_key_location)
+            .field("ssl_key_password", &secret(&self.ssl_key_password))
+            .field("properties", &redacted_pairs(&self.properties))
+            .field(
+                "producer_properties",
+                &redacted_pairs(&self.producer_properties),
+            )
+            .field(
+                "consumer_properties",
+                &redacted_pairs(&self.consumer_properties),
+            )
+            .field("dead_letter", &self.dead_letter)
+            .field("declare_topics", &self.declare_topics)
+            .field("max_in_flight", &self.max_in_flight)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaOptions {
+    /// Options for a bootstrap server list (`host:port[,host:port...]`).
+    pub fn new(bootstrap_servers: impl Into<String>) -> Self {
+        KafkaOptions {
+            bootstrap_servers: bootstrap_servers.into(),
+            group_id: DEFAULT_GROUP_ID.to_owned(),
+            client_id: None,
+            security_protocol: None,
+            sasl_mechanism: None,
+            sasl_username: None,
+            sasl_password: None,
+            ssl_ca_location: None,
+            ssl_certificate_location: None,
+            ssl_key_location: None,
+            ssl_key_password: None,
+            properties: Vec::new(),
+            producer_properties: Vec::new(),
+            consumer_properties: Vec::new(),
+            dead_letter: DeadLetterTopic::Suffix(DEFAULT_DEAD_LETTER_SUFFIX.to_owned()),
+            declare_topics: true,
+            default_num_partitions: 1,
+            default_replication_factor: 1,
+            max_in_flight: 500,
+            commit_interval: Duration::from_millis(1000),
+            operation_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// The bootstrap servers.
+    pub fn bootstrap_servers(&self) -> &str {
+        &self.bootstrap_servers
+    }
+
+    /// The default consumer group (default `heytom-mq`), used by handlers
+    /// whose event has no `group_id` and that name no group themselves.
+    pub fn group_id(mut self, group_id: impl Into<String>) -> Self {
+        self.group_id = group_id.into();
+        self
+    }
+
+    /// `client.id` of every client.
+    pub fn client_id(mut self, client_id: impl Into<String>) -> Self {
+        self.client_id = Some(client_id.into());
+        self
+    }
+
+    /// `security.protocol`: `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
+    pub fn security_protocol(mut self, protocol: impl Into<String>) -> Self {
+        self.security_protocol = Some(protocol.into());
+        self
+    }
+
+    /// SASL credentials with a mechanism (`PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512`).
+    /// Sets `security.protocol` to `sasl_ssl` unless one was set.
+    pub fn sasl(
+        mut self,
+        mechanism: impl Into<String>,
+        username: impl Into<String>,
+        password: impl Into<String>,
+    ) -> Self {
+        self.sasl_mechanism = Some(mechanism.into());
+        self.sasl_username = Some(username.into());
+        self.sasl_password = Some(password.into());
+        if self.security_protocol.is_none() {
+            self.security_protocol = Some("sasl_ssl".to_owned());
+        }
+        self
+    }
+
+    /// SASL/PLAIN credentials (see [`KafkaOptions::sasl`]).
+    pub fn sasl_plain(self, username: impl Into<String>, password: impl Into<String>) -> Self {
+        self.sasl("PLAIN", username, password)
+    }
+
+    /// `ssl.ca.location`: CA certificate file to verify the brokers with.
+    pub fn ssl_ca_location(mut self, path: impl Into<String>) -> Self {
+        self.ssl_ca_location = Some(path.into());
+        self
+    }
+
+    /// `ssl.certificate.location` and `ssl.key.location` for client authentication.
+    pub fn ssl_client_certificate(
+        mut self,
+        certificate: impl Into<String>,
+        key: impl Into<String>,
+    ) -> Self {
+        self.ssl_certificate_location = Some(certificate.into());
+        self.ssl_key_location = Some(key.into());
+        self
+    }
+
+    /// `ssl.key.password`.
+    pub fn ssl_key_password(mut self, password: impl Into<String>) -> Self {
+        self.ssl_key_password = Some(password.into());
+        self
+    }
+
+    /// Any librdkafka property for every client (producers, consumers,
+    /// admin), applied after heytom-mq's own settings so it wins.
+    pub fn property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.properties.push((key.into(), value.into()));
+        self
+    }
+
+    /// A librdkafka property for producers only (e.g. `linger.ms`).
+    pub fn producer_property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.producer_properties.push((key.into(), value.into()));
+        self
+    }
+
+    /// A librdkafka property for consumers only (e.g. `fetch.wait.max.ms`).
+    pub fn consumer_property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.consumer_properties.push((key.into(), value.into()));
+        self
+    }
+
+    /// Sends every dead-lettered message to this one topic instead of `<topic>.dlq`.
+    pub fn dead_letter_topic(mut self, topic: impl Into<String>) -> Self {
+        self.dead_letter = DeadLetterTopic::Fixed(topic.into());
+        self
+    }
+
+    /// Dead-letter topics are `<topic><suffix>` (default `.dlq`).
+    pub fn dead_letter_suffix(mut self, suffix: impl Into<String>) -> Self {
+        self.dead_letter = DeadLetterTopic::Suffix(suffix.into());
+        self
+    }
+
+    /// The dead-letter topic for a topic.
+    pub fn dead_letter_topic_for(&self, topic: &str) -> String {
+        self.dead_letter.for_topic(topic)
+    }
+
+    /// Whether topics are created from `#[kafka(...)]` when missing (default
+    /// `true`); turn off where the service account may not create topics.
+    pub fn declare_topics(mut self, on: bool) -> Self {
+        self.declare_topics = on;
+        self
+    }
+
+    /// Partitions and replication factor for topics whose attribute gives none (default 1 and 1).
+    pub fn topic_defaults(mut self, num_partitions: i32, replication_factor: i16) -> Self {
+        self.default_num_partitions = num_partitions.max(1);
+        self.default_replication_factor = replication_factor.max(1);
+        self
+    }
+
+    /// Messages in flight per subscription when `max_poll_records` is not
+    /// given (default 500).
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = n.max(1);
+        self
+    }
+
+    /// How often handled offsets are committed (default 1 s); they are also
+    /// committed on partition revocation and on shutdown.
+    pub fn commit_interval(mut self, interval: Duration) -> Self {
+        self.commit_interval = interval;
+        self
+    }
+
+    /// Timeout of admin and metadata requests (default 30 s).
+    pub fn operation_timeout(mut self, timeout: Duration) -> Self {
+        self.operation_timeout = timeout;
+        self
+    }
+
+    /// How long a revocation or shutdown waits for in-flight handlers before
+    /// committing what is done (default 30 s).
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
+    }
+
+    /// The librdkafka settings shared by every client.
+    pub(crate) fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap_servers);
+        if let Some(v) = &self.client_id {
+            c.set("client.id", v);
+        }
+        if let Some(v) = &self.security_protocol {
+            c.set("security.protocol", v);
+        }
+        if let Some(v) = &self.sasl_mechanism {
+            c.set("sasl.mechanisms", v);
+        }
+        if let Some(v) = &self.sasl_username {
+            c.set("sasl.username", v);
+        }
+        if let Some(v) = &self.sasl_password {
+            c.set("sasl.password", v);
+        }
+        if let Some(v) = &self.ssl_ca_location {
+            c.set("ssl.ca.location", v);
+        }
+        if let Some(v) = &self.ssl_certificate_location {
+            c.set("ssl.certificate.location", v);
+        }
+        if let Some(v) = &self.ssl_key_location {
+            c.set("ssl.key.location", v);
+        }
+        if let Some(v) = &self.ssl_key_password {
+            c.set("ssl.key.password", v);
+        }
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        c
+    }
+}

@@ -1,0 +1,199 @@
+//! A fetched Kafka message packed into one buffer.
+//!
+//! The poll thread copies each message out of librdkafka once, into a single
+//! allocation; the lane that handles it unpacks headers and body on its own
+//! thread (allocations made and freed on one thread are cheap), and a dead
+//! letter is built from the original bytes, header values included.
+
+use rdkafka::message::{BorrowedMessage, Headers as _, Message as _};
+
+use crate::consumer::Incoming;
+use crate::event::Headers;
+
+/// `[key][payload][header count]([name][value])*`, each part length-prefixed
+/// (`u32` little endian; `u32::MAX` for an absent key or header value).
+pub(crate) struct RawMessage {
+    buf: Vec<u8>,
+}
+
+const ABSENT: u32 = u32::MAX;
+
+fn put(buf: &mut Vec<u8>, part: Option<&[u8]>) {
+    match part {
+        Some(p) => {
+            // Kafka caps messages far below 4 GiB; clamp instead of failing.
+            let n = p.len().min(ABSENT as usize - 1);
+            buf.extend_from_slice(&(n as u32).to_le_bytes());
+            buf.extend_from_slice(&p[..n]);
+        }
+        None => buf.extend_from_slice(&ABSENT.to_le_bytes()),
+    }
+}
+
+/// Reads packed parts back; every read is bounds-checked.
+struct Reader<'a> {
+    buf: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn len(&mut self) -> Option<u32> {
+        let bytes = self.buf.get(self.at..self.at + 4)?;
+        self.at += 4;
+        Some(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+    }
+
+    fn part(&mut self) -> Option<Option<&'a [u8]>> {
+        let n = self.len()?;
+        if n == ABSENT {
+            return Some(None);
+        }
+        let p = self.buf.get(self.at..self.at + n as usize)?;
+        self.at += n as usize;
+        Some(Some(p))
+    }
+}
+
+impl RawMessage {
+    pub(crate) fn from_message(m: &BorrowedMessage<'_>) -> Self {
+        match m.headers() {
+            Some(hs) => Self::pack(
+                m.key(),
+                m.payload(),
+                // An index range (unlike `HeadersIter`) can be walked twice: once to size the buffer.
+                (0..hs.count())
+                    .filter_map(move |i| hs.try_get(i))
+                    .map(|h| (h.key, h.value)),
+            ),
+            None => Self::pack(m.key(), m.payload(), std::iter::empty()),
+        }
+    }
+
+    fn pack<'a>(
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        headers: impl Iterator<Item = (&'a str, Option<&'a [u8]>)> + Clone,
+    ) -> Self {
+        let mut size = 12 + key.map_or(0, <[u8]>::len) + payload.map_or(0, <[u8]>::len);
+        let mut count = 0u32;
+        for (k, v) in headers.clone() {
+            size += 8 + k.len() + v.map_or(0, <[u8]>::len);
+            count += 1;
+        }
+        let mut buf = Vec::with_capacity(size);
+        put(&mut buf, key);
+        put(&mut buf, payload);
+        buf.extend_from_slice(&count.to_le_bytes());
+        for (k, v) in headers {
+            put(&mut buf, Some(k.as_bytes()));
+            put(&mut buf, v);
+        }
+        RawMessage { buf }
+    }
+
+    fn reader(&self) -> Reader<'_> {
+        Reader {
+            buf: &self.buf,
+            at: 0,
+        }
+    }
+
+    /// The message key.
+    pub(crate) fn key(&self) -> Option<&[u8]> {
+        self.reader().part().flatten()
+    }
+
+    /// The payload (empty for a tombstone).
+    pub(crate) fn payload(&self) -> &[u8] {
+        let mut r = self.reader();
+        let _ = r.part();
+        r.part().flatten().unwrap_or_default()
+    }
+
+    /// The headers as (name, value) byte slices, in wire order.
+    pub(crate) fn headers(&self) -> Vec<(&[u8], Option<&[u8]>)> {
+        let mut r = self.reader();
+        let (_, _) = (r.part(), r.part());
+        let count = r.len().unwrap_or(0);
+        let mut out = Vec::with_capacity(count.min(64) as usize);
+        for _ in 0..count {
+            match (r.part(), r.part()) {
+                (Some(Some(k)), Some(v)) => out.push((k, v)),
+                _ => break,
+            }
+        }
+        out
+    }
+
+    /// What the dispatcher takes: headers as strings (lossy UTF-8; headers
+    /// without a value are left out) and the body.
+    pub(crate) fn to_incoming(&self) -> Incoming {
+        let mut headers = Headers::new();
+        for (k, v) in self.headers() {
+            if let Some(v) = v {
+                headers.insert(
+                    String::from_utf8_lossy(k).into_owned(),
+                    String::from_utf8_lossy(v).into_owned(),
+                );
+            }
+        }
+        Incoming {
+            headers,
+            body: self.payload().to_vec(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_keeps_key_payload_and_headers() {
+        let headers = [
+            ("a", Some(&b"1"[..])),
+            ("empty", None),
+            ("bin", Some(&[0xff, 0xfe][..])),
+        ];
+        let m = RawMessage::pack(Some(b"k"), Some(b"{}"), headers.iter().copied());
+        assert_eq!(m.key(), Some(&b"k"[..]));
+        assert_eq!(m.payload(), b"{}");
+        assert_eq!(
+            m.headers(),
+            vec![
+                (&b"a"[..], Some(&b"1"[..])),
+                (&b"empty"[..], None),
+                (&b"bin"[..], Some(&[0xff, 0xfe][..]))
+            ]
+        );
+        let inc = m.to_incoming();
+        assert_eq!(inc.body, b"{}");
+        assert_eq!(inc.headers.get("a").map(String::as_str), Some("1"));
+        assert!(!inc.headers.contains_key("empty"));
+        assert_eq!(
+            inc.headers.get("bin").map(String::as_str),
+            Some("\u{fffd}\u{fffd}")
+        );
+    }
+
+    #[test]
+    fn absent_key_and_tombstone() {
+        let m = RawMessage::pack(None, None, std::iter::empty());
+        assert_eq!(m.key(), None);
+        assert_eq!(m.payload(), b"");
+        assert!(m.headers().is_empty());
+    }
+
+    #[test]
+    fn truncated_buffer_reads_as_missing_not_panic() {
+        let mut m = RawMessage::pack(
+            Some(b"key"),
+            Some(b"payload"),
+            [("h", Some(&b"v"[..]))].into_iter(),
+        );
+        for cut in 0..m.buf.len() {
+            m.buf.truncate(cut);
+            let _ = (m.key(), m.payload(), m.headers(), m.to_incoming());
+        }
+    }
+}
