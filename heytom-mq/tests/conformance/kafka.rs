@@ -1,7 +1,3 @@
-//! NOT YET COMPILED: `main.rs` adds `mod kafka;` once the Kafka transport
-//! (branch `kafka`) is merged into main; it was run against a local merge
-//! of that branch (all checks pass on tansu).
-//!
 //! The suite on Kafka (`HEYTOM_KAFKA_BOOTSTRAP_SERVERS`, else a tansu
 //! broker started by `scripts/kafka-broker.sh start`).
 //!

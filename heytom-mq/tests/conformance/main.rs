@@ -19,15 +19,14 @@
 //! and ignore events of other runs, so topology names that are fixed at
 //! compile time (topics, routing keys) never mix runs up.
 //!
-//! `kafka.rs` (the Kafka fixture) is wired in with `mod kafka;` once the
-//! Kafka transport is merged; until then it is not compiled.
-//!
 //! Tests that need a broker print a notice and return when it is
 //! unreachable, and fail when `HEYTOM_TEST_REQUIRE_SERVICES=1`.
 
 #[macro_use]
 mod harness;
 mod checks;
+#[cfg(feature = "kafka")]
+mod kafka;
 mod memory;
 #[cfg(feature = "rabbitmq")]
 mod rabbitmq;
