@@ -405,3 +405,36 @@ mod nested {
         assert_eq!(Nested { id: 9 }.partition_key().as_deref(), Some("9"));
     }
 }
+
+mod declared_by_macro_rules {
+    use heytom_mq::Event;
+
+    /// Events declared through a `macro_rules!` that passes the attributes
+    /// on: the partition key field token comes from the macro's input.
+    macro_rules! keyed_event {
+        ($(#[$attr:meta])* $name:ident) => {
+            #[derive(heytom_mq::Event, serde::Serialize, serde::Deserialize)]
+            $(#[$attr])*
+            pub struct $name {
+                pub key: String,
+            }
+        };
+    }
+
+    keyed_event!(
+        #[kafka(topic = "by-macro", partition_key = key)]
+        ByMacro
+    );
+    keyed_event!(
+        #[kafka(topic = "by-macro-str", partition_key = "key")]
+        ByMacroStr
+    );
+
+    #[test]
+    fn partition_key_resolves_self() {
+        let k = ByMacro { key: "a".into() };
+        assert_eq!(k.partition_key().as_deref(), Some("a"));
+        let k = ByMacroStr { key: "b".into() };
+        assert_eq!(k.partition_key().as_deref(), Some("b"));
+    }
+}

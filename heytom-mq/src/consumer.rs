@@ -28,8 +28,9 @@ pub enum Outcome {
     /// Give up on the message: send it to the dead-letter destination, then
     /// acknowledge / commit.
     DeadLetter(DeadLetter),
-    /// Shutting down mid-retry: hand the message back unacknowledged so
-    /// another consumer (or the next start) gets it.
+    /// Shutting down (mid-retry, or the delivery came after shutdown
+    /// began): hand the message back unacknowledged so another consumer (or
+    /// the next start) gets it.
     Requeue,
 }
 
@@ -143,6 +144,11 @@ impl Dispatcher {
     /// Decodes the envelope, runs every handler (each with its own retry
     /// policy) and says what to do with the message. Never panics.
     pub async fn dispatch(&self, incoming: Incoming) -> Outcome {
+        // Shutdown began: take no new message, not even one just handed
+        // back (the transport may redeliver it before its consumer stops).
+        if *self.shutdown.borrow() {
+            return Outcome::Requeue;
+        }
         let mut wire = incoming.headers;
         // Messages from foreign producers carry no heytom headers: the
         // subscription's event is the only type they can be.
@@ -555,3 +561,55 @@ macro_rules! manual_consumer {
     };
 }
 pub(crate) use manual_consumer;
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Ping {
+        n: u32,
+    }
+
+    impl Event for Ping {
+        const NAME: &'static str = "Ping";
+        fn route() -> &'static crate::Route {
+            static ROUTE: crate::Route = crate::Route::Default;
+            &ROUTE
+        }
+        fn partition_key(&self) -> Option<String> {
+            None
+        }
+    }
+
+    #[tokio::test]
+    async fn after_shutdown_began_a_delivery_is_handed_back_unhandled() {
+        let calls = Arc::new(AtomicU32::new(0));
+        let c = calls.clone();
+        let entry = HandlerEntry::from_closure("ping", move |_: Ping| {
+            c.fetch_add(1, Ordering::SeqCst);
+            async {}
+        });
+        let (tx, rx) = watch::channel(false);
+        let dispatcher = Dispatcher::new(
+            "Ping",
+            vec![entry],
+            Arc::new(StateMap::new()),
+            RetryPolicy::default(),
+            None,
+            rx,
+        );
+        let envelope = Envelope::new(&Ping { n: 1 }).expect("serializes");
+        let incoming = || Incoming {
+            headers: envelope.wire_headers(),
+            body: envelope.payload.clone(),
+        };
+        assert_eq!(dispatcher.dispatch(incoming()).await, Outcome::Ack);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        tx.send(true).expect("receiver alive");
+        assert_eq!(dispatcher.dispatch(incoming()).await, Outcome::Requeue);
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "handler not run");
+    }
+}

@@ -444,6 +444,38 @@ mod shutdown_hands_back_retries {
             "message is back in its queue"
         );
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_handed_back_message_is_not_taken_again_during_shutdown() {
+        // Shutdown signals the handlers before it stops the workers; the
+        // message handed back in between must not run through the handler
+        // again. A race, so a few rounds.
+        for round in 0..10 {
+            let broker = InMemoryBroker::new();
+            let log = Log::default();
+            let app = App::builder()
+                .in_memory_broker(broker.clone())
+                .discover_in(module_path!())
+                .retry_policy(
+                    RetryPolicy::default()
+                        .max_attempts(5)
+                        .initial_backoff(Duration::from_secs(60)),
+                )
+                .state(log.clone())
+                .start()
+                .await
+                .unwrap();
+            app.producer().send(&Stubborn { id: 1 }).await.unwrap();
+            eventually("first attempt", || log.len() == 1).await;
+            app.shutdown().await.unwrap();
+            assert_eq!(
+                log.len(),
+                1,
+                "round {round}: handler ran again during shutdown"
+            );
+            assert_eq!(broker.pending("Stubborn", "stubborn"), 1);
+        }
+    }
 }
 
 mod startup_checks {

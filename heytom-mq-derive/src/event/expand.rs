@@ -70,7 +70,9 @@ pub fn stub(cont: &Container) -> TokenStream {
 fn partition_key(pk: &PartitionKey) -> TokenStream {
     let field = &pk.field;
     // Spanned at `partition_key = <field>`: a field without Display fails there.
-    let span = field.span();
+    // Call-site hygiene, so `self` resolves to the receiver even when the
+    // field token came from a `macro_rules!` expansion; located at the field.
+    let span = proc_macro2::Span::call_site().located_at(field.span());
     if pk.optional {
         quote_spanned! {span=>
             ::core::option::Option::map(::core::option::Option::as_ref(&self.#field), ::std::string::ToString::to_string)

@@ -307,7 +307,13 @@ impl Transport for InMemoryTransport {
                     let outcome = dispatcher.dispatch(msg.clone()).await;
                     match outcome {
                         Outcome::Ack => group.release(lane, None),
-                        Outcome::Requeue => group.release(lane, Some(msg)),
+                        Outcome::Requeue => {
+                            // Requeue means shutting down: take nothing more,
+                            // not even this message back (it waits for the next start).
+                            stopped.store(true, Ordering::Release);
+                            group.release(lane, Some(msg));
+                            group.notify.notify_waiters();
+                        }
                         Outcome::DeadLetter(d) => {
                             broker.dead_letter(&topic, &group_name, msg, d);
                             group.release(lane, None);
