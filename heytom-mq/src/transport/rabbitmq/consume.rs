@@ -172,7 +172,23 @@ pub(crate) struct RabbitMqSubscription {
 impl SubscriptionHandle for RabbitMqSubscription {
     async fn stop(self: Box<Self>) -> Result<()> {
         let mut registry = self.registry.lock().await;
-        let (removed, remaining) = self.queue.shared.remove_route(self.event_name);
+        // When the other events' owners are shutting down too (an app's
+        // shutdown stops every subscription at once), stop the whole queue
+        // consumer now, so no message of this event is taken for an unknown
+        // type and dead-lettered in between.
+        let others_stay = self
+            .queue
+            .shared
+            .routes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|r| r.dispatcher.event_name() != self.event_name && !r.dispatcher.shutting_down());
+        let (removed, remaining) = if others_stay {
+            self.queue.shared.remove_route(self.event_name)
+        } else {
+            (None, 0)
+        };
         if remaining > 0 {
             drop(registry);
             // Other events still consume from this queue; wait for this
