@@ -85,26 +85,9 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::event::EventRegistration;
-    pub use crate::handler::{
-        decode, ErasedHandler, FromContext, HandlerFailure, HandlerFn, HandlerRegistration,
-        IntoHandlerResult, StateRequirement,
-    };
+    pub use crate::handler::{decode, FromContext, HandlerFailure, HandlerRegistration};
     pub use futures::future::BoxFuture;
     pub use inventory;
-
-    /// Compile-time check that a handler's future is `Send`.
-    pub fn assert_send<F: std::future::Future + Send>(f: F) -> F {
-        f
-    }
-
-    /// Compile-time check that the first handler argument is an event.
-    pub fn assert_event<E: crate::Event>() {}
-
-    /// Compile-time check that an argument is an extractor.
-    pub fn assert_extractor<T: crate::FromContext>() {}
-
-    /// Compile-time check of the return type.
-    pub fn assert_result<R: crate::IntoHandlerResult>() {}
 
     /// What a `#[handler]` needs of its event type. The shim and the
     /// registration both go through [`handler_event`], so an argument that is
@@ -134,11 +117,6 @@ pub mod __private {
         F: std::future::Future<Output = Result<(), HandlerFailure>> + Send + 'static,
     {
         Box::pin(f)
-    }
-
-    /// The state requirement of an extractor, if any.
-    pub fn requirement_of<T: crate::FromContext>() -> Option<StateRequirement> {
-        T::requirement()
     }
 
     /// Turns a handler's return value into the runtime's result.

@@ -354,16 +354,20 @@ impl ClientContext for SubscriptionContext {
     }
 }
 
+/// The partitions of `topic` in a rebalance's list.
+fn partitions_of(tpl: &TopicPartitionList, topic: &str) -> Vec<i32> {
+    tpl.elements_for_topic(topic)
+        .iter()
+        .map(|e| e.partition())
+        .collect()
+}
+
 impl ConsumerContext for SubscriptionContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let s = &self.shared;
         match rebalance {
             Rebalance::Revoke(tpl) => {
-                let partitions: Vec<i32> = tpl
-                    .elements_for_topic(&s.topic)
-                    .iter()
-                    .map(|e| e.partition())
-                    .collect();
+                let partitions = partitions_of(tpl, &s.topic);
                 tracing::info!(topic = %s.topic, group = %s.group, ?partitions, "partitions revoked");
                 if s.state.load(Ordering::Acquire) == ABORTED {
                     return;
@@ -376,11 +380,7 @@ impl ConsumerContext for SubscriptionContext {
                 }
             }
             Rebalance::Assign(tpl) => {
-                let partitions: Vec<i32> = tpl
-                    .elements_for_topic(&s.topic)
-                    .iter()
-                    .map(|e| e.partition())
-                    .collect();
+                let partitions = partitions_of(tpl, &s.topic);
                 tracing::info!(topic = %s.topic, group = %s.group, ?partitions, "partitions assigned");
             }
             Rebalance::Error(e) => {

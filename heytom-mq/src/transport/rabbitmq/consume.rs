@@ -283,6 +283,18 @@ async fn supervise(
     wait_in_flight(&shared).await;
 }
 
+/// `fut`'s output, or `None` once the consumer is told to stop.
+async fn until_stopped<T>(
+    stop: &mut watch::Receiver<bool>,
+    fut: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    tokio::select! {
+        biased;
+        _ = stop.wait_for(|s| *s) => None,
+        v = fut => Some(v),
+    }
+}
+
 async fn consume(
     shared: &Arc<SubscriptionShared>,
     channel: &Arc<Channel>,
@@ -291,26 +303,16 @@ async fn consume(
 ) -> LoopEnd {
     loop {
         // Taken in delivery order, so `concurrency = 1` handles in queue order.
-        let handling = tokio::select! {
-            biased;
-            _ = stop.wait_for(|s| *s) => return LoopEnd::Stopped,
-            p = shared.handling.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return LoopEnd::Stopped,
-            },
+        let Some(Ok(handling)) = until_stopped(stop, shared.handling.clone().acquire_owned()).await
+        else {
+            return LoopEnd::Stopped;
         };
-        let unacked = tokio::select! {
-            biased;
-            _ = stop.wait_for(|s| *s) => return LoopEnd::Stopped,
-            p = shared.unacked.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return LoopEnd::Stopped,
-            },
+        let Some(Ok(unacked)) = until_stopped(stop, shared.unacked.clone().acquire_owned()).await
+        else {
+            return LoopEnd::Stopped;
         };
-        let next = tokio::select! {
-            biased;
-            _ = stop.wait_for(|s| *s) => return LoopEnd::Stopped,
-            d = consumer.next() => d,
+        let Some(next) = until_stopped(stop, consumer.next()).await else {
+            return LoopEnd::Stopped;
         };
         match next {
             Some(Ok(delivery)) => {
