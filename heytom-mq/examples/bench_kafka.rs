@@ -317,6 +317,14 @@ async fn main() {
         median(&mut produce_ratios),
         median(&mut consume_ratios)
     );
+    println!(
+        "RESULT kafka_produce ratio={:.3} rounds={rounds}",
+        median(&mut produce_ratios)
+    );
+    println!(
+        "RESULT kafka_consume ratio={:.3} rounds={rounds}",
+        median(&mut consume_ratios)
+    );
 }
 
 fn median(v: &mut [f64]) -> f64 {

@@ -50,6 +50,7 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{ConnectionProperties, ExchangeKind};
 use serde::{Deserialize, Serialize};
+use sqlx::AssertSqlSafe;
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
 struct BenchOrderPlaced {
@@ -217,7 +218,7 @@ impl Broker {
                 let queue = format!("bench.outbox.{id}");
                 // What the transport declares for an event without attribute.
                 ch.exchange_declare(
-                    &exchange,
+                    exchange.as_str().into(),
                     ExchangeKind::Topic,
                     ExchangeDeclareOptions {
                         durable: true,
@@ -227,7 +228,7 @@ impl Broker {
                 )
                 .await?;
                 ch.queue_declare(
-                    &queue,
+                    queue.as_str().into(),
                     QueueDeclareOptions {
                         durable: true,
                         ..Default::default()
@@ -236,15 +237,15 @@ impl Broker {
                 )
                 .await?;
                 ch.queue_bind(
-                    &queue,
-                    &exchange,
-                    BenchOrderPlaced::NAME,
+                    queue.as_str().into(),
+                    exchange.as_str().into(),
+                    BenchOrderPlaced::NAME.into(),
                     QueueBindOptions::default(),
                     FieldTable::default(),
                 )
                 .await?;
-                ch.close(200, "ok").await?;
-                connection.close(200, "ok").await?;
+                ch.close(200, "ok".into()).await?;
+                connection.close(200, "ok".into()).await?;
                 Some(RabbitTopology {
                     url,
                     exchange,
@@ -279,11 +280,11 @@ impl Broker {
             let connection =
                 lapin::Connection::connect(&r.url, ConnectionProperties::default()).await?;
             let ch = connection.create_channel().await?;
-            ch.queue_delete(&r.queue, QueueDeleteOptions::default())
+            ch.queue_delete(r.queue.as_str().into(), QueueDeleteOptions::default())
                 .await?;
-            ch.exchange_delete(&r.exchange, ExchangeDeleteOptions::default())
+            ch.exchange_delete(r.exchange.as_str().into(), ExchangeDeleteOptions::default())
                 .await?;
-            connection.close(200, "done").await
+            connection.close(200, "done".into()).await
         }
         .await;
         if let Err(e) = deleted {
@@ -428,9 +429,9 @@ macro_rules! bench_db {
                     backlog,
                     ..Default::default()
                 };
-                sqlx::query(&format!(
+                sqlx::query(AssertSqlSafe(format!(
                     "CREATE TABLE {biz} (id BIGINT PRIMARY KEY, note VARCHAR(100) NOT NULL)"
-                ))
+                )))
                 .execute(&pool)
                 .await?;
                 let insert = format!("INSERT INTO {biz} (id, note) VALUES ({}, {})", $ph.0, $ph.1);
@@ -484,7 +485,7 @@ macro_rules! bench_db {
                                         producer
                                             .send_with_transaction(&pool, move |tx| {
                                                 Box::pin(async move {
-                                                    sqlx::query(&insert)
+                                                    sqlx::query(AssertSqlSafe(insert.clone()))
                                                         .bind(id)
                                                         .bind(&note)
                                                         .execute(&mut **tx)
@@ -495,7 +496,7 @@ macro_rules! bench_db {
                                             .await?;
                                     } else {
                                         let mut tx = pool.begin().await?;
-                                        sqlx::query(&insert)
+                                        sqlx::query(AssertSqlSafe(insert.clone()))
                                             .bind(id)
                                             .bind(&note)
                                             .execute(&mut *tx)
@@ -547,7 +548,7 @@ macro_rules! bench_db {
                 for _ in 0..LATENCY_COMMITS {
                     let id = next_id.fetch_add(1, Ordering::Relaxed);
                     let mut tx = producer.begin(&pool).await?;
-                    sqlx::query(&insert)
+                    sqlx::query(AssertSqlSafe(insert.clone()))
                         .bind(id)
                         .bind("latency")
                         .execute(&mut **tx)
@@ -644,9 +645,12 @@ macro_rules! bench_db {
             .await;
 
             for t in [&biz, &table, &drain_table] {
-                let _ = sqlx::query(&format!("DROP TABLE IF EXISTS {q}{t}{q}", q = $q))
-                    .execute(&pool)
-                    .await;
+                let _ = sqlx::query(AssertSqlSafe(format!(
+                    "DROP TABLE IF EXISTS {q}{t}{q}",
+                    q = $q
+                )))
+                .execute(&pool)
+                .await;
             }
             broker.cleanup().await;
             pool.close().await;
@@ -873,6 +877,17 @@ async fn main() {
          RSS = peak growth of the process RSS meanwhile."
     );
     println!("process VmHWM: {} MiB", rss_kib("VmHWM:") / 1024);
+    for r in &all {
+        for t in &r.throughput {
+            println!(
+                "RESULT outbox_enqueue_{}_{}_{}w ratio={:.3} rounds={rounds}",
+                r.db.to_ascii_lowercase().replace('/', "_"),
+                r.transport.to_ascii_lowercase().replace(['-', ' '], "_"),
+                t.writers,
+                t.ratio
+            );
+        }
+    }
     let db = sqlite_path();
     for ext in ["", "-wal", "-shm"] {
         let mut file = db.clone().into_os_string();

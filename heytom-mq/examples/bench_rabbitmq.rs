@@ -29,8 +29,8 @@ use lapin::options::{
     ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
     QueueDeclareOptions, QueueDeleteOptions,
 };
-use lapin::publisher_confirm::Confirmation;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::Confirmation;
 use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
@@ -143,8 +143,14 @@ async fn raw_publish(
             immediate: false,
         };
         confirms.push(
-            ch.basic_publish(&n.exchange, &n.raw_key, opts, &envelope.payload, props)
-                .await?,
+            ch.basic_publish(
+                n.exchange.as_str().into(),
+                n.raw_key.as_str().into(),
+                opts,
+                &envelope.payload,
+                props,
+            )
+            .await?,
         );
     }
     for c in confirms {
@@ -153,7 +159,7 @@ async fn raw_publish(
         }
     }
     let took = start.elapsed();
-    ch.close(200, "done").await?;
+    ch.close(200, "done".into()).await?;
     Ok(took)
 }
 
@@ -179,8 +185,8 @@ async fn raw_consume(
     let start = Instant::now();
     let mut consumer = ch
         .basic_consume(
-            &n.raw_queue,
-            "raw-bench",
+            n.raw_queue.as_str().into(),
+            "raw-bench".into(),
             BasicConsumeOptions::default(),
             FieldTable::default(),
         )
@@ -202,7 +208,7 @@ async fn raw_consume(
     for a in acks {
         a.await??;
     }
-    ch.close(200, "done").await?;
+    ch.close(200, "done".into()).await?;
     Ok(start.elapsed())
 }
 
@@ -236,25 +242,29 @@ async fn setup(conn: &Connection) -> Result<(), lapin::Error> {
     let n = names();
     let ch = conn.create_channel().await?;
     ch.exchange_declare(
-        &n.exchange,
+        n.exchange.as_str().into(),
         ExchangeKind::Topic,
         ExchangeDeclareOptions::default(),
         FieldTable::default(),
     )
     .await?;
     for (q, k) in [(&n.raw_queue, &n.raw_key), (&n.heytom_queue, &n.heytom_key)] {
-        ch.queue_declare(q, QueueDeclareOptions::default(), FieldTable::default())
-            .await?;
+        ch.queue_declare(
+            q.as_str().into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
         ch.queue_bind(
-            q,
-            &n.exchange,
-            k,
+            q.as_str().into(),
+            n.exchange.as_str().into(),
+            k.as_str().into(),
             QueueBindOptions::default(),
             FieldTable::default(),
         )
         .await?;
     }
-    ch.close(200, "ok").await
+    ch.close(200, "ok".into()).await
 }
 
 async fn teardown(conn: &Connection) {
@@ -265,10 +275,12 @@ async fn teardown(conn: &Connection) {
             &n.heytom_queue,
             &format!("{}.dlq", n.heytom_queue),
         ] {
-            let _ = ch.queue_delete(q, QueueDeleteOptions::default()).await;
+            let _ = ch
+                .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                .await;
         }
         let _ = ch
-            .exchange_delete(&n.exchange, ExchangeDeleteOptions::default())
+            .exchange_delete(n.exchange.as_str().into(), ExchangeDeleteOptions::default())
             .await;
     }
 }
@@ -339,6 +351,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let first_offset = env_num("BENCH_HEYTOM_FIRST", 0) % 2;
     let mut cpu = [0f64; 4];
     let mut all: [Vec<f64>; 4] = Default::default();
+    let mut ratios: [Vec<f64>; 2] = Default::default();
     let result = async {
         for round in 1..=rounds {
             // Alternate who goes first, so neither always meets a warmer broker.
@@ -360,6 +373,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 raw_pub.0, raw_pub.1, hey_pub.0, hey_pub.1, hey_pub.0 / raw_pub.0,
                 raw_con.0, raw_con.1, hey_con.0, hey_con.1, hey_con.0 / raw_con.0,
             );
+            ratios[0].push(hey_pub.0 / raw_pub.0);
+            ratios[1].push(hey_con.0 / raw_con.0);
             cpu[0] += raw_pub.1;
             cpu[1] += hey_pub.1;
             cpu[2] += raw_con.1;
@@ -400,6 +415,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "CPU per message (process, mean): publish raw {:.1} us, heytom {:.1} us | consume raw {:.1} us, heytom {:.1} us",
         cpu[0] / r, cpu[1] / r, cpu[2] / r, cpu[3] / r
     );
+    let [publish, consume] = ratios.map(median);
+    println!(
+        "median of per-round ratios (heytom/raw, same round): publish+confirm {publish:.2}, consume+ack {consume:.2}"
+    );
+    println!("RESULT rabbitmq_publish_confirm ratio={publish:.3} rounds={rounds}");
+    println!("RESULT rabbitmq_consume_ack ratio={consume:.3} rounds={rounds}");
     producer.close().await?;
     Ok(())
 }

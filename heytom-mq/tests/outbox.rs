@@ -20,6 +20,7 @@ use heytom_mq::{
     MessageStatus, Outgoing, Subscription, SubscriptionHandle, Transport, TransportKind,
 };
 use serde::{Deserialize, Serialize};
+use sqlx::AssertSqlSafe;
 
 // ---------------------------------------------------------------- events
 
@@ -339,7 +340,7 @@ macro_rules! outbox_suite {
                 }
 
                 async fn exec(&self, sql: &str) {
-                    sqlx::query(sql).execute(&self.pool).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+                    sqlx::query(AssertSqlSafe(sql)).execute(&self.pool).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
                 }
 
                 fn insert_sql(&self) -> String {
@@ -347,7 +348,7 @@ macro_rules! outbox_suite {
                 }
 
                 async fn biz_count(&self) -> i64 {
-                    sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {}", self.biz))
+                    sqlx::query_scalar(AssertSqlSafe(format!("SELECT COUNT(*) FROM {}", self.biz)))
                         .fetch_one(&self.pool)
                         .await
                         .unwrap()
@@ -374,7 +375,7 @@ macro_rules! outbox_suite {
                     producer
                         .send_with_transaction(&self.pool, move |tx| {
                             Box::pin(async move {
-                                sqlx::query(&sql).bind(n as i64).execute(&mut **tx).await?;
+                                sqlx::query(AssertSqlSafe(sql.clone())).bind(n as i64).execute(&mut **tx).await?;
                                 Ok(OrderPlaced { n })
                             })
                         })
@@ -404,7 +405,7 @@ macro_rules! outbox_suite {
                 let id = f.commit(&producer, 1).await.unwrap();
                 // The same through begin / publish / commit.
                 let mut tx = producer.begin(&f.pool).await.unwrap();
-                sqlx::query(&f.insert_sql()).bind(2i64).execute(&mut **tx).await.unwrap();
+                sqlx::query(AssertSqlSafe(f.insert_sql().clone())).bind(2i64).execute(&mut **tx).await.unwrap();
                 let id2 = tx.publish(&OrderPlaced { n: 2 }).await.unwrap();
                 tx.commit().await.unwrap();
 
@@ -440,13 +441,13 @@ macro_rules! outbox_suite {
 
                 // Rollback.
                 let mut tx = producer.begin(&f.pool).await.unwrap();
-                sqlx::query(&f.insert_sql()).bind(10i64).execute(&mut **tx).await.unwrap();
+                sqlx::query(AssertSqlSafe(f.insert_sql().clone())).bind(10i64).execute(&mut **tx).await.unwrap();
                 tx.publish(&OrderPlaced { n: 10 }).await.unwrap();
                 tx.rollback().await.unwrap();
 
                 // Drop.
                 let mut tx = producer.begin(&f.pool).await.unwrap();
-                sqlx::query(&f.insert_sql()).bind(11i64).execute(&mut **tx).await.unwrap();
+                sqlx::query(AssertSqlSafe(f.insert_sql().clone())).bind(11i64).execute(&mut **tx).await.unwrap();
                 tx.publish_batch(&[OrderPlaced { n: 11 }, OrderPlaced { n: 12 }]).await.unwrap();
                 drop(tx);
 
@@ -455,7 +456,7 @@ macro_rules! outbox_suite {
                 let err = producer
                     .send_with_transaction(&f.pool, move |tx| {
                         Box::pin(async move {
-                            sqlx::query(&sql).bind(13i64).execute(&mut **tx).await?;
+                            sqlx::query(AssertSqlSafe(sql.clone())).bind(13i64).execute(&mut **tx).await?;
                             Err::<OrderPlaced, BoxError>("business rule violated".into())
                         })
                     })
@@ -469,7 +470,7 @@ macro_rules! outbox_suite {
                 let joined = tokio::spawn(async move {
                     p.send_with_transaction(&pool, move |tx| {
                         Box::pin(async move {
-                            sqlx::query(&sql).bind(14i64).execute(&mut **tx).await?;
+                            sqlx::query(AssertSqlSafe(sql.clone())).bind(14i64).execute(&mut **tx).await?;
                             if tx.is_some_and_panics() {
                                 panic!("handler bug");
                             }
@@ -511,7 +512,7 @@ macro_rules! outbox_suite {
                 let ids = producer
                     .send_batch_with_transaction(&f.pool, move |tx| {
                         Box::pin(async move {
-                            sqlx::query(&sql).bind(1i64).execute(&mut **tx).await?;
+                            sqlx::query(AssertSqlSafe(sql.clone())).bind(1i64).execute(&mut **tx).await?;
                             Ok((0..50).map(|n| OrderPlaced { n }).collect::<Vec<_>>())
                         })
                     })
@@ -787,6 +788,29 @@ macro_rules! outbox_suite {
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn table_from_the_original_ddl_is_upgraded_at_startup() {
+                let Some(f) = Fixture::new().await else { return };
+                let broker = InMemoryBroker::new();
+                let (_c, delivered) = consume(&broker).await;
+                for sql in migration($name, "001_create_local_messages.sql", &f.table) {
+                    f.exec(&sql).await;
+                }
+                // create_table is on by default: the relay's columns are added.
+                let app = f.app(&broker, f.outbox()).start().await.unwrap();
+                f.commit(&app.producer(), 1).await.unwrap();
+                delivered.wait_for(1, Duration::from_secs(10)).await;
+                app.shutdown().await.unwrap();
+                // A second start finds them and adds nothing (no duplicate-column error).
+                let app = f.app(&broker, f.outbox()).start().await.unwrap();
+                f.commit(&app.producer(), 2).await.unwrap();
+                delivered.wait_for(2, Duration::from_secs(10)).await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                delivered.assert_exactly_once(&[1, 2]);
+                app.shutdown().await.unwrap();
+                f.drop_tables().await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn table_from_the_original_ddl_works() {
                 let Some(f) = Fixture::new().await else { return };
                 let broker = InMemoryBroker::new();
@@ -805,7 +829,7 @@ macro_rules! outbox_suite {
                     q = $q,
                     t = f.table
                 );
-                sqlx::query(&legacy_sql)
+                sqlx::query(AssertSqlSafe(legacy_sql.clone()))
                     .bind(legacy.id.to_string())
                     .bind(OrderPlaced::NAME)
                     .bind(body(1))
@@ -973,7 +997,7 @@ async fn postgres_notify_wakes_the_scanner() {
     delivered.assert_exactly_once(&[42]);
     writer.shutdown().await.unwrap();
     scanner.shutdown().await.unwrap();
-    sqlx::query(&format!("DROP TABLE IF EXISTS \"{table}\""))
+    sqlx::query(AssertSqlSafe(format!("DROP TABLE IF EXISTS \"{table}\"")))
         .execute(&pool)
         .await
         .unwrap();

@@ -128,17 +128,19 @@ impl Drop for Cleanup {
                 };
                 for q in queues {
                     if let Ok(ch) = conn.create_channel().await {
-                        let _ = ch.queue_delete(&q, QueueDeleteOptions::default()).await;
+                        let _ = ch
+                            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                            .await;
                     }
                 }
                 for e in exchanges {
                     if let Ok(ch) = conn.create_channel().await {
                         let _ = ch
-                            .exchange_delete(&e, ExchangeDeleteOptions::default())
+                            .exchange_delete(e.as_str().into(), ExchangeDeleteOptions::default())
                             .await;
                     }
                 }
-                let _ = conn.close(200, "cleanup").await;
+                let _ = conn.close(200, "cleanup".into()).await;
             });
         });
         let _ = work.join();
@@ -183,7 +185,7 @@ async fn get_one(conn: &Connection, queue: &str) -> Option<lapin::message::Basic
     let deadline = tokio::time::Instant::now() + WAIT;
     while tokio::time::Instant::now() < deadline {
         if let Some(m) = ch
-            .basic_get(queue, BasicGetOptions { no_ack: true })
+            .basic_get(queue.into(), BasicGetOptions { no_ack: true })
             .await
             .ok()?
         {
@@ -206,7 +208,7 @@ async fn queue_counts(conn: &Connection, queue: &str) -> (u32, u32) {
     let ch = conn.create_channel().await.expect("channel");
     let q = ch
         .queue_declare(
-            queue,
+            queue.into(),
             QueueDeclareOptions {
                 passive: true,
                 ..QueueDeclareOptions::default()
@@ -732,7 +734,7 @@ async fn message_properties_on_the_wire() {
     let producer = heytom_mq::Producer::on(transport.clone());
     let ch = conn.create_channel().await.unwrap();
     ch.queue_declare(
-        queue,
+        queue.into(),
         QueueDeclareOptions {
             auto_delete: true,
             ..Default::default()
@@ -742,9 +744,9 @@ async fn message_properties_on_the_wire() {
     .await
     .unwrap();
     ch.queue_bind(
-        queue,
-        exchange,
-        "PlainEvent",
+        queue.into(),
+        exchange.into(),
+        "PlainEvent".into(),
         Default::default(),
         FieldTable::default(),
     )
@@ -1149,8 +1151,8 @@ async fn malformed_payload_goes_to_dead_letter_and_consuming_goes_on() {
         let ch = ch.clone();
         async move {
             ch.basic_publish(
-                r.exchange.unwrap(),
-                r.routing_key,
+                r.exchange.unwrap().into(),
+                r.routing_key.into(),
                 BasicPublishOptions::default(),
                 body,
                 BasicProperties::default().with_type(kind.into()),
@@ -1390,7 +1392,7 @@ async fn wait_for_broker() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         if let Ok(c) = Connection::connect(&url(), ConnectionProperties::default()).await {
-            let _ = c.close(200, "probe").await;
+            let _ = c.close(200, "probe".into()).await;
             return;
         }
         assert!(

@@ -29,7 +29,7 @@ impl<'a> HandlerFn<'a> {
         if let Some(c) = &sig.constness {
             cx.error_spanned_by(c, "a #[handler] cannot be a `const fn`");
         }
-        if let Some(u) = &sig.unsafety {
+        if let syn::Safety::Unsafe(u) = &sig.safety {
             cx.error_spanned_by(u, "a #[handler] cannot be an `unsafe fn`");
         }
         if let Some(abi) = &sig.abi {

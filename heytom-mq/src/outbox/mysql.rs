@@ -19,34 +19,10 @@ pub(crate) const DIALECT: Dialect = Dialect {
     // No gap locks: a claim must not block the inserts of business transactions.
     before_claim: Some("SET TRANSACTION ISOLATION LEVEL READ COMMITTED"),
     delete_with_limit: true,
-    ddl,
+    create_sql: include_str!("../../migrations/mysql/001_create_local_messages.sql"),
+    upgrade_sql: include_str!("../../migrations/mysql/002_add_relay_columns.sql"),
     notify: None,
 };
-
-fn ddl(t: &str) -> Vec<String> {
-    vec![format!(
-        r#"CREATE TABLE IF NOT EXISTS `{t}` (
-    `Id` CHAR(36) NOT NULL PRIMARY KEY,
-    `MQType` VARCHAR(50) NOT NULL,
-    `Topic` VARCHAR(255) NOT NULL,
-    `RoutingKey` VARCHAR(255) NULL,
-    `MessageType` VARCHAR(255) NOT NULL,
-    `MessageBody` LONGTEXT NOT NULL,
-    `Status` INT NOT NULL DEFAULT 0,
-    `CreatedAt` DATETIME(6) NOT NULL,
-    `UpdatedAt` DATETIME(6) NULL,
-    `RetryCount` INT NOT NULL DEFAULT 0,
-    `ErrorMessage` TEXT NULL,
-    `Headers` TEXT NULL,
-    `PartitionKey` VARCHAR(255) NULL,
-    `NextAttemptAt` BIGINT NOT NULL DEFAULT 0,
-    `LockedBy` VARCHAR(64) NULL,
-    INDEX `IX_{t}_Status` (`Status`),
-    INDEX `IX_{t}_CreatedAt` (`CreatedAt`),
-    INDEX `IX_{t}_Due` (`Status`, `CreatedAt`)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"#
-    )]
-}
 
 fn no_listener(
     _: &MySqlPool,

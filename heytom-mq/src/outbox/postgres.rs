@@ -23,36 +23,10 @@ pub(crate) const DIALECT: Dialect = Dialect {
     },
     before_claim: None,
     delete_with_limit: false,
-    ddl,
+    create_sql: include_str!("../../migrations/postgres/001_create_local_messages.sql"),
+    upgrade_sql: include_str!("../../migrations/postgres/002_add_relay_columns.sql"),
     notify: Some("SELECT pg_notify($1, '')"),
 };
-
-fn ddl(t: &str) -> Vec<String> {
-    vec![
-        format!(
-            r#"CREATE TABLE IF NOT EXISTS "{t}" (
-    "Id" UUID NOT NULL PRIMARY KEY,
-    "MQType" VARCHAR(50) NOT NULL,
-    "Topic" VARCHAR(255) NOT NULL,
-    "RoutingKey" VARCHAR(255) NULL,
-    "MessageType" VARCHAR(255) NOT NULL,
-    "MessageBody" TEXT NOT NULL,
-    "Status" INT NOT NULL DEFAULT 0,
-    "CreatedAt" TIMESTAMPTZ NOT NULL DEFAULT now(),
-    "UpdatedAt" TIMESTAMPTZ NULL,
-    "RetryCount" INT NOT NULL DEFAULT 0,
-    "ErrorMessage" TEXT NULL,
-    "Headers" TEXT NULL,
-    "PartitionKey" VARCHAR(255) NULL,
-    "NextAttemptAt" BIGINT NOT NULL DEFAULT 0,
-    "LockedBy" VARCHAR(64) NULL
-)"#
-        ),
-        format!(r#"CREATE INDEX IF NOT EXISTS "IX_{t}_Status" ON "{t}" ("Status")"#),
-        format!(r#"CREATE INDEX IF NOT EXISTS "IX_{t}_CreatedAt" ON "{t}" ("CreatedAt")"#),
-        format!(r#"CREATE INDEX IF NOT EXISTS "IX_{t}_Due" ON "{t}" ("Status", "CreatedAt")"#),
-    ]
-}
 
 fn listen(
     pool: &PgPool,

@@ -20,36 +20,10 @@ pub(crate) const DIALECT: Dialect = Dialect {
     claim: ClaimStyle::UpdateReturning { lock: "" },
     before_claim: None,
     delete_with_limit: false,
-    ddl,
+    create_sql: include_str!("../../migrations/sqlite/001_create_local_messages.sql"),
+    upgrade_sql: include_str!("../../migrations/sqlite/002_add_relay_columns.sql"),
     notify: None,
 };
-
-fn ddl(t: &str) -> Vec<String> {
-    vec![
-        format!(
-            r#"CREATE TABLE IF NOT EXISTS "{t}" (
-    "Id" TEXT NOT NULL PRIMARY KEY,
-    "MQType" TEXT NOT NULL,
-    "Topic" TEXT NOT NULL,
-    "RoutingKey" TEXT NULL,
-    "MessageType" TEXT NOT NULL,
-    "MessageBody" TEXT NOT NULL,
-    "Status" INTEGER NOT NULL DEFAULT 0,
-    "CreatedAt" TEXT NOT NULL,
-    "UpdatedAt" TEXT NULL,
-    "RetryCount" INTEGER NOT NULL DEFAULT 0,
-    "ErrorMessage" TEXT NULL,
-    "Headers" TEXT NULL,
-    "PartitionKey" TEXT NULL,
-    "NextAttemptAt" INTEGER NOT NULL DEFAULT 0,
-    "LockedBy" TEXT NULL
-)"#
-        ),
-        format!(r#"CREATE INDEX IF NOT EXISTS "IX_{t}_Status" ON "{t}" ("Status")"#),
-        format!(r#"CREATE INDEX IF NOT EXISTS "IX_{t}_CreatedAt" ON "{t}" ("CreatedAt")"#),
-        format!(r#"CREATE INDEX IF NOT EXISTS "IX_{t}_Due" ON "{t}" ("Status", "CreatedAt")"#),
-    ]
-}
 
 fn no_listener(
     _: &SqlitePool,

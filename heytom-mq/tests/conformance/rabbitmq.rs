@@ -125,11 +125,11 @@ impl Rabbit {
     async fn delete_queue(&self, queue: &str) {
         let ch = self.conn.create_channel().await.expect("channel");
         for q in [queue.to_owned(), format!("{queue}.dlq")] {
-            ch.queue_delete(&q, QueueDeleteOptions::default())
+            ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
                 .await
                 .unwrap_or_else(|e| panic!("deleting stale queue `{q}`: {e}"));
         }
-        let _ = ch.close(200, "done").await;
+        let _ = ch.close(200, "done".into()).await;
     }
 }
 
@@ -193,8 +193,8 @@ impl Fixture for Rabbit {
         }
         let ch = self.conn.create_channel().await.expect("channel");
         ch.basic_publish(
-            &self.exchange,
-            route.routing_key,
+            self.exchange.as_str().into(),
+            route.routing_key.into(),
             BasicPublishOptions::default(),
             &body,
             BasicProperties::default()
@@ -206,7 +206,7 @@ impl Fixture for Rabbit {
         .expect("raw publish")
         .await
         .expect("raw publish confirm");
-        let _ = ch.close(200, "done").await;
+        let _ = ch.close(200, "done".into()).await;
     }
 
     async fn dead_letters<E: Event>(
@@ -221,7 +221,7 @@ impl Fixture for Rabbit {
         let mut found = Vec::new();
         loop {
             let got = ch
-                .basic_get(&dlq, BasicGetOptions { no_ack: true })
+                .basic_get(dlq.as_str().into(), BasicGetOptions { no_ack: true })
                 .await
                 .unwrap_or_else(|e| panic!("basic_get on `{dlq}`: {e}"));
             match got {
@@ -256,7 +256,7 @@ impl Fixture for Rabbit {
                 }
             }
         }
-        let _ = ch.close(200, "done").await;
+        let _ = ch.close(200, "done".into()).await;
         found
     }
 }
@@ -286,13 +286,15 @@ impl Drop for Rabbit {
                 };
                 for q in queues {
                     for q in [format!("{q}.dlq"), q] {
-                        let _ = ch.queue_delete(&q, QueueDeleteOptions::default()).await;
+                        let _ = ch
+                            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                            .await;
                     }
                 }
                 let _ = ch
-                    .exchange_delete(&exchange, ExchangeDeleteOptions::default())
+                    .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
                     .await;
-                let _ = conn.close(200, "cleanup").await;
+                let _ = conn.close(200, "cleanup".into()).await;
             });
         });
         let _ = work.join();

@@ -446,8 +446,13 @@ fn record<'a>(topic: &'a str, envelope: &'a Envelope) -> FutureRecord<'a, str, [
 
 async fn await_delivery(name: &str, fut: DeliveryFuture) -> Result<()> {
     match fut.await {
-        Ok(Ok((partition, offset))) => {
-            tracing::trace!(event_name = name, partition, offset, "delivered");
+        Ok(Ok(d)) => {
+            tracing::trace!(
+                event_name = name,
+                partition = d.partition,
+                offset = d.offset,
+                "delivered"
+            );
             Ok(())
         }
         Ok(Err((e, _))) => Err(Error::publish(name, e.to_string())),
@@ -500,8 +505,8 @@ impl Transport for KafkaTransport {
             )
             .await
         {
-            Ok((partition, offset)) => {
-                tracing::trace!(event_id = %envelope.id, topic, partition, offset, "delivered");
+            Ok(d) => {
+                tracing::trace!(event_id = %envelope.id, topic, partition = d.partition, offset = d.offset, "delivered");
                 Ok(())
             }
             Err((e, _)) => Err(Error::publish(&envelope.name, e.to_string())),

@@ -130,7 +130,8 @@ impl ConnectionSlot {
         if let Some(conn) = conn {
             if conn.status().connected() {
                 let _ =
-                    tokio::time::timeout(Duration::from_secs(5), conn.close(200, "closing")).await;
+                    tokio::time::timeout(Duration::from_secs(5), conn.close(200, "closing".into()))
+                        .await;
             }
         }
     }
@@ -143,16 +144,16 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// A lapin error in words, with the broker's reply text when there is one.
 pub(crate) fn describe(e: &lapin::Error) -> String {
-    match e {
-        lapin::Error::ProtocolError(amqp) => {
+    match e.kind() {
+        lapin::ErrorKind::ProtocolError(amqp) => {
             format!("{} ({})", amqp.get_message(), amqp.get_id())
         }
-        other => other.to_string(),
+        _ => e.to_string(),
     }
 }
 
 /// Whether the broker refused a declaration because what exists differs.
 pub(crate) fn is_precondition_failed(e: &lapin::Error) -> bool {
-    matches!(e, lapin::Error::ProtocolError(amqp)
+    matches!(e.kind(), lapin::ErrorKind::ProtocolError(amqp)
         if *amqp.kind() == AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED))
 }

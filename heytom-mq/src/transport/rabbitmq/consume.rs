@@ -81,7 +81,7 @@ impl SubscriptionShared {
             )
         })?;
         route.topology.declare(&channel).await?;
-        let _ = channel.close(200, "declared").await;
+        let _ = channel.close(200, "declared".into()).await;
         self.routes
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -126,8 +126,8 @@ impl SubscriptionShared {
             .map_err(|e| lost("cannot set the prefetch", e))?;
         let consumer = channel
             .basic_consume(
-                &self.queue,
-                &self.consumer_tag,
+                self.queue.as_str().into(),
+                self.consumer_tag.as_str().into(),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
             )
@@ -338,7 +338,10 @@ async fn consume(
 async fn finish(shared: &SubscriptionShared, channel: &Channel) {
     if channel.status().connected() {
         if let Err(e) = channel
-            .basic_cancel(&shared.consumer_tag, BasicCancelOptions::default())
+            .basic_cancel(
+                shared.consumer_tag.as_str().into(),
+                BasicCancelOptions::default(),
+            )
             .await
         {
             tracing::debug!(queue = %shared.queue, error = %describe(&e), "basic.cancel failed");
@@ -347,8 +350,11 @@ async fn finish(shared: &SubscriptionShared, channel: &Channel) {
     wait_in_flight(shared).await;
     if channel.status().connected() {
         // Deliveries prefetched but never started go back to the queue.
-        let _ =
-            tokio::time::timeout(Duration::from_secs(5), channel.close(200, "unsubscribed")).await;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(5),
+            channel.close(200, "unsubscribed".into()),
+        )
+        .await;
     }
 }
 
@@ -460,8 +466,8 @@ async fn dead_letter(
     tracing::warn!(queue = %shared.queue, exchange, routing_key, reason = %dead.reason, attempts = dead.attempts, "dead-lettering message");
     let confirm = channel
         .basic_publish(
-            exchange,
-            routing_key,
+            exchange.into(),
+            routing_key.into(),
             BasicPublishOptions {
                 mandatory: true,
                 immediate: false,

@@ -5,9 +5,9 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::protocol::BasicProperties;
-use lapin::publisher_confirm::{Confirmation, PublisherConfirm};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::Channel;
+use lapin::{Confirmation, PublisherConfirm};
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
@@ -131,8 +131,8 @@ impl Publisher {
         let props = properties(&message.envelope)?;
         channel
             .basic_publish(
-                dest.exchange,
-                dest.routing_key,
+                dest.exchange.into(),
+                dest.routing_key.into(),
                 BasicPublishOptions {
                     // Without confirms nobody would read the returns; they would pile up.
                     mandatory: self.options.mandatory && self.options.publisher_confirms,
@@ -217,6 +217,14 @@ impl Publisher {
             if c.status().connected() {
                 let _ =
                     tokio::time::timeout(self.options.publish_timeout, c.wait_for_confirms()).await;
+                // Closed here and awaited: a channel dropped open is closed by
+                // lapin in the background, racing the connection close below,
+                // and that race logs an ERROR on an orderly shutdown.
+                let _ = tokio::time::timeout(
+                    std::time::Duration::from_secs(5),
+                    c.close(200, "closing".into()),
+                )
+                .await;
             }
         }
         self.slot.close().await;
@@ -369,7 +377,9 @@ mod tests {
         assert!(check(Ok(Confirmation::NotRequested), "E").is_ok());
         let err = check(Ok(Confirmation::Nack(None)), "E").unwrap_err();
         assert!(matches!(err, Error::Publish { .. }));
-        let lost = lapin::Error::InvalidChannelState(lapin::ChannelState::Closed);
+        let lost: lapin::Error =
+            lapin::ErrorKind::InvalidChannelState(lapin::ChannelState::Closed, "basic.publish")
+                .into();
         assert!(check(Err(lost), "E")
             .unwrap_err()
             .to_string()

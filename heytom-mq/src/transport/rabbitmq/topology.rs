@@ -250,7 +250,7 @@ pub(crate) async fn declare_exchange(channel: &Channel, spec: &ExchangeSpec) -> 
     }
     channel
         .exchange_declare(
-            &spec.name,
+            spec.name.as_str().into(),
             exchange_kind(spec.kind),
             ExchangeDeclareOptions {
                 durable: spec.durable,
@@ -280,7 +280,7 @@ async fn declare_queue(
 ) -> Result<()> {
     channel
         .queue_declare(
-            name,
+            name.into(),
             QueueDeclareOptions {
                 durable,
                 ..QueueDeclareOptions::default()
@@ -295,9 +295,9 @@ async fn declare_queue(
 async fn bind(channel: &Channel, queue: &str, exchange: &str, key: &str) -> Result<()> {
     channel
         .queue_bind(
-            queue,
-            exchange,
-            key,
+            queue.into(),
+            exchange.into(),
+            key.into(),
             QueueBindOptions::default(),
             FieldTable::default(),
         )
