@@ -217,7 +217,9 @@ impl fmt::Debug for StateMap {
 pub struct StateRequirement {
     /// `TypeId::of::<T>()`
     pub type_id: TypeId,
-    /// `type_name::<T>()`
+    /// The type's name for messages: as written in the handler's signature
+    /// when `#[handler]` registered it (`sqlx::PgPool`), otherwise
+    /// `type_name::<T>()` without module paths (`Pool<Postgres>`).
     pub type_name: &'static str,
 }
 
@@ -226,9 +228,48 @@ impl StateRequirement {
     pub fn of<T: 'static>() -> Self {
         StateRequirement {
             type_id: TypeId::of::<T>(),
-            type_name: type_name::<T>(),
+            type_name: readable_type_name::<T>(),
         }
     }
+}
+
+/// `type_name::<T>()` with every path reduced to its last segment:
+/// `sqlx_core::pool::Pool<sqlx_postgres::database::Postgres>` becomes
+/// `Pool<Postgres>`, which is what a reader recognises (the crate-internal
+/// paths are where the type is defined, not where the user imported it).
+pub(crate) fn readable_type_name<T: ?Sized>() -> &'static str {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    // Leaked once per type (a handful of state types per app), so the result
+    // can live in `&'static str` fields and errors.
+    static CACHE: OnceLock<Mutex<HashMap<&'static str, &'static str>>> = OnceLock::new();
+    let full = type_name::<T>();
+    let mut map = CACHE
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    map.entry(full)
+        .or_insert_with(|| Box::leak(strip_paths(full).into_boxed_str()))
+}
+
+/// Keeps the last segment of every `a::b::C` path in a type name.
+pub(crate) fn strip_paths(full: &str) -> String {
+    let mut out = String::with_capacity(full.len());
+    let mut segment_start = 0;
+    for (i, c) in full.char_indices() {
+        let is_path_char = c.is_alphanumeric() || c == '_' || c == ':';
+        if !is_path_char {
+            push_last_segment(&mut out, &full[segment_start..i]);
+            out.push(c);
+            segment_start = i + c.len_utf8();
+        }
+    }
+    push_last_segment(&mut out, &full[segment_start..]);
+    out
+}
+
+fn push_last_segment(out: &mut String, path: &str) {
+    out.push_str(path.rsplit("::").next().unwrap_or(path));
 }
 
 /// Why an extractor could not produce its value.
@@ -262,7 +303,7 @@ impl<T: Clone + Send + Sync + 'static> FromContext for State<T> {
         state.get::<T>().map(State).ok_or_else(|| {
             ExtractError(format!(
                 "State<{}> was not registered with AppBuilder::state",
-                type_name::<T>()
+                readable_type_name::<T>()
             ))
         })
     }
@@ -532,7 +573,16 @@ impl HandlerEntry {
                 .max_attempts
                 .map(|n| RetryPolicy::default().max_attempts(n)),
             concurrency: reg.concurrency,
-            requires: reg.requires.iter().filter_map(|f| f()).collect(),
+            requires: reg
+                .requires
+                .iter()
+                .filter_map(|(requirement, written)| {
+                    requirement().map(|r| StateRequirement {
+                        type_name: written,
+                        ..r
+                    })
+                })
+                .collect(),
             handler: Arc::new(FnHandler(reg.call)),
         }
     }
@@ -573,15 +623,42 @@ pub struct HandlerRegistration {
     pub max_attempts: Option<u32>,
     /// `#[handler(concurrency = N)]`
     pub concurrency: Option<usize>,
-    /// One function per extractor argument; those that need state return it.
-    pub requires: &'static [fn() -> Option<StateRequirement>],
+    /// One function per extractor argument (those that need state return
+    /// it), with the state type as written in the signature.
+    pub requires: &'static [StateArg],
     /// The generated call shim.
     pub call: HandlerFn,
 }
+
+/// An extractor's state requirement, with the state type as written.
+pub type StateArg = (fn() -> Option<StateRequirement>, &'static str);
 
 inventory::collect!(HandlerRegistration);
 
 /// Every `#[handler]` linked into this binary.
 pub fn registered_handlers() -> impl Iterator<Item = &'static HandlerRegistration> {
     inventory::iter::<HandlerRegistration>.into_iter()
+}
+
+#[cfg(test)]
+mod type_name_tests {
+    use super::{readable_type_name, strip_paths};
+
+    #[test]
+    fn module_paths_are_dropped() {
+        assert_eq!(
+            strip_paths("sqlx_core::pool::Pool<sqlx_postgres::database::Postgres>"),
+            "Pool<Postgres>"
+        );
+        assert_eq!(
+            strip_paths("(alloc::sync::Arc<u8>, &str, [core::option::Option<i32>; 2])"),
+            "(Arc<u8>, &str, [Option<i32>; 2])"
+        );
+        assert_eq!(readable_type_name::<Vec<String>>(), "Vec<String>");
+        // Cached: the same pointer twice.
+        assert!(std::ptr::eq(
+            readable_type_name::<Vec<String>>(),
+            readable_type_name::<Vec<String>>()
+        ));
+    }
 }

@@ -24,6 +24,7 @@
 //! }
 //! ```
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod app;
 pub mod consumer;
@@ -65,6 +66,35 @@ pub use outbox::{
     LocalMessage, LocalMessageRepository, LocalMessageRetryOptions, MessageStatus, Outbox,
     OutboxDatabase, OutboxTransaction, StatusCounts,
 };
+
+/// The sqlx this crate is built on (0.9), so that the pools and
+/// transactions you hand to [`Outbox`] and [`Producer::send_with_transaction`]
+/// are the same types as the library's, whatever else is in your
+/// dependency tree: `use heytom_mq::sqlx;` when you have no sqlx of your own.
+/// The database drivers follow this crate's `postgres`, `mysql` and `sqlite`
+/// features. sqlx's compile-time checked macros (`query!`, ...) need sqlx as
+/// a direct dependency; add the same major version, `sqlx = "0.9"`.
+#[cfg(feature = "_outbox")]
+pub use sqlx;
+
+// The Rust blocks of the README and of docs/*.md, compiled (and, unless
+// `no_run`, run) by `cargo test --doc`, so that every snippet a user copies
+// compiles as written. Each needs the features its snippets use.
+#[cfg(all(doctest, feature = "rabbitmq", feature = "kafka", feature = "postgres"))]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
+#[cfg(all(doctest, feature = "kafka"))]
+#[doc = include_str!("../docs/kafka.md")]
+struct KafkaDocDoctests;
+
+#[cfg(all(doctest, feature = "rabbitmq", feature = "postgres"))]
+#[doc = include_str!("../docs/outbox.md")]
+struct OutboxDocDoctests;
+
+#[cfg(all(doctest, feature = "rabbitmq"))]
+#[doc = include_str!("../docs/rabbitmq.md")]
+struct RabbitMqDocDoctests;
 
 /// The everyday names: `use heytom_mq::prelude::*;`.
 pub mod prelude {
@@ -122,6 +152,14 @@ pub mod __private {
     /// Turns a handler's return value into the runtime's result.
     pub fn into_failure<R: crate::IntoHandlerResult>(r: R) -> Result<(), HandlerFailure> {
         r.into_handler_result().map_err(HandlerFailure::Failed)
+    }
+
+    /// One entry of `HandlerRegistration::requires`.
+    pub const fn state_arg(
+        requirement: fn() -> Option<crate::handler::StateRequirement>,
+        written: &'static str,
+    ) -> crate::handler::StateArg {
+        (requirement, written)
     }
 
     /// Boxes a ready failure.

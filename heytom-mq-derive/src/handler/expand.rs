@@ -20,6 +20,48 @@ fn first_span(tokens: &impl ToTokens) -> Span {
         .map_or_else(Span::call_site, |t| t.span())
 }
 
+/// The `T` of a `State<T>` argument as the user wrote it (`sqlx::PgPool`),
+/// for startup errors; the whole type for other extractors.
+pub(crate) fn state_type_as_written(ty: &syn::Type) -> String {
+    let inner = match ty {
+        syn::Type::Path(p) => p.path.segments.last().and_then(|seg| match &seg.arguments {
+            syn::PathArguments::AngleBracketed(args)
+                if seg.ident == "State" && args.args.len() == 1 =>
+            {
+                match &args.args[0] {
+                    syn::GenericArgument::Type(t) => Some(t),
+                    _ => None,
+                }
+            }
+            _ => None,
+        }),
+        _ => None,
+    };
+    compact(&inner.unwrap_or(ty).to_token_stream().to_string())
+}
+
+/// `quote`'s spaced token text (`sqlx :: PgPool < T >`) as Rust is written.
+fn compact(spaced: &str) -> String {
+    let mut out = String::with_capacity(spaced.len());
+    let mut chars = spaced.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != ' ' {
+            out.push(c);
+            continue;
+        }
+        let prev = out.chars().last();
+        let next = chars.peek().copied();
+        // Keep a space only between two words (`dyn Trait`, `impl Fn`) and after a comma.
+        let word = |c: char| c.is_alphanumeric() || c == '_';
+        let keep = prev == Some(',')
+            || (prev.is_some_and(word) && next.is_some_and(|n| word(n) || n == '\''));
+        if keep {
+            out.push(' ');
+        }
+    }
+    out
+}
+
 /// The function as written, plus its shim and registration.
 pub fn expand(h: &HandlerFn, opts: &Options) -> TokenStream {
     let item = h.item;
@@ -54,7 +96,13 @@ pub fn expand(h: &HandlerFn, opts: &Options) -> TokenStream {
         }
     });
     let requires = h.extractors.iter().map(|ty| {
-        quote_spanned! {first_span(ty)=> <#ty as ::heytom_mq::__private::FromContext>::requirement }
+        let written = state_type_as_written(ty);
+        quote_spanned! {first_span(ty)=>
+            ::heytom_mq::__private::state_arg(
+                <#ty as ::heytom_mq::__private::FromContext>::requirement,
+                #written,
+            )
+        }
     });
 
     let call = quote!(#fn_ident(__event #(, #args)*));
@@ -133,5 +181,29 @@ pub fn expand(h: &HandlerFn, opts: &Options) -> TokenStream {
                 call: #shim,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::state_type_as_written;
+
+    fn written(ty: &str) -> String {
+        state_type_as_written(&syn::parse_str(ty).unwrap())
+    }
+
+    #[test]
+    fn state_types_read_as_written() {
+        assert_eq!(written("State<sqlx::PgPool>"), "sqlx::PgPool");
+        assert_eq!(
+            written("State < Arc < Mutex < Vec<String> > > >"),
+            "Arc<Mutex<Vec<String>>>"
+        );
+        assert_eq!(
+            written("heytom_mq::State<(u8, &'static str)>"),
+            "(u8, &'static str)"
+        );
+        assert_eq!(written("State<Box<dyn Fn() + Send>>"), "Box<dyn Fn()+Send>");
+        assert_eq!(written("Context"), "Context");
     }
 }
