@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 
 # Build outside the clone so a fresh checkout reuses the compiled dependencies.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/heytom-mq/target}"
+# The rust-version in Cargo.toml, checked with exactly that toolchain below.
+MSRV="$(sed -n 's/^rust-version = "\(.*\)"/\1/p' Cargo.toml)"
 # Integration tests fail (never skip) when a service is missing.
 export HEYTOM_TEST_REQUIRE_SERVICES=1
 
@@ -25,4 +27,14 @@ echo "== cargo test"
 cargo test --workspace "$@"
 echo "== quickstart (the README's first command)"
 cargo run --quiet --example quickstart
+echo "== cargo doc (warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+echo "== cargo package (the two published crates, verified)"
+cargo package --quiet --allow-dirty -p heytom-mq-derive -p heytom-mq
+echo "== minimum supported Rust ($MSRV): cargo check"
+# rustup fetches the toolchain once; later runs find it installed.
+if ! rustup run "$MSRV" rustc --version >/dev/null 2>&1; then
+  rustup toolchain install "$MSRV" --profile minimal
+fi
+CARGO_TARGET_DIR="$CARGO_TARGET_DIR-msrv" cargo "+$MSRV" check --workspace --all-targets --quiet
 echo "== all checks passed"
