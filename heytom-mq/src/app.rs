@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::consumer::Dispatcher;
+use crate::dispatch::{Dispatcher, EventHandlers};
 use crate::error::{Error, Result};
-use crate::event::{Event, TransportKind};
+use crate::event::{Event, Route, TransportKind};
 use crate::handler::{
     registered_handlers, EventHandler, HandlerEntry, HandlerRegistration, StateMap,
 };
@@ -399,8 +399,8 @@ impl App {
     /// Declares topology, starts every consumer and the outbox relay.
     pub async fn start(self) -> Result<RunningApp> {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        // (transport, event, group) -> handlers sharing one subscription
-        let mut groups: BTreeMap<(TransportKind, &'static str, String), Vec<HandlerEntry>> =
+        // (transport, destination, group) -> handlers sharing one subscription
+        let mut groups: BTreeMap<(TransportKind, String, String), Vec<HandlerEntry>> =
             BTreeMap::new();
         for h in &self.handlers {
             let Some(t) = self.router.resolve(h.route) else {
@@ -410,7 +410,11 @@ impl App {
                 )]));
             };
             groups
-                .entry((t.kind(), h.event_name, t.group_for(h)))
+                .entry((
+                    t.kind(),
+                    t.destination_of(h.route, h.event_name),
+                    t.group_for(h),
+                ))
                 .or_default()
                 .push(h.clone());
         }
@@ -425,25 +429,44 @@ impl App {
             }
         }
         let mut subscriptions: Vec<Box<dyn SubscriptionHandle>> = Vec::new();
-        for ((kind, event_name, group), handlers) in groups {
+        for ((kind, destination, group), handlers) in groups {
             let transport = self.router.resolve(handlers[0].route).cloned();
             let Some(transport) = transport else { continue };
             let concurrency = handlers.iter().filter_map(|h| h.concurrency).min();
-            let route = handlers[0].route;
-            tracing::info!(transport = %kind, event = event_name, %group, handlers = ?handlers.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(), "subscribing");
+            tracing::info!(transport = %kind, %destination, %group, handlers = ?handlers.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(), "subscribing");
+            // One dispatcher for the destination, routing to each event's handlers.
+            let mut by_event: Vec<(&'static str, &'static Route, Vec<HandlerEntry>)> = Vec::new();
+            for h in handlers {
+                match by_event
+                    .iter_mut()
+                    .find(|(name, _, _)| *name == h.event_name)
+                {
+                    Some((_, _, hs)) => hs.push(h),
+                    None => by_event.push((h.event_name, h.route, vec![h])),
+                }
+            }
+            let events = by_event.iter().map(|(n, r, _)| (*n, *r)).collect();
             let dispatcher = Dispatcher::new(
-                event_name,
-                handlers,
-                self.state.clone(),
-                self.retry,
-                Some(self.producer.clone()),
+                by_event
+                    .into_iter()
+                    .map(|(name, _, hs)| {
+                        EventHandlers::new(
+                            name,
+                            hs,
+                            self.state.clone(),
+                            self.retry,
+                            Some(self.producer.clone()),
+                            shutdown_rx.clone(),
+                        )
+                    })
+                    .collect(),
                 shutdown_rx.clone(),
             );
             let sub = transport
                 .subscribe(Subscription {
-                    event_name,
-                    route,
+                    destination,
                     group,
+                    events,
                     concurrency,
                     dispatcher: Arc::new(dispatcher),
                 })

@@ -1,288 +1,29 @@
-//! The consuming side: the dispatcher that runs handlers with the retry
-//! policy, and the manual [`Consumer`] behind `InMemoryConsumer`,
-//! `RabbitMqConsumer` and `KafkaConsumer`.
+//! Manual consumers: [`MessageConsumer`] and the [`Consumer`] behind
+//! `InMemoryConsumer`, `RabbitMqConsumer` and `KafkaConsumer`.
+//!
+//! Subscribing goes through the same core path as an app: events that land
+//! on one destination (Kafka topic and group, RabbitMQ queue) share one
+//! transport subscription, whose [`Dispatcher`] routes each delivery by
+//! event name. Unsubscribing one of them takes it out of the routing (its
+//! in-flight deliveries finish first); the last one stops the subscription.
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::Duration;
 
-use futures::FutureExt;
 use tokio::sync::{watch, Mutex};
-use tracing::Instrument;
 
+use crate::dispatch::{Dispatcher, EventHandlers};
 use crate::error::{Error, Result};
-use crate::event::{headers, Envelope, Event, Headers};
-use crate::handler::{
-    Context, EventHandler, HandlerEntry, HandlerFailure, IntoHandlerResult, StateMap,
-};
-use crate::producer::Producer;
+use crate::event::Event;
+use crate::handler::{EventHandler, HandlerEntry, IntoHandlerResult, StateMap};
 use crate::retry::RetryPolicy;
 use crate::transport::{Subscription, SubscriptionHandle, Transport};
 
-/// What the transport should do with a delivery once the dispatcher is done.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
-    /// Every handler succeeded: acknowledge / commit.
-    Ack,
-    /// Give up on the message: send it to the dead-letter destination, then
-    /// acknowledge / commit.
-    DeadLetter(DeadLetter),
-    /// Shutting down (mid-retry, or the delivery came after shutdown
-    /// began): hand the message back unacknowledged so another consumer (or
-    /// the next start) gets it.
-    Requeue,
-}
-
-/// Why a message was dead-lettered.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DeadLetter {
-    /// What went wrong (decode error, unknown type, the handler's last error).
-    pub reason: String,
-    /// Delivery attempts made (0 when the message never reached a handler).
-    pub attempts: u32,
-    /// The handler that gave up, if one did.
-    pub handler: Option<String>,
-}
-
-impl DeadLetter {
-    /// A dead letter for a message that never reached a handler.
-    pub fn rejected(reason: impl Into<String>) -> Self {
-        DeadLetter {
-            reason: reason.into(),
-            attempts: 0,
-            handler: None,
-        }
-    }
-
-    /// The headers added to the dead-lettered message.
-    pub fn headers(&self) -> Headers {
-        let mut h = Headers::new();
-        h.insert(headers::DEAD_LETTER_REASON.to_owned(), self.reason.clone());
-        h.insert(
-            headers::DEAD_LETTER_ATTEMPTS.to_owned(),
-            self.attempts.to_string(),
-        );
-        if let Some(handler) = &self.handler {
-            h.insert(headers::DEAD_LETTER_HANDLER.to_owned(), handler.clone());
-        }
-        h
-    }
-}
-
-/// A message as a transport received it: wire headers and body.
-#[derive(Debug, Clone, Default)]
-pub struct Incoming {
-    /// Wire headers (reserved `heytom-*` ones included).
-    pub headers: Headers,
-    /// The body (the event's JSON).
-    pub body: Vec<u8>,
-}
-
-/// Runs the handlers of one subscription on each delivery, with retries.
-///
-/// Transports call [`Dispatcher::dispatch`] and then ack, dead-letter or
-/// requeue according to the [`Outcome`].
-pub struct Dispatcher {
-    event_name: &'static str,
-    handlers: Vec<HandlerEntry>,
-    handler_names: Vec<Arc<str>>,
-    state: Arc<StateMap>,
-    default_retry: RetryPolicy,
-    producer: Option<Producer>,
-    shutdown: watch::Receiver<bool>,
-}
-
-impl std::fmt::Debug for Dispatcher {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Dispatcher")
-            .field("event_name", &self.event_name)
-            .field("handlers", &self.handlers)
-            .finish()
-    }
-}
-
-impl Dispatcher {
-    /// A dispatcher for handlers of one event.
-    pub fn new(
-        event_name: &'static str,
-        handlers: Vec<HandlerEntry>,
-        state: Arc<StateMap>,
-        default_retry: RetryPolicy,
-        producer: Option<Producer>,
-        shutdown: watch::Receiver<bool>,
-    ) -> Self {
-        Dispatcher {
-            event_name,
-            handler_names: handlers
-                .iter()
-                .map(|h| Arc::from(h.name.as_str()))
-                .collect(),
-            handlers,
-            state,
-            default_retry,
-            producer,
-            shutdown,
-        }
-    }
-
-    /// The `NAME` of the event this dispatcher handles.
-    pub fn event_name(&self) -> &'static str {
-        self.event_name
-    }
-
-    /// The handlers it runs.
-    pub fn handlers(&self) -> &[HandlerEntry] {
-        &self.handlers
-    }
-
-    /// Whether its owner (the app or the manual consumer) is shutting down.
-    pub(crate) fn shutting_down(&self) -> bool {
-        *self.shutdown.borrow()
-    }
-
-    /// Decodes the envelope, runs every handler (each with its own retry
-    /// policy) and says what to do with the message. Never panics.
-    pub async fn dispatch(&self, incoming: Incoming) -> Outcome {
-        // Shutdown began: take no new message, not even one just handed
-        // back (the transport may redeliver it before its consumer stops).
-        if *self.shutdown.borrow() {
-            return Outcome::Requeue;
-        }
-        let mut wire = incoming.headers;
-        // Messages from foreign producers carry no heytom headers: the
-        // subscription's event is the only type they can be.
-        if !wire.contains_key(headers::EVENT_NAME) {
-            wire.insert(headers::EVENT_NAME.to_owned(), self.event_name.to_owned());
-        }
-        if !wire.contains_key(headers::EVENT_ID) {
-            wire.insert(
-                headers::EVENT_ID.to_owned(),
-                uuid::Uuid::now_v7().to_string(),
-            );
-        }
-        let envelope = match Envelope::from_wire(wire, incoming.body) {
-            Ok(e) => e,
-            Err(e) => {
-                return Outcome::DeadLetter(DeadLetter::rejected(format!(
-                    "malformed envelope: {e}"
-                )))
-            }
-        };
-        if envelope.name != self.event_name {
-            return Outcome::DeadLetter(DeadLetter::rejected(format!(
-                "unknown message type `{}`: this subscription handles `{}`",
-                envelope.name, self.event_name
-            )));
-        }
-        let envelope = Arc::new(envelope);
-        let span =
-            tracing::info_span!("consume", event_id = %envelope.id, event_name = %envelope.name);
-        async {
-            if self.handlers.len() == 1 {
-                return self.run_handler(0, &envelope).await;
-            }
-            let results = futures::future::join_all(
-                (0..self.handlers.len()).map(|i| self.run_handler(i, &envelope)),
-            )
-            .await;
-            let mut dead = Vec::new();
-            let mut requeue = false;
-            for r in results {
-                match r {
-                    Outcome::Ack => {}
-                    Outcome::Requeue => requeue = true,
-                    Outcome::DeadLetter(d) => dead.push(d),
-                }
-            }
-            if let Some(first) = dead.first().cloned() {
-                if dead.len() == 1 {
-                    return Outcome::DeadLetter(first);
-                }
-                return Outcome::DeadLetter(DeadLetter {
-                    reason: dead
-                        .iter()
-                        .map(|d| format!("{}: {}", d.handler.as_deref().unwrap_or("?"), d.reason))
-                        .collect::<Vec<_>>()
-                        .join("; "),
-                    attempts: dead.iter().map(|d| d.attempts).max().unwrap_or(0),
-                    handler: Some(
-                        dead.iter()
-                            .filter_map(|d| d.handler.clone())
-                            .collect::<Vec<_>>()
-                            .join(","),
-                    ),
-                });
-            }
-            if requeue {
-                Outcome::Requeue
-            } else {
-                Outcome::Ack
-            }
-        }
-        .instrument(span)
-        .await
-    }
-
-    async fn run_handler(&self, index: usize, envelope: &Arc<Envelope>) -> Outcome {
-        let entry = &self.handlers[index];
-        let policy = entry.retry.unwrap_or(self.default_retry);
-        let base = Context::shared(
-            envelope.clone(),
-            self.handler_names[index].clone(),
-            self.producer.clone(),
-        );
-        let mut shutdown = self.shutdown.clone();
-        let mut attempt = 1;
-        loop {
-            let ctx = base.with_attempt(attempt);
-            let span = tracing::debug_span!("handler", handler = %entry.name, attempt);
-            let fut = entry.handler.call(envelope, ctx, &self.state);
-            let result = AssertUnwindSafe(fut).catch_unwind().instrument(span).await;
-            let error = match result {
-                Ok(Ok(())) => return Outcome::Ack,
-                Ok(Err(HandlerFailure::Decode(reason))) => {
-                    tracing::warn!(handler = %entry.name, event_id = %envelope.id, %reason, "undecodable payload dead-lettered");
-                    return Outcome::DeadLetter(DeadLetter {
-                        reason: format!("payload does not decode: {reason}"),
-                        attempts: 0,
-                        handler: Some(entry.name.clone()),
-                    });
-                }
-                Ok(Err(HandlerFailure::Failed(e))) => e.to_string(),
-                Err(panic) => format!("handler panicked: {}", panic_message(&panic)),
-            };
-            if attempt >= policy.max_attempts {
-                tracing::warn!(handler = %entry.name, event_id = %envelope.id, attempt, error = %error, "handler failed; dead-lettering");
-                return Outcome::DeadLetter(DeadLetter {
-                    reason: error,
-                    attempts: attempt,
-                    handler: Some(entry.name.clone()),
-                });
-            }
-            let wait = policy.backoff(attempt);
-            tracing::info!(handler = %entry.name, event_id = %envelope.id, attempt, error = %error, ?wait, "handler failed; retrying");
-            if *shutdown.borrow() {
-                return Outcome::Requeue;
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = shutdown.wait_for(|s| *s) => return Outcome::Requeue,
-            }
-            attempt += 1;
-        }
-    }
-}
-
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".to_owned()
-    }
-}
+/// How long unsubscribing one event of a shared destination waits for its
+/// deliveries in flight.
+const UNSUBSCRIBE_DRAIN: Duration = Duration::from_secs(30);
 
 /// The consuming half of a transport, used by hand.
 ///
@@ -322,7 +63,15 @@ pub struct Consumer {
 struct ConsumerState {
     started: bool,
     pending: Vec<HandlerEntry>,
-    active: HashMap<&'static str, Box<dyn SubscriptionHandle>>,
+    /// Running subscriptions by (destination, group).
+    running: HashMap<(String, String), Running>,
+    /// Which subscription each subscribed event is on.
+    events: HashMap<&'static str, (String, String)>,
+}
+
+struct Running {
+    dispatcher: Arc<Dispatcher>,
+    handle: Box<dyn SubscriptionHandle>,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -369,39 +118,61 @@ impl Consumer {
             entry.group = self.group.clone();
         }
         let mut st = self.inner.lock().await;
-        if st.active.contains_key(entry.event_name)
+        if st.events.contains_key(entry.event_name)
             || st.pending.iter().any(|e| e.event_name == entry.event_name)
         {
             return Err(Error::AlreadySubscribed(entry.event_name.to_owned()));
         }
         if st.started {
-            let handle = self.open(entry.clone()).await?;
-            st.active.insert(entry.event_name, handle);
+            self.open(&mut st, entry).await
         } else {
             st.pending.push(entry);
+            Ok(())
         }
-        Ok(())
     }
 
-    async fn open(&self, entry: HandlerEntry) -> Result<Box<dyn SubscriptionHandle>> {
-        let group = self.transport.group_for(&entry);
-        let dispatcher = Dispatcher::new(
+    fn handlers(&self, entry: HandlerEntry) -> EventHandlers {
+        EventHandlers::new(
             entry.event_name,
-            vec![entry.clone()],
+            vec![entry],
             self.state.clone(),
             self.retry,
             None,
             self.shutdown_tx.subscribe(),
+        )
+    }
+
+    /// Starts consuming `entry`'s event: on the running subscription of its
+    /// destination, or on a new one.
+    async fn open(&self, st: &mut ConsumerState, entry: HandlerEntry) -> Result<()> {
+        let key = (
+            self.transport.destination_of(entry.route, entry.event_name),
+            self.transport.group_for(&entry),
         );
-        self.transport
-            .subscribe(Subscription {
-                event_name: entry.event_name,
-                route: entry.route,
-                group,
-                concurrency: entry.concurrency,
-                dispatcher: Arc::new(dispatcher),
-            })
-            .await
+        let event_name = entry.event_name;
+        if let Some(running) = st.running.get(&key) {
+            running.handle.add_event(event_name, entry.route).await?;
+            running.dispatcher.add(self.handlers(entry));
+        } else {
+            let dispatcher = Arc::new(Dispatcher::new(
+                vec![self.handlers(entry.clone())],
+                self.shutdown_tx.subscribe(),
+            ));
+            let handle = self
+                .transport
+                .subscribe(Subscription {
+                    destination: key.0.clone(),
+                    group: key.1.clone(),
+                    events: vec![(event_name, entry.route)],
+                    concurrency: entry.concurrency,
+                    dispatcher: dispatcher.clone(),
+                })
+                .await?;
+            st.running
+                .insert(key.clone(), Running { dispatcher, handle });
+        }
+        st.events.insert(event_name, key);
+        Ok(())
     }
 }
 
@@ -414,8 +185,7 @@ impl MessageConsumer for Consumer {
         let _ = self.shutdown_tx.send(false);
         let pending = std::mem::take(&mut st.pending);
         for entry in pending {
-            let handle = self.open(entry.clone()).await?;
-            st.active.insert(entry.event_name, handle);
+            self.open(&mut st, entry).await?;
         }
         st.started = true;
         Ok(())
@@ -448,8 +218,33 @@ impl MessageConsumer for Consumer {
     async fn unsubscribe<E: Event>(&self) -> Result<()> {
         let mut st = self.inner.lock().await;
         st.pending.retain(|e| e.event_name != E::NAME);
-        if let Some(handle) = st.active.remove(E::NAME) {
-            handle.stop().await?;
+        let Some(key) = st.events.remove(E::NAME) else {
+            return Ok(());
+        };
+        let Some(running) = st.running.get(&key) else {
+            return Ok(());
+        };
+        let (removed, remaining) = running.dispatcher.remove(E::NAME);
+        if remaining == 0 {
+            if let Some(running) = st.running.remove(&key) {
+                drop(st);
+                return running.handle.stop().await;
+            }
+            return Ok(());
+        }
+        drop(st);
+        // Other events go on here; wait for this one's deliveries in flight
+        // (each holds a reference). Its later messages are of an unknown
+        // type for this subscription and are dead-lettered as such.
+        if let Some(events) = removed {
+            let deadline = tokio::time::Instant::now() + UNSUBSCRIBE_DRAIN;
+            while Arc::strong_count(&events) > 1 {
+                if tokio::time::Instant::now() >= deadline {
+                    tracing::warn!(event = E::NAME, "a message of the unsubscribed event is still in flight; it finishes on its own");
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
         }
         Ok(())
     }
@@ -457,12 +252,13 @@ impl MessageConsumer for Consumer {
     async fn stop(&self) -> Result<()> {
         let _ = self.shutdown_tx.send(true);
         let mut st = self.inner.lock().await;
-        let handles: Vec<_> = st.active.drain().collect();
+        let running: Vec<_> = st.running.drain().map(|(_, r)| r).collect();
+        st.events.clear();
         st.started = false;
         drop(st);
         let mut first_err = None;
-        for (_, h) in handles {
-            if let Err(e) = h.stop().await {
+        for r in running {
+            if let Err(e) = r.handle.stop().await {
                 first_err.get_or_insert(e);
             }
         }
@@ -561,55 +357,3 @@ macro_rules! manual_consumer {
     };
 }
 pub(crate) use manual_consumer;
-
-#[cfg(test)]
-mod tests {
-    use std::sync::atomic::{AtomicU32, Ordering};
-
-    use super::*;
-
-    #[derive(serde::Serialize, serde::Deserialize)]
-    struct Ping {
-        n: u32,
-    }
-
-    impl Event for Ping {
-        const NAME: &'static str = "Ping";
-        fn route() -> &'static crate::Route {
-            static ROUTE: crate::Route = crate::Route::Default;
-            &ROUTE
-        }
-        fn partition_key(&self) -> Option<String> {
-            None
-        }
-    }
-
-    #[tokio::test]
-    async fn after_shutdown_began_a_delivery_is_handed_back_unhandled() {
-        let calls = Arc::new(AtomicU32::new(0));
-        let c = calls.clone();
-        let entry = HandlerEntry::from_closure("ping", move |_: Ping| {
-            c.fetch_add(1, Ordering::SeqCst);
-            async {}
-        });
-        let (tx, rx) = watch::channel(false);
-        let dispatcher = Dispatcher::new(
-            "Ping",
-            vec![entry],
-            Arc::new(StateMap::new()),
-            RetryPolicy::default(),
-            None,
-            rx,
-        );
-        let envelope = Envelope::new(&Ping { n: 1 }).expect("serializes");
-        let incoming = || Incoming {
-            headers: envelope.wire_headers(),
-            body: envelope.payload.clone(),
-        };
-        assert_eq!(dispatcher.dispatch(incoming()).await, Outcome::Ack);
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
-        tx.send(true).expect("receiver alive");
-        assert_eq!(dispatcher.dispatch(incoming()).await, Outcome::Requeue);
-        assert_eq!(calls.load(Ordering::SeqCst), 1, "handler not run");
-    }
-}

@@ -28,6 +28,7 @@
 
 pub mod app;
 pub mod consumer;
+pub mod dispatch;
 pub mod error;
 pub mod event;
 pub mod handler;
@@ -38,7 +39,8 @@ pub mod retry;
 pub mod transport;
 
 pub use app::{App, AppBuilder, RunningApp};
-pub use consumer::{Consumer, DeadLetter, Dispatcher, Incoming, MessageConsumer, Outcome};
+pub use consumer::{Consumer, MessageConsumer};
+pub use dispatch::{DeadLetter, Dispatcher, Incoming, Outcome};
 pub use error::{BoxError, Error, Result};
 pub use event::{
     Acks, AutoOffsetReset, CompressionType, Envelope, Event, EventId, ExchangeType, Headers,

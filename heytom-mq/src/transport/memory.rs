@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
-use crate::consumer::{DeadLetter, Incoming, Outcome};
+use crate::dispatch::{DeadLetter, Incoming, Outcome};
 use crate::error::{Error, Result};
 use crate::event::{Envelope, Headers, TransportKind};
 use crate::handler::HandlerEntry;
@@ -280,7 +280,8 @@ impl Transport for InMemoryTransport {
     }
 
     async fn subscribe(&self, sub: Subscription) -> Result<Box<dyn SubscriptionHandle>> {
-        let group = self.broker.group(sub.event_name, &sub.group);
+        // The destination is the topic: an event's name.
+        let group = self.broker.group(&sub.destination, &sub.group);
         let stopped = Arc::new(AtomicBool::new(false));
         let mut workers = JoinSet::new();
         for _ in 0..sub.concurrency.unwrap_or(DEFAULT_CONCURRENCY).max(1) {
@@ -288,7 +289,7 @@ impl Transport for InMemoryTransport {
             let stopped = stopped.clone();
             let dispatcher = sub.dispatcher.clone();
             let broker = self.broker.clone();
-            let topic = sub.event_name.to_owned();
+            let topic = sub.destination.clone();
             let group_name = sub.group.clone();
             workers.spawn(async move {
                 loop {

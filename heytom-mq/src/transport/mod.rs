@@ -1,16 +1,17 @@
 //! The transport traits every broker adapter implements, and the adapters.
 //!
 //! A transport knows how to publish an [`Envelope`] to a [`Route`] and how
-//! to feed deliveries of one subscription to a [`Dispatcher`], acting on the
+//! to consume a destination (a topic in a group, a queue), feeding each
+//! delivery to the destination's [`Dispatcher`] and acting on the
 //! [`Outcome`](crate::Outcome) it returns (ack, dead-letter, requeue).
-//! Retry policy, decoding and handler calls live in the dispatcher, so every
-//! transport behaves the same.
+//! Routing by event name, decoding, retry policy and handler calls live in
+//! the dispatcher, so every transport behaves the same.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::consumer::Dispatcher;
+use crate::dispatch::Dispatcher;
 use crate::error::Result;
 use crate::event::{Envelope, Route, TransportKind};
 use crate::handler::HandlerEntry;
@@ -30,19 +31,23 @@ pub struct Outgoing {
     pub envelope: Envelope,
 }
 
-/// One subscription: the deliveries of one event for one consumer group
-/// (Kafka group / RabbitMQ queue / in-memory group), run by one dispatcher.
+/// One subscription: the deliveries of one destination for one consumer
+/// group (Kafka topic and group / RabbitMQ queue / in-memory topic and
+/// group), whatever their event types, run by one dispatcher that routes
+/// each by its event name.
 #[derive(Debug, Clone)]
 pub struct Subscription {
-    /// The event's `NAME`.
-    pub event_name: &'static str,
-    /// The event's route.
-    pub route: &'static Route,
+    /// Where to consume from, from [`Transport::destination_of`].
+    pub destination: String,
     /// The consumer group or queue, from [`Transport::group_for`].
     pub group: String,
+    /// The events consumed here at the start, with their routes (what the
+    /// topology and the consumer settings come from). More may be added
+    /// later through [`SubscriptionHandle::add_event`].
+    pub events: Vec<(&'static str, &'static Route)>,
     /// Parallel deliveries wanted (the transport may bound it further).
     pub concurrency: Option<usize>,
-    /// Runs the handlers and says what to do with each message.
+    /// Routes each delivery to its handlers and says what to do with it.
     pub dispatcher: Arc<Dispatcher>,
 }
 
@@ -56,6 +61,14 @@ pub trait Transport: Send + Sync + 'static {
     /// handler consumes from. Handlers with the same group for the same
     /// event share one subscription; each message is run by all of them.
     fn group_for(&self, handler: &HandlerEntry) -> String;
+
+    /// The destination an event is consumed from, within a group: events
+    /// with the same destination and group share one subscription. By
+    /// default the event's name (one topic per event, as in memory).
+    fn destination_of(&self, route: &'static Route, event_name: &'static str) -> String {
+        let _ = route;
+        event_name.to_owned()
+    }
 
     /// Declares what publishing to this route needs (exchange, topic).
     async fn declare(&self, route: &'static Route, event_name: &'static str) -> Result<()> {
@@ -87,6 +100,13 @@ pub trait Transport: Send + Sync + 'static {
 /// A running subscription.
 #[async_trait]
 pub trait SubscriptionHandle: Send + Sync {
+    /// Prepares consuming one more event on this destination (RabbitMQ:
+    /// declares its binding), before the dispatcher starts routing it here.
+    async fn add_event(&self, event_name: &'static str, route: &'static Route) -> Result<()> {
+        let _ = (event_name, route);
+        Ok(())
+    }
+
     /// Stops taking new deliveries, waits for in-flight ones to finish and
     /// be acknowledged (or handed back), then closes.
     async fn stop(self: Box<Self>) -> Result<()>;

@@ -4,8 +4,8 @@
 //! (so rebalance callbacks may wait for in-flight work without blocking the
 //! async runtime). Several events on one topic in one group share that
 //! consumer: each message goes to the [`Dispatcher`] of its type (the
-//! `heytom-event-name` header); a message of a type none of them handles is
-//! dead-lettered as an unknown type. Each assigned partition gets an
+//! `heytom-event-name` header, routed by the core's dispatcher); a message
+//! of a type none of them handles is dead-lettered as an unknown type. Each assigned partition gets an
 //! ordered lane, a tokio task that dispatches its messages one after the
 //! other; lanes run concurrently. After a message is acked (or its dead
 //! letter is acknowledged by the broker) the lane stores its offset; stored
@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -33,8 +33,8 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
 use super::raw::RawMessage;
-use super::{log_rdkafka, topic_of, TransportInner, KAFKA};
-use crate::consumer::{DeadLetter, Dispatcher, Outcome};
+use super::{log_rdkafka, TransportInner, KAFKA};
+use crate::dispatch::{DeadLetter, Dispatcher, Outcome};
 use crate::error::{Error, Result};
 use crate::event::{headers, Route};
 use crate::transport::{Subscription, SubscriptionHandle};
@@ -154,13 +154,6 @@ struct LaneHandle {
     tx: mpsc::UnboundedSender<Vec<Delivery>>,
 }
 
-/// One event consumed by a (possibly shared) consumer. A lane holds a
-/// reference while it dispatches a message to it, so that unsubscribing the
-/// event can wait for its messages in flight.
-struct EventRoute {
-    dispatcher: Arc<Dispatcher>,
-}
-
 /// The consumer settings an event's route asks for. Events that share a
 /// consumer (same topic and group) must ask for the same.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -220,20 +213,11 @@ impl ConsumerSettings {
     }
 }
 
-/// Where a message goes.
-enum Target {
-    Route(Arc<EventRoute>),
-    /// Of a type none of the consumer's events has (why, naming them).
-    Unknown(String),
-    /// Every subscriber has left.
-    Nobody,
-}
-
 /// What the poll thread, the lanes and the rebalance callback share.
 struct Shared {
     transport: Arc<TransportInner>,
-    /// The events this consumer handles, in subscription order.
-    routes: RwLock<Vec<Arc<EventRoute>>>,
+    /// Routes each message to the handlers of its type.
+    dispatcher: Arc<Dispatcher>,
     settings: ConsumerSettings,
     topic: String,
     group: String,
@@ -249,44 +233,6 @@ struct Shared {
 impl Shared {
     fn stopping(&self) -> bool {
         self.state.load(Ordering::Acquire) != RUNNING
-    }
-
-    fn routes(&self) -> std::sync::RwLockReadGuard<'_, Vec<Arc<EventRoute>>> {
-        self.routes.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn routes_mut(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Arc<EventRoute>>> {
-        self.routes.write().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Where a message of type `event_name` goes. With one event, to its
-    /// dispatcher (which rejects another type itself, and takes a foreign
-    /// message without a type as its own); with several, to the one of its
-    /// type, the first one when it has no type.
-    fn target(&self, event_name: Option<&str>) -> Target {
-        let routes = self.routes();
-        match (routes.as_slice(), event_name) {
-            ([], _) => Target::Nobody,
-            ([only], _) => Target::Route(only.clone()),
-            (all, Some(name)) => match all.iter().find(|r| r.dispatcher.event_name() == name) {
-                Some(r) => Target::Route(r.clone()),
-                None => Target::Unknown(format!(
-                    "unknown message type `{name}`: this consumer handles {}",
-                    all.iter()
-                        .map(|r| format!("`{}`", r.dispatcher.event_name()))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )),
-            },
-            ([first, ..], None) => Target::Route(first.clone()),
-        }
-    }
-
-    fn event_names(&self) -> Vec<&'static str> {
-        self.routes()
-            .iter()
-            .map(|r| r.dispatcher.event_name())
-            .collect()
     }
 
     /// Drops queued deliveries of these partitions and waits (up to the
@@ -403,23 +349,23 @@ type KafkaBaseConsumer = BaseConsumer<SubscriptionContext>;
 /// A running consumer of one (topic, group) and the events it handles.
 pub(crate) struct RunningConsumer {
     shared: Arc<Shared>,
-    key: (String, String),
     /// Resolves when the poll thread has finished (offsets committed).
     done: SharedFuture<oneshot::Receiver<()>>,
 }
-
-/// The consumers of one transport by (topic, group). Weak: the subscription
-/// handles own them; an entry is removed when its consumer stops.
-pub(crate) type ConsumerRegistry = Mutex<HashMap<(String, String), Weak<RunningConsumer>>>;
 
 pub(crate) async fn subscribe(
     transport: Arc<TransportInner>,
     sub: Subscription,
 ) -> Result<Box<dyn SubscriptionHandle>> {
-    let topic = topic_of(sub.route, sub.event_name).to_owned();
+    let topic = sub.destination.clone();
     let options = &transport.options;
+    let Some(&(first_name, first_route)) = sub.events.first() else {
+        return Err(Error::config(format!(
+            "a Kafka subscription to `{topic}` without any event"
+        )));
+    };
 
-    let spec = transport.topic_spec(sub.route, sub.event_name);
+    let spec = transport.topic_spec(first_route, first_name);
     transport.ensure_topic(&spec).await?;
     let dead_letter_topic = options.dead_letter.for_topic(&topic);
     let mut dlq_spec = spec.clone();
@@ -428,56 +374,19 @@ pub(crate) async fn subscribe(
     dlq_spec.configs.retain(|(k, _)| *k != "retention.ms");
     transport.ensure_topic(&dlq_spec).await?;
 
-    let settings = ConsumerSettings::of(sub.route, options.max_in_flight);
-    let key = (topic.clone(), sub.group.clone());
-    let route = Arc::new(EventRoute {
-        dispatcher: sub.dispatcher.clone(),
-    });
-    // Held until the consumer is registered: two events of one topic and
-    // group subscribing at once end up on one consumer.
-    let mut registry = lock(&transport.consumers);
-    if let Some(running) = registry
-        .get(&key)
-        .and_then(Weak::upgrade)
-        .filter(|r| !r.shared.stopping())
-    {
-        // Another event already consumes this topic in this group: share its consumer.
-        let shared = &running.shared;
-        let mut routes = shared.routes_mut();
-        if routes
-            .iter()
-            .any(|r| r.dispatcher.event_name() == sub.event_name)
-        {
-            return Err(Error::AlreadySubscribed(format!(
-                "{} (topic `{topic}`, group `{}`)",
-                sub.event_name, sub.group
-            )));
-        }
-        let differences = shared.settings.differences(&settings);
-        if !differences.is_empty() {
-            let others: Vec<&str> = routes.iter().map(|r| r.dispatcher.event_name()).collect();
-            return Err(Error::config(format!(
-                "events {} and `{}` share topic `{topic}` in group `{}`, so they share one consumer, \
-                 but ask for different consumer settings ({}); give them the same \
-                 #[kafka(...)] consumer settings or different groups",
-                others
-                    .iter()
-                    .map(|n| format!("`{n}`"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                sub.event_name,
-                sub.group,
-                differences.join(", ")
-            )));
-        }
-        routes.push(route);
-        drop(routes);
-        tracing::info!(topic = %topic, group = %sub.group, event = sub.event_name, events = ?shared.event_names(), "Kafka consumer shared by another event");
-        return Ok(Box::new(KafkaSubscription {
-            consumer: running.clone(),
-            event_name: sub.event_name,
-            stopped: false,
-        }));
+    // Events on one topic in one group share this consumer, so they must
+    // ask for the same consumer settings.
+    let settings = ConsumerSettings::of(first_route, options.max_in_flight);
+    for &(name, route) in &sub.events[1..] {
+        check_same_settings(
+            &settings,
+            &[first_name],
+            name,
+            route,
+            &topic,
+            &sub.group,
+            options.max_in_flight,
+        )?;
     }
 
     let mut config = options.client_config();
@@ -503,7 +412,7 @@ pub(crate) async fn subscribe(
 
     let shared = Arc::new(Shared {
         transport: transport.clone(),
-        routes: RwLock::new(vec![route]),
+        dispatcher: sub.dispatcher.clone(),
         settings,
         topic: topic.clone(),
         group: sub.group.clone(),
@@ -540,18 +449,43 @@ pub(crate) async fn subscribe(
             let _ = done_tx.send(());
         })
         .map_err(|e| Error::connection(KAFKA, "could not start the consumer thread", e))?;
-    tracing::info!(topic = %topic, group = %sub.group, event = sub.event_name, max_in_flight, auto_commit, "Kafka consumer started");
-    let running = Arc::new(RunningConsumer {
-        shared,
-        key: key.clone(),
-        done: done_rx.shared(),
-    });
-    registry.insert(key, Arc::downgrade(&running));
+    tracing::info!(topic = %topic, group = %sub.group, events = ?sub.dispatcher.event_names(), max_in_flight, auto_commit, "Kafka consumer started");
     Ok(Box::new(KafkaSubscription {
-        consumer: running,
-        event_name: sub.event_name,
+        consumer: Arc::new(RunningConsumer {
+            shared,
+            done: done_rx.shared(),
+        }),
+        group: sub.group,
         stopped: false,
     }))
+}
+
+/// A configuration error when `name`'s consumer settings differ from those
+/// of the events already on the consumer.
+fn check_same_settings(
+    settings: &ConsumerSettings,
+    others: &[&str],
+    name: &str,
+    route: &Route,
+    topic: &str,
+    group: &str,
+    max_in_flight: usize,
+) -> Result<()> {
+    let differences = settings.differences(&ConsumerSettings::of(route, max_in_flight));
+    if differences.is_empty() {
+        return Ok(());
+    }
+    Err(Error::config(format!(
+        "events {} and `{name}` share topic `{topic}` in group `{group}`, so they share one consumer, \
+         but ask for different consumer settings ({}); give them the same \
+         #[kafka(...)] consumer settings or different groups",
+        others
+            .iter()
+            .map(|n| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        differences.join(", ")
+    )))
 }
 
 fn poll_loop(
@@ -764,20 +698,8 @@ async fn handle(
     d: &Delivery,
 ) -> bool {
     let incoming = d.message.to_incoming();
-    let name = incoming
-        .headers
-        .get(headers::EVENT_NAME)
-        .map(String::as_str);
-    let route = match shared.target(name) {
-        Target::Route(route) => route,
-        Target::Unknown(reason) => {
-            return dead_letter(shared, lane, partition, d, &DeadLetter::rejected(reason)).await
-        }
-        // The consumer is stopping: not stored, so the group gets the message again.
-        Target::Nobody => return hand_back(shared, consumer, lane, partition, d).await,
-    };
     // `route` stays held until the message is finished (dead letter included).
-    match route.dispatcher.dispatch(incoming).await {
+    match shared.dispatcher.dispatch(incoming).await {
         Outcome::Ack => true,
         Outcome::DeadLetter(dead) => dead_letter(shared, lane, partition, d, &dead).await,
         Outcome::Requeue => hand_back(shared, consumer, lane, partition, d).await,
@@ -909,87 +831,36 @@ async fn dead_letter(
     }
 }
 
-/// One event's subscription on a (possibly shared) consumer.
+/// The subscription of one (topic, group).
 struct KafkaSubscription {
     consumer: Arc<RunningConsumer>,
-    event_name: &'static str,
+    group: String,
     /// `stop` ran: dropping the handle then does nothing more.
     stopped: bool,
 }
 
-impl KafkaSubscription {
-    /// Unregisters the consumer (so that a new subscription starts a new
-    /// one) and moves it from running to `to`. Call with the registry locked.
-    fn end_consumer(
-        &self,
-        registry: &mut HashMap<(String, String), Weak<RunningConsumer>>,
-        to: u8,
-    ) {
-        let c = &self.consumer;
-        if registry
-            .get(&c.key)
-            .is_some_and(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(c)))
-        {
-            registry.remove(&c.key);
-        }
-        let _ = c
-            .shared
-            .state
-            .compare_exchange(RUNNING, to, Ordering::AcqRel, Ordering::Acquire);
-    }
-}
-
-/// What stopping one subscription stops.
-enum Leave {
-    /// Only this event (removed from the routing table, if it was there).
-    Event(Option<Arc<EventRoute>>),
-    /// The whole consumer.
-    Consumer,
-}
-
 #[async_trait]
 impl SubscriptionHandle for KafkaSubscription {
+    async fn add_event(&self, event_name: &'static str, route: &'static Route) -> Result<()> {
+        let shared = &self.consumer.shared;
+        check_same_settings(
+            &shared.settings,
+            &shared.dispatcher.event_names(),
+            event_name,
+            route,
+            &shared.topic,
+            &self.group,
+            shared.transport.options.max_in_flight,
+        )
+    }
+
     async fn stop(mut self: Box<Self>) -> Result<()> {
         self.stopped = true;
         let shared = self.consumer.shared.clone();
-        let leave = {
-            let mut registry = lock(&shared.transport.consumers);
-            let mut routes = shared.routes_mut();
-            // Other events keep the consumer running unless their owners are
-            // shutting down too (an app's shutdown stops every subscription):
-            // then the whole consumer stops now, so that no message of this
-            // event is taken for an unknown type in between.
-            let others_stay = routes.iter().any(|r| {
-                r.dispatcher.event_name() != self.event_name && !r.dispatcher.shutting_down()
-            });
-            if others_stay {
-                let at = routes
-                    .iter()
-                    .position(|r| r.dispatcher.event_name() == self.event_name);
-                Leave::Event(at.map(|i| routes.remove(i)))
-            } else {
-                drop(routes);
-                self.end_consumer(&mut registry, STOPPING);
-                Leave::Consumer
-            }
-        };
-        if let Leave::Event(removed) = leave {
-            let Some(route) = removed else {
-                return Ok(());
-            };
-            tracing::info!(topic = %shared.topic, group = %shared.group, event = self.event_name, events = ?shared.event_names(), "Kafka subscription stopped; the consumer goes on for the other events");
-            // Wait for this event's messages in flight (each holds a
-            // reference), as long as a revocation would.
-            let deadline = Instant::now() + shared.transport.options.drain_timeout;
-            while Arc::strong_count(&route) > 1 {
-                if Instant::now() >= deadline {
-                    tracing::warn!(topic = %shared.topic, group = %shared.group, event = self.event_name, "a message of the unsubscribed event is still in flight after the drain timeout; it finishes on its own");
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            return Ok(());
-        }
+        let _ =
+            shared
+                .state
+                .compare_exchange(RUNNING, STOPPING, Ordering::AcqRel, Ordering::Acquire);
         self.consumer
             .done
             .clone()
@@ -1010,20 +881,13 @@ impl Drop for KafkaSubscription {
         if self.stopped {
             return;
         }
-        // Dropped without stop(). With other events on the consumer, this
-        // event just leaves it; the last one closes it like a crashed
-        // process, committing nothing more.
-        let shared = self.consumer.shared.clone();
-        let mut registry = lock(&shared.transport.consumers);
-        let mut routes = shared.routes_mut();
-        if routes
-            .iter()
-            .any(|r| r.dispatcher.event_name() != self.event_name)
-        {
-            routes.retain(|r| r.dispatcher.event_name() != self.event_name);
-        } else {
-            drop(routes);
-            self.end_consumer(&mut registry, ABORTED);
-        }
+        // Dropped without stop(): close like a crashed process, committing
+        // nothing more.
+        let _ = self.consumer.shared.state.compare_exchange(
+            RUNNING,
+            ABORTED,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
     }
 }

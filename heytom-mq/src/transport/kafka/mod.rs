@@ -136,8 +136,6 @@ pub(crate) struct TransportInner {
     producers: Mutex<HashMap<ProducerKey, FutureProducer<TracingContext>>>,
     admin: Mutex<Option<Arc<AdminClient<TracingContext>>>>,
     declared: RwLock<HashSet<String>>,
-    /// Running consumers by (topic, group): events sharing both share one.
-    pub(crate) consumers: consumer::ConsumerRegistry,
 }
 
 impl std::fmt::Debug for KafkaTransport {
@@ -173,7 +171,6 @@ impl KafkaTransport {
                 producers: Mutex::new(HashMap::new()),
                 admin: Mutex::new(None),
                 declared: RwLock::new(HashSet::new()),
-                consumers: Mutex::new(HashMap::new()),
             }),
         };
         // Creating the default producer validates the configuration early.
@@ -481,6 +478,11 @@ impl Transport for KafkaTransport {
                     .map(str::to_owned)
             })
             .unwrap_or_else(|| self.inner.options.group_id.clone())
+    }
+
+    /// The topic: events on one topic in one group share a consumer.
+    fn destination_of(&self, route: &'static Route, event_name: &'static str) -> String {
+        topic_of(route, event_name).to_owned()
     }
 
     async fn declare(&self, route: &'static Route, event_name: &'static str) -> Result<()> {

@@ -7,7 +7,7 @@
 
 use rdkafka::message::{BorrowedMessage, Headers as _, Message as _};
 
-use crate::consumer::Incoming;
+use crate::dispatch::Incoming;
 use crate::event::Headers;
 
 /// `[key][payload][header count]([name][value])*`, each part length-prefixed

@@ -1,7 +1,6 @@
 //! Consuming: one channel per subscription, a concurrency limit, ack /
 //! dead-letter / requeue per [`Outcome`], and reconnection.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +15,7 @@ use lapin::Channel;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
-use crate::consumer::{DeadLetter, Dispatcher, Incoming, Outcome};
+use crate::dispatch::{DeadLetter, Dispatcher, Incoming, Outcome};
 use crate::error::{Error, Result};
 use crate::event::{headers, Headers};
 use crate::transport::SubscriptionHandle;
@@ -25,19 +24,15 @@ use super::connection::{describe, ConnectionSlot, TRANSPORT};
 use super::publish::check;
 use super::topology::{DeadLetterTarget, QueueTopology};
 
-/// One event consumed from a queue: its topology and its dispatcher.
-pub(crate) struct QueueRoute {
-    pub(crate) topology: QueueTopology,
-    pub(crate) dispatcher: Arc<Dispatcher>,
-}
-
 /// What a running queue consumer shares with its delivery tasks. Several
-/// events may share one queue (same `queue_name` or group): each delivery
-/// goes to the dispatcher of its type.
+/// events may share one queue (same `queue_name` or group), one binding
+/// each; the dispatcher routes each delivery by its type.
 pub(crate) struct SubscriptionShared {
     pub(crate) slot: Arc<ConnectionSlot>,
     pub(crate) queue: String,
-    pub(crate) routes: std::sync::RwLock<Vec<Arc<QueueRoute>>>,
+    /// The queue's topology per event, declared again on every reconnect.
+    pub(crate) topologies: std::sync::RwLock<Vec<QueueTopology>>,
+    pub(crate) dispatcher: Arc<Dispatcher>,
     /// Handlers running at once (permits held while dispatching).
     pub(crate) handling: Arc<Semaphore>,
     /// Deliveries not yet acknowledged (at most `prefetch`; permits held
@@ -50,28 +45,25 @@ pub(crate) struct SubscriptionShared {
 
 impl SubscriptionShared {
     fn topologies(&self) -> Vec<QueueTopology> {
-        self.routes
+        self.topologies
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|r| r.topology.clone())
-            .collect()
+            .clone()
     }
 
-    /// The route for a delivery of type `event_name`; a message of no known
-    /// type goes to the first route, whose dispatcher rejects (or, for a
-    /// foreign message without type, accepts) it.
-    fn route_for(&self, event_name: Option<&str>) -> Option<Arc<QueueRoute>> {
-        let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
-        event_name
-            .and_then(|n| routes.iter().find(|r| r.dispatcher.event_name() == n))
-            .or_else(|| routes.first())
-            .cloned()
+    /// Where the queue's dead letters go: a property of the queue (its
+    /// `x-dead-letter-exchange`), the same for every event bound to it.
+    fn dead_letter_target(&self) -> Option<DeadLetterTarget> {
+        self.topologies
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .first()
+            .map(|t| t.dead_letter.clone())
     }
 
-    /// Adds an event to a running queue consumer, after declaring its
-    /// topology (so a conflict is reported to this subscriber).
-    pub(crate) async fn add_route(&self, route: QueueRoute) -> Result<()> {
+    /// Declares one more event's topology (its binding) on the running
+    /// queue, so that a conflict is reported to this subscriber.
+    pub(crate) async fn add_topology(&self, topology: QueueTopology) -> Result<()> {
         let conn = self.slot.get().await?;
         let channel = conn.create_channel().await.map_err(|e| {
             Error::connection(
@@ -80,23 +72,13 @@ impl SubscriptionShared {
                 e,
             )
         })?;
-        route.topology.declare(&channel).await?;
+        topology.declare(&channel).await?;
         let _ = channel.close(200, "declared".into()).await;
-        self.routes
+        self.topologies
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .push(Arc::new(route));
+            .push(topology);
         Ok(())
-    }
-
-    /// Removes an event; returns it and how many events remain.
-    pub(crate) fn remove_route(&self, event_name: &str) -> (Option<Arc<QueueRoute>>, usize) {
-        let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
-        let removed = routes
-            .iter()
-            .position(|r| r.dispatcher.event_name() == event_name)
-            .map(|i| routes.remove(i));
-        (removed, routes.len())
     }
 
     /// Opens a channel, declares the topology and starts consuming.
@@ -158,56 +140,25 @@ impl RunningQueue {
     }
 }
 
-/// The queue consumers of one transport, by queue name.
-pub(crate) type QueueRegistry = Arc<tokio::sync::Mutex<HashMap<String, Arc<RunningQueue>>>>;
-
-/// One event's subscription on a (possibly shared) queue consumer.
+/// The subscription of one queue.
 pub(crate) struct RabbitMqSubscription {
     pub(crate) queue: Arc<RunningQueue>,
-    pub(crate) event_name: &'static str,
-    pub(crate) registry: QueueRegistry,
+    pub(crate) exchange: String,
 }
 
 #[async_trait::async_trait]
 impl SubscriptionHandle for RabbitMqSubscription {
+    async fn add_event(
+        &self,
+        event_name: &'static str,
+        route: &'static crate::event::Route,
+    ) -> Result<()> {
+        let topology =
+            QueueTopology::new(route, event_name, &self.queue.shared.queue, &self.exchange)?;
+        self.queue.shared.add_topology(topology).await
+    }
+
     async fn stop(self: Box<Self>) -> Result<()> {
-        let mut registry = self.registry.lock().await;
-        // When the other events' owners are shutting down too (an app's
-        // shutdown stops every subscription at once), stop the whole queue
-        // consumer now, so no message of this event is taken for an unknown
-        // type and dead-lettered in between.
-        let others_stay = self
-            .queue
-            .shared
-            .routes
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .any(|r| r.dispatcher.event_name() != self.event_name && !r.dispatcher.shutting_down());
-        let (removed, remaining) = if others_stay {
-            self.queue.shared.remove_route(self.event_name)
-        } else {
-            (None, 0)
-        };
-        if remaining > 0 {
-            drop(registry);
-            // Other events still consume from this queue; wait for this
-            // event's deliveries in flight (each holds a reference).
-            if let Some(route) = removed {
-                while Arc::strong_count(&route) > 1 {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            }
-            return Ok(());
-        }
-        let name = &self.queue.shared.queue;
-        if registry
-            .get(name)
-            .is_some_and(|q| Arc::ptr_eq(q, &self.queue))
-        {
-            registry.remove(name);
-        }
-        drop(registry);
         self.queue.stop().await
     }
 }
@@ -375,23 +326,11 @@ async fn handle(
     handling: OwnedSemaphorePermit,
     _unacked: OwnedSemaphorePermit,
 ) {
-    let headers = incoming_headers(&delivery.properties);
-    let Some(route) = shared.route_for(headers.get(headers::EVENT_NAME).map(String::as_str)) else {
-        // Every subscriber of the queue just left: hand the message back.
-        let _ = delivery
-            .acker
-            .nack(BasicNackOptions {
-                multiple: false,
-                requeue: true,
-            })
-            .await;
-        return;
-    };
     let incoming = Incoming {
-        headers,
+        headers: incoming_headers(&delivery.properties),
         body: delivery.data.clone(),
     };
-    let outcome = route.dispatcher.dispatch(incoming).await;
+    let outcome = shared.dispatcher.dispatch(incoming).await;
     // The next delivery may start while this one's ack is on its way.
     drop(handling);
     let done = match outcome {
@@ -406,7 +345,7 @@ async fn handle(
                 .await
         }
         Outcome::DeadLetter(dead) => {
-            match dead_letter(&shared, &route, &channel, &delivery, &dead).await {
+            match dead_letter(&shared, &channel, &delivery, &dead).await {
                 Ok(()) => delivery.acker.ack(BasicAckOptions::default()).await,
                 Err(e) => {
                     tracing::error!(queue = %shared.queue, error = %e, "could not dead-letter a message; handing it back");
@@ -433,12 +372,14 @@ async fn handle(
 /// queue's dead-letter destination and waits for the confirm.
 async fn dead_letter(
     shared: &SubscriptionShared,
-    route: &QueueRoute,
     channel: &Channel,
     delivery: &Delivery,
     dead: &DeadLetter,
 ) -> Result<()> {
-    let (exchange, routing_key) = match &route.topology.dead_letter {
+    let target = shared
+        .dead_letter_target()
+        .ok_or_else(|| Error::publish(&shared.queue, "the queue has no dead-letter destination"))?;
+    let (exchange, routing_key) = match &target {
         DeadLetterTarget::Exchange {
             exchange,
             routing_key,
@@ -462,7 +403,11 @@ async fn dead_letter(
         .clone()
         .with_headers(table)
         .with_delivery_mode(2);
-    let name = route.dispatcher.event_name();
+    let name = delivery
+        .properties
+        .kind()
+        .as_ref()
+        .map_or(shared.queue.as_str(), |t| t.as_str());
     tracing::warn!(queue = %shared.queue, exchange, routing_key, reason = %dead.reason, attempts = dead.attempts, "dead-lettering message");
     let confirm = channel
         .basic_publish(

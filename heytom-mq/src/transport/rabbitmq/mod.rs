@@ -46,7 +46,7 @@ use crate::handler::HandlerEntry;
 use crate::transport::{Outgoing, Subscription, SubscriptionHandle, Transport};
 
 use connection::ConnectionSlot;
-use consume::{QueueRegistry, QueueRoute, RabbitMqSubscription, SubscriptionShared};
+use consume::{RabbitMqSubscription, SubscriptionShared};
 pub use options::{RabbitMqOptions, DEFAULT_EXCHANGE};
 use publish::Publisher;
 pub use publish::PRIORITY_HEADER;
@@ -58,8 +58,6 @@ pub struct RabbitMqTransport {
     options: Arc<RabbitMqOptions>,
     publisher: Publisher,
     consumers: Arc<ConnectionSlot>,
-    /// Running queue consumers by queue; events sharing a queue share one.
-    queues: QueueRegistry,
 }
 
 impl std::fmt::Debug for RabbitMqTransport {
@@ -99,7 +97,6 @@ impl RabbitMqTransport {
         Ok(RabbitMqTransport {
             publisher: Publisher::new(publishing, options.clone()),
             consumers: Arc::new(consuming),
-            queues: QueueRegistry::default(),
             options,
         })
     }
@@ -120,6 +117,12 @@ impl Transport for RabbitMqTransport {
         topology::queue_for(handler)
     }
 
+    /// The queue (the group) is the whole address; events bound to one
+    /// queue share its consumer.
+    fn destination_of(&self, _route: &'static Route, _event_name: &'static str) -> String {
+        String::new()
+    }
+
     async fn declare(&self, route: &'static Route, event_name: &'static str) -> Result<()> {
         let dest = destination(route, event_name, &self.options.exchange)?;
         let channel = self.publisher.channel().await?;
@@ -135,40 +138,13 @@ impl Transport for RabbitMqTransport {
     }
 
     async fn subscribe(&self, sub: Subscription) -> Result<Box<dyn SubscriptionHandle>> {
-        let topology = QueueTopology::new(
-            sub.route,
-            sub.event_name,
-            &sub.group,
-            &self.options.exchange,
-        )?;
-        let route = QueueRoute {
-            topology,
-            dispatcher: sub.dispatcher,
-        };
-        let mut queues = self.queues.lock().await;
-        if let Some(running) = queues.get(&sub.group).cloned() {
-            // Another event already consumes from this queue: share its consumer.
-            if running
-                .shared
-                .routes
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .iter()
-                .any(|r| r.dispatcher.event_name() == sub.event_name)
-            {
-                return Err(crate::Error::AlreadySubscribed(format!(
-                    "{} (queue `{}`)",
-                    sub.event_name, sub.group
-                )));
-            }
-            running.shared.add_route(route).await?;
-            tracing::debug!(queue = %sub.group, event = sub.event_name, "RabbitMQ consumer shared by another event");
-            return Ok(Box::new(RabbitMqSubscription {
-                queue: running,
-                event_name: sub.event_name,
-                registry: self.queues.clone(),
-            }));
-        }
+        let topologies = sub
+            .events
+            .iter()
+            .map(|(name, route)| {
+                QueueTopology::new(route, name, &sub.group, &self.options.exchange)
+            })
+            .collect::<Result<Vec<_>>>()?;
         let concurrency = sub.concurrency.unwrap_or(self.options.concurrency).max(1);
         let shared = Arc::new(SubscriptionShared {
             slot: self.consumers.clone(),
@@ -179,7 +155,8 @@ impl Transport for RabbitMqTransport {
                 uuid::Uuid::now_v7().simple()
             ),
             queue: sub.group.clone(),
-            routes: std::sync::RwLock::new(vec![Arc::new(route)]),
+            topologies: std::sync::RwLock::new(topologies),
+            dispatcher: sub.dispatcher,
             handling: Arc::new(tokio::sync::Semaphore::new(concurrency)),
             unacked: Arc::new(tokio::sync::Semaphore::new(usize::from(
                 self.options.prefetch,
@@ -188,22 +165,14 @@ impl Transport for RabbitMqTransport {
             backoff: (self.options.reconnect_initial, self.options.reconnect_max),
         });
         let first = shared.open().await?;
-        tracing::debug!(queue = %sub.group, event = sub.event_name, concurrency, "RabbitMQ consumer started");
-        let running = consume::spawn(shared, first);
-        queues.insert(sub.group, running.clone());
+        tracing::debug!(queue = %sub.group, events = ?shared.dispatcher.event_names(), concurrency, "RabbitMQ consumer started");
         Ok(Box::new(RabbitMqSubscription {
-            queue: running,
-            event_name: sub.event_name,
-            registry: self.queues.clone(),
+            queue: consume::spawn(shared, first),
+            exchange: self.options.exchange.clone(),
         }))
     }
 
     async fn close(&self) -> Result<()> {
-        // Subscriptions are normally stopped already; stop any left over.
-        let left: Vec<_> = self.queues.lock().await.drain().map(|(_, q)| q).collect();
-        for q in left {
-            q.stop().await?;
-        }
         self.publisher.close().await;
         self.consumers.close().await;
         Ok(())
