@@ -17,6 +17,8 @@ use crate::retry::RetryPolicy;
 use crate::transport::memory::{InMemoryBroker, InMemoryTransport};
 use crate::transport::{Subscription, SubscriptionHandle, Transport};
 
+pub use crate::redact::redact_url;
+
 type HandlerFilter = Box<dyn Fn(&HandlerRegistration) -> bool + Send + Sync>;
 
 /// Builds an [`App`]; start with [`App::builder`] or [`App::from_env`].
@@ -455,7 +457,7 @@ impl App {
                             hs,
                             self.state.clone(),
                             self.retry,
-                            Some(self.producer.clone()),
+                            Some(Arc::new(self.producer.clone())),
                             shutdown_rx.clone(),
                         )
                     })
@@ -587,33 +589,4 @@ impl RunningApp {
 
 fn env_var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
-
-/// Replaces the password of a URL with `***` for logs and errors.
-pub fn redact_url(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://") {
-        if let Some((creds, host)) = rest.rsplit_once('@') {
-            let user = creds.split(':').next().unwrap_or("");
-            return format!("{scheme}://{user}:***@{host}");
-        }
-    }
-    url.to_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redact_url;
-
-    #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(
-            redact_url("amqp://guest:secret@host:5672/%2f"),
-            "amqp://guest:***@host:5672/%2f"
-        );
-        assert_eq!(
-            redact_url("postgres://u:p@a:b@h/db"),
-            "postgres://u:***@h/db"
-        );
-        assert_eq!(redact_url("sqlite::memory:"), "sqlite::memory:");
-    }
 }

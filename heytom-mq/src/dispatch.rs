@@ -18,8 +18,7 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::event::{headers, Envelope, Headers};
-use crate::handler::{Context, HandlerEntry, HandlerFailure, StateMap};
-use crate::producer::Producer;
+use crate::handler::{Context, HandlerEntry, HandlerFailure, Publisher, StateMap};
 use crate::retry::RetryPolicy;
 
 /// What the transport should do with a delivery once the dispatcher is done.
@@ -57,7 +56,39 @@ impl DeadLetter {
         }
     }
 
-    /// The headers added to the dead-lettered message.
+    /// The headers a dead-lettered copy carries on top of the original
+    /// ones: why (reason, attempts, handler) and where it came from
+    /// (`origin`: the `heytom-dead-letter-*` headers of the transport's
+    /// destination, such as topic, partition, offset and group). Built here,
+    /// the same for every transport; a transport only sends the copy.
+    pub fn headers_from(&self, origin: &[(&'static str, String)]) -> Headers {
+        let mut h = self.headers();
+        for (k, v) in origin {
+            h.insert((*k).to_owned(), v.clone());
+        }
+        h
+    }
+
+    /// Logs the dead-lettering once, in the same words on every transport.
+    pub(crate) fn log(&self, origin: &[(&'static str, String)], event_id: &str, to: &str) {
+        let from = origin
+            .iter()
+            .map(|(k, v)| format!("{}={v}", k.trim_start_matches("heytom-dead-letter-")))
+            .collect::<Vec<_>>()
+            .join(" ");
+        tracing::warn!(
+            %from,
+            %event_id,
+            dead_letter_destination = to,
+            reason = %self.reason,
+            attempts = self.attempts,
+            handler = self.handler.as_deref().unwrap_or(""),
+            "dead-lettering message"
+        );
+    }
+
+    /// The headers added to the dead-lettered message: reason, attempts and
+    /// handler (see [`DeadLetter::headers_from`] for the origin too).
     pub fn headers(&self) -> Headers {
         let mut h = Headers::new();
         h.insert(headers::DEAD_LETTER_REASON.to_owned(), self.reason.clone());
@@ -89,7 +120,7 @@ pub(crate) struct EventHandlers {
     handler_names: Vec<Arc<str>>,
     state: Arc<StateMap>,
     default_retry: RetryPolicy,
-    producer: Option<Producer>,
+    producer: Option<Arc<dyn Publisher>>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -109,7 +140,7 @@ impl EventHandlers {
         handlers: Vec<HandlerEntry>,
         state: Arc<StateMap>,
         default_retry: RetryPolicy,
-        producer: Option<Producer>,
+        producer: Option<Arc<dyn Publisher>>,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         EventHandlers {

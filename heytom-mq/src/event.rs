@@ -330,6 +330,16 @@ pub mod headers {
     pub const DEAD_LETTER_ATTEMPTS: &str = "heytom-dead-letter-attempts";
     /// Which handler gave up on the message.
     pub const DEAD_LETTER_HANDLER: &str = "heytom-dead-letter-handler";
+    /// The topic (Kafka, in-memory) a dead-lettered message came from.
+    pub const DEAD_LETTER_TOPIC: &str = "heytom-dead-letter-topic";
+    /// The partition (Kafka) a dead-lettered message came from.
+    pub const DEAD_LETTER_PARTITION: &str = "heytom-dead-letter-partition";
+    /// The offset (Kafka) a dead-lettered message had.
+    pub const DEAD_LETTER_OFFSET: &str = "heytom-dead-letter-offset";
+    /// The consumer group that gave up on a message (Kafka, in-memory).
+    pub const DEAD_LETTER_GROUP: &str = "heytom-dead-letter-group";
+    /// The queue (RabbitMQ) a dead-lettered message came from.
+    pub const DEAD_LETTER_QUEUE: &str = "heytom-dead-letter-queue";
 
     /// Whether a header name is one heytom-mq writes itself (`heytom-*`).
     pub fn is_reserved(name: &str) -> bool {

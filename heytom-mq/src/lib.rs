@@ -32,9 +32,11 @@ pub mod dispatch;
 pub mod error;
 pub mod event;
 pub mod handler;
+mod manual;
 #[cfg(feature = "_outbox")]
 pub mod outbox;
 pub mod producer;
+mod redact;
 pub mod retry;
 pub mod transport;
 
@@ -51,17 +53,20 @@ pub use handler::{
     StateMap,
 };
 pub use heytom_mq_derive::{handler, Event};
+pub use manual::{InMemoryConsumer, InMemoryProducer};
 pub use producer::{MessageProducer, Producer};
 pub use retry::RetryPolicy;
-pub use transport::memory::{
-    DeadLetteredMessage, InMemoryBroker, InMemoryConsumer, InMemoryProducer, InMemoryTransport,
-};
+pub use transport::memory::{DeadLetteredMessage, InMemoryBroker, InMemoryTransport};
 pub use transport::{Outgoing, Subscription, SubscriptionHandle, Transport};
 
 #[cfg(feature = "kafka")]
-pub use transport::kafka::{KafkaConsumer, KafkaOptions, KafkaProducer};
+pub use manual::{KafkaConsumer, KafkaProducer};
 #[cfg(feature = "rabbitmq")]
-pub use transport::rabbitmq::{RabbitMqConsumer, RabbitMqOptions, RabbitMqProducer};
+pub use manual::{RabbitMqConsumer, RabbitMqProducer};
+#[cfg(feature = "kafka")]
+pub use transport::kafka::KafkaOptions;
+#[cfg(feature = "rabbitmq")]
+pub use transport::rabbitmq::RabbitMqOptions;
 
 #[cfg(feature = "_outbox")]
 pub use outbox::{

@@ -86,6 +86,16 @@ impl std::fmt::Debug for Producer {
     }
 }
 
+impl crate::handler::Publisher for Producer {
+    fn publish_envelope(
+        &self,
+        route: &'static Route,
+        envelope: Envelope,
+    ) -> futures::future::BoxFuture<'_, Result<()>> {
+        Box::pin(self.send_envelope(route, envelope))
+    }
+}
+
 impl Producer {
     pub(crate) fn from_router(router: Router) -> Self {
         Producer {
@@ -129,6 +139,7 @@ impl Producer {
     }
 
     /// Publishes a prepared envelope on the transport for `route`.
+    #[doc(hidden)]
     pub async fn send_envelope(&self, route: &'static Route, envelope: Envelope) -> Result<()> {
         let transport = self.transport_for(&envelope.name, route)?;
         let span = tracing::debug_span!("publish", event_id = %envelope.id, event_name = %envelope.name, transport = %transport.kind());

@@ -42,6 +42,8 @@ use uuid::Uuid;
 use crate::error::{Error, Result};
 
 #[cfg(feature = "mysql")]
+mod backend;
+mod dialect;
 mod mysql;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -49,6 +51,7 @@ mod relay;
 pub mod repository;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+mod statements;
 mod transaction;
 
 pub use relay::OutboxRuntime;
@@ -155,7 +158,7 @@ impl Outbox {
         let bad = |what: &str| {
             Error::config(format!(
                 "could not use database URL {} for the outbox: {what}",
-                crate::app::redact_url(url)
+                crate::redact::redact_url(url)
             ))
         };
         let scheme = url.split(':').next().unwrap_or("").to_ascii_lowercase();

@@ -218,10 +218,20 @@ impl InMemoryBroker {
         }
     }
 
+    /// The in-memory dead-letter act: keep the copy in the inspectable list.
     fn dead_letter(&self, topic: &str, group: &str, msg: Incoming, dead_letter: DeadLetter) {
-        tracing::warn!(topic, group, reason = %dead_letter.reason, "message dead-lettered");
+        let origin = [
+            (crate::event::headers::DEAD_LETTER_TOPIC, topic.to_owned()),
+            (crate::event::headers::DEAD_LETTER_GROUP, group.to_owned()),
+        ];
+        let event_id = msg
+            .headers
+            .get(crate::event::headers::EVENT_ID)
+            .cloned()
+            .unwrap_or_default();
+        dead_letter.log(&origin, &event_id, "the in-memory dead-letter list");
         let mut headers = msg.headers;
-        headers.extend(dead_letter.headers());
+        headers.extend(dead_letter.headers_from(&origin));
         lock(&self.inner.dead_letters).push(DeadLetteredMessage {
             topic: topic.to_owned(),
             group: group.to_owned(),
@@ -350,45 +360,5 @@ impl SubscriptionHandle for MemorySubscription {
             }
         }
         Ok(())
-    }
-}
-
-crate::producer::manual_producer!(
-    /// A producer on an [`InMemoryBroker`].
-    ///
-    /// ```
-    /// # use heytom_mq::prelude::*;
-    /// # #[derive(Event, serde::Serialize, serde::Deserialize)] struct Ping;
-    /// # async fn run() -> Result<(), heytom_mq::Error> {
-    /// let broker = InMemoryBroker::new();
-    /// let consumer = InMemoryConsumer::new(&broker);
-    /// consumer.start().await?;
-    /// consumer.subscribe(|_: Ping| async { true }).await?;
-    /// InMemoryProducer::new(&broker).send(&Ping).await?;
-    /// # Ok(()) }
-    /// ```
-    InMemoryProducer
-);
-
-impl InMemoryProducer {
-    /// A producer publishing to `broker`.
-    pub fn new(broker: &InMemoryBroker) -> Self {
-        InMemoryProducer(crate::Producer::on(Arc::new(InMemoryTransport::new(
-            broker.clone(),
-        ))))
-    }
-}
-
-crate::consumer::manual_consumer!(
-    /// A consumer on an [`InMemoryBroker`].
-    InMemoryConsumer
-);
-
-impl InMemoryConsumer {
-    /// A consumer reading from `broker`.
-    pub fn new(broker: &InMemoryBroker) -> Self {
-        InMemoryConsumer(crate::consumer::Consumer::new(Arc::new(
-            InMemoryTransport::new(broker.clone()),
-        )))
     }
 }

@@ -39,14 +39,9 @@ use crate::error::{Error, Result};
 use crate::event::{headers, Route};
 use crate::transport::{Subscription, SubscriptionHandle};
 
-/// Header naming the topic a dead-lettered message came from.
-pub const DEAD_LETTER_TOPIC: &str = "heytom-dead-letter-topic";
-/// Header naming the partition a dead-lettered message came from.
-pub const DEAD_LETTER_PARTITION: &str = "heytom-dead-letter-partition";
-/// Header naming the offset a dead-lettered message had.
-pub const DEAD_LETTER_OFFSET: &str = "heytom-dead-letter-offset";
-/// Header naming the consumer group that gave up on a message.
-pub const DEAD_LETTER_GROUP: &str = "heytom-dead-letter-group";
+pub use crate::event::headers::{
+    DEAD_LETTER_GROUP, DEAD_LETTER_OFFSET, DEAD_LETTER_PARTITION, DEAD_LETTER_TOPIC,
+};
 
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// Messages taken from librdkafka's queue per wake-up of the lanes.
@@ -755,27 +750,20 @@ async fn dead_letter(
 ) -> bool {
     // The original headers byte for byte, then why and where from.
     let original = d.message.headers();
-    let mut added = dead.headers();
-    added.insert(DEAD_LETTER_TOPIC.to_owned(), shared.topic.clone());
-    added.insert(DEAD_LETTER_PARTITION.to_owned(), partition.to_string());
-    added.insert(DEAD_LETTER_OFFSET.to_owned(), d.offset.to_string());
-    added.insert(DEAD_LETTER_GROUP.to_owned(), shared.group.clone());
+    let origin = [
+        (DEAD_LETTER_TOPIC, shared.topic.clone()),
+        (DEAD_LETTER_PARTITION, partition.to_string()),
+        (DEAD_LETTER_OFFSET, d.offset.to_string()),
+        (DEAD_LETTER_GROUP, shared.group.clone()),
+    ];
+    let added = dead.headers_from(&origin);
     let event_id = original
         .iter()
         .find(|(k, _)| *k == headers::EVENT_ID.as_bytes())
         .and_then(|(_, v)| *v)
         .map(|v| String::from_utf8_lossy(v).into_owned())
         .unwrap_or_default();
-    tracing::warn!(
-        topic = %shared.topic,
-        partition,
-        offset = d.offset,
-        %event_id,
-        dead_letter_topic = %shared.dead_letter_topic,
-        reason = %dead.reason,
-        attempts = dead.attempts,
-        "dead-lettering message"
-    );
+    dead.log(&origin, &event_id, &shared.dead_letter_topic);
     let mut backoff = Duration::from_millis(100);
     loop {
         let result = match shared.transport.dead_letter_producer() {

@@ -156,7 +156,7 @@ fn connection_error(options: &KafkaOptions, what: &str, e: KafkaError) -> Error 
         KAFKA,
         format!(
             "{what} ({})",
-            crate::app::redact_url(&options.bootstrap_servers)
+            crate::redact::redact_url(&options.bootstrap_servers)
         ),
         e,
     )
@@ -607,59 +607,4 @@ impl Transport for KafkaTransport {
 
 pub(crate) async fn connect_transport(options: KafkaOptions) -> Result<Arc<dyn Transport>> {
     Ok(Arc::new(KafkaTransport::connect(options).await?))
-}
-
-crate::producer::manual_producer!(
-    /// A producer on Kafka.
-    ///
-    /// ```no_run
-    /// # use heytom_mq::prelude::*;
-    /// # #[derive(Event, serde::Serialize, serde::Deserialize)] #[kafka(topic = "pings")] struct Ping;
-    /// # async fn run() -> Result<(), heytom_mq::Error> {
-    /// let producer = KafkaProducer::new(KafkaOptions::new("127.0.0.1:9092"))?;
-    /// producer.send(&Ping).await?;
-    /// # Ok(()) }
-    /// ```
-    KafkaProducer
-);
-
-impl KafkaProducer {
-    /// A producer; the brokers are contacted on the first send.
-    pub fn new(options: KafkaOptions) -> Result<Self> {
-        Ok(KafkaProducer(crate::Producer::on(Arc::new(
-            KafkaTransport::new(options)?,
-        ))))
-    }
-
-    /// Waits until every queued message is acknowledged (at most the operation timeout).
-    pub async fn flush(&self) -> Result<()> {
-        for t in self.0.inner.router.all() {
-            t.close().await?;
-        }
-        Ok(())
-    }
-}
-
-crate::consumer::manual_consumer!(
-    /// A consumer on Kafka.
-    ///
-    /// ```no_run
-    /// # use heytom_mq::prelude::*;
-    /// # #[derive(Event, serde::Serialize, serde::Deserialize)] #[kafka(topic = "pings")] struct Ping;
-    /// # async fn run() -> Result<(), heytom_mq::Error> {
-    /// let consumer = KafkaConsumer::new(KafkaOptions::new("127.0.0.1:9092").group_id("pinger"))?;
-    /// consumer.start().await?;
-    /// consumer.subscribe(|_: Ping| async { true }).await?;
-    /// # Ok(()) }
-    /// ```
-    KafkaConsumer
-);
-
-impl KafkaConsumer {
-    /// A consumer; each subscription joins its consumer group when it starts.
-    pub fn new(options: KafkaOptions) -> Result<Self> {
-        Ok(KafkaConsumer(crate::consumer::Consumer::new(Arc::new(
-            KafkaTransport::new(options)?,
-        ))))
-    }
 }

@@ -103,7 +103,7 @@ impl fmt::Debug for KafkaOptions {
         f.debug_struct("KafkaOptions")
             .field(
                 "bootstrap_servers",
-                &crate::app::redact_url(&self.bootstrap_servers),
+                &crate::redact::redact_url(&self.bootstrap_servers),
             )
             .field("group_id", &self.group_id)
             .field("client_id", &self.client_id)

@@ -391,8 +391,9 @@ async fn dead_letter(
         ),
         DeadLetterTarget::Queue(q) => ("", q.as_str()),
     };
+    let origin = [(headers::DEAD_LETTER_QUEUE, shared.queue.clone())];
     let mut table = delivery.properties.headers().clone().unwrap_or_default();
-    for (k, v) in dead.headers() {
+    for (k, v) in dead.headers_from(&origin) {
         table.insert(
             ShortString::from(k),
             AMQPValue::LongString(LongString::from(v)),
@@ -408,7 +409,17 @@ async fn dead_letter(
         .kind()
         .as_ref()
         .map_or(shared.queue.as_str(), |t| t.as_str());
-    tracing::warn!(queue = %shared.queue, exchange, routing_key, reason = %dead.reason, attempts = dead.attempts, "dead-lettering message");
+    let event_id = delivery
+        .properties
+        .message_id()
+        .as_ref()
+        .map(|id| id.as_str().to_owned())
+        .unwrap_or_default();
+    dead.log(
+        &origin,
+        &event_id,
+        &format!("exchange `{exchange}` routing key `{routing_key}`"),
+    );
     let confirm = channel
         .basic_publish(
             exchange.into(),

@@ -78,7 +78,7 @@ impl RabbitMqTransport {
     }
 
     /// Checks the options without connecting; connections open on first use.
-    fn new(options: RabbitMqOptions) -> Result<Self> {
+    pub(crate) fn new(options: RabbitMqOptions) -> Result<Self> {
         let uri = options.parse_uri()?;
         let shown = options.redacted_url();
         let backoff = (options.reconnect_initial, options.reconnect_max);
@@ -99,6 +99,12 @@ impl RabbitMqTransport {
             consumers: Arc::new(consuming),
             options,
         })
+    }
+
+    /// Opens the consuming connection now (a wrong URL or credentials fail
+    /// here, not at the first subscription).
+    pub(crate) async fn check_consuming_connection(&self) -> Result<()> {
+        self.consumers.get().await.map(drop)
     }
 
     /// The options it was made with.
@@ -181,72 +187,4 @@ impl Transport for RabbitMqTransport {
 
 pub(crate) async fn connect_transport(options: RabbitMqOptions) -> Result<Arc<dyn Transport>> {
     Ok(Arc::new(RabbitMqTransport::connect(options).await?))
-}
-
-crate::producer::manual_producer!(
-    /// A producer on RabbitMQ.
-    ///
-    /// ```no_run
-    /// # use heytom_mq::prelude::*;
-    /// # #[derive(serde::Serialize, serde::Deserialize)] struct Ping;
-    /// # impl Event for Ping {
-    /// #     const NAME: &'static str = "Ping";
-    /// #     fn route() -> &'static Route { &Route::Default }
-    /// #     fn partition_key(&self) -> Option<String> { None }
-    /// # }
-    /// # async fn run() -> Result<(), heytom_mq::Error> {
-    /// let producer = RabbitMqProducer::connect(RabbitMqOptions::new("amqp://guest:guest@localhost:5672")).await?;
-    /// producer.send(&Ping).await?;
-    /// # Ok(()) }
-    /// ```
-    RabbitMqProducer
-);
-
-impl RabbitMqProducer {
-    /// Connects a producer.
-    pub async fn connect(options: RabbitMqOptions) -> Result<Self> {
-        Ok(RabbitMqProducer(crate::Producer::on(Arc::new(
-            RabbitMqTransport::connect(options).await?,
-        ))))
-    }
-
-    /// Closes the connection after the outstanding confirms.
-    pub async fn close(&self) -> Result<()> {
-        for t in self.0.inner.router.all() {
-            t.close().await?;
-        }
-        Ok(())
-    }
-}
-
-crate::consumer::manual_consumer!(
-    /// A consumer on RabbitMQ.
-    ///
-    /// ```no_run
-    /// # use heytom_mq::prelude::*;
-    /// # #[derive(serde::Serialize, serde::Deserialize)] struct Ping;
-    /// # impl Event for Ping {
-    /// #     const NAME: &'static str = "Ping";
-    /// #     fn route() -> &'static Route { &Route::Default }
-    /// #     fn partition_key(&self) -> Option<String> { None }
-    /// # }
-    /// # async fn run() -> Result<(), heytom_mq::Error> {
-    /// let consumer = RabbitMqConsumer::connect(RabbitMqOptions::new("amqp://guest:guest@localhost:5672")).await?;
-    /// consumer.start().await?;
-    /// consumer.subscribe(|_: Ping| async { true }).await?;
-    /// # Ok(()) }
-    /// ```
-    RabbitMqConsumer
-);
-
-impl RabbitMqConsumer {
-    /// Connects a consumer (the connection is checked now).
-    pub async fn connect(options: RabbitMqOptions) -> Result<Self> {
-        let transport = RabbitMqTransport::new(options)?;
-        // Fail now on a wrong URL or credentials, not at the first subscription.
-        transport.consumers.get().await?;
-        Ok(RabbitMqConsumer(crate::consumer::Consumer::new(Arc::new(
-            transport,
-        ))))
-    }
 }

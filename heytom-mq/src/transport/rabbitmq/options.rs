@@ -46,7 +46,7 @@ pub struct RabbitMqOptions {
 impl std::fmt::Debug for RabbitMqOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RabbitMqOptions")
-            .field("url", &crate::app::redact_url(&self.url))
+            .field("url", &crate::redact::redact_url(&self.url))
             .field("exchange", &self.exchange)
             .field("prefetch", &self.prefetch)
             .field("concurrency", &self.concurrency)
@@ -154,7 +154,7 @@ impl RabbitMqOptions {
 
     /// The URL with its password replaced by `***`.
     pub fn redacted_url(&self) -> String {
-        crate::app::redact_url(&self.url)
+        crate::redact::redact_url(&self.url)
     }
 
     /// Parses the URL, with an error that does not repeat the password.

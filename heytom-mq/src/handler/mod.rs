@@ -8,152 +8,22 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 
 use crate::error::BoxError;
-use crate::event::{Envelope, Event, EventId, Headers, Route};
-use crate::producer::Producer;
+use crate::event::{Envelope, Event, Route};
 use crate::retry::RetryPolicy;
+
+mod context;
+mod type_name;
+
+pub use context::{Context, Publisher};
+pub(crate) use type_name::readable_type_name;
 
 /// The error a handler fails with: any `Send + Sync` error, boxed.
 ///
 /// `?` converts every error type into it, and `"text".into()` works too.
 pub type HandlerError = BoxError;
-
-/// What a handler knows about the message it is handling.
-///
-/// ```
-/// # use heytom_mq::prelude::*;
-/// # #[derive(Event, serde::Serialize, serde::Deserialize)] struct Ping;
-/// #[handler]
-/// async fn on_ping(_event: Ping, ctx: Context) {
-///     println!("{} #{} attempt {}", ctx.event_name(), ctx.event_id(), ctx.attempt());
-/// }
-/// ```
-#[derive(Clone)]
-pub struct Context {
-    inner: Arc<ContextInner>,
-    attempt: u32,
-}
-
-struct ContextInner {
-    // Shared with the dispatcher, so a delivery's headers are never copied per handler.
-    envelope: Arc<Envelope>,
-    handler: Arc<str>,
-    producer: Option<Producer>,
-}
-
-impl Context {
-    /// Builds a context for a delivery; transports and tests use this.
-    pub fn new(
-        envelope: &Envelope,
-        handler: impl Into<String>,
-        producer: Option<Producer>,
-    ) -> Self {
-        let handler: String = handler.into();
-        Self::shared(Arc::new(envelope.clone()), handler.into(), producer)
-    }
-
-    pub(crate) fn shared(
-        envelope: Arc<Envelope>,
-        handler: Arc<str>,
-        producer: Option<Producer>,
-    ) -> Self {
-        Context {
-            inner: Arc::new(ContextInner {
-                envelope,
-                handler,
-                producer,
-            }),
-            attempt: 1,
-        }
-    }
-
-    pub(crate) fn with_attempt(&self, attempt: u32) -> Self {
-        Context {
-            inner: self.inner.clone(),
-            attempt,
-        }
-    }
-
-    /// The event's id (UUID v7).
-    pub fn event_id(&self) -> EventId {
-        self.inner.envelope.id
-    }
-
-    /// The event's `NAME`.
-    pub fn event_name(&self) -> &str {
-        &self.inner.envelope.name
-    }
-
-    /// When the event was created by its producer.
-    pub fn occurred_at(&self) -> DateTime<Utc> {
-        self.inner.envelope.occurred_at
-    }
-
-    /// Correlation id, causation id, `traceparent` and user headers.
-    pub fn headers(&self) -> &Headers {
-        &self.inner.envelope.headers
-    }
-
-    /// One header by name.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.inner.envelope.headers.get(name).map(String::as_str)
-    }
-
-    /// The correlation id of the conversation this event belongs to.
-    pub fn correlation_id(&self) -> Option<&str> {
-        self.header(crate::event::headers::CORRELATION_ID)
-    }
-
-    /// The delivery attempt: 1 for the first delivery, 2 for the first retry, ...
-    pub fn attempt(&self) -> u32 {
-        self.attempt
-    }
-
-    /// The name of the handler running.
-    pub fn handler_name(&self) -> &str {
-        &self.inner.handler
-    }
-
-    /// Headers for an event published in reaction to this one: same
-    /// correlation id and `traceparent`, causation id = this event's id.
-    pub fn follow_up_headers(&self) -> Headers {
-        use crate::event::headers::*;
-        let mut h = Headers::new();
-        if let Some(c) = self.correlation_id() {
-            h.insert(CORRELATION_ID.to_owned(), c.to_owned());
-        }
-        if let Some(t) = self.header(TRACEPARENT) {
-            h.insert(TRACEPARENT.to_owned(), t.to_owned());
-        }
-        h.insert(CAUSATION_ID.to_owned(), self.event_id().to_string());
-        h
-    }
-
-    /// Publishes a follow-up event that carries this event's correlation id
-    /// and has this event as its cause.
-    pub async fn publish<E: Event>(&self, event: &E) -> crate::Result<EventId> {
-        match &self.inner.producer {
-            Some(p) => p.send_with_headers(event, self.follow_up_headers()).await,
-            None => Err(crate::Error::config(
-                "this consumer has no producer; publish through a Producer instead",
-            )),
-        }
-    }
-}
-
-impl fmt::Debug for Context {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Context")
-            .field("event_id", &self.inner.envelope.id)
-            .field("event_name", &self.inner.envelope.name)
-            .field("attempt", &self.attempt)
-            .field("headers", &self.inner.envelope.headers)
-            .finish()
-    }
-}
 
 /// Shared application state, handed to handlers that take `State<T>`.
 ///
@@ -231,45 +101,6 @@ impl StateRequirement {
             type_name: readable_type_name::<T>(),
         }
     }
-}
-
-/// `type_name::<T>()` with every path reduced to its last segment:
-/// `sqlx_core::pool::Pool<sqlx_postgres::database::Postgres>` becomes
-/// `Pool<Postgres>`, which is what a reader recognises (the crate-internal
-/// paths are where the type is defined, not where the user imported it).
-pub(crate) fn readable_type_name<T: ?Sized>() -> &'static str {
-    use std::collections::HashMap;
-    use std::sync::{Mutex, OnceLock};
-    // Leaked once per type (a handful of state types per app), so the result
-    // can live in `&'static str` fields and errors.
-    static CACHE: OnceLock<Mutex<HashMap<&'static str, &'static str>>> = OnceLock::new();
-    let full = type_name::<T>();
-    let mut map = CACHE
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    map.entry(full)
-        .or_insert_with(|| Box::leak(strip_paths(full).into_boxed_str()))
-}
-
-/// Keeps the last segment of every `a::b::C` path in a type name.
-pub(crate) fn strip_paths(full: &str) -> String {
-    let mut out = String::with_capacity(full.len());
-    let mut segment_start = 0;
-    for (i, c) in full.char_indices() {
-        let is_path_char = c.is_alphanumeric() || c == '_' || c == ':';
-        if !is_path_char {
-            push_last_segment(&mut out, &full[segment_start..i]);
-            out.push(c);
-            segment_start = i + c.len_utf8();
-        }
-    }
-    push_last_segment(&mut out, &full[segment_start..]);
-    out
-}
-
-fn push_last_segment(out: &mut String, path: &str) {
-    out.push_str(path.rsplit("::").next().unwrap_or(path));
 }
 
 /// Why an extractor could not produce its value.
@@ -638,27 +469,4 @@ inventory::collect!(HandlerRegistration);
 /// Every `#[handler]` linked into this binary.
 pub fn registered_handlers() -> impl Iterator<Item = &'static HandlerRegistration> {
     inventory::iter::<HandlerRegistration>.into_iter()
-}
-
-#[cfg(test)]
-mod type_name_tests {
-    use super::{readable_type_name, strip_paths};
-
-    #[test]
-    fn module_paths_are_dropped() {
-        assert_eq!(
-            strip_paths("sqlx_core::pool::Pool<sqlx_postgres::database::Postgres>"),
-            "Pool<Postgres>"
-        );
-        assert_eq!(
-            strip_paths("(alloc::sync::Arc<u8>, &str, [core::option::Option<i32>; 2])"),
-            "(Arc<u8>, &str, [Option<i32>; 2])"
-        );
-        assert_eq!(readable_type_name::<Vec<String>>(), "Vec<String>");
-        // Cached: the same pointer twice.
-        assert!(std::ptr::eq(
-            readable_type_name::<Vec<String>>(),
-            readable_type_name::<Vec<String>>()
-        ));
-    }
 }

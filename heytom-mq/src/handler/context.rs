@@ -1,0 +1,160 @@
+//! `Context`: what a handler knows about the message it handles, and how
+//! it publishes follow-up events.
+
+use std::fmt;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use crate::event::{Envelope, Event, EventId, Headers};
+
+/// What a handler knows about the message it is handling.
+///
+/// ```
+/// # use heytom_mq::prelude::*;
+/// # #[derive(Event, serde::Serialize, serde::Deserialize)] struct Ping;
+/// #[handler]
+/// async fn on_ping(_event: Ping, ctx: Context) {
+///     println!("{} #{} attempt {}", ctx.event_name(), ctx.event_id(), ctx.attempt());
+/// }
+/// ```
+#[derive(Clone)]
+pub struct Context {
+    inner: Arc<ContextInner>,
+    attempt: u32,
+}
+
+struct ContextInner {
+    // Shared with the dispatcher, so a delivery's headers are never copied per handler.
+    envelope: Arc<Envelope>,
+    handler: Arc<str>,
+    producer: Option<Arc<dyn Publisher>>,
+}
+
+impl Context {
+    /// Builds a context for a delivery; transports and tests use this.
+    pub fn new(
+        envelope: &Envelope,
+        handler: impl Into<String>,
+        producer: Option<Arc<dyn Publisher>>,
+    ) -> Self {
+        let handler: String = handler.into();
+        Self::shared(Arc::new(envelope.clone()), handler.into(), producer)
+    }
+
+    pub(crate) fn shared(
+        envelope: Arc<Envelope>,
+        handler: Arc<str>,
+        producer: Option<Arc<dyn Publisher>>,
+    ) -> Self {
+        Context {
+            inner: Arc::new(ContextInner {
+                envelope,
+                handler,
+                producer,
+            }),
+            attempt: 1,
+        }
+    }
+
+    pub(crate) fn with_attempt(&self, attempt: u32) -> Self {
+        Context {
+            inner: self.inner.clone(),
+            attempt,
+        }
+    }
+
+    /// The event's id (UUID v7).
+    pub fn event_id(&self) -> EventId {
+        self.inner.envelope.id
+    }
+
+    /// The event's `NAME`.
+    pub fn event_name(&self) -> &str {
+        &self.inner.envelope.name
+    }
+
+    /// When the event was created by its producer.
+    pub fn occurred_at(&self) -> DateTime<Utc> {
+        self.inner.envelope.occurred_at
+    }
+
+    /// Correlation id, causation id, `traceparent` and user headers.
+    pub fn headers(&self) -> &Headers {
+        &self.inner.envelope.headers
+    }
+
+    /// One header by name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.inner.envelope.headers.get(name).map(String::as_str)
+    }
+
+    /// The correlation id of the conversation this event belongs to.
+    pub fn correlation_id(&self) -> Option<&str> {
+        self.header(crate::event::headers::CORRELATION_ID)
+    }
+
+    /// The delivery attempt: 1 for the first delivery, 2 for the first retry, ...
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// The name of the handler running.
+    pub fn handler_name(&self) -> &str {
+        &self.inner.handler
+    }
+
+    /// Headers for an event published in reaction to this one: same
+    /// correlation id and `traceparent`, causation id = this event's id.
+    pub fn follow_up_headers(&self) -> Headers {
+        use crate::event::headers::*;
+        let mut h = Headers::new();
+        if let Some(c) = self.correlation_id() {
+            h.insert(CORRELATION_ID.to_owned(), c.to_owned());
+        }
+        if let Some(t) = self.header(TRACEPARENT) {
+            h.insert(TRACEPARENT.to_owned(), t.to_owned());
+        }
+        h.insert(CAUSATION_ID.to_owned(), self.event_id().to_string());
+        h
+    }
+
+    /// Publishes a follow-up event that carries this event's correlation id
+    /// and has this event as its cause.
+    pub async fn publish<E: Event>(&self, event: &E) -> crate::Result<EventId> {
+        match &self.inner.producer {
+            Some(p) => {
+                let envelope = Envelope::with_headers(event, self.follow_up_headers())?;
+                let id = envelope.id;
+                p.publish_envelope(E::route(), envelope).await?;
+                Ok(id)
+            }
+            None => Err(crate::Error::config(
+                "this consumer has no producer; publish through a Producer instead",
+            )),
+        }
+    }
+}
+
+/// What [`Context::publish`] sends follow-up events through; the app's
+/// [`Producer`](crate::Producer) implements it. A core trait, so that
+/// handlers and the dispatcher know nothing of transports.
+pub trait Publisher: Send + Sync + 'static {
+    /// Publishes a prepared envelope to `route`; resolves on the broker's confirm.
+    fn publish_envelope(
+        &self,
+        route: &'static crate::Route,
+        envelope: Envelope,
+    ) -> futures::future::BoxFuture<'_, crate::Result<()>>;
+}
+
+impl fmt::Debug for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context")
+            .field("event_id", &self.inner.envelope.id)
+            .field("event_name", &self.inner.envelope.name)
+            .field("attempt", &self.attempt)
+            .field("headers", &self.inner.envelope.headers)
+            .finish()
+    }
+}
