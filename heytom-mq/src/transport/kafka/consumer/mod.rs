@@ -1,0 +1,429 @@
+//! The consuming side of the Kafka transport.
+//!
+//! One librdkafka consumer per (topic, group), polled by a dedicated thread
+//! (so rebalance callbacks may wait for in-flight work without blocking the
+//! async runtime). Several events on one topic in one group share that
+//! consumer: each message goes to the [`Dispatcher`] of its type (the
+//! `heytom-event-name` header, routed by the core's dispatcher); a message
+//! of a type none of them handles is dead-lettered as an unknown type. Each assigned partition gets an
+//! ordered lane, a tokio task that dispatches its messages one after the
+//! other; lanes run concurrently. After a message is acked (or its dead
+//! letter is acknowledged by the broker) the lane stores its offset; stored
+//! offsets are committed every `commit_interval`, when partitions are
+//! revoked and on shutdown. A message that is handed back (`Requeue`) is
+//! never stored: the lane seeks back to it and skips what was fetched after it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures::future::{FutureExt as _, Shared as SharedFuture};
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::{Header, Message as _, OwnedHeaders};
+use rdkafka::producer::FutureRecord;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::util::Timeout;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
+
+use super::raw::RawMessage;
+use super::{log_rdkafka, TransportInner, KAFKA};
+use crate::dispatch::{DeadLetter, Dispatcher, Outcome};
+use crate::error::{Error, Result};
+use crate::event::{headers, Route};
+use crate::transport::{Subscription, SubscriptionHandle};
+
+mod lane;
+
+use lane::{poll_loop, InFlight, LaneHandle};
+
+pub use crate::event::headers::{
+    DEAD_LETTER_GROUP, DEAD_LETTER_OFFSET, DEAD_LETTER_PARTITION, DEAD_LETTER_TOPIC,
+};
+
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// Messages taken from librdkafka's queue per wake-up of the lanes.
+const MAX_BATCH: usize = 256;
+/// A lane working through a batch stores its position at least this often.
+const STORE_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Running / stopping gracefully / aborted (handle dropped without `stop`).
+const RUNNING: u8 = 0;
+const STOPPING: u8 = 1;
+const ABORTED: u8 = 2;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The consumer settings an event's route asks for. Events that share a
+/// consumer (same topic and group) must ask for the same.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ConsumerSettings {
+    auto_commit: bool,
+    auto_offset_reset: &'static str,
+    session_timeout_ms: Option<u32>,
+    max_in_flight: usize,
+}
+
+impl ConsumerSettings {
+    fn of(route: &Route, default_max_in_flight: usize) -> Self {
+        let k = route.as_kafka();
+        ConsumerSettings {
+            auto_commit: k.and_then(|r| r.enable_auto_commit).unwrap_or(false),
+            auto_offset_reset: k
+                .and_then(|r| r.auto_offset_reset)
+                .map_or("earliest", |a| a.as_str()),
+            session_timeout_ms: k.and_then(|r| r.session_timeout_ms),
+            max_in_flight: k
+                .and_then(|r| r.max_poll_records)
+                .map_or(default_max_in_flight, |n| n as usize)
+                .max(1),
+        }
+    }
+
+    /// What differs from `other`, in attribute terms.
+    fn differences(&self, other: &Self) -> Vec<String> {
+        let mut d = Vec::new();
+        if self.auto_commit != other.auto_commit {
+            d.push(format!(
+                "enable_auto_commit {} vs {}",
+                self.auto_commit, other.auto_commit
+            ));
+        }
+        if self.auto_offset_reset != other.auto_offset_reset {
+            d.push(format!(
+                "auto_offset_reset {} vs {}",
+                self.auto_offset_reset, other.auto_offset_reset
+            ));
+        }
+        if self.session_timeout_ms != other.session_timeout_ms {
+            let show = |v: Option<u32>| v.map_or_else(|| "unset".to_owned(), |v| v.to_string());
+            d.push(format!(
+                "session_timeout_ms {} vs {}",
+                show(self.session_timeout_ms),
+                show(other.session_timeout_ms)
+            ));
+        }
+        if self.max_in_flight != other.max_in_flight {
+            d.push(format!(
+                "max_poll_records {} vs {}",
+                self.max_in_flight, other.max_in_flight
+            ));
+        }
+        d
+    }
+}
+
+/// What the poll thread, the lanes and the rebalance callback share.
+struct Shared {
+    transport: Arc<TransportInner>,
+    /// Routes each message to the handlers of its type.
+    dispatcher: Arc<Dispatcher>,
+    settings: ConsumerSettings,
+    topic: String,
+    group: String,
+    dead_letter_topic: String,
+    /// Offsets are stored by the lanes (false: librdkafka auto-commit asked by the route).
+    manual_offsets: bool,
+    lanes: Mutex<HashMap<i32, LaneHandle>>,
+    state: AtomicU8,
+    /// Offsets stored since the last commit.
+    dirty: AtomicBool,
+}
+
+impl Shared {
+    fn stopping(&self) -> bool {
+        self.state.load(Ordering::Acquire) != RUNNING
+    }
+}
+
+fn is_no_offset(e: &KafkaError) -> bool {
+    matches!(e, KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset))
+}
+
+fn commit_sync(consumer: &BaseConsumer<SubscriptionContext>, shared: &Shared, why: &str) {
+    if !shared.manual_offsets {
+        return;
+    }
+    shared.dirty.store(false, Ordering::Release);
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) => {
+            tracing::debug!(topic = %shared.topic, group = %shared.group, why, "offsets committed")
+        }
+        Err(e) if is_no_offset(&e) => {}
+        Err(e) => {
+            tracing::warn!(topic = %shared.topic, group = %shared.group, why, error = %e, "committing offsets failed")
+        }
+    }
+}
+
+/// The librdkafka context of a subscription: logging, rebalance and commit callbacks.
+pub(crate) struct SubscriptionContext {
+    shared: Arc<Shared>,
+}
+
+impl ClientContext for SubscriptionContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        log_rdkafka(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(target: "heytom_mq::kafka", topic = %self.shared.topic, group = %self.shared.group, %error, reason, "kafka consumer error");
+    }
+}
+
+/// The partitions of `topic` in a rebalance's list.
+fn partitions_of(tpl: &TopicPartitionList, topic: &str) -> Vec<i32> {
+    tpl.elements_for_topic(topic)
+        .iter()
+        .map(|e| e.partition())
+        .collect()
+}
+
+impl ConsumerContext for SubscriptionContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let s = &self.shared;
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                let partitions = partitions_of(tpl, &s.topic);
+                tracing::info!(topic = %s.topic, group = %s.group, ?partitions, "partitions revoked");
+                if s.state.load(Ordering::Acquire) == ABORTED {
+                    return;
+                }
+                s.drain(Some(&partitions));
+                if consumer.assignment_lost() {
+                    tracing::warn!(topic = %s.topic, group = %s.group, "assignment lost; offsets not committed");
+                } else {
+                    commit_sync(consumer, s, "revocation");
+                }
+            }
+            Rebalance::Assign(tpl) => {
+                let partitions = partitions_of(tpl, &s.topic);
+                tracing::info!(topic = %s.topic, group = %s.group, ?partitions, "partitions assigned");
+            }
+            Rebalance::Error(e) => {
+                tracing::warn!(topic = %s.topic, group = %s.group, error = %e, "rebalance error")
+            }
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            if !is_no_offset(&e) {
+                tracing::warn!(topic = %self.shared.topic, group = %self.shared.group, error = %e, "offset commit failed");
+            }
+        }
+    }
+}
+
+type KafkaBaseConsumer = BaseConsumer<SubscriptionContext>;
+
+/// A running consumer of one (topic, group) and the events it handles.
+pub(crate) struct RunningConsumer {
+    shared: Arc<Shared>,
+    /// Resolves when the poll thread has finished (offsets committed).
+    done: SharedFuture<oneshot::Receiver<()>>,
+}
+
+pub(crate) async fn subscribe(
+    transport: Arc<TransportInner>,
+    sub: Subscription,
+) -> Result<Box<dyn SubscriptionHandle>> {
+    let topic = sub.destination.clone();
+    let options = &transport.options;
+    let Some(&(first_name, first_route)) = sub.events.first() else {
+        return Err(Error::config(format!(
+            "a Kafka subscription to `{topic}` without any event"
+        )));
+    };
+
+    let spec = transport.topic_spec(first_route, first_name);
+    transport.ensure_topic(&spec).await?;
+    let dead_letter_topic = options.dead_letter.for_topic(&topic);
+    let mut dlq_spec = spec.clone();
+    dlq_spec.name = dead_letter_topic.clone();
+    dlq_spec.explicit_partitions = false;
+    dlq_spec.configs.retain(|(k, _)| *k != "retention.ms");
+    transport.ensure_topic(&dlq_spec).await?;
+
+    // Events on one topic in one group share this consumer, so they must
+    // ask for the same consumer settings.
+    let settings = ConsumerSettings::of(first_route, options.max_in_flight);
+    for &(name, route) in &sub.events[1..] {
+        check_same_settings(
+            &settings,
+            &[first_name],
+            name,
+            route,
+            &topic,
+            &sub.group,
+            options.max_in_flight,
+        )?;
+    }
+
+    let mut config = options.client_config();
+    let auto_commit = settings.auto_commit;
+    config
+        .set("group.id", &sub.group)
+        .set(
+            "enable.auto.commit",
+            if auto_commit { "true" } else { "false" },
+        )
+        .set(
+            "enable.auto.offset.store",
+            if auto_commit { "true" } else { "false" },
+        )
+        .set("auto.offset.reset", settings.auto_offset_reset);
+    if let Some(ms) = settings.session_timeout_ms {
+        config.set("session.timeout.ms", ms.to_string());
+    }
+    for (k, v) in &options.consumer_properties {
+        config.set(k, v);
+    }
+    let max_in_flight = settings.max_in_flight;
+
+    let shared = Arc::new(Shared {
+        transport: transport.clone(),
+        dispatcher: sub.dispatcher.clone(),
+        settings,
+        topic: topic.clone(),
+        group: sub.group.clone(),
+        dead_letter_topic,
+        manual_offsets: !auto_commit,
+        lanes: Mutex::new(HashMap::new()),
+        state: AtomicU8::new(RUNNING),
+        dirty: AtomicBool::new(false),
+    });
+    let consumer: KafkaBaseConsumer = config
+        .create_with_context(SubscriptionContext {
+            shared: shared.clone(),
+        })
+        .map_err(|e| Error::config(format!("invalid Kafka consumer settings: {e}")))?;
+    consumer
+        .subscribe(&[topic.as_str()])
+        .map_err(|e| Error::connection(KAFKA, format!("subscribing to `{topic}` failed"), e))?;
+    let consumer = Arc::new(consumer);
+
+    let (done_tx, done_rx) = oneshot::channel();
+    let runtime = tokio::runtime::Handle::current();
+    let thread_shared = shared.clone();
+    let commit_interval = options.commit_interval;
+    std::thread::Builder::new()
+        .name(format!("heytom-kafka-{topic}"))
+        .spawn(move || {
+            poll_loop(
+                thread_shared,
+                consumer,
+                runtime,
+                InFlight::new(max_in_flight),
+                commit_interval,
+            );
+            let _ = done_tx.send(());
+        })
+        .map_err(|e| Error::connection(KAFKA, "could not start the consumer thread", e))?;
+    tracing::info!(topic = %topic, group = %sub.group, events = ?sub.dispatcher.event_names(), max_in_flight, auto_commit, "Kafka consumer started");
+    Ok(Box::new(KafkaSubscription {
+        consumer: Arc::new(RunningConsumer {
+            shared,
+            done: done_rx.shared(),
+        }),
+        group: sub.group,
+        stopped: false,
+    }))
+}
+
+/// A configuration error when `name`'s consumer settings differ from those
+/// of the events already on the consumer.
+fn check_same_settings(
+    settings: &ConsumerSettings,
+    others: &[&str],
+    name: &str,
+    route: &Route,
+    topic: &str,
+    group: &str,
+    max_in_flight: usize,
+) -> Result<()> {
+    let differences = settings.differences(&ConsumerSettings::of(route, max_in_flight));
+    if differences.is_empty() {
+        return Ok(());
+    }
+    Err(Error::config(format!(
+        "events {} and `{name}` share topic `{topic}` in group `{group}`, so they share one consumer, \
+         but ask for different consumer settings ({}); give them the same \
+         #[kafka(...)] consumer settings or different groups",
+        others
+            .iter()
+            .map(|n| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        differences.join(", ")
+    )))
+}
+
+/// The subscription of one (topic, group).
+struct KafkaSubscription {
+    consumer: Arc<RunningConsumer>,
+    group: String,
+    /// `stop` ran: dropping the handle then does nothing more.
+    stopped: bool,
+}
+
+#[async_trait]
+impl SubscriptionHandle for KafkaSubscription {
+    async fn add_event(&self, event_name: &'static str, route: &'static Route) -> Result<()> {
+        let shared = &self.consumer.shared;
+        check_same_settings(
+            &shared.settings,
+            &shared.dispatcher.event_names(),
+            event_name,
+            route,
+            &shared.topic,
+            &self.group,
+            shared.transport.options.max_in_flight,
+        )
+    }
+
+    async fn stop(mut self: Box<Self>) -> Result<()> {
+        self.stopped = true;
+        let shared = self.consumer.shared.clone();
+        let _ =
+            shared
+                .state
+                .compare_exchange(RUNNING, STOPPING, Ordering::AcqRel, Ordering::Acquire);
+        self.consumer
+            .done
+            .clone()
+            .await
+            .map_err(|_| Error::Connection {
+                transport: KAFKA,
+                message: format!(
+                    "the consumer thread of `{}` ended unexpectedly",
+                    shared.topic
+                ),
+                source: None,
+            })
+    }
+}
+
+impl Drop for KafkaSubscription {
+    fn drop(&mut self) {
+        if self.stopped {
+            return;
+        }
+        // Dropped without stop(): close like a crashed process, committing
+        // nothing more.
+        let _ = self.consumer.shared.state.compare_exchange(
+            RUNNING,
+            ABORTED,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+    }
+}
