@@ -15,7 +15,7 @@ use crate::handler::{
 use crate::producer::{Producer, Router};
 use crate::retry::RetryPolicy;
 use crate::transport::memory::{InMemoryBroker, InMemoryTransport};
-use crate::transport::{Subscription, SubscriptionHandle, Transport};
+use crate::transport::{Subscription, SubscriptionHandle, Transport, TransportConfig};
 
 pub use crate::redact::redact_url;
 
@@ -23,16 +23,14 @@ type HandlerFilter = Box<dyn Fn(&HandlerRegistration) -> bool + Send + Sync>;
 
 /// Builds an [`App`]; start with [`App::builder`] or [`App::from_env`].
 pub struct AppBuilder {
+    /// The embedded broker (the default when no transport is configured).
     in_memory: Option<InMemoryBroker>,
-    #[cfg(feature = "rabbitmq")]
-    rabbitmq: Option<crate::transport::rabbitmq::RabbitMqOptions>,
-    #[cfg(feature = "kafka")]
-    kafka: Option<crate::transport::kafka::KafkaOptions>,
+    /// Every other transport, in the order given.
+    transports: Vec<Box<dyn TransportConfig>>,
     #[cfg(feature = "_outbox")]
     outbox: Option<crate::outbox::Outbox>,
     #[cfg(feature = "_outbox")]
     local_message_retry: Option<crate::outbox::LocalMessageRetryOptions>,
-    transports: Vec<Arc<dyn Transport>>,
     state: StateMap,
     explicit: Vec<HandlerEntry>,
     discover: bool,
@@ -47,15 +45,11 @@ impl Default for AppBuilder {
     fn default() -> Self {
         AppBuilder {
             in_memory: None,
-            #[cfg(feature = "rabbitmq")]
-            rabbitmq: None,
-            #[cfg(feature = "kafka")]
-            kafka: None,
+            transports: Vec::new(),
             #[cfg(feature = "_outbox")]
             outbox: None,
             #[cfg(feature = "_outbox")]
             local_message_retry: None,
-            transports: Vec::new(),
             state: StateMap::new(),
             explicit: Vec::new(),
             discover: true,
@@ -94,21 +88,28 @@ impl AppBuilder {
 
     /// Uses RabbitMQ for events with `#[rabbitmq(...)]`.
     #[cfg(feature = "rabbitmq")]
-    pub fn rabbitmq(mut self, options: crate::transport::rabbitmq::RabbitMqOptions) -> Self {
-        self.rabbitmq = Some(options);
-        self
+    pub fn rabbitmq(self, options: crate::RabbitMqOptions) -> Self {
+        self.transport_config(options)
     }
 
     /// Uses Kafka for events with `#[kafka(...)]`.
     #[cfg(feature = "kafka")]
-    pub fn kafka(mut self, options: crate::transport::kafka::KafkaOptions) -> Self {
-        self.kafka = Some(options);
-        self
+    pub fn kafka(self, options: crate::KafkaOptions) -> Self {
+        self.transport_config(options)
     }
 
-    /// Adds a transport of your own (it replaces a built-in one of the same kind).
-    pub fn transport(mut self, transport: Arc<dyn Transport>) -> Self {
-        self.transports.push(transport);
+    /// Adds a transport you made yourself. Its [`Transport::kind`] is its
+    /// identity: a [`TransportKind::Custom`] one carries the events without
+    /// a transport attribute when no built-in transport is configured; one
+    /// with a built-in kind replaces that transport.
+    pub fn transport(self, transport: Arc<dyn Transport>) -> Self {
+        self.transport_config(transport)
+    }
+
+    /// Adds a transport's configuration, connected by [`AppBuilder::build`];
+    /// a later one of the same kind replaces an earlier one.
+    pub fn transport_config(mut self, config: impl TransportConfig) -> Self {
+        self.transports.push(Box::new(config));
         self
     }
 
@@ -242,22 +243,22 @@ impl AppBuilder {
         let outbox_config =
             crate::outbox::resolve_config(self.outbox.take(), self.local_message_retry.take())?;
 
+        // A later configuration of a kind replaces an earlier one.
+        let mut configs: Vec<Box<dyn TransportConfig>> = Vec::new();
+        for c in self.transports.drain(..) {
+            configs.retain(|earlier| earlier.kind() != c.kind());
+            configs.push(c);
+        }
         // Check every handled event has a transport before connecting anything.
-        let mut kinds: Vec<TransportKind> = self.transports.iter().map(|t| t.kind()).collect();
-        #[cfg(feature = "rabbitmq")]
-        if self.rabbitmq.is_some() {
-            kinds.push(TransportKind::RabbitMq);
-        }
-        #[cfg(feature = "kafka")]
-        if self.kafka.is_some() {
-            kinds.push(TransportKind::Kafka);
-        }
+        let mut kinds: Vec<TransportKind> = configs.iter().map(|c| c.kind()).collect();
+        // A transport of your own with the in-memory kind replaces the broker's.
+        let own_in_memory = kinds.contains(&TransportKind::InMemory);
         let broker = match self.in_memory.take() {
             Some(b) => Some(b),
             None if kinds.is_empty() => Some(InMemoryBroker::new()),
             None => None,
         };
-        if broker.is_some() {
+        if broker.is_some() && !own_in_memory {
             kinds.push(TransportKind::InMemory);
         }
         let mut missing: Vec<(String, TransportKind)> = Vec::new();
@@ -274,19 +275,11 @@ impl AppBuilder {
         }
 
         let mut router = Router::default();
-        if let Some(b) = &broker {
+        if let Some(b) = broker.as_ref().filter(|_| !own_in_memory) {
             router.insert(Arc::new(InMemoryTransport::new(b.clone())));
         }
-        #[cfg(feature = "rabbitmq")]
-        if let Some(opts) = self.rabbitmq.take() {
-            router.insert(crate::transport::rabbitmq::connect_transport(opts).await?);
-        }
-        #[cfg(feature = "kafka")]
-        if let Some(opts) = self.kafka.take() {
-            router.insert(crate::transport::kafka::connect_transport(opts).await?);
-        }
-        for t in self.transports.drain(..) {
-            router.insert(t);
+        for config in configs {
+            router.insert(config.connect().await?);
         }
 
         #[allow(unused_mut)]
@@ -354,15 +347,11 @@ impl App {
     /// `HEYTOM_KAFKA_BOOTSTRAP_SERVERS` and `HEYTOM_DATABASE_URL`; with none
     /// set it uses the in-memory broker.
     pub fn from_env() -> AppBuilder {
-        #[allow(unused_mut)]
         let mut b = AppBuilder::default();
-        #[cfg(feature = "rabbitmq")]
-        if let Some(url) = env_var("HEYTOM_RABBITMQ_URL") {
-            b = b.rabbitmq(crate::transport::rabbitmq::RabbitMqOptions::new(url));
-        }
-        #[cfg(feature = "kafka")]
-        if let Some(servers) = env_var("HEYTOM_KAFKA_BOOTSTRAP_SERVERS") {
-            b = b.kafka(crate::transport::kafka::KafkaOptions::new(servers));
+        for from_env in crate::transport::FROM_ENV {
+            if let Some(config) = from_env() {
+                b.transports.push(config);
+            }
         }
         if let Some(url) = env_var("HEYTOM_DATABASE_URL") {
             #[cfg(feature = "_outbox")]

@@ -45,8 +45,10 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
     fn partition_key(&self) -> Option<String>;
 }
 
-/// Where an event travels.
+/// Where an event travels. `#[non_exhaustive]`: a new transport's
+/// attribute is a new variant, not a breaking change.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Route {
     /// `#[kafka(...)]`
     Kafka(KafkaRoute),
@@ -57,12 +59,33 @@ pub enum Route {
 }
 
 impl Route {
-    /// The transport this route asks for.
+    /// The transport this route asks for (in-memory for an event without
+    /// a transport attribute).
     pub fn kind(&self) -> TransportKind {
+        self.transport().unwrap_or(TransportKind::InMemory)
+    }
+
+    /// The transport the event's attribute names; `None` without one (the
+    /// event takes the app's default transport).
+    pub fn transport(&self) -> Option<TransportKind> {
         match self {
-            Route::Kafka(_) => TransportKind::Kafka,
-            Route::RabbitMq(_) => TransportKind::RabbitMq,
-            Route::Default => TransportKind::InMemory,
+            Route::Kafka(_) => Some(TransportKind::Kafka),
+            Route::RabbitMq(_) => Some(TransportKind::RabbitMq),
+            Route::Default => None,
+        }
+    }
+
+    /// Where a message of `event_name` goes, as the local message table
+    /// records it: the topic (Kafka topic, RabbitMQ exchange, or the event
+    /// name) and the RabbitMQ routing key.
+    pub fn address(&self, event_name: &str) -> (String, Option<String>) {
+        match self {
+            Route::Kafka(k) => (k.topic.to_owned(), None),
+            Route::RabbitMq(r) => (
+                r.exchange.unwrap_or_default().to_owned(),
+                Some(r.routing_key.to_owned()),
+            ),
+            Route::Default => (event_name.to_owned(), None),
         }
     }
 
@@ -83,8 +106,11 @@ impl Route {
     }
 }
 
-/// The transports heytom-mq knows.
+/// A transport's identity: the built-in ones, or a transport of your own
+/// with its own name (`TransportKind::Custom("nats")`). `#[non_exhaustive]`:
+/// a new built-in transport is not a breaking change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum TransportKind {
     /// The embedded in-process broker.
     InMemory,
@@ -92,6 +118,10 @@ pub enum TransportKind {
     RabbitMq,
     /// Kafka through rdkafka.
     Kafka,
+    /// A transport of your own, by name. Events without a transport
+    /// attribute travel on it when the app has no in-memory broker, RabbitMQ
+    /// or Kafka configured.
+    Custom(&'static str),
 }
 
 impl TransportKind {
@@ -101,6 +131,7 @@ impl TransportKind {
             TransportKind::InMemory => "InMemory",
             TransportKind::RabbitMq => "RabbitMQ",
             TransportKind::Kafka => "Kafka",
+            TransportKind::Custom(name) => name,
         }
     }
 

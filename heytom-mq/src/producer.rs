@@ -42,7 +42,7 @@ impl Router {
 
     /// The attribute's transport if configured; otherwise the in-memory
     /// broker if configured; an event with no attribute takes the first
-    /// configured of in-memory, RabbitMQ, Kafka.
+    /// configured of in-memory, RabbitMQ, Kafka and the custom transports.
     pub(crate) fn resolve(&self, route: &Route) -> Option<&Arc<dyn Transport>> {
         resolve_kind(self.transports.keys().copied(), route).and_then(|k| self.transports.get(&k))
     }
@@ -54,13 +54,13 @@ pub(crate) fn resolve_kind(
     route: &Route,
 ) -> Option<TransportKind> {
     let has = |k: TransportKind| configured.clone().any(|c| c == k);
-    match route {
-        Route::Kafka(_) if has(TransportKind::Kafka) => Some(TransportKind::Kafka),
-        Route::RabbitMq(_) if has(TransportKind::RabbitMq) => Some(TransportKind::RabbitMq),
-        Route::Kafka(_) | Route::RabbitMq(_) => {
-            has(TransportKind::InMemory).then_some(TransportKind::InMemory)
-        }
-        Route::Default => configured.clone().min(),
+    match route.transport() {
+        Some(k) if has(k) => Some(k),
+        // The in-memory broker carries every event, whatever its attribute.
+        Some(_) => has(TransportKind::InMemory).then_some(TransportKind::InMemory),
+        // No attribute: the first configured of in-memory, RabbitMQ, Kafka,
+        // then the custom transports by name.
+        None => configured.clone().min(),
     }
 }
 

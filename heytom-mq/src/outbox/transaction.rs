@@ -13,7 +13,7 @@ use super::relay::OutboxRuntime;
 use super::repository::{Built, DbKind, ROWS_PER_STATEMENT};
 use super::{LocalMessage, MessageStatus};
 use crate::error::{BoxError, Error, Result};
-use crate::event::{registered_event, Envelope, Event, EventId, Headers, Route};
+use crate::event::{registered_event, Envelope, Event, EventId, Headers};
 use crate::producer::Producer;
 
 /// A database the local message table can live in: PostgreSQL, MySQL /
@@ -144,14 +144,7 @@ impl<DB: OutboxDatabase> OutboxTransaction<DB> {
         let route = E::route();
         let transport = self.producer.transport_for(E::NAME, route)?;
         let envelope = Envelope::with_headers(event, headers)?;
-        let (topic, routing_key) = match route {
-            Route::Kafka(k) => (k.topic.to_owned(), None),
-            Route::RabbitMq(r) => (
-                r.exchange.unwrap_or("").to_owned(),
-                Some(r.routing_key.to_owned()),
-            ),
-            Route::Default => (E::NAME.to_owned(), None),
-        };
+        let (topic, routing_key) = route.address(E::NAME);
         let relay = &self.runtime.relay;
         let (next_attempt_at, locked_by) = if relay.dispatch_after_commit {
             // Hidden from every scanner while this instance sends it.

@@ -75,8 +75,10 @@ struct Group {
 }
 
 struct GroupState {
-    lanes: Vec<VecDeque<Incoming>>,
+    /// Messages with their arrival number, per lane.
+    lanes: Vec<VecDeque<(u64, Incoming)>>,
     busy: [bool; LANES],
+    next_seq: u64,
 }
 
 impl Group {
@@ -85,6 +87,7 @@ impl Group {
             state: Mutex::new(GroupState {
                 lanes: (0..LANES).map(|_| VecDeque::new()).collect(),
                 busy: [false; LANES],
+                next_seq: 0,
             }),
             notify: Notify::new(),
             next_lane: AtomicUsize::new(0),
@@ -100,24 +103,29 @@ impl Group {
             }
             None => self.next_lane.fetch_add(1, Ordering::Relaxed) % LANES,
         };
-        lock(&self.state).lanes[lane].push_back(msg);
+        let mut st = lock(&self.state);
+        let seq = st.next_seq;
+        st.next_seq += 1;
+        st.lanes[lane].push_back((seq, msg));
+        drop(st);
         self.notify.notify_one();
     }
 
-    fn take(&self) -> Option<(usize, Incoming)> {
+    /// The oldest message of a free lane: in arrival order across lanes,
+    /// so one worker takes unkeyed messages as a queue would.
+    fn take(&self) -> Option<(usize, u64, Incoming)> {
         let mut st = lock(&self.state);
-        for i in 0..LANES {
-            if !st.busy[i] {
-                if let Some(m) = st.lanes[i].pop_front() {
-                    st.busy[i] = true;
-                    return Some((i, m));
-                }
-            }
-        }
-        None
+        let lane = (0..LANES)
+            .filter(|&i| !st.busy[i])
+            .filter_map(|i| st.lanes[i].front().map(|(seq, _)| (*seq, i)))
+            .min()?
+            .1;
+        let (seq, m) = st.lanes[lane].pop_front()?;
+        st.busy[lane] = true;
+        Some((lane, seq, m))
     }
 
-    fn release(&self, lane: usize, requeue: Option<Incoming>) {
+    fn release(&self, lane: usize, requeue: Option<(u64, Incoming)>) {
         let mut st = lock(&self.state);
         if let Some(m) = requeue {
             st.lanes[lane].push_front(m);
@@ -309,7 +317,7 @@ impl Transport for InMemoryTransport {
                     if stopped.load(Ordering::Acquire) {
                         break;
                     }
-                    let Some((lane, msg)) = group.take() else {
+                    let Some((lane, seq, msg)) = group.take() else {
                         notified.await;
                         continue;
                     };
@@ -322,7 +330,7 @@ impl Transport for InMemoryTransport {
                             // Requeue means shutting down: take nothing more,
                             // not even this message back (it waits for the next start).
                             stopped.store(true, Ordering::Release);
-                            group.release(lane, Some(msg));
+                            group.release(lane, Some((seq, msg)));
                             group.notify.notify_waiters();
                         }
                         Outcome::DeadLetter(d) => {

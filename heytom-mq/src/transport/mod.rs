@@ -22,6 +22,42 @@ pub mod memory;
 #[cfg(feature = "rabbitmq")]
 pub mod rabbitmq;
 
+/// Reads one transport's configuration from the environment, if set.
+pub(crate) type ConfigFromEnv = fn() -> Option<Box<dyn TransportConfig>>;
+
+/// The built-in transports [`App::from_env`](crate::App::from_env) looks
+/// for in the environment: one line per transport.
+pub(crate) const FROM_ENV: &[ConfigFromEnv] = &[
+    #[cfg(feature = "rabbitmq")]
+    rabbitmq::from_env,
+    #[cfg(feature = "kafka")]
+    kafka::from_env,
+];
+
+/// A transport's configuration, which `AppBuilder` connects when the app is
+/// built: `RabbitMqOptions`, `KafkaOptions`, and any transport you made
+/// yourself (`Arc<dyn Transport>`, added with `AppBuilder::transport`).
+#[async_trait]
+pub trait TransportConfig: Send + Sync + 'static {
+    /// The identity of the transport it connects; a later configuration of
+    /// the same kind replaces an earlier one.
+    fn kind(&self) -> TransportKind;
+
+    /// Connects the transport.
+    async fn connect(self: Box<Self>) -> Result<Arc<dyn Transport>>;
+}
+
+#[async_trait]
+impl TransportConfig for Arc<dyn Transport> {
+    fn kind(&self) -> TransportKind {
+        Transport::kind(self.as_ref())
+    }
+
+    async fn connect(self: Box<Self>) -> Result<Arc<dyn Transport>> {
+        Ok(*self)
+    }
+}
+
 /// One message to publish: where it goes and what it is.
 #[derive(Debug, Clone)]
 pub struct Outgoing {

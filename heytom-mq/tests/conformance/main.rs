@@ -25,6 +25,7 @@
 #[macro_use]
 mod harness;
 mod checks;
+mod custom;
 #[cfg(feature = "kafka")]
 mod kafka;
 mod memory;

@@ -437,6 +437,19 @@ impl Transport for KafkaTransport {
     }
 }
 
-pub(crate) async fn connect_transport(options: KafkaOptions) -> Result<Arc<dyn Transport>> {
-    Ok(Arc::new(KafkaTransport::connect(options).await?))
+#[async_trait]
+impl crate::transport::TransportConfig for KafkaOptions {
+    fn kind(&self) -> TransportKind {
+        TransportKind::Kafka
+    }
+
+    async fn connect(self: Box<Self>) -> Result<Arc<dyn Transport>> {
+        Ok(Arc::new(KafkaTransport::connect(*self).await?))
+    }
+}
+
+/// `HEYTOM_KAFKA_BOOTSTRAP_SERVERS`, for `App::from_env`.
+pub(crate) fn from_env() -> Option<Box<dyn crate::transport::TransportConfig>> {
+    let servers = std::env::var("HEYTOM_KAFKA_BOOTSTRAP_SERVERS").ok()?;
+    (!servers.trim().is_empty()).then(|| Box::new(KafkaOptions::new(servers)) as Box<_>)
 }

@@ -185,6 +185,19 @@ impl Transport for RabbitMqTransport {
     }
 }
 
-pub(crate) async fn connect_transport(options: RabbitMqOptions) -> Result<Arc<dyn Transport>> {
-    Ok(Arc::new(RabbitMqTransport::connect(options).await?))
+#[async_trait]
+impl crate::transport::TransportConfig for RabbitMqOptions {
+    fn kind(&self) -> TransportKind {
+        TransportKind::RabbitMq
+    }
+
+    async fn connect(self: Box<Self>) -> Result<Arc<dyn Transport>> {
+        Ok(Arc::new(RabbitMqTransport::connect(*self).await?))
+    }
+}
+
+/// `HEYTOM_RABBITMQ_URL`, for `App::from_env`.
+pub(crate) fn from_env() -> Option<Box<dyn crate::transport::TransportConfig>> {
+    let url = std::env::var("HEYTOM_RABBITMQ_URL").ok()?;
+    (!url.trim().is_empty()).then(|| Box::new(RabbitMqOptions::new(url)) as Box<_>)
 }

@@ -50,21 +50,21 @@ pub(crate) fn destination<'a>(
     event_name: &'a str,
     default_exchange: &'a str,
 ) -> Result<Destination<'a>> {
-    match route {
-        Route::RabbitMq(r) => Ok(Destination {
+    match (route.as_rabbitmq(), route.transport()) {
+        (Some(r), _) => Ok(Destination {
             exchange: r.exchange.unwrap_or(default_exchange),
             kind: r.exchange_type.unwrap_or(ExchangeType::Topic),
             durable: r.durable.unwrap_or(true),
             routing_key: r.routing_key,
         }),
-        Route::Default => Ok(Destination {
+        (None, None) => Ok(Destination {
             exchange: default_exchange,
             kind: ExchangeType::Topic,
             durable: true,
             routing_key: event_name,
         }),
-        Route::Kafka(_) => Err(Error::config(format!(
-            "event `{event_name}` has a #[kafka] route; the RabbitMQ transport cannot carry it"
+        (None, Some(other)) => Err(Error::config(format!(
+            "event `{event_name}` has a {other} route; the RabbitMQ transport cannot carry it"
         ))),
     }
 }
