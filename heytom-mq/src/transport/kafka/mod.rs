@@ -114,7 +114,7 @@ pub(crate) fn topic_of<'a>(route: &'a Route, event_name: &'a str) -> &'a str {
 
 /// The Kafka [`Transport`].
 ///
-/// Built by `AppBuilder::kafka(..)`; [`KafkaProducer`] and [`KafkaConsumer`]
+/// Built by `AppBuilder::kafka(..)`; [`KafkaProducer`](crate::KafkaProducer) and [`KafkaConsumer`](crate::KafkaConsumer)
 /// wrap it for manual use.
 #[derive(Clone)]
 pub struct KafkaTransport {
