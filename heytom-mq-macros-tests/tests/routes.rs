@@ -49,44 +49,38 @@ pub struct OrderPlaced {
 
 #[test]
 fn every_kafka_key_reaches_the_route() {
-    assert_eq!(
-        OrderCreated::route(),
-        &Route::Kafka(KafkaRoute {
-            topic: "order-events",
-            group_id: Some("order-service-group"),
-            partition_key: Some("order_id"),
-            num_partitions: Some(3),
-            replication_factor: Some(2),
-            retention_ms: Some(86_400_000),
-            compression_type: Some(CompressionType::Gzip),
-            enable_idempotence: Some(true),
-            acks: Some(Acks::All),
-            auto_offset_reset: Some(AutoOffsetReset::Earliest),
-            enable_auto_commit: Some(false),
-            session_timeout_ms: Some(10_000),
-            max_poll_records: Some(500),
-        })
-    );
+    let r = OrderCreated::route().as_kafka().expect("a Kafka route");
+    assert_eq!(r.topic, "order-events");
+    assert_eq!(r.group_id, Some("order-service-group"));
+    assert_eq!(r.partition_key, Some("order_id"));
+    assert_eq!(r.num_partitions, Some(3));
+    assert_eq!(r.replication_factor, Some(2));
+    assert_eq!(r.retention_ms, Some(86_400_000));
+    assert_eq!(r.compression_type, Some(CompressionType::Gzip));
+    assert_eq!(r.enable_idempotence, Some(true));
+    assert_eq!(r.acks, Some(Acks::All));
+    assert_eq!(r.auto_offset_reset, Some(AutoOffsetReset::Earliest));
+    assert_eq!(r.enable_auto_commit, Some(false));
+    assert_eq!(r.session_timeout_ms, Some(10_000));
+    assert_eq!(r.max_poll_records, Some(500));
     assert_eq!(OrderCreated::NAME, "OrderCreated");
 }
 
 #[test]
 fn every_rabbitmq_key_reaches_the_route() {
-    assert_eq!(
-        OrderPlaced::route(),
-        &Route::RabbitMq(RabbitMqRoute {
-            routing_key: "order.created",
-            exchange: Some("order.exchange"),
-            exchange_type: Some(ExchangeType::Topic),
-            queue_name: Some("order.created.queue"),
-            durable: Some(true),
-            message_ttl: Some(60_000),
-            max_length: Some(10_000),
-            max_priority: Some(10),
-            dead_letter_exchange: Some("order.dlx"),
-            dead_letter_routing_key: Some("order.dead"),
-        })
-    );
+    let r = OrderPlaced::route()
+        .as_rabbitmq()
+        .expect("a RabbitMq route");
+    assert_eq!(r.routing_key, "order.created");
+    assert_eq!(r.exchange, Some("order.exchange"));
+    assert_eq!(r.exchange_type, Some(ExchangeType::Topic));
+    assert_eq!(r.queue_name, Some("order.created.queue"));
+    assert_eq!(r.durable, Some(true));
+    assert_eq!(r.message_ttl, Some(60_000));
+    assert_eq!(r.max_length, Some(10_000));
+    assert_eq!(r.max_priority, Some(10));
+    assert_eq!(r.dead_letter_exchange, Some("order.dlx"));
+    assert_eq!(r.dead_letter_routing_key, Some("order.dead"));
     assert_eq!(
         OrderPlaced {
             order_id: "o".into(),

@@ -71,12 +71,12 @@ impl Event for BenchEvent {
         R.get_or_init(|| {
             let n = names();
             let leak = |s: &str| -> &'static str { Box::leak(s.to_owned().into_boxed_str()) };
-            Route::RabbitMq(RabbitMqRoute {
-                exchange: Some(leak(&n.exchange)),
-                queue_name: Some(leak(&n.heytom_queue)),
-                durable: Some(false),
-                ..RabbitMqRoute::new(leak(&n.heytom_key))
-            })
+            Route::RabbitMq(
+                RabbitMqRoute::new(leak(&n.heytom_key))
+                    .exchange(leak(&n.exchange))
+                    .queue_name(leak(&n.heytom_queue))
+                    .durable(false),
+            )
         })
     }
     fn partition_key(&self) -> Option<String> {

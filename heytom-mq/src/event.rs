@@ -247,7 +247,10 @@ impl ExchangeType {
 }
 
 /// The settings of `#[kafka(...)]`; keys that were not given are `None`.
+/// `#[non_exhaustive]`: build one with [`KafkaRoute::new`] and the setters
+/// (`KafkaRoute::new("orders").group_id("billing")`), all `const`.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct KafkaRoute {
     /// Topic name (required).
     pub topic: &'static str,
@@ -296,10 +299,85 @@ impl KafkaRoute {
             max_poll_records: None,
         }
     }
+
+    /// Sets `group_id`.
+    pub const fn group_id(mut self, group_id: &'static str) -> Self {
+        self.group_id = Some(group_id);
+        self
+    }
+
+    /// Sets `partition_key`.
+    pub const fn partition_key(mut self, partition_key: &'static str) -> Self {
+        self.partition_key = Some(partition_key);
+        self
+    }
+
+    /// Sets `num_partitions`.
+    pub const fn num_partitions(mut self, num_partitions: i32) -> Self {
+        self.num_partitions = Some(num_partitions);
+        self
+    }
+
+    /// Sets `replication_factor`.
+    pub const fn replication_factor(mut self, replication_factor: i16) -> Self {
+        self.replication_factor = Some(replication_factor);
+        self
+    }
+
+    /// Sets `retention_ms`.
+    pub const fn retention_ms(mut self, retention_ms: u64) -> Self {
+        self.retention_ms = Some(retention_ms);
+        self
+    }
+
+    /// Sets `compression_type`.
+    pub const fn compression_type(mut self, compression_type: CompressionType) -> Self {
+        self.compression_type = Some(compression_type);
+        self
+    }
+
+    /// Sets `enable_idempotence`.
+    pub const fn enable_idempotence(mut self, enable_idempotence: bool) -> Self {
+        self.enable_idempotence = Some(enable_idempotence);
+        self
+    }
+
+    /// Sets `acks`.
+    pub const fn acks(mut self, acks: Acks) -> Self {
+        self.acks = Some(acks);
+        self
+    }
+
+    /// Sets `auto_offset_reset`.
+    pub const fn auto_offset_reset(mut self, auto_offset_reset: AutoOffsetReset) -> Self {
+        self.auto_offset_reset = Some(auto_offset_reset);
+        self
+    }
+
+    /// Sets `enable_auto_commit`.
+    pub const fn enable_auto_commit(mut self, enable_auto_commit: bool) -> Self {
+        self.enable_auto_commit = Some(enable_auto_commit);
+        self
+    }
+
+    /// Sets `session_timeout_ms`.
+    pub const fn session_timeout_ms(mut self, session_timeout_ms: u32) -> Self {
+        self.session_timeout_ms = Some(session_timeout_ms);
+        self
+    }
+
+    /// Sets `max_poll_records`.
+    pub const fn max_poll_records(mut self, max_poll_records: u32) -> Self {
+        self.max_poll_records = Some(max_poll_records);
+        self
+    }
 }
 
 /// The settings of `#[rabbitmq(...)]`; keys that were not given are `None`.
+/// `#[non_exhaustive]`: build one with [`RabbitMqRoute::new`] and the
+/// setters, all `const`.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RabbitMqRoute {
     /// Routing key (required).
     pub routing_key: &'static str,
@@ -338,6 +416,60 @@ impl RabbitMqRoute {
             dead_letter_exchange: None,
             dead_letter_routing_key: None,
         }
+    }
+
+    /// Sets `exchange`.
+    pub const fn exchange(mut self, exchange: &'static str) -> Self {
+        self.exchange = Some(exchange);
+        self
+    }
+
+    /// Sets `exchange_type`.
+    pub const fn exchange_type(mut self, exchange_type: ExchangeType) -> Self {
+        self.exchange_type = Some(exchange_type);
+        self
+    }
+
+    /// Sets `queue_name`.
+    pub const fn queue_name(mut self, queue_name: &'static str) -> Self {
+        self.queue_name = Some(queue_name);
+        self
+    }
+
+    /// Sets `durable`.
+    pub const fn durable(mut self, durable: bool) -> Self {
+        self.durable = Some(durable);
+        self
+    }
+
+    /// Sets `message_ttl`.
+    pub const fn message_ttl(mut self, message_ttl: u32) -> Self {
+        self.message_ttl = Some(message_ttl);
+        self
+    }
+
+    /// Sets `max_length`.
+    pub const fn max_length(mut self, max_length: u32) -> Self {
+        self.max_length = Some(max_length);
+        self
+    }
+
+    /// Sets `max_priority`.
+    pub const fn max_priority(mut self, max_priority: u8) -> Self {
+        self.max_priority = Some(max_priority);
+        self
+    }
+
+    /// Sets `dead_letter_exchange`.
+    pub const fn dead_letter_exchange(mut self, dead_letter_exchange: &'static str) -> Self {
+        self.dead_letter_exchange = Some(dead_letter_exchange);
+        self
+    }
+
+    /// Sets `dead_letter_routing_key`.
+    pub const fn dead_letter_routing_key(mut self, dead_letter_routing_key: &'static str) -> Self {
+        self.dead_letter_routing_key = Some(dead_letter_routing_key);
+        self
     }
 }
 

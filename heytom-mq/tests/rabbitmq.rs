@@ -283,65 +283,52 @@ fn derived_queue<E: Event>(handler: &str) -> String {
 
 event!(
     FullTopology,
-    rmq(RabbitMqRoute {
-        exchange: Some(name("full.exchange")),
-        exchange_type: Some(ExchangeType::Direct),
-        queue_name: Some(name("full.queue")),
-        durable: Some(true),
-        message_ttl: Some(60000),
-        max_length: Some(10000),
-        max_priority: Some(10),
-        dead_letter_exchange: Some(name("full.dlx")),
-        dead_letter_routing_key: Some(name("full.dead")),
-        ..RabbitMqRoute::new(name("full.created"))
-    })
+    rmq(RabbitMqRoute::new(name("full.created"))
+        .exchange(name("full.exchange"))
+        .exchange_type(ExchangeType::Direct)
+        .queue_name(name("full.queue"))
+        .durable(true)
+        .message_ttl(60000)
+        .max_length(10000)
+        .max_priority(10)
+        .dead_letter_exchange(name("full.dlx"))
+        .dead_letter_routing_key(name("full.dead")))
 );
 
 // Same queue as FullTopology, another TTL.
 event!(
     ConflictingTopology,
-    rmq(RabbitMqRoute {
-        exchange: Some(name("full.exchange")),
-        exchange_type: Some(ExchangeType::Direct),
-        queue_name: Some(name("full.queue")),
-        message_ttl: Some(1000),
-        ..RabbitMqRoute::new(name("full.created"))
-    })
+    rmq(RabbitMqRoute::new(name("full.created"))
+        .exchange(name("full.exchange"))
+        .exchange_type(ExchangeType::Direct)
+        .queue_name(name("full.queue"))
+        .message_ttl(1000))
 );
 
 event!(
     MinimalTopology,
-    rmq(RabbitMqRoute {
-        exchange: Some(name("minimal.exchange")),
-        ..RabbitMqRoute::new(name("minimal.created"))
-    })
+    rmq(RabbitMqRoute::new(name("minimal.created")).exchange(name("minimal.exchange")))
 );
 
 event!(
     DirectEvent,
-    rmq(RabbitMqRoute {
-        exchange: Some(name("rt.direct")),
-        exchange_type: Some(ExchangeType::Direct),
-        ..RabbitMqRoute::new(name("rt.direct.key"))
-    })
+    rmq(RabbitMqRoute::new(name("rt.direct.key"))
+        .exchange(name("rt.direct"))
+        .exchange_type(ExchangeType::Direct))
 );
 
 event!(
     TopicEvent,
-    rmq(RabbitMqRoute {
-        exchange: Some(name("rt.topic")),
-        exchange_type: Some(ExchangeType::Topic),
-        ..RabbitMqRoute::new(name("rt.topic.key"))
-    })
+    rmq(RabbitMqRoute::new(name("rt.topic.key"))
+        .exchange(name("rt.topic"))
+        .exchange_type(ExchangeType::Topic))
 );
 
 event!(
     FanoutEvent,
-    rmq(RabbitMqRoute {
-        exchange: Some(name("rt.fanout")),
-        exchange_type: Some(ExchangeType::Fanout),
-        ..RabbitMqRoute::new(name("rt.fanout.key"))
-    })
+    rmq(RabbitMqRoute::new(name("rt.fanout.key"))
+        .exchange(name("rt.fanout"))
+        .exchange_type(ExchangeType::Fanout))
 );
 
 // No attribute: the default exchange, routing key = NAME.
@@ -349,147 +336,111 @@ event!(PlainEvent, Route::Default);
 
 event!(
     SharedQueueEvent,
-    rmq(RabbitMqRoute {
-        exchange: Some(name("shared.exchange")),
-        queue_name: Some(name("shared.queue")),
-        ..RabbitMqRoute::new(name("shared.key"))
-    })
+    rmq(RabbitMqRoute::new(name("shared.key"))
+        .exchange(name("shared.exchange"))
+        .queue_name(name("shared.queue")))
 );
 
 event!(
     CompetingEvent,
-    rmq(RabbitMqRoute {
-        exchange: Some(name("compete.exchange")),
-        queue_name: Some(name("compete.queue")),
-        ..RabbitMqRoute::new(name("compete.key"))
-    })
+    rmq(RabbitMqRoute::new(name("compete.key"))
+        .exchange(name("compete.exchange"))
+        .queue_name(name("compete.queue")))
 );
 
 event!(
     RetryEvent,
-    rmq(RabbitMqRoute {
-        exchange: Some(name("retry.exchange")),
-        ..RabbitMqRoute::new(name("retry.key"))
-    })
+    rmq(RabbitMqRoute::new(name("retry.key")).exchange(name("retry.exchange")))
 );
 
 event!(
     DeadEvent,
-    rmq(RabbitMqRoute {
-        exchange: Some(name("dead.exchange")),
-        ..RabbitMqRoute::new(name("dead.key"))
-    })
+    rmq(RabbitMqRoute::new(name("dead.key")).exchange(name("dead.exchange")))
 );
 
 event!(
     DeadToDlxEvent,
-    rmq(RabbitMqRoute {
-        exchange: Some(name("deaddlx.exchange")),
-        dead_letter_exchange: Some(name("deaddlx.dlx")),
-        dead_letter_routing_key: Some(name("deaddlx.dead")),
-        ..RabbitMqRoute::new(name("deaddlx.key"))
-    })
+    rmq(RabbitMqRoute::new(name("deaddlx.key"))
+        .exchange(name("deaddlx.exchange"))
+        .dead_letter_exchange(name("deaddlx.dlx"))
+        .dead_letter_routing_key(name("deaddlx.dead")))
 );
 
 event!(
     MalformedEvent,
-    rmq(RabbitMqRoute {
-        exchange: Some(name("malformed.exchange")),
-        ..RabbitMqRoute::new(name("malformed.key"))
-    })
+    rmq(RabbitMqRoute::new(name("malformed.key")).exchange(name("malformed.exchange")))
 );
 
 event!(
     PriorityEvent,
-    rmq(RabbitMqRoute {
-        exchange: Some(name("prio.exchange")),
-        queue_name: Some(name("prio.queue")),
-        max_priority: Some(10),
-        ..RabbitMqRoute::new(name("prio.key"))
-    })
+    rmq(RabbitMqRoute::new(name("prio.key"))
+        .exchange(name("prio.exchange"))
+        .queue_name(name("prio.queue"))
+        .max_priority(10))
 );
 
 event!(
     TtlEvent,
-    rmq(RabbitMqRoute {
-        exchange: Some(name("ttl.exchange")),
-        queue_name: Some(name("ttl.queue")),
-        message_ttl: Some(100),
-        dead_letter_exchange: Some(name("ttl.dlx")),
-        dead_letter_routing_key: Some(name("ttl.expired")),
-        ..RabbitMqRoute::new(name("ttl.key"))
-    })
+    rmq(RabbitMqRoute::new(name("ttl.key"))
+        .exchange(name("ttl.exchange"))
+        .queue_name(name("ttl.queue"))
+        .message_ttl(100)
+        .dead_letter_exchange(name("ttl.dlx"))
+        .dead_letter_routing_key(name("ttl.expired")))
 );
 
 event!(
     UnsubscribeEvent,
-    rmq(RabbitMqRoute {
-        exchange: Some(name("unsub.exchange")),
-        queue_name: Some(name("unsub.queue")),
-        ..RabbitMqRoute::new(name("unsub.key"))
-    })
+    rmq(RabbitMqRoute::new(name("unsub.key"))
+        .exchange(name("unsub.exchange"))
+        .queue_name(name("unsub.queue")))
 );
 
 event!(
     UnroutableEvent,
-    rmq(RabbitMqRoute {
-        exchange: Some(name("unroutable.exchange")),
-        ..RabbitMqRoute::new(name("unroutable.key"))
-    })
+    rmq(RabbitMqRoute::new(name("unroutable.key")).exchange(name("unroutable.exchange")))
 );
 
 event!(
     BatchEvent,
-    rmq(RabbitMqRoute {
-        exchange: Some(name("batch.exchange")),
-        queue_name: Some(name("batch.queue")),
-        ..RabbitMqRoute::new(name("batch.key"))
-    })
+    rmq(RabbitMqRoute::new(name("batch.key"))
+        .exchange(name("batch.exchange"))
+        .queue_name(name("batch.queue")))
 );
 
 event!(
     MultiA,
-    rmq(RabbitMqRoute {
-        exchange: Some(name("multi.exchange")),
-        queue_name: Some(name("multi.queue")),
-        ..RabbitMqRoute::new(name("multi.a"))
-    })
+    rmq(RabbitMqRoute::new(name("multi.a"))
+        .exchange(name("multi.exchange"))
+        .queue_name(name("multi.queue")))
 );
 
 event!(
     MultiB,
-    rmq(RabbitMqRoute {
-        exchange: Some(name("multi.exchange")),
-        queue_name: Some(name("multi.queue")),
-        ..RabbitMqRoute::new(name("multi.b"))
-    })
+    rmq(RabbitMqRoute::new(name("multi.b"))
+        .exchange(name("multi.exchange"))
+        .queue_name(name("multi.queue")))
 );
 
 event!(
     RequeueEvent,
-    rmq(RabbitMqRoute {
-        exchange: Some(name("requeue.exchange")),
-        queue_name: Some(name("requeue.queue")),
-        ..RabbitMqRoute::new(name("requeue.key"))
-    })
+    rmq(RabbitMqRoute::new(name("requeue.key"))
+        .exchange(name("requeue.exchange"))
+        .queue_name(name("requeue.queue")))
 );
 
 event!(
     DroppedEvent,
-    rmq(RabbitMqRoute {
-        exchange: Some(name("dropped.exchange")),
-        queue_name: Some(name("dropped.queue")),
-        ..RabbitMqRoute::new(name("dropped.key"))
-    })
+    rmq(RabbitMqRoute::new(name("dropped.key"))
+        .exchange(name("dropped.exchange"))
+        .queue_name(name("dropped.queue")))
 );
 
 event!(
     RestartEvent,
-    rmq(RabbitMqRoute {
-        exchange: Some(name("restart.exchange")),
-        queue_name: Some(name("restart.queue")),
-        ..RabbitMqRoute::new(name("restart.key"))
-    })
+    rmq(RabbitMqRoute::new(name("restart.key"))
+        .exchange(name("restart.exchange"))
+        .queue_name(name("restart.queue")))
 );
 
 // ---------------------------------------------------------------- tests
@@ -622,12 +573,10 @@ async fn every_rabbitmq_key_is_declared_on_the_broker() {
     cleanup.exchange(declared);
     static DECLARED: OnceLock<Route> = OnceLock::new();
     let route = DECLARED.get_or_init(|| {
-        rmq(RabbitMqRoute {
-            exchange: Some(name("declared.exchange")),
-            exchange_type: Some(ExchangeType::Fanout),
-            durable: Some(false),
-            ..RabbitMqRoute::new("declared")
-        })
+        rmq(RabbitMqRoute::new("declared")
+            .exchange(name("declared.exchange"))
+            .exchange_type(ExchangeType::Fanout)
+            .durable(false))
     });
     transport.declare(route, "Declared").await.unwrap();
     let exchanges = ctl_json(&["list_exchanges", "name", "type", "durable"]).await;

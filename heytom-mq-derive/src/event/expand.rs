@@ -92,22 +92,29 @@ fn route(route: &RouteModel) -> TokenStream {
     }
 }
 
-fn some<T: ToTokens>(v: &Option<T>) -> TokenStream {
-    match v {
-        Some(v) => quote!(::core::option::Option::Some(#v)),
-        None => quote!(::core::option::Option::None),
-    }
+/// The value of a key that was given.
+fn some<T: ToTokens>(v: &Option<T>) -> Option<TokenStream> {
+    v.as_ref().map(|v| quote!(#v))
 }
 
-fn variant(ty: &str, v: &Option<&'static str>) -> TokenStream {
+/// The enum value of a key that was given.
+fn variant(ty: &str, v: &Option<&'static str>) -> Option<TokenStream> {
     let ty = format_ident!("{}", ty);
-    match v {
-        Some(v) => {
-            let v = format_ident!("{}", v);
-            quote!(::core::option::Option::Some(::heytom_mq::#ty::#v))
-        }
-        None => quote!(::core::option::Option::None),
-    }
+    v.map(|v| {
+        let v = format_ident!("{}", v);
+        quote!(::heytom_mq::#ty::#v)
+    })
+}
+
+/// `.key(value)` for every key that was given: the routes are
+/// `#[non_exhaustive]` and built with their `const` setters.
+fn setter_calls(keys: &[(&str, Option<TokenStream>)]) -> Vec<TokenStream> {
+    keys.iter()
+        .filter_map(|(key, value)| {
+            let key = format_ident!("{}", key);
+            value.as_ref().map(|v| quote!(.#key(#v)))
+        })
+        .collect()
 }
 
 fn kafka(k: &KafkaModel) -> TokenStream {
@@ -124,22 +131,22 @@ fn kafka(k: &KafkaModel) -> TokenStream {
     let enable_auto_commit = some(&k.enable_auto_commit);
     let session_timeout_ms = some(&k.session_timeout_ms);
     let max_poll_records = some(&k.max_poll_records);
+    let set = setter_calls(&[
+        ("group_id", group_id),
+        ("partition_key", partition_key),
+        ("num_partitions", num_partitions),
+        ("replication_factor", replication_factor),
+        ("retention_ms", retention_ms),
+        ("compression_type", compression_type),
+        ("enable_idempotence", enable_idempotence),
+        ("acks", acks),
+        ("auto_offset_reset", auto_offset_reset),
+        ("enable_auto_commit", enable_auto_commit),
+        ("session_timeout_ms", session_timeout_ms),
+        ("max_poll_records", max_poll_records),
+    ]);
     quote! {
-        ::heytom_mq::Route::Kafka(::heytom_mq::KafkaRoute {
-            topic: #topic,
-            group_id: #group_id,
-            partition_key: #partition_key,
-            num_partitions: #num_partitions,
-            replication_factor: #replication_factor,
-            retention_ms: #retention_ms,
-            compression_type: #compression_type,
-            enable_idempotence: #enable_idempotence,
-            acks: #acks,
-            auto_offset_reset: #auto_offset_reset,
-            enable_auto_commit: #enable_auto_commit,
-            session_timeout_ms: #session_timeout_ms,
-            max_poll_records: #max_poll_records,
-        })
+        ::heytom_mq::Route::Kafka(::heytom_mq::KafkaRoute::new(#topic) #(#set)*)
     }
 }
 
@@ -154,18 +161,18 @@ fn rabbitmq(r: &RabbitMqModel) -> TokenStream {
     let max_priority = some(&r.max_priority);
     let dead_letter_exchange = some(&r.dead_letter_exchange);
     let dead_letter_routing_key = some(&r.dead_letter_routing_key);
+    let set = setter_calls(&[
+        ("exchange", exchange),
+        ("exchange_type", exchange_type),
+        ("queue_name", queue_name),
+        ("durable", durable),
+        ("message_ttl", message_ttl),
+        ("max_length", max_length),
+        ("max_priority", max_priority),
+        ("dead_letter_exchange", dead_letter_exchange),
+        ("dead_letter_routing_key", dead_letter_routing_key),
+    ]);
     quote! {
-        ::heytom_mq::Route::RabbitMq(::heytom_mq::RabbitMqRoute {
-            routing_key: #routing_key,
-            exchange: #exchange,
-            exchange_type: #exchange_type,
-            queue_name: #queue_name,
-            durable: #durable,
-            message_ttl: #message_ttl,
-            max_length: #max_length,
-            max_priority: #max_priority,
-            dead_letter_exchange: #dead_letter_exchange,
-            dead_letter_routing_key: #dead_letter_routing_key,
-        })
+        ::heytom_mq::Route::RabbitMq(::heytom_mq::RabbitMqRoute::new(#routing_key) #(#set)*)
     }
 }
