@@ -285,19 +285,24 @@ impl AppBuilder {
         #[allow(unused_mut)]
         let mut producer = Producer::from_router(router.clone());
         #[cfg(feature = "_outbox")]
+        let mut outbox = None;
+        #[cfg(feature = "_outbox")]
         if let Some(cfg) = outbox_config {
             let runtime = crate::outbox::OutboxRuntime::build(cfg, producer.clone()).await?;
             producer = Producer {
                 inner: Arc::new(crate::producer::ProducerInner {
                     router: router.clone(),
-                    outbox: Some(runtime),
+                    attachment: Some(runtime.clone()),
                 }),
             };
+            outbox = Some(runtime);
         }
 
         Ok(App {
             router,
             producer,
+            #[cfg(feature = "_outbox")]
+            outbox,
             handlers,
             state: Arc::new(self.state),
             retry: self.retry,
@@ -321,6 +326,9 @@ impl AppBuilder {
 pub struct App {
     router: Router,
     producer: Producer,
+    /// The outbox relay and scanner, started and stopped with the app.
+    #[cfg(feature = "_outbox")]
+    outbox: Option<Arc<crate::outbox::OutboxRuntime>>,
     handlers: Vec<HandlerEntry>,
     state: Arc<StateMap>,
     retry: RetryPolicy,
@@ -473,7 +481,7 @@ impl App {
             }
         }
         #[cfg(feature = "_outbox")]
-        if let Some(outbox) = &self.producer.inner.outbox {
+        if let Some(outbox) = &self.outbox {
             outbox.start();
         }
         Ok(RunningApp {
@@ -556,7 +564,7 @@ impl RunningApp {
                 }
             }
             #[cfg(feature = "_outbox")]
-            if let Some(outbox) = &self.app.producer.inner.outbox {
+            if let Some(outbox) = &self.app.outbox {
                 outbox.stop().await;
             }
             for t in self.app.router.all() {

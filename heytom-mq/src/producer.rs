@@ -66,8 +66,11 @@ pub(crate) fn resolve_kind(
 
 pub(crate) struct ProducerInner {
     pub(crate) router: Router,
-    #[cfg(feature = "_outbox")]
-    pub(crate) outbox: Option<Arc<crate::outbox::OutboxRuntime>>,
+    /// What the layer above attaches to the producer it hands out (the
+    /// outbox keeps its runtime here for `Producer::begin`). Type-erased,
+    /// so the producer knows nothing of the outbox.
+    #[cfg_attr(not(feature = "_outbox"), allow(dead_code))]
+    pub(crate) attachment: Option<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 /// Publishes events; cheap to clone.
@@ -101,8 +104,7 @@ impl Producer {
         Producer {
             inner: Arc::new(ProducerInner {
                 router,
-                #[cfg(feature = "_outbox")]
-                outbox: None,
+                attachment: None,
             }),
         }
     }

@@ -215,8 +215,13 @@ impl<DB: OutboxDatabase> OutboxTransaction<DB> {
 }
 
 impl Producer {
-    fn outbox_runtime<DB: OutboxDatabase>(&self) -> Result<&Arc<OutboxRuntime>> {
-        let Some(rt) = self.inner.outbox.as_ref() else {
+    fn outbox_runtime<DB: OutboxDatabase>(&self) -> Result<Arc<OutboxRuntime>> {
+        let runtime = self
+            .inner
+            .attachment
+            .clone()
+            .map(Arc::downcast::<OutboxRuntime>);
+        let Some(Ok(rt)) = runtime else {
             return Err(Error::config(
                 "no local message table configured: add AppBuilder::outbox(Outbox::postgres(..) / mysql(..) / sqlite(..))",
             ));
