@@ -1,0 +1,215 @@
+//! Events, their routes and the envelope that carries them.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use uuid::Uuid;
+
+mod route;
+
+pub use route::{
+    Acks, AutoOffsetReset, CompressionType, ExchangeType, KafkaRoute, RabbitMqRoute, Route,
+    TransportKind,
+};
+
+/// The id of one published event: a UUID v7, so ids sort by creation time.
+pub type EventId = Uuid;
+
+/// String headers carried next to every event (correlation id, causation id,
+/// `traceparent` and whatever the user adds).
+pub type Headers = BTreeMap<String, String>;
+
+/// A message type that can be published and handled.
+///
+/// Implemented by `#[derive(Event)]`; the attributes `#[kafka(...)]`,
+/// `#[rabbitmq(...)]` and `#[event(name = "...")]` configure it.
+///
+/// ```
+/// use heytom_mq::prelude::*;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Event, Serialize, Deserialize, Debug, Clone)]
+/// #[kafka(topic = "user-events", partition_key = user_id)]
+/// pub struct UserCreated { pub user_id: i32, pub name: String }
+///
+/// assert_eq!(UserCreated::NAME, "UserCreated");
+/// assert_eq!(UserCreated { user_id: 7, name: "a".into() }.partition_key().as_deref(), Some("7"));
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an event",
+    label = "not an event",
+    note = "derive it: `#[derive(Event, Serialize, Deserialize)]` (with `use heytom_mq::prelude::*;`)"
+)]
+pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The stable message type name written on the wire and in the local message table.
+    const NAME: &'static str;
+    /// Where this event travels, as configured by its attribute.
+    fn route() -> &'static Route;
+    /// The value of the `partition_key` field, if the event names one.
+    fn partition_key(&self) -> Option<String>;
+}
+
+/// Reserved header names written by heytom-mq.
+pub mod headers {
+    /// The event id (UUID v7).
+    pub const EVENT_ID: &str = "heytom-event-id";
+    /// The event's `NAME`.
+    pub const EVENT_NAME: &str = "heytom-event-name";
+    /// RFC 3339 time the event occurred.
+    pub const OCCURRED_AT: &str = "heytom-occurred-at";
+    /// Correlation id: the id of the first event of a conversation.
+    pub const CORRELATION_ID: &str = "correlation-id";
+    /// Causation id: the id of the event whose handler published this one.
+    pub const CAUSATION_ID: &str = "causation-id";
+    /// W3C trace context.
+    pub const TRACEPARENT: &str = "traceparent";
+    /// Why a message was dead-lettered.
+    pub const DEAD_LETTER_REASON: &str = "heytom-dead-letter-reason";
+    /// How many delivery attempts were made before dead-lettering.
+    pub const DEAD_LETTER_ATTEMPTS: &str = "heytom-dead-letter-attempts";
+    /// Which handler gave up on the message.
+    pub const DEAD_LETTER_HANDLER: &str = "heytom-dead-letter-handler";
+    /// The topic (Kafka, in-memory) a dead-lettered message came from.
+    pub const DEAD_LETTER_TOPIC: &str = "heytom-dead-letter-topic";
+    /// The partition (Kafka) a dead-lettered message came from.
+    pub const DEAD_LETTER_PARTITION: &str = "heytom-dead-letter-partition";
+    /// The offset (Kafka) a dead-lettered message had.
+    pub const DEAD_LETTER_OFFSET: &str = "heytom-dead-letter-offset";
+    /// The consumer group that gave up on a message (Kafka, in-memory).
+    pub const DEAD_LETTER_GROUP: &str = "heytom-dead-letter-group";
+    /// The queue (RabbitMQ) a dead-lettered message came from.
+    pub const DEAD_LETTER_QUEUE: &str = "heytom-dead-letter-queue";
+
+    /// Whether a header name is one heytom-mq writes itself (`heytom-*`).
+    pub fn is_reserved(name: &str) -> bool {
+        name.starts_with("heytom-")
+    }
+}
+
+/// An event on its way: the serialized payload plus its metadata.
+///
+/// Every transport carries the same envelope; on the wire the payload is the
+/// event's JSON and the metadata travels in headers (see [`headers`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope {
+    /// UUID v7 id.
+    pub id: EventId,
+    /// The event's `NAME`.
+    pub name: String,
+    /// When the event was created.
+    pub occurred_at: DateTime<Utc>,
+    /// Correlation id, causation id, `traceparent` and user headers.
+    pub headers: Headers,
+    /// The partition key (Kafka message key), if any.
+    pub partition_key: Option<String>,
+    /// The event as JSON.
+    pub payload: Vec<u8>,
+}
+
+impl Envelope {
+    /// Serializes an event into a new envelope with a fresh id.
+    pub fn new<E: Event>(event: &E) -> Result<Self, crate::Error> {
+        Self::with_headers(event, Headers::new())
+    }
+
+    /// Serializes an event into a new envelope carrying extra headers.
+    ///
+    /// The correlation id defaults to the event id when the headers carry none.
+    pub fn with_headers<E: Event>(event: &E, mut headers: Headers) -> Result<Self, crate::Error> {
+        let payload = serde_json::to_vec(event).map_err(|source| crate::Error::Serialization {
+            event: E::NAME.to_owned(),
+            source,
+        })?;
+        let id = Uuid::now_v7();
+        headers
+            .entry(headers::CORRELATION_ID.to_owned())
+            .or_insert_with(|| id.to_string());
+        Ok(Envelope {
+            id,
+            name: E::NAME.to_owned(),
+            occurred_at: Utc::now(),
+            headers,
+            partition_key: event.partition_key(),
+            payload,
+        })
+    }
+
+    /// All headers as they go on the wire: the user's plus the reserved ones.
+    pub fn wire_headers(&self) -> Headers {
+        let mut h = self.headers.clone();
+        h.insert(headers::EVENT_ID.to_owned(), self.id.to_string());
+        h.insert(headers::EVENT_NAME.to_owned(), self.name.clone());
+        h.insert(
+            headers::OCCURRED_AT.to_owned(),
+            self.occurred_at.to_rfc3339(),
+        );
+        h
+    }
+
+    /// Rebuilds an envelope from wire headers and body.
+    ///
+    /// Fails when the id or name header is missing or malformed; the payload
+    /// itself is only decoded later, by the handler that knows its type.
+    pub fn from_wire(mut wire: Headers, payload: Vec<u8>) -> Result<Self, EnvelopeError> {
+        let id = wire
+            .remove(headers::EVENT_ID)
+            .ok_or(EnvelopeError::Missing(headers::EVENT_ID))?;
+        let id = Uuid::parse_str(&id).map_err(|_| EnvelopeError::Invalid(headers::EVENT_ID, id))?;
+        let name = wire
+            .remove(headers::EVENT_NAME)
+            .ok_or(EnvelopeError::Missing(headers::EVENT_NAME))?;
+        let occurred_at = match wire.remove(headers::OCCURRED_AT) {
+            Some(s) => DateTime::parse_from_rfc3339(&s)
+                .map_err(|_| EnvelopeError::Invalid(headers::OCCURRED_AT, s))?
+                .with_timezone(&Utc),
+            None => Utc::now(),
+        };
+        Ok(Envelope {
+            id,
+            name,
+            occurred_at,
+            headers: wire,
+            partition_key: None,
+            payload,
+        })
+    }
+
+    /// Decodes the payload as `E`.
+    pub fn decode<E: Event>(&self) -> Result<E, serde_json::Error> {
+        serde_json::from_slice(&self.payload)
+    }
+}
+
+/// Why wire headers could not be turned into an [`Envelope`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeError {
+    /// A required header is absent.
+    #[error("missing header `{0}`")]
+    Missing(&'static str),
+    /// A header has a value that does not parse.
+    #[error("header `{0}` has an invalid value `{1}`")]
+    Invalid(&'static str, String),
+}
+
+/// An event type compiled into this binary, registered by `#[derive(Event)]`.
+///
+/// The outbox relay uses this registry to know which `MessageType` values it
+/// may send and where they go.
+#[derive(Debug)]
+pub struct EventRegistration {
+    /// `Event::NAME`
+    pub name: &'static str,
+    /// `Event::route`
+    pub route: fn() -> &'static Route,
+}
+
+inventory::collect!(EventRegistration);
+
+/// Looks up a registered event type by its `NAME`.
+pub fn registered_event(name: &str) -> Option<&'static EventRegistration> {
+    inventory::iter::<EventRegistration>
+        .into_iter()
+        .find(|r| r.name == name)
+}
