@@ -1,5 +1,6 @@
-//! Every statement of the local message table, built once for all
-//! dialects from the `Dialect`'s quoting and placeholders.
+//! Every statement of the local message table, written once for all
+//! dialects: each is one `format!` over the dialect's quoted names and
+//! placeholders, so the whole statement reads (and greps) as SQL.
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -9,95 +10,113 @@ use super::dialect::{
 };
 use super::{LocalMessage, MessageStatus};
 
-/// Builds a statement, numbering placeholders as arguments are added.
-struct Stmt<'d> {
-    d: &'d Dialect,
-    sql: String,
+/// Hands out the dialect's placeholders in order (`$1, $2` or `?`) and
+/// keeps the arguments that go with them.
+struct Params {
+    d: &'static Dialect,
     args: Vec<Arg>,
 }
 
-impl<'d> Stmt<'d> {
-    fn new(d: &'d Dialect) -> Self {
-        Stmt {
+impl Params {
+    fn new(d: &'static Dialect) -> Self {
+        Params {
             d,
-            sql: String::with_capacity(256),
             args: Vec::new(),
         }
     }
 
-    fn sql(&mut self, s: &str) -> &mut Self {
-        self.sql.push_str(s);
-        self
-    }
-
-    fn arg(&mut self, a: Arg) -> &mut Self {
+    /// The placeholder of one more argument.
+    fn p(&mut self, a: Arg) -> String {
         self.args.push(a);
         match self.d.placeholder {
-            Placeholder::Dollar => {
-                self.sql.push('$');
-                self.sql.push_str(&self.args.len().to_string());
-            }
-            Placeholder::Question => self.sql.push('?'),
+            Placeholder::Dollar => format!("${}", self.args.len()),
+            Placeholder::Question => "?".to_owned(),
         }
-        self
     }
 
-    fn id(&mut self, id: Uuid) -> &mut Self {
-        self.arg(Arg::Text(id.to_string()));
-        self.sql.push_str(self.d.id_param_cast);
-        self
+    /// The placeholder of an id, with the dialect's cast (`$1::uuid`).
+    fn id(&mut self, id: Uuid) -> String {
+        let p = self.p(Arg::Text(id.to_string()));
+        format!("{p}{}", self.d.id_param_cast)
     }
 
-    fn id_list(&mut self, ids: &[Uuid]) -> &mut Self {
-        self.sql.push('(');
-        for (i, id) in ids.iter().enumerate() {
-            if i > 0 {
-                self.sql.push_str(", ");
-            }
-            self.id(*id);
-        }
-        self.sql.push(')');
-        self
+    /// `(p1, p2, ...)` for a list of ids.
+    fn ids(&mut self, ids: &[Uuid]) -> String {
+        let list: Vec<String> = ids.iter().map(|id| self.id(*id)).collect();
+        format!("({})", list.join(", "))
     }
 
-    fn build(self) -> Built {
+    fn build(self, sql: String) -> Built {
         Built {
-            sql: self.sql,
+            sql,
             args: self.args,
         }
     }
+}
+
+/// The quoted column names of one dialect.
+struct Cols {
+    id: String,
+    mq_type: String,
+    topic: String,
+    routing_key: String,
+    message_type: String,
+    message_body: String,
+    status: String,
+    created_at: String,
+    updated_at: String,
+    retry_count: String,
+    error_message: String,
+    headers: String,
+    partition_key: String,
+    next_attempt_at: String,
+    locked_by: String,
 }
 
 /// The statements of one table in one dialect.
 pub(crate) struct Table {
     pub(crate) d: &'static Dialect,
     pub(crate) name: String,
+    /// The quoted table name.
     t: String,
-    c: Vec<String>,
+    c: Cols,
+    /// Every column, in [`COLUMNS`] order (the row mapping reads them by position).
     select_list: String,
 }
 
 impl Table {
     pub(crate) fn new(d: &'static Dialect, name: &str) -> Self {
         let q = |s: &str| format!("{}{s}{}", d.open_quote, d.close_quote);
-        let c: Vec<String> = COLUMNS.iter().map(|s| q(s)).collect();
-        let mut select_list = format!("{}{}", c[0], d.id_select_cast);
-        for col in &c[1..] {
-            select_list.push_str(", ");
-            select_list.push_str(col);
-        }
+        let quoted: Vec<String> = COLUMNS.iter().map(|s| q(s)).collect();
+        let select_list = format!(
+            "{}{}, {}",
+            quoted[0],
+            d.id_select_cast,
+            quoted[1..].join(", ")
+        );
         Table {
             d,
             name: name.to_owned(),
             t: q(name),
-            c,
+            c: Cols {
+                id: q("Id"),
+                mq_type: q("MQType"),
+                topic: q("Topic"),
+                routing_key: q("RoutingKey"),
+                message_type: q("MessageType"),
+                message_body: q("MessageBody"),
+                status: q("Status"),
+                created_at: q("CreatedAt"),
+                updated_at: q("UpdatedAt"),
+                retry_count: q("RetryCount"),
+                error_message: q("ErrorMessage"),
+                headers: q("Headers"),
+                partition_key: q("PartitionKey"),
+                next_attempt_at: q("NextAttemptAt"),
+                locked_by: q("LockedBy"),
+            },
             select_list,
         }
-    }
-
-    fn col(&self, name: &str) -> &str {
-        let i = COLUMNS.iter().position(|c| *c == name).unwrap_or(0);
-        &self.c[i]
     }
 
     /// The NOTIFY channel of this table.
@@ -116,79 +135,62 @@ impl Table {
     }
 
     pub(crate) fn probe(&self) -> Built {
-        Built {
-            sql: format!("SELECT {} FROM {} WHERE 1 = 0", self.select_list, self.t),
-            args: Vec::new(),
-        }
+        let (t, cols) = (&self.t, &self.select_list);
+        Params::new(self.d).build(format!("SELECT {cols} FROM {t} WHERE 1 = 0"))
     }
 
-    /// One multi-row insert (at most [`ROWS_PER_STATEMENT`] rows).
+    /// One multi-row insert (at most `ROWS_PER_STATEMENT` rows).
     pub(crate) fn insert(&self, rows: &[LocalMessage]) -> Built {
-        let mut s = Stmt::new(self.d);
-        s.sql(&format!("INSERT INTO {} (", self.t));
-        let cols = [
-            "Id",
-            "MQType",
-            "Topic",
-            "RoutingKey",
-            "MessageType",
-            "MessageBody",
-            "Status",
-            "CreatedAt",
-            "RetryCount",
-            "Headers",
-            "PartitionKey",
-            "NextAttemptAt",
-            "LockedBy",
-        ];
-        let list = cols
+        let Cols {
+            id,
+            mq_type,
+            topic,
+            routing_key,
+            message_type,
+            message_body,
+            status,
+            created_at,
+            retry_count,
+            headers,
+            partition_key,
+            next_attempt_at,
+            locked_by,
+            ..
+        } = &self.c;
+        let mut p = Params::new(self.d);
+        let values: Vec<String> = rows
             .iter()
-            .map(|c| self.col(c))
-            .collect::<Vec<_>>()
-            .join(", ");
-        s.sql(&list).sql(") VALUES ");
-        for (i, m) in rows.iter().enumerate() {
-            if i > 0 {
-                s.sql(", ");
-            }
-            s.sql("(").id(m.id);
-            s.sql(", ").arg(Arg::Text(m.mq_type.clone()));
-            s.sql(", ").arg(Arg::Text(m.topic.clone()));
-            s.sql(", ").arg(Arg::OptText(m.routing_key.clone()));
-            s.sql(", ").arg(Arg::Text(m.message_type.clone()));
-            s.sql(", ").arg(Arg::Text(m.message_body.clone()));
-            s.sql(", ").arg(Arg::Int(m.status as i32));
-            s.sql(", ").arg(Arg::Time(m.created_at));
-            s.sql(", ").arg(Arg::Int(m.retry_count));
-            s.sql(", ").arg(Arg::OptText(m.headers.clone()));
-            s.sql(", ").arg(Arg::OptText(m.partition_key.clone()));
-            s.sql(", ")
-                .arg(Arg::BigInt(m.next_attempt_at.timestamp_millis()));
-            s.sql(", ").arg(Arg::OptText(m.locked_by.clone()));
-            s.sql(")");
-        }
-        s.build()
-    }
-
-    /// One status at a time, so `(Status, CreatedAt)` yields rows already in
-    /// order and the scan stops at the limit instead of sorting the backlog.
-    fn due_filter(&self, s: &mut Stmt<'_>, status: MessageStatus, now_ms: i64, max_retry: i32) {
-        s.sql(&format!(
-            " WHERE {} = {} AND {} < ",
-            self.col("Status"),
-            status as i32,
-            self.col("RetryCount")
+            .map(|m| {
+                let row = [
+                    p.id(m.id),
+                    p.p(Arg::Text(m.mq_type.clone())),
+                    p.p(Arg::Text(m.topic.clone())),
+                    p.p(Arg::OptText(m.routing_key.clone())),
+                    p.p(Arg::Text(m.message_type.clone())),
+                    p.p(Arg::Text(m.message_body.clone())),
+                    p.p(Arg::Int(m.status as i32)),
+                    p.p(Arg::Time(m.created_at)),
+                    p.p(Arg::Int(m.retry_count)),
+                    p.p(Arg::OptText(m.headers.clone())),
+                    p.p(Arg::OptText(m.partition_key.clone())),
+                    p.p(Arg::BigInt(m.next_attempt_at.timestamp_millis())),
+                    p.p(Arg::OptText(m.locked_by.clone())),
+                ];
+                format!("({})", row.join(", "))
+            })
+            .collect();
+        let (t, values) = (&self.t, values.join(", "));
+        p.build(format!(
+            "INSERT INTO {t} ({id}, {mq_type}, {topic}, {routing_key}, {message_type}, {message_body}, \
+             {status}, {created_at}, {retry_count}, {headers}, {partition_key}, {next_attempt_at}, {locked_by}) \
+             VALUES {values}"
         ))
-        .arg(Arg::Int(max_retry))
-        .sql(&format!(" AND {} <= ", self.col("NextAttemptAt")))
-        .arg(Arg::BigInt(now_ms));
     }
 
-    fn order(&self) -> String {
-        format!(" ORDER BY {}, {}", self.col("CreatedAt"), self.col("Id"))
-    }
-
-    /// The claim as one statement (`ClaimStyle::UpdateReturning`).
+    /// The claim as one statement (`ClaimStyle::UpdateReturning`): lease up
+    /// to `limit` due rows of one status (oldest first) and return them.
+    /// One status at a time, so `(Status, CreatedAt)` yields rows already
+    /// in order and the scan stops at the limit instead of sorting.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn claim_update_returning(
         &self,
@@ -200,26 +202,33 @@ impl Table {
         limit: i64,
         lock: &str,
     ) -> Built {
-        let mut s = Stmt::new(self.d);
-        s.sql(&format!(
-            "UPDATE {} SET {} = ",
-            self.t,
-            self.col("NextAttemptAt")
+        let Cols {
+            id,
+            status: status_col,
+            retry_count,
+            next_attempt_at,
+            locked_by,
+            created_at,
+            ..
+        } = &self.c;
+        let (t, cols, status) = (&self.t, &self.select_list, status as i32);
+        let mut p = Params::new(self.d);
+        let (lease, owner) = (
+            p.p(Arg::BigInt(lease_until_ms)),
+            p.p(Arg::Text(owner.to_owned())),
+        );
+        let (max_retry, now, limit) = (
+            p.p(Arg::Int(max_retry)),
+            p.p(Arg::BigInt(now_ms)),
+            p.p(Arg::BigInt(limit)),
+        );
+        p.build(format!(
+            "UPDATE {t} SET {next_attempt_at} = {lease}, {locked_by} = {owner} \
+             WHERE {id} IN (SELECT {id} FROM {t} \
+             WHERE {status_col} = {status} AND {retry_count} < {max_retry} AND {next_attempt_at} <= {now} \
+             ORDER BY {created_at}, {id} LIMIT {limit}{lock}) \
+             RETURNING {cols}"
         ))
-        .arg(Arg::BigInt(lease_until_ms))
-        .sql(&format!(", {} = ", self.col("LockedBy")))
-        .arg(Arg::Text(owner.to_owned()))
-        .sql(&format!(
-            " WHERE {} IN (SELECT {} FROM {}",
-            self.col("Id"),
-            self.col("Id"),
-            self.t
-        ));
-        self.due_filter(&mut s, status, now_ms, max_retry);
-        s.sql(&self.order()).sql(" LIMIT ").arg(Arg::BigInt(limit));
-        s.sql(lock);
-        s.sql(&format!(") RETURNING {}", self.select_list));
-        s.build()
     }
 
     /// The select half of `ClaimStyle::SelectForUpdate`.
@@ -230,46 +239,63 @@ impl Table {
         max_retry: i32,
         limit: i64,
     ) -> Built {
-        let mut s = Stmt::new(self.d);
-        s.sql(&format!("SELECT {} FROM {}", self.select_list, self.t));
-        self.due_filter(&mut s, status, now_ms, max_retry);
-        s.sql(&self.order()).sql(" LIMIT ").arg(Arg::BigInt(limit));
-        s.sql(" FOR UPDATE SKIP LOCKED");
-        s.build()
+        let Cols {
+            id,
+            status: status_col,
+            retry_count,
+            next_attempt_at,
+            created_at,
+            ..
+        } = &self.c;
+        let (t, cols, status) = (&self.t, &self.select_list, status as i32);
+        let mut p = Params::new(self.d);
+        let (max_retry, now, limit) = (
+            p.p(Arg::Int(max_retry)),
+            p.p(Arg::BigInt(now_ms)),
+            p.p(Arg::BigInt(limit)),
+        );
+        p.build(format!(
+            "SELECT {cols} FROM {t} \
+             WHERE {status_col} = {status} AND {retry_count} < {max_retry} AND {next_attempt_at} <= {now} \
+             ORDER BY {created_at}, {id} LIMIT {limit} FOR UPDATE SKIP LOCKED"
+        ))
     }
 
     /// The update half of `ClaimStyle::SelectForUpdate`.
     pub(crate) fn lease(&self, ids: &[Uuid], lease_until_ms: i64, owner: &str) -> Built {
-        let mut s = Stmt::new(self.d);
-        s.sql(&format!(
-            "UPDATE {} SET {} = ",
-            self.t,
-            self.col("NextAttemptAt")
+        let Cols {
+            id,
+            next_attempt_at,
+            locked_by,
+            ..
+        } = &self.c;
+        let t = &self.t;
+        let mut p = Params::new(self.d);
+        let (lease, owner) = (
+            p.p(Arg::BigInt(lease_until_ms)),
+            p.p(Arg::Text(owner.to_owned())),
+        );
+        let ids = p.ids(ids);
+        p.build(format!(
+            "UPDATE {t} SET {next_attempt_at} = {lease}, {locked_by} = {owner} WHERE {id} IN {ids}"
         ))
-        .arg(Arg::BigInt(lease_until_ms))
-        .sql(&format!(", {} = ", self.col("LockedBy")))
-        .arg(Arg::Text(owner.to_owned()))
-        .sql(&format!(" WHERE {} IN ", self.col("Id")))
-        .id_list(ids);
-        s.build()
     }
 
     pub(crate) fn mark_sent(&self, ids: &[Uuid], now: DateTime<Utc>) -> Built {
-        let mut s = Stmt::new(self.d);
-        s.sql(&format!(
-            "UPDATE {} SET {} = 1, {} = ",
-            self.t,
-            self.col("Status"),
-            self.col("UpdatedAt")
+        let Cols {
+            id,
+            status,
+            updated_at,
+            locked_by,
+            ..
+        } = &self.c;
+        let t = &self.t;
+        let mut p = Params::new(self.d);
+        let now = p.p(Arg::Time(now));
+        let ids = p.ids(ids);
+        p.build(format!(
+            "UPDATE {t} SET {status} = 1, {updated_at} = {now}, {locked_by} = NULL WHERE {id} IN {ids}"
         ))
-        .arg(Arg::Time(now))
-        .sql(&format!(
-            ", {} = NULL WHERE {} IN ",
-            self.col("LockedBy"),
-            self.col("Id")
-        ))
-        .id_list(ids);
-        s.build()
     }
 
     pub(crate) fn mark_failed(
@@ -279,141 +305,141 @@ impl Table {
         now: DateTime<Utc>,
         next_ms: i64,
     ) -> Built {
-        let mut s = Stmt::new(self.d);
-        let rc = self.col("RetryCount");
-        s.sql(&format!(
-            "UPDATE {} SET {} = 2, {rc} = {rc} + 1, {} = ",
-            self.t,
-            self.col("Status"),
-            self.col("ErrorMessage")
+        let Cols {
+            id,
+            status,
+            retry_count,
+            error_message,
+            updated_at,
+            next_attempt_at,
+            locked_by,
+            ..
+        } = &self.c;
+        let t = &self.t;
+        let mut p = Params::new(self.d);
+        let (error, now, next) = (
+            p.p(Arg::Text(truncate(error))),
+            p.p(Arg::Time(now)),
+            p.p(Arg::BigInt(next_ms)),
+        );
+        let ids = p.ids(ids);
+        p.build(format!(
+            "UPDATE {t} SET {status} = 2, {retry_count} = {retry_count} + 1, {error_message} = {error}, \
+             {updated_at} = {now}, {next_attempt_at} = {next}, {locked_by} = NULL WHERE {id} IN {ids}"
         ))
-        .arg(Arg::Text(truncate(error)))
-        .sql(&format!(", {} = ", self.col("UpdatedAt")))
-        .arg(Arg::Time(now))
-        .sql(&format!(", {} = ", self.col("NextAttemptAt")))
-        .arg(Arg::BigInt(next_ms))
-        .sql(&format!(
-            ", {} = NULL WHERE {} IN ",
-            self.col("LockedBy"),
-            self.col("Id")
-        ))
-        .id_list(ids);
-        s.build()
     }
 
     pub(crate) fn update_status(
         &self,
-        id: Uuid,
-        status: MessageStatus,
+        row: Uuid,
+        new_status: MessageStatus,
         error: Option<&str>,
         now: DateTime<Utc>,
     ) -> Built {
-        let mut s = Stmt::new(self.d);
-        s.sql(&format!("UPDATE {} SET {} = ", self.t, self.col("Status")))
-            .arg(Arg::Int(status as i32))
-            .sql(&format!(", {} = ", self.col("ErrorMessage")))
-            .arg(Arg::OptText(error.map(truncate)))
-            .sql(&format!(", {} = ", self.col("UpdatedAt")))
-            .arg(Arg::Time(now))
-            .sql(&format!(
-                ", {} = NULL WHERE {} = ",
-                self.col("LockedBy"),
-                self.col("Id")
-            ))
-            .id(id);
-        s.build()
+        let Cols {
+            id,
+            status,
+            error_message,
+            updated_at,
+            locked_by,
+            ..
+        } = &self.c;
+        let t = &self.t;
+        let mut p = Params::new(self.d);
+        let (new_status, error, now) = (
+            p.p(Arg::Int(new_status as i32)),
+            p.p(Arg::OptText(error.map(truncate))),
+            p.p(Arg::Time(now)),
+        );
+        let row = p.id(row);
+        p.build(format!(
+            "UPDATE {t} SET {status} = {new_status}, {error_message} = {error}, {updated_at} = {now}, \
+             {locked_by} = NULL WHERE {id} = {row}"
+        ))
     }
 
-    pub(crate) fn requeue(&self, id: Uuid, now: DateTime<Utc>) -> Built {
-        let mut s = Stmt::new(self.d);
-        s.sql(&format!(
-            "UPDATE {} SET {} = 0, {} = 0, {} = 0, {} = NULL, {} = NULL, {} = ",
-            self.t,
-            self.col("Status"),
-            self.col("RetryCount"),
-            self.col("NextAttemptAt"),
-            self.col("LockedBy"),
-            self.col("ErrorMessage"),
-            self.col("UpdatedAt")
+    pub(crate) fn requeue(&self, row: Uuid, now: DateTime<Utc>) -> Built {
+        let Cols {
+            id,
+            status,
+            retry_count,
+            next_attempt_at,
+            locked_by,
+            error_message,
+            updated_at,
+            ..
+        } = &self.c;
+        let t = &self.t;
+        let mut p = Params::new(self.d);
+        let now = p.p(Arg::Time(now));
+        let row = p.id(row);
+        p.build(format!(
+            "UPDATE {t} SET {status} = 0, {retry_count} = 0, {next_attempt_at} = 0, {locked_by} = NULL, \
+             {error_message} = NULL, {updated_at} = {now} WHERE {status} = 2 AND {id} = {row}"
         ))
-        .arg(Arg::Time(now))
-        .sql(&format!(
-            " WHERE {} = 2 AND {} = ",
-            self.col("Status"),
-            self.col("Id")
-        ))
-        .id(id);
-        s.build()
     }
 
     pub(crate) fn counts(&self) -> Built {
-        Built {
-            sql: format!(
-                "SELECT {s}, COUNT(*) FROM {} GROUP BY {s}",
-                self.t,
-                s = self.col("Status")
-            ),
-            args: Vec::new(),
-        }
+        let (t, status) = (&self.t, &self.c.status);
+        Params::new(self.d).build(format!(
+            "SELECT {status}, COUNT(*) FROM {t} GROUP BY {status}"
+        ))
     }
 
-    pub(crate) fn list(&self, status: MessageStatus, limit: i64) -> Built {
-        let mut s = Stmt::new(self.d);
-        s.sql(&format!(
-            "SELECT {} FROM {} WHERE {} = ",
-            self.select_list,
-            self.t,
-            self.col("Status")
+    pub(crate) fn list(&self, wanted: MessageStatus, limit: i64) -> Built {
+        let Cols {
+            id,
+            status,
+            created_at,
+            ..
+        } = &self.c;
+        let (t, cols) = (&self.t, &self.select_list);
+        let mut p = Params::new(self.d);
+        let (wanted, limit) = (p.p(Arg::Int(wanted as i32)), p.p(Arg::BigInt(limit)));
+        p.build(format!(
+            "SELECT {cols} FROM {t} WHERE {status} = {wanted} ORDER BY {created_at}, {id} LIMIT {limit}"
         ))
-        .arg(Arg::Int(status as i32))
-        .sql(&self.order())
-        .sql(" LIMIT ")
-        .arg(Arg::BigInt(limit));
-        s.build()
     }
 
-    pub(crate) fn get(&self, id: Uuid) -> Built {
-        let mut s = Stmt::new(self.d);
-        s.sql(&format!(
-            "SELECT {} FROM {} WHERE {} = ",
-            self.select_list,
-            self.t,
-            self.col("Id")
-        ))
-        .id(id);
-        s.build()
+    pub(crate) fn get(&self, row: Uuid) -> Built {
+        let (t, cols, id) = (&self.t, &self.select_list, &self.c.id);
+        let mut p = Params::new(self.d);
+        let row = p.id(row);
+        p.build(format!("SELECT {cols} FROM {t} WHERE {id} = {row}"))
     }
 
     /// Deletes at most `limit` rows with `status` created before `before`.
     pub(crate) fn delete_before(
         &self,
-        status: MessageStatus,
+        wanted: MessageStatus,
         before: DateTime<Utc>,
         limit: i64,
     ) -> Built {
-        let mut s = Stmt::new(self.d);
-        let filter = |s: &mut Stmt<'_>| {
-            s.sql(&format!(" WHERE {} = ", self.col("Status")))
-                .arg(Arg::Int(status as i32))
-                .sql(&format!(" AND {} < ", self.col("CreatedAt")))
-                .arg(Arg::Time(before));
-        };
-        if self.d.delete_with_limit {
-            s.sql(&format!("DELETE FROM {}", self.t));
-            filter(&mut s);
-            s.sql(&self.order()).sql(" LIMIT ").arg(Arg::BigInt(limit));
+        let Cols {
+            id,
+            status,
+            created_at,
+            ..
+        } = &self.c;
+        let t = &self.t;
+        let mut p = Params::new(self.d);
+        let (wanted, before, limit) = (
+            p.p(Arg::Int(wanted as i32)),
+            p.p(Arg::Time(before)),
+            p.p(Arg::BigInt(limit)),
+        );
+        let sql = if self.d.delete_with_limit {
+            format!(
+                "DELETE FROM {t} WHERE {status} = {wanted} AND {created_at} < {before} \
+                 ORDER BY {created_at}, {id} LIMIT {limit}"
+            )
         } else {
-            s.sql(&format!(
-                "DELETE FROM {} WHERE {} IN (SELECT {} FROM {}",
-                self.t,
-                self.col("Id"),
-                self.col("Id"),
-                self.t
-            ));
-            filter(&mut s);
-            s.sql(" LIMIT ").arg(Arg::BigInt(limit)).sql(")");
-        }
-        s.build()
+            format!(
+                "DELETE FROM {t} WHERE {id} IN (SELECT {id} FROM {t} \
+                 WHERE {status} = {wanted} AND {created_at} < {before} LIMIT {limit})"
+            )
+        };
+        p.build(sql)
     }
 
     pub(crate) fn notify(&self) -> Option<Built> {
@@ -433,4 +459,36 @@ fn truncate(s: &str) -> String {
         end -= 1;
     }
     format!("{}...", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_read_as_whole_sql() {
+        let pg = Table::new(&super::super::postgres::DIALECT, "LocalMessages");
+        let claim = pg.claim_update_returning(
+            MessageStatus::Pending,
+            10,
+            20,
+            "me",
+            5,
+            100,
+            " FOR UPDATE SKIP LOCKED",
+        );
+        assert!(claim.sql.starts_with(
+            r#"UPDATE "LocalMessages" SET "NextAttemptAt" = $1, "LockedBy" = $2 WHERE "Id" IN (SELECT "Id" FROM "LocalMessages" WHERE "Status" = 0 AND "RetryCount" < $3 AND "NextAttemptAt" <= $4 ORDER BY "CreatedAt", "Id" LIMIT $5 FOR UPDATE SKIP LOCKED) RETURNING "Id"::text, "MQType""#
+        ), "{}", claim.sql);
+        assert_eq!(claim.args.len(), 5);
+
+        let my = Table::new(&super::super::mysql::DIALECT, "T");
+        let ids = [Uuid::nil(), Uuid::max()];
+        let sent = my.mark_sent(&ids, Utc::now());
+        assert_eq!(
+            sent.sql,
+            "UPDATE `T` SET `Status` = 1, `UpdatedAt` = ?, `LockedBy` = NULL WHERE `Id` IN (?, ?)"
+        );
+        assert_eq!(sent.args.len(), 3);
+    }
 }
