@@ -1,4 +1,12 @@
-//! Integration tests of the RabbitMQ transport against a real broker.
+//! What is specific to the RabbitMQ transport, against a real broker:
+//! topology declared on the broker (arguments, exchange types, conflicts),
+//! AMQP message properties, shared queues, broker-side TTL and dead-letter
+//! exchanges, unroutable messages, the manual consumer, password redaction,
+//! and recovery from a broker restart or a dropped connection. Behaviour
+//! every transport shares (round trip, batches, fan-out, competing
+//! consumers, retry, dead-lettering, malformed payloads, ordering, shutdown,
+//! restart, priority) is checked by the conformance suite
+//! (`tests/conformance/`), which runs on RabbitMQ too.
 //!
 //! The broker is `HEYTOM_RABBITMQ_URL` (default
 //! `amqp://guest:guest@127.0.0.1:5672/%2f`). When it is unreachable the
@@ -349,11 +357,6 @@ event!(
 );
 
 event!(
-    RetryEvent,
-    rmq(RabbitMqRoute::new(name("retry.key")).exchange(name("retry.exchange")))
-);
-
-event!(
     DeadEvent,
     rmq(RabbitMqRoute::new(name("dead.key")).exchange(name("dead.exchange")))
 );
@@ -369,14 +372,6 @@ event!(
 event!(
     MalformedEvent,
     rmq(RabbitMqRoute::new(name("malformed.key")).exchange(name("malformed.exchange")))
-);
-
-event!(
-    PriorityEvent,
-    rmq(RabbitMqRoute::new(name("prio.key"))
-        .exchange(name("prio.exchange"))
-        .queue_name(name("prio.queue"))
-        .max_priority(10))
 );
 
 event!(
@@ -402,13 +397,6 @@ event!(
 );
 
 event!(
-    BatchEvent,
-    rmq(RabbitMqRoute::new(name("batch.key"))
-        .exchange(name("batch.exchange"))
-        .queue_name(name("batch.queue")))
-);
-
-event!(
     MultiA,
     rmq(RabbitMqRoute::new(name("multi.a"))
         .exchange(name("multi.exchange"))
@@ -420,13 +408,6 @@ event!(
     rmq(RabbitMqRoute::new(name("multi.b"))
         .exchange(name("multi.exchange"))
         .queue_name(name("multi.queue")))
-);
-
-event!(
-    RequeueEvent,
-    rmq(RabbitMqRoute::new(name("requeue.key"))
-        .exchange(name("requeue.exchange"))
-        .queue_name(name("requeue.queue")))
 );
 
 event!(
@@ -905,95 +886,6 @@ async fn competing_consumers_share_one_queue() {
 }
 
 #[tokio::test]
-async fn retry_then_success() {
-    let _shared = BROKER_LOCK.read().await;
-    let Some(conn) = broker().await else { return };
-    let mut cleanup = Cleanup::default();
-    let queue = derived_queue::<RetryEvent>("flaky");
-    cleanup
-        .queue(&queue)
-        .queue(format!("{queue}.dlq"))
-        .exchange(route_of::<RetryEvent>().exchange.unwrap());
-    let calls = Arc::new(AtomicU32::new(0));
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let c = calls.clone();
-    let entry = HandlerEntry::from_closure("flaky", move |e: RetryEvent| {
-        let c = c.clone();
-        let tx = tx.clone();
-        async move {
-            let attempt = c.fetch_add(1, Ordering::SeqCst) + 1;
-            if attempt < 3 {
-                return Err(format!("attempt {attempt} fails"));
-            }
-            let _ = tx.send(e.n);
-            Ok(())
-        }
-    })
-    .retry(fast_retry(5));
-    let app = App::builder()
-        .rabbitmq(options())
-        .discover(false)
-        .handler_entry(entry)
-        .start()
-        .await
-        .unwrap();
-    app.producer().send(&RetryEvent { n: 42 }).await.unwrap();
-    assert_eq!(recv(&mut rx).await, 42);
-    assert_eq!(calls.load(Ordering::SeqCst), 3);
-    app.shutdown().await.unwrap();
-    assert_eq!(queue_counts(&conn, &queue).await.0, 0, "acknowledged");
-    assert_eq!(
-        queue_counts(&conn, &format!("{queue}.dlq")).await.0,
-        0,
-        "not dead-lettered"
-    );
-}
-
-#[tokio::test]
-async fn shutdown_during_a_retry_hands_the_message_back() {
-    let _shared = BROKER_LOCK.read().await;
-    let Some(conn) = broker().await else { return };
-    let mut cleanup = Cleanup::default();
-    let r = route_of::<RequeueEvent>();
-    let queue = r.queue_name.unwrap();
-    cleanup
-        .queue(queue)
-        .queue(format!("{queue}.dlq"))
-        .exchange(r.exchange.unwrap());
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let entry = HandlerEntry::from_closure("stubborn", move |e: RequeueEvent| {
-        let _ = tx.send(e.n);
-        async { false }
-    })
-    // The second attempt is a minute away: shutdown comes first.
-    .retry(
-        RetryPolicy::default()
-            .max_attempts(5)
-            .initial_backoff(Duration::from_secs(60)),
-    );
-    let app = App::builder()
-        .rabbitmq(options())
-        .discover(false)
-        .handler_entry(entry)
-        .start()
-        .await
-        .unwrap();
-    app.producer().send(&RequeueEvent { n: 7 }).await.unwrap();
-    assert_eq!(recv(&mut rx).await, 7, "first attempt ran");
-    app.shutdown().await.unwrap();
-    assert_eq!(
-        queue_counts(&conn, queue).await,
-        (1, 0),
-        "back in the queue"
-    );
-    assert_eq!(
-        queue_counts(&conn, &format!("{queue}.dlq")).await.0,
-        0,
-        "not dead-lettered"
-    );
-}
-
-#[tokio::test]
 async fn dead_letter_after_max_attempts_with_reason_headers() {
     let _shared = BROKER_LOCK.read().await;
     let Some(conn) = broker().await else { return };
@@ -1142,51 +1034,6 @@ async fn malformed_payload_goes_to_dead_letter_and_consuming_goes_on() {
 }
 
 #[tokio::test]
-async fn priority_ordering_with_max_priority() {
-    let _shared = BROKER_LOCK.read().await;
-    let Some(conn) = broker().await else { return };
-    let mut cleanup = Cleanup::default();
-    let r = route_of::<PriorityEvent>();
-    let queue = r.queue_name.unwrap();
-    cleanup
-        .queue(queue)
-        .queue(format!("{queue}.dlq"))
-        .exchange(r.exchange.unwrap());
-    let consumer = RabbitMqConsumer::connect(options().prefetch(1).concurrency(1))
-        .await
-        .unwrap();
-    consumer.start().await.unwrap();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let sub = {
-        let tx = tx.clone();
-        move |e: PriorityEvent| {
-            let tx = tx.clone();
-            async move { tx.send(e.n).is_ok() }
-        }
-    };
-    // Subscribe to declare the queue, then stop consuming while messages pile up.
-    consumer.subscribe(sub.clone()).await.unwrap();
-    consumer.unsubscribe::<PriorityEvent>().await.unwrap();
-    let producer = RabbitMqProducer::connect(options()).await.unwrap();
-    for p in [3u32, 9, 1, 7, 5, 0, 8, 2, 6, 4] {
-        let mut h = Headers::new();
-        h.insert(PRIORITY_HEADER.into(), p.to_string());
-        producer
-            .send_with_headers(&PriorityEvent { n: p }, h)
-            .await
-            .unwrap();
-    }
-    assert_eq!(queue_counts(&conn, queue).await, (10, 0));
-    consumer.subscribe(sub).await.unwrap();
-    let mut got = Vec::new();
-    for _ in 0..10 {
-        got.push(recv(&mut rx).await);
-    }
-    assert_eq!(got, vec![9, 8, 7, 6, 5, 4, 3, 2, 1, 0]);
-    consumer.stop().await.unwrap();
-}
-
-#[tokio::test]
 async fn ttl_expiry_goes_to_the_dead_letter_exchange() {
     let _shared = BROKER_LOCK.read().await;
     let Some(conn) = broker().await else { return };
@@ -1241,13 +1088,11 @@ async fn unsubscribe_stops_consuming() {
     let consumer = RabbitMqConsumer::connect(options()).await.unwrap();
     consumer.start().await.unwrap();
     let (tx, mut rx) = mpsc::unbounded_channel();
-    consumer
-        .subscribe(move |e: UnsubscribeEvent| {
-            let tx = tx.clone();
-            async move { tx.send(e.n).is_ok() }
-        })
-        .await
-        .unwrap();
+    let sub = move |e: UnsubscribeEvent| {
+        let tx = tx.clone();
+        async move { tx.send(e.n).is_ok() }
+    };
+    consumer.subscribe(sub.clone()).await.unwrap();
     let producer = RabbitMqProducer::connect(options()).await.unwrap();
     producer.send(&UnsubscribeEvent { n: 1 }).await.unwrap();
     assert_eq!(recv(&mut rx).await, 1);
@@ -1261,6 +1106,11 @@ async fn unsubscribe_stops_consuming() {
         "the message waits in the queue"
     );
     assert!(rx.try_recv().is_err());
+    // Subscribing again on the running consumer takes up the waiting message.
+    consumer.subscribe(sub).await.unwrap();
+    assert_eq!(recv(&mut rx).await, 2);
+    assert_eq!(queue_counts(&conn, queue).await, (0, 1));
+    consumer.stop().await.unwrap();
 }
 
 #[tokio::test]
@@ -1279,35 +1129,6 @@ async fn unroutable_message_is_an_error() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("2 of 2 failed"), "{err}");
-}
-
-#[tokio::test]
-async fn batch_publish_is_consumed_whole() {
-    let _shared = BROKER_LOCK.read().await;
-    let Some(_conn) = broker().await else { return };
-    let mut cleanup = Cleanup::default();
-    let r = route_of::<BatchEvent>();
-    let queue = r.queue_name.unwrap();
-    cleanup
-        .queue(queue)
-        .queue(format!("{queue}.dlq"))
-        .exchange(r.exchange.unwrap());
-    let (entry, mut rx) = recorder::<BatchEvent>("batch");
-    let app = App::builder()
-        .rabbitmq(options())
-        .discover(false)
-        .handler_entry(entry.concurrency(4))
-        .start()
-        .await
-        .unwrap();
-    let events: Vec<BatchEvent> = (0..500).map(|n| BatchEvent { n }).collect();
-    let ids = app.producer().send_batch(&events).await.unwrap();
-    let mut got = HashSet::new();
-    for _ in 0..500 {
-        got.insert(recv(&mut rx).await.1.event_id());
-    }
-    assert_eq!(got, ids.into_iter().collect());
-    app.shutdown().await.unwrap();
 }
 
 #[tokio::test]

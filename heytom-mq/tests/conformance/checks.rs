@@ -211,14 +211,15 @@ pub async fn competing_consumers_share_the_work<F: Fixture>(fx: &F) {
 pub async fn retry_then_success<F: Fixture>(fx: &F) {
     type E<F> = <Ev<F> as EventSet>::Flaky;
     let probe = Probe::new();
-    let app = fx
-        .start(
+    let start = || {
+        fx.start(
             fx.builder()
                 .discover_in(handlers_of::<F>("retry"))
                 .retry_policy(fast_retry(5))
                 .state(probe.clone()),
         )
-        .await;
+    };
+    let app = start().await;
     let id = app
         .producer()
         .send(&probe.event::<E<F>>("k", 1))
@@ -234,6 +235,30 @@ pub async fn retry_then_success<F: Fixture>(fx: &F) {
         .dead_letters::<E<F>>("flaky", 0, |m| m.body_contains(probe.run()))
         .await;
     assert!(dead.is_empty(), "not dead-lettered: {dead:?}");
+
+    if fx.features().persistent {
+        // Acknowledged once it succeeded: the next consumer does not get it
+        // again. A redelivery would be there as the consumer starts, ahead
+        // of the event sent next on the same queue (partition).
+        let app = start().await;
+        app.producer()
+            .send(&probe.event::<E<F>>("k", 2))
+            .await
+            .expect("send");
+        probe
+            .wait_for("the next event to succeed", |seen| {
+                seen.iter().any(|s| s.n == 2 && s.ctx.attempt() == 3)
+            })
+            .await;
+        app.shutdown().await.expect("shutdown");
+        let first: Vec<u32> = probe
+            .seen_as("flaky")
+            .iter()
+            .filter(|s| s.n == 1)
+            .map(|s| s.ctx.attempt())
+            .collect();
+        assert_eq!(first, [1, 2, 3], "delivered again after it succeeded");
+    }
 }
 
 /// Past its `max_attempts` the message goes to the dead-letter destination
@@ -276,8 +301,82 @@ pub async fn dead_letter_after_max_attempts<F: Fixture>(fx: &F) {
     assert_eq!(body.n(), 7);
 }
 
-/// Bytes that are not the event are dead-lettered without reaching the
-/// handler (attempts 0), and the consumer goes on with the next message.
+/// A handler that panics is retried like one that fails, then
+/// dead-lettered with the panic message as the reason, and the consumer
+/// goes on; an `anyhow` error is a failure like any other.
+pub async fn panicking_handler_is_retried_then_dead_lettered<F: Fixture>(fx: &F) {
+    type E<F> = <Ev<F> as EventSet>::Explodes;
+    let probe = Probe::new();
+    let app = fx
+        .start(
+            fx.builder()
+                .discover_in(handlers_of::<F>("panicking"))
+                .retry_policy(fast_retry(2))
+                .state(probe.clone()),
+        )
+        .await;
+    let producer = app.producer();
+    let failed = producer
+        .send(&probe.event::<E<F>>("k", 1))
+        .await
+        .expect("send");
+    let panicked = producer
+        .send(&probe.event::<E<F>>("k", 2))
+        .await
+        .expect("send");
+    let fine = producer
+        .send(&probe.event::<E<F>>("k", 3))
+        .await
+        .expect("send");
+    let dead = fx
+        .dead_letters::<E<F>>("explodes", 2, |m| m.body_contains(probe.run()))
+        .await;
+    probe
+        .wait_for("the event after the panic", |seen| {
+            seen.iter().any(|s| s.n == 3)
+        })
+        .await;
+    app.shutdown().await.expect("shutdown");
+
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    let dead_letter_of = |id: EventId| {
+        dead.iter()
+            .find(|m| m.header(headers::EVENT_ID) == id.to_string())
+            .unwrap_or_else(|| panic!("no dead letter of {id}: {dead:?}"))
+    };
+    let m = dead_letter_of(failed);
+    assert_eq!(m.header(headers::DEAD_LETTER_REASON), "cannot process #1");
+    assert_eq!(m.header(headers::DEAD_LETTER_ATTEMPTS), "2");
+    assert_eq!(m.header(headers::DEAD_LETTER_HANDLER), "explodes");
+    let m = dead_letter_of(panicked);
+    assert_eq!(
+        m.header(headers::DEAD_LETTER_REASON),
+        "handler panicked: handler bug"
+    );
+    assert_eq!(m.header(headers::DEAD_LETTER_ATTEMPTS), "2");
+    assert_eq!(m.header(headers::DEAD_LETTER_HANDLER), "explodes");
+    let body: E<F> = serde_json::from_slice(&m.body).expect("original body");
+    assert_eq!(body.n(), 2);
+
+    let seen = probe.seen_as("explodes");
+    let attempts = |n: u32| -> Vec<u32> {
+        seen.iter()
+            .filter(|s| s.n == n)
+            .map(|s| s.ctx.attempt())
+            .collect()
+    };
+    // The app's policy (2 attempts): the handler sets none.
+    assert_eq!(attempts(1), [1, 2]);
+    assert_eq!(attempts(2), [1, 2]);
+    assert_eq!(attempts(3), [1]);
+    let after = seen.iter().find(|s| s.n == 3).expect("the event after");
+    assert_eq!(after.ctx.event_id(), fine);
+}
+
+/// Bytes that are not the event (not JSON, JSON of another shape), a type
+/// the subscription does not handle and an envelope with a broken event id
+/// are dead-lettered without reaching the handler (attempts 0), each with
+/// its own reason, and the consumer goes on with the next message.
 pub async fn malformed_payload_is_dead_lettered_and_consuming_goes_on<F: Fixture>(fx: &F) {
     type E<F> = <Ev<F> as EventSet>::Strict;
     let probe = Probe::new();
@@ -308,6 +407,15 @@ pub async fn malformed_payload_is_dead_lettered_and_consuming_goes_on<F: Fixture
         format!(r#"{{"run":"{run}","key":"unknown","n":9}}"#).into_bytes(),
     )
     .await;
+    // An event id that is not a UUID, and no event name (the
+    // subscription's event is assumed).
+    let mut bad_id = Headers::new();
+    bad_id.insert(headers::EVENT_ID.into(), "not-a-uuid".into());
+    fx.publish_raw::<E<F>>(
+        bad_id,
+        format!(r#"{{"run":"{run}","key":"bad-id","n":10}}"#).into_bytes(),
+    )
+    .await;
     let id = app
         .producer()
         .send(&probe.event::<E<F>>("k", 8))
@@ -315,27 +423,53 @@ pub async fn malformed_payload_is_dead_lettered_and_consuming_goes_on<F: Fixture
         .expect("send");
 
     let dead = fx
-        .dead_letters::<E<F>>("strict", 3, |m| m.body_contains(run))
+        .dead_letters::<E<F>>("strict", 4, |m| m.body_contains(run))
         .await;
     probe.wait_for_count("strict", 1).await;
     app.shutdown().await.expect("shutdown");
 
-    assert_eq!(dead.len(), 3, "{dead:?}");
+    assert_eq!(dead.len(), 4, "{dead:?}");
+    let reason_of = |body: &str| {
+        dead.iter()
+            .find(|m| m.body_contains(body))
+            .unwrap_or_else(|| panic!("no dead letter with `{body}`: {dead:?}"))
+            .header(headers::DEAD_LETTER_REASON)
+    };
+    // The decoder's own words are kept.
+    let reason = reason_of("not json");
+    assert!(
+        reason.contains("payload does not decode") && reason.contains("key must be a string"),
+        "{reason}"
+    );
+    let reason = reason_of("seven");
+    assert!(
+        reason.contains("payload does not decode") && reason.contains("invalid type"),
+        "{reason}"
+    );
+    let reason = reason_of("unknown");
+    assert!(
+        reason.contains("unknown message type `conformance.Unknown`"),
+        "{reason}"
+    );
+    let reason = reason_of("bad-id");
+    assert!(
+        reason.contains("malformed envelope")
+            && reason.contains("heytom-event-id")
+            && reason.contains("not-a-uuid"),
+        "{reason}"
+    );
+    // Each reason names its own fault only.
+    let reasons: Vec<&str> = dead
+        .iter()
+        .map(|m| m.header(headers::DEAD_LETTER_REASON))
+        .collect();
+    let has = |pat: &str| reasons.iter().filter(|r| r.contains(pat)).count();
+    assert_eq!(has("does not decode"), 2, "{reasons:?}");
+    assert_eq!(has("unknown message type"), 1, "{reasons:?}");
+    assert_eq!(has("heytom-event-id"), 1, "{reasons:?}");
     for m in &dead {
-        let reason = m.header(headers::DEAD_LETTER_REASON);
-        if m.body_contains("unknown") {
-            assert!(
-                reason.contains("unknown message type `conformance.Unknown`"),
-                "{reason}"
-            );
-        } else {
-            assert!(reason.contains("does not decode"), "{reason}");
-        }
         assert_eq!(m.header(headers::DEAD_LETTER_ATTEMPTS), "0");
     }
-    assert!(dead.iter().any(|m| m.body_contains("not json")));
-    assert!(dead.iter().any(|m| m.body_contains("seven")));
-    assert!(dead.iter().any(|m| m.body_contains("unknown")));
     let seen = probe.seen_as("strict");
     assert_eq!(seen.len(), 1, "only the good message reached the handler");
     assert_eq!((seen[0].n, seen[0].ctx.event_id()), (8, id));

@@ -28,6 +28,7 @@ suite_events! {
     #[event(name = "conformance.custom.Stored")] Stored;
     #[event(name = "conformance.custom.Urgent")] Urgent;
     #[event(name = "conformance.custom.Stubborn")] Stubborn;
+    #[event(name = "conformance.custom.Explodes")] Explodes;
 }
 
 suite_handlers!();

@@ -120,6 +120,7 @@ pub trait EventSet {
     type Stored: Msg;
     type Urgent: Msg;
     type Stubborn: Msg;
+    type Explodes: Msg;
 }
 
 /// The handlers of one check: `discover_in` the check's sub-module.
@@ -342,6 +343,7 @@ macro_rules! suite_handlers {
             type Stored = Stored;
             type Urgent = Urgent;
             type Stubborn = Stubborn;
+            type Explodes = Explodes;
         }
 
         pub mod round_trip {
@@ -582,6 +584,30 @@ macro_rules! suite_handlers {
             }
         }
 
+        pub mod panicking {
+            use super::*;
+            use heytom_mq::prelude::*;
+            use $crate::harness::Probe;
+
+            /// #1 fails with an `anyhow` error, #2 panics, others succeed.
+            #[handler]
+            async fn explodes(
+                event: Explodes,
+                ctx: Context,
+                State(probe): State<Probe>,
+            ) -> anyhow::Result<()> {
+                if !probe.mine(&event) {
+                    return Ok(());
+                }
+                probe.record("explodes", &event, &ctx, None);
+                match event.n {
+                    1 => anyhow::bail!("cannot process #1"),
+                    2 => panic!("handler bug"),
+                    _ => Ok(()),
+                }
+            }
+        }
+
         pub mod priority {
             use super::*;
             use heytom_mq::prelude::*;
@@ -609,6 +635,7 @@ macro_rules! suite_tests {
             competing_consumers_share_the_work,
             retry_then_success,
             dead_letter_after_max_attempts,
+            panicking_handler_is_retried_then_dead_lettered,
             malformed_payload_is_dead_lettered_and_consuming_goes_on,
             ordering_per_partition_key,
             graceful_shutdown_finishes_in_flight_handler,

@@ -38,7 +38,8 @@ suite_events! {
     #[kafka(topic = "conformance-job", num_partitions = 4, session_timeout_ms = 6000)]
     Job;
     #[event(name = "conformance.kafka.Flaky")]
-    #[kafka(topic = "conformance-flaky", session_timeout_ms = 6000)]
+    // One partition: the retry check's redelivery would come first.
+    #[kafka(topic = "conformance-flaky", num_partitions = 1, session_timeout_ms = 6000)]
     Flaky;
     #[event(name = "conformance.kafka.Doomed")]
     #[kafka(topic = "conformance-doomed", session_timeout_ms = 6000)]
@@ -72,6 +73,9 @@ suite_events! {
     #[event(name = "conformance.kafka.Stubborn")]
     #[kafka(topic = "conformance-stubborn", session_timeout_ms = 6000)]
     Stubborn;
+    #[event(name = "conformance.kafka.Explodes")]
+    #[kafka(topic = "conformance-explodes", session_timeout_ms = 6000)]
+    Explodes;
 }
 
 suite_handlers!();

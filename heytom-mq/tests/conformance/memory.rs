@@ -1,5 +1,6 @@
 //! The suite on the in-memory transport.
 
+use heytom_mq::event::headers;
 use heytom_mq::{App, AppBuilder, Event, Headers, InMemoryBroker, RunningApp};
 
 use crate::harness::{Features, Fixture, RawMessage, WAIT};
@@ -9,7 +10,10 @@ suite_events! {
     #[event(name = "conformance.memory.Batch")] Batch;
     #[event(name = "conformance.memory.FanOut")] FanOut;
     #[event(name = "conformance.memory.Job")] Job;
-    #[event(name = "conformance.memory.Flaky")] Flaky;
+    // An event routed to RabbitMQ travels on the in-memory broker all the same.
+    #[event(name = "conformance.memory.Flaky")]
+    #[rabbitmq(routing_key = "conformance.memory.flaky")]
+    Flaky;
     #[event(name = "conformance.memory.Doomed")] Doomed;
     #[event(name = "conformance.memory.Strict")] Strict;
     // The in-memory broker honours a Kafka partition key: one lane per key.
@@ -22,6 +26,7 @@ suite_events! {
     #[event(name = "conformance.memory.Stored")] Stored;
     #[event(name = "conformance.memory.Urgent")] Urgent;
     #[event(name = "conformance.memory.Stubborn")] Stubborn;
+    #[event(name = "conformance.memory.Explodes")] Explodes;
 }
 
 suite_handlers!();
@@ -70,27 +75,46 @@ impl Fixture for Memory {
     ) -> Vec<RawMessage> {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            let found: Vec<RawMessage> = self
-                .broker
-                .dead_letters()
-                .into_iter()
+            let all = self.broker.dead_letters();
+            let found: Vec<RawMessage> = all
+                .iter()
                 // The group of a handler without `group` is its name.
                 .filter(|d| d.topic == E::NAME && d.group == handler)
-                .map(|d| RawMessage {
-                    headers: d.headers,
-                    body: d.body,
+                .map(|d| {
+                    // The inspectable record says what the headers say.
+                    let h = |name: &str| d.headers.get(name).map(String::as_str);
+                    assert_eq!(
+                        h(headers::DEAD_LETTER_REASON),
+                        Some(d.dead_letter.reason.as_str())
+                    );
+                    assert_eq!(
+                        h(headers::DEAD_LETTER_ATTEMPTS),
+                        Some(d.dead_letter.attempts.to_string().as_str())
+                    );
+                    assert_eq!(
+                        h(headers::DEAD_LETTER_HANDLER),
+                        d.dead_letter.handler.as_deref()
+                    );
+                    RawMessage {
+                        headers: d.headers.clone(),
+                        body: d.body.clone(),
+                    }
                 })
                 .filter(|m| matches(m))
                 .collect();
             if found.len() >= want {
                 return found;
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out waiting for {want} dead letters of `{}`; have {found:?}",
-                E::NAME
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            // Until the next dead letter, whichever it is.
+            if tokio::time::timeout_at(deadline, self.broker.wait_for_dead_letters(all.len() + 1))
+                .await
+                .is_err()
+            {
+                panic!(
+                    "timed out waiting for {want} dead letters of `{}`; have {found:?}",
+                    E::NAME
+                );
+            }
         }
     }
 }

@@ -67,6 +67,9 @@ suite_events! {
     #[event(name = "conformance.rabbitmq.Stubborn")]
     #[rabbitmq(routing_key = "conformance.stubborn")]
     Stubborn;
+    #[event(name = "conformance.rabbitmq.Explodes")]
+    #[rabbitmq(routing_key = "conformance.explodes")]
+    Explodes;
 }
 
 suite_handlers!();
