@@ -5,8 +5,9 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
-use heytom_mq::handler::{registered_handlers, HandlerFailure, HandlerRegistration};
+use heytom_mq::__private::HandlerFailure;
 use heytom_mq::prelude::*;
+use heytom_mq::{registered_handlers, HandlerRegistration};
 use heytom_mq::{Envelope, HandlerEntry, StateMap};
 use serde::{Deserialize, Serialize};
 
@@ -150,19 +151,19 @@ fn every_handler_is_registered_with_its_metadata() {
     // One entry per extractor; only the `State<T>` ones require something.
     assert_eq!(bill.requires.len(), 3);
     let entry = HandlerEntry::from_registration(bill);
-    let required: Vec<_> = entry.requires.iter().map(|r| r.type_name).collect();
+    let required: Vec<_> = entry.requires().iter().map(|r| r.type_name).collect();
     assert_eq!(
         required,
         // As written in the signature.
         ["Seen", "Counter"]
     );
-    assert_eq!(entry.group.as_deref(), Some("billing-group"));
-    assert_eq!(entry.concurrency, Some(4));
-    assert!(entry.retry.is_some());
+    assert_eq!(entry.group_override(), Some("billing-group"));
+    assert_eq!(entry.concurrency_override(), Some(4));
+    assert!(entry.retry_override().is_some());
 
     let unit = HandlerEntry::from_registration(reg("returns_unit"));
-    assert_eq!(unit.requires.len(), 1);
-    assert_eq!(unit.requires[0].type_id, std::any::TypeId::of::<Seen>());
+    assert_eq!(unit.requires().len(), 1);
+    assert_eq!(unit.requires()[0].type_id, std::any::TypeId::of::<Seen>());
 
     // The function name is not registered when `name` overrides it.
     assert!(registered_handlers().all(|h| h.name != "bill"));

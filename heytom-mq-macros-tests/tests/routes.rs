@@ -1,8 +1,8 @@
 //! `#[derive(Event)]` read back at run time: every attribute key lands in the
 //! route, `NAME` and `partition_key()` behave, and the event is registered.
 
-use heytom_mq::event::registered_event;
 use heytom_mq::prelude::*;
+use heytom_mq::registered_event;
 use heytom_mq::{
     Acks, AutoOffsetReset, CompressionType, EventId, ExchangeType, KafkaRoute, RabbitMqRoute,
 };

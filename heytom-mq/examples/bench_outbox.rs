@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use heytom_mq::prelude::*;
-use heytom_mq::transport::rabbitmq::RabbitMqTransport;
+use heytom_mq::RabbitMqTransport;
 use heytom_mq::{
     BoxError, HandlerEntry, InMemoryTransport, LocalMessage, LocalMessageRepository, Outgoing,
     Subscription, SubscriptionHandle, Transport, TransportKind,

@@ -13,11 +13,11 @@ use crate::handler::{
     registered_handlers, EventHandler, HandlerEntry, HandlerRegistration, StateMap,
 };
 use crate::producer::{Producer, Router};
+#[cfg(not(feature = "_outbox"))]
+use crate::redact::redact_url;
 use crate::retry::RetryPolicy;
 use crate::transport::memory::{InMemoryBroker, InMemoryTransport};
 use crate::transport::{Subscription, SubscriptionHandle, Transport, TransportConfig};
-
-pub use crate::redact::redact_url;
 
 type HandlerFilter = Box<dyn Fn(&HandlerRegistration) -> bool + Send + Sync>;
 

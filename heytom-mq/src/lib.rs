@@ -26,31 +26,35 @@
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-pub mod app;
-pub mod consumer;
-pub mod dispatch;
-pub mod error;
-pub mod event;
-pub mod handler;
+// One path per public name: the modules are private and everything public
+// is re-exported here (and the everyday names in `prelude`).
+mod app;
+mod consumer;
+mod dispatch;
+mod error;
+mod event;
+mod handler;
 mod manual;
 #[cfg(feature = "_outbox")]
-pub mod outbox;
-pub mod producer;
+mod outbox;
+mod producer;
 mod redact;
-pub mod retry;
-pub mod transport;
+mod retry;
+mod transport;
 
 pub use app::{App, AppBuilder, RunningApp};
 pub use consumer::{Consumer, MessageConsumer};
 pub use dispatch::{DeadLetter, Dispatcher, Incoming, Outcome};
 pub use error::{BoxError, Error, Result};
+pub use event::headers;
 pub use event::{
-    Acks, AutoOffsetReset, CompressionType, Envelope, Event, EventId, ExchangeType, Headers,
-    KafkaRoute, RabbitMqRoute, Route, TransportKind,
+    registered_event, Acks, AutoOffsetReset, CompressionType, Envelope, Event, EventId,
+    EventRegistration, ExchangeType, Headers, KafkaRoute, RabbitMqRoute, Route, TransportKind,
 };
 pub use handler::{
-    Context, EventHandler, FromContext, HandlerEntry, HandlerError, IntoHandlerResult, State,
-    StateMap,
+    registered_handlers, Context, EventHandler, ExtractError, FromContext, HandlerEntry,
+    HandlerError, HandlerRegistration, IntoHandlerResult, Publisher, State, StateMap,
+    StateRequirement,
 };
 pub use heytom_mq_derive::{handler, Event};
 pub use manual::{InMemoryConsumer, InMemoryProducer};
@@ -64,9 +68,13 @@ pub use manual::{KafkaConsumer, KafkaProducer};
 #[cfg(feature = "rabbitmq")]
 pub use manual::{RabbitMqConsumer, RabbitMqProducer};
 #[cfg(feature = "kafka")]
-pub use transport::kafka::KafkaOptions;
+pub use transport::kafka::{
+    KafkaOptions, KafkaTransport, DEFAULT_DEAD_LETTER_SUFFIX, DEFAULT_GROUP_ID,
+};
 #[cfg(feature = "rabbitmq")]
-pub use transport::rabbitmq::RabbitMqOptions;
+pub use transport::rabbitmq::{
+    RabbitMqOptions, RabbitMqTransport, DEFAULT_EXCHANGE, PRIORITY_HEADER,
+};
 
 #[cfg(feature = "_outbox")]
 pub use outbox::{

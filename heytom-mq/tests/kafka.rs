@@ -22,9 +22,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use heytom_mq::transport::kafka::{
-    KafkaTransport, DEAD_LETTER_OFFSET, DEAD_LETTER_PARTITION, DEAD_LETTER_TOPIC,
-};
+use heytom_mq::headers::{DEAD_LETTER_OFFSET, DEAD_LETTER_PARTITION, DEAD_LETTER_TOPIC};
+use heytom_mq::KafkaTransport;
 use heytom_mq::{
     Acks, App, CompressionType, Error, Event, HandlerEntry, Headers, KafkaConsumer, KafkaOptions,
     KafkaProducer, KafkaRoute, RetryPolicy, Route, Transport,

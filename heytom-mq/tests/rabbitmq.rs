@@ -25,12 +25,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use heytom_mq::transport::rabbitmq::{RabbitMqTransport, PRIORITY_HEADER};
 use heytom_mq::{
     App, Context, Error, Event, EventHandler, EventId, ExchangeType, HandlerEntry, HandlerError,
     Headers, RabbitMqConsumer, RabbitMqOptions, RabbitMqProducer, RabbitMqRoute, RetryPolicy,
     Route, Transport,
 };
+use heytom_mq::{RabbitMqTransport, PRIORITY_HEADER};
 use lapin::options::{
     BasicGetOptions, BasicPublishOptions, ExchangeDeleteOptions, QueueDeclareOptions,
     QueueDeleteOptions,

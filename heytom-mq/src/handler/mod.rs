@@ -317,23 +317,23 @@ pub fn decode<E: Event>(envelope: &Envelope) -> Result<E, HandlerFailure> {
 #[derive(Clone)]
 pub struct HandlerEntry {
     /// The handler's name (function name or `#[handler(name = ...)]`).
-    pub name: String,
+    pub(crate) name: String,
     /// Where it was defined, for error messages.
-    pub function: String,
+    pub(crate) function: String,
     /// The `NAME` of the event it handles.
-    pub event_name: &'static str,
+    pub(crate) event_name: &'static str,
     /// The event's route.
-    pub route: &'static Route,
+    pub(crate) route: &'static Route,
     /// A consumer group / queue override.
-    pub group: Option<String>,
+    pub(crate) group: Option<String>,
     /// A retry policy override.
-    pub retry: Option<RetryPolicy>,
+    pub(crate) retry: Option<RetryPolicy>,
     /// Parallel deliveries for this handler (where the transport allows).
-    pub concurrency: Option<usize>,
+    pub(crate) concurrency: Option<usize>,
     /// State types the handler needs.
-    pub requires: Vec<StateRequirement>,
+    pub(crate) requires: Vec<StateRequirement>,
     /// The callable.
-    pub handler: Arc<dyn ErasedHandler>,
+    pub(crate) handler: Arc<dyn ErasedHandler>,
 }
 
 impl fmt::Debug for HandlerEntry {
@@ -348,6 +348,46 @@ impl fmt::Debug for HandlerEntry {
 }
 
 impl HandlerEntry {
+    /// The handler's name (function name or `#[handler(name = ...)]`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Where it was defined (a function path or a type), for messages.
+    pub fn function(&self) -> &str {
+        &self.function
+    }
+
+    /// The `NAME` of the event it handles.
+    pub fn event_name(&self) -> &'static str {
+        self.event_name
+    }
+
+    /// The event's route.
+    pub fn route(&self) -> &'static Route {
+        self.route
+    }
+
+    /// The consumer group / queue it asked for, if any.
+    pub fn group_override(&self) -> Option<&str> {
+        self.group.as_deref()
+    }
+
+    /// Its own retry policy, if any.
+    pub fn retry_override(&self) -> Option<RetryPolicy> {
+        self.retry
+    }
+
+    /// The parallel deliveries it asked for, if any.
+    pub fn concurrency_override(&self) -> Option<usize> {
+        self.concurrency
+    }
+
+    /// The state types it needs, checked when the app is built.
+    pub fn requires(&self) -> &[StateRequirement] {
+        &self.requires
+    }
+
     /// An entry for an [`EventHandler`] type.
     pub fn from_type<E: Event, H: EventHandler<E>>(name: impl Into<String>, handler: H) -> Self {
         let name = name.into();

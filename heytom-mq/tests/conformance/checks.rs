@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use heytom_mq::event::headers;
+use heytom_mq::headers;
 use heytom_mq::{Event, EventId, Headers};
 
 use heytom_mq::{HandlerEntry, RetryPolicy};

@@ -1,6 +1,6 @@
 //! The suite on the in-memory transport.
 
-use heytom_mq::event::headers;
+use heytom_mq::headers;
 use heytom_mq::{App, AppBuilder, Event, Headers, InMemoryBroker, RunningApp};
 
 use crate::harness::{Features, Fixture, RawMessage, WAIT};

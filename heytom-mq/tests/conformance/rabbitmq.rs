@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use heytom_mq::transport::rabbitmq::PRIORITY_HEADER;
+use heytom_mq::PRIORITY_HEADER;
 use heytom_mq::{
     App, AppBuilder, Event, HandlerEntry, Headers, RabbitMqOptions, Route, RunningApp,
 };
@@ -98,7 +98,7 @@ fn queue_of(route: &Route, event_name: &str, group: Option<&str>, handler: &str)
 }
 
 fn queue_of_entry(h: &HandlerEntry) -> String {
-    queue_of(h.route, h.event_name, h.group.as_deref(), &h.name)
+    queue_of(h.route(), h.event_name(), h.group_override(), h.name())
 }
 
 fn header_string(v: &AMQPValue) -> String {

@@ -12,6 +12,6 @@ struct Safe;
 async fn on_safe(_event: Safe) {}
 
 fn main() {
-    assert!(heytom_mq::event::registered_event("Safe").is_some());
-    assert_eq!(heytom_mq::handler::registered_handlers().count(), 1);
+    assert!(heytom_mq::registered_event("Safe").is_some());
+    assert_eq!(heytom_mq::registered_handlers().count(), 1);
 }

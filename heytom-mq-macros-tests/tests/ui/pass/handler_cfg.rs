@@ -15,6 +15,6 @@ async fn compiled_out(_event: Ping) {}
 async fn compiled_in(_event: Ping) {}
 
 fn main() {
-    let names: Vec<&str> = heytom_mq::handler::registered_handlers().map(|h| h.name).collect();
+    let names: Vec<&str> = heytom_mq::registered_handlers().map(|h| h.name).collect();
     assert_eq!(names, ["compiled_in"]);
 }

@@ -37,7 +37,7 @@ fn main() {
     let requires: Vec<usize> = ["context_then_state", "state_then_context", "only_state", "two_contexts", "only_event"]
         .iter()
         .map(|n| {
-            heytom_mq::handler::registered_handlers()
+            heytom_mq::registered_handlers()
                 .find(|h| h.name == *n)
                 .expect("registered")
                 .requires

@@ -10,5 +10,5 @@ fn main() {
     async fn local(_event: Ping) -> bool {
         true
     }
-    assert!(heytom_mq::handler::registered_handlers().any(|h| h.name == "local"));
+    assert!(heytom_mq::registered_handlers().any(|h| h.name == "local"));
 }

@@ -16,7 +16,7 @@ async fn only_name(_event: InvoiceIssued) {}
 async fn trailing_comma(_event: InvoiceIssued) {}
 
 fn main() {
-    let find = |n: &str| heytom_mq::handler::registered_handlers().find(|h| h.name == n).expect("registered");
+    let find = |n: &str| heytom_mq::registered_handlers().find(|h| h.name == n).expect("registered");
     let h = find("billing.invoice");
     assert_eq!((h.group, h.max_attempts, h.concurrency), (Some("billing"), Some(5), Some(8)));
     assert!(h.function.ends_with("::all_options"));

@@ -38,7 +38,7 @@ pub mod handlers {
 async fn same_name(_event: OrderCreated) {}
 
 fn main() {
-    let names: Vec<&str> = heytom_mq::handler::registered_handlers().map(|h| h.name).collect();
+    let names: Vec<&str> = heytom_mq::registered_handlers().map(|h| h.name).collect();
     for n in ["on_order", "match", "handlers::same_name", "same_name"] {
         assert!(names.contains(&n), "{n} in {names:?}");
     }

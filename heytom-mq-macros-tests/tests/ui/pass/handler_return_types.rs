@@ -42,5 +42,5 @@ async fn string_error(_event: Ping) -> std::result::Result<(), String> {
 }
 
 fn main() {
-    assert_eq!(heytom_mq::handler::registered_handlers().count(), 8);
+    assert_eq!(heytom_mq::registered_handlers().count(), 8);
 }

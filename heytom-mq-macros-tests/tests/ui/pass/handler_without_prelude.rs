@@ -16,5 +16,5 @@ struct Ok;
 struct Box;
 
 fn main() {
-    assert_eq!(heytom_mq::handler::registered_handlers().count(), 1);
+    assert_eq!(heytom_mq::registered_handlers().count(), 1);
 }

@@ -18,7 +18,7 @@
 //!   and the original topic, partition and offset as headers.
 
 mod admin;
-mod consumer;
+mod subscription;
 mod options;
 mod raw;
 
@@ -36,9 +36,6 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer a
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 
-pub use consumer::{
-    DEAD_LETTER_GROUP, DEAD_LETTER_OFFSET, DEAD_LETTER_PARTITION, DEAD_LETTER_TOPIC,
-};
 pub use options::{KafkaOptions, DEFAULT_DEAD_LETTER_SUFFIX, DEFAULT_GROUP_ID};
 
 use crate::error::{Error, Result};
@@ -413,7 +410,7 @@ impl Transport for KafkaTransport {
     }
 
     async fn subscribe(&self, subscription: Subscription) -> Result<Box<dyn SubscriptionHandle>> {
-        consumer::subscribe(self.inner.clone(), subscription).await
+        subscription::subscribe(self.inner.clone(), subscription).await
     }
 
     async fn close(&self) -> Result<()> {

@@ -23,7 +23,7 @@ use super::topology::{declare_exchange, destination, Destination, ExchangeSpec};
 ///
 /// ```
 /// # use heytom_mq::Headers;
-/// use heytom_mq::transport::rabbitmq::PRIORITY_HEADER;
+/// use heytom_mq::PRIORITY_HEADER;
 /// let headers = Headers::from([(PRIORITY_HEADER.to_owned(), "9".to_owned())]);
 /// // producer.send_with_headers(&event, headers).await?;
 /// # let _ = headers;

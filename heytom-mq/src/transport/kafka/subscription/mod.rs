@@ -43,7 +43,7 @@ mod lane;
 
 use lane::{poll_loop, InFlight, LaneHandle};
 
-pub use crate::event::headers::{
+use crate::event::headers::{
     DEAD_LETTER_GROUP, DEAD_LETTER_OFFSET, DEAD_LETTER_PARTITION, DEAD_LETTER_TOPIC,
 };
 
