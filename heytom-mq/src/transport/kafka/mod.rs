@@ -18,9 +18,9 @@
 //!   and the original topic, partition and offset as headers.
 
 mod admin;
-mod subscription;
 mod options;
 mod raw;
+mod subscription;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
