@@ -332,14 +332,6 @@ impl Dispatcher {
         self.read().iter().map(|e| e.event_name).collect()
     }
 
-    /// The handlers of every event, in subscription order.
-    pub fn handlers(&self) -> Vec<HandlerEntry> {
-        self.read()
-            .iter()
-            .flat_map(|e| e.handlers.iter().cloned())
-            .collect()
-    }
-
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Arc<EventHandlers>>> {
         self.events.read().unwrap_or_else(|p| p.into_inner())
     }
@@ -383,11 +375,6 @@ impl Dispatcher {
                     .join(", ")
             )),
         }
-    }
-
-    /// Whether its owner (the app or the manual consumer) is shutting down.
-    pub fn shutting_down(&self) -> bool {
-        *self.shutdown.borrow()
     }
 
     /// Routes one delivery, runs its handlers and says what to do with the

@@ -7,11 +7,12 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use heytom_mq::{
-    App, AppBuilder, Event, HandlerEntry, Headers, InMemoryBroker, InMemoryTransport, Outgoing,
-    Route, RunningApp, Subscription, SubscriptionHandle, Transport, TransportKind,
+    App, AppBuilder, Event, HandlerEntry, Headers, InMemoryTransport, Outgoing, Route, RunningApp,
+    Subscription, SubscriptionHandle, Transport, TransportKind,
 };
 
-use crate::harness::{Features, Fixture, RawMessage, WAIT};
+use crate::harness::{Features, Fixture, RawMessage};
+use crate::memory::Memory;
 
 suite_events! {
     #[event(name = "conformance.custom.RoundTrip")] RoundTrip;
@@ -72,18 +73,15 @@ impl Transport for Bus {
     }
 }
 
-/// One broker behind the bus per test: apps built from one fixture share it.
-pub struct Custom {
-    broker: InMemoryBroker,
-}
+/// One broker behind the bus per test, read and written through the
+/// in-memory fixture's helpers: apps built from one fixture share it.
+pub struct Custom(Memory);
 
 impl Fixture for Custom {
     type Events = Events;
 
     async fn setup() -> Option<Self> {
-        Some(Custom {
-            broker: InMemoryBroker::new(),
-        })
+        Memory::setup().await.map(Custom)
     }
 
     fn features(&self) -> Features {
@@ -97,7 +95,9 @@ impl Fixture for Custom {
     }
 
     fn builder(&self) -> AppBuilder {
-        App::builder().transport(Arc::new(Bus(InMemoryTransport::new(self.broker.clone()))))
+        App::builder().transport(Arc::new(Bus(InMemoryTransport::new(
+            self.0.broker().clone(),
+        ))))
     }
 
     async fn start(&self, builder: AppBuilder) -> RunningApp {
@@ -115,8 +115,7 @@ impl Fixture for Custom {
     }
 
     async fn publish_raw<E: Event>(&self, headers: Headers, body: Vec<u8>) {
-        let groups = self.broker.publish_raw(E::NAME, headers, body, None);
-        assert!(groups > 0, "no subscription to `{}` yet", E::NAME);
+        self.0.publish_raw_on_broker::<E>(headers, body).await
     }
 
     async fn dead_letters<E: Event>(
@@ -125,30 +124,9 @@ impl Fixture for Custom {
         want: usize,
         matches: impl Fn(&RawMessage) -> bool,
     ) -> Vec<RawMessage> {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let found: Vec<RawMessage> = self
-                .broker
-                .dead_letters()
-                .into_iter()
-                // The group of a handler without `group` is its name.
-                .filter(|d| d.topic == E::NAME && d.group == handler)
-                .map(|d| RawMessage {
-                    headers: d.headers,
-                    body: d.body,
-                })
-                .filter(|m| matches(m))
-                .collect();
-            if found.len() >= want {
-                return found;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out waiting for {want} dead letters of `{}`; have {found:?}",
-                E::NAME
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
+        self.0
+            .dead_letters_on_broker::<E>(handler, want, matches)
+            .await
     }
 }
 

@@ -63,11 +63,34 @@ impl Fixture for Memory {
     }
 
     async fn publish_raw<E: Event>(&self, headers: Headers, body: Vec<u8>) {
+        self.publish_raw_on_broker::<E>(headers, body).await
+    }
+
+    async fn dead_letters<E: Event>(
+        &self,
+        handler: &str,
+        want: usize,
+        matches: impl Fn(&RawMessage) -> bool,
+    ) -> Vec<RawMessage> {
+        self.dead_letters_on_broker::<E>(handler, want, matches)
+            .await
+    }
+}
+
+/// Raw publishing and dead-letter reading on the broker, shared with the
+/// custom transport's fixture (its transport sits on an in-memory broker).
+impl Memory {
+    /// The broker the fixture's apps share.
+    pub fn broker(&self) -> &InMemoryBroker {
+        &self.broker
+    }
+
+    pub async fn publish_raw_on_broker<E: Event>(&self, headers: Headers, body: Vec<u8>) {
         let groups = self.broker.publish_raw(E::NAME, headers, body, None);
         assert!(groups > 0, "no subscription to `{}` yet", E::NAME);
     }
 
-    async fn dead_letters<E: Event>(
+    pub async fn dead_letters_on_broker<E: Event>(
         &self,
         handler: &str,
         want: usize,

@@ -336,7 +336,6 @@ async fn handle(
     d: &Delivery,
 ) -> bool {
     let incoming = d.message.to_incoming();
-    // `route` stays held until the message is finished (dead letter included).
     match shared.dispatcher.dispatch(incoming).await {
         Outcome::Ack => true,
         Outcome::DeadLetter(dead) => dead_letter(shared, lane, partition, d, &dead).await,
