@@ -118,6 +118,9 @@ impl Memory {
                         h(headers::DEAD_LETTER_HANDLER),
                         d.dead_letter.handler.as_deref()
                     );
+                    // And where it came from.
+                    assert_eq!(h(headers::DEAD_LETTER_TOPIC), Some(d.topic.as_str()));
+                    assert_eq!(h(headers::DEAD_LETTER_GROUP), Some(d.group.as_str()));
                     RawMessage {
                         headers: d.headers.clone(),
                         body: d.body.clone(),

@@ -241,6 +241,14 @@ impl Fixture for Rabbit {
                                 .collect()
                         })
                         .unwrap_or_default();
+                    // Where it came from: the queue the handler consumed.
+                    assert_eq!(
+                        headers
+                            .get(heytom_mq::headers::DEAD_LETTER_QUEUE)
+                            .map(String::as_str),
+                        dlq.strip_suffix(".dlq"),
+                        "{headers:?}"
+                    );
                     let raw = RawMessage {
                         headers,
                         body: m.delivery.data,
