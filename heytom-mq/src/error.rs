@@ -68,6 +68,19 @@ pub enum Error {
         reason: String,
     },
 
+    /// The broker could not be reached, lost the connection, or did not
+    /// confirm in time: the message may or may not have arrived. The outbox
+    /// retries such sends without counting them against a row's retries.
+    #[error("publish of `{event}` not confirmed, {transport} unavailable: {reason}")]
+    Unavailable {
+        /// Which transport.
+        transport: &'static str,
+        /// The event's name.
+        event: String,
+        /// What happened.
+        reason: String,
+    },
+
     /// An event could not be serialized.
     #[error("could not serialize `{event}`: {source}")]
     Serialization {
@@ -130,6 +143,30 @@ impl Error {
             message: message.into(),
             source: Some(source.into()),
         }
+    }
+
+    /// The transport was unavailable for a publish (see [`Error::Unavailable`]).
+    pub fn unavailable(
+        transport: &'static str,
+        event: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
+        Error::Unavailable {
+            transport,
+            event: event.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Whether this error says the transport was unavailable (not reachable,
+    /// connection lost, no confirm in time, shut down) rather than that the
+    /// message itself was refused. The outbox retries the first kind without
+    /// using up a row's retries.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            Error::Connection { .. } | Error::Unavailable { .. } | Error::Shutdown
+        )
     }
 
     /// A publish error.

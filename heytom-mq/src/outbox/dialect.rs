@@ -99,6 +99,10 @@ pub(crate) struct Dialect {
     pub(crate) upgrade_sql: &'static str,
     /// `SELECT pg_notify(...)` for a channel, where supported.
     pub(crate) notify: Option<&'static str>,
+    /// The database's clock in Unix milliseconds, as an SQL expression:
+    /// leases and retry times are measured in database time, never by the
+    /// app's clock, so instances whose clocks differ still agree.
+    pub(crate) now_ms: &'static str,
 }
 
 /// A migration file's statements for `table`: comments dropped, split at

@@ -44,6 +44,8 @@ use crate::error::{Error, Result};
 #[cfg(feature = "mysql")]
 mod backend;
 mod dialect;
+mod lease;
+mod marker;
 mod mysql;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -121,7 +123,7 @@ impl Outbox {
             table_name: DEFAULT_TABLE_NAME.to_owned(),
             create_table: true,
             dispatch_after_commit: true,
-            dispatch_lease: Duration::from_secs(60),
+            dispatch_lease: Duration::from_secs(10),
             retry_backoff: Duration::from_secs(2),
             max_retry_backoff: Duration::from_secs(300),
             retention: None,
@@ -218,9 +220,13 @@ impl Outbox {
         self
     }
 
-    /// How long a row being dispatched by one instance is hidden from the
-    /// scanners (default 60 s). A row whose instance died before sending it
-    /// is picked up by a scanner after this time.
+    /// How long a row claimed by one sender is hidden from every other
+    /// sender (default 10 s), measured on the database's clock. The sender
+    /// renews the lease every third of it while the send is in flight, so a
+    /// slow broker never makes a second sender take the row; a row whose
+    /// instance died is free again at most this long after the death (then
+    /// sent by the next scan of any instance). Committed rows carry the same
+    /// lease from their insert until the post-commit sender takes them over.
     pub fn dispatch_lease(mut self, lease: Duration) -> Self {
         self.dispatch_lease = lease;
         self

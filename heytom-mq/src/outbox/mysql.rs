@@ -22,6 +22,7 @@ pub(crate) const DIALECT: Dialect = Dialect {
     create_sql: include_str!("../../migrations/mysql/001_create_local_messages.sql"),
     upgrade_sql: include_str!("../../migrations/mysql/002_add_relay_columns.sql"),
     notify: None,
+    now_ms: "(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6)) DIV 1000)",
 };
 
 fn no_listener(

@@ -26,6 +26,7 @@ pub(crate) const DIALECT: Dialect = Dialect {
     create_sql: include_str!("../../migrations/postgres/001_create_local_messages.sql"),
     upgrade_sql: include_str!("../../migrations/postgres/002_add_relay_columns.sql"),
     notify: Some("SELECT pg_notify($1, '')"),
+    now_ms: "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT",
 };
 
 fn listen(

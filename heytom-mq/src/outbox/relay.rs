@@ -1,17 +1,27 @@
 //! The relay: sends committed rows at once, and a retry scanner that claims
 //! due rows (Pending left behind, Failed with a retry due) and sends them.
+//!
+//! A row is in flight at one sender at a time. Every claim leases rows to
+//! a fresh token in `LockedBy`, measured on the database's clock; the
+//! sender renews its leases while the send is in flight, and every status
+//! update is fenced by the token, so a row another sender took over is
+//! never marked by the one that lost it, and a Sent row never goes back.
+//! Committed rows carry this instance's commit lease until the sender
+//! takes them over (or a scanner does, after it expired).
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::Utc;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use super::lease::{millis, token, Availability, Leases};
+use super::marker::{retry_storage, Mark};
 use super::repository::{DbKind, Store};
 use super::{
     ExhaustedCallback, LocalMessage, LocalMessageRetryOptions, MessageStatus, OutboxConfig,
@@ -23,10 +33,13 @@ use crate::transport::Outgoing;
 
 /// Rows merged into one send after commits arrive together.
 const DISPATCH_BATCH: usize = 1000;
-/// Ids marked Sent per update at most.
-const MARK_BATCH: usize = 1000;
-/// How long the marker waits for more confirmed ids before writing.
-const MARK_LINGER: Duration = Duration::from_millis(5);
+/// Committed rows waiting for the post-commit sender, at most; rows that do
+/// not fit keep their commit lease and are sent by a scanner after it.
+const MAX_QUEUED_ROWS: usize = 20_000;
+/// Commits waiting for the post-commit sender, at most.
+const COMMIT_QUEUE: usize = 4096;
+/// Sent batches waiting to be marked; a sender waits when it is full.
+const MARK_QUEUE: usize = 64;
 /// Rows deleted per statement by retention.
 const RETENTION_BATCH: i64 = 500;
 
@@ -41,24 +54,30 @@ pub(crate) struct Relay {
     max_backoff: Duration,
     retention: Option<Duration>,
     on_exhausted: Option<ExhaustedCallback>,
-    /// This instance's id in the `LockedBy` column.
+    /// This instance's id: the `LockedBy` of rows it committed and has not
+    /// taken over for sending yet (the commit lease).
     pub(crate) owner: String,
     wake: Arc<Notify>,
-    /// Ids sent and confirmed, for the marker task to mark Sent in batches.
-    marks: mpsc::UnboundedSender<Vec<Uuid>>,
+    /// Sent and confirmed rows, for the marker task to mark Sent in batches.
+    pub(super) marks: mpsc::Sender<Mark>,
+    /// Rows in flight, renewed by the keeper.
+    pub(super) leases: Leases,
+    availability: Availability,
 }
 
 /// The running outbox of an app: the store, the relay and its tasks.
 pub struct OutboxRuntime {
     pub(crate) relay: Arc<Relay>,
-    committed: mpsc::UnboundedSender<Vec<LocalMessage>>,
-    receiver: Mutex<Option<mpsc::UnboundedReceiver<Vec<LocalMessage>>>>,
+    committed: mpsc::Sender<Vec<LocalMessage>>,
+    /// Rows in `committed`, bounded by `MAX_QUEUED_ROWS`.
+    queued: Arc<AtomicUsize>,
+    receiver: Mutex<Option<mpsc::Receiver<Vec<LocalMessage>>>>,
     stop: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
-    marks: Mutex<Option<mpsc::UnboundedReceiver<Vec<Uuid>>>>,
-    /// Stops the marker, after the tasks that feed it.
+    marks: Mutex<Option<mpsc::Receiver<Mark>>>,
+    /// Stops the marker and the keeper, after the tasks that feed them.
     marker_stop: watch::Sender<bool>,
-    marker: Mutex<Option<JoinHandle<()>>>,
+    marker: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for OutboxRuntime {
@@ -85,10 +104,10 @@ impl OutboxRuntime {
             store.create_table().await?;
         }
         store.probe().await?;
-        let (committed, receiver) = mpsc::unbounded_channel();
+        let (committed, receiver) = mpsc::channel(COMMIT_QUEUE);
         let (stop, _) = watch::channel(false);
         let (marker_stop, _) = watch::channel(false);
-        let (marks, marks_rx) = mpsc::unbounded_channel();
+        let (marks, marks_rx) = mpsc::channel(MARK_QUEUE);
         Ok(Arc::new(OutboxRuntime {
             relay: Arc::new(Relay {
                 store,
@@ -103,14 +122,17 @@ impl OutboxRuntime {
                 owner: Uuid::now_v7().to_string(),
                 wake: Arc::new(Notify::new()),
                 marks,
+                leases: Leases::default(),
+                availability: Availability::default(),
             }),
             committed,
+            queued: Arc::new(AtomicUsize::new(0)),
             receiver: Mutex::new(Some(receiver)),
             stop,
             tasks: Mutex::new(Vec::new()),
             marks: Mutex::new(Some(marks_rx)),
             marker_stop,
-            marker: Mutex::new(None),
+            marker: Mutex::new(Vec::new()),
         }))
     }
 
@@ -118,24 +140,29 @@ impl OutboxRuntime {
         self.relay.store.kind()
     }
 
-    /// Starts the dispatcher, the scanner and (PostgreSQL) the listener.
+    /// Starts the dispatcher, the scanner, the lease keeper, the marker and
+    /// (PostgreSQL) the listener.
     pub(crate) fn start(self: &Arc<Self>) {
         let Some(receiver) = lock(&self.receiver).take() else {
             return;
         };
         if let Some(marks) = lock(&self.marks).take() {
-            *lock(&self.marker) = Some(tokio::spawn(
+            let mut marker = lock(&self.marker);
+            marker.push(tokio::spawn(
                 self.relay
                     .clone()
                     .mark_loop(marks, self.marker_stop.subscribe()),
             ));
+            marker.push(tokio::spawn(
+                self.relay.clone().keep_loop(self.marker_stop.subscribe()),
+            ));
         }
         let mut tasks = lock(&self.tasks);
-        tasks.push(tokio::spawn(
-            self.relay
-                .clone()
-                .dispatch_loop(receiver, self.stop.subscribe()),
-        ));
+        tasks.push(tokio::spawn(self.relay.clone().dispatch_loop(
+            receiver,
+            self.queued.clone(),
+            self.stop.subscribe(),
+        )));
         if self.relay.retry.enabled {
             tasks.push(tokio::spawn(
                 self.relay.clone().scan_loop(self.stop.subscribe()),
@@ -149,11 +176,11 @@ impl OutboxRuntime {
                 tasks.push(t);
             }
         }
-        tracing::info!(table = %self.relay.store.table.name, owner = %self.relay.owner, scanner = self.relay.retry.enabled, "outbox relay started");
+        tracing::info!(table = %self.relay.store.table.name, owner = %self.relay.owner, lease = ?self.relay.lease, scanner = self.relay.retry.enabled, "outbox relay started");
     }
 
     /// Stops the relay: rows already committed are sent first, a scan in
-    /// progress finishes its batch.
+    /// progress finishes its batch, their outcomes are written.
     pub(crate) async fn stop(&self) {
         let _ = self.stop.send(true);
         let tasks: Vec<JoinHandle<()>> = std::mem::take(&mut *lock(&self.tasks));
@@ -161,43 +188,70 @@ impl OutboxRuntime {
             let _ = t.await;
         }
         let _ = self.marker_stop.send(true);
-        let marker = lock(&self.marker).take();
-        if let Some(m) = marker {
+        let marker: Vec<JoinHandle<()>> = std::mem::take(&mut *lock(&self.marker));
+        for m in marker {
             let _ = m.await;
         }
     }
 
-    /// Hands committed rows to the relay.
+    /// Hands committed rows to the relay. Rows that do not fit in the queue
+    /// (the broker is slower than the commits) keep their commit lease and
+    /// are sent by a scanner once it expires.
     pub(crate) fn committed(&self, rows: Vec<LocalMessage>) {
         if rows.is_empty() || !self.relay.dispatch_after_commit {
             return;
         }
-        // If the relay is gone the rows stay leased and a scanner sends them later.
-        let _ = self.committed.send(rows);
+        let n = rows.len();
+        if self.queued.fetch_add(n, Ordering::AcqRel) + n > MAX_QUEUED_ROWS {
+            self.queued.fetch_sub(n, Ordering::AcqRel);
+            tracing::debug!(
+                count = n,
+                "outbox send queue full: rows left to the scanner"
+            );
+            return;
+        }
+        if self.committed.try_send(rows).is_err() {
+            // Full, or the relay is gone: a scanner sends them after the lease.
+            self.queued.fetch_sub(n, Ordering::AcqRel);
+            tracing::debug!(
+                count = n,
+                "outbox send queue full: rows left to the scanner"
+            );
+        }
     }
 }
 
 impl Relay {
+    pub(super) fn lease_ms(&self) -> i64 {
+        millis(self.lease)
+    }
+
     async fn dispatch_loop(
         self: Arc<Self>,
-        mut receiver: mpsc::UnboundedReceiver<Vec<LocalMessage>>,
+        mut receiver: mpsc::Receiver<Vec<LocalMessage>>,
+        queued: Arc<AtomicUsize>,
         mut stop: watch::Receiver<bool>,
     ) {
+        let take = |rows: Vec<LocalMessage>| {
+            queued.fetch_sub(rows.len(), Ordering::AcqRel);
+            rows
+        };
         loop {
             let first = tokio::select! {
                 biased;
                 rows = receiver.recv() => match rows {
-                    Some(rows) => rows,
+                    Some(rows) => take(rows),
                     None => return,
                 },
                 _ = stop.changed() => {
                     // Send what was committed before the stop.
+                    receiver.close();
                     let mut rows = Vec::new();
                     while let Ok(more) = receiver.try_recv() {
-                        rows.extend(more);
+                        rows.extend(take(more));
                     }
                     for chunk in rows.chunks(DISPATCH_BATCH) {
-                        self.dispatch(chunk.to_vec(), "commit").await;
+                        self.send_committed(chunk.to_vec()).await;
                     }
                     return;
                 }
@@ -205,32 +259,78 @@ impl Relay {
             let mut rows = first;
             while rows.len() < DISPATCH_BATCH {
                 match receiver.try_recv() {
-                    Ok(more) => rows.extend(more),
+                    Ok(more) => rows.extend(take(more)),
                     Err(_) => break,
                 }
             }
-            self.dispatch(rows, "commit").await;
+            self.send_committed(rows).await;
         }
     }
 
+    /// Takes committed rows over from the commit lease and sends the ones
+    /// it got; while the transport is unavailable, leaves them to a scanner.
+    async fn send_committed(&self, mut rows: Vec<LocalMessage>) {
+        if !self.availability.wait().is_zero() {
+            tracing::debug!(
+                count = rows.len(),
+                "transport unavailable: committed rows left to the scanner"
+            );
+            return;
+        }
+        let token = token();
+        let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+        self.leases.hold(&token, &ids);
+        let got = match self
+            .store
+            .take_over(&ids, &self.owner, &token, self.lease_ms())
+            .await
+        {
+            Ok(got) => got,
+            Err(e) => {
+                self.leases.forget(&token, &ids);
+                tracing::warn!(error = %e, count = ids.len(), "could not lease committed rows; a scanner sends them after the commit lease");
+                return;
+            }
+        };
+        if got.len() < ids.len() {
+            let lost: Vec<Uuid> = ids.iter().filter(|id| !got.contains(id)).copied().collect();
+            self.leases.forget(&token, &lost);
+            tracing::debug!(
+                count = lost.len(),
+                "committed rows already taken by a scanner"
+            );
+            rows.retain(|r| got.contains(&r.id));
+        }
+        self.dispatch(rows, token, "commit").await;
+    }
+
     async fn scan_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        let batch = i64::from(self.retry.batch_size);
+        let batch = i64::from(self.retry.batch_size.max(1));
         let max_retry = i32::try_from(self.retry.max_retry_count).unwrap_or(i32::MAX);
         loop {
             loop {
                 if *stop.borrow() {
                     return;
                 }
-                let lease_until = (Utc::now() + self.lease).timestamp_millis();
+                let wait = self.availability.wait();
+                if !wait.is_zero() {
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        r = stop.changed() => if r.is_err() || *stop.borrow() { return },
+                    }
+                }
+                let token = token();
                 match self
                     .store
-                    .claim(&self.owner, lease_until, max_retry, batch)
+                    .claim(&token, self.lease_ms(), max_retry, batch)
                     .await
                 {
                     Ok(rows) if rows.is_empty() => break,
                     Ok(rows) => {
                         let full = rows.len() as i64 >= batch;
-                        self.dispatch(rows, "scan").await;
+                        let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+                        self.leases.hold(&token, &ids);
+                        self.dispatch(rows, token, "scan").await;
                         if !full {
                             break;
                         }
@@ -242,7 +342,10 @@ impl Relay {
                 }
             }
             if let Some(age) = self.retention {
-                let before = Utc::now() - age;
+                let before = chrono::TimeDelta::from_std(age)
+                    .ok()
+                    .and_then(|age| chrono::Utc::now().checked_sub_signed(age))
+                    .unwrap_or(chrono::DateTime::UNIX_EPOCH);
                 match self
                     .store
                     .delete_before(MessageStatus::Sent, before, RETENTION_BATCH)
@@ -261,59 +364,6 @@ impl Relay {
         }
     }
 
-    /// Marks confirmed rows Sent, merging what arrives within a few
-    /// milliseconds into one update: one write per batch, not per commit.
-    async fn mark_loop(
-        self: Arc<Self>,
-        mut marks: mpsc::UnboundedReceiver<Vec<Uuid>>,
-        mut stop: watch::Receiver<bool>,
-    ) {
-        loop {
-            let mut ids = tokio::select! {
-                biased;
-                m = marks.recv() => match m {
-                    Some(ids) => ids,
-                    None => return,
-                },
-                _ = stop.changed() => {
-                    let mut ids = Vec::new();
-                    while let Ok(more) = marks.try_recv() {
-                        ids.extend(more);
-                    }
-                    marks.close();
-                    while let Ok(more) = marks.try_recv() {
-                        ids.extend(more);
-                    }
-                    self.mark_sent(ids).await;
-                    return;
-                }
-            };
-            let linger = tokio::time::sleep(MARK_LINGER);
-            tokio::pin!(linger);
-            while ids.len() < MARK_BATCH {
-                tokio::select! {
-                    biased;
-                    m = marks.recv() => match m {
-                        Some(more) => ids.extend(more),
-                        None => break,
-                    },
-                    _ = &mut linger => break,
-                }
-            }
-            self.mark_sent(ids).await;
-        }
-    }
-
-    async fn mark_sent(&self, ids: Vec<Uuid>) {
-        if ids.is_empty() {
-            return;
-        }
-        if let Err(e) = retry_storage(|| self.store.mark_sent(&ids)).await {
-            // The rows keep their lease and are sent again after it: at least once.
-            tracing::error!(error = %e, count = ids.len(), "could not mark outbox rows sent");
-        }
-    }
-
     fn backoff_for(&self, failures: i32) -> Duration {
         let exp = u32::try_from(failures.saturating_sub(1).clamp(0, 30)).unwrap_or(30);
         self.backoff
@@ -322,10 +372,17 @@ impl Relay {
             .min(self.max_backoff)
     }
 
-    /// Sends rows in creation order through the producer's transports and
-    /// records the outcome: Sent in batched updates, Failed with the error,
-    /// a retry count and the next attempt time.
-    pub(crate) async fn dispatch(&self, mut rows: Vec<LocalMessage>, source: &'static str) {
+    /// Sends rows leased to `token` in creation order through the
+    /// producer's transports and records the outcome: Sent in batched
+    /// updates; Failed with the error, a retry count and the next attempt
+    /// time when the message itself failed; given back without counting a
+    /// retry when the transport was unavailable.
+    pub(crate) async fn dispatch(
+        &self,
+        mut rows: Vec<LocalMessage>,
+        token: Arc<str>,
+        source: &'static str,
+    ) {
         rows.sort_by_key(|r| (r.created_at, r.id));
         let span = tracing::info_span!("outbox.relay", source, count = rows.len(), table = %self.store.table.name);
         async {
@@ -347,33 +404,60 @@ impl Relay {
                 self.producer.send_outgoing(&outgoing).await
             };
             let mut sent = Vec::with_capacity(sending.len());
+            let mut unavailable: Vec<Uuid> = Vec::new();
+            let mut reason = None;
             for (row, r) in sending.into_iter().zip(results) {
                 match r {
                     Ok(()) => {
                         tracing::trace!(event_id = %row.id, event_name = %row.message_type, "outbox row sent");
                         sent.push(row.id);
                     }
+                    Err(e) if e.is_unavailable() => {
+                        unavailable.push(row.id);
+                        reason.get_or_insert_with(|| e.to_string());
+                    }
                     Err(e) => failed.push((row, e.to_string())),
                 }
             }
+            if !sent.is_empty() || failed.iter().any(|(r, _)| registered_event(&r.message_type).is_some()) {
+                self.availability.answered();
+            }
             if !sent.is_empty() {
-                if let Err(mpsc::error::SendError(sent)) = self.marks.send(sent) {
+                let mark = Mark { token: token.clone(), ids: sent };
+                if let Err(mpsc::error::SendError(mark)) = self.marks.send(mark).await {
                     // The marker has stopped: mark here.
-                    self.mark_sent(sent).await;
+                    self.mark_sent(vec![mark]).await;
                 }
             }
-            self.record_failures(failed).await;
+            if let Some(reason) = reason {
+                self.release(&token, unavailable, &reason).await;
+            }
+            self.record_failures(&token, failed).await;
         }
         .instrument(span)
         .await
     }
 
-    async fn record_failures(&self, failed: Vec<(LocalMessage, String)>) {
+    /// The transport was unavailable: the rows are due again after the
+    /// relay's backoff, their retries untouched.
+    async fn release(&self, token: &str, ids: Vec<Uuid>, reason: &str) {
+        let wait = self.availability.failed(reason);
+        tracing::debug!(count = ids.len(), error = %reason, "outbox send not confirmed: transport unavailable");
+        if let Err(e) =
+            retry_storage(|| self.store.release(&ids, token, reason, millis(wait))).await
+        {
+            // They keep their lease and are sent again after it.
+            tracing::warn!(error = %e, count = ids.len(), "could not give outbox rows back");
+        }
+        self.leases.forget(token, &ids);
+    }
+
+    async fn record_failures(&self, token: &str, failed: Vec<(LocalMessage, String)>) {
         if failed.is_empty() {
             return;
         }
         let max = i64::from(self.retry.max_retry_count);
-        // Rows failing alike (broker down) share one update.
+        // Rows failing alike share one update.
         let mut groups: HashMap<(i32, String), Vec<LocalMessage>> = HashMap::new();
         for (row, reason) in failed {
             tracing::warn!(event_id = %row.id, event_name = %row.message_type, attempt = row.retry_count + 1, error = %reason, "outbox send failed");
@@ -384,12 +468,24 @@ impl Relay {
         }
         for ((retry_count, reason), rows) in groups {
             let failures = retry_count.saturating_add(1);
-            let next = Utc::now() + self.backoff_for(failures);
+            let backoff = millis(self.backoff_for(failures));
             let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-            let next_ms = next.timestamp_millis();
-            if let Err(e) = retry_storage(|| self.store.mark_failed(&ids, &reason, next_ms)).await {
-                tracing::error!(error = %e, count = ids.len(), "could not mark outbox rows failed");
-                continue;
+            let written =
+                retry_storage(|| self.store.mark_failed(&ids, token, &reason, backoff)).await;
+            self.leases.forget(token, &ids);
+            match written {
+                Err(e) => {
+                    tracing::error!(error = %e, count = ids.len(), "could not mark outbox rows failed");
+                    continue;
+                }
+                Ok(n) if (n as usize) < ids.len() => {
+                    tracing::warn!(
+                        count = ids.len() - n as usize,
+                        "failed outbox rows had been taken over by another sender"
+                    );
+                    continue;
+                }
+                Ok(_) => {}
             }
             if i64::from(failures) >= max {
                 for mut row in rows {
@@ -404,29 +500,6 @@ impl Relay {
                         }
                     }
                 }
-            }
-        }
-    }
-}
-
-/// Retries a status update a few times: a lost update means a resend after
-/// the lease (a deadlock victim on MySQL, a busy SQLite file).
-async fn retry_storage<F, Fut>(mut f: F) -> Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<()>>,
-{
-    let mut delay = Duration::from_millis(20);
-    let mut attempt = 1;
-    loop {
-        match f().await {
-            Ok(()) => return Ok(()),
-            Err(e) if attempt >= 4 => return Err(e),
-            Err(e) => {
-                tracing::debug!(error = %e, attempt, "outbox status update failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay *= 3;
-                attempt += 1;
             }
         }
     }

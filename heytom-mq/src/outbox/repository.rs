@@ -93,7 +93,7 @@ impl Store {
     pub(crate) async fn save(&self, rows: &[LocalMessage]) -> Result<()> {
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             self.backend
-                .execute(self.table.insert(chunk))
+                .execute(self.table.insert(chunk, None))
                 .await
                 .map_err(storage("insert", &self.table.name))?;
         }
@@ -101,16 +101,15 @@ impl Store {
     }
 
     /// Claims up to `limit` due rows (Pending first, then Failed; below
-    /// `max_retry`, next attempt time reached) for `owner` until
-    /// `lease_until_ms`, in creation order.
+    /// `max_retry`, next attempt time reached on the database's clock) for
+    /// `token` for `lease_ms`, in creation order.
     pub(crate) async fn claim(
         &self,
-        owner: &str,
-        lease_until_ms: i64,
+        token: &str,
+        lease_ms: i64,
         max_retry: i32,
         limit: i64,
     ) -> Result<Vec<LocalMessage>> {
-        let now_ms = Utc::now().timestamp_millis();
         let mut rows = Vec::new();
         for status in [MessageStatus::Pending, MessageStatus::Failed] {
             let want = limit - rows.len() as i64;
@@ -119,27 +118,21 @@ impl Store {
             }
             let claimed = match self.table.d.claim {
                 ClaimStyle::UpdateReturning { lock } => {
-                    let q = self.table.claim_update_returning(
-                        status,
-                        now_ms,
-                        lease_until_ms,
-                        owner,
-                        max_retry,
-                        want,
-                        lock,
-                    );
+                    let q = self
+                        .table
+                        .claim_update_returning(status, lease_ms, token, max_retry, want, lock);
                     self.backend.fetch(q).await
                 }
                 ClaimStyle::SelectForUpdate => {
-                    let select = self.table.claim_select(status, now_ms, max_retry, want);
-                    let owner = owner.to_owned();
+                    let select = self.table.claim_select(status, max_retry, want);
+                    let token = token.to_owned();
                     let table = Table::new(self.table.d, &self.table.name);
                     let lease: LeaseFn = Box::new(move |rows: &[LocalMessage]| {
                         if rows.is_empty() {
                             return None;
                         }
                         let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-                        Some(table.lease(&ids, lease_until_ms, &owner))
+                        Some(table.lease(&ids, lease_ms, &token))
                     });
                     self.backend.fetch_then_update(select, lease).await
                 }
@@ -148,32 +141,109 @@ impl Store {
             rows.extend(claimed);
         }
         for r in &mut rows {
-            r.locked_by = Some(owner.to_owned());
+            r.locked_by = Some(token.to_owned());
         }
         rows.sort_by_key(|r| (r.created_at, r.id));
         Ok(rows)
     }
 
-    pub(crate) async fn mark_sent(&self, ids: &[Uuid]) -> Result<()> {
-        let now = Utc::now();
+    /// Moves committed rows from the commit lease `from` to `token`;
+    /// returns the ids it got (a scanner may have taken some meanwhile).
+    pub(crate) async fn take_over(
+        &self,
+        ids: &[Uuid],
+        from: &str,
+        token: &str,
+        lease_ms: i64,
+    ) -> Result<Vec<Uuid>> {
+        let mut got = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-            self.backend
-                .execute(self.table.mark_sent(chunk, now))
+            let n = self
+                .backend
+                .execute(self.table.take_over(chunk, from, token, lease_ms))
+                .await
+                .map_err(storage("leasing committed rows", &self.table.name))?;
+            if n as usize == chunk.len() {
+                got.extend_from_slice(chunk);
+            } else if n > 0 {
+                let held = self
+                    .backend
+                    .fetch(self.table.held(chunk, token))
+                    .await
+                    .map_err(storage("leasing committed rows", &self.table.name))?;
+                got.extend(held.into_iter().map(|r| r.id));
+            }
+        }
+        Ok(got)
+    }
+
+    /// Extends the lease of rows `token` holds; returns how many it still holds.
+    pub(crate) async fn renew(&self, ids: &[Uuid], token: &str, lease_ms: i64) -> Result<u64> {
+        let mut n = 0;
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            n += self
+                .backend
+                .execute(self.table.renew(chunk, token, lease_ms))
+                .await
+                .map_err(storage("renewing leases", &self.table.name))?;
+        }
+        Ok(n)
+    }
+
+    /// Marks rows `token` holds Sent; returns how many it still held.
+    pub(crate) async fn mark_sent(&self, ids: &[Uuid], token: &str) -> Result<u64> {
+        let now = Utc::now();
+        let mut n = 0;
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            n += self
+                .backend
+                .execute(self.table.mark_sent(chunk, token, now))
                 .await
                 .map_err(storage("marking rows sent", &self.table.name))?;
         }
-        Ok(())
+        Ok(n)
     }
 
-    pub(crate) async fn mark_failed(&self, ids: &[Uuid], error: &str, next_ms: i64) -> Result<()> {
+    /// Marks rows `token` holds Failed (one retry counted), due again after
+    /// `backoff_ms`; returns how many it still held.
+    pub(crate) async fn mark_failed(
+        &self,
+        ids: &[Uuid],
+        token: &str,
+        error: &str,
+        backoff_ms: i64,
+    ) -> Result<u64> {
         let now = Utc::now();
+        let mut n = 0;
         for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-            self.backend
-                .execute(self.table.mark_failed(chunk, error, now, next_ms))
+            n += self
+                .backend
+                .execute(self.table.mark_failed(chunk, token, error, now, backoff_ms))
                 .await
                 .map_err(storage("marking rows failed", &self.table.name))?;
         }
-        Ok(())
+        Ok(n)
+    }
+
+    /// Gives rows `token` holds back without counting a retry (the transport
+    /// was unavailable), due again after `backoff_ms`.
+    pub(crate) async fn release(
+        &self,
+        ids: &[Uuid],
+        token: &str,
+        error: &str,
+        backoff_ms: i64,
+    ) -> Result<u64> {
+        let now = Utc::now();
+        let mut n = 0;
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            n += self
+                .backend
+                .execute(self.table.release(chunk, token, error, now, backoff_ms))
+                .await
+                .map_err(storage("releasing rows", &self.table.name))?;
+        }
+        Ok(n)
     }
 
     pub(crate) async fn update_status(

@@ -23,6 +23,7 @@ pub(crate) const DIALECT: Dialect = Dialect {
     create_sql: include_str!("../../migrations/sqlite/001_create_local_messages.sql"),
     upgrade_sql: include_str!("../../migrations/sqlite/002_add_relay_columns.sql"),
     notify: None,
+    now_ms: "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
 };
 
 fn no_listener(

@@ -139,8 +139,10 @@ impl Table {
         Params::new(self.d).build(format!("SELECT {cols} FROM {t} WHERE 1 = 0"))
     }
 
-    /// One multi-row insert (at most `ROWS_PER_STATEMENT` rows).
-    pub(crate) fn insert(&self, rows: &[LocalMessage]) -> Built {
+    /// One multi-row insert (at most `ROWS_PER_STATEMENT` rows). With a
+    /// `lease_ms`, each row's next attempt is the database's clock plus the
+    /// lease (the commit lease of `LockedBy`); without, the row's own time.
+    pub(crate) fn insert(&self, rows: &[LocalMessage], lease_ms: Option<i64>) -> Built {
         let Cols {
             id,
             mq_type,
@@ -173,7 +175,10 @@ impl Table {
                     p.p(Arg::Int(m.retry_count)),
                     p.p(Arg::OptText(m.headers.clone())),
                     p.p(Arg::OptText(m.partition_key.clone())),
-                    p.p(Arg::BigInt(m.next_attempt_at.timestamp_millis())),
+                    match lease_ms {
+                        Some(lease) => format!("{} + {}", self.d.now_ms, p.p(Arg::BigInt(lease))),
+                        None => p.p(Arg::BigInt(m.next_attempt_at.timestamp_millis())),
+                    },
                     p.p(Arg::OptText(m.locked_by.clone())),
                 ];
                 format!("({})", row.join(", "))
@@ -188,16 +193,16 @@ impl Table {
     }
 
     /// The claim as one statement (`ClaimStyle::UpdateReturning`): lease up
-    /// to `limit` due rows of one status (oldest first) and return them.
-    /// One status at a time, so `(Status, CreatedAt)` yields rows already
-    /// in order and the scan stops at the limit instead of sorting.
+    /// to `limit` due rows of one status (oldest first) to `token` and
+    /// return them. Due and lease are read off the database's clock. One
+    /// status at a time, so `(Status, CreatedAt)` yields rows already in
+    /// order and the scan stops at the limit instead of sorting.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn claim_update_returning(
         &self,
         status: MessageStatus,
-        now_ms: i64,
-        lease_until_ms: i64,
-        owner: &str,
+        lease_ms: i64,
+        token: &str,
         max_retry: i32,
         limit: i64,
         lock: &str,
@@ -211,19 +216,12 @@ impl Table {
             created_at,
             ..
         } = &self.c;
-        let (t, cols, status) = (&self.t, &self.select_list, status as i32);
+        let (t, cols, status, now) = (&self.t, &self.select_list, status as i32, self.d.now_ms);
         let mut p = Params::new(self.d);
-        let (lease, owner) = (
-            p.p(Arg::BigInt(lease_until_ms)),
-            p.p(Arg::Text(owner.to_owned())),
-        );
-        let (max_retry, now, limit) = (
-            p.p(Arg::Int(max_retry)),
-            p.p(Arg::BigInt(now_ms)),
-            p.p(Arg::BigInt(limit)),
-        );
+        let (lease, token) = (p.p(Arg::BigInt(lease_ms)), p.p(Arg::Text(token.to_owned())));
+        let (max_retry, limit) = (p.p(Arg::Int(max_retry)), p.p(Arg::BigInt(limit)));
         p.build(format!(
-            "UPDATE {t} SET {next_attempt_at} = {lease}, {locked_by} = {owner} \
+            "UPDATE {t} SET {next_attempt_at} = {now} + {lease}, {locked_by} = {token} \
              WHERE {id} IN (SELECT {id} FROM {t} \
              WHERE {status_col} = {status} AND {retry_count} < {max_retry} AND {next_attempt_at} <= {now} \
              ORDER BY {created_at}, {id} LIMIT {limit}{lock}) \
@@ -232,13 +230,7 @@ impl Table {
     }
 
     /// The select half of `ClaimStyle::SelectForUpdate`.
-    pub(crate) fn claim_select(
-        &self,
-        status: MessageStatus,
-        now_ms: i64,
-        max_retry: i32,
-        limit: i64,
-    ) -> Built {
+    pub(crate) fn claim_select(&self, status: MessageStatus, max_retry: i32, limit: i64) -> Built {
         let Cols {
             id,
             status: status_col,
@@ -247,13 +239,9 @@ impl Table {
             created_at,
             ..
         } = &self.c;
-        let (t, cols, status) = (&self.t, &self.select_list, status as i32);
+        let (t, cols, status, now) = (&self.t, &self.select_list, status as i32, self.d.now_ms);
         let mut p = Params::new(self.d);
-        let (max_retry, now, limit) = (
-            p.p(Arg::Int(max_retry)),
-            p.p(Arg::BigInt(now_ms)),
-            p.p(Arg::BigInt(limit)),
-        );
+        let (max_retry, limit) = (p.p(Arg::Int(max_retry)), p.p(Arg::BigInt(limit)));
         p.build(format!(
             "SELECT {cols} FROM {t} \
              WHERE {status_col} = {status} AND {retry_count} < {max_retry} AND {next_attempt_at} <= {now} \
@@ -262,26 +250,113 @@ impl Table {
     }
 
     /// The update half of `ClaimStyle::SelectForUpdate`.
-    pub(crate) fn lease(&self, ids: &[Uuid], lease_until_ms: i64, owner: &str) -> Built {
+    pub(crate) fn lease(&self, ids: &[Uuid], lease_ms: i64, token: &str) -> Built {
         let Cols {
             id,
             next_attempt_at,
             locked_by,
             ..
         } = &self.c;
-        let t = &self.t;
+        let (t, now) = (&self.t, self.d.now_ms);
         let mut p = Params::new(self.d);
-        let (lease, owner) = (
-            p.p(Arg::BigInt(lease_until_ms)),
-            p.p(Arg::Text(owner.to_owned())),
-        );
+        let (lease, token) = (p.p(Arg::BigInt(lease_ms)), p.p(Arg::Text(token.to_owned())));
         let ids = p.ids(ids);
         p.build(format!(
-            "UPDATE {t} SET {next_attempt_at} = {lease}, {locked_by} = {owner} WHERE {id} IN {ids}"
+            "UPDATE {t} SET {next_attempt_at} = {now} + {lease}, {locked_by} = {token} WHERE {id} IN {ids}"
         ))
     }
 
-    pub(crate) fn mark_sent(&self, ids: &[Uuid], now: DateTime<Utc>) -> Built {
+    /// Moves committed rows from the commit lease `from` (still Pending,
+    /// still held by it) to the send lease `token`: a row a scanner took
+    /// meanwhile is not taken back.
+    pub(crate) fn take_over(&self, ids: &[Uuid], from: &str, token: &str, lease_ms: i64) -> Built {
+        let Cols {
+            id,
+            status,
+            next_attempt_at,
+            locked_by,
+            ..
+        } = &self.c;
+        let (t, now) = (&self.t, self.d.now_ms);
+        let mut p = Params::new(self.d);
+        let (token, lease) = (p.p(Arg::Text(token.to_owned())), p.p(Arg::BigInt(lease_ms)));
+        let ids = p.ids(ids);
+        let from = p.p(Arg::Text(from.to_owned()));
+        p.build(format!(
+            "UPDATE {t} SET {locked_by} = {token}, {next_attempt_at} = {now} + {lease} \
+             WHERE {id} IN {ids} AND {locked_by} = {from} AND {status} = 0"
+        ))
+    }
+
+    /// The rows of `ids` that `token` holds.
+    pub(crate) fn held(&self, ids: &[Uuid], token: &str) -> Built {
+        let Cols { id, locked_by, .. } = &self.c;
+        let (t, cols) = (&self.t, &self.select_list);
+        let mut p = Params::new(self.d);
+        let ids = p.ids(ids);
+        let token = p.p(Arg::Text(token.to_owned()));
+        p.build(format!(
+            "SELECT {cols} FROM {t} WHERE {id} IN {ids} AND {locked_by} = {token}"
+        ))
+    }
+
+    /// Extends the lease of rows `token` still holds (a send in flight).
+    pub(crate) fn renew(&self, ids: &[Uuid], token: &str, lease_ms: i64) -> Built {
+        let Cols {
+            id,
+            status,
+            next_attempt_at,
+            locked_by,
+            ..
+        } = &self.c;
+        let (t, now) = (&self.t, self.d.now_ms);
+        let mut p = Params::new(self.d);
+        let lease = p.p(Arg::BigInt(lease_ms));
+        let ids = p.ids(ids);
+        let token = p.p(Arg::Text(token.to_owned()));
+        p.build(format!(
+            "UPDATE {t} SET {next_attempt_at} = {now} + {lease} \
+             WHERE {id} IN {ids} AND {locked_by} = {token} AND {status} <> 1"
+        ))
+    }
+
+    /// Gives rows back after the transport was unavailable: due again after
+    /// `backoff_ms`, with the reason, without counting a retry.
+    pub(crate) fn release(
+        &self,
+        ids: &[Uuid],
+        token: &str,
+        error: &str,
+        now: DateTime<Utc>,
+        backoff_ms: i64,
+    ) -> Built {
+        let Cols {
+            id,
+            status,
+            error_message,
+            updated_at,
+            next_attempt_at,
+            locked_by,
+            ..
+        } = &self.c;
+        let (t, db_now) = (&self.t, self.d.now_ms);
+        let mut p = Params::new(self.d);
+        let (error, now, backoff) = (
+            p.p(Arg::Text(truncate(error))),
+            p.p(Arg::Time(now)),
+            p.p(Arg::BigInt(backoff_ms)),
+        );
+        let ids = p.ids(ids);
+        let token = p.p(Arg::Text(token.to_owned()));
+        p.build(format!(
+            "UPDATE {t} SET {error_message} = {error}, {updated_at} = {now}, \
+             {next_attempt_at} = {db_now} + {backoff}, {locked_by} = NULL \
+             WHERE {id} IN {ids} AND {locked_by} = {token} AND {status} <> 1"
+        ))
+    }
+
+    /// Marks rows Sent that `token` still holds.
+    pub(crate) fn mark_sent(&self, ids: &[Uuid], token: &str, now: DateTime<Utc>) -> Built {
         let Cols {
             id,
             status,
@@ -293,17 +368,22 @@ impl Table {
         let mut p = Params::new(self.d);
         let now = p.p(Arg::Time(now));
         let ids = p.ids(ids);
+        let token = p.p(Arg::Text(token.to_owned()));
         p.build(format!(
-            "UPDATE {t} SET {status} = 1, {updated_at} = {now}, {locked_by} = NULL WHERE {id} IN {ids}"
+            "UPDATE {t} SET {status} = 1, {updated_at} = {now}, {locked_by} = NULL \
+             WHERE {id} IN {ids} AND {locked_by} = {token}"
         ))
     }
 
+    /// Marks rows Failed that `token` still holds (never a Sent one), one
+    /// more retry counted, due again after `backoff_ms`.
     pub(crate) fn mark_failed(
         &self,
         ids: &[Uuid],
+        token: &str,
         error: &str,
         now: DateTime<Utc>,
-        next_ms: i64,
+        backoff_ms: i64,
     ) -> Built {
         let Cols {
             id,
@@ -315,17 +395,19 @@ impl Table {
             locked_by,
             ..
         } = &self.c;
-        let t = &self.t;
+        let (t, db_now) = (&self.t, self.d.now_ms);
         let mut p = Params::new(self.d);
-        let (error, now, next) = (
+        let (error, now, backoff) = (
             p.p(Arg::Text(truncate(error))),
             p.p(Arg::Time(now)),
-            p.p(Arg::BigInt(next_ms)),
+            p.p(Arg::BigInt(backoff_ms)),
         );
         let ids = p.ids(ids);
+        let token = p.p(Arg::Text(token.to_owned()));
         p.build(format!(
             "UPDATE {t} SET {status} = 2, {retry_count} = {retry_count} + 1, {error_message} = {error}, \
-             {updated_at} = {now}, {next_attempt_at} = {next}, {locked_by} = NULL WHERE {id} IN {ids}"
+             {updated_at} = {now}, {next_attempt_at} = {db_now} + {backoff}, {locked_by} = NULL \
+             WHERE {id} IN {ids} AND {locked_by} = {token} AND {status} <> 1"
         ))
     }
 
@@ -346,15 +428,14 @@ impl Table {
         } = &self.c;
         let t = &self.t;
         let mut p = Params::new(self.d);
-        let (new_status, error, now) = (
-            p.p(Arg::Int(new_status as i32)),
-            p.p(Arg::OptText(error.map(truncate))),
-            p.p(Arg::Time(now)),
-        );
+        // The enum's integer, written as a literal (it appears twice).
+        let new_status = new_status as i32;
+        let (error, now) = (p.p(Arg::OptText(error.map(truncate))), p.p(Arg::Time(now)));
         let row = p.id(row);
+        // A Sent row never goes back to Pending or Failed.
         p.build(format!(
             "UPDATE {t} SET {status} = {new_status}, {error_message} = {error}, {updated_at} = {now}, \
-             {locked_by} = NULL WHERE {id} = {row}"
+             {locked_by} = NULL WHERE {id} = {row} AND ({status} <> 1 OR {new_status} = 1)"
         ))
     }
 

@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
 use futures::future::BoxFuture;
 use sqlx::{Pool, Transaction};
 use tracing::Instrument;
 
+use super::lease::millis;
 use super::relay::OutboxRuntime;
 use super::repository::{Built, DbKind, ROWS_PER_STATEMENT};
 use super::{LocalMessage, MessageStatus};
@@ -146,12 +146,11 @@ impl<DB: OutboxDatabase> OutboxTransaction<DB> {
         let envelope = Envelope::with_headers(event, headers)?;
         let (topic, routing_key) = route.address(E::NAME);
         let relay = &self.runtime.relay;
-        let (next_attempt_at, locked_by) = if relay.dispatch_after_commit {
-            // Hidden from every scanner while this instance sends it.
-            (Utc::now() + relay.lease, Some(relay.owner.clone()))
-        } else {
-            (Utc::now(), None)
-        };
+        // With dispatch after commit the row carries this instance's commit
+        // lease (from the insert, on the database's clock: see `insert`),
+        // hidden from the scanners until the sender takes it over; without,
+        // it is due at once.
+        let locked_by = relay.dispatch_after_commit.then(|| relay.owner.clone());
         let headers =
             serde_json::to_string(&envelope.headers).map_err(|source| Error::Serialization {
                 event: E::NAME.to_owned(),
@@ -171,7 +170,7 @@ impl<DB: OutboxDatabase> OutboxTransaction<DB> {
             error_message: None,
             headers: Some(headers),
             partition_key: envelope.partition_key,
-            next_attempt_at,
+            next_attempt_at: chrono::DateTime::UNIX_EPOCH,
             locked_by,
         })
     }
@@ -183,6 +182,7 @@ impl<DB: OutboxDatabase> OutboxTransaction<DB> {
         let runtime = self.runtime.clone();
         let table = &runtime.relay.store.table;
         let dispatch_after_commit = runtime.relay.dispatch_after_commit;
+        let lease = dispatch_after_commit.then(|| millis(runtime.relay.lease));
         let tx = &mut self.tx;
         let span = tracing::debug_span!(
             "outbox.enqueue",
@@ -192,7 +192,7 @@ impl<DB: OutboxDatabase> OutboxTransaction<DB> {
         );
         async {
             for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-                DB::__execute(&mut **tx, table.insert(chunk))
+                DB::__execute(&mut **tx, table.insert(chunk, lease))
                     .await
                     .map_err(|e| {
                         Error::storage(format!("outbox insert into {} failed: {e}", table.name), e)

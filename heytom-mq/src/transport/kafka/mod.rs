@@ -270,6 +270,38 @@ fn record<'a>(topic: &'a str, envelope: &'a Envelope) -> FutureRecord<'a, str, [
     }
 }
 
+/// A failed produce: the broker being unreachable or slow (timed out, no
+/// broker, transport failure, no leader, purged on close) is
+/// [`Error::Unavailable`]; the message itself being refused is [`Error::Publish`].
+fn produce_error(name: &str, e: &KafkaError) -> Error {
+    use RDKafkaErrorCode as C;
+    let unavailable = matches!(
+        e.rdkafka_error_code(),
+        Some(
+            C::MessageTimedOut
+                | C::QueueFull
+                | C::AllBrokersDown
+                | C::BrokerTransportFailure
+                | C::NetworkException
+                | C::RequestTimedOut
+                | C::OperationTimedOut
+                | C::LeaderNotAvailable
+                | C::NotLeaderForPartition
+                | C::BrokerNotAvailable
+                | C::NotEnoughReplicas
+                | C::NotEnoughReplicasAfterAppend
+                | C::PurgeQueue
+                | C::PurgeInflight
+                | C::BrokerDestroy
+        )
+    );
+    if unavailable {
+        Error::unavailable(KAFKA, name, e.to_string())
+    } else {
+        Error::publish(name, e.to_string())
+    }
+}
+
 async fn await_delivery(name: &str, fut: DeliveryFuture) -> Result<()> {
     match fut.await {
         Ok(Ok(d)) => {
@@ -281,8 +313,9 @@ async fn await_delivery(name: &str, fut: DeliveryFuture) -> Result<()> {
             );
             Ok(())
         }
-        Ok(Err((e, _))) => Err(Error::publish(name, e.to_string())),
-        Err(_) => Err(Error::publish(
+        Ok(Err((e, _))) => Err(produce_error(name, &e)),
+        Err(_) => Err(Error::unavailable(
+            KAFKA,
             name,
             "producer closed before the broker acknowledged",
         )),
@@ -340,7 +373,7 @@ impl Transport for KafkaTransport {
                 tracing::trace!(event_id = %envelope.id, topic, partition = d.partition, offset = d.offset, "delivered");
                 Ok(())
             }
-            Err((e, _)) => Err(Error::publish(&envelope.name, e.to_string())),
+            Err((e, _)) => Err(produce_error(&envelope.name, &e)),
         }
     }
 
@@ -394,7 +427,7 @@ impl Transport for KafkaTransport {
                         }
                     }
                     Err((e, _)) => {
-                        results[i] = Some(Err(Error::publish(&envelope.name, e.to_string())));
+                        results[i] = Some(Err(produce_error(&envelope.name, &e)));
                         break;
                     }
                 }

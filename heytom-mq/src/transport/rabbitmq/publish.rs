@@ -10,6 +10,7 @@ use lapin::Channel;
 use lapin::{Confirmation, PublisherConfirm};
 use tokio::time::Instant;
 
+use super::connection::TRANSPORT;
 use crate::error::{Error, Result};
 use crate::event::{headers, Envelope};
 use crate::transport::Outgoing;
@@ -143,7 +144,8 @@ impl Publisher {
             )
             .await
             .map_err(|e| {
-                Error::publish(
+                Error::unavailable(
+                    TRANSPORT,
                     &message.envelope.name,
                     format!("could not send: {}", describe(&e)),
                 )
@@ -172,9 +174,16 @@ impl Publisher {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
                 let reason = e.to_string();
+                let unavailable = e.is_unavailable();
                 return messages
                     .iter()
-                    .map(|m| Err(Error::publish(&m.envelope.name, reason.clone())))
+                    .map(|m| {
+                        Err(if unavailable {
+                            Error::unavailable(TRANSPORT, &m.envelope.name, reason.clone())
+                        } else {
+                            Error::publish(&m.envelope.name, reason.clone())
+                        })
+                    })
                     .collect();
             }
             Err(_) => {
@@ -232,7 +241,11 @@ impl Publisher {
 }
 
 fn timed_out(name: &str, timeout: std::time::Duration) -> Error {
-    Error::publish(name, format!("no confirm from RabbitMQ within {timeout:?}"))
+    Error::unavailable(
+        TRANSPORT,
+        name,
+        format!("no confirm from RabbitMQ within {timeout:?}"),
+    )
 }
 
 /// Turns the broker's answer into the publish's result.
@@ -247,7 +260,8 @@ pub(crate) fn check(confirm: lapin::Result<Confirmation>, name: &str) -> Result<
             ),
         )),
         Ok(Confirmation::Nack(None)) => Err(Error::publish(name, "the broker refused the message (nack)")),
-        Err(e) => Err(Error::publish(
+        Err(e) => Err(Error::unavailable(
+            TRANSPORT,
             name,
             format!("connection lost before the broker confirmed: {}", describe(&e)),
         )),

@@ -1,0 +1,170 @@
+//! What keeps a row in flight at one sender only: the leases this instance
+//! holds (renewed while their sends are in flight, so they expire soon
+//! after the instance dies and never while it is sending), and the
+//! transport's availability (a broker that is down makes the relay back
+//! off instead of using up the rows' retries).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use uuid::Uuid;
+
+/// Longest time a lease or backoff adds to the database's clock, so that
+/// `now + lease` stays far from the 64-bit limit whatever was configured.
+const MAX_MILLIS: i64 = 100 * 365 * 24 * 3600 * 1000;
+
+/// First wait after the transport was unavailable; doubles up to [`MAX_UNAVAILABLE_BACKOFF`].
+pub(crate) const UNAVAILABLE_BACKOFF: Duration = Duration::from_millis(500);
+/// Longest wait between two attempts while the transport is unavailable.
+pub(crate) const MAX_UNAVAILABLE_BACKOFF: Duration = Duration::from_secs(15);
+
+/// A duration in milliseconds for the database's clock, saturating.
+pub(crate) fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis())
+        .unwrap_or(MAX_MILLIS)
+        .min(MAX_MILLIS)
+}
+
+/// A fresh lease token: the `LockedBy` of one claim. Unique per claim, so
+/// a row claimed again (by anyone, this instance included) is fenced off
+/// from the sender that held it before.
+pub(crate) fn token() -> Arc<str> {
+    Arc::from(Uuid::now_v7().to_string())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The rows this instance holds, by lease token, until their outcome is written.
+#[derive(Default)]
+pub(crate) struct Leases {
+    held: Mutex<HashMap<Arc<str>, Vec<Uuid>>>,
+}
+
+impl Leases {
+    pub(crate) fn hold(&self, token: &Arc<str>, ids: &[Uuid]) {
+        if ids.is_empty() {
+            return;
+        }
+        lock(&self.held)
+            .entry(token.clone())
+            .or_default()
+            .extend_from_slice(ids);
+    }
+
+    /// The outcome of `ids` is written (or given up): stop renewing them.
+    pub(crate) fn forget(&self, token: &str, ids: &[Uuid]) {
+        let mut held = lock(&self.held);
+        if let Some(rows) = held.get_mut(token) {
+            rows.retain(|id| !ids.contains(id));
+            if rows.is_empty() {
+                held.remove(token);
+            }
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> Vec<(Arc<str>, Vec<Uuid>)> {
+        lock(&self.held)
+            .iter()
+            .map(|(t, ids)| (t.clone(), ids.clone()))
+            .collect()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
+        lock(&self.held).is_empty()
+    }
+}
+
+struct Down {
+    since: Instant,
+    until: Instant,
+    backoff: Duration,
+}
+
+/// Whether the transports answer: one log line when they stop and one when
+/// they come back, not one per row.
+#[derive(Default)]
+pub(crate) struct Availability {
+    down: Mutex<Option<Down>>,
+}
+
+impl Availability {
+    /// How long to wait before the next attempt (zero when available).
+    pub(crate) fn wait(&self) -> Duration {
+        lock(&self.down)
+            .as_ref()
+            .map(|d| d.until.saturating_duration_since(Instant::now()))
+            .unwrap_or_default()
+    }
+
+    /// The transport was unavailable: back off (doubling); returns the wait.
+    pub(crate) fn failed(&self, reason: &str) -> Duration {
+        let mut down = lock(&self.down);
+        let now = Instant::now();
+        let backoff = match down.as_ref() {
+            Some(d) => (d.backoff * 2).min(MAX_UNAVAILABLE_BACKOFF),
+            None => {
+                tracing::warn!(error = %reason, "transport unavailable: the outbox relay backs off and retries without counting retries");
+                UNAVAILABLE_BACKOFF
+            }
+        };
+        let since = down.as_ref().map_or(now, |d| d.since);
+        *down = Some(Down {
+            since,
+            until: now + backoff,
+            backoff,
+        });
+        backoff
+    }
+
+    /// A send reached the broker (confirmed or refused by it).
+    pub(crate) fn answered(&self) {
+        if let Some(d) = lock(&self.down).take() {
+            tracing::info!(
+                after = ?d.since.elapsed(),
+                "transport available again: the outbox relay resumes"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn millis_saturate() {
+        assert_eq!(millis(Duration::from_millis(1500)), 1500);
+        assert_eq!(millis(Duration::MAX), MAX_MILLIS);
+    }
+
+    #[test]
+    fn leases_forget_what_is_done() {
+        let l = Leases::default();
+        let t = token();
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        l.hold(&t, &[a, b]);
+        l.forget(&t, &[a]);
+        assert_eq!(l.snapshot(), vec![(t.clone(), vec![b])]);
+        l.forget(&t, &[b]);
+        assert!(l.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn availability_backs_off_and_recovers() {
+        let a = Availability::default();
+        assert_eq!(a.wait(), Duration::ZERO);
+        assert_eq!(a.failed("x"), UNAVAILABLE_BACKOFF);
+        assert_eq!(a.failed("x"), UNAVAILABLE_BACKOFF * 2);
+        for _ in 0..20 {
+            a.failed("x");
+        }
+        assert_eq!(a.wait(), MAX_UNAVAILABLE_BACKOFF);
+        a.answered();
+        assert_eq!(a.wait(), Duration::ZERO);
+    }
+}
