@@ -551,25 +551,24 @@ mod tests {
         let pg = Table::new(&super::super::postgres::DIALECT, "LocalMessages");
         let claim = pg.claim_update_returning(
             MessageStatus::Pending,
-            10,
             20,
-            "me",
+            "tok",
             5,
             100,
             " FOR UPDATE SKIP LOCKED",
         );
         assert!(claim.sql.starts_with(
-            r#"UPDATE "LocalMessages" SET "NextAttemptAt" = $1, "LockedBy" = $2 WHERE "Id" IN (SELECT "Id" FROM "LocalMessages" WHERE "Status" = 0 AND "RetryCount" < $3 AND "NextAttemptAt" <= $4 ORDER BY "CreatedAt", "Id" LIMIT $5 FOR UPDATE SKIP LOCKED) RETURNING "Id"::text, "MQType""#
+            r#"UPDATE "LocalMessages" SET "NextAttemptAt" = (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT + $1, "LockedBy" = $2 WHERE "Id" IN (SELECT "Id" FROM "LocalMessages" WHERE "Status" = 0 AND "RetryCount" < $3 AND "NextAttemptAt" <= (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT ORDER BY "CreatedAt", "Id" LIMIT $4 FOR UPDATE SKIP LOCKED) RETURNING "Id"::text, "MQType""#
         ), "{}", claim.sql);
-        assert_eq!(claim.args.len(), 5);
+        assert_eq!(claim.args.len(), 4);
 
         let my = Table::new(&super::super::mysql::DIALECT, "T");
         let ids = [Uuid::nil(), Uuid::max()];
-        let sent = my.mark_sent(&ids, Utc::now());
+        let sent = my.mark_sent(&ids, "tok", Utc::now());
         assert_eq!(
             sent.sql,
-            "UPDATE `T` SET `Status` = 1, `UpdatedAt` = ?, `LockedBy` = NULL WHERE `Id` IN (?, ?)"
+            "UPDATE `T` SET `Status` = 1, `UpdatedAt` = ?, `LockedBy` = NULL WHERE `Id` IN (?, ?) AND `LockedBy` = ?"
         );
-        assert_eq!(sent.args.len(), 3);
+        assert_eq!(sent.args.len(), 4);
     }
 }
