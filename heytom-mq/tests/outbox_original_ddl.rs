@@ -183,12 +183,18 @@ impl Place {
         match self {
             Place::PgSchema(admin, s) => {
                 let sql = format!("DROP SCHEMA IF EXISTS {s} CASCADE");
-                sqlx::query(AssertSqlSafe(sql)).execute(&admin).await.unwrap();
+                sqlx::query(AssertSqlSafe(sql))
+                    .execute(&admin)
+                    .await
+                    .unwrap();
                 admin.close().await;
             }
             Place::MySqlDatabase(admin, d) => {
                 let sql = format!("DROP DATABASE IF EXISTS {d}");
-                sqlx::query(AssertSqlSafe(sql)).execute(&admin).await.unwrap();
+                sqlx::query(AssertSqlSafe(sql))
+                    .execute(&admin)
+                    .await
+                    .unwrap();
                 admin.close().await;
             }
             Place::SqliteFile(path) => {
@@ -204,14 +210,18 @@ impl Place {
 async fn postgres_place() -> Option<(sqlx::PgPool, Place)> {
     let url = std::env::var("HEYTOM_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
-    let admin = match tokio::time::timeout(Duration::from_secs(5), sqlx::PgPool::connect(&url)).await {
-        Ok(Ok(p)) => p,
-        Ok(Err(e)) => return skip("PostgreSQL", e),
-        Err(e) => return skip("PostgreSQL", e),
-    };
+    let admin =
+        match tokio::time::timeout(Duration::from_secs(5), sqlx::PgPool::connect(&url)).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => return skip("PostgreSQL", e),
+            Err(e) => return skip("PostgreSQL", e),
+        };
     let schema = format!("heytom_ddl_{}", unique());
     let sql = format!("CREATE SCHEMA {schema}");
-    sqlx::query(AssertSqlSafe(sql)).execute(&admin).await.unwrap();
+    sqlx::query(AssertSqlSafe(sql))
+        .execute(&admin)
+        .await
+        .unwrap();
     let opts = sqlx::postgres::PgConnectOptions::from_str(&url)
         .unwrap()
         .options([("search_path", schema.as_str())]);
@@ -227,15 +237,21 @@ async fn postgres_place() -> Option<(sqlx::PgPool, Place)> {
 async fn mysql_place() -> Option<(sqlx::MySqlPool, Place)> {
     let url = std::env::var("HEYTOM_TEST_MYSQL_URL")
         .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned());
-    let admin = match tokio::time::timeout(Duration::from_secs(5), sqlx::MySqlPool::connect(&url)).await {
-        Ok(Ok(p)) => p,
-        Ok(Err(e)) => return skip("MariaDB/MySQL", e),
-        Err(e) => return skip("MariaDB/MySQL", e),
-    };
+    let admin =
+        match tokio::time::timeout(Duration::from_secs(5), sqlx::MySqlPool::connect(&url)).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => return skip("MariaDB/MySQL", e),
+            Err(e) => return skip("MariaDB/MySQL", e),
+        };
     let db = format!("heytom_ddl_{}", unique());
     let sql = format!("CREATE DATABASE {db}");
-    sqlx::query(AssertSqlSafe(sql)).execute(&admin).await.unwrap();
-    let opts = sqlx::mysql::MySqlConnectOptions::from_str(&url).unwrap().database(&db);
+    sqlx::query(AssertSqlSafe(sql))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let opts = sqlx::mysql::MySqlConnectOptions::from_str(&url)
+        .unwrap()
+        .database(&db);
     let pool = sqlx::mysql::MySqlPoolOptions::new()
         .max_connections(10)
         .connect_with(opts)
@@ -325,7 +341,13 @@ fn migration_file(db: &str, file: &str) -> String {
 /// `$1, $2, ...` or `?, ?, ...`.
 fn placeholders(dollar: bool, n: usize) -> String {
     (1..=n)
-        .map(|i| if dollar { format!("${i}") } else { "?".to_owned() })
+        .map(|i| {
+            if dollar {
+                format!("${i}")
+            } else {
+                "?".to_owned()
+            }
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -593,8 +615,13 @@ original_ddl_suite!(
 /// delivers the rows it held and users' plain SQL reaches them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_quoted_table_is_moved_by_003() {
-    let Some((pool, place)) = postgres_place().await else { return };
-    sqlx::raw_sql(OLD_QUOTED_POSTGRES_DDL).execute(&pool).await.unwrap();
+    let Some((pool, place)) = postgres_place().await else {
+        return;
+    };
+    sqlx::raw_sql(OLD_QUOTED_POSTGRES_DDL)
+        .execute(&pool)
+        .await
+        .unwrap();
     // A row committed by the older heytom-mq and never sent.
     let old = Uuid::now_v7();
     sqlx::query(
@@ -619,14 +646,18 @@ async fn postgres_quoted_table_is_moved_by_003() {
         .await;
     match r {
         Err(Error::Configuration(m)) => assert!(
-            m.contains("\"LocalMessages\"") && m.contains("migrations/postgres/003_unquote_identifiers.sql"),
+            m.contains("\"LocalMessages\"")
+                && m.contains("migrations/postgres/003_unquote_identifiers.sql"),
             "{m}"
         ),
         other => panic!("expected a configuration error, got {other:?}"),
     }
 
     let script = migration_file("postgres", "003_unquote_identifiers.sql");
-    sqlx::raw_sql(AssertSqlSafe(script)).execute(&pool).await.unwrap();
+    sqlx::raw_sql(AssertSqlSafe(script))
+        .execute(&pool)
+        .await
+        .unwrap();
     let app = App::builder()
         .in_memory_broker(broker.clone())
         .discover(false)
@@ -637,7 +668,9 @@ async fn postgres_quoted_table_is_moved_by_003() {
         .unwrap();
     let new = app
         .producer()
-        .send_with_transaction(&pool, |_tx| Box::pin(async move { Ok(OrderPlaced { n: 2 }) }))
+        .send_with_transaction(&pool, |_tx| {
+            Box::pin(async move { Ok(OrderPlaced { n: 2 }) })
+        })
         .await
         .unwrap();
     delivered.wait_for(2, Duration::from_secs(15)).await;
@@ -647,7 +680,11 @@ async fn postgres_quoted_table_is_moved_by_003() {
     for id in [old, new] {
         let mut sent = false;
         for _ in 0..200 {
-            sent = outbox.message(id).await.unwrap().is_some_and(|m| m.status == MessageStatus::Sent);
+            sent = outbox
+                .message(id)
+                .await
+                .unwrap()
+                .is_some_and(|m| m.status == MessageStatus::Sent);
             if sent {
                 break;
             }
@@ -656,11 +693,15 @@ async fn postgres_quoted_table_is_moved_by_003() {
         assert!(sent, "row {id} not marked Sent");
     }
     app.shutdown().await.unwrap();
-    let rows: Vec<(Uuid, i32)> = sqlx::query_as("SELECT Id, RetryCount FROM LocalMessages WHERE Status = 1")
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-    assert_eq!(rows.iter().map(|r| r.0).collect::<HashSet<_>>(), HashSet::from([old, new]));
+    let rows: Vec<(Uuid, i32)> =
+        sqlx::query_as("SELECT Id, RetryCount FROM LocalMessages WHERE Status = 1")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        rows.iter().map(|r| r.0).collect::<HashSet<_>>(),
+        HashSet::from([old, new])
+    );
     // Everything renamed: no mixed-case table, column or index is left.
     let mixed: i64 = sqlx::query_scalar(
         "SELECT (SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name <> lower(table_name))
