@@ -92,8 +92,7 @@ async fn pg() -> Option<sqlx::PgPool> {
 }
 
 async fn rabbit_up() -> bool {
-    match lapin::Connection::connect(&rabbit_url(), lapin::ConnectionProperties::default()).await
-    {
+    match lapin::Connection::connect(&rabbit_url(), lapin::ConnectionProperties::default()).await {
         Ok(c) => {
             let _ = c.close(200, "probe".into()).await;
             true
@@ -129,10 +128,7 @@ struct BlockPublishers {
 
 impl BlockPublishers {
     fn on() -> Self {
-        let current = rabbitmqctl(&[
-            "eval",
-            "vm_memory_monitor:get_vm_memory_high_watermark().",
-        ]);
+        let current = rabbitmqctl(&["eval", "vm_memory_monitor:get_vm_memory_high_watermark()."]);
         let restore = parse_watermark(current.trim());
         rabbitmqctl(&["set_vm_memory_high_watermark", "0.00001"]);
         BlockPublishers { restore }
@@ -155,7 +151,9 @@ impl Drop for BlockPublishers {
     fn drop(&mut self) {
         let mut args = vec!["set_vm_memory_high_watermark"];
         args.extend(self.restore.split(' '));
-        let _ = std::process::Command::new("rabbitmqctl").args(&args).output();
+        let _ = std::process::Command::new("rabbitmqctl")
+            .args(&args)
+            .output();
     }
 }
 
@@ -275,7 +273,7 @@ async fn settle(seen: &Seen, want: usize, timeout: Duration) -> (usize, usize) {
 }
 
 async fn statuses(pool: &sqlx::PgPool, table: &str) -> HashMap<i32, i64> {
-    let sql = format!(r#"SELECT "Status", COUNT(*) FROM "{table}" GROUP BY "Status""#);
+    let sql = format!("SELECT Status, COUNT(*) FROM {table} GROUP BY Status");
     sqlx::query_as::<_, (i32, i64)>(AssertSqlSafe(sql))
         .fetch_all(pool)
         .await
@@ -285,7 +283,7 @@ async fn statuses(pool: &sqlx::PgPool, table: &str) -> HashMap<i32, i64> {
 }
 
 async fn drop_table(pool: &sqlx::PgPool, table: &str) {
-    let _ = sqlx::query(AssertSqlSafe(format!(r#"DROP TABLE IF EXISTS "{table}""#)))
+    let _ = sqlx::query(AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}")))
         .execute(pool)
         .await;
 }
@@ -388,15 +386,27 @@ async fn outage_longer_than_the_retry_budget_strands_no_row() {
     app.shutdown().await.unwrap();
     consumer.shutdown().await.unwrap();
     let retries: Vec<(i32,)> = sqlx::query_as(AssertSqlSafe(format!(
-        r#"SELECT MAX("RetryCount") FROM "{table}""#
+        "SELECT MAX(RetryCount) FROM {table}"
     )))
     .fetch_all(&pool)
     .await
     .unwrap();
     drop_table(&pool, &table).await;
-    assert_eq!(during.get(&(MessageStatus::Failed as i32)), None, "nothing Failed during the outage: {during:?}");
+    assert_eq!(
+        during.get(&(MessageStatus::Failed as i32)),
+        None,
+        "nothing Failed during the outage: {during:?}"
+    );
     assert_eq!(distinct, 200, "every committed row arrived: {after:?}");
     assert_eq!(total, 200, "no row arrived twice");
-    assert_eq!(after.get(&(MessageStatus::Sent as i32)), Some(&200), "{after:?}");
-    assert_eq!(retries, vec![(0,)], "an unavailable broker uses up no retry");
+    assert_eq!(
+        after.get(&(MessageStatus::Sent as i32)),
+        Some(&200),
+        "{after:?}"
+    );
+    assert_eq!(
+        retries,
+        vec![(0,)],
+        "an unavailable broker uses up no retry"
+    );
 }
