@@ -171,37 +171,50 @@ fn unique() -> String {
     s[s.len() - 12..].to_owned()
 }
 
-/// Where a test's own database lives, dropped at the end.
+/// A test's own schema, database or file: dropped when this goes out of
+/// scope, also when the test fails (on a thread of its own, since `Drop`
+/// cannot await).
 enum Place {
-    PgSchema(sqlx::PgPool, String),
-    MySqlDatabase(sqlx::MySqlPool, String),
+    PgSchema(String, String),
+    MySqlDatabase(String, String),
     SqliteFile(std::path::PathBuf),
 }
 
-impl Place {
-    async fn drop(self) {
-        match self {
-            Place::PgSchema(admin, s) => {
-                let sql = format!("DROP SCHEMA IF EXISTS {s} CASCADE");
-                sqlx::query(AssertSqlSafe(sql))
-                    .execute(&admin)
-                    .await
-                    .unwrap();
-                admin.close().await;
-            }
-            Place::MySqlDatabase(admin, d) => {
-                let sql = format!("DROP DATABASE IF EXISTS {d}");
-                sqlx::query(AssertSqlSafe(sql))
-                    .execute(&admin)
-                    .await
-                    .unwrap();
-                admin.close().await;
-            }
+impl Drop for Place {
+    fn drop(&mut self) {
+        let sql = match self {
+            Place::PgSchema(url, s) => (url.clone(), format!("DROP SCHEMA IF EXISTS {s} CASCADE")),
+            Place::MySqlDatabase(url, d) => (url.clone(), format!("DROP DATABASE IF EXISTS {d}")),
             Place::SqliteFile(path) => {
                 for suffix in ["", "-wal", "-shm"] {
                     let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
                 }
+                return;
             }
+        };
+        let pg = matches!(self, Place::PgSchema(..));
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let (url, sql) = sql;
+                if pg {
+                    let admin = sqlx::PgPool::connect(&url).await?;
+                    sqlx::query(AssertSqlSafe(sql)).execute(&admin).await?;
+                    admin.close().await;
+                } else {
+                    let admin = sqlx::MySqlPool::connect(&url).await?;
+                    sqlx::query(AssertSqlSafe(sql)).execute(&admin).await?;
+                    admin.close().await;
+                }
+                Ok::<_, sqlx::Error>(())
+            })
+        })
+        .join();
+        if let Ok(Err(e)) = dropped {
+            eprintln!("NOTICE: could not drop the test's schema/database: {e}");
         }
     }
 }
@@ -222,6 +235,8 @@ async fn postgres_place() -> Option<(sqlx::PgPool, Place)> {
         .execute(&admin)
         .await
         .unwrap();
+    admin.close().await;
+    let place = Place::PgSchema(url.clone(), schema.clone());
     let opts = sqlx::postgres::PgConnectOptions::from_str(&url)
         .unwrap()
         .options([("search_path", schema.as_str())]);
@@ -230,7 +245,7 @@ async fn postgres_place() -> Option<(sqlx::PgPool, Place)> {
         .connect_with(opts)
         .await
         .unwrap();
-    Some((pool, Place::PgSchema(admin, schema)))
+    Some((pool, place))
 }
 
 /// A pool on a fresh database.
@@ -249,6 +264,8 @@ async fn mysql_place() -> Option<(sqlx::MySqlPool, Place)> {
         .execute(&admin)
         .await
         .unwrap();
+    admin.close().await;
+    let place = Place::MySqlDatabase(url.clone(), db.clone());
     let opts = sqlx::mysql::MySqlConnectOptions::from_str(&url)
         .unwrap()
         .database(&db);
@@ -257,7 +274,7 @@ async fn mysql_place() -> Option<(sqlx::MySqlPool, Place)> {
         .connect_with(opts)
         .await
         .unwrap();
-    Some((pool, Place::MySqlDatabase(admin, db)))
+    Some((pool, place))
 }
 
 /// A pool on a fresh file.
@@ -488,7 +505,7 @@ macro_rules! original_ddl_suite {
                 // One table only: the app used the user's table, made no other.
                 assert_eq!(count(&pool, one_table_sql!($dir)).await, 1);
                 pool.close().await;
-                place.drop().await;
+                drop(place);
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -527,7 +544,30 @@ macro_rules! original_ddl_suite {
                 assert!(sent_rows(&pool).await.iter().any(|r| r.0 == legacy));
                 assert_eq!(count(&pool, due_index_sql!($dir)).await, 1, "the due index");
                 pool.close().await;
-                place.drop().await;
+                drop(place);
+            }
+
+            /// Instances of a deployment start together: each upgrades the
+            /// table (or finds it upgraded), none fails.
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn apps_starting_together_upgrade_the_table() {
+                let Some((pool, place)) = $place().await else { return };
+                sqlx::raw_sql(AssertSqlSafe($ddl)).execute(&pool).await.unwrap();
+                let broker = InMemoryBroker::new();
+                let builds = (0..4).map(|_| app(&broker, $outbox(pool.clone())).build());
+                for r in futures::future::join_all(builds).await {
+                    assert!(r.is_ok(), "{r:?}");
+                }
+                let r = app(&broker, $outbox(pool.clone()).create_table(false)).build().await;
+                assert!(r.is_ok(), "{r:?}");
+                assert_eq!(count(&pool, due_index_sql!($dir)).await, 1, "the due index");
+                // And on an empty database, where they all create the table.
+                let builds = (0..4).map(|_| app(&broker, $outbox(pool.clone()).table_name("Fresh")).build());
+                for r in futures::future::join_all(builds).await {
+                    assert!(r.is_ok(), "{r:?}");
+                }
+                pool.close().await;
+                drop(place);
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -543,7 +583,7 @@ macro_rules! original_ddl_suite {
                 assert!(msg.contains(concat!("migrations/", $dir, "/001_create_local_messages.sql")), "{msg}");
                 assert!(msg.contains(concat!("migrations/", $dir, "/002_add_relay_columns.sql")), "{msg}");
                 pool.close().await;
-                place.drop().await;
+                drop(place);
             }
         }
     };
@@ -713,5 +753,5 @@ async fn postgres_quoted_table_is_moved_by_003() {
     .unwrap();
     assert_eq!(mixed, 0);
     pool.close().await;
-    place.drop().await;
+    drop(place);
 }

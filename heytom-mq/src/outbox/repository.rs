@@ -35,6 +35,9 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// Passes of `create_table` before its error is returned.
+const DDL_ATTEMPTS: u64 = 4;
+
 /// Whether `names` holds `name`, compared as the databases compare
 /// identifiers (PostgreSQL reports folded names).
 fn has(names: &[String], name: &str) -> bool {
@@ -60,9 +63,25 @@ impl Store {
     /// for this table: `001` (it creates only what is missing), then those
     /// statements of `002` that add a column or index the table lacks. So a
     /// table made from the original Heytom.MQ DDL, or half upgraded by
-    /// hand, is upgraded in place.
+    /// hand, is upgraded in place. Instances starting together race on the
+    /// same DDL (PostgreSQL's `IF NOT EXISTS` is no lock, MySQL has none):
+    /// a failed pass is tried again, and finds what the winner created.
     pub(crate) async fn create_table(&self) -> Result<()> {
         self.refuse_quoted_table().await?;
+        let mut attempt = 1;
+        loop {
+            match self.create_table_once().await {
+                Err(e) if attempt < DDL_ATTEMPTS => {
+                    tracing::debug!(error = %e, attempt, "creating the local message table; trying again");
+                    tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
+                    attempt += 1;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    async fn create_table_once(&self) -> Result<()> {
         for sql in self.table.create_statements() {
             self.run_ddl(sql).await?;
         }
@@ -74,19 +93,8 @@ impl Store {
                 Creates::Index(i) => indexes.as_ref().is_none_or(|ix| !has(ix, i)),
                 Creates::Other => true,
             };
-            if !needed {
-                continue;
-            }
-            if let Err(e) = self.run_ddl(sql.clone()).await {
-                // Another instance starting at the same time may have added it.
-                let there = match creates(&sql) {
-                    Creates::Column(c) => has(&self.columns().await?, c),
-                    Creates::Index(i) => self.indexes().await?.is_some_and(|ix| has(&ix, i)),
-                    Creates::Other => false,
-                };
-                if !there {
-                    return Err(e);
-                }
+            if needed {
+                self.run_ddl(sql).await?;
             }
         }
         Ok(())
