@@ -671,7 +671,7 @@ bench_db!(
         ),
     Outbox::postgres,
     ("$1", "$2"),
-    "\""
+    ""
 );
 bench_db!(
     bench_mysql,

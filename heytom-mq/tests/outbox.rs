@@ -788,7 +788,7 @@ macro_rules! outbox_suite {
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn table_from_the_original_ddl_is_upgraded_at_startup() {
+            async fn table_from_migration_001_is_upgraded_at_startup() {
                 let Some(f) = Fixture::new().await else { return };
                 let broker = InMemoryBroker::new();
                 let (_c, delivered) = consume(&broker).await;
@@ -811,7 +811,7 @@ macro_rules! outbox_suite {
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn table_from_the_original_ddl_works() {
+            async fn migrations_001_and_002_run_by_hand_work() {
                 let Some(f) = Fixture::new().await else { return };
                 let broker = InMemoryBroker::new();
                 let (_c, delivered) = consume(&broker).await;
@@ -819,6 +819,7 @@ macro_rules! outbox_suite {
                     f.exec(&sql).await;
                 }
                 // A row written by the original (pre-heytom) code, before the new columns.
+                // (The original DDL itself, run verbatim: tests/outbox_original_ddl.rs.)
                 let legacy = LocalMessage::pending(OrderPlaced::NAME, body(1));
                 let legacy_sql = format!(
                     "INSERT INTO {q}{t}{q} ({q}Id{q}, {q}MQType{q}, {q}Topic{q}, {q}MessageType{q}, {q}MessageBody{q}, {q}Status{q}, {q}CreatedAt{q}, {q}RetryCount{q}) VALUES ({}, 'InMemory', 't', {}, {}, 0, {}, 0)",
@@ -925,7 +926,7 @@ outbox_suite!(
     pg_connect,
     Outbox::postgres,
     "$1",
-    "\""
+    ""
 );
 outbox_suite!(
     mysql,
@@ -997,7 +998,7 @@ async fn postgres_notify_wakes_the_scanner() {
     delivered.assert_exactly_once(&[42]);
     writer.shutdown().await.unwrap();
     scanner.shutdown().await.unwrap();
-    sqlx::query(AssertSqlSafe(format!("DROP TABLE IF EXISTS \"{table}\"")))
+    sqlx::query(AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}")))
         .execute(&pool)
         .await
         .unwrap();

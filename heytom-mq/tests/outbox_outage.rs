@@ -273,7 +273,7 @@ async fn settle(seen: &Seen, want: usize, timeout: Duration) -> (usize, usize) {
 }
 
 async fn statuses(pool: &sqlx::PgPool, table: &str) -> HashMap<i32, i64> {
-    let sql = format!(r#"SELECT "Status", COUNT(*) FROM "{table}" GROUP BY "Status""#);
+    let sql = format!("SELECT Status, COUNT(*) FROM {table} GROUP BY Status");
     sqlx::query_as::<_, (i32, i64)>(AssertSqlSafe(sql))
         .fetch_all(pool)
         .await
@@ -283,7 +283,7 @@ async fn statuses(pool: &sqlx::PgPool, table: &str) -> HashMap<i32, i64> {
 }
 
 async fn drop_table(pool: &sqlx::PgPool, table: &str) {
-    let _ = sqlx::query(AssertSqlSafe(format!(r#"DROP TABLE IF EXISTS "{table}""#)))
+    let _ = sqlx::query(AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}")))
         .execute(pool)
         .await;
 }
@@ -386,7 +386,7 @@ async fn outage_longer_than_the_retry_budget_strands_no_row() {
     app.shutdown().await.unwrap();
     consumer.shutdown().await.unwrap();
     let retries: Vec<(i32,)> = sqlx::query_as(AssertSqlSafe(format!(
-        r#"SELECT MAX("RetryCount") FROM "{table}""#
+        "SELECT MAX(RetryCount) FROM {table}"
     )))
     .fetch_all(&pool)
     .await

@@ -21,6 +21,8 @@ pub(crate) trait Backend: Send + Sync + 'static {
     async fn execute(&self, q: Built) -> std::result::Result<u64, sqlx::Error>;
     async fn fetch(&self, q: Built) -> std::result::Result<Vec<LocalMessage>, sqlx::Error>;
     async fn fetch_counts(&self, q: Built) -> std::result::Result<Vec<(i32, i64)>, sqlx::Error>;
+    /// The first column of every row, as text (column and index names).
+    async fn fetch_names(&self, q: Built) -> std::result::Result<Vec<String>, sqlx::Error>;
     /// Runs `select`, then the update `lease` makes of its rows, in one transaction.
     async fn fetch_then_update(
         &self,
@@ -134,6 +136,17 @@ macro_rules! sql_backend {
                 rows.iter()
                     .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
                     .collect()
+            }
+
+            async fn fetch_names(
+                &self,
+                q: $crate::outbox::repository::Built,
+            ) -> Result<Vec<String>, sqlx::Error> {
+                use sqlx::Row;
+                let rows = bind(sqlx::query(sqlx::AssertSqlSafe(q.sql)), q.args)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(|r| r.try_get(0)).collect()
             }
 
             async fn fetch_then_update(

@@ -1,6 +1,7 @@
 //! What differs between databases, as data: quoting, placeholders, id
-//! casts, how rows are claimed, the migration files. One `Dialect` const
-//! per database (`postgres.rs`, `mysql.rs`, `sqlite.rs`).
+//! casts, how rows are claimed, the migration files, how the table's
+//! columns are read back. One `Dialect` const per database (`postgres.rs`,
+//! `mysql.rs`, `sqlite.rs`).
 
 use chrono::{DateTime, Utc};
 
@@ -80,13 +81,22 @@ pub(crate) enum ClaimStyle {
 /// What differs between databases, as data.
 pub(crate) struct Dialect {
     pub(crate) kind: DbKind,
-    pub(crate) open_quote: char,
-    pub(crate) close_quote: char,
+    /// The directory under `migrations/` (named in errors).
+    pub(crate) dir: &'static str,
+    /// Written around every identifier. Empty on PostgreSQL: its names are
+    /// unquoted, as in the original DDL, so they fold to lower case and
+    /// users' plain SQL (`SELECT * FROM LocalMessages`) reaches the table.
+    pub(crate) open_quote: &'static str,
+    pub(crate) close_quote: &'static str,
     pub(crate) placeholder: Placeholder,
     /// Appended to placeholders bound to the `Id` column (`::uuid`).
     pub(crate) id_param_cast: &'static str,
     /// Appended to `Id` in select lists so it reads back as text (`::text`).
     pub(crate) id_select_cast: &'static str,
+    /// Appended to `CreatedAt` / `UpdatedAt` in select lists
+    /// (`::timestamptz`: the original PostgreSQL DDL has `TIMESTAMP`
+    /// columns, read back in the session time zone they were written in).
+    pub(crate) time_select_cast: &'static str,
     pub(crate) claim: ClaimStyle,
     /// Run on the connection before the claim transaction starts.
     pub(crate) before_claim: Option<&'static str>,
@@ -95,14 +105,64 @@ pub(crate) struct Dialect {
     /// `migrations/<db>/001_create_local_messages.sql`: the original table
     /// (`CREATE TABLE IF NOT EXISTS` and its indexes), for `LocalMessages`.
     pub(crate) create_sql: &'static str,
-    /// `migrations/<db>/002_add_relay_columns.sql`: the relay's columns.
+    /// `migrations/<db>/002_add_relay_columns.sql`: the relay's columns,
+    /// one `ADD COLUMN` statement per column, then the due index.
     pub(crate) upgrade_sql: &'static str,
+    /// The names of the columns of the table named by the one parameter
+    /// (none when it does not exist): `information_schema` on PostgreSQL
+    /// (current schema, name folded to lower case) and MySQL (current
+    /// database), `pragma_table_info` on SQLite.
+    pub(crate) columns_sql: &'static str,
+    /// The names of the indexes of the table named by the one parameter,
+    /// where `CREATE INDEX` has no `IF NOT EXISTS` (MySQL).
+    pub(crate) indexes_sql: Option<&'static str>,
+    /// Whether a table of exactly the name of the one parameter (case
+    /// kept) exists, where unquoted names fold (PostgreSQL): a table that
+    /// older heytom-mq made with quoted mixed-case names.
+    pub(crate) quoted_table_sql: Option<&'static str>,
     /// `SELECT pg_notify(...)` for a channel, where supported.
     pub(crate) notify: Option<&'static str>,
     /// The database's clock in Unix milliseconds, as an SQL expression:
     /// leases and retry times are measured in database time, never by the
     /// app's clock, so instances whose clocks differ still agree.
     pub(crate) now_ms: &'static str,
+}
+
+impl Dialect {
+    /// The names of `table`'s columns, as the database reports them.
+    pub(crate) fn columns(&self, table: &str) -> Built {
+        Built {
+            sql: self.columns_sql.to_owned(),
+            args: vec![Arg::Text(table.to_owned())],
+        }
+    }
+
+    /// The names of `table`'s indexes, where the dialect needs them.
+    pub(crate) fn indexes(&self, table: &str) -> Option<Built> {
+        self.indexes_sql.map(|sql| Built {
+            sql: sql.to_owned(),
+            args: vec![Arg::Text(table.to_owned())],
+        })
+    }
+
+    /// A table named `table`, case kept, where unquoted names fold
+    /// (PostgreSQL) and `table` is not folded already: what older
+    /// heytom-mq's quoted DDL made.
+    pub(crate) fn quoted_table(&self, table: &str) -> Option<Built> {
+        let sql = self.quoted_table_sql?;
+        if table == table.to_ascii_lowercase() {
+            return None;
+        }
+        Some(Built {
+            sql: sql.to_owned(),
+            args: vec![Arg::Text(table.to_owned())],
+        })
+    }
+
+    /// The path of a migration file, as named in errors.
+    pub(crate) fn migration(&self, file: &str) -> String {
+        format!("migrations/{}/{file}", self.dir)
+    }
 }
 
 /// A migration file's statements for `table`: comments dropped, split at
@@ -119,6 +179,41 @@ pub(crate) fn migration_statements(sql: &str, table: &str) -> Vec<String> {
         .map(|s| s.replace("LocalMessages", table))
         .collect()
 }
+
+/// What a statement of `002_add_relay_columns.sql` creates.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Creates<'a> {
+    /// `ALTER TABLE ... ADD COLUMN [IF NOT EXISTS] <column> ...`
+    Column(&'a str),
+    /// `CREATE INDEX [IF NOT EXISTS] <index> ON ...`
+    Index(&'a str),
+    /// Anything else.
+    Other,
+}
+
+/// What `stmt` creates, with the name unquoted.
+pub(crate) fn creates(stmt: &str) -> Creates<'_> {
+    fn name_after<'a>(stmt: &'a str, keyword: &str) -> Option<&'a str> {
+        let at = stmt.to_ascii_uppercase().find(keyword)? + keyword.len();
+        let mut rest = stmt[at..].trim_start();
+        if rest.to_ascii_uppercase().starts_with("IF NOT EXISTS") {
+            rest = rest["IF NOT EXISTS".len()..].trim_start();
+        }
+        let name = rest.split(|c: char| c.is_whitespace() || c == '(').next()?;
+        Some(name.trim_matches(|c| matches!(c, '"' | '`' | '[' | ']')))
+    }
+    if let Some(c) = name_after(stmt, "ADD COLUMN ") {
+        Creates::Column(c)
+    } else if let Some(i) = name_after(stmt, "CREATE INDEX ") {
+        Creates::Index(i)
+    } else {
+        Creates::Other
+    }
+}
+
+/// The number of columns of the original Heytom.MQ table; the rest of
+/// [`COLUMNS`] are the relay's (`002_add_relay_columns.sql`).
+pub(crate) const ORIGINAL_COLUMNS: usize = 11;
 
 /// The columns, in select order (the original eleven, then the relay's).
 pub(crate) const COLUMNS: [&str; 15] = [

@@ -10,17 +10,26 @@ use super::repository::{sql_backend, ClaimStyle, DbKind, Dialect, Placeholder};
 
 pub(crate) const DIALECT: Dialect = Dialect {
     kind: DbKind::MySql,
-    open_quote: '`',
-    close_quote: '`',
+    dir: "mysql",
+    open_quote: "`",
+    close_quote: "`",
     placeholder: Placeholder::Question,
     id_param_cast: "",
     id_select_cast: "",
+    time_select_cast: "",
     claim: ClaimStyle::SelectForUpdate,
     // No gap locks: a claim must not block the inserts of business transactions.
     before_claim: Some("SET TRANSACTION ISOLATION LEVEL READ COMMITTED"),
     delete_with_limit: true,
     create_sql: include_str!("../../migrations/mysql/001_create_local_messages.sql"),
     upgrade_sql: include_str!("../../migrations/mysql/002_add_relay_columns.sql"),
+    columns_sql: "SELECT CAST(COLUMN_NAME AS CHAR) FROM information_schema.COLUMNS \
+                  WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
+    indexes_sql: Some(
+        "SELECT DISTINCT CAST(INDEX_NAME AS CHAR) FROM information_schema.STATISTICS \
+         WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
+    ),
+    quoted_table_sql: None,
     notify: None,
     now_ms: "(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6)) DIV 1000)",
 };

@@ -1,4 +1,5 @@
-//! PostgreSQL: quoted identifiers, `$n` placeholders, `UUID` ids, claims with
+//! PostgreSQL: unquoted identifiers (folded to lower case, as in the
+//! original Heytom.MQ DDL), `$n` placeholders, `UUID` ids, claims with
 //! `FOR UPDATE SKIP LOCKED`, scanners woken by `LISTEN/NOTIFY`.
 
 use std::sync::Arc;
@@ -13,11 +14,13 @@ use super::repository::{sql_backend, ClaimStyle, DbKind, Dialect, Placeholder};
 
 pub(crate) const DIALECT: Dialect = Dialect {
     kind: DbKind::Postgres,
-    open_quote: '"',
-    close_quote: '"',
+    dir: "postgres",
+    open_quote: "",
+    close_quote: "",
     placeholder: Placeholder::Dollar,
     id_param_cast: "::uuid",
     id_select_cast: "::text",
+    time_select_cast: "::timestamptz",
     claim: ClaimStyle::UpdateReturning {
         lock: " FOR UPDATE SKIP LOCKED",
     },
@@ -25,6 +28,13 @@ pub(crate) const DIALECT: Dialect = Dialect {
     delete_with_limit: false,
     create_sql: include_str!("../../migrations/postgres/001_create_local_messages.sql"),
     upgrade_sql: include_str!("../../migrations/postgres/002_add_relay_columns.sql"),
+    columns_sql: "SELECT column_name::text FROM information_schema.columns \
+                  WHERE table_schema = current_schema() AND table_name = lower($1)",
+    indexes_sql: None,
+    quoted_table_sql: Some(
+        "SELECT table_name::text FROM information_schema.tables \
+         WHERE table_schema = current_schema() AND table_name = $1",
+    ),
     notify: Some("SELECT pg_notify($1, '')"),
     now_ms: "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT",
 };

@@ -16,6 +16,7 @@ pub(crate) use super::backend::{sql_backend, Backend, LeaseFn};
 pub(crate) use super::dialect::{
     check_table_name, ClaimStyle, Dialect, Placeholder, COLUMNS, ROWS_PER_STATEMENT,
 };
+use super::dialect::{creates, Creates, ORIGINAL_COLUMNS};
 pub use super::dialect::{Arg, Built, DbKind};
 pub(crate) use super::statements::Table;
 
@@ -34,6 +35,15 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// Passes of `create_table` before its error is returned.
+const DDL_ATTEMPTS: u64 = 4;
+
+/// Whether `names` holds `name`, compared as the databases compare
+/// identifiers (PostgreSQL reports folded names).
+fn has(names: &[String], name: &str) -> bool {
+    names.iter().any(|n| n.eq_ignore_ascii_case(name))
+}
+
 fn storage<'a>(what: &str, table: &'a str) -> impl FnOnce(sqlx::Error) -> Error + 'a {
     let what = what.to_owned();
     move |e| Error::storage(format!("{what} on table {table}: {e}"), e)
@@ -50,44 +60,156 @@ impl Store {
     }
 
     /// Runs the migrations the crate ships (the same files as `migrations/`)
-    /// for this table: the original DDL, then the relay's columns unless the
-    /// table has them already. A table made from the original Heytom.MQ DDL
-    /// is upgraded in place.
+    /// for this table: `001` (it creates only what is missing), then those
+    /// statements of `002` that add a column or index the table lacks. So a
+    /// table made from the original Heytom.MQ DDL, or half upgraded by
+    /// hand, is upgraded in place. Instances starting together race on the
+    /// same DDL (PostgreSQL's `IF NOT EXISTS` is no lock, MySQL has none):
+    /// a failed pass is tried again, and finds what the winner created.
     pub(crate) async fn create_table(&self) -> Result<()> {
-        let mut statements = self.table.create_statements();
-        for sql in statements.drain(..) {
-            self.backend
-                .execute(Built {
-                    sql,
-                    args: Vec::new(),
-                })
-                .await
-                .map_err(storage("creating the table", &self.table.name))?;
+        self.refuse_quoted_table().await?;
+        let mut attempt = 1;
+        loop {
+            match self.create_table_once().await {
+                Err(e) if attempt < DDL_ATTEMPTS => {
+                    tracing::debug!(error = %e, attempt, "creating the local message table; trying again");
+                    tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
+                    attempt += 1;
+                }
+                r => return r,
+            }
         }
-        if self.backend.fetch(self.table.probe()).await.is_ok() {
-            return Ok(());
+    }
+
+    async fn create_table_once(&self) -> Result<()> {
+        for sql in self.table.create_statements() {
+            self.run_ddl(sql).await?;
         }
+        let columns = self.columns().await?;
+        let indexes = self.indexes().await?;
         for sql in self.table.upgrade_statements() {
-            self.backend
-                .execute(Built {
-                    sql,
-                    args: Vec::new(),
-                })
-                .await
-                .map_err(storage("creating the table", &self.table.name))?;
+            let needed = match creates(&sql) {
+                Creates::Column(c) => !has(&columns, c),
+                Creates::Index(i) => indexes.as_ref().is_none_or(|ix| !has(ix, i)),
+                Creates::Other => true,
+            };
+            if needed {
+                self.run_ddl(sql).await?;
+            }
         }
         Ok(())
     }
 
-    /// Fails with a configuration error when the table lacks a column.
+    async fn run_ddl(&self, sql: String) -> Result<u64> {
+        self.backend
+            .execute(Built {
+                sql,
+                args: Vec::new(),
+            })
+            .await
+            .map_err(storage("creating the table", &self.table.name))
+    }
+
+    /// The table's column names as the database reports them (empty when
+    /// the table does not exist).
+    async fn columns(&self) -> Result<Vec<String>> {
+        let q = self.table.d.columns(&self.table.name);
+        self.backend
+            .fetch_names(q)
+            .await
+            .map_err(storage("reading the table's columns", &self.table.name))
+    }
+
+    /// The table's index names, where the dialect cannot say `IF NOT EXISTS`.
+    async fn indexes(&self) -> Result<Option<Vec<String>>> {
+        let Some(q) = self.table.d.indexes(&self.table.name) else {
+            return Ok(None);
+        };
+        self.backend
+            .fetch_names(q)
+            .await
+            .map(Some)
+            .map_err(storage("reading the table's indexes", &self.table.name))
+    }
+
+    /// Refuses a table of this name with quoted mixed-case identifiers
+    /// (PostgreSQL): older heytom-mq made those, and the unquoted
+    /// statements would not see its rows.
+    async fn refuse_quoted_table(&self) -> Result<()> {
+        let d = self.table.d;
+        let name = &self.table.name;
+        let Some(q) = d.quoted_table(name) else {
+            return Ok(());
+        };
+        let found = self
+            .backend
+            .fetch_names(q)
+            .await
+            .map_err(storage("looking for a quoted table", name))?;
+        if found.is_empty() {
+            return Ok(());
+        }
+        Err(Error::config(format!(
+            "local message table \"{name}\" has a quoted mixed-case name, as older heytom-mq made it; \
+             heytom-mq now uses unquoted names, as the original Heytom.MQ DDL does (table {}), and would not \
+             see its rows: move it with {} (your table name in place of LocalMessages), then start again",
+            name.to_ascii_lowercase(),
+            d.migration("003_unquote_identifiers.sql")
+        )))
+    }
+
+    /// Fails with a configuration error when the table is missing or lacks
+    /// a column, naming exactly the missing columns and the migration file
+    /// that adds them.
     pub(crate) async fn probe(&self) -> Result<()> {
-        self.backend.fetch(self.table.probe()).await.map(|_| ()).map_err(|e| {
-            Error::config(format!(
-                "local message table {} is missing or lacks the columns {} ({e}); create it with the DDL in migrations/, or leave create_table on",
-                self.table.name,
-                COLUMNS.join(", ")
-            ))
-        })
+        self.refuse_quoted_table().await?;
+        let d = self.table.d;
+        let name = &self.table.name;
+        let (create, upgrade) = (
+            d.migration("001_create_local_messages.sql"),
+            d.migration("002_add_relay_columns.sql"),
+        );
+        let columns = self.columns().await?;
+        if columns.is_empty() {
+            return Err(Error::config(format!(
+                "local message table {name} does not exist; create it with {create} and then \
+                 {upgrade}, or leave create_table on"
+            )));
+        }
+        let missing = |range: std::ops::Range<usize>| {
+            COLUMNS[range]
+                .iter()
+                .copied()
+                .filter(|c| !has(&columns, c))
+                .collect::<Vec<_>>()
+        };
+        let (original, relay) = (
+            missing(0..ORIGINAL_COLUMNS),
+            missing(ORIGINAL_COLUMNS..COLUMNS.len()),
+        );
+        if !original.is_empty() {
+            return Err(Error::config(format!(
+                "table {name} lacks the columns {} of the local message table (see {create}){}",
+                original.join(", "),
+                if relay.is_empty() {
+                    String::new()
+                } else {
+                    format!(", and {} (see {upgrade})", relay.join(", "))
+                }
+            )));
+        }
+        if !relay.is_empty() {
+            return Err(Error::config(format!(
+                "local message table {name} lacks the columns {}: run {upgrade}, or leave \
+                 create_table on (the app then adds them at startup)",
+                relay.join(", ")
+            )));
+        }
+        self.backend
+            .fetch(self.table.probe())
+            .await
+            .map(|_| ())
+            .map_err(|e| Error::config(format!("local message table {name} cannot be read: {e}")))
     }
 
     pub(crate) async fn save(&self, rows: &[LocalMessage]) -> Result<()> {
@@ -332,16 +454,43 @@ mod tests {
 
     #[test]
     fn migrations_become_statements_for_the_table() {
-        let create = migration_statements(super::super::postgres::DIALECT.create_sql, "Orders_Out");
+        let pg = &super::super::postgres::DIALECT;
+        let create = migration_statements(pg.create_sql, "Orders_Out");
         assert_eq!(create.len(), 3, "{create:?}");
-        assert!(create[0].starts_with(r#"CREATE TABLE IF NOT EXISTS "Orders_Out" ("#));
-        assert!(create[1].contains(r#""IX_Orders_Out_Status" ON "Orders_Out""#));
+        assert!(create[0].starts_with("CREATE TABLE IF NOT EXISTS Orders_Out ("));
+        assert!(create[1].contains("IX_Orders_Out_Status ON Orders_Out (Status)"));
         assert!(create
             .iter()
-            .all(|s| !s.contains("--") && !s.contains("LocalMessages")));
-        let upgrade = migration_statements(super::super::mysql::DIALECT.upgrade_sql, "T");
-        assert_eq!(upgrade.len(), 1);
-        assert!(upgrade[0].contains("ADD INDEX `IX_T_Due`"), "{upgrade:?}");
+            .all(|s| !s.contains("--") && !s.contains("LocalMessages") && !s.contains('"')));
+        let upgrade = migration_statements(pg.upgrade_sql, "T");
+        let made: Vec<Creates> = upgrade.iter().map(|s| creates(s)).collect();
+        assert_eq!(
+            made,
+            [
+                Creates::Column("Headers"),
+                Creates::Column("PartitionKey"),
+                Creates::Column("NextAttemptAt"),
+                Creates::Column("LockedBy"),
+                Creates::Index("IX_T_Due"),
+            ]
+        );
+        // Every database's 002 adds exactly the relay's columns, one per statement.
+        for d in [
+            pg,
+            &super::super::mysql::DIALECT,
+            &super::super::sqlite::DIALECT,
+        ] {
+            let columns: Vec<String> = migration_statements(d.upgrade_sql, "T")
+                .iter()
+                .filter_map(|s| match creates(s) {
+                    Creates::Column(c) => Some(c.to_owned()),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(columns, COLUMNS[ORIGINAL_COLUMNS..], "{}", d.dir);
+        }
+        let my = migration_statements(super::super::mysql::DIALECT.upgrade_sql, "T");
+        assert_eq!(creates(&my[4]), Creates::Index("IX_T_Due"), "{my:?}");
     }
 
     /// `migrations/` at the workspace root is for users; the crate's copy is
@@ -352,7 +501,11 @@ mod tests {
         let root_dir = crate_dir.join("../../migrations");
         let mut compared = 0;
         for db in ["postgres", "mysql", "sqlite", "sqlserver"] {
-            for file in ["001_create_local_messages.sql", "002_add_relay_columns.sql"] {
+            let mut files = vec!["001_create_local_messages.sql", "002_add_relay_columns.sql"];
+            if db == "postgres" {
+                files.push("003_unquote_identifiers.sql");
+            }
+            for file in files {
                 let ours = std::fs::read_to_string(crate_dir.join(db).join(file)).unwrap();
                 let theirs = std::fs::read_to_string(root_dir.join(db).join(file))
                     .unwrap_or_else(|e| panic!("migrations/{db}/{file}: {e}"));
@@ -363,7 +516,7 @@ mod tests {
                 compared += 1;
             }
         }
-        assert_eq!(compared, 8);
+        assert_eq!(compared, 9);
     }
 
     #[test]

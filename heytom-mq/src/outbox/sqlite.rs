@@ -10,18 +10,23 @@ use super::repository::{sql_backend, ClaimStyle, DbKind, Dialect, Placeholder};
 
 pub(crate) const DIALECT: Dialect = Dialect {
     kind: DbKind::Sqlite,
+    dir: "sqlite",
     // Not `"`: SQLite reads a double-quoted name that is no column as a
     // string literal, which would hide a missing column.
-    open_quote: '[',
-    close_quote: ']',
+    open_quote: "[",
+    close_quote: "]",
     placeholder: Placeholder::Question,
     id_param_cast: "",
     id_select_cast: "",
+    time_select_cast: "",
     claim: ClaimStyle::UpdateReturning { lock: "" },
     before_claim: None,
     delete_with_limit: false,
     create_sql: include_str!("../../migrations/sqlite/001_create_local_messages.sql"),
     upgrade_sql: include_str!("../../migrations/sqlite/002_add_relay_columns.sql"),
+    columns_sql: "SELECT name FROM pragma_table_info(?)",
+    indexes_sql: None,
+    quoted_table_sql: None,
     notify: None,
     now_ms: "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
 };

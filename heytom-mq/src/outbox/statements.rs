@@ -87,13 +87,18 @@ pub(crate) struct Table {
 impl Table {
     pub(crate) fn new(d: &'static Dialect, name: &str) -> Self {
         let q = |s: &str| format!("{}{s}{}", d.open_quote, d.close_quote);
-        let quoted: Vec<String> = COLUMNS.iter().map(|s| q(s)).collect();
-        let select_list = format!(
-            "{}{}, {}",
-            quoted[0],
-            d.id_select_cast,
-            quoted[1..].join(", ")
-        );
+        let select_list = COLUMNS
+            .iter()
+            .map(|c| {
+                let cast = match *c {
+                    "Id" => d.id_select_cast,
+                    "CreatedAt" | "UpdatedAt" => d.time_select_cast,
+                    _ => "",
+                };
+                format!("{}{cast}", q(c))
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
         Table {
             d,
             name: name.to_owned(),
@@ -134,6 +139,8 @@ impl Table {
         migration_statements(self.d.upgrade_sql, &self.name)
     }
 
+    /// Selects every column the statements use, no row: fails when one
+    /// cannot be read.
     pub(crate) fn probe(&self) -> Built {
         let (t, cols) = (&self.t, &self.select_list);
         Params::new(self.d).build(format!("SELECT {cols} FROM {t} WHERE 1 = 0"))
@@ -548,26 +555,39 @@ mod tests {
 
     #[test]
     fn statements_read_as_whole_sql() {
+        // PostgreSQL: unquoted names, folded to lower case as in the original DDL.
         let pg = Table::new(&super::super::postgres::DIALECT, "LocalMessages");
         let claim = pg.claim_update_returning(
             MessageStatus::Pending,
-            20,
-            "tok",
+            10,
+            "me",
             5,
             100,
             " FOR UPDATE SKIP LOCKED",
         );
-        assert!(claim.sql.starts_with(
-            r#"UPDATE "LocalMessages" SET "NextAttemptAt" = (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT + $1, "LockedBy" = $2 WHERE "Id" IN (SELECT "Id" FROM "LocalMessages" WHERE "Status" = 0 AND "RetryCount" < $3 AND "NextAttemptAt" <= (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT ORDER BY "CreatedAt", "Id" LIMIT $4 FOR UPDATE SKIP LOCKED) RETURNING "Id"::text, "MQType""#
-        ), "{}", claim.sql);
+        let now = super::super::postgres::DIALECT.now_ms;
+        assert_eq!(
+            claim.sql,
+            format!(
+                "UPDATE LocalMessages SET NextAttemptAt = {now} + $1, LockedBy = $2 \
+                 WHERE Id IN (SELECT Id FROM LocalMessages \
+                 WHERE Status = 0 AND RetryCount < $3 AND NextAttemptAt <= {now} \
+                 ORDER BY CreatedAt, Id LIMIT $4 FOR UPDATE SKIP LOCKED) \
+                 RETURNING Id::text, MQType, Topic, RoutingKey, MessageType, MessageBody, Status, \
+                 CreatedAt::timestamptz, UpdatedAt::timestamptz, RetryCount, ErrorMessage, \
+                 Headers, PartitionKey, NextAttemptAt, LockedBy"
+            )
+        );
         assert_eq!(claim.args.len(), 4);
+        assert!(!pg.probe().sql.contains('"'));
 
         let my = Table::new(&super::super::mysql::DIALECT, "T");
         let ids = [Uuid::nil(), Uuid::max()];
-        let sent = my.mark_sent(&ids, "tok", Utc::now());
+        let sent = my.mark_sent(&ids, "me", Utc::now());
         assert_eq!(
             sent.sql,
-            "UPDATE `T` SET `Status` = 1, `UpdatedAt` = ?, `LockedBy` = NULL WHERE `Id` IN (?, ?) AND `LockedBy` = ?"
+            "UPDATE `T` SET `Status` = 1, `UpdatedAt` = ?, `LockedBy` = NULL \
+             WHERE `Id` IN (?, ?) AND `LockedBy` = ?"
         );
         assert_eq!(sent.args.len(), 4);
     }
