@@ -283,7 +283,7 @@ fn crash_child() {
 }
 
 async fn count_rows(pool: &sqlx::PgPool, table: &str, filter: &str) -> i64 {
-    let sql = format!(r#"SELECT COUNT(*) FROM "{table}" WHERE {filter}"#);
+    let sql = format!("SELECT COUNT(*) FROM {table} WHERE {filter}");
     sqlx::query_scalar(AssertSqlSafe(sql))
         .fetch_one(pool)
         .await
@@ -316,7 +316,7 @@ async fn producer_crash(case: &str, role: &str, wait_for_lease: bool) {
     child.read_until(|l| l == "committed 300");
     if wait_for_lease {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while count_rows(&pool, &table, r#""Status" <> 1 AND "LockedBy" IS NOT NULL"#).await == 0 {
+        while count_rows(&pool, &table, "Status <> 1 AND LockedBy IS NOT NULL").await == 0 {
             assert!(Instant::now() < deadline, "no scanner ever held a lease");
         }
     }
@@ -324,12 +324,12 @@ async fn producer_crash(case: &str, role: &str, wait_for_lease: bool) {
     // A COMMIT the child sent just before it died may still land: count
     // again at the end.
     let committed = count_rows(&pool, &table, "1 = 1").await as usize;
-    let unsent = count_rows(&pool, &table, r#""Status" <> 1"#).await;
-    let leased = count_rows(&pool, &table, r#""Status" <> 1 AND "LockedBy" IS NOT NULL"#).await;
+    let unsent = count_rows(&pool, &table, "Status <> 1").await;
+    let leased = count_rows(&pool, &table, "Status <> 1 AND LockedBy IS NOT NULL").await;
     let fresh = outbox_app(pool.clone(), &table, true).await;
     wait_delivered(&seen, committed, Duration::from_secs(120)).await;
     let deadline = Instant::now() + Duration::from_secs(120);
-    while count_rows(&pool, &table, r#""Status" <> 1"#).await > 0 {
+    while count_rows(&pool, &table, "Status <> 1").await > 0 {
         assert!(Instant::now() < deadline, "rows left unsent");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -340,11 +340,11 @@ async fn producer_crash(case: &str, role: &str, wait_for_lease: bool) {
         let s = seen.lock().unwrap();
         (s.len(), s.values().sum::<usize>())
     };
-    let still_unsent = count_rows(&pool, &table, r#""Status" <> 1"#).await;
+    let still_unsent = count_rows(&pool, &table, "Status <> 1").await;
     let committed = count_rows(&pool, &table, "1 = 1").await as usize;
     fresh.shutdown().await.unwrap();
     consumer.shutdown().await.unwrap();
-    let _ = sqlx::query(AssertSqlSafe(format!(r#"DROP TABLE "{table}""#)))
+    let _ = sqlx::query(AssertSqlSafe(format!("DROP TABLE {table}")))
         .execute(&pool)
         .await;
     println!(
