@@ -39,7 +39,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::error::{Error, Result};
+use crate::error::{check, Error, Result};
 
 #[cfg(feature = "mysql")]
 mod backend;
@@ -97,6 +97,7 @@ pub struct Outbox {
     retry_backoff: Duration,
     max_retry_backoff: Duration,
     retention: Option<Duration>,
+    pub(crate) allow_unconfirmed_transport: bool,
     on_exhausted: Option<ExhaustedCallback>,
 }
 
@@ -110,6 +111,7 @@ impl std::fmt::Debug for Outbox {
             .field("dispatch_lease", &self.dispatch_lease)
             .field("retry_backoff", &self.retry_backoff)
             .field("retention", &self.retention)
+            .field("allow_unconfirmed", &self.allow_unconfirmed_transport)
             .finish_non_exhaustive()
     }
 }
@@ -125,6 +127,7 @@ impl Outbox {
             retry_backoff: Duration::from_secs(2),
             max_retry_backoff: Duration::from_secs(300),
             retention: None,
+            allow_unconfirmed_transport: false,
             on_exhausted: None,
         }
     }
@@ -219,30 +222,41 @@ impl Outbox {
     }
 
     /// How long a row being dispatched by one instance is hidden from the
-    /// scanners (default 60 s). A row whose instance died before sending it
-    /// is picked up by a scanner after this time.
+    /// scanners (default 60 s; from 1 ms to 1 day). A row whose instance
+    /// died before sending it is picked up by a scanner after this time.
     pub fn dispatch_lease(mut self, lease: Duration) -> Self {
         self.dispatch_lease = lease;
         self
     }
 
-    /// Wait before the first retry of a failed send (default 2 s); doubles
-    /// with each failure up to [`max_retry_backoff`](Self::max_retry_backoff).
+    /// Wait before the first retry of a failed send (default 2 s, at most
+    /// 1 day); doubles with each failure up to
+    /// [`max_retry_backoff`](Self::max_retry_backoff).
     pub fn retry_backoff(mut self, first: Duration) -> Self {
         self.retry_backoff = first;
         self
     }
 
-    /// Upper bound of the retry wait (default 5 min).
+    /// Upper bound of the retry wait (default 5 min, at most 1 day).
     pub fn max_retry_backoff(mut self, max: Duration) -> Self {
         self.max_retry_backoff = max;
         self
     }
 
-    /// Deletes Sent rows older than `age`, in small batches, on each scan
-    /// (default: keep them).
+    /// Deletes Sent rows older than `age` (at most 100 years), in small
+    /// batches, on each scan (default: keep them).
     pub fn retention(mut self, age: Duration) -> Self {
         self.retention = Some(age);
+        self
+    }
+
+    /// Lets the outbox send over a transport that cannot confirm delivery
+    /// (default `false`; RabbitMQ without publisher confirms, Kafka with
+    /// `acks = 0` in the options or an event's attribute), which `build`
+    /// refuses otherwise: a row would be marked Sent once the message is
+    /// written to the socket, whether or not the broker stored it.
+    pub fn allow_unconfirmed_transport(mut self, allow: bool) -> Self {
+        self.allow_unconfirmed_transport = allow;
         self
     }
 
@@ -330,19 +344,45 @@ impl Outbox {
     }
 }
 
-/// Retry scanner settings.
+/// Retry scanner settings, checked by `AppBuilder::build` (see
+/// [`LocalMessageRetryOptions::validate`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalMessageRetryOptions {
     /// Run the scanner at all.
     pub enabled: bool,
-    /// Time between scans (a scan that finds a full batch continues at once).
+    /// Time between scans (a scan that finds a full batch continues at
+    /// once); from 1 ms to 1 day.
     pub scan_interval: Duration,
-    /// Rows claimed per query.
+    /// Rows claimed per query, from 1 to [`MAX_BATCH_SIZE`](Self::MAX_BATCH_SIZE).
     pub batch_size: u32,
-    /// Failed sends after which a row stays Failed and is reported.
+    /// Failed sends after which a row stays Failed and is reported; from 1
+    /// to `i32::MAX` (the `RetryCount` column is a 32-bit integer).
     pub max_retry_count: u32,
     /// The table; left at the default it follows the [`Outbox`]'s.
     pub table_name: String,
+}
+
+impl LocalMessageRetryOptions {
+    /// The largest `batch_size` accepted (a claim binds one parameter per
+    /// row, and every database bounds the parameters of a statement).
+    pub const MAX_BATCH_SIZE: u32 = 10_000;
+
+    /// Checks the numbers; the error names the setting and its range. The
+    /// scan interval is checked only when the scanner is enabled.
+    pub fn validate(&self) -> Result<()> {
+        let name = |field: &str| format!("LocalMessageRetryOptions::{field}");
+        if self.enabled {
+            let (min, max) = (check::MILLISECOND, check::DAY);
+            check::duration(&name("scan_interval"), self.scan_interval, min, max)?;
+        }
+        check::int(
+            &name("batch_size"),
+            self.batch_size,
+            1,
+            Self::MAX_BATCH_SIZE,
+        )?;
+        check::int(&name("max_retry_count"), self.max_retry_count, 1, i32::MAX)
+    }
 }
 
 impl Default for LocalMessageRetryOptions {
@@ -356,6 +396,9 @@ impl Default for LocalMessageRetryOptions {
         }
     }
 }
+
+/// The longest [`Outbox::retention`] accepted: 100 years.
+const MAX_RETENTION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// Resolved, checked outbox configuration.
 #[derive(Debug)]
@@ -388,23 +431,25 @@ pub(crate) fn resolve_config(
             )));
         }
     }
-    if retry.enabled && retry.scan_interval.is_zero() {
-        return Err(Error::config(
-            "LocalMessageRetryOptions::scan_interval must be above zero",
-        ));
-    }
-    if retry.batch_size == 0 {
-        return Err(Error::config(
-            "LocalMessageRetryOptions::batch_size must be at least 1",
-        ));
-    }
-    if retry.max_retry_count == 0 || retry.max_retry_count > i32::MAX as u32 {
-        return Err(Error::config(
-            "LocalMessageRetryOptions::max_retry_count must be at least 1",
-        ));
-    }
-    if outbox.dispatch_lease.is_zero() {
-        return Err(Error::config("Outbox::dispatch_lease must be above zero"));
+    retry.validate()?;
+    // Bounded so that no deadline computed from them (`now + lease`, `now +
+    // backoff`, `now - retention`, in chrono or tokio time) can overflow.
+    let (zero, day) = (Duration::ZERO, check::DAY);
+    check::duration(
+        "Outbox::dispatch_lease",
+        outbox.dispatch_lease,
+        check::MILLISECOND,
+        day,
+    )?;
+    check::duration("Outbox::retry_backoff", outbox.retry_backoff, zero, day)?;
+    check::duration(
+        "Outbox::max_retry_backoff",
+        outbox.max_retry_backoff,
+        zero,
+        day,
+    )?;
+    if let Some(age) = outbox.retention {
+        check::duration("Outbox::retention", age, zero, MAX_RETENTION)?;
     }
     Ok(Some(OutboxConfig { outbox, retry }))
 }
