@@ -23,6 +23,10 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+echo "== each database feature alone compiles"
+for db in postgres mysql sqlite; do
+  cargo check --quiet -p heytom-mq --no-default-features --features "$db"
+done
 echo "== cargo test"
 cargo test --workspace "$@"
 echo "== quickstart (the README's first command)"

@@ -19,6 +19,8 @@ use crate::retry::RetryPolicy;
 use crate::transport::memory::{InMemoryBroker, InMemoryTransport};
 use crate::transport::{Subscription, SubscriptionHandle, Transport, TransportConfig};
 
+mod checks;
+
 type HandlerFilter = Box<dyn Fn(&HandlerRegistration) -> bool + Send + Sync>;
 
 /// Builds an [`App`]; start with [`App::builder`] or [`App::from_env`].
@@ -238,6 +240,7 @@ impl AppBuilder {
             return Err(e);
         }
         let handlers = self.collect_handlers()?;
+        checks::settings(&self.retry, self.shutdown_timeout, &handlers)?;
 
         #[cfg(feature = "_outbox")]
         let outbox_config =
@@ -272,6 +275,12 @@ impl AppBuilder {
         }
         if !missing.is_empty() {
             return Err(Error::TransportNotConfigured(missing));
+        }
+        #[cfg(feature = "_outbox")]
+        if let Some(cfg) = &outbox_config {
+            if !cfg.outbox.allow_unconfirmed_transport {
+                checks::confirmed_delivery(&configs, &kinds, &handlers)?;
+            }
         }
 
         let mut router = Router::default();

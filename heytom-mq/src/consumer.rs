@@ -96,7 +96,8 @@ impl Consumer {
         }
     }
 
-    /// Sets the retry policy for handlers subscribed afterwards.
+    /// Sets the retry policy for handlers subscribed afterwards; `start`
+    /// and `subscribe` refuse one that [`RetryPolicy::validate`] refuses.
     pub fn with_retry(mut self, policy: RetryPolicy) -> Self {
         self.retry = policy;
         self
@@ -108,12 +109,20 @@ impl Consumer {
         self
     }
 
+    fn check_retry(&self) -> Result<()> {
+        self.retry.validate().map_err(|e| match e {
+            Error::Configuration(m) => Error::Configuration(format!("with_retry: {m}")),
+            other => other,
+        })
+    }
+
     /// The transport underneath.
     pub fn transport(&self) -> &Arc<dyn Transport> {
         &self.transport
     }
 
     async fn add(&self, mut entry: HandlerEntry) -> Result<()> {
+        self.check_retry()?;
         if entry.group.is_none() {
             entry.group = self.group.clone();
         }
@@ -178,6 +187,7 @@ impl Consumer {
 
 impl MessageConsumer for Consumer {
     async fn start(&self) -> Result<()> {
+        self.check_retry()?;
         let mut st = self.inner.lock().await;
         if st.started {
             return Ok(());

@@ -180,3 +180,110 @@ impl Error {
 
 /// `Result<T, heytom_mq::Error>`.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Range checks of configured values, shared by the option types' `validate`
+/// functions: each error is an [`Error::Configuration`] that names the
+/// setting, the allowed range and the value found.
+pub(crate) mod check {
+    use std::fmt::Display;
+    use std::time::Duration;
+
+    use super::{Error, Result};
+
+    /// One millisecond, the shortest wait or timeout most settings take.
+    #[cfg_attr(
+        not(any(feature = "kafka", feature = "rabbitmq", feature = "_outbox")),
+        allow(dead_code)
+    )]
+    pub(crate) const MILLISECOND: Duration = Duration::from_millis(1);
+    /// One day, the upper bound of timeouts and waits: far below what
+    /// overflows `Instant`, chrono or librdkafka's `i32` milliseconds.
+    pub(crate) const DAY: Duration = Duration::from_secs(24 * 3600);
+
+    /// `value` within `min..=max`.
+    pub(crate) fn duration(
+        setting: &str,
+        value: Duration,
+        min: Duration,
+        max: Duration,
+    ) -> Result<()> {
+        if value < min || value > max {
+            return Err(Error::config(format!(
+                "{setting} must be between {} and {}, found {}",
+                show(min),
+                show(max),
+                show(value)
+            )));
+        }
+        Ok(())
+    }
+
+    /// `value` within `min..=max`.
+    pub(crate) fn int<T: Into<i128> + Copy + Display>(
+        setting: &str,
+        value: T,
+        min: impl Into<i128>,
+        max: impl Into<i128>,
+    ) -> Result<()> {
+        let (v, min, max): (i128, i128, i128) = (value.into(), min.into(), max.into());
+        if v < min || v > max {
+            return Err(Error::config(format!(
+                "{setting} must be between {min} and {max}, found {value}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// A non-empty string.
+    pub(crate) fn not_empty(setting: &str, value: &str) -> Result<()> {
+        if value.trim().is_empty() {
+            return Err(Error::config(format!("{setting} must not be empty")));
+        }
+        Ok(())
+    }
+
+    /// A duration for people: `0s`, `250ms`, `30s`, `5min`, `2h`, `1 day`, `365 days`.
+    pub(crate) fn show(d: Duration) -> String {
+        let ms = d.as_millis();
+        if !d.subsec_nanos().is_multiple_of(1_000_000) || ms == 0 && !d.is_zero() {
+            return format!("{d:?}");
+        }
+        let (day, hour, min, sec) = (86_400_000, 3_600_000, 60_000, 1000);
+        match ms {
+            0 => "0s".to_owned(),
+            n if n % (365 * day) == 0 => match n / (365 * day) {
+                1 => "365 days".to_owned(),
+                k => format!("{k} years of 365 days"),
+            },
+            n if n % day == 0 => match n / day {
+                1 => "1 day".to_owned(),
+                k => format!("{k} days"),
+            },
+            n if n % hour == 0 => format!("{}h", n / hour),
+            n if n % min == 0 => format!("{}min", n / min),
+            n if n % sec == 0 => format!("{}s", n / sec),
+            n => format!("{n}ms"),
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn messages_name_setting_range_and_value() {
+            let e = duration("X::lease", Duration::MAX, MILLISECOND, DAY).unwrap_err();
+            assert!(matches!(e, Error::Configuration(_)));
+            let text = e.to_string();
+            assert!(
+                text.contains("X::lease must be between 1ms and 1 day, found"),
+                "{text}"
+            );
+            let e = int("X::n", 0u32, 1, 10).unwrap_err().to_string();
+            assert!(e.contains("X::n must be between 1 and 10, found 0"), "{e}");
+            assert_eq!(show(Duration::from_secs(300)), "5min");
+            assert_eq!(show(Duration::from_secs(365 * 86_400)), "365 days");
+            assert_eq!(show(Duration::from_micros(1500)), "1.5ms");
+        }
+    }
+}

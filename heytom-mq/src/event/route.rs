@@ -4,6 +4,8 @@
 
 use std::fmt;
 
+mod validate;
+
 /// Where an event travels. `#[non_exhaustive]`: a new transport's
 /// attribute is a new variant, not a breaking change.
 #[derive(Debug, Clone, PartialEq, Eq)]

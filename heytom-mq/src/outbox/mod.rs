@@ -39,13 +39,14 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::error::{Error, Result};
+use crate::error::{check, Error, Result};
 
-#[cfg(feature = "mysql")]
 mod backend;
+mod config;
 mod dialect;
 mod lease;
 mod marker;
+#[cfg(feature = "mysql")]
 mod mysql;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -56,6 +57,8 @@ mod sqlite;
 mod statements;
 mod transaction;
 
+pub(crate) use config::resolve_config;
+pub use config::OutboxConfig;
 pub use relay::OutboxRuntime;
 pub use transaction::{OutboxDatabase, OutboxTransaction};
 
@@ -99,6 +102,7 @@ pub struct Outbox {
     retry_backoff: Duration,
     max_retry_backoff: Duration,
     retention: Option<Duration>,
+    pub(crate) allow_unconfirmed_transport: bool,
     on_exhausted: Option<ExhaustedCallback>,
 }
 
@@ -112,6 +116,7 @@ impl std::fmt::Debug for Outbox {
             .field("dispatch_lease", &self.dispatch_lease)
             .field("retry_backoff", &self.retry_backoff)
             .field("retention", &self.retention)
+            .field("allow_unconfirmed", &self.allow_unconfirmed_transport)
             .finish_non_exhaustive()
     }
 }
@@ -127,6 +132,7 @@ impl Outbox {
             retry_backoff: Duration::from_secs(2),
             max_retry_backoff: Duration::from_secs(300),
             retention: None,
+            allow_unconfirmed_transport: false,
             on_exhausted: None,
         }
     }
@@ -227,28 +233,40 @@ impl Outbox {
     /// instance died is free again at most this long after the death (then
     /// sent by the next scan of any instance). Committed rows carry the same
     /// lease from their insert until the post-commit sender takes them over.
+    /// From 100 ms to 1 day.
     pub fn dispatch_lease(mut self, lease: Duration) -> Self {
         self.dispatch_lease = lease;
         self
     }
 
-    /// Wait before the first retry of a failed send (default 2 s); doubles
-    /// with each failure up to [`max_retry_backoff`](Self::max_retry_backoff).
+    /// Wait before the first retry of a failed send (default 2 s, at most
+    /// 1 day); doubles with each failure up to
+    /// [`max_retry_backoff`](Self::max_retry_backoff).
     pub fn retry_backoff(mut self, first: Duration) -> Self {
         self.retry_backoff = first;
         self
     }
 
-    /// Upper bound of the retry wait (default 5 min).
+    /// Upper bound of the retry wait (default 5 min, at most 1 day).
     pub fn max_retry_backoff(mut self, max: Duration) -> Self {
         self.max_retry_backoff = max;
         self
     }
 
-    /// Deletes Sent rows older than `age`, in small batches, on each scan
-    /// (default: keep them).
+    /// Deletes Sent rows older than `age` (at most 100 years), in small
+    /// batches, on each scan (default: keep them).
     pub fn retention(mut self, age: Duration) -> Self {
         self.retention = Some(age);
+        self
+    }
+
+    /// Lets the outbox send over a transport that cannot confirm delivery
+    /// (default `false`; RabbitMQ without publisher confirms, Kafka with
+    /// `acks = 0` in the options or an event's attribute), which `build`
+    /// refuses otherwise: a row would be marked Sent once the message is
+    /// written to the socket, whether or not the broker stored it.
+    pub fn allow_unconfirmed_transport(mut self, allow: bool) -> Self {
+        self.allow_unconfirmed_transport = allow;
         self
     }
 
@@ -336,19 +354,45 @@ impl Outbox {
     }
 }
 
-/// Retry scanner settings.
+/// Retry scanner settings, checked by `AppBuilder::build` (see
+/// [`LocalMessageRetryOptions::validate`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalMessageRetryOptions {
     /// Run the scanner at all.
     pub enabled: bool,
-    /// Time between scans (a scan that finds a full batch continues at once).
+    /// Time between scans (a scan that finds a full batch continues at
+    /// once); from 1 ms to 1 day.
     pub scan_interval: Duration,
-    /// Rows claimed per query.
+    /// Rows claimed per query, from 1 to [`MAX_BATCH_SIZE`](Self::MAX_BATCH_SIZE).
     pub batch_size: u32,
-    /// Failed sends after which a row stays Failed and is reported.
+    /// Failed sends after which a row stays Failed and is reported; from 1
+    /// to `i32::MAX` (the `RetryCount` column is a 32-bit integer).
     pub max_retry_count: u32,
     /// The table; left at the default it follows the [`Outbox`]'s.
     pub table_name: String,
+}
+
+impl LocalMessageRetryOptions {
+    /// The largest `batch_size` accepted (a claim binds one parameter per
+    /// row, and every database bounds the parameters of a statement).
+    pub const MAX_BATCH_SIZE: u32 = 10_000;
+
+    /// Checks the numbers; the error names the setting and its range. The
+    /// scan interval is checked only when the scanner is enabled.
+    pub fn validate(&self) -> Result<()> {
+        let name = |field: &str| format!("LocalMessageRetryOptions::{field}");
+        if self.enabled {
+            let (min, max) = (check::MILLISECOND, check::DAY);
+            check::duration(&name("scan_interval"), self.scan_interval, min, max)?;
+        }
+        check::int(
+            &name("batch_size"),
+            self.batch_size,
+            1,
+            Self::MAX_BATCH_SIZE,
+        )?;
+        check::int(&name("max_retry_count"), self.max_retry_count, 1, i32::MAX)
+    }
 }
 
 impl Default for LocalMessageRetryOptions {
@@ -361,58 +405,6 @@ impl Default for LocalMessageRetryOptions {
             table_name: DEFAULT_TABLE_NAME.to_owned(),
         }
     }
-}
-
-/// Resolved, checked outbox configuration.
-#[derive(Debug)]
-pub struct OutboxConfig {
-    pub(crate) outbox: Outbox,
-    pub(crate) retry: LocalMessageRetryOptions,
-}
-
-/// Checks the table name, reconciles the retry options' table name with the
-/// outbox's and checks the numbers.
-pub(crate) fn resolve_config(
-    outbox: Option<Outbox>,
-    retry: Option<LocalMessageRetryOptions>,
-) -> Result<Option<OutboxConfig>> {
-    let Some(outbox) = outbox else {
-        if retry.is_some() {
-            tracing::warn!("local_message_retry is set but no outbox is configured; ignoring it");
-        }
-        return Ok(None);
-    };
-    check_table_name(&outbox.table_name).map_err(Error::Configuration)?;
-    let mut retry = retry.unwrap_or_default();
-    if retry.table_name != outbox.table_name {
-        if retry.table_name == DEFAULT_TABLE_NAME {
-            retry.table_name = outbox.table_name.clone();
-        } else {
-            return Err(Error::config(format!(
-                "LocalMessageRetryOptions::table_name is {:?} but the Outbox's table_name is {:?}; there is one table per app: set the same name on both or leave the retry options' at its default",
-                retry.table_name, outbox.table_name
-            )));
-        }
-    }
-    if retry.enabled && retry.scan_interval.is_zero() {
-        return Err(Error::config(
-            "LocalMessageRetryOptions::scan_interval must be above zero",
-        ));
-    }
-    if retry.batch_size == 0 {
-        return Err(Error::config(
-            "LocalMessageRetryOptions::batch_size must be at least 1",
-        ));
-    }
-    if retry.max_retry_count == 0 || retry.max_retry_count > i32::MAX as u32 {
-        return Err(Error::config(
-            "LocalMessageRetryOptions::max_retry_count must be at least 1",
-        ));
-    }
-    if outbox.dispatch_lease.is_zero() {
-        return Err(Error::config("Outbox::dispatch_lease must be above zero"));
-    }
-    Ok(Some(OutboxConfig { outbox, retry }))
 }
 
 /// Status of a row in the local message table.

@@ -45,6 +45,17 @@ pub trait TransportConfig: Send + Sync + 'static {
 
     /// Connects the transport.
     async fn connect(self: Box<Self>) -> Result<Arc<dyn Transport>>;
+
+    /// Why this transport cannot confirm the delivery of some of `events`
+    /// (the events it would carry, with their routes): `None` when every
+    /// publish waits for the broker's acknowledgement. `AppBuilder::build`
+    /// refuses an outbox over a transport that answers `Some`, unless
+    /// `Outbox::allow_unconfirmed_transport(true)`: a row would be marked
+    /// Sent for a message the broker may never have stored.
+    fn unconfirmed_delivery(&self, events: &[(&'static str, &'static Route)]) -> Option<String> {
+        let _ = events;
+        None
+    }
 }
 
 #[async_trait]

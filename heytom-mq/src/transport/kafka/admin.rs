@@ -26,7 +26,10 @@ impl TransportInner {
             .options
             .client_config()
             .create_with_context(TracingContext)
-            .map_err(|e| Error::config(format!("invalid Kafka admin settings: {e}")))?;
+            .map_err(|e| {
+                self.options
+                    .config_error("invalid Kafka admin settings", &e)
+            })?;
         let a = Arc::new(a);
         *slot = Some(a.clone());
         Ok(a)

@@ -152,6 +152,7 @@ fn connection_error(options: &KafkaOptions, what: &str, e: KafkaError) -> Error 
 impl KafkaTransport {
     /// A transport; clients are created here (no network round trip yet).
     pub fn new(options: KafkaOptions) -> Result<Self> {
+        options.validate()?;
         let t = KafkaTransport {
             inner: Arc::new(TransportInner {
                 options,
@@ -219,7 +220,10 @@ impl TransportInner {
         let p: FutureProducer<TracingContext> = self
             .producer_config(key)
             .create_with_context(TracingContext)
-            .map_err(|e| Error::config(format!("invalid Kafka producer settings: {e}")))?;
+            .map_err(|e| {
+                self.options
+                    .config_error("invalid Kafka producer settings", &e)
+            })?;
         map.insert(key, p.clone());
         Ok(p)
     }
@@ -475,6 +479,10 @@ impl crate::transport::TransportConfig for KafkaOptions {
 
     async fn connect(self: Box<Self>) -> Result<Arc<dyn Transport>> {
         Ok(Arc::new(KafkaTransport::connect(*self).await?))
+    }
+
+    fn unconfirmed_delivery(&self, events: &[(&'static str, &'static Route)]) -> Option<String> {
+        self.unconfirmed_reason(events)
     }
 }
 

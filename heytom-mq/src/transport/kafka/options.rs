@@ -3,7 +3,12 @@
 use std::fmt;
 use std::time::Duration;
 
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaConfRes;
 use rdkafka::ClientConfig;
+
+use crate::error::{check, Error, Result};
+use crate::event::{Acks, Route};
 
 /// The consumer group used when neither the handler nor `#[kafka(group_id)]` names one.
 pub const DEFAULT_GROUP_ID: &str = "heytom-mq";
@@ -67,30 +72,36 @@ impl DeadLetterTopic {
     }
 }
 
-/// Whether a librdkafka property holds a secret that must not be printed.
+/// Whether a librdkafka property holds a secret that must not be printed
+/// (`sasl.password`, `sasl.jaas.config`, `sasl.oauthbearer.client.secret`,
+/// `ssl.key.password`, `ssl.key.pem`, ... : any name that looks secret).
 pub(crate) fn is_secret_property(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
-    [
-        "password",
-        "secret",
-        "token",
-        "jaas",
-        ".pem",
-        "oauthbearer.config",
-        "credentials",
-    ]
-    .iter()
-    .any(|s| k.contains(s))
+    crate::redact::looks_secret(key)
 }
 
+/// The properties for Debug output: the value of a property whose name
+/// looks secret, or that librdkafka does not know (a misspelled
+/// `sasl.pasword` is still a password), is masked.
 fn redacted_pairs(pairs: &[(String, String)]) -> Vec<(String, String)> {
+    // Known to librdkafka: setting it is not "unknown" (an invalid value is
+    // still a known name; topic-level names like `acks` count too).
+    let known = |k: &str, v: &str| {
+        !matches!(
+            ClientConfig::new().set(k, v).create_native_config(),
+            Err(KafkaError::ClientConfig(
+                RDKafkaConfRes::RD_KAFKA_CONF_UNKNOWN,
+                ..
+            ))
+        )
+    };
     pairs
         .iter()
         .map(|(k, v)| {
-            let v = if is_secret_property(k) {
-                "***".to_owned()
+            let v = if is_secret_property(k) || !known(k, v) {
+                crate::redact::MASK.to_owned()
             } else {
-                v.clone()
+                // A URL-valued property may carry a password of its own.
+                crate::redact::redact_url(v)
             };
             (k.clone(), v)
         })
@@ -126,7 +137,15 @@ impl fmt::Debug for KafkaOptions {
             )
             .field("dead_letter", &self.dead_letter)
             .field("declare_topics", &self.declare_topics)
+            .field("default_num_partitions", &self.default_num_partitions)
+            .field(
+                "default_replication_factor",
+                &self.default_replication_factor,
+            )
             .field("max_in_flight", &self.max_in_flight)
+            .field("commit_interval", &self.commit_interval)
+            .field("operation_timeout", &self.operation_timeout)
+            .field("drain_timeout", &self.drain_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -272,38 +291,239 @@ impl KafkaOptions {
         self
     }
 
-    /// Partitions and replication factor for topics whose attribute gives none (default 1 and 1).
+    /// Partitions and replication factor for topics whose attribute gives
+    /// none (default 1 and 1; each at least 1, or -1 for the broker's default).
     pub fn topic_defaults(mut self, num_partitions: i32, replication_factor: i16) -> Self {
-        self.default_num_partitions = num_partitions.max(1);
-        self.default_replication_factor = replication_factor.max(1);
+        self.default_num_partitions = num_partitions;
+        self.default_replication_factor = replication_factor;
         self
     }
 
     /// Messages in flight per subscription when `max_poll_records` is not
-    /// given (default 500).
+    /// given (default 500; from 1 to [`MAX_IN_FLIGHT`](Self::MAX_IN_FLIGHT)).
     pub fn max_in_flight(mut self, n: usize) -> Self {
-        self.max_in_flight = n.max(1);
+        self.max_in_flight = n;
         self
     }
 
-    /// How often handled offsets are committed (default 1 s); they are also
-    /// committed on partition revocation and on shutdown.
+    /// How often handled offsets are committed (default 1 s; from 1 ms to
+    /// 1 day); they are also committed on partition revocation and on shutdown.
     pub fn commit_interval(mut self, interval: Duration) -> Self {
         self.commit_interval = interval;
         self
     }
 
-    /// Timeout of admin and metadata requests (default 30 s).
+    /// Timeout of admin and metadata requests and of a send waiting for
+    /// room in the producer's queue (default 30 s; from 1 ms to 1 day).
     pub fn operation_timeout(mut self, timeout: Duration) -> Self {
         self.operation_timeout = timeout;
         self
     }
 
     /// How long a revocation or shutdown waits for in-flight handlers before
-    /// committing what is done (default 30 s).
+    /// committing what is done (default 30 s; at most 1 day).
     pub fn drain_timeout(mut self, timeout: Duration) -> Self {
         self.drain_timeout = timeout;
         self
+    }
+
+    /// The largest [`max_in_flight`](Self::max_in_flight) (and
+    /// `#[kafka(max_poll_records)]`) accepted.
+    pub const MAX_IN_FLIGHT: usize = 1_000_000;
+
+    /// Checks every setting; the error (an
+    /// [`Error::Configuration`](crate::Error::Configuration)) names the
+    /// setting and its allowed range, and never shows a secret. Run by
+    /// `AppBuilder::build`, [`KafkaProducer::new`](crate::KafkaProducer::new)
+    /// and [`KafkaConsumer::new`](crate::KafkaConsumer::new).
+    ///
+    /// Besides the ranges, every librdkafka property given (with
+    /// [`property`](Self::property), [`producer_property`](Self::producer_property),
+    /// [`consumer_property`](Self::consumer_property) or the dedicated
+    /// setters) is handed to librdkafka once, so a misspelled name or an
+    /// invalid value fails here.
+    pub fn validate(&self) -> Result<()> {
+        check::not_empty("KafkaOptions::bootstrap_servers", &self.bootstrap_servers)?;
+        if self.bootstrap_servers.contains('@') {
+            // librdkafka would take `user:pass@host` for a host name and
+            // print it in every connection log line.
+            return Err(Error::config(format!(
+                "KafkaOptions::bootstrap_servers `{}` holds credentials (`user:password@`); Kafka takes none there: give them with KafkaOptions::sasl / sasl_plain",
+                crate::redact::redact_url(&self.bootstrap_servers)
+            )));
+        }
+        check::not_empty("KafkaOptions::group_id", &self.group_id)?;
+        match &self.dead_letter {
+            DeadLetterTopic::Suffix(s) => check::not_empty(
+                "KafkaOptions::dead_letter_suffix (dead letters would go back to the topic they came from)",
+                s,
+            )?,
+            DeadLetterTopic::Fixed(t) => check::not_empty("KafkaOptions::dead_letter_topic", t)?,
+        }
+        if self.default_num_partitions != -1 {
+            check::int(
+                "KafkaOptions::topic_defaults num_partitions (or -1 for the broker's default)",
+                self.default_num_partitions,
+                1,
+                i128::from(i32::MAX),
+            )?;
+        }
+        if self.default_replication_factor != -1 {
+            check::int(
+                "KafkaOptions::topic_defaults replication_factor (or -1 for the broker's default)",
+                self.default_replication_factor,
+                1,
+                i128::from(i16::MAX),
+            )?;
+        }
+        check::int(
+            "KafkaOptions::max_in_flight",
+            self.max_in_flight as u64,
+            1,
+            Self::MAX_IN_FLIGHT as i128,
+        )?;
+        check::duration(
+            "KafkaOptions::commit_interval",
+            self.commit_interval,
+            check::MILLISECOND,
+            check::DAY,
+        )?;
+        check::duration(
+            "KafkaOptions::operation_timeout",
+            self.operation_timeout,
+            check::MILLISECOND,
+            check::DAY,
+        )?;
+        check::duration(
+            "KafkaOptions::drain_timeout",
+            self.drain_timeout,
+            Duration::ZERO,
+            check::DAY,
+        )?;
+        // librdkafka checks each name and value as it is set.
+        for (what, extra) in [
+            ("producer", &self.producer_properties),
+            ("consumer", &self.consumer_properties),
+        ] {
+            let mut c = self.client_config();
+            for (k, v) in extra {
+                c.set(k, v);
+            }
+            c.create_native_config()
+                .map_err(|e| self.config_error(&format!("invalid Kafka {what} settings"), &e))?;
+        }
+        Ok(())
+    }
+
+    /// Every secret these options hold: the SASL and key passwords, the
+    /// values of properties whose name looks secret, and the password of
+    /// the bootstrap servers' userinfo, if any.
+    fn secrets(&self) -> Vec<String> {
+        let mut out: Vec<String> = [&self.sasl_password, &self.ssl_key_password]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        for (k, v) in self
+            .properties
+            .iter()
+            .chain(&self.producer_properties)
+            .chain(&self.consumer_properties)
+        {
+            if is_secret_property(k) {
+                out.push(v.clone());
+                // A JAAS configuration holds its password inside.
+                out.extend(crate::redact::url_secrets(v));
+            }
+        }
+        out.extend(crate::redact::url_secrets(&self.bootstrap_servers));
+        out
+    }
+
+    /// `text` with every secret of these options masked.
+    pub(crate) fn scrub(&self, text: &str) -> String {
+        let secrets = self.secrets();
+        crate::redact::scrub(text, secrets.iter().map(String::as_str))
+    }
+
+    /// An [`Error::Configuration`] for a librdkafka error, scrubbed: a
+    /// rejected property's value is shown only when its name does not look
+    /// secret, and no secret of these options survives anywhere in the text
+    /// (librdkafka and rdkafka both echo the rejected value).
+    pub(crate) fn config_error(&self, what: &str, e: &KafkaError) -> Error {
+        let detail = match e {
+            KafkaError::ClientConfig(result, desc, key, value) => {
+                // The value of a secret, or of a property librdkafka does
+                // not know (a misspelled `sasl.pasword`), is never shown.
+                let hide =
+                    is_secret_property(key) || *result == RDKafkaConfRes::RD_KAFKA_CONF_UNKNOWN;
+                if hide {
+                    let desc = if value.is_empty() {
+                        desc.clone()
+                    } else {
+                        desc.replace(value.as_str(), crate::redact::MASK)
+                    };
+                    format!("{desc} (property `{key}`, value not shown)")
+                } else {
+                    format!("{desc} (property `{key}` = `{value}`)")
+                }
+            }
+            other => other.to_string(),
+        };
+        Error::config(format!("{what}: {}", self.scrub(&detail)))
+    }
+
+    /// The `acks` a producer for a route with `route_acks` runs with, as
+    /// heytom's producer configuration resolves it: the route's setting
+    /// overrides [`property`](Self::property), and
+    /// [`producer_property`](Self::producer_property) overrides both.
+    /// `None`: librdkafka's default (`all`).
+    pub(crate) fn effective_acks(&self, route_acks: Option<Acks>) -> Option<String> {
+        let is_acks = |k: &str| matches!(k.trim(), "acks" | "request.required.acks");
+        let mut acks = None;
+        for (k, v) in &self.properties {
+            if is_acks(k) {
+                acks = Some(v.trim().to_owned());
+            }
+        }
+        if let Some(a) = route_acks {
+            acks = Some(a.as_str().to_owned());
+        }
+        for (k, v) in &self.producer_properties {
+            if is_acks(k) {
+                acks = Some(v.trim().to_owned());
+            }
+        }
+        acks
+    }
+
+    /// Why these options cannot confirm delivery for some of `events` (the
+    /// events this transport carries), if they cannot: `acks = 0` in the
+    /// options, or on an event's route.
+    pub(crate) fn unconfirmed_reason(&self, events: &[(&str, &Route)]) -> Option<String> {
+        if self.effective_acks(None).as_deref() == Some("0") {
+            return Some(
+                "Kafka is configured with `acks = 0` (KafkaOptions::property or producer_property): the producer does not wait for the broker's acknowledgement".to_owned(),
+            );
+        }
+        let unconfirmed: Vec<&str> = events
+            .iter()
+            .filter(|(_, r)| {
+                r.as_kafka()
+                    .is_some_and(|k| self.effective_acks(k.acks).as_deref() == Some("0"))
+            })
+            .map(|(name, _)| *name)
+            .collect();
+        (!unconfirmed.is_empty()).then(|| {
+            format!(
+                "Kafka events {} are produced with `acks = 0` (#[kafka(acks = \"0\")]): the producer does not wait for the broker's acknowledgement",
+                unconfirmed
+                    .iter()
+                    .map(|n| format!("`{n}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
     }
 
     /// The librdkafka settings shared by every client.
@@ -343,3 +563,6 @@ impl KafkaOptions {
         c
     }
 }
+
+#[cfg(test)]
+mod tests;

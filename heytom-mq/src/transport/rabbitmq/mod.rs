@@ -79,6 +79,7 @@ impl RabbitMqTransport {
 
     /// Checks the options without connecting; connections open on first use.
     pub(crate) fn new(options: RabbitMqOptions) -> Result<Self> {
+        options.validate()?;
         let uri = options.parse_uri()?;
         let shown = options.redacted_url();
         let backoff = (options.reconnect_initial, options.reconnect_max);
@@ -193,6 +194,10 @@ impl crate::transport::TransportConfig for RabbitMqOptions {
 
     async fn connect(self: Box<Self>) -> Result<Arc<dyn Transport>> {
         Ok(Arc::new(RabbitMqTransport::connect(*self).await?))
+    }
+
+    fn unconfirmed_delivery(&self, _events: &[(&'static str, &'static Route)]) -> Option<String> {
+        self.unconfirmed_reason()
     }
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use lapin::uri::AMQPUri;
 
-use crate::error::{Error, Result};
+use crate::error::{check, Error, Result};
 
 /// The exchange of events whose `#[rabbitmq]` names none, and of events with no attribute.
 pub const DEFAULT_EXCHANGE: &str = "heytom.exchange";
@@ -92,14 +92,15 @@ impl RabbitMqOptions {
     /// Unacknowledged deliveries the broker sends ahead to each
     /// subscription (`basic.qos`, default 64, at least 1).
     pub fn prefetch(mut self, prefetch: u16) -> Self {
-        self.prefetch = prefetch.max(1);
+        self.prefetch = prefetch;
         self
     }
 
     /// Deliveries handled at once per subscription when the handler does
-    /// not say (default 8). Parallelism is also bounded by [`prefetch`](Self::prefetch).
+    /// not say (default 8; from 1 to [`MAX_CONCURRENCY`](Self::MAX_CONCURRENCY)).
+    /// Parallelism is also bounded by [`prefetch`](Self::prefetch).
     pub fn concurrency(mut self, concurrency: usize) -> Self {
-        self.concurrency = concurrency.max(1);
+        self.concurrency = concurrency;
         self
     }
 
@@ -111,7 +112,9 @@ impl RabbitMqOptions {
 
     /// Waits for the broker's confirm of every publish (default on). Off,
     /// a publish returns once the frame is written, and nothing tells a
-    /// lost message apart.
+    /// lost message apart; an app with an outbox then refuses to build
+    /// unless [`Outbox::allow_unconfirmed_transport`](crate::Outbox::allow_unconfirmed_transport)
+    /// is set.
     pub fn publisher_confirms(mut self, on: bool) -> Self {
         self.publisher_confirms = on;
         self
@@ -127,24 +130,83 @@ impl RabbitMqOptions {
     }
 
     /// The longest a publish waits, reconnecting included, before it fails
-    /// (default 15 s).
+    /// (default 15 s; from 1 ms to 1 day).
     pub fn publish_timeout(mut self, timeout: Duration) -> Self {
         self.publish_timeout = timeout;
         self
     }
 
-    /// The longest one connection attempt may take (default 10 s).
+    /// The longest one connection attempt may take (default 10 s; from 1 ms
+    /// to 1 day).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
     }
 
     /// The wait between reconnection attempts: from `initial`, doubling up
-    /// to `max` (defaults 100 ms and 5 s).
+    /// to `max` (defaults 100 ms and 5 s; `initial` from 1 ms, `max` from
+    /// `initial` to 1 day).
     pub fn reconnect_backoff(mut self, initial: Duration, max: Duration) -> Self {
         self.reconnect_initial = initial;
-        self.reconnect_max = max.max(initial);
+        self.reconnect_max = max;
         self
+    }
+
+    /// The largest [`concurrency`](Self::concurrency) accepted.
+    pub const MAX_CONCURRENCY: usize = 100_000;
+
+    /// Checks every setting; the error (an
+    /// [`Error::Configuration`](crate::Error::Configuration)) names the
+    /// setting and its allowed range and never shows the password. Run by
+    /// `AppBuilder::build`, [`RabbitMqProducer::connect`](crate::RabbitMqProducer::connect)
+    /// and [`RabbitMqConsumer::connect`](crate::RabbitMqConsumer::connect)
+    /// before anything connects.
+    pub fn validate(&self) -> Result<()> {
+        self.parse_uri()?;
+        check::int(
+            "RabbitMqOptions::prefetch",
+            self.prefetch,
+            1,
+            i128::from(u16::MAX),
+        )?;
+        check::int(
+            "RabbitMqOptions::concurrency",
+            self.concurrency as u64,
+            1,
+            Self::MAX_CONCURRENCY as i128,
+        )?;
+        check::duration(
+            "RabbitMqOptions::publish_timeout",
+            self.publish_timeout,
+            check::MILLISECOND,
+            check::DAY,
+        )?;
+        check::duration(
+            "RabbitMqOptions::connect_timeout",
+            self.connect_timeout,
+            check::MILLISECOND,
+            check::DAY,
+        )?;
+        check::duration(
+            "RabbitMqOptions::reconnect_backoff initial",
+            self.reconnect_initial,
+            check::MILLISECOND,
+            check::DAY,
+        )?;
+        check::duration(
+            "RabbitMqOptions::reconnect_backoff max (at least the initial wait)",
+            self.reconnect_max,
+            self.reconnect_initial,
+            check::DAY,
+        )?;
+        Ok(())
+    }
+
+    /// Why these options cannot confirm delivery, if they cannot.
+    pub(crate) fn unconfirmed_reason(&self) -> Option<String> {
+        (!self.publisher_confirms).then(|| {
+            "RabbitMQ publisher confirms are off (RabbitMqOptions::publisher_confirms(false)): a publish returns once the frame is written, whether or not the broker stored the message".to_owned()
+        })
     }
 
     /// The default exchange's name.
@@ -165,10 +227,14 @@ impl RabbitMqOptions {
             } else {
                 "<not a URL>".to_owned()
             };
-            Error::config(format!(
-                "invalid RabbitMQ URL `{shown}`: {}",
-                e.replace(&self.url, &shown)
-            ))
+            // The parser may quote the URL or a part of it (the password
+            // included): mask the whole URL, then every secret part.
+            let secrets = crate::redact::url_secrets(&self.url);
+            let detail = crate::redact::scrub(
+                &e.replace(&self.url, &shown),
+                secrets.iter().map(String::as_str),
+            );
+            Error::config(format!("invalid RabbitMQ URL `{shown}`: {detail}"))
         })?;
         // amq-protocol-uri only keeps domain names and falls back to
         // `localhost` for an IP address: keep the address that was given.
@@ -245,6 +311,8 @@ mod tests {
         let o = RabbitMqOptions::new("amqp://localhost");
         assert_eq!(o.default_exchange(), DEFAULT_EXCHANGE);
         assert!(o.publisher_confirms && o.mandatory);
-        assert_eq!(o.prefetch(0).prefetch, 1);
+        assert!(o.validate().is_ok());
+        let e = o.prefetch(0).validate().unwrap_err();
+        assert!(e.to_string().contains("RabbitMqOptions::prefetch"), "{e}");
     }
 }

@@ -305,7 +305,7 @@ pub(crate) async fn subscribe(
         .create_with_context(SubscriptionContext {
             shared: shared.clone(),
         })
-        .map_err(|e| Error::config(format!("invalid Kafka consumer settings: {e}")))?;
+        .map_err(|e| options.config_error("invalid Kafka consumer settings", &e))?;
     consumer
         .subscribe(&[topic.as_str()])
         .map_err(|e| Error::connection(KAFKA, format!("subscribing to `{topic}` failed"), e))?;
