@@ -67,13 +67,18 @@ fn start_with_script() -> Result<String, String> {
         })
 }
 
-/// The broker to test against, or `None` (after a notice) when there is none
-/// and services are not required.
-pub fn bootstrap() -> Option<String> {
+/// Logs to the test output, filtered by `RUST_LOG`.
+pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
+}
+
+/// The broker to test against, or `None` (after a notice) when there is none
+/// and services are not required.
+pub fn bootstrap() -> Option<String> {
+    init_tracing();
     static SERVERS: OnceLock<Result<String, String>> = OnceLock::new();
     let found = SERVERS.get_or_init(|| {
         let servers = match std::env::var("HEYTOM_KAFKA_BOOTSTRAP_SERVERS") {
@@ -322,4 +327,23 @@ pub async fn produce_raw(servers: &str, topic: &str, payload: &[u8], headers: &[
     p.send(rec, Duration::from_secs(10))
         .await
         .expect("raw produce");
+}
+
+/// Members of a consumer group as the broker sees them (DescribeGroups).
+pub async fn group_members(servers: &str, group: &str) -> usize {
+    let (servers, group) = (servers.to_owned(), group.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let c = raw_consumer(&servers, None);
+        let groups = c
+            .fetch_group_list(Some(&group), Duration::from_secs(10))
+            .expect("describe group");
+        groups
+            .groups()
+            .iter()
+            .filter(|g| g.name() == group)
+            .map(|g| g.members().len())
+            .sum()
+    })
+    .await
+    .expect("task")
 }
