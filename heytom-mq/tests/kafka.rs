@@ -440,6 +440,8 @@ async fn consumer_dropped_without_commit_is_resumed_from_last_committed_offset()
     );
     // Let a timed commit happen, then crash: drop without stop(), nothing more committed.
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let watch = GroupWatch::new(&servers, &group).await;
+    assert_eq!(watch.members().await, 1);
     drop(a);
     // The dropped consumer has left the group by the time drop returns.
     // (It used to leave on its thread a little later; under load the
@@ -447,7 +449,7 @@ async fn consumer_dropped_without_commit_is_resumed_from_last_committed_offset()
     // coordinator keeps a departed leader of a group that is re-forming, so
     // the replacement waited for ever as a follower: the flaky failure.)
     assert_eq!(
-        group_members(&servers, &group).await,
+        watch.members().await,
         0,
         "the dropped consumer is still a member of its group"
     );

@@ -329,21 +329,44 @@ pub async fn produce_raw(servers: &str, topic: &str, payload: &[u8], headers: &[
         .expect("raw produce");
 }
 
+/// Watches the members of a consumer group as the broker sees them
+/// (DescribeGroups), with a client connected beforehand so that a look
+/// costs one round trip.
+pub struct GroupWatch {
+    client: std::sync::Arc<BaseConsumer>,
+    group: String,
+}
+
+impl GroupWatch {
+    pub async fn new(servers: &str, group: &str) -> Self {
+        let watch = GroupWatch {
+            client: std::sync::Arc::new(raw_consumer(servers, None)),
+            group: group.to_owned(),
+        };
+        // Connects to the brokers and finds the coordinator.
+        let _ = watch.members().await;
+        watch
+    }
+
+    pub async fn members(&self) -> usize {
+        let (client, group) = (self.client.clone(), self.group.clone());
+        tokio::task::spawn_blocking(move || {
+            let groups = client
+                .fetch_group_list(Some(&group), Duration::from_secs(10))
+                .expect("describe group");
+            groups
+                .groups()
+                .iter()
+                .filter(|g| g.name() == group)
+                .map(|g| g.members().len())
+                .sum()
+        })
+        .await
+        .expect("task")
+    }
+}
+
 /// Members of a consumer group as the broker sees them (DescribeGroups).
 pub async fn group_members(servers: &str, group: &str) -> usize {
-    let (servers, group) = (servers.to_owned(), group.to_owned());
-    tokio::task::spawn_blocking(move || {
-        let c = raw_consumer(&servers, None);
-        let groups = c
-            .fetch_group_list(Some(&group), Duration::from_secs(10))
-            .expect("describe group");
-        groups
-            .groups()
-            .iter()
-            .filter(|g| g.name() == group)
-            .map(|g| g.members().len())
-            .sum()
-    })
-    .await
-    .expect("task")
+    GroupWatch::new(servers, group).await.members().await
 }

@@ -242,15 +242,24 @@ pub(super) fn poll_loop(
             }
             !flow.held.is_empty()
         };
-        // With a free slot, wait up to POLL_INTERVAL for the first message;
-        // without one, just keep the consumer alive (heartbeats, rebalances,
-        // max.poll.interval.ms) and hold back what comes.
-        let mut timeout = if permit.is_some() && !holding {
-            POLL_INTERVAL
-        } else {
+        // With a free slot, wait up to POLL_INTERVAL for the first message
+        // and take what is fetched while slots last (the rest stays in
+        // librdkafka's queue). Without one (for POLL_INTERVAL already), poll
+        // all the same to keep the consumer alive (heartbeats, rebalances,
+        // max.poll.interval.ms), and hold back what comes.
+        let keep_alive = permit.is_none() || holding;
+        let mut timeout = if keep_alive {
             Duration::ZERO
+        } else {
+            POLL_INTERVAL
         };
         for _ in 0..MAX_BATCH {
+            if !keep_alive && permit.is_none() {
+                permit = in_flight.acquire(Duration::ZERO);
+                if permit.is_none() {
+                    break;
+                }
+            }
             let message = match consumer.poll(timeout) {
                 None => break,
                 Some(Err(e)) => {
@@ -530,7 +539,7 @@ async fn hand_back(shared: &Arc<Shared>, lane: &Lane, partition: i32, d: &Delive
             &topic,
             partition,
             Offset::Offset(offset),
-            POLL_INTERVAL * 10,
+            Duration::from_secs(10),
         )
     })
     .await;
