@@ -29,9 +29,11 @@ use syn::{parse_macro_input, DeriveInput};
 /// - `#[kafka(..)]`: `topic` (required; `[A-Za-z0-9._-]`, at most 249
 ///   characters), `group_id`, `partition_key` (a field, `order_id` or
 ///   `"order_id"`; an `Option` field gives no key when `None`),
-///   `num_partitions`, `replication_factor`, `retention_ms`,
+///   `num_partitions`, `replication_factor` (default: the broker's default
+///   replication factor), `retention_ms`,
 ///   `compression_type` (`none|gzip|snappy|lz4|zstd`), `enable_idempotence`
-///   (needs `acks = "all"`), `acks` (`"0"|"1"|"all"|"-1"` or `0|1|-1`),
+///   (needs `acks = "all"`; default on when `acks` is `all`, off for 0 or 1),
+///   `acks` (`"0"|"1"|"all"|"-1"` or `0|1|-1`; default `all`),
 ///   `auto_offset_reset` (`earliest|latest`), `enable_auto_commit`,
 ///   `session_timeout_ms`, `max_poll_records`.
 /// - `#[rabbitmq(..)]`: `routing_key` (required), `exchange`, `exchange_type`

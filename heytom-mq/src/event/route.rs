@@ -219,25 +219,32 @@ pub struct KafkaRoute {
     pub group_id: Option<&'static str>,
     /// The field whose value is the message key.
     pub partition_key: Option<&'static str>,
-    /// Partitions to create the topic with.
+    /// Partitions to create the topic with; `None`: `KafkaOptions::topic_defaults`
+    /// (1 unless set there).
     pub num_partitions: Option<i32>,
-    /// Replication factor to create the topic with.
+    /// Replication factor to create the topic with; `None`:
+    /// `KafkaOptions::topic_defaults`, else the **broker's default**
+    /// (`default.replication.factor`).
     pub replication_factor: Option<i16>,
-    /// `retention.ms` of the topic.
+    /// `retention.ms` of the topic; `None`: the broker's default.
     pub retention_ms: Option<u64>,
-    /// `compression.type` of the topic and the producer.
+    /// `compression.type` of the topic and the producer; `None`: the broker's
+    /// and librdkafka's default (no compression).
     pub compression_type: Option<CompressionType>,
-    /// Idempotent producing.
+    /// Idempotent producing (no duplicate from the producer's own retries).
+    /// `None`: **on** when `acks` is `all` (the default), off for `acks` 0 or 1.
     pub enable_idempotence: Option<bool>,
-    /// Producer acknowledgements.
+    /// Producer acknowledgements; `None`: **`all`** (every in-sync replica).
     pub acks: Option<Acks>,
-    /// Where a new group starts.
+    /// Where a new group starts; `None`: **earliest**.
     pub auto_offset_reset: Option<AutoOffsetReset>,
-    /// Let librdkafka commit on its own timer (at-most-once-ish); off by default.
+    /// Let librdkafka commit on its own timer (at-most-once-ish); `None`:
+    /// off (offsets stored after handling, at-least-once).
     pub enable_auto_commit: Option<bool>,
-    /// Consumer session timeout.
+    /// Consumer `session.timeout.ms`; `None`: librdkafka's default (45 s).
     pub session_timeout_ms: Option<u32>,
-    /// Upper bound of messages in flight per poll batch.
+    /// Upper bound of messages fetched but not yet handled, per consumer;
+    /// `None`: `KafkaOptions::max_in_flight` (500).
     pub max_poll_records: Option<u32>,
 }
 

@@ -67,13 +67,18 @@ fn start_with_script() -> Result<String, String> {
         })
 }
 
-/// The broker to test against, or `None` (after a notice) when there is none
-/// and services are not required.
-pub fn bootstrap() -> Option<String> {
+/// Logs to the test output, filtered by `RUST_LOG`.
+pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
+}
+
+/// The broker to test against, or `None` (after a notice) when there is none
+/// and services are not required.
+pub fn bootstrap() -> Option<String> {
+    init_tracing();
     static SERVERS: OnceLock<Result<String, String>> = OnceLock::new();
     let found = SERVERS.get_or_init(|| {
         let servers = match std::env::var("HEYTOM_KAFKA_BOOTSTRAP_SERVERS") {
@@ -322,4 +327,46 @@ pub async fn produce_raw(servers: &str, topic: &str, payload: &[u8], headers: &[
     p.send(rec, Duration::from_secs(10))
         .await
         .expect("raw produce");
+}
+
+/// Watches the members of a consumer group as the broker sees them
+/// (DescribeGroups), with a client connected beforehand so that a look
+/// costs one round trip.
+pub struct GroupWatch {
+    client: std::sync::Arc<BaseConsumer>,
+    group: String,
+}
+
+impl GroupWatch {
+    pub async fn new(servers: &str, group: &str) -> Self {
+        let watch = GroupWatch {
+            client: std::sync::Arc::new(raw_consumer(servers, None)),
+            group: group.to_owned(),
+        };
+        // Connects to the brokers and finds the coordinator.
+        let _ = watch.members().await;
+        watch
+    }
+
+    pub async fn members(&self) -> usize {
+        let (client, group) = (self.client.clone(), self.group.clone());
+        tokio::task::spawn_blocking(move || {
+            let groups = client
+                .fetch_group_list(Some(&group), Duration::from_secs(10))
+                .expect("describe group");
+            groups
+                .groups()
+                .iter()
+                .filter(|g| g.name() == group)
+                .map(|g| g.members().len())
+                .sum()
+        })
+        .await
+        .expect("task")
+    }
+}
+
+/// Members of a consumer group as the broker sees them (DescribeGroups).
+pub async fn group_members(servers: &str, group: &str) -> usize {
+    GroupWatch::new(servers, group).await.members().await
 }

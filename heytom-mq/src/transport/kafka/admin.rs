@@ -12,7 +12,8 @@ pub(crate) struct TopicSpec {
     pub(crate) partitions: i32,
     /// Whether the attribute asked for the partition count (then fewer is an error).
     pub(crate) explicit_partitions: bool,
-    pub(crate) replication: i16,
+    /// `None`: the broker's default.
+    pub(crate) replication: Option<i16>,
     pub(crate) configs: Vec<(&'static str, String)>,
 }
 
@@ -51,7 +52,7 @@ impl TransportInner {
             explicit_partitions: asked.is_some(),
             replication: k
                 .and_then(|k| k.replication_factor)
-                .unwrap_or(self.options.default_replication_factor),
+                .or(self.options.default_replication_factor),
             configs,
         }
     }
@@ -76,7 +77,8 @@ impl TransportInner {
         let mut new = NewTopic::new(
             &spec.name,
             spec.partitions,
-            TopicReplication::Fixed(i32::from(spec.replication)),
+            // -1: the broker's `default.replication.factor` (KIP-464).
+            TopicReplication::Fixed(spec.replication.map_or(-1, i32::from)),
         );
         for (k, v) in &spec.configs {
             new = new.set(k, v);
@@ -97,7 +99,7 @@ impl TransportInner {
                 Ok(topic) => tracing::info!(
                     topic,
                     partitions = spec.partitions,
-                    replication_factor = spec.replication,
+                    replication_factor = ?spec.replication,
                     configs = ?spec.configs,
                     "created Kafka topic"
                 ),

@@ -2,11 +2,17 @@
 //!
 //! - **Topics** are created from `#[kafka(...)]` when missing (partitions,
 //!   replication factor, `retention.ms`, `compression.type`); an existing topic
-//!   with fewer partitions than asked is a [`Error::Topology`].
+//!   with fewer partitions than asked is a [`Error::Topology`]. Without a
+//!   `replication_factor` (and without [`KafkaOptions::topic_defaults`]) a topic
+//!   gets the broker's default replication factor (`default.replication.factor`).
 //! - **Producing** is keyed by the event's `partition_key`, so one key always
 //!   lands on one partition; `acks`, `enable_idempotence` and
 //!   `compression_type` configure the producer (one cached producer per
-//!   distinct setting). Every wire header travels as a Kafka header.
+//!   distinct setting). By default a producer waits for every in-sync
+//!   replica (`acks=all`) and is idempotent (no duplicate from its own
+//!   retries); a route asking for `acks` 0 or 1 gets a non-idempotent one
+//!   unless it sets `enable_idempotence` too. Every wire header travels as a
+//!   Kafka header.
 //! - **Consuming** is at-least-once: one consumer per (topic, group), shared
 //!   by every event on that topic in that group (each message goes to the
 //!   handlers of its type), one
@@ -44,6 +50,9 @@ use crate::handler::HandlerEntry;
 use crate::transport::{Outgoing, Subscription, SubscriptionHandle, Transport};
 
 const KAFKA: &str = "Kafka";
+
+/// The producers' `acks` when the route gives none: every in-sync replica.
+const DEFAULT_ACKS: &str = "all";
 
 /// Routes librdkafka's log lines and client errors to `tracing`.
 #[derive(Clone, Copy, Debug, Default)]
@@ -195,14 +204,32 @@ impl KafkaTransport {
 }
 
 impl TransportInner {
+    /// A producer's settings: the safe defaults (acks `all`, idempotent),
+    /// then the route's `acks` / `enable_idempotence` / `compression_type`,
+    /// then the options' properties, which win.
     fn producer_config(&self, key: ProducerKey) -> rdkafka::ClientConfig {
         let mut c = self.options.client_config();
-        if let Some(a) = key.acks {
-            c.set("acks", a);
-        }
-        if let Some(i) = key.idempotence {
-            c.set("enable.idempotence", if i { "true" } else { "false" });
-        }
+        let acks = key.acks.unwrap_or(DEFAULT_ACKS);
+        c.set("acks", acks);
+        // Idempotence needs acks=all; a route (or property) asking for fewer
+        // acks gets a plain producer unless it asks for idempotence itself.
+        let user_set = |name: &str| {
+            self.options
+                .properties
+                .iter()
+                .chain(&self.options.producer_properties)
+                .rev()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let all_acks = |a: &str| a == "all" || a == "-1";
+        let idempotence = key
+            .idempotence
+            .unwrap_or_else(|| all_acks(acks) && user_set("acks").is_none_or(all_acks));
+        c.set(
+            "enable.idempotence",
+            if idempotence { "true" } else { "false" },
+        );
         if let Some(z) = key.compression {
             c.set("compression.type", z);
         }

@@ -17,6 +17,22 @@ pub const DEFAULT_DEAD_LETTER_SUFFIX: &str = ".dlq";
 
 /// Connection settings for Kafka.
 ///
+/// Defaults that matter for safety (each can be changed per event with
+/// `#[kafka(...)]` or here):
+///
+/// - producers wait for every in-sync replica (`acks=all`) and are
+///   idempotent (`enable.idempotence=true`), unless the event's attribute
+///   sets `acks` to 0 or 1 (then idempotence is off unless the attribute
+///   sets `enable_idempotence = true`) or sets `enable_idempotence = false`;
+///   a [`property`](Self::property) / [`producer_property`](Self::producer_property)
+///   still overrides both;
+/// - topics are created with the broker's default replication factor unless
+///   the attribute gives `replication_factor` or [`topic_defaults`](Self::topic_defaults) does;
+/// - consumers store an offset only after the message was handled (or its
+///   dead letter was acknowledged) and start a new group at `earliest`;
+/// - a stop waits [`drain_timeout`](Self::drain_timeout) (default 30 s) for
+///   running handlers and then abandons them (their messages come again).
+///
 /// ```
 /// use heytom_mq::KafkaOptions;
 ///
@@ -47,7 +63,8 @@ pub struct KafkaOptions {
     pub(crate) dead_letter: DeadLetterTopic,
     pub(crate) declare_topics: bool,
     pub(crate) default_num_partitions: i32,
-    pub(crate) default_replication_factor: i16,
+    /// `None`: the broker's default replication factor.
+    pub(crate) default_replication_factor: Option<i16>,
     pub(crate) max_in_flight: usize,
     pub(crate) commit_interval: Duration,
     pub(crate) operation_timeout: Duration,
@@ -171,7 +188,7 @@ impl KafkaOptions {
             dead_letter: DeadLetterTopic::Suffix(DEFAULT_DEAD_LETTER_SUFFIX.to_owned()),
             declare_topics: true,
             default_num_partitions: 1,
-            default_replication_factor: 1,
+            default_replication_factor: None,
             max_in_flight: 500,
             commit_interval: Duration::from_millis(1000),
             operation_timeout: Duration::from_secs(30),
@@ -292,10 +309,14 @@ impl KafkaOptions {
     }
 
     /// Partitions and replication factor for topics whose attribute gives
-    /// none (default 1 and 1; each at least 1, or -1 for the broker's default).
+    /// none (each at least 1, or -1 for the broker's default). Without this
+    /// call a topic is created with 1 partition and the **broker's default
+    /// replication factor** (its `default.replication.factor`; Kafka 2.4 or
+    /// later), so a production cluster's replication applies rather than a
+    /// single copy.
     pub fn topic_defaults(mut self, num_partitions: i32, replication_factor: i16) -> Self {
         self.default_num_partitions = num_partitions;
-        self.default_replication_factor = replication_factor;
+        self.default_replication_factor = Some(replication_factor);
         self
     }
 
@@ -321,7 +342,10 @@ impl KafkaOptions {
     }
 
     /// How long a revocation or shutdown waits for in-flight handlers before
-    /// committing what is done (default 30 s; at most 1 day).
+    /// committing what is done (default 30 s; at most 1 day). A handler still running then
+    /// is abandoned: its offset is not committed, so its message is delivered
+    /// again (after a restart or to the partition's next owner). `stop()`
+    /// returns within this plus [`operation_timeout`](Self::operation_timeout).
     pub fn drain_timeout(mut self, timeout: Duration) -> Self {
         self.drain_timeout = timeout;
         self
@@ -368,10 +392,10 @@ impl KafkaOptions {
                 i128::from(i32::MAX),
             )?;
         }
-        if self.default_replication_factor != -1 {
+        if let Some(rf) = self.default_replication_factor.filter(|rf| *rf != -1) {
             check::int(
                 "KafkaOptions::topic_defaults replication_factor (or -1 for the broker's default)",
-                self.default_replication_factor,
+                rf,
                 1,
                 i128::from(i16::MAX),
             )?;

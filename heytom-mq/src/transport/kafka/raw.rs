@@ -8,7 +8,20 @@
 use rdkafka::message::{BorrowedMessage, Headers as _, Message as _};
 
 use crate::dispatch::Incoming;
-use crate::event::Headers;
+use crate::event::{headers, Headers};
+
+/// The event id of a Kafka message that carries no `heytom-event-id` (a
+/// foreign producer's): a UUID v5 in the URL namespace of
+/// `kafka://<topic>/<partition>/<offset>`, so every delivery of that record
+/// (a redelivery, another group, a replay) has the same id and handlers can
+/// deduplicate on [`Context::event_id`](crate::Context::event_id). The same
+/// value from Python: `uuid.uuid5(uuid.NAMESPACE_URL, "kafka://orders/0/42")`.
+pub(crate) fn foreign_event_id(topic: &str, partition: i32, offset: i64) -> uuid::Uuid {
+    uuid::Uuid::new_v5(
+        &uuid::Uuid::NAMESPACE_URL,
+        format!("kafka://{topic}/{partition}/{offset}").as_bytes(),
+    )
+}
 
 /// `[key][payload][header count]([name][value])*`, each part length-prefixed
 /// (`u32` little endian; `u32::MAX` for an absent key or header value).
@@ -126,19 +139,26 @@ impl RawMessage {
     }
 
     /// What the dispatcher takes: headers as strings (lossy UTF-8; headers
-    /// without a value are left out) and the body.
-    pub(crate) fn to_incoming(&self) -> Incoming {
-        let mut headers = Headers::new();
+    /// without a value are left out) and the body. A message without an
+    /// event id gets [`foreign_event_id`] of where it was read from.
+    pub(crate) fn to_incoming(&self, topic: &str, partition: i32, offset: i64) -> Incoming {
+        let mut wire = Headers::new();
         for (k, v) in self.headers() {
             if let Some(v) = v {
-                headers.insert(
+                wire.insert(
                     String::from_utf8_lossy(k).into_owned(),
                     String::from_utf8_lossy(v).into_owned(),
                 );
             }
         }
+        if !wire.contains_key(headers::EVENT_ID) {
+            wire.insert(
+                headers::EVENT_ID.to_owned(),
+                foreign_event_id(topic, partition, offset).to_string(),
+            );
+        }
         Incoming {
-            headers,
+            headers: wire,
             body: self.payload().to_vec(),
         }
     }
@@ -166,13 +186,42 @@ mod tests {
                 (&b"bin"[..], Some(&[0xff, 0xfe][..]))
             ]
         );
-        let inc = m.to_incoming();
+        let inc = m.to_incoming("t", 0, 0);
         assert_eq!(inc.body, b"{}");
         assert_eq!(inc.headers.get("a").map(String::as_str), Some("1"));
         assert!(!inc.headers.contains_key("empty"));
         assert_eq!(
             inc.headers.get("bin").map(String::as_str),
             Some("\u{fffd}\u{fffd}")
+        );
+    }
+
+    #[test]
+    fn a_foreign_message_gets_a_stable_id_from_where_it_was_read() {
+        let m = RawMessage::pack(None, Some(b"{}"), std::iter::empty());
+        let id = |topic, partition, offset| {
+            m.to_incoming(topic, partition, offset).headers[headers::EVENT_ID].clone()
+        };
+        let first = id("orders", 2, 42);
+        assert_eq!(first, id("orders", 2, 42), "a redelivery has the same id");
+        // The documented recipe: UUID v5 of the URL kafka://topic/partition/offset
+        // (Python's uuid.uuid5(uuid.NAMESPACE_URL, "kafka://orders/2/42")).
+        assert_eq!(first, "2be47057-12f3-53b8-90e5-2dbe70725462");
+        let parsed = uuid::Uuid::parse_str(&first).expect("a UUID");
+        assert_eq!(parsed.get_version_num(), 5);
+        assert_ne!(first, id("orders", 2, 43));
+        assert_ne!(first, id("orders", 3, 42));
+        assert_ne!(first, id("orders-2", 2, 42));
+        // Its own id wins.
+        let own = uuid::Uuid::now_v7().to_string();
+        let m = RawMessage::pack(
+            None,
+            Some(b"{}"),
+            [(headers::EVENT_ID, Some(own.as_bytes()))].into_iter(),
+        );
+        assert_eq!(
+            m.to_incoming("orders", 2, 42).headers[headers::EVENT_ID],
+            own
         );
     }
 
@@ -193,7 +242,7 @@ mod tests {
         );
         for cut in 0..m.buf.len() {
             m.buf.truncate(cut);
-            let _ = (m.key(), m.payload(), m.headers(), m.to_incoming());
+            let _ = (m.key(), m.payload(), m.headers(), m.to_incoming("t", 0, 0));
         }
     }
 }

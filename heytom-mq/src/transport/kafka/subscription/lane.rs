@@ -1,6 +1,7 @@
-//! The flow of messages inside one consumer: the poll loop, the bound on
-//! messages in flight, one ordered lane per partition, and what a lane does
-//! with each outcome (store the offset, hand back, dead-letter).
+//! The flow of messages inside one consumer: the poll loop (which pauses
+//! partitions while no in-flight slot is free, and keeps polling), the bound
+//! on messages in flight, one ordered lane per partition, and what a lane
+//! does with each outcome (store the offset, hand back, dead-letter).
 
 use super::*;
 
@@ -51,6 +52,12 @@ impl InFlight {
         slots.free -= 1;
         Some(Permit(self.clone()))
     }
+
+    /// Whether at least the low-water mark of slots is free, counting
+    /// `extra` permits the caller holds.
+    fn roomy(&self, extra: usize) -> bool {
+        lock(&self.slots).free + extra >= self.low_water
+    }
 }
 
 /// One in-flight slot, given back on drop.
@@ -64,6 +71,15 @@ impl Drop for Permit {
             self.0.freed.notify_one();
         }
     }
+}
+
+/// A message fetched while no slot was free, held back (its partition
+/// paused) until a slot frees.
+pub(super) struct Held {
+    pub(super) partition: i32,
+    offset: i64,
+    generation: u64,
+    message: RawMessage,
 }
 
 /// One fetched message on its way to a lane.
@@ -82,6 +98,9 @@ struct LaneState {
     drain_waiting: u32,
     /// After a requeue: skip everything until this offset comes again.
     resume_at: Option<i64>,
+    /// The last offset the running batch finished and has not stored yet,
+    /// for a drain that gives up on the handler running after it.
+    done: Option<i64>,
 }
 
 struct Lane {
@@ -97,32 +116,86 @@ pub(super) struct LaneHandle {
 
 impl Shared {
     /// Drops queued deliveries of these partitions and waits (up to the
-    /// drain timeout) for the one in flight on each to finish.
-    pub(super) fn drain(&self, partitions: Option<&[i32]>) {
+    /// drain timeout, and not at all once the handle was dropped) for the one
+    /// in flight on each to finish. True when every lane is idle.
+    pub(super) fn drain(&self, partitions: Option<&[i32]>) -> bool {
         let lanes: Vec<(i32, Arc<Lane>)> = lock(&self.lanes)
             .iter()
             .filter(|(p, _)| partitions.is_none_or(|ps| ps.contains(p)))
             .map(|(p, l)| (*p, l.lane.clone()))
             .collect();
         let deadline = Instant::now() + self.transport.options.drain_timeout;
+        let mut idle = true;
         for (partition, lane) in lanes {
             let mut st = lock(&lane.state);
             st.generation += 1;
             st.resume_at = None;
             while st.in_flight {
                 let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    tracing::warn!(topic = %self.topic, partition, "handler still running after the drain timeout; its message will be delivered again");
+                if left.is_zero() || self.aborted() {
+                    tracing::warn!(topic = %self.topic, partition, "handler still running after the drain timeout; it is abandoned and its message will be delivered again");
+                    idle = false;
+                    // What finished before it is kept.
+                    let done = st.done.take();
+                    drop(st);
+                    store(self, partition, done);
                     break;
                 }
                 st.drain_waiting += 1;
-                st = match lane.idle.wait_timeout(st, left) {
+                // In slices, so that dropping the handle ends the wait.
+                st = match lane.idle.wait_timeout(st, left.min(POLL_INTERVAL)) {
                     Ok((g, _)) => g,
                     Err(p) => p.into_inner().0,
                 };
                 st.drain_waiting -= 1;
             }
         }
+        idle
+    }
+}
+
+/// Pauses one partition (librdkafka stops fetching it and drops what it
+/// prefetched; `resume` fetches on from the last message polled).
+fn pause(shared: &Shared, consumer: &KafkaBaseConsumer, partition: i32) {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(&shared.topic, partition);
+    match consumer.pause(&tpl) {
+        Ok(()) => {
+            tracing::debug!(topic = %shared.topic, partition, "no free in-flight slot; partition paused")
+        }
+        Err(e) => tracing::debug!(topic = %shared.topic, partition, error = %e, "pausing failed"),
+    }
+}
+
+/// Resumes the paused partitions that hold nothing back.
+fn resume_ready(shared: &Shared, consumer: &KafkaBaseConsumer, flow: &mut Flow) {
+    let ready: Vec<i32> = flow
+        .paused
+        .iter()
+        .copied()
+        .filter(|p| !flow.held.iter().any(|h| h.partition == *p))
+        .collect();
+    if ready.is_empty() {
+        return;
+    }
+    let mut tpl = TopicPartitionList::new();
+    for p in &ready {
+        tpl.add_partition(&shared.topic, *p);
+        flow.paused.remove(p);
+    }
+    match consumer.resume(&tpl) {
+        Ok(()) => tracing::debug!(topic = %shared.topic, partitions = ?ready, "partitions resumed"),
+        Err(e) => {
+            tracing::debug!(topic = %shared.topic, partitions = ?ready, error = %e, "resuming failed")
+        }
+    }
+}
+
+/// Adds a delivery to the batch of its partition.
+fn push(batches: &mut Vec<(i32, Vec<Delivery>)>, partition: i32, delivery: Delivery) {
+    match batches.iter_mut().find(|(q, _)| *q == partition) {
+        Some((_, b)) => b.push(delivery),
+        None => batches.push((partition, vec![delivery])),
     }
 }
 
@@ -138,26 +211,55 @@ pub(super) fn poll_loop(
     while !shared.stopping() {
         if shared.manual_offsets
             && last_commit.elapsed() >= commit_interval
+            && !shared.committing.load(Ordering::Acquire)
             && shared.dirty.swap(false, Ordering::AcqRel)
         {
             last_commit = Instant::now();
-            if let Err(e) = consumer.commit_consumer_state(CommitMode::Async) {
-                if !is_no_offset(&e) {
-                    tracing::warn!(topic = %shared.topic, error = %e, "offset commit failed");
+            timed_commit(&shared, &runtime);
+        }
+        // Wait (briefly) for a slot; poll() below is called either way.
+        let mut permit = in_flight.acquire(POLL_INTERVAL);
+        let mut batches: Vec<(i32, Vec<Delivery>)> = Vec::new();
+        let mut holding = {
+            let mut flow = lock(&shared.flow);
+            // Held-back messages go first: they come before anything fetched later.
+            while !flow.held.is_empty() {
+                let Some(p) = permit.take().or_else(|| in_flight.acquire(Duration::ZERO)) else {
+                    break;
+                };
+                if let Some(h) = flow.held.pop_front() {
+                    let delivery = Delivery {
+                        offset: h.offset,
+                        generation: h.generation,
+                        message: h.message,
+                        _permit: p,
+                    };
+                    push(&mut batches, h.partition, delivery);
                 }
             }
-        }
-        let Some(permit) = in_flight.acquire(POLL_INTERVAL) else {
-            continue;
+            if !flow.paused.is_empty() && in_flight.roomy(usize::from(permit.is_some())) {
+                resume_ready(&shared, &consumer, &mut flow);
+            }
+            !flow.held.is_empty()
         };
-        // The first message may wait; the rest of the batch is what is already fetched.
-        let mut permit = Some(permit);
-        let mut timeout = POLL_INTERVAL;
-        let mut batches: Vec<(i32, Vec<Delivery>)> = Vec::new();
+        // With a free slot, wait up to POLL_INTERVAL for the first message
+        // and take what is fetched while slots last (the rest stays in
+        // librdkafka's queue). Without one (for POLL_INTERVAL already), poll
+        // all the same to keep the consumer alive (heartbeats, rebalances,
+        // max.poll.interval.ms), and hold back what comes.
+        let keep_alive = permit.is_none() || holding;
+        let mut timeout = if keep_alive {
+            Duration::ZERO
+        } else {
+            POLL_INTERVAL
+        };
         for _ in 0..MAX_BATCH {
-            let Some(p) = permit.take().or_else(|| in_flight.acquire(Duration::ZERO)) else {
-                break;
-            };
+            if !keep_alive && permit.is_none() {
+                permit = in_flight.acquire(Duration::ZERO);
+                if permit.is_none() {
+                    break;
+                }
+            }
             let message = match consumer.poll(timeout) {
                 None => break,
                 Some(Err(e)) => {
@@ -171,18 +273,45 @@ pub(super) fn poll_loop(
                 continue;
             }
             let partition = message.partition();
-            let delivery = Delivery {
-                offset: message.offset(),
-                // Stamped now: a revocation inside a later poll of this batch makes it stale.
-                generation: lane_generation(&shared, &consumer, &runtime, &mut workers, partition),
-                message: RawMessage::from_message(&message),
-                _permit: p,
+            // Stamped now: a revocation inside a later poll of this batch makes it stale.
+            let generation = lane_generation(&shared, &runtime, &mut workers, partition);
+            let offset = message.offset();
+            let raw = RawMessage::from_message(&message);
+            let mut flow = lock(&shared.flow);
+            let slot = if flow.paused.contains(&partition) {
+                None
+            } else {
+                permit.take().or_else(|| in_flight.acquire(Duration::ZERO))
             };
-            match batches.iter_mut().find(|(q, _)| *q == partition) {
-                Some((_, b)) => b.push(delivery),
-                None => batches.push((partition, vec![delivery])),
+            match slot {
+                Some(p) => push(
+                    &mut batches,
+                    partition,
+                    Delivery {
+                        offset,
+                        generation,
+                        message: raw,
+                        _permit: p,
+                    },
+                ),
+                None => {
+                    flow.held.push_back(Held {
+                        partition,
+                        offset,
+                        generation,
+                        message: raw,
+                    });
+                    if flow.paused.insert(partition) {
+                        pause(&shared, &consumer, partition);
+                    }
+                    holding = true;
+                }
+            }
+            if holding {
+                break;
             }
         }
+        drop(permit);
         if !batches.is_empty() {
             let lanes = lock(&shared.lanes);
             for (partition, batch) in batches {
@@ -193,30 +322,91 @@ pub(super) fn poll_loop(
         }
     }
 
-    let aborted = shared.state.load(Ordering::Acquire) == ABORTED;
-    if aborted {
-        for w in &workers {
-            w.abort();
+    let aborted = shared.aborted();
+    if !aborted {
+        if !shared.drain(None) {
+            tracing::warn!(topic = %shared.topic, group = %shared.group, "stopping without waiting longer for running handlers");
         }
-    } else {
-        shared.drain(None);
-        commit_sync(&consumer, &shared, "shutdown");
+        if !shared.aborted() {
+            commit_sync(&consumer, &shared, "shutdown");
+        }
+    }
+    // Handlers still running are abandoned: their offsets are not stored,
+    // so their messages come again.
+    for w in &workers {
+        w.abort();
     }
     lock(&shared.lanes).clear();
-    // Joining needs no timer, so it is safe even while the runtime shuts down.
-    for w in workers {
-        let _ = runtime.block_on(w);
-    }
-    consumer.unsubscribe();
+    *lock(&shared.flow) = Flow::default();
+    close(&shared, consumer);
     tracing::info!(topic = %shared.topic, group = %shared.group, aborted, "Kafka consumer stopped");
-    // Dropping the last reference closes the consumer and leaves the group.
-    drop(consumer);
+}
+
+/// Commits the stored offsets off the poll thread and waits for the answer
+/// there (librdkafka reports nothing back for an asynchronous manual
+/// commit): a failure marks the offsets dirty, so the next round tries again.
+fn timed_commit(shared: &Arc<Shared>, runtime: &tokio::runtime::Handle) {
+    let Some(consumer) = shared.consumer() else {
+        return;
+    };
+    shared.committing.store(true, Ordering::Release);
+    let shared = shared.clone();
+    runtime.spawn_blocking(move || {
+        match consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) => tracing::trace!(topic = %shared.topic, "offsets committed"),
+            Err(e) if is_no_offset(&e) => {}
+            Err(e) => {
+                shared.dirty.store(true, Ordering::Release);
+                tracing::warn!(topic = %shared.topic, group = %shared.group, error = %e, "offset commit failed; trying again at the next commit");
+            }
+        }
+        drop(consumer);
+        shared.committing.store(false, Ordering::Release);
+    });
+}
+
+/// Leaves the group and closes the consumer, then marks it closed. The
+/// lanes' access goes first, so that the drop here is the last reference
+/// (rdkafka's drop closes the consumer, leaving the group) whatever the
+/// aborted lane tasks still hold.
+fn close(shared: &Shared, consumer: Arc<KafkaBaseConsumer>) {
+    shared
+        .consumer
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    consumer.unsubscribe();
+    // A lane may be inside a call on it (storing an offset, seeking): wait briefly.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut consumer = consumer;
+    loop {
+        match Arc::try_unwrap(consumer) {
+            Ok(c) => {
+                drop(c);
+                break;
+            }
+            Err(c) if Instant::now() < deadline => {
+                consumer = c;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(c) => {
+                // Still shared: close it here; the last drop finds it closed.
+                if c.close_queue().is_ok() {
+                    while !c.closed() {
+                        let _ = c.poll(POLL_INTERVAL);
+                    }
+                }
+                drop(c);
+                break;
+            }
+        }
+    }
+    shared.mark_closed();
 }
 
 /// The current generation of a partition's lane, creating the lane (and its task) first if needed.
 fn lane_generation(
     shared: &Arc<Shared>,
-    consumer: &Arc<KafkaBaseConsumer>,
     runtime: &tokio::runtime::Handle,
     workers: &mut Vec<tokio::task::JoinHandle<()>>,
     partition: i32,
@@ -230,16 +420,11 @@ fn lane_generation(
                 in_flight: false,
                 drain_waiting: 0,
                 resume_at: None,
+                done: None,
             }),
             idle: Condvar::new(),
         });
-        workers.push(runtime.spawn(run_lane(
-            shared.clone(),
-            consumer.clone(),
-            lane.clone(),
-            partition,
-            rx,
-        )));
+        workers.push(runtime.spawn(run_lane(shared.clone(), lane.clone(), partition, rx)));
         LaneHandle { lane, tx }
     });
     let generation = lock(&handle.lane.state).generation;
@@ -247,37 +432,39 @@ fn lane_generation(
 }
 
 /// Stores the offset after `last_done` (if any) and marks the lane idle.
-fn finish_run(
-    shared: &Shared,
-    consumer: &KafkaBaseConsumer,
-    lane: &Lane,
-    partition: i32,
-    last_done: Option<i64>,
-) {
-    store(shared, consumer, partition, last_done);
+fn finish_run(shared: &Shared, lane: &Lane, partition: i32, last_done: Option<i64>) {
+    store(shared, partition, last_done);
     let mut st = lock(&lane.state);
     st.in_flight = false;
+    st.done = None;
     if st.drain_waiting > 0 {
         lane.idle.notify_all();
     }
 }
 
 /// Stores the offset after `last_done`, so that the next commit covers it.
-fn store(shared: &Shared, consumer: &KafkaBaseConsumer, partition: i32, last_done: Option<i64>) {
-    if let (Some(offset), true) = (last_done, shared.manual_offsets) {
-        match consumer.store_offset(&shared.topic, partition, offset) {
-            Ok(()) => shared.dirty.store(true, Ordering::Release),
-            // The partition was revoked meanwhile: its new owner gets the messages again.
-            Err(e) => {
-                tracing::debug!(topic = %shared.topic, partition, offset, error = %e, "offset not stored")
-            }
+fn store(shared: &Shared, partition: i32, last_done: Option<i64>) {
+    let (Some(offset), true) = (last_done, shared.manual_offsets) else {
+        return;
+    };
+    if shared.aborted() {
+        return;
+    }
+    let guard = shared.consumer.read().unwrap_or_else(|p| p.into_inner());
+    let Some(consumer) = guard.as_ref() else {
+        return;
+    };
+    match consumer.store_offset(&shared.topic, partition, offset) {
+        Ok(()) => shared.dirty.store(true, Ordering::Release),
+        // The partition was revoked meanwhile: its new owner gets the messages again.
+        Err(e) => {
+            tracing::debug!(topic = %shared.topic, partition, offset, error = %e, "offset not stored")
         }
     }
 }
 
 async fn run_lane(
     shared: Arc<Shared>,
-    consumer: Arc<KafkaBaseConsumer>,
     lane: Arc<Lane>,
     partition: i32,
     mut rx: mpsc::UnboundedReceiver<Vec<Delivery>>,
@@ -300,89 +487,84 @@ async fn run_lane(
                     st.resume_at = None;
                 }
                 st.in_flight = true;
+                st.done = last_done;
             }
             running = true;
             let span = tracing::debug_span!("kafka.deliver", topic = %shared.topic, partition, offset = d.offset);
-            if handle(&shared, &consumer, &lane, partition, &d)
-                .instrument(span)
-                .await
-            {
+            if handle(&shared, &lane, partition, &d).instrument(span).await {
                 last_done = Some(d.offset);
             }
             if last_done.is_some() && stored_at.elapsed() >= STORE_INTERVAL {
                 // Slow handlers: keep the stored position close behind them.
-                store(&shared, &consumer, partition, last_done.take());
+                store(&shared, partition, last_done.take());
                 stored_at = Instant::now();
             }
             if lock(&lane.state).drain_waiting > 0 {
                 // A revocation or shutdown waits: hand over what is done now.
-                finish_run(&shared, &consumer, &lane, partition, last_done.take());
+                finish_run(&shared, &lane, partition, last_done.take());
                 running = false;
             }
         }
         if running {
-            finish_run(&shared, &consumer, &lane, partition, last_done);
+            finish_run(&shared, &lane, partition, last_done);
         }
     }
 }
 
 /// Dispatches one delivery to the dispatcher of its type; true when its
 /// offset may be stored.
-async fn handle(
-    shared: &Arc<Shared>,
-    consumer: &Arc<KafkaBaseConsumer>,
-    lane: &Lane,
-    partition: i32,
-    d: &Delivery,
-) -> bool {
-    let incoming = d.message.to_incoming();
+async fn handle(shared: &Arc<Shared>, lane: &Lane, partition: i32, d: &Delivery) -> bool {
+    let incoming = d.message.to_incoming(&shared.topic, partition, d.offset);
     match shared.dispatcher.dispatch(incoming).await {
         Outcome::Ack => true,
         Outcome::DeadLetter(dead) => dead_letter(shared, lane, partition, d, &dead).await,
-        Outcome::Requeue => hand_back(shared, consumer, lane, partition, d).await,
+        Outcome::Requeue => hand_back(shared, lane, partition, d).await,
     }
 }
 
 /// A message handed back: the lane skips everything until it comes again
 /// and seeks back to it. Always false (the offset is not stored).
-async fn hand_back(
-    shared: &Arc<Shared>,
-    consumer: &Arc<KafkaBaseConsumer>,
-    lane: &Lane,
-    partition: i32,
-    d: &Delivery,
-) -> bool {
+async fn hand_back(shared: &Arc<Shared>, lane: &Lane, partition: i32, d: &Delivery) -> bool {
     lock(&lane.state).resume_at = Some(d.offset);
-    if !shared.stopping() {
-        let consumer = consumer.clone();
-        let topic = shared.topic.clone();
-        let offset = d.offset;
-        let sought = tokio::task::spawn_blocking(move || {
-            consumer.seek(
-                &topic,
-                partition,
-                Offset::Offset(offset),
-                Duration::from_secs(10),
-            )
-        })
-        .await;
-        match sought {
-            Ok(Ok(())) => {
-                tracing::info!(topic = %shared.topic, partition, offset, "message handed back; will be delivered again")
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(topic = %shared.topic, partition, offset, error = %e, "seeking back failed; the message comes again after a rebalance or restart")
-            }
-            Err(e) => {
-                tracing::warn!(topic = %shared.topic, partition, offset, error = %e, "seek task failed")
-            }
+    if shared.stopping() {
+        return false;
+    }
+    let Some(consumer) = shared.consumer() else {
+        return false;
+    };
+    let topic = shared.topic.clone();
+    let offset = d.offset;
+    let sought = tokio::task::spawn_blocking(move || {
+        consumer.seek(
+            &topic,
+            partition,
+            Offset::Offset(offset),
+            Duration::from_secs(10),
+        )
+    })
+    .await;
+    match sought {
+        Ok(Ok(())) => {
+            tracing::info!(topic = %shared.topic, partition, offset, "message handed back; will be delivered again")
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(topic = %shared.topic, partition, offset, error = %e, "seeking back failed; the message comes again after a rebalance or restart")
+        }
+        Err(e) => {
+            tracing::warn!(topic = %shared.topic, partition, offset, error = %e, "seek task failed")
         }
     }
     false
 }
 
-/// Produces a dead letter and waits for the broker's acknowledgement,
-/// retrying while the subscription runs; true once it is safely written.
+/// Tries of a dead letter before the message is handed back.
+const DEAD_LETTER_TRIES: u32 = 3;
+
+/// Produces a dead letter and waits for the broker's acknowledgement (at
+/// most `operation_timeout` per try); true once it is safely written. When
+/// it cannot be written ([`DEAD_LETTER_TRIES`] tries, or the subscription
+/// stops or loses the partition meanwhile) the message is handed back like
+/// a requeue: its offset is not stored, nor any after it, and it comes again.
 async fn dead_letter(
     shared: &Arc<Shared>,
     lane: &Lane,
@@ -406,8 +588,11 @@ async fn dead_letter(
         .map(|v| String::from_utf8_lossy(v).into_owned())
         .unwrap_or_default();
     dead.log(&origin, &event_id, &shared.dead_letter_topic);
+    let timeout = shared.transport.options.operation_timeout;
     let mut backoff = Duration::from_millis(100);
+    let mut tries = 0;
     loop {
+        tries += 1;
         let result = match shared.transport.dead_letter_producer() {
             Ok(producer) => {
                 let mut kh = OwnedHeaders::new_with_capacity(original.len() + added.len());
@@ -435,27 +620,26 @@ async fn dead_letter(
                     timestamp: None,
                     headers: Some(kh),
                 };
-                producer
-                    .send(
-                        record,
-                        Timeout::After(shared.transport.options.operation_timeout),
-                    )
+                // Bounded: librdkafka may keep a message queued for minutes.
+                match tokio::time::timeout(timeout, producer.send(record, Timeout::After(timeout)))
                     .await
-                    .map(|_| ())
-                    .map_err(|(e, _)| e.to_string())
+                {
+                    Ok(sent) => sent.map(|_| ()).map_err(|(e, _)| e.to_string()),
+                    Err(_) => Err(format!("no acknowledgement within {timeout:?}")),
+                }
             }
             Err(e) => Err(e.to_string()),
         };
-        match result {
+        let error = match result {
             Ok(()) => return true,
-            Err(e) => {
-                tracing::warn!(dead_letter_topic = %shared.dead_letter_topic, error = %e, ?backoff, "producing dead letter failed; retrying");
-            }
+            Err(e) => e,
+        };
+        let gone = shared.stopping() || lock(&lane.state).generation != d.generation;
+        if gone || tries >= DEAD_LETTER_TRIES {
+            tracing::warn!(dead_letter_topic = %shared.dead_letter_topic, topic = %shared.topic, partition, offset = d.offset, %error, tries, "producing the dead letter failed; handing the message back");
+            return hand_back(shared, lane, partition, d).await;
         }
-        if shared.stopping() || lock(&lane.state).generation != d.generation {
-            // Not stored: the message is delivered again later.
-            return false;
-        }
+        tracing::warn!(dead_letter_topic = %shared.dead_letter_topic, %error, ?backoff, "producing dead letter failed; retrying");
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }

@@ -10,12 +10,27 @@
 //! other; lanes run concurrently. After a message is acked (or its dead
 //! letter is acknowledged by the broker) the lane stores its offset; stored
 //! offsets are committed every `commit_interval`, when partitions are
-//! revoked and on shutdown. A message that is handed back (`Requeue`) is
-//! never stored: the lane seeks back to it and skips what was fetched after it.
+//! revoked and on shutdown; a commit that fails is tried again. A message
+//! that is handed back (`Requeue`, or a dead letter that cannot be produced)
+//! is never stored, nor is anything after it: the lane seeks back to it and
+//! skips what was fetched after it.
+//!
+//! The poll thread calls `poll()` at least every [`POLL_INTERVAL`], also while
+//! every in-flight slot is taken, so heartbeats, rebalances and
+//! `max.poll.interval.ms` never depend on how long handlers take. A message
+//! fetched while no slot is free is held back and its partition paused
+//! (librdkafka's `pause`); once its lane took it and slots are free again the
+//! partition is resumed, and librdkafka fetches on from there.
+//!
+//! Stopping is bounded: the lanes get `drain_timeout` to finish what they
+//! run, a handler still running then is abandoned (its task aborted, its
+//! offset not stored, so the message comes again), and
+//! [`SubscriptionHandle::stop`] gives up waiting for the poll thread after
+//! `drain_timeout` plus `operation_timeout`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -47,11 +62,18 @@ use crate::event::headers::{
     DEAD_LETTER_GROUP, DEAD_LETTER_OFFSET, DEAD_LETTER_PARTITION, DEAD_LETTER_TOPIC,
 };
 
+/// The longest the poll thread goes without calling `poll()`.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// Messages taken from librdkafka's queue per wake-up of the lanes.
 const MAX_BATCH: usize = 256;
 /// A lane working through a batch stores its position at least this often.
 const STORE_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Tries of a synchronous commit (revocation, shutdown) before giving up.
+const COMMIT_TRIES: u32 = 3;
+/// How long dropping a subscription handle waits for its consumer to leave
+/// the group.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Running / stopping gracefully / aborted (handle dropped without `stop`).
 const RUNNING: u8 = 0;
@@ -134,13 +156,60 @@ struct Shared {
     manual_offsets: bool,
     lanes: Mutex<HashMap<i32, LaneHandle>>,
     state: AtomicU8,
-    /// Offsets stored since the last commit.
+    /// Offsets stored (or a commit failed) since the last commit.
     dirty: AtomicBool,
+    /// A timed commit is under way.
+    committing: AtomicBool,
+    /// The consumer, for the lanes. The poll thread owns it and takes it out
+    /// of here before closing it, so that its drop (which leaves the group)
+    /// never waits for a lane; lanes borrow it only for one call.
+    consumer: RwLock<Option<Arc<KafkaBaseConsumer>>>,
+    /// Paused partitions and the messages held back for them.
+    flow: Mutex<Flow>,
+    /// Set once the consumer is closed (it left the group).
+    closed: Mutex<bool>,
+    closed_cv: Condvar,
+}
+
+/// Flow control of the poll thread: what it holds back and what it paused.
+#[derive(Default)]
+struct Flow {
+    /// Partitions paused because a message of theirs found no free slot.
+    paused: BTreeSet<i32>,
+    /// Messages fetched while no slot was free, oldest first.
+    held: VecDeque<lane::Held>,
 }
 
 impl Shared {
     fn stopping(&self) -> bool {
         self.state.load(Ordering::Acquire) != RUNNING
+    }
+
+    fn aborted(&self) -> bool {
+        self.state.load(Ordering::Acquire) == ABORTED
+    }
+
+    /// The consumer while it is open.
+    fn consumer(&self) -> Option<Arc<KafkaBaseConsumer>> {
+        self.consumer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn mark_closed(&self) {
+        *lock(&self.closed) = true;
+        self.closed_cv.notify_all();
+    }
+
+    /// Waits up to `timeout` for the consumer to be closed; true if it is.
+    fn wait_closed(&self, timeout: Duration) -> bool {
+        let guard = lock(&self.closed);
+        let (guard, _) = self
+            .closed_cv
+            .wait_timeout_while(guard, timeout, |closed| !*closed)
+            .unwrap_or_else(|p| p.into_inner());
+        *guard
     }
 }
 
@@ -148,18 +217,32 @@ fn is_no_offset(e: &KafkaError) -> bool {
     matches!(e, KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset))
 }
 
+/// Commits the stored offsets and waits for the answer, trying again
+/// ([`COMMIT_TRIES`] in all) when it fails; a commit still failing leaves the
+/// offsets marked dirty for the next timed commit.
 fn commit_sync(consumer: &BaseConsumer<SubscriptionContext>, shared: &Shared, why: &str) {
     if !shared.manual_offsets {
         return;
     }
     shared.dirty.store(false, Ordering::Release);
-    match consumer.commit_consumer_state(CommitMode::Sync) {
-        Ok(()) => {
-            tracing::debug!(topic = %shared.topic, group = %shared.group, why, "offsets committed")
-        }
-        Err(e) if is_no_offset(&e) => {}
-        Err(e) => {
-            tracing::warn!(topic = %shared.topic, group = %shared.group, why, error = %e, "committing offsets failed")
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) => {
+                tracing::debug!(topic = %shared.topic, group = %shared.group, why, "offsets committed");
+                return;
+            }
+            Err(e) if is_no_offset(&e) => return,
+            Err(e) if tries < COMMIT_TRIES && !shared.aborted() => {
+                tracing::warn!(topic = %shared.topic, group = %shared.group, why, error = %e, tries, "committing offsets failed; trying again");
+                std::thread::sleep(Duration::from_millis(200) * tries);
+            }
+            Err(e) => {
+                shared.dirty.store(true, Ordering::Release);
+                tracing::warn!(topic = %shared.topic, group = %shared.group, why, error = %e, tries, "committing offsets failed");
+                return;
+            }
         }
     }
 }
@@ -194,7 +277,15 @@ impl ConsumerContext for SubscriptionContext {
             Rebalance::Revoke(tpl) => {
                 let partitions = partitions_of(tpl, &s.topic);
                 tracing::info!(topic = %s.topic, group = %s.group, ?partitions, "partitions revoked");
-                if s.state.load(Ordering::Acquire) == ABORTED {
+                // What was held back for them goes to their next owner (not stored).
+                {
+                    let mut flow = lock(&s.flow);
+                    flow.held.retain(|h| !partitions.contains(&h.partition));
+                    for p in &partitions {
+                        flow.paused.remove(p);
+                    }
+                }
+                if s.aborted() {
                     return;
                 }
                 s.drain(Some(&partitions));
@@ -214,11 +305,43 @@ impl ConsumerContext for SubscriptionContext {
         }
     }
 
-    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
-        if let Err(e) = result {
-            if !is_no_offset(&e) {
-                tracing::warn!(topic = %self.shared.topic, group = %self.shared.group, error = %e, "offset commit failed");
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            // librdkafka keeps a partition's pause across assignments; one
+            // assigned (again) starts unpaused, as the poll thread sees it.
+            let s = &self.shared;
+            let paused = lock(&s.flow).paused.clone();
+            let mut resume = TopicPartitionList::new();
+            for p in partitions_of(tpl, &s.topic) {
+                if !paused.contains(&p) {
+                    resume.add_partition(&s.topic, p);
+                }
             }
+            if resume.count() > 0 {
+                if let Err(e) = consumer.resume(&resume) {
+                    tracing::debug!(topic = %s.topic, error = %e, "resuming assigned partitions failed");
+                }
+            }
+        }
+    }
+
+    /// Results of librdkafka's own commits (`enable_auto_commit`); heytom's
+    /// commits are synchronous and see their result directly.
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        // A failure is reported for the whole request or per partition.
+        let failed = match result {
+            Err(e) if !is_no_offset(&e) => Some(e.to_string()),
+            Err(_) => None,
+            Ok(()) => offsets
+                .elements()
+                .iter()
+                .find_map(|e| e.error().err())
+                .map(|e| format!("partition: {e}")),
+        };
+        if let Some(error) = failed {
+            // Not forgotten: the next timed commit tries again.
+            self.shared.dirty.store(true, Ordering::Release);
+            tracing::warn!(topic = %self.shared.topic, group = %self.shared.group, %error, "offset commit failed; trying again at the next commit");
         }
     }
 }
@@ -300,6 +423,11 @@ pub(crate) async fn subscribe(
         lanes: Mutex::new(HashMap::new()),
         state: AtomicU8::new(RUNNING),
         dirty: AtomicBool::new(false),
+        committing: AtomicBool::new(false),
+        consumer: RwLock::new(None),
+        flow: Mutex::new(Flow::default()),
+        closed: Mutex::new(false),
+        closed_cv: Condvar::new(),
     });
     let consumer: KafkaBaseConsumer = config
         .create_with_context(SubscriptionContext {
@@ -310,12 +438,13 @@ pub(crate) async fn subscribe(
         .subscribe(&[topic.as_str()])
         .map_err(|e| Error::connection(KAFKA, format!("subscribing to `{topic}` failed"), e))?;
     let consumer = Arc::new(consumer);
+    *shared.consumer.write().unwrap_or_else(|p| p.into_inner()) = Some(consumer.clone());
 
     let (done_tx, done_rx) = oneshot::channel();
     let runtime = tokio::runtime::Handle::current();
     let thread_shared = shared.clone();
     let commit_interval = options.commit_interval;
-    std::thread::Builder::new()
+    let spawned = std::thread::Builder::new()
         .name(format!("heytom-kafka-{topic}"))
         .spawn(move || {
             poll_loop(
@@ -326,8 +455,20 @@ pub(crate) async fn subscribe(
                 commit_interval,
             );
             let _ = done_tx.send(());
-        })
-        .map_err(|e| Error::connection(KAFKA, "could not start the consumer thread", e))?;
+        });
+    if let Err(e) = spawned {
+        // Break the reference cycle (consumer -> context -> shared -> consumer).
+        shared
+            .consumer
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        return Err(Error::connection(
+            KAFKA,
+            "could not start the consumer thread",
+            e,
+        ));
+    }
     tracing::info!(topic = %topic, group = %sub.group, events = ?sub.dispatcher.event_names(), max_in_flight, auto_commit, "Kafka consumer started");
     Ok(Box::new(KafkaSubscription {
         consumer: Arc::new(RunningConsumer {
@@ -390,6 +531,11 @@ impl SubscriptionHandle for KafkaSubscription {
         )
     }
 
+    /// Stops the consumer: waits up to `drain_timeout` for the handlers
+    /// running, commits what is done and leaves the group. Returns after at
+    /// most `drain_timeout` + `operation_timeout` whatever the handlers or the
+    /// broker do; past that the consumer is left to close on its own
+    /// (committing nothing more) and this returns an error.
     async fn stop(mut self: Box<Self>) -> Result<()> {
         self.stopped = true;
         let shared = self.consumer.shared.clone();
@@ -397,18 +543,34 @@ impl SubscriptionHandle for KafkaSubscription {
             shared
                 .state
                 .compare_exchange(RUNNING, STOPPING, Ordering::AcqRel, Ordering::Acquire);
-        self.consumer
-            .done
-            .clone()
-            .await
-            .map_err(|_| Error::Connection {
+        let options = &shared.transport.options;
+        let deadline = options
+            .drain_timeout
+            .saturating_add(options.operation_timeout);
+        match tokio::time::timeout(deadline, self.consumer.done.clone()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Error::Connection {
                 transport: KAFKA,
                 message: format!(
                     "the consumer thread of `{}` ended unexpectedly",
                     shared.topic
                 ),
                 source: None,
-            })
+            }),
+            Err(_) => {
+                // Give up: commit nothing more, close as soon as the thread can.
+                shared.state.store(ABORTED, Ordering::Release);
+                tracing::warn!(topic = %shared.topic, group = %self.group, ?deadline, "the Kafka consumer did not stop in time; abandoning it (uncommitted messages come again)");
+                Err(Error::Connection {
+                    transport: KAFKA,
+                    message: format!(
+                        "the consumer of `{}` did not stop within {deadline:?}",
+                        shared.topic
+                    ),
+                    source: None,
+                })
+            }
+        }
     }
 }
 
@@ -417,13 +579,23 @@ impl Drop for KafkaSubscription {
         if self.stopped {
             return;
         }
-        // Dropped without stop(): close like a crashed process, committing
-        // nothing more.
-        let _ = self.consumer.shared.state.compare_exchange(
-            RUNNING,
-            ABORTED,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        );
+        // Dropped without stop(): commit nothing more (like a crashed
+        // process), but leave the group before returning, as dropping an
+        // rdkafka consumer does: a member that is already gone cannot hold
+        // on to partitions a replacement started next is waiting for (with
+        // tansu, whose coordinator keeps a departed leader while a new member
+        // joins, a replacement that joined first would wait for ever).
+        let shared = &self.consumer.shared;
+        let _ =
+            shared
+                .state
+                .compare_exchange(RUNNING, ABORTED, Ordering::AcqRel, Ordering::Acquire);
+        let _ =
+            shared
+                .state
+                .compare_exchange(STOPPING, ABORTED, Ordering::AcqRel, Ordering::Acquire);
+        if !shared.wait_closed(LEAVE_TIMEOUT) {
+            tracing::warn!(topic = %shared.topic, group = %self.group, "the dropped Kafka consumer has not left its group yet; it closes in the background");
+        }
     }
 }
