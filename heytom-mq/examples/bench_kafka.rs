@@ -100,7 +100,12 @@ fn raw_config(servers: &str) -> ClientConfig {
 }
 
 async fn raw_produce(servers: &str, topic: &str, evs: &[BenchEvent]) -> Duration {
-    let producer: FutureProducer = raw_config(servers).create().expect("raw producer");
+    // The same durability as heytom's default producer: acks=all, idempotent.
+    let producer: FutureProducer = raw_config(servers)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .create()
+        .expect("raw producer");
     let send = |e: &BenchEvent| {
         let payload = serde_json::to_vec(e).expect("json");
         let id = uuid::Uuid::now_v7().to_string();
