@@ -4,9 +4,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
-
-use crate::dispatch::{Dispatcher, EventHandlers};
+use crate::dispatch::{
+    stop_by, Dispatcher, EventHandlers, StopSignal, Stopping, UnknownEventPolicy,
+};
 use crate::error::{Error, Result};
 use crate::event::{Event, Route, TransportKind};
 use crate::handler::{
@@ -37,6 +37,7 @@ pub struct AppBuilder {
     filter: Option<HandlerFilter>,
     retry: RetryPolicy,
     handler_retry: HashMap<String, RetryPolicy>,
+    unknown_event_policy: UnknownEventPolicy,
     shutdown_timeout: Duration,
     deferred_error: Option<Error>,
 }
@@ -56,6 +57,7 @@ impl Default for AppBuilder {
             filter: None,
             retry: RetryPolicy::default(),
             handler_retry: HashMap::new(),
+            unknown_event_policy: UnknownEventPolicy::default(),
             shutdown_timeout: Duration::from_secs(30),
             deferred_error: None,
         }
@@ -185,7 +187,20 @@ impl AppBuilder {
         self
     }
 
-    /// How long shutdown waits for in-flight handlers (default 30 s).
+    /// What the app's consumers do with a message of an event type no
+    /// handler here handles, arriving on a topic or queue they consume
+    /// (another service's event, or a newer version's during a rolling
+    /// deploy): dead-letter it (the default), skip it, or hand it back.
+    pub fn unknown_event_policy(mut self, policy: UnknownEventPolicy) -> Self {
+        self.unknown_event_policy = policy;
+        self
+    }
+
+    /// How long [`RunningApp::shutdown`] may take (default 30 s). Handlers
+    /// running when it begins may finish until a fifth of it (at most 5 s)
+    /// before the end; those still running then are abandoned and their
+    /// messages handed back unacknowledged, to be delivered again. The rest
+    /// of the time stops the outbox relay and closes the connections.
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.shutdown_timeout = timeout;
         self
@@ -306,6 +321,7 @@ impl AppBuilder {
             handlers,
             state: Arc::new(self.state),
             retry: self.retry,
+            unknown_event_policy: self.unknown_event_policy,
             broker,
             shutdown_timeout: self.shutdown_timeout,
         })
@@ -332,6 +348,7 @@ pub struct App {
     handlers: Vec<HandlerEntry>,
     state: Arc<StateMap>,
     retry: RetryPolicy,
+    unknown_event_policy: UnknownEventPolicy,
     broker: Option<InMemoryBroker>,
     shutdown_timeout: Duration,
 }
@@ -397,7 +414,7 @@ impl App {
 
     /// Declares topology, starts every consumer and the outbox relay.
     pub async fn start(self) -> Result<RunningApp> {
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let stop = StopSignal::default();
         // (transport, destination, group) -> handlers sharing one subscription
         let mut groups: BTreeMap<(TransportKind, String, String), Vec<HandlerEntry>> =
             BTreeMap::new();
@@ -455,11 +472,12 @@ impl App {
                             self.state.clone(),
                             self.retry,
                             Some(Arc::new(self.producer.clone())),
-                            shutdown_rx.clone(),
+                            stop.subscribe(),
                         )
                     })
                     .collect(),
-                shutdown_rx.clone(),
+                stop.subscribe(),
+                self.unknown_event_policy,
             );
             let sub = transport
                 .subscribe(Subscription {
@@ -487,7 +505,7 @@ impl App {
         Ok(RunningApp {
             app: self,
             subscriptions,
-            shutdown_tx,
+            stop,
         })
     }
 
@@ -526,7 +544,7 @@ async fn wait_for_signal() {
 pub struct RunningApp {
     app: App,
     subscriptions: Vec<Box<dyn SubscriptionHandle>>,
-    shutdown_tx: watch::Sender<bool>,
+    stop: StopSignal,
 }
 
 impl std::fmt::Debug for RunningApp {
@@ -551,36 +569,63 @@ impl RunningApp {
 
     /// Stops taking messages, lets in-flight handlers finish (messages
     /// waiting for a retry are handed back), stops the outbox relay and
-    /// closes the transports.
+    /// closes the transports, all within the
+    /// [`shutdown_timeout`](AppBuilder::shutdown_timeout).
+    ///
+    /// A handler still running when its time is up is abandoned: its
+    /// message is handed back, never acknowledged, and delivered again
+    /// (to another instance, or this app's next start). Then the relay is
+    /// stopped and the transports closed all the same, and the result is
+    /// [`Error::Shutdown`].
     pub async fn shutdown(self) -> Result<()> {
-        let _ = self.shutdown_tx.send(true);
         let timeout = self.app.shutdown_timeout;
-        let stop_all = async {
-            let mut first_err = None;
-            let stops = self.subscriptions.into_iter().map(|s| s.stop());
-            for r in futures::future::join_all(stops).await {
-                if let Err(e) = r {
-                    first_err.get_or_insert(e);
+        let deadline = tokio::time::Instant::now() + timeout;
+        self.stop.set(Stopping::Draining);
+        let stops = futures::future::join_all(self.subscriptions.into_iter().map(|s| s.stop()));
+        let stopped = stop_by(deadline, || self.stop.set(Stopping::Abandoning), stops).await;
+        let mut first_err = None;
+        match stopped.output {
+            Some(results) => {
+                for r in results {
+                    if let Err(e) = r {
+                        first_err.get_or_insert(e);
+                    }
                 }
             }
-            #[cfg(feature = "_outbox")]
-            if let Some(outbox) = &self.app.outbox {
-                outbox.stop().await;
-            }
-            for t in self.app.router.all() {
-                if let Err(e) = t.close().await {
-                    first_err.get_or_insert(e);
-                }
-            }
-            first_err.map_or(Ok(()), Err)
-        };
-        match tokio::time::timeout(timeout, stop_all).await {
-            Ok(r) => r,
-            Err(_) => {
-                tracing::warn!(?timeout, "shutdown timed out with handlers still running");
-                Err(Error::Shutdown)
+            None => {
+                tracing::warn!(?timeout, "consumers did not stop in time; closing their connections hands back what they hold")
             }
         }
+        // Whether or not the consumers stopped in time.
+        #[cfg(feature = "_outbox")]
+        if let Some(outbox) = &self.app.outbox {
+            // Polled at least once, so the relay is told to stop in any case.
+            if tokio::time::timeout_at(deadline, outbox.stop())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    ?timeout,
+                    "the outbox relay did not stop in time; its leased rows are sent again later"
+                );
+            }
+        }
+        for t in self.app.router.all() {
+            match tokio::time::timeout_at(deadline, t.close()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    first_err.get_or_insert(e);
+                }
+                Err(_) => {
+                    tracing::warn!(transport = %t.kind(), "transport did not close in time; its connections drop with the app")
+                }
+            }
+        }
+        if stopped.abandoned {
+            tracing::warn!(?timeout, "shutdown timed out with handlers still running; they were abandoned and their messages handed back");
+            return Err(Error::Shutdown);
+        }
+        first_err.map_or(Ok(()), Err)
     }
 }
 

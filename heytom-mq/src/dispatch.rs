@@ -5,16 +5,25 @@
 //! destination's [`Dispatcher`]. The dispatcher routes it by event name to
 //! the handlers of its type, decodes it, runs every handler with its retry
 //! policy (a panic is a failure), and answers with an [`Outcome`]: ack,
-//! dead-letter (with the reason, built here), or requeue when shutting down.
-//! The transport only acts on the outcome, so every transport behaves the
-//! same. Delivery is at least once: a message is acked after its handlers
-//! finished, so a crash in between delivers it again.
+//! dead-letter (with the reason, built here), or requeue (hand back) when
+//! stopping or when the [`UnknownEventPolicy`] says so. The transport only
+//! acts on the outcome, so every transport behaves the same. Delivery is at
+//! least once: a message is acked after its handlers finished, so a crash in
+//! between delivers it again.
+//!
+//! Stopping has a deadline ([`stop_by`]): first no new delivery is taken
+//! and a message waiting for a retry is handed back; handlers running may
+//! finish until shortly before the deadline; then they are abandoned (their
+//! futures dropped) and their messages handed back, never acknowledged.
 
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use futures::FutureExt;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::event::{headers, Envelope, Headers};
@@ -29,10 +38,135 @@ pub enum Outcome {
     /// Give up on the message: send it to the dead-letter destination, then
     /// acknowledge / commit.
     DeadLetter(DeadLetter),
-    /// Shutting down (mid-retry, or the delivery came after shutdown
-    /// began): hand the message back unacknowledged so another consumer (or
-    /// the next start) gets it.
+    /// Hand the message back unacknowledged (RabbitMQ: nack with requeue;
+    /// Kafka: the offset is not committed and the partition goes back to
+    /// it; in-memory: back to the front of its lane) so another consumer,
+    /// or the next start, gets it: when stopping (the delivery came after
+    /// the stop began, its retry was waiting, or its handler was abandoned
+    /// at the stop deadline), or for an event type this consumer does not
+    /// know under [`UnknownEventPolicy::HandBack`].
     Requeue,
+}
+
+/// What a consumer does with a message of an event type it does not know:
+/// on a topic or queue shared with other services or versions, during a
+/// rolling deploy the new version may publish an event the old one has
+/// never heard of. Set it with
+/// [`AppBuilder::unknown_event_policy`](crate::AppBuilder::unknown_event_policy)
+/// or `with_unknown_event_policy` on a manual consumer.
+///
+/// A message without an event name is not unknown: it goes to the
+/// destination's (first) event, as from a foreign producer.
+///
+/// ```
+/// use heytom_mq::{App, UnknownEventPolicy};
+/// let builder = App::builder().unknown_event_policy(UnknownEventPolicy::HandBack);
+/// # let _ = builder;
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnknownEventPolicy {
+    /// Send it to the dead-letter destination, with the reason "unknown
+    /// message type" and attempts 0 (the default).
+    #[default]
+    DeadLetter,
+    /// Acknowledge it without handling it (logged at `info`): for events
+    /// this app is not meant to handle.
+    Skip,
+    /// Hand it back unacknowledged ([`Outcome::Requeue`]) after a pause of
+    /// [`UnknownEventPolicy::HAND_BACK_PAUSE`], so that a consumer that knows
+    /// the type (the new version) takes it and this one does not spin on
+    /// it. On a Kafka partition nothing after it is handled here until
+    /// someone else handles it or this consumer stops; on a RabbitMQ queue
+    /// other messages go on.
+    HandBack,
+}
+
+impl UnknownEventPolicy {
+    /// How long a message is held before [`UnknownEventPolicy::HandBack`]
+    /// hands it back.
+    pub const HAND_BACK_PAUSE: Duration = Duration::from_secs(1);
+}
+
+/// How far the stop of an app or consumer has gone, as its handlers see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Stopping {
+    /// Running.
+    No,
+    /// No new delivery; a message waiting for a retry is handed back;
+    /// handlers running finish.
+    Draining,
+    /// Past the deadline: handlers still running are abandoned and their
+    /// messages handed back.
+    Abandoning,
+}
+
+/// The stop signal of an app, a consumer or one event's handlers.
+#[derive(Debug)]
+pub(crate) struct StopSignal(watch::Sender<Stopping>);
+
+impl Default for StopSignal {
+    fn default() -> Self {
+        StopSignal(watch::Sender::new(Stopping::No))
+    }
+}
+
+impl StopSignal {
+    /// Moves to `stage` (backwards only to [`Stopping::No`], on a restart).
+    pub(crate) fn set(&self, stage: Stopping) {
+        self.0.send_replace(stage);
+    }
+
+    /// A receiver for handlers and dispatchers.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<Stopping> {
+        self.0.subscribe()
+    }
+}
+
+/// Waits until `rx` reaches `stage` (at once when its sender is gone: nobody
+/// is left to wait for the handlers).
+async fn reached(rx: &watch::Receiver<Stopping>, stage: Stopping) {
+    let mut rx = rx.clone();
+    let _ = rx.wait_for(|s| *s >= stage).await;
+}
+
+/// What [`stop_by`] got done.
+#[derive(Debug)]
+pub(crate) struct Bounded<T> {
+    /// The stop's output, when it finished by the deadline.
+    pub(crate) output: Option<T>,
+    /// Whether handlers were still running at the cut-off and were abandoned.
+    pub(crate) abandoned: bool,
+}
+
+/// Runs `stop` (subscriptions stopping, waiting for their deliveries in
+/// flight) against a deadline. Handlers may finish until a fifth of the
+/// time before it (at most 5 s before); then `abandon` cuts off those still
+/// running, whose messages are handed back, and `stop` gets half of what is
+/// left to finish; the last part is the caller's (closing connections).
+pub(crate) async fn stop_by<T>(
+    deadline: Instant,
+    abandon: impl FnOnce(),
+    stop: impl Future<Output = T>,
+) -> Bounded<T> {
+    let reserve = deadline
+        .saturating_duration_since(Instant::now())
+        .div_f64(5.0)
+        .min(Duration::from_secs(5));
+    tokio::pin!(stop);
+    if let Ok(output) = tokio::time::timeout_at(deadline - reserve, &mut stop).await {
+        return Bounded {
+            output: Some(output),
+            abandoned: false,
+        };
+    }
+    abandon();
+    let output = tokio::time::timeout_at(deadline - reserve / 2, &mut stop)
+        .await
+        .ok();
+    Bounded {
+        output,
+        abandoned: true,
+    }
 }
 
 /// Why a message was dead-lettered.
@@ -121,7 +255,11 @@ pub(crate) struct EventHandlers {
     state: Arc<StateMap>,
     default_retry: RetryPolicy,
     producer: Option<Arc<dyn Publisher>>,
-    shutdown: watch::Receiver<bool>,
+    /// The app's or consumer's stop.
+    stop: watch::Receiver<Stopping>,
+    /// This event's own stop (unsubscribing it alone).
+    own_stop: StopSignal,
+    own_stop_rx: watch::Receiver<Stopping>,
 }
 
 impl std::fmt::Debug for EventHandlers {
@@ -141,8 +279,9 @@ impl EventHandlers {
         state: Arc<StateMap>,
         default_retry: RetryPolicy,
         producer: Option<Arc<dyn Publisher>>,
-        shutdown: watch::Receiver<bool>,
+        stop: watch::Receiver<Stopping>,
     ) -> Self {
+        let own_stop = StopSignal::default();
         EventHandlers {
             event_name,
             handler_names: handlers
@@ -153,7 +292,27 @@ impl EventHandlers {
             state,
             default_retry,
             producer,
-            shutdown,
+            stop,
+            own_stop_rx: own_stop.subscribe(),
+            own_stop,
+        }
+    }
+
+    /// Stops this event's handlers alone (it was unsubscribed): `stage`.
+    pub(crate) fn stop(&self, stage: Stopping) {
+        self.own_stop.set(stage);
+    }
+
+    /// How far the stop has gone, the app's and this event's own.
+    fn stopping(&self) -> Stopping {
+        (*self.stop.borrow()).max(*self.own_stop_rx.borrow())
+    }
+
+    /// Waits until the stop reaches `stage`.
+    async fn stopped(&self, stage: Stopping) {
+        tokio::select! {
+            _ = reached(&self.stop, stage) => {}
+            _ = reached(&self.own_stop_rx, stage) => {}
         }
     }
 
@@ -238,13 +397,20 @@ impl EventHandlers {
             self.handler_names[index].clone(),
             self.producer.clone(),
         );
-        let mut shutdown = self.shutdown.clone();
         let mut attempt = 1;
         loop {
             let ctx = base.with_attempt(attempt);
             let span = tracing::debug_span!("handler", handler = %entry.name, attempt);
             let fut = entry.handler.call(envelope, ctx, &self.state);
-            let result = AssertUnwindSafe(fut).catch_unwind().instrument(span).await;
+            let called = AssertUnwindSafe(fut).catch_unwind().instrument(span);
+            let result = tokio::select! {
+                biased;
+                result = called => result,
+                () = self.stopped(Stopping::Abandoning) => {
+                    tracing::warn!(handler = %entry.name, event_id = %envelope.id, attempt, "handler still running at the stop deadline: abandoned, its message handed back");
+                    return Outcome::Requeue;
+                }
+            };
             let error = match result {
                 Ok(Ok(())) => return Outcome::Ack,
                 Ok(Err(HandlerFailure::Decode(reason))) => {
@@ -268,12 +434,12 @@ impl EventHandlers {
             }
             let wait = policy.backoff(attempt);
             tracing::info!(handler = %entry.name, event_id = %envelope.id, attempt, error = %error, ?wait, "handler failed; retrying");
-            if *shutdown.borrow() {
+            if self.stopping() >= Stopping::Draining {
                 return Outcome::Requeue;
             }
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
-                _ = shutdown.wait_for(|s| *s) => return Outcome::Requeue,
+                () = self.stopped(Stopping::Draining) => return Outcome::Requeue,
             }
             attempt += 1;
         }
@@ -295,18 +461,20 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
 ///
 /// A delivery without an event name goes to the destination's only event
 /// (the first, when there are several): messages from foreign producers
-/// carry no heytom headers. A name no event here has is dead-lettered as
-/// an unknown type at once; with no event left (every subscriber gone) the
-/// message is handed back.
+/// carry no heytom headers. A name no event here has follows the
+/// [`UnknownEventPolicy`] (dead-lettered as an unknown type by default);
+/// with no event left (every subscriber gone) the message is handed back.
 pub struct Dispatcher {
     events: RwLock<Vec<Arc<EventHandlers>>>,
-    shutdown: watch::Receiver<bool>,
+    stop: watch::Receiver<Stopping>,
+    unknown: UnknownEventPolicy,
 }
 
 impl std::fmt::Debug for Dispatcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Dispatcher")
             .field("events", &self.event_names())
+            .field("unknown", &self.unknown)
             .finish()
     }
 }
@@ -320,11 +488,24 @@ enum Target {
 
 impl Dispatcher {
     /// A dispatcher for the events of one destination.
-    pub(crate) fn new(events: Vec<EventHandlers>, shutdown: watch::Receiver<bool>) -> Self {
+    pub(crate) fn new(
+        events: Vec<EventHandlers>,
+        stop: watch::Receiver<Stopping>,
+        unknown: UnknownEventPolicy,
+    ) -> Self {
         Dispatcher {
             events: RwLock::new(events.into_iter().map(Arc::new).collect()),
-            shutdown,
+            stop,
+            unknown,
         }
+    }
+
+    /// Whether it takes no more messages: its app or consumer is stopping,
+    /// or every event was unsubscribed (the subscription is being stopped).
+    /// A transport handed a message back ([`Outcome::Requeue`]) then stops
+    /// taking messages instead of taking it again.
+    pub fn is_stopping(&self) -> bool {
+        *self.stop.borrow() >= Stopping::Draining || self.read().is_empty()
     }
 
     /// The names of the events it routes, in subscription order.
@@ -380,9 +561,9 @@ impl Dispatcher {
     /// Routes one delivery, runs its handlers and says what to do with the
     /// message. Never panics.
     pub async fn dispatch(&self, incoming: Incoming) -> Outcome {
-        // Shutdown began: take no new message, not even one just handed
-        // back (the transport may redeliver it before its consumer stops).
-        if *self.shutdown.borrow() {
+        // Stopping: take no new message, not even one just handed back
+        // (the transport may redeliver it before its consumer stops).
+        if *self.stop.borrow() >= Stopping::Draining {
             return Outcome::Requeue;
         }
         let name = incoming
@@ -392,8 +573,32 @@ impl Dispatcher {
         match self.target(name) {
             // Held until the handlers finish: unsubscribing waits for it.
             Target::Event(events) => events.dispatch(incoming).await,
-            Target::Unknown(reason) => Outcome::DeadLetter(DeadLetter::rejected(reason)),
+            Target::Unknown(reason) => self.unknown(reason, &incoming).await,
             Target::Nobody => Outcome::Requeue,
+        }
+    }
+
+    /// A message of a type no event here has, per the policy.
+    async fn unknown(&self, reason: String, incoming: &Incoming) -> Outcome {
+        let event_id = incoming
+            .headers
+            .get(headers::EVENT_ID)
+            .map_or("", String::as_str);
+        match self.unknown {
+            UnknownEventPolicy::DeadLetter => Outcome::DeadLetter(DeadLetter::rejected(reason)),
+            UnknownEventPolicy::Skip => {
+                tracing::info!(%event_id, %reason, "message of an unknown type skipped (UnknownEventPolicy::Skip)");
+                Outcome::Ack
+            }
+            UnknownEventPolicy::HandBack => {
+                tracing::debug!(%event_id, %reason, "message of an unknown type handed back (UnknownEventPolicy::HandBack)");
+                // Not at once: this consumer may get it straight back.
+                tokio::select! {
+                    _ = tokio::time::sleep(UnknownEventPolicy::HAND_BACK_PAUSE) => {}
+                    _ = reached(&self.stop, Stopping::Draining) => {}
+                }
+                Outcome::Requeue
+            }
         }
     }
 }
@@ -421,35 +626,130 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn after_shutdown_began_a_delivery_is_handed_back_unhandled() {
-        let calls = Arc::new(AtomicU32::new(0));
-        let c = calls.clone();
-        let entry = HandlerEntry::from_closure("ping", move |_: Ping| {
-            c.fetch_add(1, Ordering::SeqCst);
-            async {}
-        });
-        let (tx, rx) = watch::channel(false);
-        let dispatcher = Dispatcher::new(
+    fn ping_dispatcher(
+        entry: HandlerEntry,
+        stop: &StopSignal,
+        unknown: UnknownEventPolicy,
+    ) -> Dispatcher {
+        Dispatcher::new(
             vec![EventHandlers::new(
                 "Ping",
                 vec![entry],
                 Arc::new(StateMap::new()),
                 RetryPolicy::default(),
                 None,
-                rx.clone(),
+                stop.subscribe(),
             )],
-            rx,
-        );
+            stop.subscribe(),
+            unknown,
+        )
+    }
+
+    fn ping() -> Incoming {
         let envelope = Envelope::new(&Ping { n: 1 }).expect("serializes");
-        let incoming = || Incoming {
+        Incoming {
             headers: envelope.wire_headers(),
             body: envelope.payload.clone(),
-        };
-        assert_eq!(dispatcher.dispatch(incoming()).await, Outcome::Ack);
+        }
+    }
+
+    fn counting() -> (Arc<AtomicU32>, HandlerEntry) {
+        let calls = Arc::new(AtomicU32::new(0));
+        let c = calls.clone();
+        let entry = HandlerEntry::from_closure("ping", move |_: Ping| {
+            c.fetch_add(1, Ordering::SeqCst);
+            async {}
+        });
+        (calls, entry)
+    }
+
+    #[tokio::test]
+    async fn after_shutdown_began_a_delivery_is_handed_back_unhandled() {
+        let (calls, entry) = counting();
+        let stop = StopSignal::default();
+        let dispatcher = ping_dispatcher(entry, &stop, UnknownEventPolicy::default());
+        assert_eq!(dispatcher.dispatch(ping()).await, Outcome::Ack);
         assert_eq!(calls.load(Ordering::SeqCst), 1);
-        tx.send(true).expect("receiver alive");
-        assert_eq!(dispatcher.dispatch(incoming()).await, Outcome::Requeue);
+        stop.set(Stopping::Draining);
+        assert!(dispatcher.is_stopping());
+        assert_eq!(dispatcher.dispatch(ping()).await, Outcome::Requeue);
         assert_eq!(calls.load(Ordering::SeqCst), 1, "handler not run");
+    }
+
+    #[tokio::test]
+    async fn an_unknown_type_follows_the_policy() {
+        let mut unknown = ping();
+        unknown
+            .headers
+            .insert(headers::EVENT_NAME.into(), "Pong".into());
+        let stop = StopSignal::default();
+        let dead = ping_dispatcher(counting().1, &stop, UnknownEventPolicy::DeadLetter);
+        match dead.dispatch(unknown.clone()).await {
+            Outcome::DeadLetter(d) => {
+                assert!(d.reason.contains("unknown message type `Pong`"), "{d:?}");
+                assert_eq!(d.attempts, 0);
+            }
+            other => panic!("{other:?}"),
+        }
+        let skip = ping_dispatcher(counting().1, &stop, UnknownEventPolicy::Skip);
+        assert_eq!(skip.dispatch(unknown.clone()).await, Outcome::Ack);
+
+        let (calls, entry) = counting();
+        let hand_back = ping_dispatcher(entry, &stop, UnknownEventPolicy::HandBack);
+        let started = Instant::now();
+        assert_eq!(hand_back.dispatch(unknown.clone()).await, Outcome::Requeue);
+        assert!(
+            started.elapsed() >= UnknownEventPolicy::HAND_BACK_PAUSE,
+            "handed back without a pause"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+        // The pause ends when the consumer stops.
+        let pending = hand_back.dispatch(unknown);
+        tokio::pin!(pending);
+        assert!(futures::poll!(&mut pending).is_pending());
+        stop.set(Stopping::Draining);
+        let handed = tokio::time::timeout(Duration::from_millis(200), pending).await;
+        assert_eq!(handed.expect("stop ends the pause"), Outcome::Requeue);
+    }
+
+    #[tokio::test]
+    async fn a_handler_that_never_returns_is_abandoned_at_the_deadline() {
+        let entry = HandlerEntry::from_closure("stuck", |_: Ping| std::future::pending::<()>());
+        let stop = StopSignal::default();
+        let dispatcher = Arc::new(ping_dispatcher(entry, &stop, UnknownEventPolicy::default()));
+        let running = tokio::spawn({
+            let d = dispatcher.clone();
+            async move { d.dispatch(ping()).await }
+        });
+        tokio::task::yield_now().await;
+        let started = Instant::now();
+        stop.set(Stopping::Draining);
+        let stopped = stop_by(
+            started + Duration::from_millis(500),
+            || stop.set(Stopping::Abandoning),
+            running,
+        )
+        .await;
+        assert!(stopped.abandoned);
+        let outcome = stopped.output.expect("handed back in time").expect("task");
+        assert_eq!(outcome, Outcome::Requeue, "the message is not acknowledged");
+        // Abandoned at 4/5 of the time, handed back by 9/10 of it.
+        assert!(
+            started.elapsed() < Duration::from_millis(460),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(started.elapsed() >= Duration::from_millis(400));
+    }
+
+    #[tokio::test]
+    async fn a_stop_that_finishes_in_time_is_not_abandoned() {
+        let stopped = stop_by(
+            Instant::now() + Duration::from_secs(5),
+            || panic!("nothing to abandon"),
+            async { 7 },
+        )
+        .await;
+        assert_eq!((stopped.output, stopped.abandoned), (Some(7), false));
     }
 }
