@@ -28,7 +28,7 @@ use std::time::Duration;
 use heytom_mq::{
     App, Context, Error, Event, EventHandler, EventId, ExchangeType, HandlerEntry, HandlerError,
     Headers, Overflow, QueueType, RabbitMqConsumer, RabbitMqOptions, RabbitMqProducer,
-    RabbitMqRoute, RetryPolicy, Route, Transport,
+    RabbitMqRoute, RetryPolicy, Route, Transport, UnknownEventPolicy,
 };
 use heytom_mq::{RabbitMqTransport, PRIORITY_HEADER};
 use lapin::options::{
@@ -1470,6 +1470,16 @@ async fn a_quorum_queue_is_declared_and_carries_messages() {
     assert_eq!(queue_counts(&conn, queue).await.0, 0, "acknowledged");
 }
 
+/// The pids of the connections named `name` (`rabbitmqctl list_connections`).
+async fn connections_named(name: &str) -> Vec<String> {
+    let connections = rabbitmqctl(&["list_connections", "-q", "pid", "client_properties"]).await;
+    connections
+        .lines()
+        .filter(|l| l.contains(name))
+        .filter_map(|l| l.split('\t').next().map(str::to_owned))
+        .collect()
+}
+
 #[tokio::test]
 async fn a_stream_queue_is_declared_and_read_from_the_next_message() {
     let _shared = BROKER_LOCK.read().await;
@@ -1481,7 +1491,11 @@ async fn a_stream_queue_is_declared_and_read_from_the_next_message() {
         .queue(queue)
         .queue(format!("{queue}.dlq"))
         .exchange(r.exchange.unwrap());
-    let consumer = RabbitMqConsumer::connect(options()).await.unwrap();
+    let conn_name = name("stream.conn");
+    let consumer = RabbitMqConsumer::connect(options().connection_name(conn_name))
+        .await
+        .unwrap()
+        .with_unknown_event_policy(UnknownEventPolicy::HandBack);
     consumer.start().await.unwrap();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let sub = move |e: StreamEvent| {
@@ -1499,16 +1513,41 @@ async fn a_stream_queue_is_declared_and_read_from_the_next_message() {
     let producer = RabbitMqProducer::connect(options()).await.unwrap();
     producer.send(&StreamEvent { n: 1 }).await.unwrap();
     assert_eq!(recv(&mut rx).await, 1);
+
+    // A stream takes nothing back: a message handed back is acked (a
+    // nack would make RabbitMQ close the consumer's whole connection).
+    let before = connections_named(conn_name).await;
+    assert_eq!(before.len(), 1, "the consumer's connection");
+    let ch = conn.create_channel().await.unwrap();
+    ch.basic_publish(
+        r.exchange.unwrap().into(),
+        r.routing_key.into(),
+        BasicPublishOptions::default(),
+        br#"{"n":0}"#,
+        BasicProperties::default().with_type("StreamEventV2".into()),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    tokio::time::sleep(UnknownEventPolicy::HAND_BACK_PAUSE * 2).await;
+    producer.send(&StreamEvent { n: 2 }).await.unwrap();
+    assert_eq!(recv(&mut rx).await, 2);
+    assert_eq!(
+        connections_named(conn_name).await,
+        before,
+        "the connection was not closed"
+    );
+
     // A stream is a log: a consumer starts at the next message, so what
     // was published while none ran is not delivered to the next one.
     consumer.unsubscribe::<StreamEvent>().await.unwrap();
-    producer.send(&StreamEvent { n: 2 }).await.unwrap();
-    consumer.subscribe(sub).await.unwrap();
     producer.send(&StreamEvent { n: 3 }).await.unwrap();
-    assert_eq!(recv(&mut rx).await, 3);
+    consumer.subscribe(sub).await.unwrap();
+    producer.send(&StreamEvent { n: 4 }).await.unwrap();
+    assert_eq!(recv(&mut rx).await, 4);
     assert!(rx.try_recv().is_err());
     consumer.stop().await.unwrap();
-    drop(conn);
 }
 
 #[tokio::test]

@@ -242,7 +242,8 @@ pub enum QueueType {
     /// recommends for data safety. Always durable; no `max_priority`.
     Quorum,
     /// `stream`: an append-only, replicated log; consumers read from the
-    /// next message on (a stream does not redeliver what was handed back).
+    /// next message on, and a stream takes nothing back (a message handed
+    /// back is not delivered again).
     /// Always durable; no per-message TTL, length limit, priority or
     /// dead-lettering.
     Stream,

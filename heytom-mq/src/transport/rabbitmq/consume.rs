@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 
 use crate::dispatch::{DeadLetter, Dispatcher, Incoming, Outcome};
 use crate::error::{Error, Result};
-use crate::event::{headers, Headers};
+use crate::event::{headers, Headers, QueueType};
 use crate::transport::SubscriptionHandle;
 
 use super::connection::{describe, ConnectionSlot, TRANSPORT};
@@ -49,6 +49,15 @@ impl SubscriptionShared {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Whether the queue is a stream (declared so by its first event).
+    fn is_stream(&self) -> bool {
+        self.topologies
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .first()
+            .is_some_and(|t| t.queue_type == Some(QueueType::Stream))
     }
 
     /// Where the queue's dead letters go: a property of the queue (its
@@ -352,15 +361,7 @@ async fn handle(
     drop(handling);
     let done = match outcome {
         Outcome::Ack => delivery.acker.ack(BasicAckOptions::default()).await,
-        Outcome::Requeue => {
-            delivery
-                .acker
-                .nack(BasicNackOptions {
-                    multiple: false,
-                    requeue: true,
-                })
-                .await
-        }
+        Outcome::Requeue => hand_back(&shared, &delivery).await,
         Outcome::DeadLetter(dead) => {
             match dead_letter(&shared, &channel, &delivery, &dead).await {
                 Ok(()) => delivery.acker.ack(BasicAckOptions::default()).await,
@@ -368,13 +369,7 @@ async fn handle(
                     tracing::error!(queue = %shared.queue, error = %e, "could not dead-letter a message; handing it back");
                     // Not in a hot loop: the message comes back after a pause.
                     tokio::time::sleep(shared.backoff.1.min(Duration::from_secs(1))).await;
-                    delivery
-                        .acker
-                        .nack(BasicNackOptions {
-                            multiple: false,
-                            requeue: true,
-                        })
-                        .await
+                    hand_back(&shared, &delivery).await
                 }
             }
         }
@@ -383,6 +378,24 @@ async fn handle(
         // The channel is gone; the broker redelivers the message.
         tracing::debug!(queue = %shared.queue, error = %describe(&e), "ack/nack not sent; the message will be redelivered");
     }
+}
+
+/// Gives a delivery back to the queue unacknowledged: `basic.nack` with
+/// requeue. A stream takes nothing back (RabbitMQ answers a nack on a
+/// stream by closing the whole connection): the message stays in the log
+/// where it is, and the delivery is acked to free its prefetch slot.
+async fn hand_back(shared: &SubscriptionShared, delivery: &Delivery) -> lapin::Result<bool> {
+    if shared.is_stream() {
+        tracing::debug!(queue = %shared.queue, "a stream takes no message back; it stays in the stream");
+        return delivery.acker.ack(BasicAckOptions::default()).await;
+    }
+    delivery
+        .acker
+        .nack(BasicNackOptions {
+            multiple: false,
+            requeue: true,
+        })
+        .await
 }
 
 /// Publishes a copy of the delivery, with the dead-letter headers, to the

@@ -101,6 +101,7 @@ pub(crate) enum DeadLetterTarget {
 #[derive(Debug, Clone)]
 pub(crate) struct QueueTopology {
     pub(crate) queue: String,
+    pub(crate) queue_type: Option<QueueType>,
     pub(crate) durable: bool,
     pub(crate) arguments: FieldTable,
     /// The arguments of the dead-letter queue heytom-mq declares.
@@ -194,6 +195,7 @@ impl QueueTopology {
         };
         Ok(QueueTopology {
             queue: queue.to_owned(),
+            queue_type: r.and_then(|r| r.queue_type),
             durable: dest.durable,
             arguments: queue_arguments(r),
             dead_letter_arguments: dead_letter_queue_arguments(r.and_then(|r| r.queue_type)),
