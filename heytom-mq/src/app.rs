@@ -4,9 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::dispatch::{
-    stop_by, Dispatcher, EventHandlers, StopSignal, Stopping, UnknownEventPolicy,
-};
+use crate::dispatch::{Dispatcher, EventHandlers, StopSignal, UnknownEventPolicy};
 use crate::error::{Error, Result};
 use crate::event::{Event, Route, TransportKind};
 use crate::handler::{
@@ -18,6 +16,10 @@ use crate::redact::redact_url;
 use crate::retry::RetryPolicy;
 use crate::transport::memory::{InMemoryBroker, InMemoryTransport};
 use crate::transport::{Subscription, SubscriptionHandle, Transport, TransportConfig};
+
+mod running;
+
+pub use running::RunningApp;
 
 type HandlerFilter = Box<dyn Fn(&HandlerRegistration) -> bool + Send + Sync>;
 
@@ -537,95 +539,6 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
-/// A started app: consumers running, producer ready.
-pub struct RunningApp {
-    app: App,
-    subscriptions: Vec<Box<dyn SubscriptionHandle>>,
-    stop: StopSignal,
-}
-
-impl std::fmt::Debug for RunningApp {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunningApp")
-            .field("app", &self.app)
-            .field("subscriptions", &self.subscriptions.len())
-            .finish()
-    }
-}
-
-impl RunningApp {
-    /// The producer (cloneable).
-    pub fn producer(&self) -> Producer {
-        self.app.producer.clone()
-    }
-
-    /// The in-memory broker, when the app uses one.
-    pub fn in_memory_broker(&self) -> Option<&InMemoryBroker> {
-        self.app.broker.as_ref()
-    }
-
-    /// Stops taking messages, lets in-flight handlers finish (messages
-    /// waiting for a retry are handed back), stops the outbox relay and
-    /// closes the transports, all within the
-    /// [`shutdown_timeout`](AppBuilder::shutdown_timeout).
-    ///
-    /// A handler still running when its time is up is abandoned: its
-    /// message is handed back, never acknowledged, and delivered again
-    /// (to another instance, or this app's next start). Then the relay is
-    /// stopped and the transports closed all the same, and the result is
-    /// [`Error::Shutdown`].
-    pub async fn shutdown(self) -> Result<()> {
-        let timeout = self.app.shutdown_timeout;
-        let deadline = tokio::time::Instant::now() + timeout;
-        self.stop.set(Stopping::Draining);
-        let stops = futures::future::join_all(self.subscriptions.into_iter().map(|s| s.stop()));
-        let stopped = stop_by(deadline, || self.stop.set(Stopping::Abandoning), stops).await;
-        let mut first_err = None;
-        match stopped.output {
-            Some(results) => {
-                for r in results {
-                    if let Err(e) = r {
-                        first_err.get_or_insert(e);
-                    }
-                }
-            }
-            None => {
-                tracing::warn!(?timeout, "consumers did not stop in time; closing their connections hands back what they hold")
-            }
-        }
-        // Whether or not the consumers stopped in time.
-        #[cfg(feature = "_outbox")]
-        if let Some(outbox) = &self.app.outbox {
-            // Polled at least once, so the relay is told to stop in any case.
-            if tokio::time::timeout_at(deadline, outbox.stop())
-                .await
-                .is_err()
-            {
-                tracing::warn!(
-                    ?timeout,
-                    "the outbox relay did not stop in time; its leased rows are sent again later"
-                );
-            }
-        }
-        for t in self.app.router.all() {
-            match tokio::time::timeout_at(deadline, t.close()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    first_err.get_or_insert(e);
-                }
-                Err(_) => {
-                    tracing::warn!(transport = %t.kind(), "transport did not close in time; its connections drop with the app")
-                }
-            }
-        }
-        if stopped.abandoned {
-            tracing::warn!(?timeout, "shutdown timed out with handlers still running; they were abandoned and their messages handed back");
-            return Err(Error::Shutdown);
-        }
-        first_err.map_or(Ok(()), Err)
     }
 }
 
