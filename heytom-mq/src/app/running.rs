@@ -38,7 +38,7 @@ impl RunningApp {
     /// Stops taking messages, lets in-flight handlers finish (messages
     /// waiting for a retry are handed back), stops the outbox relay and
     /// closes the transports, all within the
-    /// [`shutdown_timeout`](AppBuilder::shutdown_timeout).
+    /// [`shutdown_timeout`](crate::AppBuilder::shutdown_timeout).
     ///
     /// A handler still running when its time is up is abandoned: its
     /// message is handed back, never acknowledged, and delivered again
