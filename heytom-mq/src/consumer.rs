@@ -254,40 +254,40 @@ impl MessageConsumer for Consumer {
         };
         let (removed, remaining) = running.dispatcher.remove(E::NAME);
         let deadline = Instant::now() + self.stop_timeout;
-        let Some(events) = removed else {
-            return Ok(());
-        };
+        let events = removed.as_ref();
         // Its retries waiting are handed back; running handlers may finish.
-        events.stop(Stopping::Draining);
-        let abandon = || events.stop(Stopping::Abandoning);
-        if remaining == 0 {
+        if let Some(e) = events {
+            e.stop(Stopping::Draining);
+        }
+        let abandon = || {
+            if let Some(e) = events {
+                e.stop(Stopping::Abandoning);
+            }
+        };
+        let bounded = if remaining == 0 {
             let Some(running) = st.running.remove(&key) else {
                 return Ok(());
             };
             drop(st);
-            let stopped = stop_by(deadline, abandon, running.handle.stop()).await;
-            return match stopped.output {
-                Some(r) if !stopped.abandoned => r,
-                _ => {
-                    tracing::warn!(event = E::NAME, timeout = ?self.stop_timeout, "unsubscribing timed out; a handler still running was abandoned and its message handed back");
-                    Err(Error::Shutdown)
+            stop_by(deadline, abandon, running.handle.stop()).await
+        } else {
+            drop(st);
+            // Other events go on here; wait for this one's deliveries in
+            // flight (each holds a reference). Its later messages are of an
+            // unknown type here and follow the unknown-event policy.
+            let drained = async {
+                while events.is_some_and(|e| Arc::strong_count(e) > 1) {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
                 }
+                Ok(())
             };
-        }
-        drop(st);
-        // Other events go on here; wait for this one's deliveries in flight
-        // (each holds a reference). Its later messages are of an unknown
-        // type for this subscription and follow the unknown-event policy.
-        let drained = async {
-            while Arc::strong_count(&events) > 1 {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+            stop_by(deadline, abandon, drained).await
         };
-        if stop_by(deadline, abandon, drained).await.abandoned {
+        if bounded.abandoned {
             tracing::warn!(event = E::NAME, timeout = ?self.stop_timeout, "unsubscribing timed out; a handler still running was abandoned and its message handed back");
             return Err(Error::Shutdown);
         }
-        Ok(())
+        bounded.output.unwrap_or(Err(Error::Shutdown))
     }
 
     async fn stop(&self) -> Result<()> {
