@@ -27,7 +27,7 @@ mod handlers;
 mod stop;
 
 pub(crate) use handlers::EventHandlers;
-use stop::reached;
+use stop::{reached, stage};
 pub(crate) use stop::{stop_by, StopSignal, Stopping};
 
 /// What the transport should do with a delivery once the dispatcher is done.
@@ -213,7 +213,7 @@ impl Dispatcher {
     /// A transport handed a message back ([`Outcome::Requeue`]) then stops
     /// taking messages instead of taking it again.
     pub fn is_stopping(&self) -> bool {
-        *self.stop.borrow() >= Stopping::Draining || self.read().is_empty()
+        stage(&self.stop) >= Stopping::Draining || self.read().is_empty()
     }
 
     /// The names of the events it routes, in subscription order.
@@ -271,7 +271,7 @@ impl Dispatcher {
     pub async fn dispatch(&self, incoming: Incoming) -> Outcome {
         // Stopping: take no new message, not even one just handed back
         // (the transport may redeliver it before its consumer stops).
-        if *self.stop.borrow() >= Stopping::Draining {
+        if stage(&self.stop) >= Stopping::Draining {
             return Outcome::Requeue;
         }
         let name = incoming
@@ -386,6 +386,17 @@ mod tests {
         assert!(dispatcher.is_stopping());
         assert_eq!(dispatcher.dispatch(ping()).await, Outcome::Requeue);
         assert_eq!(calls.load(Ordering::SeqCst), 1, "handler not run");
+    }
+
+    #[tokio::test]
+    async fn a_dropped_app_takes_no_more_messages() {
+        let (calls, entry) = counting();
+        let stop = StopSignal::default();
+        let dispatcher = ping_dispatcher(entry, &stop, UnknownEventPolicy::default());
+        drop(stop);
+        assert!(dispatcher.is_stopping());
+        assert_eq!(dispatcher.dispatch(ping()).await, Outcome::Requeue);
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
     }
 
     #[tokio::test]

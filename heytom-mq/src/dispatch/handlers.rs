@@ -8,7 +8,7 @@ use futures::FutureExt;
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use super::stop::{reached, StopSignal, Stopping};
+use super::stop::{reached, stage, StopSignal, Stopping};
 use super::{DeadLetter, Incoming, Outcome};
 use crate::event::{headers, Envelope};
 use crate::handler::{Context, HandlerEntry, HandlerFailure, Publisher, StateMap};
@@ -73,7 +73,7 @@ impl EventHandlers {
 
     /// How far the stop has gone, the app's and this event's own.
     fn stopping(&self) -> Stopping {
-        (*self.stop.borrow()).max(*self.own_stop_rx.borrow())
+        stage(&self.stop).max(stage(&self.own_stop_rx))
     }
 
     /// Waits until the stop reaches `stage`.

@@ -43,8 +43,17 @@ impl StopSignal {
     }
 }
 
-/// Waits until `rx` reaches `stage` (at once when its sender is gone: nobody
-/// is left to wait for the handlers).
+/// The stage `rx` is at: [`Stopping::Abandoning`] once its sender is gone
+/// (the app or consumer was dropped without stopping: nobody waits for the
+/// handlers any more).
+pub(crate) fn stage(rx: &watch::Receiver<Stopping>) -> Stopping {
+    if rx.has_changed().is_err() {
+        return Stopping::Abandoning;
+    }
+    *rx.borrow()
+}
+
+/// Waits until `rx` reaches `stage` (at once when its sender is gone).
 pub(crate) async fn reached(rx: &watch::Receiver<Stopping>, stage: Stopping) {
     let mut rx = rx.clone();
     let _ = rx.wait_for(|s| *s >= stage).await;

@@ -104,8 +104,6 @@ pub(crate) struct QueueTopology {
     pub(crate) queue_type: Option<QueueType>,
     pub(crate) durable: bool,
     pub(crate) arguments: FieldTable,
-    /// The arguments of the dead-letter queue heytom-mq declares.
-    pub(crate) dead_letter_arguments: FieldTable,
     pub(crate) exchange: ExchangeSpec,
     pub(crate) routing_key: String,
     pub(crate) dead_letter: DeadLetterTarget,
@@ -198,11 +196,15 @@ impl QueueTopology {
             queue_type: r.and_then(|r| r.queue_type),
             durable: dest.durable,
             arguments: queue_arguments(r),
-            dead_letter_arguments: dead_letter_queue_arguments(r.and_then(|r| r.queue_type)),
             routing_key: dest.routing_key.to_owned(),
             exchange: dest.exchange_spec(),
             dead_letter,
         })
+    }
+
+    /// The arguments of the dead-letter queue heytom-mq declares for it.
+    fn dead_letter_arguments(&self) -> FieldTable {
+        dead_letter_queue_arguments(self.queue_type)
     }
 
     /// Declares the exchange, the queue with its arguments, the dead-letter
@@ -229,25 +231,14 @@ impl QueueTopology {
                         .await?;
                     }
                     let dlq = dead_letter_queue_of_exchange(exchange);
-                    declare_queue(
-                        channel,
-                        &dlq,
-                        self.durable,
-                        self.dead_letter_arguments.clone(),
-                    )
-                    .await?;
+                    declare_queue(channel, &dlq, self.durable, self.dead_letter_arguments())
+                        .await?;
                     let key = routing_key.as_deref().unwrap_or(&self.routing_key);
                     bind(channel, &dlq, exchange, key).await?;
                 }
             }
             DeadLetterTarget::Queue(dlq) => {
-                declare_queue(
-                    channel,
-                    dlq,
-                    self.durable,
-                    self.dead_letter_arguments.clone(),
-                )
-                .await?;
+                declare_queue(channel, dlq, self.durable, self.dead_letter_arguments()).await?;
             }
         }
         if !self.exchange.name.is_empty() {
@@ -385,7 +376,7 @@ mod tests {
         assert_eq!(args.get("x-max-length"), Some(&AMQPValue::LongInt(10000)));
         assert_eq!(args.get("x-overflow"), Some(&str_arg("drop-head")));
         assert_eq!(args.get("x-queue-type"), Some(&str_arg("classic")));
-        assert!(t.dead_letter_arguments.inner().is_empty());
+        assert!(t.dead_letter_arguments().inner().is_empty());
         assert_eq!(args.get("x-max-priority"), Some(&AMQPValue::LongInt(10)));
         assert_eq!(
             args.get("x-dead-letter-exchange"),
@@ -445,7 +436,7 @@ mod tests {
             Some(&str_arg("quorum"))
         );
         assert_eq!(
-            t.dead_letter_arguments.inner().get("x-queue-type"),
+            t.dead_letter_arguments().inner().get("x-queue-type"),
             Some(&str_arg("quorum"))
         );
         static STREAM: Route =
@@ -456,7 +447,7 @@ mod tests {
             Some(&str_arg("stream"))
         );
         assert_eq!(
-            t.dead_letter_arguments.inner().get("x-queue-type"),
+            t.dead_letter_arguments().inner().get("x-queue-type"),
             Some(&str_arg("quorum"))
         );
     }
