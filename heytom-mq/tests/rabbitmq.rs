@@ -450,6 +450,14 @@ event!(
 );
 
 event!(
+    BusyEvent,
+    rmq(RabbitMqRoute::new(name("busy.key"))
+        .exchange(name("busy.exchange"))
+        .queue_name(name("busy.queue"))
+        .max_length(5))
+);
+
+event!(
     DropHeadEvent,
     rmq(RabbitMqRoute::new(name("drophead.key"))
         .exchange(name("drophead.exchange"))
@@ -1586,6 +1594,63 @@ async fn a_full_queue_refuses_the_send_instead_of_dropping_a_message() {
         let m = get_one(&conn, queue).await.expect("message kept");
         assert_eq!(m.delivery.data, format!(r#"{{"n":{n}}}"#).into_bytes());
     }
+}
+
+/// The issue's reproduction: `max_length = 5` behind a busy consumer, 30
+/// sends. Every send that returned `Ok` is handled; the others failed
+/// (before: all 30 confirmed, 24 dropped without a word).
+#[tokio::test]
+async fn behind_a_busy_consumer_every_confirmed_message_is_handled() {
+    let _shared = BROKER_LOCK.read().await;
+    let Some(_conn) = broker().await else { return };
+    let mut cleanup = Cleanup::default();
+    let r = route_of::<BusyEvent>();
+    let queue = r.queue_name.unwrap();
+    cleanup
+        .queue(queue)
+        .queue(format!("{queue}.dlq"))
+        .exchange(r.exchange.unwrap());
+    let (busy_tx, busy_rx) = tokio::sync::watch::channel(true);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let consumer = RabbitMqConsumer::connect(options().prefetch(1).concurrency(1))
+        .await
+        .unwrap();
+    consumer.start().await.unwrap();
+    consumer
+        .subscribe(move |e: BusyEvent| {
+            let tx = tx.clone();
+            let mut busy = busy_rx.clone();
+            async move {
+                let _ = busy.wait_for(|b| !*b).await;
+                tx.send(e.n).is_ok()
+            }
+        })
+        .await
+        .unwrap();
+    let producer = RabbitMqProducer::connect(options()).await.unwrap();
+    let mut confirmed = Vec::new();
+    let mut refused = 0;
+    for n in 0..30 {
+        match producer.send(&BusyEvent { n }).await {
+            Ok(_) => confirmed.push(n),
+            Err(e) => {
+                assert!(e.to_string().contains("full"), "{e}");
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused > 0, "a full queue refused nothing");
+    assert_eq!(confirmed.len() + refused, 30);
+    busy_tx.send(false).unwrap();
+    let mut handled = Vec::new();
+    for _ in 0..confirmed.len() {
+        handled.push(recv(&mut rx).await);
+    }
+    handled.sort_unstable();
+    assert_eq!(handled, confirmed, "every confirmed message is handled");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(rx.try_recv().is_err());
+    consumer.stop().await.unwrap();
 }
 
 #[tokio::test]
