@@ -39,7 +39,11 @@ use syn::{parse_macro_input, DeriveInput};
 /// - `#[rabbitmq(..)]`: `routing_key` (required), `exchange`, `exchange_type`
 ///   (`direct|topic|fanout|headers`), `queue_name`, `durable`, `message_ttl`,
 ///   `max_length`, `max_priority` (`1..=255`), `dead_letter_exchange`,
-///   `dead_letter_routing_key`.
+///   `dead_letter_routing_key`, `overflow`
+///   (`drop-head|reject-publish|reject-publish-dlx`, needs `max_length`),
+///   `queue_type` (`classic|quorum|stream`; quorum and stream queues are
+///   durable, a quorum queue has no `max_priority` nor `reject-publish-dlx`,
+///   a stream none of the per-message keys).
 /// - `#[event(name = "..")]`: the message type name (default: the type's name).
 ///
 /// Every mistake is a compile error at the offending token. Structs (named,

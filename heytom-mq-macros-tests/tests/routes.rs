@@ -4,7 +4,8 @@
 use heytom_mq::prelude::*;
 use heytom_mq::registered_event;
 use heytom_mq::{
-    Acks, AutoOffsetReset, CompressionType, EventId, ExchangeType, KafkaRoute, RabbitMqRoute,
+    Acks, AutoOffsetReset, CompressionType, EventId, ExchangeType, KafkaRoute, Overflow, QueueType,
+    RabbitMqRoute,
 };
 use serde::{Deserialize, Serialize};
 
@@ -40,7 +41,9 @@ pub struct OrderCreated {
     max_length = 10000,
     max_priority = 10,
     dead_letter_exchange = "order.dlx",
-    dead_letter_routing_key = "order.dead"
+    dead_letter_routing_key = "order.dead",
+    overflow = "drop-head",
+    queue_type = "classic"
 )]
 pub struct OrderPlaced {
     pub order_id: String,
@@ -81,6 +84,8 @@ fn every_rabbitmq_key_reaches_the_route() {
     assert_eq!(r.max_priority, Some(10));
     assert_eq!(r.dead_letter_exchange, Some("order.dlx"));
     assert_eq!(r.dead_letter_routing_key, Some("order.dead"));
+    assert_eq!(r.overflow, Some(Overflow::DropHead));
+    assert_eq!(r.queue_type, Some(QueueType::Classic));
     assert_eq!(
         OrderPlaced {
             order_id: "o".into(),

@@ -4,9 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
-
-use crate::dispatch::{Dispatcher, EventHandlers};
+use crate::dispatch::{Dispatcher, EventHandlers, StopSignal, UnknownEventPolicy};
 use crate::error::{Error, Result};
 use crate::event::{Event, Route, TransportKind};
 use crate::handler::{
@@ -20,6 +18,9 @@ use crate::transport::memory::{InMemoryBroker, InMemoryTransport};
 use crate::transport::{Subscription, SubscriptionHandle, Transport, TransportConfig};
 
 mod checks;
+mod running;
+
+pub use running::RunningApp;
 
 type HandlerFilter = Box<dyn Fn(&HandlerRegistration) -> bool + Send + Sync>;
 
@@ -39,6 +40,7 @@ pub struct AppBuilder {
     filter: Option<HandlerFilter>,
     retry: RetryPolicy,
     handler_retry: HashMap<String, RetryPolicy>,
+    unknown_event_policy: UnknownEventPolicy,
     shutdown_timeout: Duration,
     deferred_error: Option<Error>,
 }
@@ -58,6 +60,7 @@ impl Default for AppBuilder {
             filter: None,
             retry: RetryPolicy::default(),
             handler_retry: HashMap::new(),
+            unknown_event_policy: UnknownEventPolicy::default(),
             shutdown_timeout: Duration::from_secs(30),
             deferred_error: None,
         }
@@ -187,7 +190,20 @@ impl AppBuilder {
         self
     }
 
-    /// How long shutdown waits for in-flight handlers (default 30 s).
+    /// What the app's consumers do with a message of an event type no
+    /// handler here handles, arriving on a topic or queue they consume
+    /// (another service's event, or a newer version's during a rolling
+    /// deploy): dead-letter it (the default), skip it, or hand it back.
+    pub fn unknown_event_policy(mut self, policy: UnknownEventPolicy) -> Self {
+        self.unknown_event_policy = policy;
+        self
+    }
+
+    /// How long [`RunningApp::shutdown`] may take (default 30 s). Handlers
+    /// running when it begins may finish until a fifth of it (at most 5 s)
+    /// before the end; those still running then are abandoned and their
+    /// messages handed back unacknowledged, to be delivered again. The rest
+    /// of the time stops the outbox relay and closes the connections.
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.shutdown_timeout = timeout;
         self
@@ -315,6 +331,7 @@ impl AppBuilder {
             handlers,
             state: Arc::new(self.state),
             retry: self.retry,
+            unknown_event_policy: self.unknown_event_policy,
             broker,
             shutdown_timeout: self.shutdown_timeout,
         })
@@ -341,6 +358,7 @@ pub struct App {
     handlers: Vec<HandlerEntry>,
     state: Arc<StateMap>,
     retry: RetryPolicy,
+    unknown_event_policy: UnknownEventPolicy,
     broker: Option<InMemoryBroker>,
     shutdown_timeout: Duration,
 }
@@ -406,7 +424,7 @@ impl App {
 
     /// Declares topology, starts every consumer and the outbox relay.
     pub async fn start(self) -> Result<RunningApp> {
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let stop = StopSignal::default();
         // (transport, destination, group) -> handlers sharing one subscription
         let mut groups: BTreeMap<(TransportKind, String, String), Vec<HandlerEntry>> =
             BTreeMap::new();
@@ -464,11 +482,12 @@ impl App {
                             self.state.clone(),
                             self.retry,
                             Some(Arc::new(self.producer.clone())),
-                            shutdown_rx.clone(),
+                            stop.subscribe(),
                         )
                     })
                     .collect(),
-                shutdown_rx.clone(),
+                stop.subscribe(),
+                self.unknown_event_policy,
             );
             let sub = transport
                 .subscribe(Subscription {
@@ -496,7 +515,7 @@ impl App {
         Ok(RunningApp {
             app: self,
             subscriptions,
-            shutdown_tx,
+            stop,
         })
     }
 
@@ -528,68 +547,6 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
-/// A started app: consumers running, producer ready.
-pub struct RunningApp {
-    app: App,
-    subscriptions: Vec<Box<dyn SubscriptionHandle>>,
-    shutdown_tx: watch::Sender<bool>,
-}
-
-impl std::fmt::Debug for RunningApp {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunningApp")
-            .field("app", &self.app)
-            .field("subscriptions", &self.subscriptions.len())
-            .finish()
-    }
-}
-
-impl RunningApp {
-    /// The producer (cloneable).
-    pub fn producer(&self) -> Producer {
-        self.app.producer.clone()
-    }
-
-    /// The in-memory broker, when the app uses one.
-    pub fn in_memory_broker(&self) -> Option<&InMemoryBroker> {
-        self.app.broker.as_ref()
-    }
-
-    /// Stops taking messages, lets in-flight handlers finish (messages
-    /// waiting for a retry are handed back), stops the outbox relay and
-    /// closes the transports.
-    pub async fn shutdown(self) -> Result<()> {
-        let _ = self.shutdown_tx.send(true);
-        let timeout = self.app.shutdown_timeout;
-        let stop_all = async {
-            let mut first_err = None;
-            let stops = self.subscriptions.into_iter().map(|s| s.stop());
-            for r in futures::future::join_all(stops).await {
-                if let Err(e) = r {
-                    first_err.get_or_insert(e);
-                }
-            }
-            #[cfg(feature = "_outbox")]
-            if let Some(outbox) = &self.app.outbox {
-                outbox.stop().await;
-            }
-            for t in self.app.router.all() {
-                if let Err(e) = t.close().await {
-                    first_err.get_or_insert(e);
-                }
-            }
-            first_err.map_or(Ok(()), Err)
-        };
-        match tokio::time::timeout(timeout, stop_all).await {
-            Ok(r) => r,
-            Err(_) => {
-                tracing::warn!(?timeout, "shutdown timed out with handlers still running");
-                Err(Error::Shutdown)
-            }
-        }
     }
 }
 

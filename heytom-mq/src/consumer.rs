@@ -6,24 +6,29 @@
 //! transport subscription, whose [`Dispatcher`] routes each delivery by
 //! event name. Unsubscribing one of them takes it out of the routing (its
 //! in-flight deliveries finish first); the last one stops the subscription.
+//! Stopping and unsubscribing have a deadline
+//! ([`Consumer::with_stop_timeout`]): a handler still running then is
+//! abandoned and its message handed back.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{watch, Mutex};
+use tokio::sync::Mutex;
+use tokio::time::Instant;
 
-use crate::dispatch::{Dispatcher, EventHandlers};
+use crate::dispatch::{
+    stop_by, Dispatcher, EventHandlers, StopSignal, Stopping, UnknownEventPolicy,
+};
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::handler::{EventHandler, HandlerEntry, IntoHandlerResult, StateMap};
 use crate::retry::RetryPolicy;
 use crate::transport::{Subscription, SubscriptionHandle, Transport};
 
-/// How long unsubscribing one event of a shared destination waits for its
-/// deliveries in flight.
-const UNSUBSCRIBE_DRAIN: Duration = Duration::from_secs(30);
+/// How long stopping or unsubscribing may take unless set otherwise.
+const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The consuming half of a transport, used by hand.
 ///
@@ -43,9 +48,13 @@ pub trait MessageConsumer: Send + Sync {
     where
         E: Event,
         H: EventHandler<E>;
-    /// Stops the subscription for `E`, finishing in-flight messages.
+    /// Stops the subscription for `E`, finishing in-flight messages (a
+    /// handler still running at the stop timeout is abandoned and its
+    /// message handed back; the result is then [`Error::Shutdown`]).
     fn unsubscribe<E: Event>(&self) -> impl Future<Output = Result<()>> + Send;
-    /// Stops every subscription, finishing in-flight messages.
+    /// Stops every subscription, finishing in-flight messages (a handler
+    /// still running at the stop timeout is abandoned and its message
+    /// handed back; the result is then [`Error::Shutdown`]).
     fn stop(&self) -> impl Future<Output = Result<()>> + Send;
 }
 
@@ -55,7 +64,9 @@ pub struct Consumer {
     retry: RetryPolicy,
     state: Arc<StateMap>,
     group: Option<String>,
-    shutdown_tx: watch::Sender<bool>,
+    unknown: UnknownEventPolicy,
+    stop_timeout: Duration,
+    stop: StopSignal,
     inner: Mutex<ConsumerState>,
 }
 
@@ -85,15 +96,31 @@ impl std::fmt::Debug for Consumer {
 impl Consumer {
     /// A consumer on a transport.
     pub fn new(transport: Arc<dyn Transport>) -> Self {
-        let (shutdown_tx, _) = watch::channel(false);
         Consumer {
             transport,
             retry: RetryPolicy::default(),
             state: Arc::new(StateMap::new()),
             group: None,
-            shutdown_tx,
+            unknown: UnknownEventPolicy::default(),
+            stop_timeout: DEFAULT_STOP_TIMEOUT,
+            stop: StopSignal::default(),
             inner: Mutex::new(ConsumerState::default()),
         }
+    }
+
+    /// What to do with a message of an event type none of this consumer's
+    /// subscriptions on its topic or queue handles (default: dead-letter it).
+    pub fn with_unknown_event_policy(mut self, policy: UnknownEventPolicy) -> Self {
+        self.unknown = policy;
+        self
+    }
+
+    /// How long `stop` and `unsubscribe` may take (default 30 s): handlers
+    /// still running near the end are abandoned and their messages handed
+    /// back.
+    pub fn with_stop_timeout(mut self, timeout: Duration) -> Self {
+        self.stop_timeout = timeout;
+        self
     }
 
     /// Sets the retry policy for handlers subscribed afterwards; `start`
@@ -147,7 +174,7 @@ impl Consumer {
             self.state.clone(),
             self.retry,
             None,
-            self.shutdown_tx.subscribe(),
+            self.stop.subscribe(),
         )
     }
 
@@ -165,7 +192,8 @@ impl Consumer {
         } else {
             let dispatcher = Arc::new(Dispatcher::new(
                 vec![self.handlers(entry.clone())],
-                self.shutdown_tx.subscribe(),
+                self.stop.subscribe(),
+                self.unknown,
             ));
             let handle = self
                 .transport
@@ -192,7 +220,7 @@ impl MessageConsumer for Consumer {
         if st.started {
             return Ok(());
         }
-        let _ = self.shutdown_tx.send(false);
+        self.stop.set(Stopping::No);
         let pending = std::mem::take(&mut st.pending);
         for entry in pending {
             self.open(&mut st, entry).await?;
@@ -235,40 +263,60 @@ impl MessageConsumer for Consumer {
             return Ok(());
         };
         let (removed, remaining) = running.dispatcher.remove(E::NAME);
-        if remaining == 0 {
-            if let Some(running) = st.running.remove(&key) {
-                drop(st);
-                return running.handle.stop().await;
-            }
-            return Ok(());
+        let deadline = Instant::now() + self.stop_timeout;
+        let events = removed.as_ref();
+        // Its retries waiting are handed back; running handlers may finish.
+        if let Some(e) = events {
+            e.stop(Stopping::Draining);
         }
-        drop(st);
-        // Other events go on here; wait for this one's deliveries in flight
-        // (each holds a reference). Its later messages are of an unknown
-        // type for this subscription and are dead-lettered as such.
-        if let Some(events) = removed {
-            let deadline = tokio::time::Instant::now() + UNSUBSCRIBE_DRAIN;
-            while Arc::strong_count(&events) > 1 {
-                if tokio::time::Instant::now() >= deadline {
-                    tracing::warn!(event = E::NAME, "a message of the unsubscribed event is still in flight; it finishes on its own");
-                    break;
+        let abandon = || {
+            if let Some(e) = events {
+                e.stop(Stopping::Abandoning);
+            }
+        };
+        let bounded = if remaining == 0 {
+            let Some(running) = st.running.remove(&key) else {
+                return Ok(());
+            };
+            drop(st);
+            stop_by(deadline, abandon, running.handle.stop()).await
+        } else {
+            drop(st);
+            // Other events go on here; wait for this one's deliveries in
+            // flight (each holds a reference). Its later messages are of an
+            // unknown type here and follow the unknown-event policy.
+            let drained = async {
+                while events.is_some_and(|e| Arc::strong_count(e) > 1) {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
                 }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+                Ok(())
+            };
+            stop_by(deadline, abandon, drained).await
+        };
+        if bounded.abandoned {
+            tracing::warn!(event = E::NAME, timeout = ?self.stop_timeout, "unsubscribing timed out; a handler still running was abandoned and its message handed back");
+            return Err(Error::Shutdown);
         }
-        Ok(())
+        bounded.output.unwrap_or(Err(Error::Shutdown))
     }
 
     async fn stop(&self) -> Result<()> {
-        let _ = self.shutdown_tx.send(true);
+        self.stop.set(Stopping::Draining);
+        let deadline = Instant::now() + self.stop_timeout;
         let mut st = self.inner.lock().await;
         let running: Vec<_> = st.running.drain().map(|(_, r)| r).collect();
         st.events.clear();
         st.started = false;
         drop(st);
+        let stops = futures::future::join_all(running.into_iter().map(|r| r.handle.stop()));
+        let stopped = stop_by(deadline, || self.stop.set(Stopping::Abandoning), stops).await;
+        if stopped.abandoned {
+            tracing::warn!(timeout = ?self.stop_timeout, "consumer stop timed out; handlers still running were abandoned and their messages handed back");
+            return Err(Error::Shutdown);
+        }
         let mut first_err = None;
-        for r in running {
-            if let Err(e) = r.handle.stop().await {
+        for r in stopped.output.into_iter().flatten() {
+            if let Err(e) = r {
                 first_err.get_or_insert(e);
             }
         }
@@ -299,6 +347,18 @@ macro_rules! manual_consumer {
             /// Sets the consumer group / queue every subscription uses.
             pub fn with_group(self, group: impl Into<String>) -> Self {
                 Self(self.0.with_group(group))
+            }
+
+            /// What to do with a message of an event type this consumer
+            /// does not handle (default: dead-letter it); see
+            /// [`UnknownEventPolicy`]($crate::UnknownEventPolicy).
+            pub fn with_unknown_event_policy(self, policy: $crate::UnknownEventPolicy) -> Self {
+                Self(self.0.with_unknown_event_policy(policy))
+            }
+
+            /// How long `stop` and `unsubscribe` may take (default 30 s).
+            pub fn with_stop_timeout(self, timeout: ::std::time::Duration) -> Self {
+                Self(self.0.with_stop_timeout(timeout))
             }
 
             /// Starts consuming (see [`MessageConsumer::start`](crate::MessageConsumer::start)).

@@ -5,21 +5,30 @@
 //! destination's [`Dispatcher`]. The dispatcher routes it by event name to
 //! the handlers of its type, decodes it, runs every handler with its retry
 //! policy (a panic is a failure), and answers with an [`Outcome`]: ack,
-//! dead-letter (with the reason, built here), or requeue when shutting down.
-//! The transport only acts on the outcome, so every transport behaves the
-//! same. Delivery is at least once: a message is acked after its handlers
-//! finished, so a crash in between delivers it again.
+//! dead-letter (with the reason, built here), or requeue (hand back) when
+//! stopping or when the [`UnknownEventPolicy`] says so. The transport only
+//! acts on the outcome, so every transport behaves the same. Delivery is at
+//! least once: a message is acked after its handlers finished, so a crash in
+//! between delivers it again.
+//!
+//! Stopping has a deadline ([`stop_by`]): first no new delivery is taken
+//! and a message waiting for a retry is handed back; handlers running may
+//! finish until shortly before the deadline; then they are abandoned (their
+//! futures dropped) and their messages handed back, never acknowledged.
 
-use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
-use futures::FutureExt;
 use tokio::sync::watch;
-use tracing::Instrument;
 
-use crate::event::{headers, Envelope, Headers};
-use crate::handler::{Context, HandlerEntry, HandlerFailure, Publisher, StateMap};
-use crate::retry::RetryPolicy;
+use crate::event::{headers, Headers};
+
+mod handlers;
+mod stop;
+
+pub(crate) use handlers::EventHandlers;
+use stop::{reached, stage};
+pub(crate) use stop::{stop_by, StopSignal, Stopping};
 
 /// What the transport should do with a delivery once the dispatcher is done.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,10 +38,53 @@ pub enum Outcome {
     /// Give up on the message: send it to the dead-letter destination, then
     /// acknowledge / commit.
     DeadLetter(DeadLetter),
-    /// Shutting down (mid-retry, or the delivery came after shutdown
-    /// began): hand the message back unacknowledged so another consumer (or
-    /// the next start) gets it.
+    /// Hand the message back unacknowledged (RabbitMQ: nack with requeue;
+    /// Kafka: the offset is not committed and the partition goes back to
+    /// it; in-memory: back to the front of its lane) so another consumer,
+    /// or the next start, gets it: when stopping (the delivery came after
+    /// the stop began, its retry was waiting, or its handler was abandoned
+    /// at the stop deadline), or for an event type this consumer does not
+    /// know under [`UnknownEventPolicy::HandBack`].
     Requeue,
+}
+
+/// What a consumer does with a message of an event type it does not know:
+/// on a topic or queue shared with other services or versions, during a
+/// rolling deploy the new version may publish an event the old one has
+/// never heard of. Set it with
+/// [`AppBuilder::unknown_event_policy`](crate::AppBuilder::unknown_event_policy)
+/// or `with_unknown_event_policy` on a manual consumer.
+///
+/// A message without an event name is not unknown: it goes to the
+/// destination's (first) event, as from a foreign producer.
+///
+/// ```
+/// use heytom_mq::{App, UnknownEventPolicy};
+/// let builder = App::builder().unknown_event_policy(UnknownEventPolicy::HandBack);
+/// # let _ = builder;
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnknownEventPolicy {
+    /// Send it to the dead-letter destination, with the reason "unknown
+    /// message type" and attempts 0 (the default).
+    #[default]
+    DeadLetter,
+    /// Acknowledge it without handling it (logged at `info`): for events
+    /// this app is not meant to handle.
+    Skip,
+    /// Hand it back unacknowledged ([`Outcome::Requeue`]) after a pause of
+    /// [`UnknownEventPolicy::HAND_BACK_PAUSE`], so that a consumer that knows
+    /// the type (the new version) takes it and this one does not spin on
+    /// it. On a Kafka partition nothing after it is handled here until
+    /// someone else handles it or this consumer stops; on a RabbitMQ queue
+    /// other messages go on.
+    HandBack,
+}
+
+impl UnknownEventPolicy {
+    /// How long a message is held before [`UnknownEventPolicy::HandBack`]
+    /// hands it back.
+    pub const HAND_BACK_PAUSE: Duration = Duration::from_secs(1);
 }
 
 /// Why a message was dead-lettered.
@@ -112,201 +164,25 @@ pub struct Incoming {
     pub body: Vec<u8>,
 }
 
-/// The handlers of one event on one destination, run on each delivery of
-/// that event with their retry policies.
-pub(crate) struct EventHandlers {
-    event_name: &'static str,
-    handlers: Vec<HandlerEntry>,
-    handler_names: Vec<Arc<str>>,
-    state: Arc<StateMap>,
-    default_retry: RetryPolicy,
-    producer: Option<Arc<dyn Publisher>>,
-    shutdown: watch::Receiver<bool>,
-}
-
-impl std::fmt::Debug for EventHandlers {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EventHandlers")
-            .field("event_name", &self.event_name)
-            .field("handlers", &self.handlers)
-            .finish()
-    }
-}
-
-impl EventHandlers {
-    /// The handlers of one event.
-    pub(crate) fn new(
-        event_name: &'static str,
-        handlers: Vec<HandlerEntry>,
-        state: Arc<StateMap>,
-        default_retry: RetryPolicy,
-        producer: Option<Arc<dyn Publisher>>,
-        shutdown: watch::Receiver<bool>,
-    ) -> Self {
-        EventHandlers {
-            event_name,
-            handler_names: handlers
-                .iter()
-                .map(|h| Arc::from(h.name.as_str()))
-                .collect(),
-            handlers,
-            state,
-            default_retry,
-            producer,
-            shutdown,
-        }
-    }
-
-    /// Decodes the envelope, runs every handler (each with its own retry
-    /// policy) and says what to do with the message. Never panics. The
-    /// [`Dispatcher`] chose this event by the message's type.
-    async fn dispatch(&self, incoming: Incoming) -> Outcome {
-        let mut wire = incoming.headers;
-        // Messages from foreign producers carry no heytom headers: the
-        // subscription's event is the only type they can be.
-        if !wire.contains_key(headers::EVENT_NAME) {
-            wire.insert(headers::EVENT_NAME.to_owned(), self.event_name.to_owned());
-        }
-        if !wire.contains_key(headers::EVENT_ID) {
-            wire.insert(
-                headers::EVENT_ID.to_owned(),
-                uuid::Uuid::now_v7().to_string(),
-            );
-        }
-        let envelope = match Envelope::from_wire(wire, incoming.body) {
-            Ok(e) => e,
-            Err(e) => {
-                return Outcome::DeadLetter(DeadLetter::rejected(format!(
-                    "malformed envelope: {e}"
-                )))
-            }
-        };
-        let envelope = Arc::new(envelope);
-        let span =
-            tracing::info_span!("consume", event_id = %envelope.id, event_name = %envelope.name);
-        async {
-            if self.handlers.len() == 1 {
-                return self.run_handler(0, &envelope).await;
-            }
-            let results = futures::future::join_all(
-                (0..self.handlers.len()).map(|i| self.run_handler(i, &envelope)),
-            )
-            .await;
-            let mut dead = Vec::new();
-            let mut requeue = false;
-            for r in results {
-                match r {
-                    Outcome::Ack => {}
-                    Outcome::Requeue => requeue = true,
-                    Outcome::DeadLetter(d) => dead.push(d),
-                }
-            }
-            if let Some(first) = dead.first().cloned() {
-                if dead.len() == 1 {
-                    return Outcome::DeadLetter(first);
-                }
-                return Outcome::DeadLetter(DeadLetter {
-                    reason: dead
-                        .iter()
-                        .map(|d| format!("{}: {}", d.handler.as_deref().unwrap_or("?"), d.reason))
-                        .collect::<Vec<_>>()
-                        .join("; "),
-                    attempts: dead.iter().map(|d| d.attempts).max().unwrap_or(0),
-                    handler: Some(
-                        dead.iter()
-                            .filter_map(|d| d.handler.clone())
-                            .collect::<Vec<_>>()
-                            .join(","),
-                    ),
-                });
-            }
-            if requeue {
-                Outcome::Requeue
-            } else {
-                Outcome::Ack
-            }
-        }
-        .instrument(span)
-        .await
-    }
-
-    async fn run_handler(&self, index: usize, envelope: &Arc<Envelope>) -> Outcome {
-        let entry = &self.handlers[index];
-        let policy = entry.retry.unwrap_or(self.default_retry);
-        let base = Context::shared(
-            envelope.clone(),
-            self.handler_names[index].clone(),
-            self.producer.clone(),
-        );
-        let mut shutdown = self.shutdown.clone();
-        let mut attempt = 1;
-        loop {
-            let ctx = base.with_attempt(attempt);
-            let span = tracing::debug_span!("handler", handler = %entry.name, attempt);
-            let fut = entry.handler.call(envelope, ctx, &self.state);
-            let result = AssertUnwindSafe(fut).catch_unwind().instrument(span).await;
-            let error = match result {
-                Ok(Ok(())) => return Outcome::Ack,
-                Ok(Err(HandlerFailure::Decode(reason))) => {
-                    tracing::warn!(handler = %entry.name, event_id = %envelope.id, %reason, "undecodable payload dead-lettered");
-                    return Outcome::DeadLetter(DeadLetter {
-                        reason: format!("payload does not decode: {reason}"),
-                        attempts: 0,
-                        handler: Some(entry.name.clone()),
-                    });
-                }
-                Ok(Err(HandlerFailure::Failed(e))) => e.to_string(),
-                Err(panic) => format!("handler panicked: {}", panic_message(&panic)),
-            };
-            if attempt >= policy.max_attempts {
-                tracing::warn!(handler = %entry.name, event_id = %envelope.id, attempt, error = %error, "handler failed; dead-lettering");
-                return Outcome::DeadLetter(DeadLetter {
-                    reason: error,
-                    attempts: attempt,
-                    handler: Some(entry.name.clone()),
-                });
-            }
-            let wait = policy.backoff(attempt);
-            tracing::info!(handler = %entry.name, event_id = %envelope.id, attempt, error = %error, ?wait, "handler failed; retrying");
-            if *shutdown.borrow() {
-                return Outcome::Requeue;
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = shutdown.wait_for(|s| *s) => return Outcome::Requeue,
-            }
-            attempt += 1;
-        }
-    }
-}
-
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".to_owned()
-    }
-}
-
 /// Routes the deliveries of one destination to the handlers of their
 /// event type: the one thing a transport calls.
 ///
 /// A delivery without an event name goes to the destination's only event
 /// (the first, when there are several): messages from foreign producers
-/// carry no heytom headers. A name no event here has is dead-lettered as
-/// an unknown type at once; with no event left (every subscriber gone) the
-/// message is handed back.
+/// carry no heytom headers. A name no event here has follows the
+/// [`UnknownEventPolicy`] (dead-lettered as an unknown type by default);
+/// with no event left (every subscriber gone) the message is handed back.
 pub struct Dispatcher {
     events: RwLock<Vec<Arc<EventHandlers>>>,
-    shutdown: watch::Receiver<bool>,
+    stop: watch::Receiver<Stopping>,
+    unknown: UnknownEventPolicy,
 }
 
 impl std::fmt::Debug for Dispatcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Dispatcher")
             .field("events", &self.event_names())
+            .field("unknown", &self.unknown)
             .finish()
     }
 }
@@ -320,11 +196,24 @@ enum Target {
 
 impl Dispatcher {
     /// A dispatcher for the events of one destination.
-    pub(crate) fn new(events: Vec<EventHandlers>, shutdown: watch::Receiver<bool>) -> Self {
+    pub(crate) fn new(
+        events: Vec<EventHandlers>,
+        stop: watch::Receiver<Stopping>,
+        unknown: UnknownEventPolicy,
+    ) -> Self {
         Dispatcher {
             events: RwLock::new(events.into_iter().map(Arc::new).collect()),
-            shutdown,
+            stop,
+            unknown,
         }
+    }
+
+    /// Whether it takes no more messages: its app or consumer is stopping,
+    /// or every event was unsubscribed (the subscription is being stopped).
+    /// A transport handed a message back ([`Outcome::Requeue`]) then stops
+    /// taking messages instead of taking it again.
+    pub fn is_stopping(&self) -> bool {
+        stage(&self.stop) >= Stopping::Draining || self.read().is_empty()
     }
 
     /// The names of the events it routes, in subscription order.
@@ -380,9 +269,9 @@ impl Dispatcher {
     /// Routes one delivery, runs its handlers and says what to do with the
     /// message. Never panics.
     pub async fn dispatch(&self, incoming: Incoming) -> Outcome {
-        // Shutdown began: take no new message, not even one just handed
-        // back (the transport may redeliver it before its consumer stops).
-        if *self.shutdown.borrow() {
+        // Stopping: take no new message, not even one just handed back
+        // (the transport may redeliver it before its consumer stops).
+        if stage(&self.stop) >= Stopping::Draining {
             return Outcome::Requeue;
         }
         let name = incoming
@@ -392,8 +281,32 @@ impl Dispatcher {
         match self.target(name) {
             // Held until the handlers finish: unsubscribing waits for it.
             Target::Event(events) => events.dispatch(incoming).await,
-            Target::Unknown(reason) => Outcome::DeadLetter(DeadLetter::rejected(reason)),
+            Target::Unknown(reason) => self.unknown(reason, &incoming).await,
             Target::Nobody => Outcome::Requeue,
+        }
+    }
+
+    /// A message of a type no event here has, per the policy.
+    async fn unknown(&self, reason: String, incoming: &Incoming) -> Outcome {
+        let event_id = incoming
+            .headers
+            .get(headers::EVENT_ID)
+            .map_or("", String::as_str);
+        match self.unknown {
+            UnknownEventPolicy::DeadLetter => Outcome::DeadLetter(DeadLetter::rejected(reason)),
+            UnknownEventPolicy::Skip => {
+                tracing::info!(%event_id, %reason, "message of an unknown type skipped (UnknownEventPolicy::Skip)");
+                Outcome::Ack
+            }
+            UnknownEventPolicy::HandBack => {
+                tracing::debug!(%event_id, %reason, "message of an unknown type handed back (UnknownEventPolicy::HandBack)");
+                // Not at once: this consumer may get it straight back.
+                tokio::select! {
+                    _ = tokio::time::sleep(UnknownEventPolicy::HAND_BACK_PAUSE) => {}
+                    _ = reached(&self.stop, Stopping::Draining) => {}
+                }
+                Outcome::Requeue
+            }
         }
     }
 }
@@ -402,8 +315,12 @@ impl Dispatcher {
 mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
+    use tokio::time::Instant;
+
     use super::*;
-    use crate::event::Event;
+    use crate::event::{Envelope, Event};
+    use crate::handler::{HandlerEntry, StateMap};
+    use crate::retry::RetryPolicy;
 
     #[derive(serde::Serialize, serde::Deserialize)]
     struct Ping {
@@ -421,35 +338,141 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn after_shutdown_began_a_delivery_is_handed_back_unhandled() {
-        let calls = Arc::new(AtomicU32::new(0));
-        let c = calls.clone();
-        let entry = HandlerEntry::from_closure("ping", move |_: Ping| {
-            c.fetch_add(1, Ordering::SeqCst);
-            async {}
-        });
-        let (tx, rx) = watch::channel(false);
-        let dispatcher = Dispatcher::new(
+    fn ping_dispatcher(
+        entry: HandlerEntry,
+        stop: &StopSignal,
+        unknown: UnknownEventPolicy,
+    ) -> Dispatcher {
+        Dispatcher::new(
             vec![EventHandlers::new(
                 "Ping",
                 vec![entry],
                 Arc::new(StateMap::new()),
                 RetryPolicy::default(),
                 None,
-                rx.clone(),
+                stop.subscribe(),
             )],
-            rx,
-        );
+            stop.subscribe(),
+            unknown,
+        )
+    }
+
+    fn ping() -> Incoming {
         let envelope = Envelope::new(&Ping { n: 1 }).expect("serializes");
-        let incoming = || Incoming {
+        Incoming {
             headers: envelope.wire_headers(),
             body: envelope.payload.clone(),
-        };
-        assert_eq!(dispatcher.dispatch(incoming()).await, Outcome::Ack);
+        }
+    }
+
+    fn counting() -> (Arc<AtomicU32>, HandlerEntry) {
+        let calls = Arc::new(AtomicU32::new(0));
+        let c = calls.clone();
+        let entry = HandlerEntry::from_closure("ping", move |_: Ping| {
+            c.fetch_add(1, Ordering::SeqCst);
+            async {}
+        });
+        (calls, entry)
+    }
+
+    #[tokio::test]
+    async fn after_shutdown_began_a_delivery_is_handed_back_unhandled() {
+        let (calls, entry) = counting();
+        let stop = StopSignal::default();
+        let dispatcher = ping_dispatcher(entry, &stop, UnknownEventPolicy::default());
+        assert_eq!(dispatcher.dispatch(ping()).await, Outcome::Ack);
         assert_eq!(calls.load(Ordering::SeqCst), 1);
-        tx.send(true).expect("receiver alive");
-        assert_eq!(dispatcher.dispatch(incoming()).await, Outcome::Requeue);
+        stop.set(Stopping::Draining);
+        assert!(dispatcher.is_stopping());
+        assert_eq!(dispatcher.dispatch(ping()).await, Outcome::Requeue);
         assert_eq!(calls.load(Ordering::SeqCst), 1, "handler not run");
+    }
+
+    #[tokio::test]
+    async fn a_dropped_app_takes_no_more_messages() {
+        let (calls, entry) = counting();
+        let stop = StopSignal::default();
+        let dispatcher = ping_dispatcher(entry, &stop, UnknownEventPolicy::default());
+        drop(stop);
+        assert!(dispatcher.is_stopping());
+        assert_eq!(dispatcher.dispatch(ping()).await, Outcome::Requeue);
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_type_follows_the_policy() {
+        let mut unknown = ping();
+        unknown
+            .headers
+            .insert(headers::EVENT_NAME.into(), "Pong".into());
+        let stop = StopSignal::default();
+        let dead = ping_dispatcher(counting().1, &stop, UnknownEventPolicy::DeadLetter);
+        match dead.dispatch(unknown.clone()).await {
+            Outcome::DeadLetter(d) => {
+                assert!(d.reason.contains("unknown message type `Pong`"), "{d:?}");
+                assert_eq!(d.attempts, 0);
+            }
+            other => panic!("{other:?}"),
+        }
+        let skip = ping_dispatcher(counting().1, &stop, UnknownEventPolicy::Skip);
+        assert_eq!(skip.dispatch(unknown.clone()).await, Outcome::Ack);
+
+        let (calls, entry) = counting();
+        let hand_back = ping_dispatcher(entry, &stop, UnknownEventPolicy::HandBack);
+        let started = Instant::now();
+        assert_eq!(hand_back.dispatch(unknown.clone()).await, Outcome::Requeue);
+        assert!(
+            started.elapsed() >= UnknownEventPolicy::HAND_BACK_PAUSE,
+            "handed back without a pause"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+        // The pause ends when the consumer stops.
+        let pending = hand_back.dispatch(unknown);
+        tokio::pin!(pending);
+        assert!(futures::poll!(&mut pending).is_pending());
+        stop.set(Stopping::Draining);
+        let handed = tokio::time::timeout(Duration::from_millis(200), pending).await;
+        assert_eq!(handed.expect("stop ends the pause"), Outcome::Requeue);
+    }
+
+    #[tokio::test]
+    async fn a_handler_that_never_returns_is_abandoned_at_the_deadline() {
+        let entry = HandlerEntry::from_closure("stuck", |_: Ping| std::future::pending::<()>());
+        let stop = StopSignal::default();
+        let dispatcher = Arc::new(ping_dispatcher(entry, &stop, UnknownEventPolicy::default()));
+        let running = tokio::spawn({
+            let d = dispatcher.clone();
+            async move { d.dispatch(ping()).await }
+        });
+        tokio::task::yield_now().await;
+        let started = Instant::now();
+        stop.set(Stopping::Draining);
+        let stopped = stop_by(
+            started + Duration::from_millis(500),
+            || stop.set(Stopping::Abandoning),
+            running,
+        )
+        .await;
+        assert!(stopped.abandoned);
+        let outcome = stopped.output.expect("handed back in time").expect("task");
+        assert_eq!(outcome, Outcome::Requeue, "the message is not acknowledged");
+        // Abandoned at 4/5 of the time, handed back by 9/10 of it.
+        assert!(
+            started.elapsed() < Duration::from_millis(460),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(started.elapsed() >= Duration::from_millis(400));
+    }
+
+    #[tokio::test]
+    async fn a_stop_that_finishes_in_time_is_not_abandoned() {
+        let stopped = stop_by(
+            Instant::now() + Duration::from_secs(5),
+            || panic!("nothing to abandon"),
+            async { 7 },
+        )
+        .await;
+        assert_eq!((stopped.output, stopped.abandoned), (Some(7), false));
     }
 }

@@ -44,12 +44,13 @@ mod transport;
 
 pub use app::{App, AppBuilder, RunningApp};
 pub use consumer::{Consumer, MessageConsumer};
-pub use dispatch::{DeadLetter, Dispatcher, Incoming, Outcome};
+pub use dispatch::{DeadLetter, Dispatcher, Incoming, Outcome, UnknownEventPolicy};
 pub use error::{BoxError, Error, Result};
 pub use event::headers;
 pub use event::{
     registered_event, Acks, AutoOffsetReset, CompressionType, Envelope, Event, EventId,
-    EventRegistration, ExchangeType, Headers, KafkaRoute, RabbitMqRoute, Route, TransportKind,
+    EventRegistration, ExchangeType, Headers, KafkaRoute, Overflow, QueueType, RabbitMqRoute,
+    Route, TransportKind,
 };
 pub use handler::{
     registered_handlers, Context, EventHandler, ExtractError, FromContext, HandlerEntry,

@@ -1,6 +1,7 @@
 //! What is specific to the in-memory transport and the App runtime: the
 //! hand-back race at shutdown, startup checks, explicit handler types, the
-//! manual producer and consumer, and the envelope's wire headers. Fan-out,
+//! manual producer and consumer (its bounded stop and unknown-event
+//! policy), and the envelope's wire headers. Fan-out,
 //! competing consumers, retry, dead-letter, decode failures, ordering,
 //! graceful shutdown and follow-up events are checked on every transport
 //! (this one included) by the conformance suite (`tests/conformance/`).
@@ -241,6 +242,106 @@ mod handler_types {
         eventually("handler", || log.len() == 2).await;
         consumer.stop().await.unwrap();
         assert_eq!(log.items(), ["closure:one", "two#1"]);
+    }
+}
+
+mod manual_consumer_limits {
+    use super::*;
+    use heytom_mq::{headers, Error, Headers, UnknownEventPolicy};
+
+    #[derive(Event, Serialize, Deserialize, Debug, Clone)]
+    pub struct Chore {
+        pub n: u32,
+    }
+
+    const TIMEOUT: Duration = Duration::from_secs(1);
+
+    /// A consumer whose handler never returns.
+    async fn stuck_consumer(broker: &InMemoryBroker, log: &Log) -> InMemoryConsumer {
+        let consumer = InMemoryConsumer::new(broker).with_stop_timeout(TIMEOUT);
+        consumer.start().await.unwrap();
+        let l = log.clone();
+        consumer
+            .subscribe(move |e: Chore| {
+                let l = l.clone();
+                async move {
+                    l.push(format!("stuck:{}", e.n));
+                    std::future::pending::<()>().await
+                }
+            })
+            .await
+            .unwrap();
+        consumer
+    }
+
+    #[tokio::test]
+    async fn stop_and_unsubscribe_abandon_a_stuck_handler_and_hand_its_message_back() {
+        let broker = InMemoryBroker::new();
+        let log = Log::default();
+        let producer = InMemoryProducer::new(&broker);
+
+        let consumer = stuck_consumer(&broker, &log).await;
+        producer.send(&Chore { n: 1 }).await.unwrap();
+        eventually("the handler to start", || log.len() == 1).await;
+        let started = tokio::time::Instant::now();
+        let err = consumer.stop().await.unwrap_err();
+        assert!(matches!(err, Error::Shutdown), "{err:?}");
+        assert!(started.elapsed() <= TIMEOUT, "{:?}", started.elapsed());
+        assert_eq!(
+            broker.pending("Chore", "Chore.subscriber"),
+            1,
+            "handed back"
+        );
+
+        // The next consumer gets it; unsubscribing is bounded the same way.
+        let consumer = stuck_consumer(&broker, &log).await;
+        eventually("the message again", || log.len() == 2).await;
+        let started = tokio::time::Instant::now();
+        assert!(matches!(
+            consumer.unsubscribe::<Chore>().await,
+            Err(Error::Shutdown)
+        ));
+        assert!(started.elapsed() <= TIMEOUT, "{:?}", started.elapsed());
+        assert_eq!(
+            broker.pending("Chore", "Chore.subscriber"),
+            1,
+            "handed back"
+        );
+        assert_eq!(log.items(), ["stuck:1", "stuck:1"]);
+        assert!(broker.dead_letters().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_manual_consumer_takes_an_unknown_event_policy() {
+        let broker = InMemoryBroker::new();
+        let log = Log::default();
+        let consumer =
+            InMemoryConsumer::new(&broker).with_unknown_event_policy(UnknownEventPolicy::Skip);
+        consumer.start().await.unwrap();
+        let l = log.clone();
+        consumer
+            .subscribe(move |e: Chore| {
+                let l = l.clone();
+                async move { l.push(format!("chore:{}", e.n)) }
+            })
+            .await
+            .unwrap();
+        let mut h = Headers::new();
+        h.insert(headers::EVENT_NAME.into(), "ChoreV2".into());
+        broker.publish_raw("Chore", h, br#"{"n":1}"#.to_vec(), None);
+        InMemoryProducer::new(&broker)
+            .send(&Chore { n: 2 })
+            .await
+            .unwrap();
+        eventually("the known chore", || log.len() == 1).await;
+        consumer.stop().await.unwrap();
+        assert_eq!(log.items(), ["chore:2"]);
+        assert!(broker.dead_letters().is_empty(), "skipped");
+        assert_eq!(
+            broker.pending("Chore", "Chore.subscriber"),
+            0,
+            "acknowledged"
+        );
     }
 }
 

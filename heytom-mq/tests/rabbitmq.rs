@@ -27,13 +27,13 @@ use std::time::Duration;
 
 use heytom_mq::{
     App, Context, Error, Event, EventHandler, EventId, ExchangeType, HandlerEntry, HandlerError,
-    Headers, RabbitMqConsumer, RabbitMqOptions, RabbitMqProducer, RabbitMqRoute, RetryPolicy,
-    Route, Transport,
+    Headers, Overflow, QueueType, RabbitMqConsumer, RabbitMqOptions, RabbitMqProducer,
+    RabbitMqRoute, RetryPolicy, Route, Transport, UnknownEventPolicy,
 };
 use heytom_mq::{RabbitMqTransport, PRIORITY_HEADER};
 use lapin::options::{
-    BasicGetOptions, BasicPublishOptions, ExchangeDeleteOptions, QueueDeclareOptions,
-    QueueDeleteOptions,
+    BasicGetOptions, BasicPublishOptions, ExchangeDeleteOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
@@ -424,6 +424,77 @@ event!(
         .queue_name(name("restart.queue")))
 );
 
+event!(
+    QuorumEvent,
+    rmq(RabbitMqRoute::new(name("quorum.key"))
+        .exchange(name("quorum.exchange"))
+        .queue_name(name("quorum.queue"))
+        .queue_type(QueueType::Quorum)
+        .max_length(100))
+);
+
+event!(
+    StreamEvent,
+    rmq(RabbitMqRoute::new(name("stream.key"))
+        .exchange(name("stream.exchange"))
+        .queue_name(name("stream.queue"))
+        .queue_type(QueueType::Stream))
+);
+
+event!(
+    LimitedEvent,
+    rmq(RabbitMqRoute::new(name("limited.key"))
+        .exchange(name("limited.exchange"))
+        .queue_name(name("limited.queue"))
+        .max_length(5))
+);
+
+event!(
+    BusyEvent,
+    rmq(RabbitMqRoute::new(name("busy.key"))
+        .exchange(name("busy.exchange"))
+        .queue_name(name("busy.queue"))
+        .max_length(5))
+);
+
+event!(
+    DropHeadEvent,
+    rmq(RabbitMqRoute::new(name("drophead.key"))
+        .exchange(name("drophead.exchange"))
+        .queue_name(name("drophead.queue"))
+        .max_length(5)
+        .overflow(Overflow::DropHead))
+);
+
+event!(
+    ForeignEvent,
+    rmq(RabbitMqRoute::new(name("foreign.key"))
+        .exchange(name("foreign.exchange"))
+        .queue_name(name("foreign.queue")))
+);
+
+event!(
+    DlxGoneEvent,
+    rmq(RabbitMqRoute::new(name("dlxgone.key"))
+        .exchange(name("dlxgone.exchange"))
+        .queue_name(name("dlxgone.queue"))
+        .dead_letter_exchange(name("dlxgone.dlx")))
+);
+
+event!(
+    StuckA,
+    rmq(RabbitMqRoute::new(name("stuck.a"))
+        .exchange(name("stuck.exchange"))
+        .queue_name(name("stuck.queue")))
+);
+
+event!(
+    StuckB,
+    rmq(RabbitMqRoute::new(name("stuck.b"))
+        .exchange(name("stuck.exchange"))
+        .queue_name(name("stuck.queue")))
+);
+
 // ---------------------------------------------------------------- tests
 
 #[tokio::test]
@@ -475,6 +546,11 @@ async fn every_rabbitmq_key_is_declared_on_the_broker() {
     };
     assert_eq!(arg("x-message-ttl"), ("signedint".into(), 60000.into()));
     assert_eq!(arg("x-max-length"), ("signedint".into(), 10000.into()));
+    // A length limit refuses new messages rather than dropping old ones.
+    assert_eq!(
+        arg("x-overflow"),
+        ("longstr".into(), "reject-publish".into())
+    );
     assert_eq!(arg("x-max-priority"), ("signedint".into(), 10.into()));
     assert_eq!(
         arg("x-dead-letter-exchange"),
@@ -1326,4 +1402,497 @@ async fn producer_and_consumer_recover_from_a_dropped_connection() {
     let (e, ctx) = recv(&mut rx).await;
     assert_eq!((e.n, ctx.event_id()), (2, id), "consuming recovered");
     app.shutdown().await.unwrap();
+}
+
+/// The queue's row in `rabbitmqctl list_queues` (name, type, durable, arguments).
+async fn queue_row(queue: &str) -> serde_json::Value {
+    let rows = ctl_json(&["list_queues", "name", "type", "durable", "arguments"]).await;
+    find(&rows, queue).clone()
+}
+
+/// A queue argument as rabbitmqctl lists it: `[name, type, value]`.
+fn queue_arg(row: &serde_json::Value, name: &str) -> Option<serde_json::Value> {
+    row["arguments"]
+        .as_array()?
+        .iter()
+        .find(|x| x[0] == name)
+        .map(|x| x[2].clone())
+}
+
+#[tokio::test]
+async fn a_quorum_queue_is_declared_and_carries_messages() {
+    let _shared = BROKER_LOCK.read().await;
+    let Some(conn) = broker().await else { return };
+    let mut cleanup = Cleanup::default();
+    let r = route_of::<QuorumEvent>();
+    let queue = r.queue_name.unwrap();
+    cleanup
+        .queue(queue)
+        .queue(format!("{queue}.dlq"))
+        .exchange(r.exchange.unwrap());
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    // #2 fails: dead-lettered.
+    let entry = HandlerEntry::from_closure("quorum", move |e: QuorumEvent| {
+        let tx = tx.clone();
+        async move {
+            let _ = tx.send(e.n);
+            e.n != 2
+        }
+    })
+    .retry(fast_retry(1));
+    let app = App::builder()
+        .rabbitmq(options())
+        .discover(false)
+        .handler_entry(entry)
+        .start()
+        .await
+        .unwrap();
+    let q = queue_row(queue).await;
+    assert_eq!(
+        (q["type"].as_str(), q["durable"].as_bool()),
+        (Some("quorum"), Some(true)),
+        "{q}"
+    );
+    assert_eq!(queue_arg(&q, "x-queue-type"), Some("quorum".into()), "{q}");
+    assert_eq!(
+        queue_arg(&q, "x-overflow"),
+        Some("reject-publish".into()),
+        "{q}"
+    );
+    // Its dead letters are replicated too.
+    let dlq = queue_row(&format!("{queue}.dlq")).await;
+    assert_eq!(dlq["type"], "quorum", "{dlq}");
+
+    app.producer().send(&QuorumEvent { n: 1 }).await.unwrap();
+    assert_eq!(recv(&mut rx).await, 1);
+    let id = app.producer().send(&QuorumEvent { n: 2 }).await.unwrap();
+    assert_eq!(recv(&mut rx).await, 2);
+    let m = get_one(&conn, &format!("{queue}.dlq"))
+        .await
+        .expect("dead-lettered into the quorum dead-letter queue");
+    assert_eq!(
+        header(&m.delivery.properties, "heytom-event-id"),
+        Some(id.to_string())
+    );
+    app.shutdown().await.unwrap();
+    assert_eq!(queue_counts(&conn, queue).await.0, 0, "acknowledged");
+}
+
+/// The pids of the connections named `name` (`rabbitmqctl list_connections`).
+async fn connections_named(name: &str) -> Vec<String> {
+    let connections = rabbitmqctl(&["list_connections", "-q", "pid", "client_properties"]).await;
+    connections
+        .lines()
+        .filter(|l| l.contains(name))
+        .filter_map(|l| l.split('\t').next().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_stream_queue_is_declared_and_read_from_the_next_message() {
+    let _shared = BROKER_LOCK.read().await;
+    let Some(conn) = broker().await else { return };
+    let mut cleanup = Cleanup::default();
+    let r = route_of::<StreamEvent>();
+    let queue = r.queue_name.unwrap();
+    cleanup
+        .queue(queue)
+        .queue(format!("{queue}.dlq"))
+        .exchange(r.exchange.unwrap());
+    let conn_name = name("stream.conn");
+    let consumer = RabbitMqConsumer::connect(options().connection_name(conn_name))
+        .await
+        .unwrap()
+        .with_unknown_event_policy(UnknownEventPolicy::HandBack);
+    consumer.start().await.unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let sub = move |e: StreamEvent| {
+        let tx = tx.clone();
+        async move { tx.send(e.n).is_ok() }
+    };
+    consumer.subscribe(sub.clone()).await.unwrap();
+    let q = queue_row(queue).await;
+    assert_eq!(
+        (q["type"].as_str(), q["durable"].as_bool()),
+        (Some("stream"), Some(true)),
+        "{q}"
+    );
+    assert_eq!(queue_row(&format!("{queue}.dlq")).await["type"], "quorum");
+    let producer = RabbitMqProducer::connect(options()).await.unwrap();
+    producer.send(&StreamEvent { n: 1 }).await.unwrap();
+    assert_eq!(recv(&mut rx).await, 1);
+
+    // A stream takes nothing back: a message handed back is acked (a
+    // nack would make RabbitMQ close the consumer's whole connection).
+    let before = connections_named(conn_name).await;
+    assert_eq!(before.len(), 1, "the consumer's connection");
+    let ch = conn.create_channel().await.unwrap();
+    ch.basic_publish(
+        r.exchange.unwrap().into(),
+        r.routing_key.into(),
+        BasicPublishOptions::default(),
+        br#"{"n":0}"#,
+        BasicProperties::default().with_type("StreamEventV2".into()),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    tokio::time::sleep(UnknownEventPolicy::HAND_BACK_PAUSE * 2).await;
+    producer.send(&StreamEvent { n: 2 }).await.unwrap();
+    assert_eq!(recv(&mut rx).await, 2);
+    assert_eq!(
+        connections_named(conn_name).await,
+        before,
+        "the connection was not closed"
+    );
+
+    // A stream is a log: a consumer starts at the next message, so what
+    // was published while none ran is not delivered to the next one.
+    consumer.unsubscribe::<StreamEvent>().await.unwrap();
+    producer.send(&StreamEvent { n: 3 }).await.unwrap();
+    consumer.subscribe(sub).await.unwrap();
+    producer.send(&StreamEvent { n: 4 }).await.unwrap();
+    assert_eq!(recv(&mut rx).await, 4);
+    assert!(rx.try_recv().is_err());
+    consumer.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_full_queue_refuses_the_send_instead_of_dropping_a_message() {
+    let _shared = BROKER_LOCK.read().await;
+    let Some(conn) = broker().await else { return };
+    let mut cleanup = Cleanup::default();
+    let r = route_of::<LimitedEvent>();
+    let queue = r.queue_name.unwrap();
+    cleanup
+        .queue(queue)
+        .queue(format!("{queue}.dlq"))
+        .exchange(r.exchange.unwrap());
+    // Declare the queue, then leave it without a consumer.
+    let consumer = RabbitMqConsumer::connect(options()).await.unwrap();
+    consumer.start().await.unwrap();
+    consumer
+        .subscribe(|_: LimitedEvent| async { true })
+        .await
+        .unwrap();
+    consumer.unsubscribe::<LimitedEvent>().await.unwrap();
+    let producer = RabbitMqProducer::connect(options()).await.unwrap();
+    for n in 0..5 {
+        producer.send(&LimitedEvent { n }).await.unwrap();
+    }
+    // Full: the broker nacks, and the producer says so.
+    let err = producer.send(&LimitedEvent { n: 5 }).await.unwrap_err();
+    assert!(matches!(err, Error::Publish { .. }), "{err:?}");
+    assert!(err.to_string().contains("full"), "{err}");
+    let events: Vec<LimitedEvent> = (6..9).map(|n| LimitedEvent { n }).collect();
+    let err = producer.send_batch(&events).await.unwrap_err();
+    assert!(err.to_string().contains("3 of 3 failed"), "{err}");
+    // Nothing confirmed was dropped: the first five wait, in order.
+    assert_eq!(queue_counts(&conn, queue).await.0, 5);
+    for n in 0..5 {
+        let m = get_one(&conn, queue).await.expect("message kept");
+        assert_eq!(m.delivery.data, format!(r#"{{"n":{n}}}"#).into_bytes());
+    }
+}
+
+/// The issue's reproduction: `max_length = 5` behind a busy consumer, 30
+/// sends. Every send that returned `Ok` is handled; the others failed
+/// (before: all 30 confirmed, 24 dropped without a word).
+#[tokio::test]
+async fn behind_a_busy_consumer_every_confirmed_message_is_handled() {
+    let _shared = BROKER_LOCK.read().await;
+    let Some(_conn) = broker().await else { return };
+    let mut cleanup = Cleanup::default();
+    let r = route_of::<BusyEvent>();
+    let queue = r.queue_name.unwrap();
+    cleanup
+        .queue(queue)
+        .queue(format!("{queue}.dlq"))
+        .exchange(r.exchange.unwrap());
+    let (busy_tx, busy_rx) = tokio::sync::watch::channel(true);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let consumer = RabbitMqConsumer::connect(options().prefetch(1).concurrency(1))
+        .await
+        .unwrap();
+    consumer.start().await.unwrap();
+    consumer
+        .subscribe(move |e: BusyEvent| {
+            let tx = tx.clone();
+            let mut busy = busy_rx.clone();
+            async move {
+                let _ = busy.wait_for(|b| !*b).await;
+                tx.send(e.n).is_ok()
+            }
+        })
+        .await
+        .unwrap();
+    let producer = RabbitMqProducer::connect(options()).await.unwrap();
+    let mut confirmed = Vec::new();
+    let mut refused = 0;
+    for n in 0..30 {
+        match producer.send(&BusyEvent { n }).await {
+            Ok(_) => confirmed.push(n),
+            Err(e) => {
+                assert!(e.to_string().contains("full"), "{e}");
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused > 0, "a full queue refused nothing");
+    assert_eq!(confirmed.len() + refused, 30);
+    busy_tx.send(false).unwrap();
+    let mut handled = Vec::new();
+    for _ in 0..confirmed.len() {
+        handled.push(recv(&mut rx).await);
+    }
+    handled.sort_unstable();
+    assert_eq!(handled, confirmed, "every confirmed message is handled");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(rx.try_recv().is_err());
+    consumer.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn drop_head_is_an_opt_in_that_keeps_the_newest() {
+    let _shared = BROKER_LOCK.read().await;
+    let Some(conn) = broker().await else { return };
+    let mut cleanup = Cleanup::default();
+    let r = route_of::<DropHeadEvent>();
+    let queue = r.queue_name.unwrap();
+    cleanup
+        .queue(queue)
+        .queue(format!("{queue}.dlq"))
+        .exchange(r.exchange.unwrap());
+    let consumer = RabbitMqConsumer::connect(options()).await.unwrap();
+    consumer.start().await.unwrap();
+    consumer
+        .subscribe(|_: DropHeadEvent| async { true })
+        .await
+        .unwrap();
+    consumer.unsubscribe::<DropHeadEvent>().await.unwrap();
+    assert_eq!(
+        queue_arg(&queue_row(queue).await, "x-overflow"),
+        Some("drop-head".into())
+    );
+    let producer = RabbitMqProducer::connect(options()).await.unwrap();
+    // Every send is confirmed; the oldest three make room.
+    for n in 0..8 {
+        producer.send(&DropHeadEvent { n }).await.unwrap();
+    }
+    assert_eq!(queue_counts(&conn, queue).await.0, 5);
+    let m = get_one(&conn, queue).await.expect("message");
+    assert_eq!(m.delivery.data, br#"{"n":3}"#);
+}
+
+#[tokio::test]
+async fn a_foreign_message_id_gives_a_stable_event_id() {
+    let _shared = BROKER_LOCK.read().await;
+    let Some(conn) = broker().await else { return };
+    let mut cleanup = Cleanup::default();
+    let r = route_of::<ForeignEvent>();
+    let queue = r.queue_name.unwrap();
+    cleanup
+        .queue(queue)
+        .queue(format!("{queue}.dlq"))
+        .exchange(r.exchange.unwrap());
+    let (entry, mut rx) = recorder::<ForeignEvent>("foreign");
+    let app = App::builder()
+        .rabbitmq(options())
+        .discover(false)
+        .handler_entry(entry)
+        .start()
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    // A plain lapin publish, as another service would send it.
+    let publish = |n: u32, message_id: Option<&'static str>| {
+        let ch = ch.clone();
+        async move {
+            let mut props = BasicProperties::default();
+            if let Some(id) = message_id {
+                props = props.with_message_id(id.into());
+            }
+            ch.basic_publish(
+                r.exchange.unwrap().into(),
+                r.routing_key.into(),
+                BasicPublishOptions::default(),
+                format!(r#"{{"n":{n}}}"#).as_bytes(),
+                props,
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        }
+    };
+    // The same message id twice (a producer's retry, a redelivery): one event id,
+    // uuid.uuid5(uuid.NAMESPACE_URL, "amqp:message-id:order-42").
+    publish(1, Some("order-42")).await;
+    publish(2, Some("order-42")).await;
+    let (a, a_ctx) = recv(&mut rx).await;
+    let (b, b_ctx) = recv(&mut rx).await;
+    assert_eq!((a.n, b.n), (1, 2));
+    assert_eq!(a_ctx.event_id(), b_ctx.event_id());
+    assert_eq!(
+        a_ctx.event_id().to_string(),
+        "3d31590f-7afe-5d20-8260-a479b965ae5d"
+    );
+    // A message id that is a UUID is the event id.
+    let uuid = "0b7e6a4c-2f1d-4c3a-9a51-3c1e2d4f5a6b";
+    publish(3, Some(uuid)).await;
+    let (_, ctx) = recv(&mut rx).await;
+    assert_eq!(ctx.event_id().to_string(), uuid);
+    // Without one, each delivery gets a fresh id.
+    publish(4, None).await;
+    publish(5, None).await;
+    let (_, c) = recv(&mut rx).await;
+    let (_, d) = recv(&mut rx).await;
+    assert_ne!(c.event_id(), d.event_id());
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_failed_dead_letter_publish_hands_the_message_back() {
+    let _shared = BROKER_LOCK.read().await;
+    let Some(conn) = broker().await else { return };
+    let mut cleanup = Cleanup::default();
+    let r = route_of::<DlxGoneEvent>();
+    let queue = r.queue_name.unwrap();
+    let dlx = r.dead_letter_exchange.unwrap();
+    let dlq = format!("{dlx}.dlq");
+    cleanup
+        .queue(queue)
+        .queue(&dlq)
+        .exchange(r.exchange.unwrap())
+        .exchange(dlx);
+    let calls = Arc::new(AtomicU32::new(0));
+    let c = calls.clone();
+    let consumer = RabbitMqConsumer::connect(options())
+        .await
+        .unwrap()
+        .with_retry(fast_retry(1));
+    consumer.start().await.unwrap();
+    consumer
+        .subscribe(move |_: DlxGoneEvent| {
+            c.fetch_add(1, Ordering::SeqCst);
+            async { false }
+        })
+        .await
+        .unwrap();
+    // The dead-letter exchange has no queue now: dead-letter publishes are
+    // unroutable, so they fail.
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_delete(dlq.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .unwrap();
+    let producer = RabbitMqProducer::connect(options()).await.unwrap();
+    producer.send(&DlxGoneEvent { n: 1 }).await.unwrap();
+    // Handed back, delivered again, failing again: never acknowledged.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while calls.load(Ordering::SeqCst) < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not delivered again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Once the dead-letter queue is back, the message lands there.
+    ch.queue_declare(
+        dlq.as_str().into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.queue_bind(
+        dlq.as_str().into(),
+        dlx.into(),
+        r.routing_key.into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let m = get_one(&conn, &dlq)
+        .await
+        .expect("dead-lettered in the end");
+    assert_eq!(m.delivery.data, br#"{"n":1}"#);
+    consumer.stop().await.unwrap();
+    assert_eq!(queue_counts(&conn, queue).await.0, 0);
+}
+
+#[tokio::test]
+async fn unsubscribe_and_stop_abandon_a_stuck_handler_at_their_deadline() {
+    let _shared = BROKER_LOCK.read().await;
+    let Some(conn) = broker().await else { return };
+    let mut cleanup = Cleanup::default();
+    let queue = route_of::<StuckA>().queue_name.unwrap();
+    cleanup
+        .queue(queue)
+        .queue(format!("{queue}.dlq"))
+        .exchange(route_of::<StuckA>().exchange.unwrap());
+    const TIMEOUT: Duration = Duration::from_secs(2);
+    let consumer = RabbitMqConsumer::connect(options())
+        .await
+        .unwrap()
+        .with_stop_timeout(TIMEOUT);
+    consumer.start().await.unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let hang = move |n: u32| {
+        let tx = tx.clone();
+        async move {
+            let _ = tx.send(n);
+            std::future::pending::<bool>().await
+        }
+    };
+    let hang_a = hang.clone();
+    consumer
+        .subscribe(move |e: StuckA| hang_a(e.n))
+        .await
+        .unwrap();
+    let hang_b = hang.clone();
+    consumer
+        .subscribe(move |e: StuckB| hang_b(e.n))
+        .await
+        .unwrap();
+    let producer = RabbitMqProducer::connect(options()).await.unwrap();
+
+    // Unsubscribing A from the shared queue: its stuck handler is
+    // abandoned in time and the message handed back, not acknowledged;
+    // back on the queue it is of a type nobody here handles any more, so
+    // it is dead-lettered as such.
+    producer.send(&StuckA { n: 1 }).await.unwrap();
+    assert_eq!(recv(&mut rx).await, 1);
+    let started = tokio::time::Instant::now();
+    let err = consumer.unsubscribe::<StuckA>().await.unwrap_err();
+    assert!(matches!(err, Error::Shutdown), "{err:?}");
+    assert!(started.elapsed() <= TIMEOUT, "{:?}", started.elapsed());
+    let m = get_one(&conn, &format!("{queue}.dlq"))
+        .await
+        .expect("handed back, then dead-lettered as unknown");
+    let reason = header(&m.delivery.properties, "heytom-dead-letter-reason").unwrap();
+    assert!(reason.contains("unknown message type `StuckA`"), "{reason}");
+
+    // Stopping with B stuck: in time, an error, the message waits for the next consumer.
+    producer.send(&StuckB { n: 2 }).await.unwrap();
+    assert_eq!(recv(&mut rx).await, 2);
+    let started = tokio::time::Instant::now();
+    let err = consumer.stop().await.unwrap_err();
+    assert!(matches!(err, Error::Shutdown), "{err:?}");
+    assert!(started.elapsed() <= TIMEOUT, "{:?}", started.elapsed());
+    let next = RabbitMqConsumer::connect(options()).await.unwrap();
+    next.start().await.unwrap();
+    let (tx, mut again) = mpsc::unbounded_channel();
+    next.subscribe(move |e: StuckB| {
+        let tx = tx.clone();
+        async move { tx.send(e.n).is_ok() }
+    })
+    .await
+    .unwrap();
+    assert_eq!(recv(&mut again).await, 2, "delivered again");
+    next.stop().await.unwrap();
 }

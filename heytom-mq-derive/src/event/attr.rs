@@ -38,6 +38,8 @@ pub const RABBITMQ_KEYS: &[&str] = &[
     "max_priority",
     "dead_letter_exchange",
     "dead_letter_routing_key",
+    "overflow",
+    "queue_type",
 ];
 
 /// Keys of `#[event(..)]`.
@@ -89,6 +91,33 @@ pub struct RabbitMqAttr {
     pub max_priority: Option<Spanned<i128>>,
     pub dead_letter_exchange: Option<Spanned<String>>,
     pub dead_letter_routing_key: Option<Spanned<String>>,
+    pub overflow: Option<Spanned<String>>,
+    pub queue_type: Option<Spanned<String>>,
+}
+
+impl RabbitMqAttr {
+    /// The tokens of a key's value, when the key was given with a value of
+    /// the right type: where an error about the key belongs.
+    pub fn value_tokens(&self, key: &str) -> Option<&TokenStream> {
+        fn t<T>(v: &Option<Spanned<T>>) -> Option<&TokenStream> {
+            v.as_ref().map(|v| &v.tokens)
+        }
+        match key {
+            "routing_key" => t(&self.routing_key),
+            "exchange" => t(&self.exchange),
+            "exchange_type" => t(&self.exchange_type),
+            "queue_name" => t(&self.queue_name),
+            "durable" => t(&self.durable),
+            "message_ttl" => t(&self.message_ttl),
+            "max_length" => t(&self.max_length),
+            "max_priority" => t(&self.max_priority),
+            "dead_letter_exchange" => t(&self.dead_letter_exchange),
+            "dead_letter_routing_key" => t(&self.dead_letter_routing_key),
+            "overflow" => t(&self.overflow),
+            "queue_type" => t(&self.queue_type),
+            _ => None,
+        }
+    }
 }
 
 /// Everything the attributes of one event say.
@@ -273,6 +302,8 @@ fn read_rabbitmq_key(cx: &Ctxt, r: &mut RabbitMqAttr, kv: &KeyValue) {
         "dead_letter_routing_key" => {
             r.dead_letter_routing_key = meta::expect_str(cx, key, v, "\"order.dead\"")
         }
+        "overflow" => r.overflow = meta::expect_str(cx, key, v, "\"reject-publish\""),
+        "queue_type" => r.queue_type = meta::expect_str(cx, key, v, "\"quorum\""),
         _ => {}
     }
 }

@@ -7,7 +7,7 @@ use syn::{Ident, Type};
 use crate::ctxt::Ctxt;
 use crate::event::ast::{Container, Shape};
 use crate::event::attr::{AcksValue, Attrs, KafkaAttr, RabbitMqAttr};
-use crate::meta::{one_of, Spanned};
+use crate::meta::{did_you_mean, one_of, Spanned};
 
 /// A validated event: what `expand` needs.
 pub struct EventModel {
@@ -60,6 +60,8 @@ pub struct RabbitMqModel {
     pub max_priority: Option<u8>,
     pub dead_letter_exchange: Option<String>,
     pub dead_letter_routing_key: Option<String>,
+    pub overflow: Option<&'static str>,
+    pub queue_type: Option<&'static str>,
 }
 
 /// Validates everything, recording each problem in `cx`.
@@ -181,6 +183,15 @@ fn check_rabbitmq(cx: &Ctxt, r: &RabbitMqAttr) -> RabbitMqModel {
         }
     };
     let string = |s: &Option<Spanned<String>>| s.as_ref().map(|s| s.value.clone());
+    let overflow = r
+        .overflow
+        .as_ref()
+        .and_then(|o| apply(cx, o, |s: &String| overflow(s)));
+    let queue_type = r
+        .queue_type
+        .as_ref()
+        .and_then(|q| apply(cx, q, |s: &String| queue_type(s)));
+    check_queue_rules(cx, r, overflow, queue_type);
     RabbitMqModel {
         routing_key,
         exchange: string(&r.exchange),
@@ -195,6 +206,84 @@ fn check_rabbitmq(cx: &Ctxt, r: &RabbitMqAttr) -> RabbitMqModel {
         max_priority: int_key(cx, "max_priority", &r.max_priority, 1),
         dead_letter_exchange: string(&r.dead_letter_exchange),
         dead_letter_routing_key: string(&r.dead_letter_routing_key),
+        overflow,
+        queue_type,
+    }
+}
+
+/// The arguments RabbitMQ refuses on a stream queue, by attribute key: a
+/// stream keeps every message until its size or age limit.
+const STREAM_REFUSES: &[(&str, &str)] = &[
+    ("message_ttl", "x-message-ttl"),
+    ("max_length", "x-max-length"),
+    ("max_priority", "x-max-priority"),
+    ("dead_letter_exchange", "x-dead-letter-exchange"),
+    ("dead_letter_routing_key", "x-dead-letter-routing-key"),
+    ("overflow", "x-overflow"),
+];
+
+/// What RabbitMQ refuses, or quietly does otherwise, for the queue the
+/// attribute describes (`overflow` and `queue_type` against the other
+/// keys), reported at the key that cannot stay.
+fn check_queue_rules(
+    cx: &Ctxt,
+    r: &RabbitMqAttr,
+    overflow: Option<&'static str>,
+    queue_type: Option<&'static str>,
+) {
+    let given = |key: &str| r.keys.iter().any(|k| k == key);
+    if let (Some(kind @ ("Quorum" | "Stream")), Some(durable)) = (queue_type, &r.durable) {
+        if !durable.value {
+            durable.error(
+                cx,
+                format!(
+                    "a {} queue is always durable (RabbitMQ refuses `durable = false` for it): remove `durable = false`",
+                    kind.to_ascii_lowercase()
+                ),
+            );
+        }
+    }
+    if queue_type == Some("Stream") {
+        for (key, argument) in STREAM_REFUSES {
+            if let Some(tokens) = r.value_tokens(key) {
+                cx.error_spanned_by(
+                    tokens,
+                    format!(
+                        "RabbitMQ refuses `{argument}` on a stream queue (a stream keeps every message until its size or age limit; it does not expire, limit, prioritise or dead-letter single messages): remove `{key}`"
+                    ),
+                );
+            }
+        }
+        return;
+    }
+    if queue_type == Some("Quorum") {
+        if let Some(p) = &r.max_priority {
+            p.error(
+                cx,
+                "RabbitMQ refuses `max_priority` (`x-max-priority`) on a quorum queue: remove it, or use `queue_type = \"classic\"` for a priority queue",
+            );
+        }
+    }
+    let Some(o) = &r.overflow else { return };
+    if !given("max_length") {
+        o.error(
+            cx,
+            "`overflow` says what happens when the queue is full, and it has no length limit: add `max_length = <n>` or remove `overflow`",
+        );
+        return;
+    }
+    if overflow == Some("RejectPublishDlx") {
+        if queue_type == Some("Quorum") {
+            o.error(
+                cx,
+                "quorum queues do not support `overflow = \"reject-publish-dlx\"` (RabbitMQ drops the oldest message instead): use `overflow = \"reject-publish\"`",
+            );
+        } else if !given("dead_letter_exchange") {
+            o.error(
+                cx,
+                "`overflow = \"reject-publish-dlx\"` dead-letters refused messages through the queue's dead-letter exchange, and this queue has none: add `dead_letter_exchange = \"<exchange>\"` or use `overflow = \"reject-publish\"`",
+            );
+        }
     }
 }
 
@@ -392,6 +481,46 @@ pub fn exchange_type(s: &str) -> Result<&'static str, String> {
     })
 }
 
+/// A value from a fixed set, or an error listing the set (with the closest
+/// one when the value looks like a typo).
+fn one_of_set(key: &str, s: &str, set: &[(&str, &'static str)]) -> Result<&'static str, String> {
+    if let Some((_, variant)) = set.iter().find(|(v, _)| *v == s) {
+        return Ok(variant);
+    }
+    let values: Vec<&str> = set.iter().map(|(v, _)| *v).collect();
+    let mut msg = format!("unknown {key} `{s}`: expected {}", one_of(&values));
+    if let Some(close) = did_you_mean(s, &values) {
+        msg.push_str(&format!("; did you mean `{close}`?"));
+    }
+    Err(msg)
+}
+
+/// `overflow`: the `Overflow` variant.
+pub fn overflow(s: &str) -> Result<&'static str, String> {
+    one_of_set(
+        "overflow",
+        s,
+        &[
+            ("drop-head", "DropHead"),
+            ("reject-publish", "RejectPublish"),
+            ("reject-publish-dlx", "RejectPublishDlx"),
+        ],
+    )
+}
+
+/// `queue_type`: the `QueueType` variant.
+pub fn queue_type(s: &str) -> Result<&'static str, String> {
+    one_of_set(
+        "queue_type",
+        s,
+        &[
+            ("classic", "Classic"),
+            ("quorum", "Quorum"),
+            ("stream", "Stream"),
+        ],
+    )
+}
+
 /// The largest value of an integer field type.
 pub trait Bounded {
     const MAX: i128;
@@ -444,6 +573,13 @@ mod tests {
         assert!(auto_offset_reset("smallest").is_err());
         assert_eq!(exchange_type("headers"), Ok("Headers"));
         assert!(exchange_type("x-delayed").is_err());
+        assert_eq!(overflow("reject-publish-dlx"), Ok("RejectPublishDlx"));
+        assert_eq!(queue_type("quorum"), Ok("Quorum"));
+        let err = overflow("reject_publish").unwrap_err();
+        assert!(err.contains("did you mean `reject-publish`?"), "{err}");
+        let err = queue_type("quorom").unwrap_err();
+        assert!(err.contains("did you mean `quorum`?"), "{err}");
+        assert!(!queue_type("lazy").unwrap_err().contains("did you mean"));
     }
 
     #[test]

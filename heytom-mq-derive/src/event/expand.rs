@@ -161,6 +161,8 @@ fn rabbitmq(r: &RabbitMqModel) -> TokenStream {
     let max_priority = some(&r.max_priority);
     let dead_letter_exchange = some(&r.dead_letter_exchange);
     let dead_letter_routing_key = some(&r.dead_letter_routing_key);
+    let overflow = variant("Overflow", &r.overflow);
+    let queue_type = variant("QueueType", &r.queue_type);
     let set = setter_calls(&[
         ("exchange", exchange),
         ("exchange_type", exchange_type),
@@ -171,6 +173,8 @@ fn rabbitmq(r: &RabbitMqModel) -> TokenStream {
         ("max_priority", max_priority),
         ("dead_letter_exchange", dead_letter_exchange),
         ("dead_letter_routing_key", dead_letter_routing_key),
+        ("overflow", overflow),
+        ("queue_type", queue_type),
     ]);
     quote! {
         ::heytom_mq::Route::RabbitMq(::heytom_mq::RabbitMqRoute::new(#routing_key) #(#set)*)

@@ -10,8 +10,8 @@ use uuid::Uuid;
 mod route;
 
 pub use route::{
-    Acks, AutoOffsetReset, CompressionType, ExchangeType, KafkaRoute, RabbitMqRoute, Route,
-    TransportKind,
+    Acks, AutoOffsetReset, CompressionType, ExchangeType, KafkaRoute, Overflow, QueueType,
+    RabbitMqRoute, Route, TransportKind,
 };
 
 /// The id of one published event: a UUID v7, so ids sort by creation time.

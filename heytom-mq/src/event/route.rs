@@ -207,6 +207,61 @@ impl ExchangeType {
     }
 }
 
+/// What a RabbitMQ queue with a length limit does when it is full
+/// (`overflow`, the queue's `x-overflow`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overflow {
+    /// `drop-head`: the oldest message is dropped (or dead-lettered) to
+    /// make room; the publish is confirmed. Messages are lost silently:
+    /// opt in only when the newest messages matter most.
+    DropHead,
+    /// `reject-publish`: the new message is refused; with publisher
+    /// confirms the publish is nacked and `send` returns an error. The
+    /// default for a queue with `max_length`.
+    RejectPublish,
+    /// `reject-publish-dlx`: like `reject-publish`, and the refused message
+    /// is also dead-lettered to the queue's `dead_letter_exchange`.
+    RejectPublishDlx,
+}
+
+impl Overflow {
+    /// The `x-overflow` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Overflow::DropHead => "drop-head",
+            Overflow::RejectPublish => "reject-publish",
+            Overflow::RejectPublishDlx => "reject-publish-dlx",
+        }
+    }
+}
+
+/// The kind of a RabbitMQ queue (`queue_type`, the queue's `x-queue-type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueType {
+    /// `classic`: a queue on one node.
+    Classic,
+    /// `quorum`: replicated over the cluster with Raft; what RabbitMQ
+    /// recommends for data safety. Always durable; no `max_priority`.
+    Quorum,
+    /// `stream`: an append-only, replicated log; consumers read from the
+    /// next message on, and a stream takes nothing back (a message handed
+    /// back is not delivered again).
+    /// Always durable; no per-message TTL, length limit, priority or
+    /// dead-lettering.
+    Stream,
+}
+
+impl QueueType {
+    /// The `x-queue-type` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueType::Classic => "classic",
+            QueueType::Quorum => "quorum",
+            QueueType::Stream => "stream",
+        }
+    }
+}
+
 /// The settings of `#[kafka(...)]`; keys that were not given are `None`.
 /// `#[non_exhaustive]`: build one with [`KafkaRoute::new`] and the setters
 /// (`KafkaRoute::new("orders").group_id("billing")`), all `const`.
@@ -359,7 +414,8 @@ pub struct RabbitMqRoute {
     pub durable: Option<bool>,
     /// `x-message-ttl` in milliseconds.
     pub message_ttl: Option<u32>,
-    /// `x-max-length`.
+    /// `x-max-length`; a full queue refuses new messages unless
+    /// `overflow` says otherwise.
     pub max_length: Option<u32>,
     /// `x-max-priority`.
     pub max_priority: Option<u8>,
@@ -367,6 +423,12 @@ pub struct RabbitMqRoute {
     pub dead_letter_exchange: Option<&'static str>,
     /// `x-dead-letter-routing-key`.
     pub dead_letter_routing_key: Option<&'static str>,
+    /// `x-overflow`: what a queue with `max_length` does when full;
+    /// [`Overflow::RejectPublish`] when `None`.
+    pub overflow: Option<Overflow>,
+    /// `x-queue-type`; the broker's default (classic, unless the virtual
+    /// host says otherwise) when `None`.
+    pub queue_type: Option<QueueType>,
 }
 
 impl RabbitMqRoute {
@@ -383,6 +445,8 @@ impl RabbitMqRoute {
             max_priority: None,
             dead_letter_exchange: None,
             dead_letter_routing_key: None,
+            overflow: None,
+            queue_type: None,
         }
     }
 
@@ -437,6 +501,18 @@ impl RabbitMqRoute {
     /// Sets `dead_letter_routing_key`.
     pub const fn dead_letter_routing_key(mut self, dead_letter_routing_key: &'static str) -> Self {
         self.dead_letter_routing_key = Some(dead_letter_routing_key);
+        self
+    }
+
+    /// Sets `overflow`.
+    pub const fn overflow(mut self, overflow: Overflow) -> Self {
+        self.overflow = Some(overflow);
+        self
+    }
+
+    /// Sets `queue_type`.
+    pub const fn queue_type(mut self, queue_type: QueueType) -> Self {
+        self.queue_type = Some(queue_type);
         self
     }
 }

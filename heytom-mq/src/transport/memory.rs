@@ -317,25 +317,28 @@ impl Transport for InMemoryTransport {
                     if stopped.load(Ordering::Acquire) {
                         break;
                     }
-                    let Some((lane, seq, msg)) = group.take() else {
+                    let Some(taken) = Taken::from(&group) else {
                         notified.await;
                         continue;
                     };
                     // Another worker may take the next lane while this one works.
                     group.notify.notify_one();
-                    let outcome = dispatcher.dispatch(msg.clone()).await;
+                    let outcome = dispatcher.dispatch(taken.message().clone()).await;
                     match outcome {
-                        Outcome::Ack => group.release(lane, None),
-                        Outcome::Requeue => {
-                            // Requeue means shutting down: take nothing more,
-                            // not even this message back (it waits for the next start).
+                        Outcome::Ack => taken.settle(),
+                        Outcome::Requeue if dispatcher.is_stopping() => {
+                            // Stopping: take nothing more, not even this
+                            // message back (it waits for the next start).
                             stopped.store(true, Ordering::Release);
-                            group.release(lane, Some((seq, msg)));
+                            drop(taken);
                             group.notify.notify_waiters();
                         }
+                        // Handed back: to the front of its lane.
+                        Outcome::Requeue => drop(taken),
                         Outcome::DeadLetter(d) => {
+                            let msg = taken.message().clone();
                             broker.dead_letter(&topic, &group_name, msg, d);
-                            group.release(lane, None);
+                            taken.settle();
                         }
                     }
                 }
@@ -349,6 +352,47 @@ impl Transport for InMemoryTransport {
     }
 }
 
+/// A message taken from its lane, which stays busy until this is dropped.
+/// A message not settled by then (handed back, or its worker aborted when
+/// a stop outlasted its deadline) goes back to the front of its lane.
+struct Taken {
+    group: Arc<Group>,
+    lane: usize,
+    seq: u64,
+    message: Incoming,
+    settled: bool,
+}
+
+impl Taken {
+    /// The oldest message of a free lane, if any.
+    fn from(group: &Arc<Group>) -> Option<Self> {
+        let (lane, seq, message) = group.take()?;
+        Some(Taken {
+            group: group.clone(),
+            lane,
+            seq,
+            message,
+            settled: false,
+        })
+    }
+
+    fn message(&self) -> &Incoming {
+        &self.message
+    }
+
+    /// Done with: acknowledged or dead-lettered; the lane is free again.
+    fn settle(mut self) {
+        self.settled = true;
+    }
+}
+
+impl Drop for Taken {
+    fn drop(&mut self) {
+        let back = (!self.settled).then(|| (self.seq, std::mem::take(&mut self.message)));
+        self.group.release(self.lane, back);
+    }
+}
+
 struct MemorySubscription {
     group: Arc<Group>,
     stopped: Arc<AtomicBool>,
@@ -357,6 +401,8 @@ struct MemorySubscription {
 
 #[async_trait]
 impl SubscriptionHandle for MemorySubscription {
+    /// Waits for the workers; dropped before they finish (a stop past its
+    /// deadline), it aborts them and their messages go back to their lanes.
     async fn stop(mut self: Box<Self>) -> Result<()> {
         self.stopped.store(true, Ordering::Release);
         self.group.notify.notify_waiters();

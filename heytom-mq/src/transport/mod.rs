@@ -156,5 +156,12 @@ pub trait SubscriptionHandle: Send + Sync {
 
     /// Stops taking new deliveries, waits for in-flight ones to finish and
     /// be acknowledged (or handed back), then closes.
+    ///
+    /// The app or consumer bounds it: at its deadline the handlers still
+    /// running are abandoned and their deliveries come back as
+    /// [`Outcome::Requeue`](crate::Outcome::Requeue), which the transport
+    /// hands back as usual; if this still has not finished a little later,
+    /// the future is dropped. Dropping it must acknowledge nothing, so that
+    /// the broker delivers what it held again.
     async fn stop(self: Box<Self>) -> Result<()>;
 }

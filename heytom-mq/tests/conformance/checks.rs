@@ -5,10 +5,10 @@ use std::collections::{BTreeMap, HashSet};
 use heytom_mq::headers;
 use heytom_mq::{Event, EventId, Headers};
 
-use heytom_mq::{HandlerEntry, RetryPolicy};
+use heytom_mq::{HandlerEntry, RetryPolicy, UnknownEventPolicy};
 
 use crate::harness::{
-    fast_retry, handlers_of, EventSet, Failing, Fixture, Msg, Probe, Recorder, Who,
+    fast_retry, handlers_of, EventSet, Failing, Fixture, Hang, Msg, Probe, Recorder, Who,
 };
 
 type Ev<F> = <F as Fixture>::Events;
@@ -734,4 +734,178 @@ pub async fn priority_is_honoured<F: Fixture>(fx: &F) {
     app.shutdown().await.expect("shutdown");
     let order: Vec<u32> = probe.seen_as("triage").iter().map(|s| s.n).collect();
     assert_eq!(order, [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]);
+}
+
+/// Publishes, where `E` travels, a well-formed message of a type no
+/// handler here knows (a newer version's event during a rolling deploy).
+async fn publish_unknown<F: Fixture, E: Event>(fx: &F, probe: &Probe) {
+    let mut h = Headers::new();
+    h.insert(headers::EVENT_NAME.into(), "conformance.Unknown".into());
+    let body = format!(r#"{{"run":"{}","key":"unknown","n":99}}"#, probe.run());
+    fx.publish_raw::<E>(h, body.into_bytes()).await;
+}
+
+/// (persistent) Under `UnknownEventPolicy::Skip` a message of a type the
+/// subscription does not handle is acknowledged unhandled: not
+/// dead-lettered, not delivered again (an app that dead-letters unknown
+/// types comes next and gets nothing), and consuming goes on.
+pub async fn unknown_event_is_skipped_when_asked<F: Fixture>(fx: &F) {
+    type E<F> = <Ev<F> as EventSet>::Lenient;
+    assert!(
+        fx.features().persistent,
+        "unknown-event check run on a transport that is not persistent"
+    );
+    let probe = Probe::new();
+    let app = |policy| {
+        fx.start(
+            fx.builder()
+                .discover_in(handlers_of::<F>("unknown_skip"))
+                .unknown_event_policy(policy)
+                .state(probe.clone()),
+        )
+    };
+    let first = app(UnknownEventPolicy::Skip).await;
+    publish_unknown::<F, E<F>>(fx, &probe).await;
+    first
+        .producer()
+        .send(&probe.event::<E<F>>("k", 1))
+        .await
+        .expect("send");
+    probe.wait_for_count("lenient", 1).await;
+    first.shutdown().await.expect("shutdown");
+
+    let second = app(UnknownEventPolicy::DeadLetter).await;
+    second
+        .producer()
+        .send(&probe.event::<E<F>>("k", 2))
+        .await
+        .expect("send");
+    probe.wait_for_count("lenient", 2).await;
+    second.shutdown().await.expect("shutdown");
+    let dead = fx
+        .dead_letters::<E<F>>("lenient", 0, |m| {
+            m.body_contains(probe.run()) && m.body_contains("unknown")
+        })
+        .await;
+    assert!(dead.is_empty(), "skipped, not dead-lettered: {dead:?}");
+    let ns: Vec<u32> = probe.seen_as("lenient").iter().map(|s| s.n).collect();
+    assert_eq!(ns, [1, 2], "the unknown message never reached the handler");
+}
+
+/// (persistent) Under `UnknownEventPolicy::HandBack` a message of a type
+/// the subscription does not handle is neither handled nor dead-lettered
+/// nor acknowledged: it stays for a consumer that knows the type. The app
+/// that comes next dead-letters unknown types, and so dead-letters it.
+///
+/// Messages handed back stay where they are, for every later consumer too,
+/// so a transport that keeps what earlier runs sent (a Kafka topic) starts
+/// this check's group at the latest offset.
+pub async fn unknown_event_is_handed_back_when_asked<F: Fixture>(fx: &F) {
+    type E<F> = <Ev<F> as EventSet>::Yielding;
+    assert!(
+        fx.features().persistent,
+        "unknown-event check run on a transport that is not persistent"
+    );
+    let probe = Probe::new();
+    let app = |policy| {
+        fx.start(
+            fx.builder()
+                .discover_in(handlers_of::<F>("unknown_hand_back"))
+                .unknown_event_policy(policy)
+                .state(probe.clone()),
+        )
+    };
+    let first = app(UnknownEventPolicy::HandBack).await;
+    // Until the consumer reads: a new Kafka group starting at the latest
+    // offset skips what is sent before it is assigned its partitions.
+    for n in 1.. {
+        first
+            .producer()
+            .send(&probe.event::<E<F>>("k", n))
+            .await
+            .expect("send");
+        let reading = probe
+            .holds_within(std::time::Duration::from_secs(3), |seen| {
+                seen.iter().any(|s| s.label == "yielding")
+            })
+            .await;
+        if reading {
+            break;
+        }
+        assert!(n < 20, "the consumer never read");
+    }
+    publish_unknown::<F, E<F>>(fx, &probe).await;
+    // Long enough for it to be handed back at least once.
+    tokio::time::sleep(UnknownEventPolicy::HAND_BACK_PAUSE * 2).await;
+    first.shutdown().await.expect("shutdown");
+    let unknown =
+        |m: &crate::harness::RawMessage| m.body_contains(probe.run()) && m.body_contains("unknown");
+    let dead = fx.dead_letters::<E<F>>("yielding", 0, unknown).await;
+    assert!(dead.is_empty(), "handed back, not dead-lettered: {dead:?}");
+
+    let second = app(UnknownEventPolicy::DeadLetter).await;
+    let dead = fx.dead_letters::<E<F>>("yielding", 1, unknown).await;
+    second.shutdown().await.expect("shutdown");
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let reason = dead[0].header(headers::DEAD_LETTER_REASON);
+    assert!(
+        reason.contains("unknown message type `conformance.Unknown`"),
+        "{reason}"
+    );
+    assert!(
+        probe.seen_as("yielding").iter().all(|s| s.key == "k"),
+        "the unknown message never reached the handler"
+    );
+}
+
+/// (persistent) A handler that never returns does not hold up shutdown:
+/// `shutdown` returns `Error::Shutdown` within its timeout, the handler is
+/// abandoned and its message, never acknowledged, goes to the next app.
+pub async fn a_stuck_handler_is_abandoned_at_the_shutdown_deadline<F: Fixture>(fx: &F) {
+    type E<F> = <Ev<F> as EventSet>::Stuck;
+    assert!(
+        fx.features().persistent,
+        "abandon check run on a transport that is not persistent"
+    );
+    const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+    let probe = Probe::new();
+    let app = |hang: bool| {
+        fx.start(
+            fx.builder()
+                .discover_in(handlers_of::<F>("stuck_handler"))
+                .shutdown_timeout(TIMEOUT)
+                .state(probe.clone())
+                .state(Hang(hang)),
+        )
+    };
+    let first = app(true).await;
+    let id = first
+        .producer()
+        .send(&probe.event::<E<F>>("k", 1))
+        .await
+        .expect("send");
+    probe.wait_for_count("stuck:hanging", 1).await;
+    let started = tokio::time::Instant::now();
+    let stopped = first.shutdown().await;
+    let took = started.elapsed();
+    assert!(
+        matches!(stopped, Err(heytom_mq::Error::Shutdown)),
+        "{stopped:?}"
+    );
+    // Its timeout, and a little for the scheduler.
+    assert!(
+        took <= TIMEOUT + std::time::Duration::from_millis(300),
+        "shutdown took {took:?}"
+    );
+
+    let second = app(false).await;
+    probe.wait_for_count("stuck:done", 1).await;
+    second.shutdown().await.expect("shutdown");
+    let done = probe.seen_as("stuck:done");
+    assert_eq!(done.len(), 1, "{done:?}");
+    assert_eq!(done[0].ctx.event_id(), id, "the same message came back");
+    let dead = fx
+        .dead_letters::<E<F>>("stuck", 0, |m| m.body_contains(probe.run()))
+        .await;
+    assert!(dead.is_empty(), "not dead-lettered: {dead:?}");
 }

@@ -30,6 +30,9 @@ suite_events! {
     #[event(name = "conformance.custom.Urgent")] Urgent;
     #[event(name = "conformance.custom.Stubborn")] Stubborn;
     #[event(name = "conformance.custom.Explodes")] Explodes;
+    #[event(name = "conformance.custom.Lenient")] Lenient;
+    #[event(name = "conformance.custom.Yielding")] Yielding;
+    #[event(name = "conformance.custom.Stuck")] Stuck;
 }
 
 suite_handlers!();
@@ -134,4 +137,7 @@ suite_tests!(
     Custom;
     restart_resumes_where_it_left_off,
     shutdown_mid_retry_hands_the_message_back,
+    unknown_event_is_skipped_when_asked,
+    unknown_event_is_handed_back_when_asked,
+    a_stuck_handler_is_abandoned_at_the_shutdown_deadline,
 );

@@ -121,6 +121,9 @@ pub trait EventSet {
     type Urgent: Msg;
     type Stubborn: Msg;
     type Explodes: Msg;
+    type Lenient: Msg;
+    type Yielding: Msg;
+    type Stuck: Msg;
 }
 
 /// The handlers of one check: `discover_in` the check's sub-module.
@@ -143,6 +146,10 @@ pub struct Who(pub &'static str);
 /// Whether the `stubborn` handler fails (first app) or succeeds (second).
 #[derive(Debug, Clone, Copy)]
 pub struct Failing(pub bool);
+
+/// Whether the `stuck` handler never returns (first app) or succeeds (second).
+#[derive(Debug, Clone, Copy)]
+pub struct Hang(pub bool);
 
 /// One handler invocation, as a handler recorded it.
 #[derive(Debug, Clone)]
@@ -258,22 +265,29 @@ impl Probe {
 
     /// Waits until `cond` holds for what was recorded; fails after [`WAIT`].
     pub async fn wait_for(&self, what: &str, cond: impl Fn(&[Seen]) -> bool) {
-        let deadline = tokio::time::Instant::now() + WAIT;
+        if !self.holds_within(WAIT, cond).await {
+            panic!(
+                "timed out waiting for {what}; recorded: {:?}",
+                self.seen()
+                    .iter()
+                    .map(|s| (s.label, &s.key, s.n))
+                    .collect::<Vec<_>>()
+            );
+        }
+    }
+
+    /// Whether `cond` holds for what was recorded within `timeout`.
+    pub async fn holds_within(&self, timeout: Duration, cond: impl Fn(&[Seen]) -> bool) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let changed = self.inner.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
             if cond(&self.seen()) {
-                return;
+                return true;
             }
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                panic!(
-                    "timed out waiting for {what}; recorded: {:?}",
-                    self.seen()
-                        .iter()
-                        .map(|s| (s.label, &s.key, s.n))
-                        .collect::<Vec<_>>()
-                );
+                return false;
             }
         }
     }
@@ -344,6 +358,9 @@ macro_rules! suite_handlers {
             type Urgent = Urgent;
             type Stubborn = Stubborn;
             type Explodes = Explodes;
+            type Lenient = Lenient;
+            type Yielding = Yielding;
+            type Stuck = Stuck;
         }
 
         pub mod round_trip {
@@ -605,6 +622,55 @@ macro_rules! suite_handlers {
                     2 => panic!("handler bug"),
                     _ => Ok(()),
                 }
+            }
+        }
+
+        pub mod unknown_skip {
+            use super::*;
+            use heytom_mq::prelude::*;
+            use $crate::harness::Probe;
+
+            #[handler]
+            async fn lenient(event: Lenient, ctx: Context, State(probe): State<Probe>) {
+                if probe.mine(&event) {
+                    probe.record("lenient", &event, &ctx, None);
+                }
+            }
+        }
+
+        pub mod unknown_hand_back {
+            use super::*;
+            use heytom_mq::prelude::*;
+            use $crate::harness::Probe;
+
+            #[handler]
+            async fn yielding(event: Yielding, ctx: Context, State(probe): State<Probe>) {
+                if probe.mine(&event) {
+                    probe.record("yielding", &event, &ctx, None);
+                }
+            }
+        }
+
+        pub mod stuck_handler {
+            use super::*;
+            use heytom_mq::prelude::*;
+            use $crate::harness::{Hang, Probe};
+
+            #[handler]
+            async fn stuck(
+                event: Stuck,
+                ctx: Context,
+                State(probe): State<Probe>,
+                State(hang): State<Hang>,
+            ) {
+                if !probe.mine(&event) {
+                    return;
+                }
+                if hang.0 {
+                    probe.record("stuck:hanging", &event, &ctx, None);
+                    std::future::pending::<()>().await;
+                }
+                probe.record("stuck:done", &event, &ctx, None);
             }
         }
 

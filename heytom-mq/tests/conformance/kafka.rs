@@ -76,6 +76,20 @@ suite_events! {
     #[event(name = "conformance.kafka.Explodes")]
     #[kafka(topic = "conformance-explodes", session_timeout_ms = 6000)]
     Explodes;
+    #[event(name = "conformance.kafka.Lenient")]
+    #[kafka(topic = "conformance-lenient", session_timeout_ms = 6000)]
+    Lenient;
+    #[event(name = "conformance.kafka.Yielding")]
+    // Earlier runs' unknown messages stay handed back: start after them.
+    #[kafka(
+        topic = "conformance-yielding",
+        auto_offset_reset = "latest",
+        session_timeout_ms = 6000
+    )]
+    Yielding;
+    #[event(name = "conformance.kafka.Stuck")]
+    #[kafka(topic = "conformance-stuck", session_timeout_ms = 6000)]
+    Stuck;
 }
 
 suite_handlers!();
@@ -313,4 +327,7 @@ suite_tests!(
     Kafka;
     restart_resumes_where_it_left_off,
     shutdown_mid_retry_hands_the_message_back,
+    unknown_event_is_skipped_when_asked,
+    unknown_event_is_handed_back_when_asked,
+    a_stuck_handler_is_abandoned_at_the_shutdown_deadline,
 );

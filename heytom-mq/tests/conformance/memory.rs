@@ -27,6 +27,9 @@ suite_events! {
     #[event(name = "conformance.memory.Urgent")] Urgent;
     #[event(name = "conformance.memory.Stubborn")] Stubborn;
     #[event(name = "conformance.memory.Explodes")] Explodes;
+    #[event(name = "conformance.memory.Lenient")] Lenient;
+    #[event(name = "conformance.memory.Yielding")] Yielding;
+    #[event(name = "conformance.memory.Stuck")] Stuck;
 }
 
 suite_handlers!();
@@ -149,4 +152,7 @@ suite_tests!(
     Memory;
     restart_resumes_where_it_left_off,
     shutdown_mid_retry_hands_the_message_back,
+    unknown_event_is_skipped_when_asked,
+    unknown_event_is_handed_back_when_asked,
+    a_stuck_handler_is_abandoned_at_the_shutdown_deadline,
 );

@@ -70,6 +70,15 @@ suite_events! {
     #[event(name = "conformance.rabbitmq.Explodes")]
     #[rabbitmq(routing_key = "conformance.explodes")]
     Explodes;
+    #[event(name = "conformance.rabbitmq.Lenient")]
+    #[rabbitmq(routing_key = "conformance.lenient")]
+    Lenient;
+    #[event(name = "conformance.rabbitmq.Yielding")]
+    #[rabbitmq(routing_key = "conformance.yielding")]
+    Yielding;
+    #[event(name = "conformance.rabbitmq.Stuck")]
+    #[rabbitmq(routing_key = "conformance.stuck")]
+    Stuck;
 }
 
 suite_handlers!();
@@ -316,5 +325,8 @@ suite_tests!(
     Rabbit;
     restart_resumes_where_it_left_off,
     shutdown_mid_retry_hands_the_message_back,
+    unknown_event_is_skipped_when_asked,
+    unknown_event_is_handed_back_when_asked,
+    a_stuck_handler_is_abandoned_at_the_shutdown_deadline,
     priority_is_honoured,
 );

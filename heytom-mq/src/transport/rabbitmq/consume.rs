@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 
 use crate::dispatch::{DeadLetter, Dispatcher, Incoming, Outcome};
 use crate::error::{Error, Result};
-use crate::event::{headers, Headers};
+use crate::event::{headers, Headers, QueueType};
 use crate::transport::SubscriptionHandle;
 
 use super::connection::{describe, ConnectionSlot, TRANSPORT};
@@ -49,6 +49,15 @@ impl SubscriptionShared {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Whether the queue is a stream (declared so by its first event).
+    fn is_stream(&self) -> bool {
+        self.topologies
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .first()
+            .is_some_and(|t| t.queue_type == Some(QueueType::Stream))
     }
 
     /// Where the queue's dead letters go: a property of the queue (its
@@ -127,15 +136,30 @@ pub(crate) struct RunningQueue {
 }
 
 impl RunningQueue {
-    /// Stops consuming and waits for in-flight deliveries.
+    /// Stops consuming and waits for in-flight deliveries (the core bounds
+    /// the wait: their handlers are abandoned at its deadline and hand
+    /// their messages back).
     pub(crate) async fn stop(&self) -> Result<()> {
         let _ = self.stop.send(true);
-        let task = self.task.lock().await.take();
-        match task {
+        let mut task = self.task.lock().await;
+        // Awaited in place: if this wait is dropped, `Drop` aborts the task.
+        let done = match task.as_mut() {
             Some(t) => t
                 .await
                 .map_err(|e| Error::config(format!("RabbitMQ consumer task failed: {e}"))),
             None => Ok(()),
+        };
+        task.take();
+        done
+    }
+}
+
+impl Drop for RunningQueue {
+    /// A stop given up on: the consumer task ends, dropping its channel,
+    /// and the broker requeues what the channel held unacknowledged.
+    fn drop(&mut self) {
+        if let Some(t) = self.task.get_mut().take() {
+            t.abort();
         }
     }
 }
@@ -288,14 +312,16 @@ async fn consume(
 /// Cancels the consumer, waits for in-flight deliveries, closes the channel.
 async fn finish(shared: &SubscriptionShared, channel: &Channel) {
     if channel.status().connected() {
-        if let Err(e) = channel
-            .basic_cancel(
-                shared.consumer_tag.as_str().into(),
-                BasicCancelOptions::default(),
-            )
-            .await
-        {
-            tracing::debug!(queue = %shared.queue, error = %describe(&e), "basic.cancel failed");
+        let cancel = channel.basic_cancel(
+            shared.consumer_tag.as_str().into(),
+            BasicCancelOptions::default(),
+        );
+        match tokio::time::timeout(Duration::from_secs(5), cancel).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(queue = %shared.queue, error = %describe(&e), "basic.cancel failed")
+            }
+            Err(_) => tracing::debug!(queue = %shared.queue, "no answer to basic.cancel"),
         }
     }
     wait_in_flight(shared).await;
@@ -335,15 +361,7 @@ async fn handle(
     drop(handling);
     let done = match outcome {
         Outcome::Ack => delivery.acker.ack(BasicAckOptions::default()).await,
-        Outcome::Requeue => {
-            delivery
-                .acker
-                .nack(BasicNackOptions {
-                    multiple: false,
-                    requeue: true,
-                })
-                .await
-        }
+        Outcome::Requeue => hand_back(&shared, &delivery).await,
         Outcome::DeadLetter(dead) => {
             match dead_letter(&shared, &channel, &delivery, &dead).await {
                 Ok(()) => delivery.acker.ack(BasicAckOptions::default()).await,
@@ -351,13 +369,7 @@ async fn handle(
                     tracing::error!(queue = %shared.queue, error = %e, "could not dead-letter a message; handing it back");
                     // Not in a hot loop: the message comes back after a pause.
                     tokio::time::sleep(shared.backoff.1.min(Duration::from_secs(1))).await;
-                    delivery
-                        .acker
-                        .nack(BasicNackOptions {
-                            multiple: false,
-                            requeue: true,
-                        })
-                        .await
+                    hand_back(&shared, &delivery).await
                 }
             }
         }
@@ -366,6 +378,24 @@ async fn handle(
         // The channel is gone; the broker redelivers the message.
         tracing::debug!(queue = %shared.queue, error = %describe(&e), "ack/nack not sent; the message will be redelivered");
     }
+}
+
+/// Gives a delivery back to the queue unacknowledged: `basic.nack` with
+/// requeue. A stream takes nothing back (RabbitMQ answers a nack on a
+/// stream by closing the whole connection): the message stays in the log
+/// where it is, and the delivery is acked to free its prefetch slot.
+async fn hand_back(shared: &SubscriptionShared, delivery: &Delivery) -> lapin::Result<bool> {
+    if shared.is_stream() {
+        tracing::debug!(queue = %shared.queue, "a stream takes no message back; it stays in the stream");
+        return delivery.acker.ack(BasicAckOptions::default()).await;
+    }
+    delivery
+        .acker
+        .nack(BasicNackOptions {
+            multiple: false,
+            requeue: true,
+        })
+        .await
 }
 
 /// Publishes a copy of the delivery, with the dead-letter headers, to the
@@ -467,6 +497,20 @@ fn value_string(v: &AMQPValue) -> Option<String> {
     })
 }
 
+/// The event id of a message from another producer, from its AMQP
+/// `message_id`: the id itself when it is a UUID, else a UUID v5 in the URL
+/// namespace of `amqp:message-id:<id>` (Python:
+/// `uuid.uuid5(uuid.NAMESPACE_URL, "amqp:message-id:order-42")`), so every
+/// delivery of the message has the same id and handlers can deduplicate.
+pub(crate) fn event_id_of_message_id(message_id: &str) -> uuid::Uuid {
+    uuid::Uuid::parse_str(message_id).unwrap_or_else(|_| {
+        uuid::Uuid::new_v5(
+            &uuid::Uuid::NAMESPACE_URL,
+            format!("amqp:message-id:{message_id}").as_bytes(),
+        )
+    })
+}
+
 /// String headers of a delivery; AMQP `message_id`, `type` and `timestamp`
 /// fill the reserved headers a foreign producer did not set.
 pub(crate) fn incoming_headers(props: &lapin::BasicProperties) -> Headers {
@@ -480,9 +524,10 @@ pub(crate) fn incoming_headers(props: &lapin::BasicProperties) -> Headers {
     }
     if !h.contains_key(headers::EVENT_ID) {
         if let Some(id) = props.message_id() {
-            if uuid::Uuid::parse_str(id.as_str()).is_ok() {
-                h.insert(headers::EVENT_ID.to_owned(), id.as_str().to_owned());
-            }
+            h.insert(
+                headers::EVENT_ID.to_owned(),
+                event_id_of_message_id(id.as_str()).to_string(),
+            );
         }
     }
     if !h.contains_key(headers::EVENT_NAME) {
@@ -530,8 +575,17 @@ mod tests {
         assert_eq!(h.get("n").map(String::as_str), Some("5"));
         assert!(!h.contains_key("nested"));
 
-        // a message id that is not a UUID is left for the dispatcher to replace
-        let props = lapin::BasicProperties::default().with_message_id("abc".into());
+        // a message id that is not a UUID gives a UUID v5 of it, the same each time
+        let props = lapin::BasicProperties::default().with_message_id("order-42".into());
+        let id = incoming_headers(&props)[headers::EVENT_ID].clone();
+        assert_eq!(id, incoming_headers(&props)[headers::EVENT_ID]);
+        // uuid.uuid5(uuid.NAMESPACE_URL, "amqp:message-id:order-42")
+        let parsed = uuid::Uuid::parse_str(&id).unwrap();
+        assert_eq!(parsed.get_version_num(), 5);
+        assert_eq!(parsed.to_string(), "3d31590f-7afe-5d20-8260-a479b965ae5d");
+        assert_ne!(parsed, event_id_of_message_id("order-43"));
+        // no message id: nothing here (the dispatcher gives a fresh one)
+        let props = lapin::BasicProperties::default();
         assert!(!incoming_headers(&props).contains_key(headers::EVENT_ID));
     }
 }

@@ -13,8 +13,17 @@
 //!   [`PRIORITY_HEADER`] header sets the AMQP priority.
 //! - Consuming: one channel per subscription with `basic.qos` prefetch and a
 //!   concurrency limit; ack on success, publish to the dead-letter
-//!   destination (then ack) when the handlers give up, nack-requeue when
-//!   shutting down mid-retry.
+//!   destination (then ack) when the handlers give up, nack-requeue when a
+//!   message is handed back (stopping mid-retry, a handler abandoned at the
+//!   stop deadline, an unknown type under `UnknownEventPolicy::HandBack`, or
+//!   a dead-letter publish that failed: never acked then).
+//! - Queue types and overflow: `queue_type` becomes `x-queue-type` (a
+//!   quorum or stream queue's dead letters go to a quorum queue); a queue
+//!   with `max_length` refuses new messages when full (`x-overflow =
+//!   reject-publish`, so the publish is nacked and `send` fails) unless
+//!   `overflow` says `drop-head` or `reject-publish-dlx`.
+//! - Foreign messages: the AMQP `message_id` gives the event id (the id
+//!   itself when a UUID, else a UUID v5 of it), stable across redeliveries.
 //! - Recovery: producer and consumers reconnect with backoff and redeclare
 //!   their topology; a publish caught by an outage fails within
 //!   [`RabbitMqOptions::publish_timeout`] instead of hanging.

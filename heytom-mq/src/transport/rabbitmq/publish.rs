@@ -259,7 +259,10 @@ pub(crate) fn check(confirm: lapin::Result<Confirmation>, name: &str) -> Result<
                 returned.delivery.exchange, returned.delivery.routing_key, returned.reply_code, returned.reply_text
             ),
         )),
-        Ok(Confirmation::Nack(None)) => Err(Error::publish(name, "the broker refused the message (nack)")),
+        Ok(Confirmation::Nack(None)) => Err(Error::publish(
+            name,
+            "the broker refused the message (nack): a queue it routes to is full (`max_length`, overflow `reject-publish`) or failed to store it",
+        )),
         Err(e) => Err(Error::unavailable(
             TRANSPORT,
             name,

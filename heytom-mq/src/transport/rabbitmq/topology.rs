@@ -5,7 +5,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Channel, ExchangeKind};
 
 use crate::error::{Error, Result};
-use crate::event::{ExchangeType, RabbitMqRoute, Route};
+use crate::event::{ExchangeType, Overflow, QueueType, RabbitMqRoute, Route};
 use crate::handler::HandlerEntry;
 
 use super::connection::{describe, is_precondition_failed, TRANSPORT};
@@ -101,11 +101,26 @@ pub(crate) enum DeadLetterTarget {
 #[derive(Debug, Clone)]
 pub(crate) struct QueueTopology {
     pub(crate) queue: String,
+    pub(crate) queue_type: Option<QueueType>,
     pub(crate) durable: bool,
     pub(crate) arguments: FieldTable,
     pub(crate) exchange: ExchangeSpec,
     pub(crate) routing_key: String,
     pub(crate) dead_letter: DeadLetterTarget,
+}
+
+/// The arguments of the dead-letter queue of a queue of type `queue_type`:
+/// a replicated queue's dead letters go to a quorum queue (a stream's too:
+/// a dead-letter queue is read message by message), others to a classic one.
+pub(crate) fn dead_letter_queue_arguments(queue_type: Option<QueueType>) -> FieldTable {
+    let mut args = FieldTable::default();
+    if let Some(QueueType::Quorum | QueueType::Stream) = queue_type {
+        args.insert(
+            ShortString::from("x-queue-type"),
+            str_arg(QueueType::Quorum.as_str()),
+        );
+    }
+    args
 }
 
 /// The queue a dead-letter exchange's messages land in.
@@ -130,15 +145,22 @@ fn str_arg(s: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(s))
 }
 
-/// The queue arguments (`x-*`) of a route.
+/// The queue arguments (`x-*`) of a route. A queue with `max_length`
+/// refuses new messages when full (`x-overflow = reject-publish`) unless
+/// the route says otherwise, so that a confirmed publish is never dropped.
 pub(crate) fn queue_arguments(r: Option<&RabbitMqRoute>) -> FieldTable {
     let mut args = FieldTable::default();
     let Some(r) = r else { return args };
+    if let Some(t) = r.queue_type {
+        args.insert(ShortString::from("x-queue-type"), str_arg(t.as_str()));
+    }
     if let Some(ttl) = r.message_ttl {
         args.insert(ShortString::from("x-message-ttl"), int_arg(ttl));
     }
     if let Some(n) = r.max_length {
         args.insert(ShortString::from("x-max-length"), int_arg(n));
+        let overflow = r.overflow.unwrap_or(Overflow::RejectPublish);
+        args.insert(ShortString::from("x-overflow"), str_arg(overflow.as_str()));
     }
     if let Some(p) = r.max_priority {
         args.insert(ShortString::from("x-max-priority"), int_arg(u32::from(p)));
@@ -171,12 +193,18 @@ impl QueueTopology {
         };
         Ok(QueueTopology {
             queue: queue.to_owned(),
+            queue_type: r.and_then(|r| r.queue_type),
             durable: dest.durable,
             arguments: queue_arguments(r),
             routing_key: dest.routing_key.to_owned(),
             exchange: dest.exchange_spec(),
             dead_letter,
         })
+    }
+
+    /// The arguments of the dead-letter queue heytom-mq declares for it.
+    fn dead_letter_arguments(&self) -> FieldTable {
+        dead_letter_queue_arguments(self.queue_type)
     }
 
     /// Declares the exchange, the queue with its arguments, the dead-letter
@@ -203,13 +231,14 @@ impl QueueTopology {
                         .await?;
                     }
                     let dlq = dead_letter_queue_of_exchange(exchange);
-                    declare_queue(channel, &dlq, self.durable, FieldTable::default()).await?;
+                    declare_queue(channel, &dlq, self.durable, self.dead_letter_arguments())
+                        .await?;
                     let key = routing_key.as_deref().unwrap_or(&self.routing_key);
                     bind(channel, &dlq, exchange, key).await?;
                 }
             }
             DeadLetterTarget::Queue(dlq) => {
-                declare_queue(channel, dlq, self.durable, FieldTable::default()).await?;
+                declare_queue(channel, dlq, self.durable, self.dead_letter_arguments()).await?;
             }
         }
         if !self.exchange.name.is_empty() {
@@ -325,6 +354,8 @@ mod tests {
         max_priority: Some(10),
         dead_letter_exchange: Some("order.dlx"),
         dead_letter_routing_key: Some("order.dead"),
+        overflow: Some(Overflow::DropHead),
+        queue_type: Some(QueueType::Classic),
     });
 
     #[test]
@@ -343,6 +374,9 @@ mod tests {
         let args = t.arguments.inner();
         assert_eq!(args.get("x-message-ttl"), Some(&AMQPValue::LongInt(60000)));
         assert_eq!(args.get("x-max-length"), Some(&AMQPValue::LongInt(10000)));
+        assert_eq!(args.get("x-overflow"), Some(&str_arg("drop-head")));
+        assert_eq!(args.get("x-queue-type"), Some(&str_arg("classic")));
+        assert!(t.dead_letter_arguments().inner().is_empty());
         assert_eq!(args.get("x-max-priority"), Some(&AMQPValue::LongInt(10)));
         assert_eq!(
             args.get("x-dead-letter-exchange"),
@@ -374,6 +408,48 @@ mod tests {
         let d = destination(&Route::Default, "Ping", "ex").unwrap();
         assert_eq!((d.exchange, d.routing_key), ("ex", "Ping"));
         assert!(destination(&Route::Kafka(crate::KafkaRoute::new("t")), "K", "ex").is_err());
+    }
+
+    #[test]
+    fn a_length_limit_refuses_new_messages_unless_told_otherwise() {
+        let limited = RabbitMqRoute::new("k").max_length(5);
+        let args = queue_arguments(Some(&limited));
+        assert_eq!(
+            args.inner().get("x-overflow"),
+            Some(&str_arg("reject-publish"))
+        );
+        let args = queue_arguments(Some(&limited.overflow(Overflow::DropHead)));
+        assert_eq!(args.inner().get("x-overflow"), Some(&str_arg("drop-head")));
+        // No limit, no overflow argument (it would change nothing).
+        let args = queue_arguments(Some(&RabbitMqRoute::new("k")));
+        assert!(args.inner().get("x-overflow").is_none());
+    }
+
+    #[test]
+    fn replicated_queues_have_a_replicated_dead_letter_queue() {
+        static QUORUM: Route =
+            Route::RabbitMq(RabbitMqRoute::new("q").queue_type(QueueType::Quorum));
+        let t = QueueTopology::new(&QUORUM, "Q", "q", "ex").unwrap();
+        assert!(t.durable);
+        assert_eq!(
+            t.arguments.inner().get("x-queue-type"),
+            Some(&str_arg("quorum"))
+        );
+        assert_eq!(
+            t.dead_letter_arguments().inner().get("x-queue-type"),
+            Some(&str_arg("quorum"))
+        );
+        static STREAM: Route =
+            Route::RabbitMq(RabbitMqRoute::new("s").queue_type(QueueType::Stream));
+        let t = QueueTopology::new(&STREAM, "S", "s", "ex").unwrap();
+        assert_eq!(
+            t.arguments.inner().get("x-queue-type"),
+            Some(&str_arg("stream"))
+        );
+        assert_eq!(
+            t.dead_letter_arguments().inner().get("x-queue-type"),
+            Some(&str_arg("quorum"))
+        );
     }
 
     #[test]
