@@ -209,7 +209,20 @@ impl TransportInner {
     /// then the options' properties, which win.
     fn producer_config(&self, key: ProducerKey) -> rdkafka::ClientConfig {
         let mut c = self.options.client_config();
-        let acks = key.acks.unwrap_or(DEFAULT_ACKS);
+        // The route's acks, else the options' `acks` property, else all.
+        let from_options = self
+            .options
+            .properties
+            .iter()
+            .rev()
+            .find(|(k, _)| matches!(k.trim(), "acks" | "request.required.acks"))
+            .map(|(_, v)| v.trim().to_owned());
+        let acks = key
+            .acks
+            .map(str::to_owned)
+            .or(from_options)
+            .unwrap_or_else(|| DEFAULT_ACKS.to_owned());
+        let acks = acks.as_str();
         c.set("acks", acks);
         // Idempotence needs acks=all; a route (or property) asking for fewer
         // acks gets a plain producer unless it asks for idempotence itself.

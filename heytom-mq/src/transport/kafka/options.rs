@@ -501,7 +501,7 @@ impl KafkaOptions {
     /// heytom's producer configuration resolves it: the route's setting
     /// overrides [`property`](Self::property), and
     /// [`producer_property`](Self::producer_property) overrides both.
-    /// `None`: librdkafka's default (`all`).
+    /// Nothing set: heytom's default, `all`.
     pub(crate) fn effective_acks(&self, route_acks: Option<Acks>) -> Option<String> {
         let is_acks = |k: &str| matches!(k.trim(), "acks" | "request.required.acks");
         let mut acks = None;
@@ -518,7 +518,8 @@ impl KafkaOptions {
                 acks = Some(v.trim().to_owned());
             }
         }
-        acks
+        // Nothing set: the producer's default, acks=all.
+        acks.or_else(|| Some("all".to_owned()))
     }
 
     /// Why these options cannot confirm delivery for some of `events` (the
