@@ -273,13 +273,15 @@ impl Table {
         ))
     }
 
-    /// Moves committed rows from the commit lease `from` (still Pending,
-    /// still held by it) to the send lease `token`: a row a scanner took
-    /// meanwhile is not taken back.
+    /// Moves committed rows from the commit lease `from` (still held by it:
+    /// a row is marked or given back with `LockedBy` NULL) to the send lease
+    /// `token`: a row a scanner took meanwhile is not taken back. Every
+    /// token-fenced statement reads rows by primary key only, so that on
+    /// MySQL it locks nothing but those rows (a scan under REPEATABLE READ
+    /// would lock rows a concurrent claim then skips, out of order).
     pub(crate) fn take_over(&self, ids: &[Uuid], from: &str, token: &str, lease_ms: i64) -> Built {
         let Cols {
             id,
-            status,
             next_attempt_at,
             locked_by,
             ..
@@ -291,7 +293,7 @@ impl Table {
         let from = p.p(Arg::Text(from.to_owned()));
         p.build(format!(
             "UPDATE {t} SET {locked_by} = {token}, {next_attempt_at} = {now} + {lease} \
-             WHERE {id} IN {ids} AND {locked_by} = {from} AND {status} = 0"
+             WHERE {id} IN {ids} AND {locked_by} = {from}"
         ))
     }
 
@@ -311,7 +313,6 @@ impl Table {
     pub(crate) fn renew(&self, ids: &[Uuid], token: &str, lease_ms: i64) -> Built {
         let Cols {
             id,
-            status,
             next_attempt_at,
             locked_by,
             ..
@@ -323,7 +324,7 @@ impl Table {
         let token = p.p(Arg::Text(token.to_owned()));
         p.build(format!(
             "UPDATE {t} SET {next_attempt_at} = {now} + {lease} \
-             WHERE {id} IN {ids} AND {locked_by} = {token} AND {status} <> 1"
+             WHERE {id} IN {ids} AND {locked_by} = {token}"
         ))
     }
 
@@ -339,7 +340,6 @@ impl Table {
     ) -> Built {
         let Cols {
             id,
-            status,
             error_message,
             updated_at,
             next_attempt_at,
@@ -358,7 +358,7 @@ impl Table {
         p.build(format!(
             "UPDATE {t} SET {error_message} = {error}, {updated_at} = {now}, \
              {next_attempt_at} = {db_now} + {backoff}, {locked_by} = NULL \
-             WHERE {id} IN {ids} AND {locked_by} = {token} AND {status} <> 1"
+             WHERE {id} IN {ids} AND {locked_by} = {token}"
         ))
     }
 
@@ -414,7 +414,7 @@ impl Table {
         p.build(format!(
             "UPDATE {t} SET {status} = 2, {retry_count} = {retry_count} + 1, {error_message} = {error}, \
              {updated_at} = {now}, {next_attempt_at} = {db_now} + {backoff}, {locked_by} = NULL \
-             WHERE {id} IN {ids} AND {locked_by} = {token} AND {status} <> 1"
+             WHERE {id} IN {ids} AND {locked_by} = {token}"
         ))
     }
 

@@ -58,10 +58,6 @@ mod lane;
 
 use lane::{poll_loop, InFlight, LaneHandle};
 
-use crate::event::headers::{
-    DEAD_LETTER_GROUP, DEAD_LETTER_OFFSET, DEAD_LETTER_PARTITION, DEAD_LETTER_TOPIC,
-};
-
 /// The longest the poll thread goes without calling `poll()`.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// Messages taken from librdkafka's queue per wake-up of the lanes.
