@@ -1012,6 +1012,10 @@ async fn outbox_from_url_and_configuration_errors() {
     let url = format!("sqlite://{}", path.display());
     let broker = InMemoryBroker::new();
     let (_c, delivered) = consume(&broker).await;
+    // The test's own pool first: it switches the file to WAL, which needs
+    // the file to itself (with the app's relay already writing, SQLite may
+    // answer "database is locked" at once, busy timeout or not).
+    let pool = sqlite_connect(&url).await.unwrap();
     let outbox = Outbox::from_url(&url)
         .unwrap()
         .table_name("LocalMessages_url");
@@ -1022,7 +1026,6 @@ async fn outbox_from_url_and_configuration_errors() {
         .start()
         .await
         .unwrap();
-    let pool = sqlite_connect(&url).await.unwrap();
     app.producer()
         .send_with_transaction(&pool, |_tx| {
             Box::pin(async move { Ok(OrderPlaced { n: 1 }) })
