@@ -515,7 +515,10 @@ async fn run(s: Settings) -> anyhow::Result<bool> {
     for w in writers {
         w.await?;
     }
-    println!("writers stopped; draining (at most {} s)", s.drain.as_secs());
+    println!(
+        "writers stopped; draining (at most {} s)",
+        s.drain.as_secs()
+    );
 
     let drain_start = Instant::now();
     let mut drained = false;
@@ -558,11 +561,10 @@ async fn run(s: Settings) -> anyhow::Result<bool> {
         let k = committed.kafka.lock().unwrap();
         r.difference(&rows_rabbit).count() + k.difference(&rows_kafka).count()
     };
-    let business_rows: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
-        "SELECT COUNT(*) FROM {orders}"
-    )))
-    .fetch_one(&pool)
-    .await?;
+    let business_rows: i64 =
+        sqlx::query_scalar(AssertSqlSafe(format!("SELECT COUNT(*) FROM {orders}")))
+            .fetch_one(&pool)
+            .await?;
 
     let shutdown = |app: RunningApp, name: &'static str| async move {
         match tokio::time::timeout(Duration::from_secs(60), app.shutdown()).await {
@@ -585,7 +587,10 @@ async fn run(s: Settings) -> anyhow::Result<bool> {
     let rss_end = rss.last().map_or(0, |x| x.1);
 
     println!();
-    println!("soak results ({} min of writes, {} writers)", s.minutes, s.writers);
+    println!(
+        "soak results ({} min of writes, {} writers)",
+        s.minutes, s.writers
+    );
     println!(
         "  transactions {} ({} failed), business rows {business_rows}",
         committed.transactions.load(Ordering::Relaxed),
