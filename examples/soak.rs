@@ -3,28 +3,22 @@
 //!
 //! Run it through `scripts/soak.sh --minutes 10`, which starts a private
 //! RabbitMQ node and a private Kafka-protocol broker, restarts / stalls them
-//! at random intervals while this runs, and cleans up. Alone:
-//!
-//! ```sh
-//! HEYTOM_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:19092 SOAK_RABBITMQ_URL=amqp://guest:guest@127.0.0.1:5672/%2f \
-//!   cargo run --release --example soak -- --minutes 2
-//! ```
+//! at random intervals while this runs, and cleans up. Alone (no faults):
+//! `cargo run --release --example soak -- --minutes 2`.
 //!
 //! A few writers commit business rows with their events
 //! (`send_with_transaction`, and `begin` + `publish` + `commit`), a consumer
 //! app counts the deliveries per event id on each transport. After the
 //! writing period it drains (until every row is Sent and delivered, bounded),
-//! waits a little for late duplicates and prints committed / delivered /
-//! duplicates / lost per transport, plus a line every 30 s with the process
-//! RSS. The exit status is non-zero if an event was lost or a row was left
-//! unsent.
+//! waits 15 s for late duplicates and prints committed / delivered /
+//! duplicates / lost per transport; a line every 30 s shows the progress and
+//! the process RSS. Exits non-zero if an event was lost or a row left unsent.
 //!
 //! Environment: `SOAK_MINUTES` (or `--minutes`, default 10), `SOAK_WRITERS`
 //! (4), `SOAK_TX_PER_SEC` (per writer, 10), `SOAK_DRAIN_SECS` (300),
 //! `SOAK_REPORT_SECS` (30), `SOAK_SCAN_MS` (retry scan interval, 2000),
 //! `HEYTOM_DATABASE_URL` (`postgres://postgres@127.0.0.1:5432/test`),
-//! `SOAK_RABBITMQ_URL` / `HEYTOM_RABBITMQ_URL`
-//! (`amqp://guest:guest@127.0.0.1:5672/%2f`),
+//! `SOAK_RABBITMQ_URL` / `HEYTOM_RABBITMQ_URL` (`amqp://guest:guest@127.0.0.1:5672/%2f`),
 //! `HEYTOM_KAFKA_BOOTSTRAP_SERVERS` (`127.0.0.1:9092`).
 
 use std::collections::{HashMap, HashSet};
@@ -37,7 +31,7 @@ use heytom_mq::prelude::*;
 use heytom_mq::sqlx::{self, AssertSqlSafe, PgPool};
 use heytom_mq::{
     HandlerEntry, KafkaOptions, LocalMessageRetryOptions, MessageStatus, RabbitMqOptions,
-    RunningApp, StatusCounts,
+    RunningApp,
 };
 use serde::{Deserialize, Serialize};
 
@@ -105,14 +99,17 @@ struct Settings {
     kafka_servers: String,
 }
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
-    match std::env::var(name) {
-        Ok(v) if !v.trim().is_empty() => v
-            .trim()
-            .parse()
-            .map_err(|_| anyhow::anyhow!("{name}={v:?} is not a valid value")),
-        _ => Ok(default),
-    }
+/// `name` from the environment (or `default`), checked to lie in `lo..=hi`.
+fn env_in<T>(name: &str, default: T, lo: T, hi: T) -> anyhow::Result<T>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display,
+{
+    let v = match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => v.trim().parse().ok(),
+        _ => Some(default),
+    };
+    v.filter(|v| *v >= lo && *v <= hi)
+        .ok_or_else(|| anyhow::anyhow!("{name} must be a number in {lo}..={hi}"))
 }
 
 fn env_str(names: &[&str], default: &str) -> String {
@@ -124,47 +121,24 @@ fn env_str(names: &[&str], default: &str) -> String {
 
 impl Settings {
     fn read() -> anyhow::Result<Self> {
-        let mut minutes: f64 = env_or("SOAK_MINUTES", 10.0)?;
-        let mut args = std::env::args().skip(1);
-        while let Some(a) = args.next() {
-            match a.as_str() {
-                "--minutes" => {
-                    let v = args.next().context("--minutes needs a value")?;
-                    minutes = v
-                        .parse()
-                        .map_err(|_| anyhow::anyhow!("--minutes {v:?} is not a number"))?;
-                }
-                other => anyhow::bail!("unknown argument {other:?} (usage: soak [--minutes N])"),
-            }
-        }
-        anyhow::ensure!(
-            minutes.is_finite() && minutes > 0.0 && minutes <= 24.0 * 60.0,
-            "minutes must be in (0, 1440], got {minutes}"
-        );
-        let tx_per_sec: f64 = env_or("SOAK_TX_PER_SEC", 10.0)?;
-        anyhow::ensure!(
-            tx_per_sec.is_finite() && tx_per_sec > 0.0 && tx_per_sec <= 10_000.0,
-            "SOAK_TX_PER_SEC must be in (0, 10000]"
-        );
-        let writers = env_or("SOAK_WRITERS", 4u32)?;
-        anyhow::ensure!((1..=256).contains(&writers), "SOAK_WRITERS must be 1..=256");
-        let secs = |name, default: u64| -> anyhow::Result<Duration> {
-            let v = env_or(name, default)?;
-            anyhow::ensure!(v > 0 && v <= 86_400, "{name} must be 1..=86400");
-            Ok(Duration::from_secs(v))
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let minutes = match args.as_slice() {
+            [] => env_in("SOAK_MINUTES", 10.0, 0.01, 1440.0)?,
+            [flag, v] if flag == "--minutes" => v
+                .parse()
+                .ok()
+                .filter(|m| (0.01..=1440.0).contains(m))
+                .context("--minutes must be a number in 0.01..=1440")?,
+            _ => anyhow::bail!("usage: soak [--minutes N]"),
         };
-        let scan_ms = env_or("SOAK_SCAN_MS", 2000u64)?;
-        anyhow::ensure!(
-            (10..=600_000).contains(&scan_ms),
-            "SOAK_SCAN_MS must be 10..=600000"
-        );
+        let secs = |name, default| env_in(name, default, 1, 86_400).map(Duration::from_secs);
         Ok(Settings {
             minutes,
-            writers,
-            tx_per_sec,
+            writers: env_in("SOAK_WRITERS", 4, 1, 256)?,
+            tx_per_sec: env_in("SOAK_TX_PER_SEC", 10.0, 0.01, 10_000.0)?,
             drain: secs("SOAK_DRAIN_SECS", 300)?,
             report: secs("SOAK_REPORT_SECS", 30)?,
-            scan: Duration::from_millis(scan_ms),
+            scan: Duration::from_millis(env_in("SOAK_SCAN_MS", 2000, 10, 600_000)?),
             database_url: env_str(
                 &["HEYTOM_DATABASE_URL"],
                 "postgres://postgres@127.0.0.1:5432/test",
@@ -192,7 +166,6 @@ fn rss_kib() -> u64 {
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
-
 /// One writer: business row + event(s) per transaction, alternating the
 /// API shapes and the transports, at `tx_per_sec` until `stop`.
 async fn writer(
@@ -233,8 +206,21 @@ async fn writer(
     }
 }
 
-fn insert_order(orders: &str) -> String {
-    format!("INSERT INTO {orders} (writer, seq) VALUES ($1, $2)")
+/// The business row of a transaction.
+async fn order_row(
+    conn: &mut sqlx::PgConnection,
+    orders: &str,
+    writer: u32,
+    seq: u64,
+) -> Result<(), BoxError> {
+    sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO {orders} (writer, seq) VALUES ($1, $2)"
+    )))
+    .bind(i32::try_from(writer)?)
+    .bind(i64::try_from(seq)?)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// One business transaction; returns the event ids it committed.
@@ -250,77 +236,55 @@ async fn one_transaction(
         writer,
         seq: n,
     };
-    let sql = insert_order(orders);
-    let seq_i = i64::try_from(seq)?;
-    let writer_i = i32::try_from(writer)?;
-    match seq % 4 {
-        // The closure shape, RabbitMQ.
+    let rabbit = |n: u64| RabbitOrder { writer, seq: n };
+    let orders = orders.to_owned();
+    Ok(match seq % 4 {
+        // The closure shape, one event on either transport.
         0 => {
+            let event = rabbit(seq);
             let id = producer
                 .send_with_transaction(pool, move |tx| {
                     Box::pin(async move {
-                        sqlx::query(AssertSqlSafe(sql))
-                            .bind(writer_i)
-                            .bind(seq_i)
-                            .execute(&mut **tx)
-                            .await?;
-                        Ok(RabbitOrder { writer, seq })
+                        order_row(tx, &orders, writer, seq).await?;
+                        Ok(event)
                     })
                 })
                 .await?;
-            Ok((vec![id], vec![]))
+            (vec![id], vec![])
         }
-        // The closure shape, Kafka.
         1 => {
             let event = kafka(seq);
             let id = producer
                 .send_with_transaction(pool, move |tx| {
                     Box::pin(async move {
-                        sqlx::query(AssertSqlSafe(sql))
-                            .bind(writer_i)
-                            .bind(seq_i)
-                            .execute(&mut **tx)
-                            .await?;
+                        order_row(tx, &orders, writer, seq).await?;
                         Ok(event)
                     })
                 })
                 .await?;
-            Ok((vec![], vec![id]))
+            (vec![], vec![id])
         }
-        // begin + publish on both transports + commit.
-        2 => {
+        // begin + publish (one event on each transport, or a batch of three
+        // on each) + commit.
+        n => {
             let mut tx = producer.begin(pool).await?;
-            sqlx::query(AssertSqlSafe(sql))
-                .bind(writer_i)
-                .bind(seq_i)
-                .execute(&mut **tx)
-                .await?;
-            let r = tx.publish(&RabbitOrder { writer, seq }).await?;
-            let k = tx.publish(&kafka(seq)).await?;
+            order_row(&mut tx, &orders, writer, seq)
+                .await
+                .map_err(|e| anyhow::anyhow!("business row: {e}"))?;
+            let ids = if n == 2 {
+                (
+                    vec![tx.publish(&rabbit(seq)).await?],
+                    vec![tx.publish(&kafka(seq)).await?],
+                )
+            } else {
+                let r: Vec<_> = (0..3).map(|i| rabbit(seq * 10 + i)).collect();
+                let k: Vec<_> = (0..3).map(|i| kafka(seq * 10 + i)).collect();
+                (tx.publish_batch(&r).await?, tx.publish_batch(&k).await?)
+            };
             tx.commit().await?;
-            Ok((vec![r], vec![k]))
+            ids
         }
-        // begin + publish_batch of three on each + commit.
-        _ => {
-            let mut tx = producer.begin(pool).await?;
-            sqlx::query(AssertSqlSafe(sql))
-                .bind(writer_i)
-                .bind(seq_i)
-                .execute(&mut **tx)
-                .await?;
-            let rabbit: Vec<_> = (0..3)
-                .map(|i| RabbitOrder {
-                    writer,
-                    seq: seq * 10 + i,
-                })
-                .collect();
-            let kafkas: Vec<_> = (0..3).map(|i| kafka(seq * 10 + i)).collect();
-            let r = tx.publish_batch(&rabbit).await?;
-            let k = tx.publish_batch(&kafkas).await?;
-            tx.commit().await?;
-            Ok((r, k))
-        }
-    }
+    })
 }
 
 /// Everything the progress lines and the final report read.
@@ -340,16 +304,6 @@ impl Probe {
         committed.iter().filter(|id| seen.contains_key(id)).count()
     }
 
-    async fn counts(&self) -> Option<StatusCounts> {
-        match self.outbox.status_counts().await {
-            Ok(c) => Some(c),
-            Err(e) => {
-                eprintln!("status counts: {e}");
-                None
-            }
-        }
-    }
-
     /// One progress line; returns true when everything committed so far
     /// is Sent and delivered on both transports.
     async fn line(&self, phase: &str) -> bool {
@@ -360,7 +314,7 @@ impl Probe {
         let kc = self.committed.kafka.lock().unwrap().len();
         let rd = Self::delivered(&self.rabbit_seen, &self.committed.rabbit);
         let kd = Self::delivered(&self.kafka_seen, &self.committed.kafka);
-        let counts = self.counts().await;
+        let counts = self.outbox.status_counts().await;
         let (pending, failed) = counts.map_or((u64::MAX, u64::MAX), |c| (c.pending, c.failed));
         println!(
             "[{phase} {:>5}s] committed rabbit={rc} kafka={kc} | delivered rabbit={rd} kafka={kd} | rows pending={pending} failed={failed} | tx errors={} | RSS {:.1} MiB",
@@ -418,7 +372,8 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run(s: Settings) -> anyhow::Result<bool> {
     let run_id = format!("{:x}", std::process::id());
-    let table = format!("soak_{run_id}_{}", chrono_ish_now());
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+    let table = format!("soak_{run_id}_{}", since_epoch.as_secs());
     let orders = format!("{table}_orders");
     println!(
         "soak: {} min, {} writers x {} tx/s, table {table}, RabbitMQ {}, Kafka {}",
@@ -444,8 +399,7 @@ async fn run(s: Settings) -> anyhow::Result<bool> {
         RabbitMqOptions::new(&s.rabbit_url)
             .reconnect_backoff(Duration::from_millis(200), Duration::from_secs(2))
     };
-    let rabbit_seen = Seen::default();
-    let kafka_seen = Seen::default();
+    let (rabbit_seen, kafka_seen) = (Seen::default(), Seen::default());
     let consumer = App::builder()
         .rabbitmq(rabbit().connection_name("heytom-soak-consumer"))
         .kafka(KafkaOptions::new(&s.kafka_servers).group_id(format!("heytom-soak-{table}")))
@@ -515,10 +469,8 @@ async fn run(s: Settings) -> anyhow::Result<bool> {
     for w in writers {
         w.await?;
     }
-    println!(
-        "writers stopped; draining (at most {} s)",
-        s.drain.as_secs()
-    );
+    let most = s.drain.as_secs();
+    println!("writers stopped; draining (at most {most} s)");
 
     let drain_start = Instant::now();
     let mut drained = false;
@@ -561,10 +513,6 @@ async fn run(s: Settings) -> anyhow::Result<bool> {
         let k = committed.kafka.lock().unwrap();
         r.difference(&rows_rabbit).count() + k.difference(&rows_kafka).count()
     };
-    let business_rows: i64 =
-        sqlx::query_scalar(AssertSqlSafe(format!("SELECT COUNT(*) FROM {orders}")))
-            .fetch_one(&pool)
-            .await?;
 
     let shutdown = |app: RunningApp, name: &'static str| async move {
         match tokio::time::timeout(Duration::from_secs(60), app.shutdown()).await {
@@ -586,43 +534,37 @@ async fn run(s: Settings) -> anyhow::Result<bool> {
         .map_or((Duration::ZERO, 0), |x| (x.0, x.1));
     let rss_end = rss.last().map_or(0, |x| x.1);
 
-    println!();
     println!(
-        "soak results ({} min of writes, {} writers)",
+        "\nsoak results ({} min of writes, {} writers)",
         s.minutes, s.writers
     );
     println!(
-        "  transactions {} ({} failed), business rows {business_rows}",
+        "  transactions {} ({} failed)",
         committed.transactions.load(Ordering::Relaxed),
         committed.errors.load(Ordering::Relaxed)
     );
     println!("  | transport | committed | delivered | duplicates | lost | unknown ids |");
     println!("  |-----------|----------:|----------:|-----------:|-----:|------------:|");
     for (name, t) in [("RabbitMQ", &r), ("Kafka", &k)] {
-        println!(
-            "  | {name:<9} | {:>9} | {:>9} | {:>10} | {:>4} | {:>11} |",
+        let (c, d, dup, l, f) = (
             t.committed,
             t.delivered,
             t.duplicates,
             t.lost.len(),
-            t.foreign
+            t.foreign,
         );
+        println!("  | {name:<9} | {c:>9} | {d:>9} | {dup:>10} | {l:>4} | {f:>11} |");
     }
-    println!(
-        "  rows not Sent at the end: {unsent}; ids acknowledged by commit() but not in the table: {acked_without_row}"
-    );
-    println!(
-        "  drain: {} in {:.1} s",
-        if drained { "complete" } else { "INCOMPLETE" },
-        drain_took.as_secs_f64()
-    );
-    println!(
-        "  RSS: start {:.1} MiB, peak {:.1} MiB (at {} s), end {:.1} MiB",
+    let drain = if drained { "complete" } else { "INCOMPLETE" };
+    let (a, b, c, at) = (
         mib(rss_start),
         mib(rss_peak),
+        mib(rss_end),
         peak_at.as_secs(),
-        mib(rss_end)
     );
+    println!("  rows not Sent at the end: {unsent}; ids committed but not in the table: {acked_without_row}");
+    println!("  drain: {drain} in {:.1} s", drain_took.as_secs_f64());
+    println!("  RSS: start {a:.1} MiB, peak {b:.1} MiB (at {at} s), end {c:.1} MiB");
     for (name, t) in [("RabbitMQ", &r), ("Kafka", &k)] {
         for id in t.lost.iter().take(10) {
             match outbox.message(*id).await {
@@ -635,23 +577,13 @@ async fn run(s: Settings) -> anyhow::Result<bool> {
         }
     }
 
-    let lost = r.lost.len() + k.lost.len();
-    let ok = lost == 0 && unsent == 0 && acked_without_row == 0;
-    println!(
-        "SOAK {}: committed rabbitmq={} kafka={}, delivered rabbitmq={} kafka={}, duplicates rabbitmq={} kafka={}, lost rabbitmq={} kafka={}, unsent={unsent}, RSS start/peak/end {:.0}/{:.0}/{:.0} MiB",
-        if ok { "PASS" } else { "FAIL" },
-        r.committed,
-        k.committed,
-        r.delivered,
-        k.delivered,
-        r.duplicates,
-        k.duplicates,
-        r.lost.len(),
-        k.lost.len(),
-        mib(rss_start),
-        mib(rss_peak),
-        mib(rss_end),
-    );
+    let ok = r.lost.is_empty() && k.lost.is_empty() && unsent == 0 && acked_without_row == 0;
+    let mut line = format!("SOAK {}:", if ok { "PASS" } else { "FAIL" });
+    for (name, t) in [("rabbitmq", &r), ("kafka", &k)] {
+        let (c, d, dup, l) = (t.committed, t.delivered, t.duplicates, t.lost.len());
+        line += &format!(" {name} committed={c} delivered={d} duplicates={dup} lost={l};");
+    }
+    println!("{line} unsent={unsent} RSS start/peak/end {a:.0}/{b:.0}/{c:.0} MiB");
     if ok {
         // Keep the tables when something went wrong, for inspection.
         for t in [&table, &orders] {
@@ -664,11 +596,4 @@ async fn run(s: Settings) -> anyhow::Result<bool> {
     }
     pool.close().await;
     Ok(ok)
-}
-
-/// Seconds since the epoch, to tell runs apart in table and group names.
-fn chrono_ish_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
