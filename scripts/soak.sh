@@ -21,7 +21,9 @@
 # Environment: SOAK_* (see examples/soak.rs), HEYTOM_DATABASE_URL,
 # HEYTOM_KAFKA_PORT (19492), SOAK_RABBITMQ_PORT (5673), SOAK_RABBITMQ_DIST_PORT
 # (25673), SOAK_RABBIT_DOWN (5-30), SOAK_KAFKA_STALL (10-40),
-# SOAK_FAULT_GAP (20-60: seconds between faults), CARGO_TARGET_DIR.
+# SOAK_FAULT_GAP (20-60: seconds between faults), SOAK_FAULTS (both|rabbitmq|
+# kafka|none), SOAK_PROFILE (release|dev),
+# CARGO_TARGET_DIR.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -43,6 +45,7 @@ range() { local lo="${1%-*}" hi="${1#*-}"; echo $((lo + RANDOM % (hi - lo + 1)))
 RABBIT_DOWN="${SOAK_RABBIT_DOWN:-5-30}"
 KAFKA_STALL="${SOAK_KAFKA_STALL:-10-40}"
 FAULT_GAP="${SOAK_FAULT_GAP:-20-60}"
+FAULTS="${SOAK_FAULTS:-both}"
 
 note() { echo "soak.sh [$(date -u +%H:%M:%S)]: $*" >&2; }
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -99,8 +102,12 @@ else
     (cd "$BASE" && env $RABBIT_ENV ERL_FLAGS='-kernel inet_dist_use_interface {127,0,0,1}' "$SERVER" -detached)
 fi
 RABBIT_STARTED=1
+for i in $(seq 1 60); do
+    ctl ping >/dev/null 2>&1 && break
+    (( i == 60 )) && { note "node $NODE did not come up; logs in $BASE/log"; tail -n 20 "$BASE"/log/*.log >&2; exit 1; }
+    sleep 1
+done
 ctl await_startup --timeout 120 >/dev/null
-ctl await_online_nodes 1 >/dev/null 2>&1 || true
 note "RabbitMQ node $NODE up"
 
 # --- private Kafka-protocol broker -----------------------------------------
@@ -110,11 +117,13 @@ KAFKA_PID="$(cat "${TMPDIR:-/tmp}/heytom-tansu-$KAFKA_PORT.pid")"
 note "Kafka-protocol broker (tansu pid $KAFKA_PID) on $HEYTOM_KAFKA_BOOTSTRAP_SERVERS"
 
 # --- the soak ----------------------------------------------------------------
-cargo build --release --example soak
-TARGET="${CARGO_TARGET_DIR:-target}"
+# SOAK_PROFILE=dev runs the debug build (quicker to build, for trying the script).
+if [[ "${SOAK_PROFILE:-release}" == dev ]]; then PROFILE_DIR=debug; BUILD=(); else PROFILE_DIR=release; BUILD=(--release); fi
+cargo build "${BUILD[@]}" --example soak
+TARGET="${CARGO_TARGET_DIR:-target}/$PROFILE_DIR"
 export SOAK_RABBITMQ_URL="amqp://guest:guest@127.0.0.1:$AMQP_PORT/%2f"
 export HEYTOM_KAFKA_BOOTSTRAP_SERVERS
-"$TARGET/release/examples/soak" --minutes "$MINUTES" &
+"$TARGET/examples/soak" --minutes "$MINUTES" &
 SOAK_PID=$!
 
 # Faults until the writing period ends (the example's clock starts a few
@@ -129,7 +138,16 @@ sleep_while_running() {
 sleep_while_running "$(range "$FAULT_GAP")"
 while (( $(date +%s) < END )) && kill -0 "$SOAK_PID" 2>/dev/null; do
     left=$(( END - $(date +%s) ))
-    if (( RANDOM % 2 == 0 )); then
+    case "$FAULTS" in
+        rabbitmq) kind=0 ;;
+        kafka) kind=1 ;;
+        none) kind=2 ;;
+        *) kind=$((RANDOM % 2)) ;;
+    esac
+    if (( kind == 2 )); then
+        sleep_while_running 5
+        continue
+    elif (( kind == 0 )); then
         down=$(range "$RABBIT_DOWN"); (( down > left )) && down=$left
         note "RabbitMQ stop_app for ${down}s"
         ctl stop_app >/dev/null || note "stop_app failed"
