@@ -338,23 +338,18 @@ struct Tally {
 
 fn tally(rows: &HashSet<EventId>, seen: &Seen) -> Tally {
     let seen = seen.lock().unwrap();
-    let mut t = Tally {
+    let got: Vec<u32> = rows.iter().filter_map(|id| seen.get(id).copied()).collect();
+    Tally {
         committed: rows.len(),
-        delivered: 0,
-        duplicates: 0,
-        lost: Vec::new(),
+        delivered: got.len(),
+        duplicates: got.iter().map(|&n| u64::from(n - 1)).sum(),
+        lost: rows
+            .iter()
+            .filter(|id| !seen.contains_key(id))
+            .copied()
+            .collect(),
         foreign: seen.keys().filter(|id| !rows.contains(id)).count(),
-    };
-    for id in rows {
-        match seen.get(id) {
-            Some(&n) => {
-                t.delivered += 1;
-                t.duplicates += u64::from(n - 1);
-            }
-            None => t.lost.push(*id),
-        }
     }
-    t
 }
 
 #[tokio::main]
@@ -400,21 +395,27 @@ async fn run(s: Settings) -> anyhow::Result<bool> {
             .reconnect_backoff(Duration::from_millis(200), Duration::from_secs(2))
     };
     let (rabbit_seen, kafka_seen) = (Seen::default(), Seen::default());
-    let consumer = App::builder()
+    // One consumer app per transport, so that each one's shutdown is seen.
+    let rabbit_consumer = App::builder()
         .rabbitmq(rabbit().connection_name("heytom-soak-consumer"))
-        .kafka(KafkaOptions::new(&s.kafka_servers).group_id(format!("heytom-soak-{table}")))
         .discover(false)
         .handler_entry(HandlerEntry::from_type::<RabbitOrder, Count>(
             "soak-rabbit",
             Count(rabbit_seen.clone()),
         ))
+        .start()
+        .await
+        .context("starting the RabbitMQ consumer app")?;
+    let kafka_consumer = App::builder()
+        .kafka(KafkaOptions::new(&s.kafka_servers).group_id(format!("heytom-soak-{table}")))
+        .discover(false)
         .handler_entry(HandlerEntry::from_type::<KafkaOrder, Count>(
             "soak-kafka",
             Count(kafka_seen.clone()),
         ))
         .start()
         .await
-        .context("starting the consumer app")?;
+        .context("starting the Kafka consumer app")?;
 
     let outbox = Outbox::postgres(pool.clone()).table_name(&table);
     let producer_app = App::builder()
@@ -515,14 +516,18 @@ async fn run(s: Settings) -> anyhow::Result<bool> {
     };
 
     let shutdown = |app: RunningApp, name: &'static str| async move {
-        match tokio::time::timeout(Duration::from_secs(60), app.shutdown()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => eprintln!("{name} shutdown: {e}"),
-            Err(_) => eprintln!("{name} shutdown took longer than 60 s"),
+        let t = Instant::now();
+        let r = tokio::time::timeout(Duration::from_secs(60), app.shutdown()).await;
+        let took = t.elapsed().as_secs_f64();
+        match r {
+            Ok(Ok(())) => println!("  {name} shut down in {took:.1} s"),
+            Ok(Err(e)) => println!("  {name} shutdown: error after {took:.1} s: {e}"),
+            Err(_) => println!("  {name} shutdown took longer than 60 s"),
         }
     };
     shutdown(producer_app, "producer app").await;
-    shutdown(consumer, "consumer app").await;
+    shutdown(rabbit_consumer, "RabbitMQ consumer app").await;
+    shutdown(kafka_consumer, "Kafka consumer app").await;
 
     let r = tally(&rows_rabbit, &rabbit_seen);
     let k = tally(&rows_kafka, &kafka_seen);
@@ -567,13 +572,9 @@ async fn run(s: Settings) -> anyhow::Result<bool> {
     println!("  RSS: start {a:.1} MiB, peak {b:.1} MiB (at {at} s), end {c:.1} MiB");
     for (name, t) in [("RabbitMQ", &r), ("Kafka", &k)] {
         for id in t.lost.iter().take(10) {
-            match outbox.message(*id).await {
-                Ok(Some(m)) => println!(
-                    "  lost {name} {id}: status {:?} retries {} error {:?}",
-                    m.status, m.retry_count, m.error_message
-                ),
-                _ => println!("  lost {name} {id}"),
-            }
+            let row = outbox.message(*id).await.ok().flatten();
+            let row = row.map(|m| (m.status, m.retry_count, m.error_message));
+            println!("  lost {name} {id}: (status, retries, error) {row:?}");
         }
     }
 
