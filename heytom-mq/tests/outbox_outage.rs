@@ -54,6 +54,52 @@ struct StoppedEvent {
     n: u32,
 }
 
+#[derive(Event, Serialize, Deserialize, Debug, Clone)]
+#[kafka(topic = "heytom-outage-kafka-side", session_timeout_ms = 6000)]
+struct KafkaSide {
+    n: u32,
+}
+
+/// Warnings logged by this test binary (the relay's state changes).
+fn warnings() -> &'static Arc<Mutex<Vec<u8>>> {
+    static LOGS: std::sync::OnceLock<Arc<Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let writer = Captured(buf.clone());
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("heytom_mq=info"))
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .try_init();
+        buf
+    })
+}
+
+#[derive(Clone)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(data);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// How many lines logged so far contain all of `parts`.
+fn logged_lines(parts: &[&str]) -> usize {
+    let bytes = warnings().lock().unwrap_or_else(|p| p.into_inner()).clone();
+    String::from_utf8_lossy(&bytes)
+        .lines()
+        .filter(|l| parts.iter().all(|p| l.contains(p)))
+        .count()
+}
+
 /// One broker-breaking test at a time.
 static EXCLUSIVE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -408,5 +454,129 @@ async fn outage_longer_than_the_retry_budget_strands_no_row() {
         retries,
         vec![(0,)],
         "an unavailable broker uses up no retry"
+    );
+}
+
+fn kafka_servers() -> Option<String> {
+    match std::env::var("HEYTOM_KAFKA_BOOTSTRAP_SERVERS") {
+        Ok(s) => Some(s),
+        Err(_) if require_services() => panic!(
+            "HEYTOM_KAFKA_BOOTSTRAP_SERVERS unset and HEYTOM_TEST_REQUIRE_SERVICES=1 (scripts/kafka-broker.sh start)"
+        ),
+        Err(_) => {
+            eprintln!("NOTICE: HEYTOM_KAFKA_BOOTSTRAP_SERVERS unset; skipping this test");
+            None
+        }
+    }
+}
+
+/// One transport down is one transport's business: with RabbitMQ stopped
+/// while events for RabbitMQ and Kafka are committed side by side, the
+/// Kafka events are delivered while RabbitMQ is down, the relay logs
+/// RabbitMQ going away once and coming back once (not once per Kafka
+/// confirmation in between), and the RabbitMQ rows arrive once it is back.
+/// The soak found the relay's availability shared by all transports: every
+/// confirmed Kafka row declared RabbitMQ available again, restarting its
+/// backoff and repeating the warning (23–79 times per run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_transport_down_does_not_hold_back_another() {
+    let _x = EXCLUSIVE.lock().await;
+    warnings();
+    let Some(pool) = pg().await else { return };
+    let Some(servers) = kafka_servers() else {
+        return;
+    };
+    if !rabbit_up().await {
+        return;
+    }
+    let table = format!("OutageMixed_{}", unique());
+    let (rabbit_consumer, rabbit_seen) = counter::<StoppedEvent>().await;
+    let kafka_seen = Seen::default();
+    let kafka_consumer = App::builder()
+        .kafka(heytom_mq::KafkaOptions::new(&servers).group_id(format!("outage-{}", unique())))
+        .discover(false)
+        .handler_entry(HandlerEntry::from_type::<KafkaSide, Count>(
+            "count",
+            Count(kafka_seen.clone()),
+        ))
+        .start()
+        .await
+        .expect("kafka consumer app");
+    let app = App::builder()
+        .rabbitmq(rabbit())
+        .kafka(heytom_mq::KafkaOptions::new(&servers))
+        .discover(false)
+        .outbox(
+            Outbox::postgres(pool.clone())
+                .table_name(&table)
+                .dispatch_lease(Duration::from_secs(1)),
+        )
+        .local_message_retry(LocalMessageRetryOptions {
+            scan_interval: Duration::from_millis(200),
+            ..Default::default()
+        })
+        .start()
+        .await
+        .expect("producer app");
+    // The Kafka consumer is assigned, and has read what earlier runs left in
+    // the topic (one partition, in order), once this first event arrives.
+    let first = app
+        .producer()
+        .send_with_transaction(&pool, |_tx| Box::pin(async { Ok(KafkaSide { n: 0 }) }))
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !kafka_seen.lock().unwrap().contains_key(&first) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "Kafka consumer never assigned"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let kafka_before = kafka_seen.lock().unwrap().len();
+    let gone = ["transport unavailable", "RabbitMQ"];
+    let back = ["transport available again", "RabbitMQ"];
+    let (gone_before, back_before) = (logged_lines(&gone), logged_lines(&back));
+    let restart = StartApp;
+    rabbitmqctl(&["stop_app"]);
+    // 12 s of side-by-side traffic: a RabbitMQ and a Kafka event every 200 ms.
+    for n in 0..60u32 {
+        commit_all(&pool, &[&app], 1, |_| StoppedEvent { n }).await;
+        commit_all(&pool, &[&app], 1, |_| KafkaSide { n: 1 + n }).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while kafka_seen.lock().unwrap().len() < kafka_before + 60
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let kafka_during = kafka_seen.lock().unwrap().len() - kafka_before;
+    let rabbit_during = rabbit_seen.lock().unwrap().len();
+    let gone_during = logged_lines(&gone) - gone_before;
+    drop(restart);
+    let (rabbit_delivered, rabbit_total) = settle(&rabbit_seen, 60, Duration::from_secs(60)).await;
+    let back_after = logged_lines(&back) - back_before;
+    let counts = statuses(&pool, &table).await;
+    app.shutdown().await.unwrap();
+    kafka_consumer.shutdown().await.unwrap();
+    rabbit_consumer.shutdown().await.unwrap();
+    drop_table(&pool, &table).await;
+    assert_eq!(rabbit_during, 0, "RabbitMQ was down");
+    assert_eq!(
+        kafka_during, 60,
+        "Kafka events went out while RabbitMQ was down"
+    );
+    assert_eq!(gone_during, 1, "RabbitMQ going away is logged once");
+    assert_eq!(back_after, 1, "RabbitMQ coming back is logged once");
+    assert_eq!(
+        (rabbit_delivered, rabbit_total),
+        (60, 60),
+        "RabbitMQ rows once it was back"
+    );
+    assert_eq!(
+        counts.get(&(MessageStatus::Sent as i32)),
+        Some(&121),
+        "{counts:?}"
     );
 }

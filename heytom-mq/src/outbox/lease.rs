@@ -85,46 +85,50 @@ struct Down {
     backoff: Duration,
 }
 
-/// Whether the transports answer: one log line when they stop and one when
-/// they come back, not one per row.
+/// Whether each transport answers (keyed by the rows' `MQType`): one log
+/// line when one stops and one when it is back, not one per row, and a
+/// broker that is down holds back only its own rows.
 #[derive(Default)]
 pub(crate) struct Availability {
-    down: Mutex<Option<Down>>,
+    down: Mutex<HashMap<String, Down>>,
 }
 
 impl Availability {
-    /// How long to wait before the next attempt (zero when available).
-    pub(crate) fn wait(&self) -> Duration {
+    /// How long to wait before the next attempt on `transport` (zero when available).
+    pub(crate) fn wait(&self, transport: &str) -> Duration {
         lock(&self.down)
-            .as_ref()
+            .get(transport)
             .map(|d| d.until.saturating_duration_since(Instant::now()))
             .unwrap_or_default()
     }
 
-    /// The transport was unavailable: back off (doubling); returns the wait.
-    pub(crate) fn failed(&self, reason: &str) -> Duration {
+    /// `transport` was unavailable: back off (doubling); returns the wait.
+    pub(crate) fn failed(&self, transport: &str, reason: &str) -> Duration {
         let mut down = lock(&self.down);
         let now = Instant::now();
-        let backoff = match down.as_ref() {
-            Some(d) => (d.backoff * 2).min(MAX_UNAVAILABLE_BACKOFF),
+        let (since, backoff) = match down.get(transport) {
+            Some(d) => (d.since, (d.backoff * 2).min(MAX_UNAVAILABLE_BACKOFF)),
             None => {
-                tracing::warn!(error = %reason, "transport unavailable: the outbox relay backs off and retries without counting retries");
-                UNAVAILABLE_BACKOFF
+                tracing::warn!(transport, error = %reason, "transport unavailable: the outbox relay backs off and retries its rows without counting retries");
+                (now, UNAVAILABLE_BACKOFF)
             }
         };
-        let since = down.as_ref().map_or(now, |d| d.since);
-        *down = Some(Down {
-            since,
-            until: now + backoff,
-            backoff,
-        });
+        down.insert(
+            transport.to_owned(),
+            Down {
+                since,
+                until: now + backoff,
+                backoff,
+            },
+        );
         backoff
     }
 
-    /// A send reached the broker (confirmed or refused by it).
-    pub(crate) fn answered(&self) {
-        if let Some(d) = lock(&self.down).take() {
+    /// A send on `transport` reached the broker (confirmed or refused by it).
+    pub(crate) fn answered(&self, transport: &str) {
+        if let Some(d) = lock(&self.down).remove(transport) {
             tracing::info!(
+                transport,
                 after = ?d.since.elapsed(),
                 "transport available again: the outbox relay resumes"
             );
@@ -155,17 +159,21 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn availability_backs_off_and_recovers() {
+    async fn availability_backs_off_per_transport_and_recovers() {
         let a = Availability::default();
-        assert_eq!(a.wait(), Duration::ZERO);
-        assert_eq!(a.failed("x"), UNAVAILABLE_BACKOFF);
-        assert_eq!(a.failed("x"), UNAVAILABLE_BACKOFF * 2);
+        assert_eq!(a.wait("RabbitMQ"), Duration::ZERO);
+        assert_eq!(a.failed("RabbitMQ", "x"), UNAVAILABLE_BACKOFF);
+        assert_eq!(a.failed("RabbitMQ", "x"), UNAVAILABLE_BACKOFF * 2);
         for _ in 0..20 {
-            a.failed("x");
+            a.failed("RabbitMQ", "x");
         }
-        let wait = a.wait();
+        let wait = a.wait("RabbitMQ");
         assert!(wait <= MAX_UNAVAILABLE_BACKOFF && wait > MAX_UNAVAILABLE_BACKOFF / 2);
-        a.answered();
-        assert_eq!(a.wait(), Duration::ZERO);
+        // Another transport answering does not reset this one.
+        a.answered("Kafka");
+        assert_eq!(a.wait("Kafka"), Duration::ZERO);
+        assert!(a.wait("RabbitMQ") > Duration::ZERO);
+        a.answered("RabbitMQ");
+        assert_eq!(a.wait("RabbitMQ"), Duration::ZERO);
     }
 }

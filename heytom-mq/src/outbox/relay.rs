@@ -270,11 +270,17 @@ impl Relay {
     /// Takes committed rows over from the commit lease and sends the ones
     /// it got; while the transport is unavailable, leaves them to a scanner.
     async fn send_committed(&self, mut rows: Vec<LocalMessage>) {
-        if !self.availability.wait().is_zero() {
+        // Rows of a transport that is down wait for the scanner (after their
+        // commit lease); the others go at once.
+        let before = rows.len();
+        rows.retain(|r| self.availability.wait(&r.mq_type).is_zero());
+        if rows.len() < before {
             tracing::debug!(
-                count = rows.len(),
+                count = before - rows.len(),
                 "transport unavailable: committed rows left to the scanner"
             );
+        }
+        if rows.is_empty() {
             return;
         }
         let token = token();
@@ -312,13 +318,8 @@ impl Relay {
                 if *stop.borrow() {
                     return;
                 }
-                let wait = self.availability.wait();
-                if !wait.is_zero() {
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        r = stop.changed() => if r.is_err() || *stop.borrow() { return },
-                    }
-                }
+                // No wait for a transport that is down: its rows were given
+                // back with its backoff, so they are not due before it.
                 let token = token();
                 match self
                     .store
@@ -404,33 +405,50 @@ impl Relay {
                 self.producer.send_outgoing(&outgoing).await
             };
             let mut sent = Vec::with_capacity(sending.len());
-            let mut unavailable: Vec<Uuid> = Vec::new();
-            let mut reason = None;
+            // Per transport: the rows it could not take and why; whether it answered.
+            let mut unavailable: HashMap<String, (Vec<Uuid>, String)> = HashMap::new();
+            let mut answered: Vec<String> = Vec::new();
+            let mut answer = |mq_type: &str| {
+                if !answered.iter().any(|t| t == mq_type) {
+                    answered.push(mq_type.to_owned());
+                }
+            };
             for (row, r) in sending.into_iter().zip(results) {
                 match r {
                     Ok(()) => {
                         tracing::trace!(event_id = %row.id, event_name = %row.message_type, "outbox row sent");
+                        answer(&row.mq_type);
                         sent.push(row.id);
                     }
                     Err(e) if e.is_unavailable() => {
-                        unavailable.push(row.id);
-                        reason.get_or_insert_with(|| e.to_string());
+                        unavailable
+                            .entry(row.mq_type.clone())
+                            .or_insert_with(|| (Vec::new(), e.to_string()))
+                            .0
+                            .push(row.id);
                     }
-                    Err(e) => failed.push((row, e.to_string())),
+                    Err(e) => {
+                        // The broker refused this message: it answered.
+                        answer(&row.mq_type);
+                        failed.push((row, e.to_string()));
+                    }
                 }
             }
-            if !sent.is_empty() || failed.iter().any(|(r, _)| registered_event(&r.message_type).is_some()) {
-                self.availability.answered();
+            for transport in &answered {
+                self.availability.answered(transport);
             }
             if !sent.is_empty() {
-                let mark = Mark { token: token.clone(), ids: sent };
+                let mark = Mark {
+                    token: token.clone(),
+                    ids: sent,
+                };
                 if let Err(mpsc::error::SendError(mark)) = self.marks.send(mark).await {
                     // The marker has stopped: mark here.
                     self.mark_sent(vec![mark]).await;
                 }
             }
-            if let Some(reason) = reason {
-                self.release(&token, unavailable, &reason).await;
+            for (transport, (ids, reason)) in unavailable {
+                self.release(&token, &transport, ids, &reason).await;
             }
             self.record_failures(&token, failed).await;
         }
@@ -440,8 +458,8 @@ impl Relay {
 
     /// The transport was unavailable: the rows are due again after the
     /// relay's backoff, their retries untouched.
-    async fn release(&self, token: &str, ids: Vec<Uuid>, reason: &str) {
-        let wait = self.availability.failed(reason);
+    async fn release(&self, token: &str, transport: &str, ids: Vec<Uuid>, reason: &str) {
+        let wait = self.availability.failed(transport, reason);
         tracing::debug!(count = ids.len(), error = %reason, "outbox send not confirmed: transport unavailable");
         if let Err(e) =
             retry_storage(|| self.store.release(&ids, token, reason, millis(wait))).await
