@@ -580,3 +580,128 @@ async fn one_transport_down_does_not_hold_back_another() {
         "{counts:?}"
     );
 }
+
+/// Stops the Kafka-protocol broker this test suite runs (tansu, started by
+/// `scripts/kafka-broker.sh`) with SIGSTOP: a broker that hangs rather than
+/// refuses. The guard sends SIGCONT, also when the test fails.
+struct StallKafka(String);
+
+impl StallKafka {
+    fn on(servers: &str) -> Option<Self> {
+        let port = servers.rsplit(':').next().unwrap_or_default();
+        let dir = std::env::var("TMPDIR").unwrap_or_else(|_| "/tmp".to_owned());
+        let pidfile = format!("{dir}/heytom-tansu-{port}.pid");
+        let pid = match std::fs::read_to_string(&pidfile) {
+            Ok(p) => p.trim().to_owned(),
+            Err(e) if require_services() => panic!(
+                "no {pidfile} ({e}): this test stalls the broker scripts/kafka-broker.sh started"
+            ),
+            Err(_) => {
+                eprintln!("NOTICE: {pidfile} missing (not our broker); skipping this test");
+                return None;
+            }
+        };
+        let ok = std::process::Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -STOP {pid}");
+        Some(StallKafka(pid))
+    }
+}
+
+impl Drop for StallKafka {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-CONT", &self.0])
+            .status();
+    }
+}
+
+/// A broker that hangs holds up its own rows only: with the Kafka broker
+/// stalled (SIGSTOP) while RabbitMQ and Kafka events are committed side by
+/// side, the RabbitMQ events are delivered during the stall, and the Kafka
+/// ones after it. (The soak saw RabbitMQ deliveries fall behind during
+/// Kafka stalls: one relay pipeline for every transport.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_transport_does_not_hold_up_another() {
+    let _x = EXCLUSIVE.lock().await;
+    let Some(pool) = pg().await else { return };
+    let Some(servers) = kafka_servers() else {
+        return;
+    };
+    if !rabbit_up().await {
+        return;
+    }
+    let table = format!("OutageHung_{}", unique());
+    let (rabbit_consumer, rabbit_seen) = counter::<BlockedEvent>().await;
+    let app = App::builder()
+        .rabbitmq(rabbit())
+        .kafka(heytom_mq::KafkaOptions::new(&servers))
+        .discover(false)
+        .outbox(Outbox::postgres(pool.clone()).table_name(&table))
+        .local_message_retry(LocalMessageRetryOptions {
+            scan_interval: Duration::from_millis(200),
+            ..Default::default()
+        })
+        .start()
+        .await
+        .expect("producer app");
+    // The Kafka producer is connected (and the topic made) before the stall.
+    app.producer()
+        .send_with_transaction(&pool, |_tx| Box::pin(async { Ok(KafkaSide { n: 0 }) }))
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while statuses(&pool, &table)
+        .await
+        .get(&(MessageStatus::Sent as i32))
+        != Some(&1)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "first Kafka row never sent"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let Some(stall) = StallKafka::on(&servers) else {
+        return;
+    };
+    // 4 s of side-by-side traffic into the hung Kafka and the healthy RabbitMQ.
+    for n in 0..20u32 {
+        commit_all(&pool, &[&app], 1, |_| KafkaSide { n: 1 + n }).await;
+        commit_all(&pool, &[&app], 1, |_| BlockedEvent { n }).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
+    while rabbit_seen.lock().unwrap().len() < 20 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rabbit_during = rabbit_seen.lock().unwrap().len();
+    drop(stall);
+    // The Kafka rows go out once the broker answers again.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while statuses(&pool, &table)
+        .await
+        .get(&(MessageStatus::Sent as i32))
+        != Some(&41)
+    {
+        if tokio::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let counts = statuses(&pool, &table).await;
+    app.shutdown().await.unwrap();
+    rabbit_consumer.shutdown().await.unwrap();
+    drop_table(&pool, &table).await;
+    assert_eq!(
+        rabbit_during, 20,
+        "RabbitMQ events went out while Kafka hung"
+    );
+    assert_eq!(
+        counts.get(&(MessageStatus::Sent as i32)),
+        Some(&41),
+        "{counts:?}"
+    );
+}

@@ -38,6 +38,9 @@ const DISPATCH_BATCH: usize = 1000;
 const MAX_QUEUED_ROWS: usize = 20_000;
 /// Commits waiting for the post-commit sender, at most.
 const COMMIT_QUEUE: usize = 4096;
+/// Batches (of up to `DISPATCH_BATCH` rows) waiting at one transport's
+/// post-commit sender, at most; more are left to the scanner.
+const SENDER_QUEUE: usize = 16;
 /// Sent batches waiting to be marked; a sender waits when it is full.
 const MARK_QUEUE: usize = 64;
 /// Rows deleted per statement by retention.
@@ -226,6 +229,10 @@ impl Relay {
         millis(self.lease)
     }
 
+    /// Takes committed rows off the commit queue and hands them to one
+    /// sender per transport (by the rows' `MQType`), so a broker that hangs
+    /// holds up its own rows only. A sender whose queue is full leaves the
+    /// rows to the scanner (they keep their commit lease).
     async fn dispatch_loop(
         self: Arc<Self>,
         mut receiver: mpsc::Receiver<Vec<LocalMessage>>,
@@ -236,12 +243,43 @@ impl Relay {
             queued.fetch_sub(rows.len(), Ordering::AcqRel);
             rows
         };
+        let mut senders: HashMap<String, (mpsc::Sender<Vec<LocalMessage>>, JoinHandle<()>)> =
+            HashMap::new();
+        let mut route = |rows: Vec<LocalMessage>| {
+            let mut by_transport: HashMap<String, Vec<LocalMessage>> = HashMap::new();
+            for r in rows {
+                by_transport.entry(r.mq_type.clone()).or_default().push(r);
+            }
+            for (transport, rows) in by_transport {
+                let (tx, _) = senders.entry(transport).or_insert_with(|| {
+                    let (tx, rx) = mpsc::channel(SENDER_QUEUE);
+                    (tx, tokio::spawn(self.clone().send_loop(rx)))
+                });
+                if let Err(e) = tx.try_send(rows) {
+                    let n = match e {
+                        mpsc::error::TrySendError::Full(r)
+                        | mpsc::error::TrySendError::Closed(r) => r.len(),
+                    };
+                    tracing::debug!(count = n, "outbox sender busy: rows left to the scanner");
+                }
+            }
+        };
         loop {
-            let first = tokio::select! {
+            tokio::select! {
                 biased;
                 rows = receiver.recv() => match rows {
-                    Some(rows) => take(rows),
-                    None => return,
+                    Some(first) => {
+                        // Commits that arrived together travel as one batch.
+                        let mut rows = take(first);
+                        while rows.len() < DISPATCH_BATCH {
+                            match receiver.try_recv() {
+                                Ok(more) => rows.extend(take(more)),
+                                Err(_) => break,
+                            }
+                        }
+                        route(rows);
+                    }
+                    None => break,
                 },
                 _ = stop.changed() => {
                     // Send what was committed before the stop.
@@ -251,19 +289,32 @@ impl Relay {
                         rows.extend(take(more));
                     }
                     for chunk in rows.chunks(DISPATCH_BATCH) {
-                        self.send_committed(chunk.to_vec()).await;
+                        route(chunk.to_vec());
                     }
-                    return;
+                    break;
                 }
-            };
-            let mut rows = first;
+            }
+        }
+        // Closing the queues lets each sender finish what it holds.
+        let handles: Vec<JoinHandle<()>> = senders.into_values().map(|(_, h)| h).collect();
+        for h in handles {
+            let _ = h.await;
+        }
+    }
+
+    /// One transport's post-commit sender: merges what is queued into
+    /// batches and sends them in commit order.
+    async fn send_loop(self: Arc<Self>, mut rx: mpsc::Receiver<Vec<LocalMessage>>) {
+        while let Some(mut rows) = rx.recv().await {
             while rows.len() < DISPATCH_BATCH {
-                match receiver.try_recv() {
-                    Ok(more) => rows.extend(take(more)),
+                match rx.try_recv() {
+                    Ok(more) => rows.extend(more),
                     Err(_) => break,
                 }
             }
-            self.send_committed(rows).await;
+            for chunk in rows.chunks(DISPATCH_BATCH) {
+                self.send_committed(chunk.to_vec()).await;
+            }
         }
     }
 
