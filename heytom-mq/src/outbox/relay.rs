@@ -23,13 +23,12 @@ use uuid::Uuid;
 use super::lease::{millis, token, Availability, Leases};
 use super::marker::{retry_storage, Mark};
 use super::repository::{DbKind, Store};
+use super::transaction::to_outgoing;
 use super::{
     ExhaustedCallback, LocalMessage, LocalMessageRetryOptions, MessageStatus, OutboxConfig,
 };
 use crate::error::Result;
-use crate::event::{registered_event, Envelope, Headers};
 use crate::producer::Producer;
-use crate::transport::Outgoing;
 
 /// Rows merged into one send after commits arrive together.
 const DISPATCH_BATCH: usize = 1000;
@@ -572,30 +571,4 @@ impl Relay {
             }
         }
     }
-}
-
-/// Rebuilds the envelope of a row; fails (the row is marked Failed) when its
-/// type is not a registered event or its headers are not a JSON object.
-fn to_outgoing(row: &LocalMessage) -> std::result::Result<Outgoing, String> {
-    let Some(reg) = registered_event(&row.message_type) else {
-        return Err(format!(
-            "unknown message type `{}`: no Event with this NAME is compiled into this binary",
-            row.message_type
-        ));
-    };
-    let headers: Headers = match row.headers.as_deref() {
-        None | Some("") => Headers::new(),
-        Some(h) => serde_json::from_str(h).map_err(|e| format!("invalid Headers column: {e}"))?,
-    };
-    Ok(Outgoing {
-        route: (reg.route)(),
-        envelope: Envelope {
-            id: row.id,
-            name: row.message_type.clone(),
-            occurred_at: row.created_at,
-            headers,
-            partition_key: row.partition_key.clone(),
-            payload: row.message_body.clone().into_bytes(),
-        },
-    })
 }

@@ -15,6 +15,7 @@ use super::{LocalMessage, MessageStatus};
 use crate::error::{BoxError, Error, Result};
 use crate::event::{registered_event, Envelope, Event, EventId, Headers};
 use crate::producer::Producer;
+use crate::transport::Outgoing;
 
 /// A database the local message table can live in: PostgreSQL, MySQL /
 /// MariaDB, SQLite (each behind its cargo feature).
@@ -308,4 +309,30 @@ impl Producer {
             }
         }
     }
+}
+
+/// Rebuilds the envelope of a row; fails (the row is marked Failed) when its
+/// type is not a registered event or its headers are not a JSON object.
+pub(super) fn to_outgoing(row: &LocalMessage) -> std::result::Result<Outgoing, String> {
+    let Some(reg) = registered_event(&row.message_type) else {
+        return Err(format!(
+            "unknown message type `{}`: no Event with this NAME is compiled into this binary",
+            row.message_type
+        ));
+    };
+    let headers: Headers = match row.headers.as_deref() {
+        None | Some("") => Headers::new(),
+        Some(h) => serde_json::from_str(h).map_err(|e| format!("invalid Headers column: {e}"))?,
+    };
+    Ok(Outgoing {
+        route: (reg.route)(),
+        envelope: Envelope {
+            id: row.id,
+            name: row.message_type.clone(),
+            occurred_at: row.created_at,
+            headers,
+            partition_key: row.partition_key.clone(),
+            payload: row.message_body.clone().into_bytes(),
+        },
+    })
 }
