@@ -282,6 +282,8 @@ proptest! {
                 return;
             };
             assert!(alone.is_ok(), "build accepted what validate refuses: {alone:?}");
+            // A disabled scanner's interval is neither checked nor used.
+            let scan = if enabled { scan } else { Duration::ZERO };
             outbox_deadlines(lease, backoff, max_backoff, retention, scan);
             // Run the relay and the scanner with these settings for a moment.
             let running = app.start().await.expect("start");
