@@ -37,9 +37,9 @@ const DISPATCH_BATCH: usize = 1000;
 const MAX_QUEUED_ROWS: usize = 20_000;
 /// Commits waiting for the post-commit sender, at most.
 const COMMIT_QUEUE: usize = 4096;
-/// Batches (of up to `DISPATCH_BATCH` rows) waiting at one transport's
-/// post-commit sender, at most; more are left to the scanner.
-const SENDER_QUEUE: usize = 16;
+/// Batches waiting at one transport's post-commit sender, at most (their
+/// rows count against `MAX_QUEUED_ROWS` until the sender takes them).
+const SENDER_QUEUE: usize = COMMIT_QUEUE;
 /// Sent batches waiting to be marked; a sender waits when it is full.
 const MARK_QUEUE: usize = 64;
 /// Rows deleted per statement by retention.
@@ -238,10 +238,9 @@ impl Relay {
         queued: Arc<AtomicUsize>,
         mut stop: watch::Receiver<bool>,
     ) {
-        let take = |rows: Vec<LocalMessage>| {
-            queued.fetch_sub(rows.len(), Ordering::AcqRel);
-            rows
-        };
+        // Rows stay counted in `queued` until their transport's sender takes
+        // them: the bound covers both queues.
+        let take = |rows: Vec<LocalMessage>| rows;
         let mut senders: HashMap<String, (mpsc::Sender<Vec<LocalMessage>>, JoinHandle<()>)> =
             HashMap::new();
         let mut route = |rows: Vec<LocalMessage>| {
@@ -252,13 +251,14 @@ impl Relay {
             for (transport, rows) in by_transport {
                 let (tx, _) = senders.entry(transport).or_insert_with(|| {
                     let (tx, rx) = mpsc::channel(SENDER_QUEUE);
-                    (tx, tokio::spawn(self.clone().send_loop(rx)))
+                    (tx, tokio::spawn(self.clone().send_loop(rx, queued.clone())))
                 });
                 if let Err(e) = tx.try_send(rows) {
                     let n = match e {
                         mpsc::error::TrySendError::Full(r)
                         | mpsc::error::TrySendError::Closed(r) => r.len(),
                     };
+                    queued.fetch_sub(n, Ordering::AcqRel);
                     tracing::debug!(count = n, "outbox sender busy: rows left to the scanner");
                 }
             }
@@ -303,11 +303,20 @@ impl Relay {
 
     /// One transport's post-commit sender: merges what is queued into
     /// batches and sends them in commit order.
-    async fn send_loop(self: Arc<Self>, mut rx: mpsc::Receiver<Vec<LocalMessage>>) {
-        while let Some(mut rows) = rx.recv().await {
+    async fn send_loop(
+        self: Arc<Self>,
+        mut rx: mpsc::Receiver<Vec<LocalMessage>>,
+        queued: Arc<AtomicUsize>,
+    ) {
+        let take = |rows: Vec<LocalMessage>| {
+            queued.fetch_sub(rows.len(), Ordering::AcqRel);
+            rows
+        };
+        while let Some(first) = rx.recv().await {
+            let mut rows = take(first);
             while rows.len() < DISPATCH_BATCH {
                 match rx.try_recv() {
-                    Ok(more) => rows.extend(more),
+                    Ok(more) => rows.extend(take(more)),
                     Err(_) => break,
                 }
             }
