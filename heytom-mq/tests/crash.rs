@@ -9,15 +9,18 @@
 //!     runs again, which at-least-once allows);
 //! (c) while a scanner holds leases on a batch.
 
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use heytom_mq::prelude::*;
-use heytom_mq::{HandlerEntry, LocalMessageRetryOptions, RabbitMqOptions, RunningApp};
+use heytom_mq::{HandlerEntry, LocalMessageRetryOptions, RunningApp};
 use serde::{Deserialize, Serialize};
+
+mod outage_support;
+use outage_support::{
+    counter, pg_url, purge, rabbit, rabbit_url, require_services, unique, Count, Seen,
+};
 use sqlx::AssertSqlSafe;
 
 #[derive(Event, Serialize, Deserialize, Debug, Clone)]
@@ -46,20 +49,6 @@ struct Handled {
 
 /// One crash at a time: the cases share the broker and a queue.
 static EXCLUSIVE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn rabbit_url() -> String {
-    std::env::var("HEYTOM_TEST_RABBITMQ_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
-}
-
-fn pg_url() -> String {
-    std::env::var("HEYTOM_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
-
-fn require_services() -> bool {
-    std::env::var("HEYTOM_TEST_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
-}
 
 async fn services() -> Option<sqlx::PgPool> {
     let pool = match sqlx::postgres::PgPoolOptions::new()
@@ -91,16 +80,6 @@ async fn services() -> Option<sqlx::PgPool> {
     }
 }
 
-fn rabbit() -> RabbitMqOptions {
-    RabbitMqOptions::new(rabbit_url())
-        .reconnect_backoff(Duration::from_millis(100), Duration::from_secs(1))
-}
-
-fn unique() -> String {
-    let s = uuid::Uuid::now_v7().simple().to_string();
-    s[s.len() - 10..].to_owned()
-}
-
 /// A producing app with the outbox on `table`, the default lease, a 200 ms scan.
 async fn outbox_app(pool: sqlx::PgPool, table: &str, after_commit: bool) -> RunningApp {
     App::builder()
@@ -121,18 +100,6 @@ async fn outbox_app(pool: sqlx::PgPool, table: &str, after_commit: bool) -> Runn
         .expect("outbox app")
 }
 
-/// Deliveries per event id.
-type Seen = Arc<Mutex<HashMap<EventId, usize>>>;
-
-struct Count(Seen);
-
-impl<E: Event> EventHandler<E> for Count {
-    async fn handle(&self, _event: E, ctx: Context) -> Result<(), HandlerError> {
-        *self.0.lock().unwrap().entry(ctx.event_id()).or_default() += 1;
-        Ok(())
-    }
-}
-
 /// Prints `start <id>`, works (the first three events 200 ms, the others
 /// a minute: they are mid-way when the process dies), prints `done <id>`.
 struct Slow;
@@ -145,35 +112,6 @@ impl EventHandler<Handled> for Slow {
         println!("done {}", ctx.event_id());
         Ok(())
     }
-}
-
-/// A consumer app counting the deliveries of `E`; its queue is purged first.
-async fn counter<E: Event>() -> (RunningApp, Seen) {
-    let seen = Seen::default();
-    let app = App::builder()
-        .rabbitmq(rabbit())
-        .discover(false)
-        .handler_entry(HandlerEntry::from_type::<E, Count>(
-            "count",
-            Count(seen.clone()),
-        ))
-        .start()
-        .await
-        .expect("consumer app");
-    purge(E::route().as_rabbitmq().unwrap().queue_name.unwrap()).await;
-    seen.lock().unwrap().clear();
-    (app, seen)
-}
-
-async fn purge(queue: &str) {
-    let conn = lapin::Connection::connect(&rabbit_url(), lapin::ConnectionProperties::default())
-        .await
-        .unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    ch.queue_purge(queue.into(), Default::default())
-        .await
-        .unwrap();
-    let _ = conn.close(200, "done".into()).await;
 }
 
 /// This binary run again as the child `role`, stdout piped, killed on drop.

@@ -12,10 +12,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use heytom_mq::prelude::*;
-use heytom_mq::{
-    HandlerEntry, LocalMessageRetryOptions, MessageStatus, RabbitMqOptions, RunningApp,
-};
+use heytom_mq::{HandlerEntry, LocalMessageRetryOptions, MessageStatus, RunningApp};
 use serde::{Deserialize, Serialize};
+
+mod outage_support;
+use outage_support::{counter, pg_url, rabbit, rabbit_url, require_services, unique, Count, Seen};
 use sqlx::AssertSqlSafe;
 
 #[derive(Event, Serialize, Deserialize, Debug, Clone)]
@@ -102,20 +103,6 @@ fn logged_lines(parts: &[&str]) -> usize {
 
 /// One broker-breaking test at a time.
 static EXCLUSIVE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn rabbit_url() -> String {
-    std::env::var("HEYTOM_TEST_RABBITMQ_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
-}
-
-fn pg_url() -> String {
-    std::env::var("HEYTOM_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
-
-fn require_services() -> bool {
-    std::env::var("HEYTOM_TEST_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
-}
 
 /// The PostgreSQL pool, or `None` (a notice) when the server is missing and
 /// services are not required.
@@ -212,55 +199,6 @@ impl Drop for StartApp {
             .arg("start_app")
             .output();
     }
-}
-
-fn unique() -> String {
-    let s = uuid::Uuid::now_v7().simple().to_string();
-    s[s.len() - 10..].to_owned()
-}
-
-fn rabbit() -> RabbitMqOptions {
-    RabbitMqOptions::new(rabbit_url())
-        .reconnect_backoff(Duration::from_millis(100), Duration::from_secs(1))
-        .publish_timeout(Duration::from_secs(30))
-}
-
-/// Deliveries per event id, as a consumer app saw them.
-type Seen = Arc<Mutex<HashMap<EventId, usize>>>;
-
-struct Count(Seen);
-
-impl<E: Event> EventHandler<E> for Count {
-    async fn handle(&self, _event: E, ctx: Context) -> Result<(), HandlerError> {
-        *self.0.lock().unwrap().entry(ctx.event_id()).or_default() += 1;
-        Ok(())
-    }
-}
-
-/// A consumer app counting the deliveries of `E`; its queue is purged first.
-async fn counter<E: Event>() -> (RunningApp, Seen) {
-    let seen = Seen::default();
-    let app = App::builder()
-        .rabbitmq(rabbit())
-        .discover(false)
-        .handler_entry(HandlerEntry::from_type::<E, Count>(
-            "count",
-            Count(seen.clone()),
-        ))
-        .start()
-        .await
-        .expect("consumer app");
-    let conn = lapin::Connection::connect(&rabbit_url(), lapin::ConnectionProperties::default())
-        .await
-        .unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    let queue = E::route().as_rabbitmq().unwrap().queue_name.unwrap();
-    ch.queue_purge(queue.into(), Default::default())
-        .await
-        .unwrap();
-    let _ = conn.close(200, "done".into()).await;
-    seen.lock().unwrap().clear();
-    (app, seen)
 }
 
 /// A producing app with the outbox on `table`: a 1 s lease, a 200 ms scan.

@@ -240,7 +240,6 @@ impl Relay {
     ) {
         // Rows stay counted in `queued` until their transport's sender takes
         // them: the bound covers both queues.
-        let take = |rows: Vec<LocalMessage>| rows;
         let mut senders: HashMap<String, (mpsc::Sender<Vec<LocalMessage>>, JoinHandle<()>)> =
             HashMap::new();
         let mut route = |rows: Vec<LocalMessage>| {
@@ -269,10 +268,10 @@ impl Relay {
                 rows = receiver.recv() => match rows {
                     Some(first) => {
                         // Commits that arrived together travel as one batch.
-                        let mut rows = take(first);
+                        let mut rows = first;
                         while rows.len() < DISPATCH_BATCH {
                             match receiver.try_recv() {
-                                Ok(more) => rows.extend(take(more)),
+                                Ok(more) => rows.extend(more),
                                 Err(_) => break,
                             }
                         }
@@ -285,7 +284,7 @@ impl Relay {
                     receiver.close();
                     let mut rows = Vec::new();
                     while let Ok(more) = receiver.try_recv() {
-                        rows.extend(take(more));
+                        rows.extend(more);
                     }
                     for chunk in rows.chunks(DISPATCH_BATCH) {
                         route(chunk.to_vec());
