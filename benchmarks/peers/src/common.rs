@@ -18,6 +18,7 @@ pub fn env_num(name: &str, default: u64) -> u64 {
 
 pub struct Cfg {
     pub count: usize,
+    pub kafka_count: usize,
     pub outbox_count: usize,
     pub latency_count: usize,
     pub rounds: usize,
@@ -37,6 +38,7 @@ impl Cfg {
         );
         Cfg {
             count: env_num("PEERS_COUNT", 20_000) as usize,
+            kafka_count: env_num("PEERS_KAFKA_COUNT", 50_000) as usize,
             outbox_count: env_num("PEERS_OUTBOX_COUNT", 4_000) as usize,
             latency_count: env_num("PEERS_LATENCY_COUNT", 200) as usize,
             rounds: env_num("PEERS_ROUNDS", 5).max(1) as usize,

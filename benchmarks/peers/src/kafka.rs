@@ -97,9 +97,11 @@ enum Who {
     Heytom,
     Rs,
     RsMeta,
+    /// heytom with every `send()` future awaited at once (the API shape ruststream has).
+    HeytomConcurrent,
 }
 
-const SIDES: [&str; 3] = ["hey", "rs", "rsm"];
+const SIDES: [&str; 4] = ["hey", "rs", "rsm", "heyc"];
 
 fn topic(cfg: &Cfg, who: Who, round: usize) -> String {
     format!("peers_{}_{}_{round}", SIDES[who as usize], cfg.run)
@@ -126,7 +128,7 @@ async fn rounds(
     admin: &AdminClient<DefaultClientContext>,
     created: &mut Vec<String>,
 ) -> anyhow::Result<()> {
-    let count = cfg.count;
+    let count = cfg.kafka_count;
     let events: Vec<PeersKafkaEvent> = payloads(count).iter().map(Into::into).collect();
     let hey_producer = KafkaProducer::new(KafkaOptions::new(servers))?;
     let rs_broker = KafkaBroker::new([servers.to_owned()])
@@ -146,10 +148,10 @@ async fn rounds(
             [Who::RsMeta, Who::Rs, Who::Heytom]
         };
         // Topics are created outside the timing, each with one warm-up record.
-        for who in [Who::Heytom, Who::Rs, Who::RsMeta] {
+        for who in [Who::Heytom, Who::Rs, Who::RsMeta, Who::HeytomConcurrent] {
             let t = topic(cfg, who, round);
             created.push(t.clone());
-            if who == Who::Heytom {
+            if matches!(who, Who::Heytom | Who::HeytomConcurrent) {
                 set_topic(&t);
                 hey_producer.send(&events[0]).await?;
             } else {
@@ -162,8 +164,13 @@ async fn rounds(
                 rs_pub.message(&events[0]).to(t.as_str()).publish().await?;
             }
         }
-        let mut prod = [Side::default(); 3];
-        for who in order {
+        let prod_order = if round % 2 == 1 {
+            [Who::Heytom, Who::HeytomConcurrent, Who::Rs, Who::RsMeta]
+        } else {
+            [Who::RsMeta, Who::Rs, Who::HeytomConcurrent, Who::Heytom]
+        };
+        let mut prod = [Side::default(); 4];
+        for who in prod_order {
             tokio::time::sleep(Duration::from_millis(300)).await;
             let t = topic(cfg, who, round);
             let (took, cpu) = measured(count, async {
@@ -172,6 +179,11 @@ async fn rounds(
                     Who::Heytom => {
                         set_topic(&t);
                         hey_producer.send_batch(&events).await?;
+                    }
+                    Who::HeytomConcurrent => {
+                        set_topic(&t);
+                        futures::future::try_join_all(events.iter().map(|e| hey_producer.send(e)))
+                            .await?;
                     }
                     Who::Rs => {
                         let sends = events.iter().map(|e| {
@@ -208,6 +220,15 @@ async fn rounds(
             "heytom send_batch vs ruststream publish() futures awaited at once (no batch API)",
             round,
             prod[0],
+            prod[1],
+        );
+        figs.add(
+            "peers.kafka.produce_concurrent",
+            "msg/s",
+            true,
+            "same API shape: heytom send() futures vs ruststream publish() futures, all awaited at once",
+            round,
+            prod[3],
             prod[1],
         );
         figs.add(
@@ -248,6 +269,7 @@ async fn rounds(
                         consumer.stop().await?;
                         took
                     }
+                    Who::HeytomConcurrent => unreachable!("not a consume side"),
                     Who::Rs | Who::RsMeta => {
                         let broker = KafkaBroker::new([servers.to_owned()]);
                         let source = KafkaTopic::new(t.clone())

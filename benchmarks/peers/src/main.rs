@@ -13,9 +13,10 @@ async fn main() -> anyhow::Result<()> {
     let cfg = Cfg::from_env();
     println!(
         "peers: heytom-mq (path) vs ruststream 0.7 (ruststream-lapin, ruststream-rdkafka, ruststream-sqlx)\n\
-         {} msgs/round (outbox {} tx/round, latency {} commits), {} B JSON payload, {} rounds, \
-         8 handlers at once on each side; run id {}",
+         {} RabbitMQ / {} Kafka msgs/round (outbox {} tx/round, latency {} commits), {} B JSON payload, \
+         {} rounds, 8 handlers at once on each side; run id {}",
         cfg.count,
+        cfg.kafka_count,
         cfg.outbox_count,
         cfg.latency_count,
         common::payload_len(),

@@ -431,6 +431,21 @@ async fn rounds(cfg: &Cfg, figs: &mut Figures, pool: &PgPool, n: &Names) -> anyh
             );
         }
     }
+    // What each outbox did with its rows (a check that both really went
+    // through their outbox, not a timed figure).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let hey_counts = HeyOutbox::postgres(pool.clone())
+        .table_name(&n.hey_table)
+        .status_counts()
+        .await?;
+    let (rs_rows, rs_processed): (i64, i64) =
+        sqlx::query_as("SELECT count(*), count(processed_at) FROM peers_rs_outbox")
+            .fetch_one(pool)
+            .await?;
+    println!(
+        "outbox rows: heytom {} sent, {} pending, {} failed | ruststream {rs_rows} recorded, {rs_processed} processed",
+        hey_counts.sent, hey_counts.pending, hey_counts.failed
+    );
     hey_app.shutdown().await?;
     rs_app.shutdown().await?;
     rs_broker.shutdown().await?;

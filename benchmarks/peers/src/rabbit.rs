@@ -184,6 +184,8 @@ enum Who {
     Heytom,
     Rs,
     RsMeta,
+    /// heytom with every `send()` future awaited at once (the API shape ruststream has).
+    HeytomConcurrent,
 }
 
 pub async fn run(cfg: &Cfg, figs: &mut Figures) -> anyhow::Result<()> {
@@ -237,14 +239,23 @@ async fn rounds(cfg: &Cfg, figs: &mut Figures, conn: &Connection, n: &Names) -> 
             [Who::RsMeta, Who::Rs, Who::Heytom]
         };
         // publish
-        let mut pub_res = [Side::default(); 3];
-        for who in order {
+        let pub_order = if round % 2 == 1 {
+            [Who::Heytom, Who::HeytomConcurrent, Who::Rs, Who::RsMeta]
+        } else {
+            [Who::RsMeta, Who::Rs, Who::HeytomConcurrent, Who::Heytom]
+        };
+        let mut pub_res = [Side::default(); 4];
+        for who in pub_order {
             tokio::time::sleep(Duration::from_millis(300)).await;
             let (took, cpu) = measured(count, async {
                 let start = Instant::now();
                 match who {
                     Who::Heytom => {
                         hey_producer.send_batch(&events).await?;
+                    }
+                    Who::HeytomConcurrent => {
+                        futures::future::try_join_all(events.iter().map(|e| hey_producer.send(e)))
+                            .await?;
                     }
                     Who::Rs => {
                         let sends = events
@@ -290,6 +301,15 @@ async fn rounds(cfg: &Cfg, figs: &mut Figures, conn: &Connection, n: &Names) -> 
             pub_res[1],
         );
         figs.add(
+            "peers.rabbitmq.publish_concurrent",
+            "msg/s",
+            true,
+            "same API shape: heytom send() futures vs ruststream publish() futures, all awaited at once",
+            round,
+            pub_res[3],
+            pub_res[1],
+        );
+        figs.add(
             "peers.rabbitmq.publish_same_metadata",
             "msg/s",
             true,
@@ -320,6 +340,7 @@ async fn rounds(cfg: &Cfg, figs: &mut Figures, conn: &Connection, n: &Names) -> 
                         consumer.stop().await?;
                         took
                     }
+                    Who::HeytomConcurrent => unreachable!("not a consume side"),
                     Who::Rs | Who::RsMeta => {
                         let broker = LapinBroker::new(cfg.rabbit_url.clone())
                             .prefetch(NonZeroU16::new(64).expect("64"));
