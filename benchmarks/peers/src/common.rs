@@ -38,7 +38,7 @@ impl Cfg {
         );
         Cfg {
             count: env_num("PEERS_COUNT", 20_000) as usize,
-            kafka_count: env_num("PEERS_KAFKA_COUNT", 50_000) as usize,
+            kafka_count: env_num("PEERS_KAFKA_COUNT", 100_000) as usize,
             outbox_count: env_num("PEERS_OUTBOX_COUNT", 4_000) as usize,
             latency_count: env_num("PEERS_LATENCY_COUNT", 200) as usize,
             rounds: env_num("PEERS_ROUNDS", 5).max(1) as usize,
