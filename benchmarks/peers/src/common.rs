@@ -221,6 +221,7 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 
 impl Figures {
     /// Records one round of `name`; prints the round's line at once.
+    #[allow(clippy::too_many_arguments)]
     pub fn add(
         &mut self,
         name: &str,
