@@ -1096,7 +1096,7 @@ fn summarize(r: &Results) {
         );
     }
     for l in &r.latency {
-        let targets = db == "postgres" && via == "rabbitmq" || db == "sqlite" && via == "rabbitmq";
+        let targets = via == "rabbitmq" && (db == "postgres" || db == "sqlite");
         let met = l.p50_ms <= 2.0 && l.p99_ms <= 20.0 && l.confirmed == l.commits;
         println!(
             "FIGURE outbox.latency.{db}.{via}.{}w p50_ms={:.2} p99_ms={:.2} confirmed={}/{} target_p50_ms=2 target_p99_ms=20 met={}",

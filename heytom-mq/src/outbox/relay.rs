@@ -350,11 +350,10 @@ impl Relay {
                 self.producer.send_outgoing(&outgoing).await
             };
             let mut tokens = Tokens::default();
-            let mut sent: Vec<(usize, Vec<Uuid>)> = Vec::new();
+            let mut sent: ByLease = Vec::new();
             // Per transport and lease: the rows it could not take and why;
             // whether it answered.
-            let mut unavailable: HashMap<String, (String, Vec<(usize, Vec<Uuid>)>)> =
-                HashMap::new();
+            let mut unavailable: HashMap<String, (String, ByLease)> = HashMap::new();
             let mut answered: Vec<String> = Vec::new();
             let mut answer = |mq_type: &str| {
                 if !answered.iter().any(|t| t == mq_type) {
@@ -481,6 +480,9 @@ impl Relay {
         }
     }
 }
+
+/// Row ids by lease token (an index into [`Tokens`]).
+type ByLease = Vec<(usize, Vec<Uuid>)>;
 
 /// The lease tokens of one dispatched batch (the rows' `locked_by`), each
 /// held once, by index.
