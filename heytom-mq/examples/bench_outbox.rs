@@ -493,6 +493,8 @@ struct Results {
     latency: Vec<Latency>,
     drain: Vec<DrainRound>,
     backlog: usize,
+    /// Raw lapin publish -> confirm of one message at a time: p50, p99 ms.
+    raw_latency: Option<(f64, f64)>,
 }
 
 /// Enqueue rounds at one number of writers: business, hand, outbox.
@@ -613,6 +615,46 @@ async fn raw_publish(r: &RabbitTopology, n: usize) -> Result<Sample, BoxError> {
     ch.close(200, "done".into()).await?;
     connection.close(200, "done".into()).await?;
     Ok(sample)
+}
+
+/// The broker's own floor for the latency figures: raw lapin publishing one
+/// persistent, mandatory message at a time and awaiting its confirm, a
+/// millisecond apart, `n` times; (p50, p99) in ms.
+async fn raw_confirm_latency(r: &RabbitTopology, n: usize) -> Result<(f64, f64), BoxError> {
+    let connection = lapin::Connection::connect(&r.url, ConnectionProperties::default()).await?;
+    let ch = connection.create_channel().await?;
+    ch.confirm_select(ConfirmSelectOptions::default()).await?;
+    let mut took = Vec::with_capacity(n);
+    for k in 0..n {
+        let event = BenchOrderPlaced {
+            id: k as i64,
+            note: "latency".into(),
+        };
+        let envelope = Envelope::new(&event)?;
+        let start = Instant::now();
+        let confirm = ch
+            .basic_publish(
+                r.exchange.as_str().into(),
+                BenchOrderPlaced::NAME.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    immediate: false,
+                },
+                &envelope.payload,
+                raw_properties(&envelope),
+            )
+            .await?
+            .await?;
+        took.push(start.elapsed());
+        if confirm != Confirmation::Ack(None) {
+            return Err(format!("raw publish not acked: {confirm:?}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    took.sort();
+    ch.close(200, "done".into()).await?;
+    connection.close(200, "done".into()).await?;
+    Ok((percentile(&took, 0.5), percentile(&took, 0.99)))
 }
 
 /// One function per database (the pool and outbox types differ), taking the
@@ -862,6 +904,14 @@ macro_rules! bench_db {
                         res.latency.push(l);
                     }
                     app.shutdown().await?;
+                    if let Some(r) = &broker.rabbit {
+                        let (p50, p99) = raw_confirm_latency(r, 1000).await?;
+                        println!(
+                            "latency {label} raw lapin (one persistent message at a time, publish -> confirm): p50 {p50:.2} ms p99 {p99:.2} ms"
+                        );
+                        res.raw_latency = Some((p50, p99));
+                        broker.purge().await?;
+                    }
                 }
 
                 // (c) drain a backlog; over RabbitMQ alternating with raw lapin
@@ -1107,6 +1157,9 @@ fn summarize(r: &Results) {
             l.commits,
             if targets { yes(met) } else { "n/a" }
         );
+    }
+    if let Some((p50, p99)) = r.raw_latency {
+        println!("FIGURE outbox.latency.{db}.{via}.raw_lapin p50_ms={p50:.2} p99_ms={p99:.2}");
     }
     if !r.drain.is_empty() {
         let n = r.drain.len();
