@@ -251,6 +251,9 @@ impl Relay {
             // The batch being sent: the next claim overlaps its confirms.
             // Batches are sent one after another, in claim order.
             let mut in_flight: Option<JoinHandle<()>> = None;
+            // While full batches follow each other, each claim starts at the
+            // previous one's newest row (see `Store::claim`).
+            let mut after = None;
             loop {
                 if *stop.borrow() {
                     break;
@@ -260,7 +263,7 @@ impl Relay {
                 let token = token();
                 let claimed = self
                     .store
-                    .claim(&token, self.lease_ms(), max_retry, batch)
+                    .claim(&token, self.lease_ms(), max_retry, batch, after)
                     .await;
                 if let Some(previous) = in_flight.take() {
                     let _ = previous.await;
@@ -269,6 +272,7 @@ impl Relay {
                     Ok(rows) if rows.is_empty() => break,
                     Ok(rows) => {
                         let full = rows.len() as i64 >= batch;
+                        after = rows.iter().map(|r| r.created_at).max();
                         let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
                         self.leases.hold(&token, &ids);
                         let relay = self.clone();
