@@ -265,6 +265,13 @@ impl Relay {
                     .store
                     .claim(&token, self.lease_ms(), max_retry, batch, after)
                     .await;
+                // Renewed from now on: the batch may wait for the previous
+                // one's confirms longer than its lease (a broker blocking
+                // publishers).
+                if let Ok(rows) = &claimed {
+                    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+                    self.leases.hold(&token, &ids);
+                }
                 if let Some(previous) = in_flight.take() {
                     let _ = previous.await;
                 }
@@ -273,8 +280,6 @@ impl Relay {
                     Ok(rows) => {
                         let full = rows.len() as i64 >= batch;
                         after = rows.iter().map(|r| r.created_at).max();
-                        let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-                        self.leases.hold(&token, &ids);
                         let relay = self.clone();
                         in_flight = Some(tokio::spawn(async move {
                             relay.dispatch(rows, "scan").await;
