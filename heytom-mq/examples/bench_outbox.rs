@@ -1,36 +1,50 @@
 //! Benchmark of the local message table on PostgreSQL, MariaDB/MySQL and
-//! SQLite, each through the in-memory transport and through RabbitMQ.
+//! SQLite, through the in-memory transport and through RabbitMQ.
 //!
 //! ```text
 //! cargo run -p heytom-mq --release --example bench_outbox
 //! ```
 //!
-//! Per database and transport:
-//! (a) enqueue throughput: business insert + outbox insert + commit, at 1 and
-//!     8 concurrent writers, against the same loop with the business insert
-//!     alone (raw sqlx), as a ratio;
-//! (b) end-to-end latency from `commit()` to the transport's confirm (for
-//!     RabbitMQ, the broker's publisher confirm), p50 / p99;
-//! (c) time and peak RSS growth to drain a backlog of 100,000 Pending rows.
+//! Per database:
+//! (a) enqueue (in-memory transport, the relay running): three loops in
+//!     alternating order each round, at 1 and 8 concurrent writers —
+//!     `business` (business insert + commit, raw sqlx), `hand` (the same plus
+//!     an INSERT of the outbox row with the same 13 columns, written by hand
+//!     in sqlx, into a table of the same DDL; nothing sends it) and `outbox`
+//!     (`send_with_transaction` with the same business insert). Ratios:
+//!     outbox / hand (`outbox.enqueue.<db>.<n>w`) and outbox / business
+//!     (`outbox.enqueue_vs_business.<db>.<n>w`), median of the rounds' ratios;
+//! (b) latency from calling `commit()` to the transport's confirm (RabbitMQ:
+//!     the broker's publisher confirm), 1 writer (1000 commits) and 8 writers
+//!     (8 x 250), a commit every millisecond per writer, p50 / p99;
+//! (c) drain of a backlog of 100,000 Pending rows by the retry scanner
+//!     (batch 1000) until every row is Sent in the table; over RabbitMQ,
+//!     alternating with raw lapin publishing the same number of messages
+//!     (same payload and properties, persistent, mandatory) in windows of
+//!     1000 whose confirms are awaited before the next window — the relay's
+//!     own pattern, without the database (`outbox.drain.<db>.rabbitmq`,
+//!     outbox rows/s / raw msg/s); peak RSS growth during the drain.
+//!
+//! Every figure prints each round, CPU µs and allocations per transaction /
+//! message (whole process, this benchmark's counting allocator), and ends
+//! with `RESULT outbox.<figure> ratio=<median> rounds=<n>` lines, and
+//! `FIGURE ... met=yes|no` lines for absolute targets.
 //!
 //! Servers: `HEYTOM_TEST_POSTGRES_URL`, `HEYTOM_TEST_MYSQL_URL` (same defaults
 //! as the tests); SQLite a file in the temp dir, removed at the end;
 //! `HEYTOM_RABBITMQ_URL` (default `amqp://guest:guest@127.0.0.1:5672/%2f`).
-//! Each RabbitMQ run
-//! publishes to an exchange of its own with a durable queue bound to it
-//! (publishes are `mandatory`), both deleted afterwards.
+//! Each RabbitMQ run publishes to an exchange of its own with a durable queue
+//! bound to it, both deleted afterwards. Tables are named `ob11_*`.
 //!
 //! Knobs: `HEYTOM_BENCH_DB` (`postgres`, `mysql`, `sqlite`; default all),
-//! `HEYTOM_BENCH_TRANSPORT` (`memory`, `rabbitmq`; default both),
-//! `HEYTOM_BENCH_TX` (transactions per writer count and kind of run, split
-//! over the rounds; default 3000), `HEYTOM_BENCH_ROUNDS` (pairs of
-//! business-only and outbox runs, default 5),
+//! `HEYTOM_BENCH_TRANSPORT` (`memory`, `rabbitmq`; default both; enqueue
+//! runs in the `memory` pass), `HEYTOM_BENCH_PHASES` (`enqueue`, `latency`,
+//! `drain`; default all), `HEYTOM_BENCH_TX` (transactions per side and
+//! writer count, split over the rounds; default 3000), `HEYTOM_BENCH_ROUNDS`
+//! (default 5), `HEYTOM_BENCH_DRAIN_ROUNDS` (default 5),
 //! `HEYTOM_BENCH_BACKLOG` (default 100000).
-//!
-//! Every transport is wrapped in a `TimingTransport` that records when each
-//! message was confirmed; the RabbitMQ one inside it is the transport
-//! `AppBuilder::rabbitmq(RabbitMqOptions::new(url))` connects.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -40,17 +54,109 @@ use async_trait::async_trait;
 use heytom_mq::prelude::*;
 use heytom_mq::RabbitMqTransport;
 use heytom_mq::{
-    BoxError, HandlerEntry, InMemoryTransport, LocalMessage, LocalMessageRepository, Outgoing,
-    Subscription, SubscriptionHandle, Transport, TransportKind,
+    BoxError, Envelope, HandlerEntry, InMemoryTransport, LocalMessage, LocalMessageRepository,
+    Outgoing, Subscription, SubscriptionHandle, Transport, TransportKind,
 };
 use lapin::options::{
-    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
-    QueueDeleteOptions,
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
+    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
-use lapin::types::FieldTable;
-use lapin::{ConnectionProperties, ExchangeKind};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Confirmation, ConnectionProperties, ExchangeKind};
 use serde::{Deserialize, Serialize};
 use sqlx::AssertSqlSafe;
+
+/// Counts allocations (each side's allocations per message).
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// CPU time of the whole process so far, in µs (Linux `/proc/self/stat`,
+/// 10 ms ticks).
+fn cpu_us() -> u64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0;
+    };
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    (tick(11) + tick(12)) * 10_000
+}
+
+/// One side of one round: rate, CPU µs and allocations per item.
+#[derive(Clone, Copy, Debug, Default)]
+struct Sample {
+    rate: f64,
+    cpu_us: f64,
+    allocs: f64,
+}
+
+impl std::fmt::Display for Sample {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:>8.0}/s {:>6.1} µs CPU {:>6.1} allocs",
+            self.rate, self.cpu_us, self.allocs
+        )
+    }
+}
+
+/// Measures a phase of `n` items.
+struct Meter {
+    start: Instant,
+    cpu: u64,
+    allocs: u64,
+}
+
+impl Meter {
+    fn start() -> Self {
+        Meter {
+            start: Instant::now(),
+            cpu: cpu_us(),
+            allocs: ALLOCATIONS.load(Ordering::Relaxed),
+        }
+    }
+
+    fn stop(self, n: usize) -> Sample {
+        let secs = self.start.elapsed().as_secs_f64();
+        let n = n.max(1) as f64;
+        Sample {
+            rate: n / secs,
+            cpu_us: cpu_us().saturating_sub(self.cpu) as f64 / n,
+            allocs: ALLOCATIONS
+                .load(Ordering::Relaxed)
+                .saturating_sub(self.allocs) as f64
+                / n,
+        }
+    }
+}
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
 struct BenchOrderPlaced {
@@ -83,10 +189,10 @@ enum Via {
 }
 
 impl Via {
-    fn label(self) -> &'static str {
+    fn key(self) -> &'static str {
         match self {
-            Via::InMemory => "in-memory",
-            Via::RabbitMq => "RabbitMQ",
+            Via::InMemory => "memory",
+            Via::RabbitMq => "rabbitmq",
         }
     }
 }
@@ -214,8 +320,8 @@ impl Broker {
                 let connection =
                     lapin::Connection::connect(&url, ConnectionProperties::default()).await?;
                 let ch = connection.create_channel().await?;
-                let exchange = format!("bench.outbox.{id}");
-                let queue = format!("bench.outbox.{id}");
+                let exchange = format!("ob11.outbox.{id}");
+                let queue = format!("ob11.outbox.{id}");
                 // What the transport declares for an event without attribute.
                 ch.exchange_declare(
                     exchange.as_str().into(),
@@ -264,12 +370,30 @@ impl Broker {
                 RabbitMqTransport::connect(
                     RabbitMqOptions::new(&r.url)
                         .exchange(&r.exchange)
-                        .connection_name("heytom-bench-outbox"),
+                        .connection_name("ob11-bench-outbox"),
                 )
                 .await?,
             ),
         };
         Ok(TimingTransport::new(inner, record))
+    }
+
+    /// Empties the run's queue (the broker is shared: a drain leaves
+    /// 100,000 messages in it).
+    async fn purge(&self) -> Result<(), BoxError> {
+        let Some(r) = &self.rabbit else {
+            return Ok(());
+        };
+        let connection =
+            lapin::Connection::connect(&r.url, ConnectionProperties::default()).await?;
+        let ch = connection.create_channel().await?;
+        ch.queue_purge(
+            r.queue.as_str().into(),
+            lapin::options::QueuePurgeOptions::default(),
+        )
+        .await?;
+        connection.close(200, "purged".into()).await?;
+        Ok(())
     }
 
     /// Deletes the run's queue and exchange, on a connection of its own
@@ -360,40 +484,49 @@ fn suffix() -> String {
     s[s.len() - 10..].to_owned()
 }
 
-/// Enqueue rates at one number of writers.
-struct Throughput {
-    writers: usize,
-    /// Business insert + commit, tx/s (median).
-    business: f64,
-    /// Business insert + outbox insert + commit, tx/s (median).
-    outbox: f64,
-    /// Median of outbox / business over adjacent pairs of runs.
-    ratio: f64,
-}
-
+/// One database's figures on one transport.
 #[derive(Default)]
 struct Results {
     db: &'static str,
-    transport: &'static str,
-    throughput: Vec<Throughput>,
-    /// From calling `commit()` (includes the database commit).
+    via: &'static str,
+    enqueue: Vec<Enqueue>,
+    latency: Vec<Latency>,
+    drain: Vec<DrainRound>,
+    backlog: usize,
+    /// Raw lapin publish -> confirm of one message at a time: p50, p99 ms.
+    raw_latency: Option<(f64, f64)>,
+}
+
+/// Enqueue rounds at one number of writers: business, hand, outbox.
+struct Enqueue {
+    writers: usize,
+    rounds: Vec<[Sample; 3]>,
+}
+
+struct Latency {
+    writers: usize,
+    commits: usize,
+    confirmed: usize,
     p50_ms: f64,
     p99_ms: f64,
-    /// From `commit()` returning (0 when the relay confirmed first).
     p50_after_ms: f64,
     p99_after_ms: f64,
-    confirmed: usize,
-    backlog: usize,
-    drain_s: f64,
-    drain_rows_per_s: f64,
-    /// Of `drain_s`, the time the relay spent in the transport's publish.
-    drain_publish_s: f64,
-    peak_rss_growth_mib: f64,
+}
+
+struct DrainRound {
+    outbox: Sample,
+    raw: Option<Sample>,
+    rss_mib: f64,
+    publish_s: f64,
 }
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -404,264 +537,499 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1000.0
 }
 
-/// Commits in the latency run.
-const LATENCY_COMMITS: usize = 1000;
 /// Longest wait for the relay to catch up (untimed) before going on.
-const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Messages per confirm window of the raw lapin drain (the scanner's batch).
+const DRAIN_BATCH: usize = 1000;
+
+/// `HEYTOM_BENCH_<name>` lowercased: selected when it is empty or
+/// mentions one of `keys`.
+fn selected(var: &str, keys: &[&str]) -> bool {
+    let only = std::env::var(var).unwrap_or_default().to_ascii_lowercase();
+    only.is_empty() || keys.iter().any(|k| only.contains(k))
+}
+
+fn phase(name: &str) -> bool {
+    selected("HEYTOM_BENCH_PHASES", &[name])
+}
+
+/// The AMQP properties heytom-mq sends (id, type, content type, timestamp,
+/// persistent, the envelope's headers), for the raw lapin side.
+fn raw_properties(envelope: &Envelope) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    for (k, v) in envelope.wire_headers() {
+        headers.insert(
+            ShortString::from(k),
+            AMQPValue::LongString(LongString::from(v)),
+        );
+    }
+    BasicProperties::default()
+        .with_message_id(envelope.id.to_string().into())
+        .with_type(envelope.name.as_str().into())
+        .with_content_type("application/json".into())
+        .with_timestamp(envelope.occurred_at.timestamp() as u64)
+        .with_delivery_mode(2)
+        .with_headers(headers)
+}
+
+/// Raw lapin: `n` backlog messages, persistent and mandatory, in windows of
+/// [`DRAIN_BATCH`] whose confirms are all awaited before the next window.
+async fn raw_publish(r: &RabbitTopology, n: usize) -> Result<Sample, BoxError> {
+    let connection = lapin::Connection::connect(&r.url, ConnectionProperties::default()).await?;
+    let ch = connection.create_channel().await?;
+    ch.confirm_select(ConfirmSelectOptions::default()).await?;
+    let meter = Meter::start();
+    let mut i = 0;
+    while i < n {
+        let end = (i + DRAIN_BATCH).min(n);
+        let mut confirms = Vec::with_capacity(end - i);
+        for k in i..end {
+            let event = BenchOrderPlaced {
+                id: k as i64,
+                note: "backlog".into(),
+            };
+            let envelope = Envelope::new(&event)?;
+            confirms.push(
+                ch.basic_publish(
+                    r.exchange.as_str().into(),
+                    BenchOrderPlaced::NAME.into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        immediate: false,
+                    },
+                    &envelope.payload,
+                    raw_properties(&envelope),
+                )
+                .await?,
+            );
+        }
+        for c in confirms {
+            let c = c.await?;
+            if c != Confirmation::Ack(None) {
+                return Err(format!("raw publish not acked: {c:?}").into());
+            }
+        }
+        i = end;
+    }
+    let sample = meter.stop(n);
+    ch.close(200, "done".into()).await?;
+    connection.close(200, "done".into()).await?;
+    Ok(sample)
+}
+
+/// The broker's own floor for the latency figures: raw lapin publishing one
+/// persistent, mandatory message at a time and awaiting its confirm, a
+/// millisecond apart, `n` times; (p50, p99) in ms.
+async fn raw_confirm_latency(r: &RabbitTopology, n: usize) -> Result<(f64, f64), BoxError> {
+    let connection = lapin::Connection::connect(&r.url, ConnectionProperties::default()).await?;
+    let ch = connection.create_channel().await?;
+    ch.confirm_select(ConfirmSelectOptions::default()).await?;
+    let mut took = Vec::with_capacity(n);
+    for k in 0..n {
+        let event = BenchOrderPlaced {
+            id: k as i64,
+            note: "latency".into(),
+        };
+        let envelope = Envelope::new(&event)?;
+        let start = Instant::now();
+        let confirm = ch
+            .basic_publish(
+                r.exchange.as_str().into(),
+                BenchOrderPlaced::NAME.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    immediate: false,
+                },
+                &envelope.payload,
+                raw_properties(&envelope),
+            )
+            .await?
+            .await?;
+        took.push(start.elapsed());
+        if confirm != Confirmation::Ack(None) {
+            return Err(format!("raw publish not acked: {confirm:?}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    took.sort();
+    ch.close(200, "done".into()).await?;
+    connection.close(200, "done".into()).await?;
+    Ok((percentile(&took, 0.5), percentile(&took, 0.99)))
+}
 
 /// One function per database (the pool and outbox types differ), taking the
 /// transport as a parameter.
 macro_rules! bench_db {
-    ($fn_name:ident, $label:literal, $db:ty, $pool:expr, $outbox:path, $ph:expr, $q:literal) => {
+    ($fn_name:ident, $key:literal, $db:ty, $pool:expr, $outbox:path, $ph:expr, $idcast:literal, $q:literal) => {
         async fn $fn_name(via: Via) -> Result<Results, BoxError> {
             let pool: sqlx::Pool<$db> = $pool.await?;
             let id = suffix();
             let broker = Broker::setup(via, &id).await?;
-            let table = format!("LocalMessages_bench_{id}");
-            let drain_table = format!("LocalMessages_drain_{id}");
-            let biz = format!("bench_biz_{id}");
-            let result: Result<Results, BoxError> = async {
-                let tx_count = env_usize("HEYTOM_BENCH_TX", 3000);
-                let backlog = env_usize("HEYTOM_BENCH_BACKLOG", 100_000);
-                let mut res = Results {
-                    db: $label,
-                    transport: via.label(),
-                    backlog,
-                    ..Default::default()
-                };
+            let table = format!("ob11_out_{id}");
+            let hand = format!("ob11_hand_{id}");
+            let biz = format!("ob11_biz_{id}");
+            let drop_tables = Mutex::new(vec![table.clone(), hand.clone(), biz.clone()]);
+            let backlog = env_usize("HEYTOM_BENCH_BACKLOG", 100_000);
+            let mut res = Results {
+                db: $key,
+                via: via.key(),
+                backlog,
+                ..Default::default()
+            };
+            let label = format!("{} / {}", $key, via.key());
+            let result: Result<(), BoxError> = async {
+                let ph: fn(usize) -> String = $ph;
+                let q = $q;
                 sqlx::query(AssertSqlSafe(format!(
                     "CREATE TABLE {biz} (id BIGINT PRIMARY KEY, note VARCHAR(100) NOT NULL)"
                 )))
                 .execute(&pool)
                 .await?;
-                let insert = format!("INSERT INTO {biz} (id, note) VALUES ({}, {})", $ph.0, $ph.1);
+                let insert_biz = format!("INSERT INTO {biz} (id, note) VALUES ({}, {})", ph(1), ph(2));
                 let next_id = Arc::new(AtomicI64::new(0));
 
-                // (a) throughput
-                let transport = broker.transport(false).await?;
-                let app = App::builder()
-                    .discover(false)
-                    .transport(transport.clone())
-                    .outbox($outbox(pool.clone()).table_name(&table))
-                    .start()
-                    .await?;
-                let producer = app.producer();
-                let mut outbox_sent = 0;
-                // The first round warms both paths (connections, caches) and is not
-                // reported; then `rounds` pairs of a business-only and an outbox run
-                // follow each other (the machine is shared: its disk and cores swing)
-                // and the median rate of each, and the median of the pairs' ratios,
-                // are reported. After an outbox run the relay is let catch up,
-                // untimed, so that no run pays for the previous one's sends.
-                let rounds = env_usize("HEYTOM_BENCH_ROUNDS", 5).max(1);
-                for (writers, rounds) in [(1usize, 0usize), (1, rounds), (8, rounds)] {
-                    let per_writer = if rounds > 0 {
-                        (tx_count / writers / rounds).max(1)
-                    } else {
-                        tx_count / 10
-                    };
-                    let mut samples: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
-                    let plan: Vec<(usize, bool)> = if rounds == 0 {
-                        vec![(0, false), (1, true)]
-                    } else {
-                        (0..rounds).flat_map(|_| [(0, false), (1, true)]).collect()
-                    };
-                    for (k, with_outbox) in plan {
-                        let start = Instant::now();
-                        let mut tasks = Vec::new();
-                        for _ in 0..writers {
-                            let (pool, producer, insert, next_id) = (
-                                pool.clone(),
-                                producer.clone(),
-                                insert.clone(),
-                                next_id.clone(),
-                            );
-                            tasks.push(tokio::spawn(async move {
-                                for _ in 0..per_writer {
-                                    let id = next_id.fetch_add(1, Ordering::Relaxed);
-                                    let note = format!("order {id}");
-                                    if with_outbox {
-                                        let insert = insert.clone();
-                                        producer
-                                            .send_with_transaction(&pool, move |tx| {
-                                                Box::pin(async move {
-                                                    sqlx::query(AssertSqlSafe(insert.clone()))
+                // (a) enqueue: business / hand-written / send_with_transaction
+                if via == Via::InMemory && phase("enqueue") {
+                    $outbox(pool.clone()).table_name(&hand).ensure_table().await?;
+                    let cols = [
+                        "Id", "MQType", "Topic", "RoutingKey", "MessageType", "MessageBody", "Status",
+                        "CreatedAt", "RetryCount", "Headers", "PartitionKey", "NextAttemptAt", "LockedBy",
+                    ];
+                    let col_list: Vec<String> = cols.iter().map(|c| format!("{q}{c}{q}")).collect();
+                    let values: Vec<String> = (1..=cols.len())
+                        .map(|i| if i == 1 { format!("{}{}", ph(1), $idcast) } else { ph(i) })
+                        .collect();
+                    let insert_hand = format!(
+                        "INSERT INTO {q}{hand}{q} ({}) VALUES ({})",
+                        col_list.join(", "),
+                        values.join(", ")
+                    );
+                    // The headers column as heytom-mq writes it for this event.
+                    let sample = Envelope::new(&BenchOrderPlaced { id: 0, note: String::new() })?;
+                    let headers = Arc::new(serde_json::to_string(&sample.headers)?);
+                    let transport = broker.transport(false).await?;
+                    let app = App::builder()
+                        .discover(false)
+                        .transport(transport.clone())
+                        .outbox($outbox(pool.clone()).table_name(&table))
+                        .start()
+                        .await?;
+                    let producer = app.producer();
+                    let rounds = env_usize("HEYTOM_BENCH_ROUNDS", 5).max(1);
+                    let tx_count = env_usize("HEYTOM_BENCH_TX", 3000);
+                    let mut sent_total = 0usize;
+                    for writers in [1usize, 8] {
+                        let per_writer = (tx_count / writers / rounds).max(1);
+                        let mut en = Enqueue { writers, rounds: Vec::new() };
+                        // Round 0 warms every path up and is not reported.
+                        for round in 0..=rounds {
+                            let per = if round == 0 { (per_writer / 4).max(1) } else { per_writer };
+                            let mut samples = [Sample::default(); 3];
+                            for k in 0..3 {
+                                // The order of the sides rotates from round to round.
+                                let side = (k + round) % 3;
+                                let meter = Meter::start();
+                                let mut tasks = Vec::new();
+                                for _ in 0..writers {
+                                    let (pool, producer, insert_biz, insert_hand, next_id, headers) = (
+                                        pool.clone(),
+                                        producer.clone(),
+                                        insert_biz.clone(),
+                                        insert_hand.clone(),
+                                        next_id.clone(),
+                                        headers.clone(),
+                                    );
+                                    tasks.push(tokio::spawn(async move {
+                                        for _ in 0..per {
+                                            let id = next_id.fetch_add(1, Ordering::Relaxed);
+                                            let note = format!("order {id}");
+                                            match side {
+                                                0 => {
+                                                    let mut tx = pool.begin().await?;
+                                                    sqlx::query(AssertSqlSafe(insert_biz.clone()))
                                                         .bind(id)
                                                         .bind(&note)
-                                                        .execute(&mut **tx)
+                                                        .execute(&mut *tx)
                                                         .await?;
-                                                    Ok(BenchOrderPlaced { id, note })
-                                                })
-                                            })
-                                            .await?;
-                                    } else {
-                                        let mut tx = pool.begin().await?;
-                                        sqlx::query(AssertSqlSafe(insert.clone()))
-                                            .bind(id)
-                                            .bind(&note)
-                                            .execute(&mut *tx)
-                                            .await?;
-                                        tx.commit().await?;
-                                    }
+                                                    tx.commit().await?;
+                                                }
+                                                1 => {
+                                                    let mut tx = pool.begin().await?;
+                                                    sqlx::query(AssertSqlSafe(insert_biz.clone()))
+                                                        .bind(id)
+                                                        .bind(&note)
+                                                        .execute(&mut *tx)
+                                                        .await?;
+                                                    let event = BenchOrderPlaced { id, note };
+                                                    let body = serde_json::to_string(&event)?;
+                                                    sqlx::query(AssertSqlSafe(insert_hand.clone()))
+                                                        .bind(uuid::Uuid::now_v7().to_string())
+                                                        .bind("InMemory")
+                                                        .bind(BenchOrderPlaced::NAME)
+                                                        .bind(None::<String>)
+                                                        .bind(BenchOrderPlaced::NAME)
+                                                        .bind(body)
+                                                        .bind(0i32)
+                                                        .bind(chrono::Utc::now())
+                                                        .bind(0i32)
+                                                        .bind(headers.as_str())
+                                                        .bind(None::<String>)
+                                                        .bind(0i64)
+                                                        .bind(None::<String>)
+                                                        .execute(&mut *tx)
+                                                        .await?;
+                                                    tx.commit().await?;
+                                                }
+                                                _ => {
+                                                    let insert_biz = insert_biz.clone();
+                                                    producer
+                                                        .send_with_transaction(&pool, move |tx| {
+                                                            Box::pin(async move {
+                                                                sqlx::query(AssertSqlSafe(insert_biz))
+                                                                    .bind(id)
+                                                                    .bind(&note)
+                                                                    .execute(&mut **tx)
+                                                                    .await?;
+                                                                Ok(BenchOrderPlaced { id, note })
+                                                            })
+                                                        })
+                                                        .await?;
+                                                }
+                                            }
+                                        }
+                                        Ok::<(), BoxError>(())
+                                    }));
                                 }
-                                Ok::<(), BoxError>(())
-                            }));
-                        }
-                        for t in tasks {
-                            t.await??;
-                        }
-                        let n = per_writer * writers;
-                        samples[k].push(n as f64 / start.elapsed().as_secs_f64());
-                        if with_outbox {
-                            outbox_sent += n;
-                            if !transport.wait_for(outbox_sent, SETTLE_TIMEOUT).await {
-                                eprintln!("{} / {}: relay did not catch up", $label, via.label());
+                                for t in tasks {
+                                    t.await??;
+                                }
+                                if side == 2 {
+                                    // Let the relay send and mark this run's rows
+                                    // before the next run starts, so that no run pays
+                                    // for another's.
+                                    sent_total += per * writers;
+                                    if !transport.wait_for(sent_total, SETTLE_TIMEOUT).await {
+                                        eprintln!("{label}: relay did not catch up");
+                                    }
+                                    samples[side] = meter.stop(per * writers);
+                                } else {
+                                    samples[side] = meter.stop(per * writers);
+                                }
+                                tokio::time::sleep(Duration::from_millis(150)).await;
+                            }
+                            if round > 0 {
+                                println!(
+                                    "enqueue {label} {writers}w round {round}: business {} | hand {} | outbox {} | outbox/hand {:.3} outbox/business {:.3}",
+                                    samples[0], samples[1], samples[2],
+                                    samples[2].rate / samples[1].rate,
+                                    samples[2].rate / samples[0].rate
+                                );
+                                en.rounds.push(samples);
                             }
                         }
+                        res.enqueue.push(en);
                     }
-                    if rounds > 0 {
-                        let mut ratios: Vec<f64> = samples[1]
-                            .iter()
-                            .zip(&samples[0])
-                            .map(|(o, b)| o / b)
-                            .collect();
-                        res.throughput.push(Throughput {
+                    app.shutdown().await?;
+                }
+
+                // (b) latency commit -> transport confirm, 1 and 8 writers
+                if phase("latency") {
+                    let transport = broker.transport(true).await?;
+                    let app = App::builder()
+                        .discover(false)
+                        .transport(transport.clone())
+                        .outbox($outbox(pool.clone()).table_name(&table))
+                        .start()
+                        .await?;
+                    let producer = app.producer();
+                    let mut expected = 0usize;
+                    for (writers, per) in [(1usize, 1000usize), (8, 250)] {
+                        let mut tasks = Vec::new();
+                        for _ in 0..writers {
+                            let (pool, producer, insert_biz, next_id) =
+                                (pool.clone(), producer.clone(), insert_biz.clone(), next_id.clone());
+                            tasks.push(tokio::spawn(async move {
+                                let mut committed = Vec::with_capacity(per);
+                                for _ in 0..per {
+                                    let id = next_id.fetch_add(1, Ordering::Relaxed);
+                                    let mut tx = producer.begin(&pool).await?;
+                                    sqlx::query(AssertSqlSafe(insert_biz.clone()))
+                                        .bind(id)
+                                        .bind("latency")
+                                        .execute(&mut **tx)
+                                        .await?;
+                                    let event_id = tx
+                                        .publish(&BenchOrderPlaced { id, note: "latency".into() })
+                                        .await?;
+                                    let before = Instant::now();
+                                    tx.commit().await?;
+                                    committed.push((event_id, before, Instant::now()));
+                                    tokio::time::sleep(Duration::from_millis(1)).await;
+                                }
+                                Ok::<_, BoxError>(committed)
+                            }));
+                        }
+                        let mut committed = Vec::new();
+                        for t in tasks {
+                            committed.extend(t.await??);
+                        }
+                        expected += writers * per;
+                        transport.wait_for(expected, SETTLE_TIMEOUT).await;
+                        let (mut from_call, mut from_return): (Vec<Duration>, Vec<Duration>) = {
+                            let c = transport.confirmed.lock().unwrap_or_else(|p| p.into_inner());
+                            committed
+                                .iter()
+                                .filter_map(|(id, before, after)| {
+                                    c.get(id).map(|d| {
+                                        (d.saturating_duration_since(*before), d.saturating_duration_since(*after))
+                                    })
+                                })
+                                .unzip()
+                        };
+                        from_call.sort();
+                        from_return.sort();
+                        let l = Latency {
                             writers,
-                            business: median(&mut samples[0]),
-                            outbox: median(&mut samples[1]),
-                            ratio: median(&mut ratios),
-                        });
-                    }
-                }
-                app.shutdown().await?;
-
-                // (b) latency commit -> transport confirm
-                let transport = broker.transport(true).await?;
-                let app = App::builder()
-                    .discover(false)
-                    .transport(transport.clone())
-                    .outbox($outbox(pool.clone()).table_name(&table))
-                    .start()
-                    .await?;
-                let producer = app.producer();
-                let mut committed = Vec::with_capacity(LATENCY_COMMITS);
-                for _ in 0..LATENCY_COMMITS {
-                    let id = next_id.fetch_add(1, Ordering::Relaxed);
-                    let mut tx = producer.begin(&pool).await?;
-                    sqlx::query(AssertSqlSafe(insert.clone()))
-                        .bind(id)
-                        .bind("latency")
-                        .execute(&mut **tx)
-                        .await?;
-                    let event_id = tx
-                        .publish(&BenchOrderPlaced {
-                            id,
-                            note: "latency".into(),
-                        })
-                        .await?;
-                    let before = Instant::now();
-                    tx.commit().await?;
-                    committed.push((event_id, before, Instant::now()));
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-                transport.wait_for(LATENCY_COMMITS, SETTLE_TIMEOUT).await;
-                let (mut from_call, mut from_return): (Vec<Duration>, Vec<Duration>) = {
-                    let c = transport
-                        .confirmed
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner());
-                    committed
-                        .iter()
-                        .filter_map(|(id, before, after)| {
-                            c.get(id).map(|d| {
-                                (
-                                    d.saturating_duration_since(*before),
-                                    d.saturating_duration_since(*after),
-                                )
-                            })
-                        })
-                        .unzip()
-                };
-                from_call.sort();
-                from_return.sort();
-                res.confirmed = from_call.len();
-                res.p50_ms = percentile(&from_call, 0.5);
-                res.p99_ms = percentile(&from_call, 0.99);
-                res.p50_after_ms = percentile(&from_return, 0.5);
-                res.p99_after_ms = percentile(&from_return, 0.99);
-                app.shutdown().await?;
-
-                // (c) drain a backlog
-                let outbox = $outbox(pool.clone()).table_name(&drain_table);
-                outbox.ensure_table().await?;
-                for chunk_start in (0..backlog).step_by(10_000) {
-                    let rows: Vec<LocalMessage> = (chunk_start
-                        ..(chunk_start + 10_000).min(backlog))
-                        .map(|i| {
-                            LocalMessage::pending(
-                                BenchOrderPlaced::NAME,
-                                format!(r#"{{"id":{i},"note":"backlog"}}"#),
-                            )
-                        })
-                        .collect();
-                    outbox.save_batch(&rows).await?;
-                }
-                let transport = broker.transport(false).await?;
-                let rss = RssSampler::start();
-                let start = Instant::now();
-                let app = App::builder()
-                    .discover(false)
-                    .transport(transport.clone())
-                    .outbox(outbox.clone().create_table(false))
-                    .local_message_retry(LocalMessageRetryOptions {
-                        batch_size: 1000,
-                        scan_interval: Duration::from_millis(200),
-                        ..Default::default()
-                    })
-                    .start()
-                    .await?;
-                loop {
-                    let counts = outbox.status_counts().await?;
-                    if counts.sent as usize >= backlog {
-                        break;
-                    }
-                    if start.elapsed() > Duration::from_secs(600) {
-                        eprintln!(
-                            "{} / {}: drain timed out at {counts:?}",
-                            $label,
-                            via.label()
+                            commits: writers * per,
+                            confirmed: from_call.len(),
+                            p50_ms: percentile(&from_call, 0.5),
+                            p99_ms: percentile(&from_call, 0.99),
+                            p50_after_ms: percentile(&from_return, 0.5),
+                            p99_after_ms: percentile(&from_return, 0.99),
+                        };
+                        println!(
+                            "latency {label} {writers}w: {}/{} confirmed, commit() -> confirm p50 {:.2} ms p99 {:.2} ms (from commit() returning: p50 {:.2} p99 {:.2})",
+                            l.confirmed, l.commits, l.p50_ms, l.p99_ms, l.p50_after_ms, l.p99_after_ms
                         );
-                        break;
+                        res.latency.push(l);
                     }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    app.shutdown().await?;
+                    if let Some(r) = &broker.rabbit {
+                        let (p50, p99) = raw_confirm_latency(r, 1000).await?;
+                        println!(
+                            "latency {label} raw lapin (one persistent message at a time, publish -> confirm): p50 {p50:.2} ms p99 {p99:.2} ms"
+                        );
+                        res.raw_latency = Some((p50, p99));
+                        broker.purge().await?;
+                    }
                 }
-                res.drain_s = start.elapsed().as_secs_f64();
-                res.drain_rows_per_s = backlog as f64 / res.drain_s;
-                res.drain_publish_s = transport.busy_us.load(Ordering::Relaxed) as f64 / 1e6;
-                res.peak_rss_growth_mib = rss.stop().await;
-                app.shutdown().await?;
-                Ok(res)
+
+                // (c) drain a backlog; over RabbitMQ alternating with raw lapin
+                if phase("drain") {
+                    let drain_rounds = env_usize("HEYTOM_BENCH_DRAIN_ROUNDS", 5).max(1);
+                    for round in 1..=drain_rounds {
+                        let sides: [bool; 2] = if round % 2 == 1 { [false, true] } else { [true, false] };
+                        let mut raw = None;
+                        let mut outbox_side = None;
+                        for is_outbox in sides {
+                            if !is_outbox {
+                                if let Some(r) = &broker.rabbit {
+                                    tokio::time::sleep(Duration::from_millis(500)).await;
+                                    raw = Some(raw_publish(r, backlog).await?);
+                                    broker.purge().await?;
+                                }
+                                continue;
+                            }
+                            let dt = format!("ob11_drain_{id}_{round}");
+                            drop_tables.lock().unwrap_or_else(|p| p.into_inner()).push(dt.clone());
+                            let outbox = $outbox(pool.clone()).table_name(&dt);
+                            outbox.ensure_table().await?;
+                            for chunk_start in (0..backlog).step_by(10_000) {
+                                let rows: Vec<LocalMessage> = (chunk_start..(chunk_start + 10_000).min(backlog))
+                                    .map(|i| {
+                                        LocalMessage::pending(
+                                            BenchOrderPlaced::NAME,
+                                            format!(r#"{{"id":{i},"note":"backlog"}}"#),
+                                        )
+                                    })
+                                    .collect();
+                                outbox.save_batch(&rows).await?;
+                            }
+                            let transport = broker.transport(false).await?;
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                            let rss = RssSampler::start();
+                            let meter = Meter::start();
+                            let app = App::builder()
+                                .discover(false)
+                                .transport(transport.clone())
+                                .outbox(outbox.clone().create_table(false))
+                                .local_message_retry(LocalMessageRetryOptions {
+                                    batch_size: DRAIN_BATCH as u32,
+                                    scan_interval: Duration::from_millis(200),
+                                    ..Default::default()
+                                })
+                                .start()
+                                .await?;
+                            // Untimed by the database until every row is confirmed,
+                            // then until every row is Sent in the table.
+                            let deadline = Instant::now() + Duration::from_secs(600);
+                            while transport.count.load(Ordering::Relaxed) < backlog && Instant::now() < deadline {
+                                tokio::time::sleep(Duration::from_millis(2)).await;
+                            }
+                            loop {
+                                let counts = outbox.status_counts().await?;
+                                if counts.sent as usize >= backlog {
+                                    break;
+                                }
+                                if Instant::now() > deadline {
+                                    eprintln!("{label}: drain timed out at {counts:?}");
+                                    break;
+                                }
+                                tokio::time::sleep(Duration::from_millis(5)).await;
+                            }
+                            let sample = meter.stop(backlog);
+                            let rss_mib = rss.stop().await;
+                            let publish_s = transport.busy_us.load(Ordering::Relaxed) as f64 / 1e6;
+                            app.shutdown().await?;
+                            let _ = sqlx::query(AssertSqlSafe(format!("DROP TABLE IF EXISTS {q}{dt}{q}")))
+                                .execute(&pool)
+                                .await;
+                            broker.purge().await?;
+                            outbox_side = Some((sample, rss_mib, publish_s));
+                        }
+                        let (outbox, rss_mib, publish_s) = outbox_side.unwrap_or_default();
+                        let d = DrainRound { outbox, raw, rss_mib, publish_s };
+                        match d.raw {
+                            Some(raw) => println!(
+                                "drain {label} round {round}: outbox {} | raw lapin {} | ratio {:.3} | in publish {:.1} s | RSS +{:.1} MiB",
+                                d.outbox, raw, d.outbox.rate / raw.rate, d.publish_s, d.rss_mib
+                            ),
+                            None => println!(
+                                "drain {label} round {round}: outbox {} | in publish {:.1} s | RSS +{:.1} MiB",
+                                d.outbox, d.publish_s, d.rss_mib
+                            ),
+                        }
+                        res.drain.push(d);
+                    }
+                }
+                Ok(())
             }
             .await;
 
-            for t in [&biz, &table, &drain_table] {
-                let _ = sqlx::query(AssertSqlSafe(format!(
-                    "DROP TABLE IF EXISTS {q}{t}{q}",
-                    q = $q
-                )))
-                .execute(&pool)
-                .await;
+            let tables: Vec<String> = drop_tables.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            for t in tables {
+                let _ = sqlx::query(AssertSqlSafe(format!("DROP TABLE IF EXISTS {q}{t}{q}", q = $q)))
+                    .execute(&pool)
+                    .await;
             }
             broker.cleanup().await;
             pool.close().await;
-            result
+            result.map(|()| res)
         }
     };
 }
 
+fn dollar(i: usize) -> String {
+    format!("${i}")
+}
+
+fn question(_: usize) -> String {
+    "?".to_owned()
+}
+
 bench_db!(
     bench_postgres,
-    "PostgreSQL",
+    "postgres",
     sqlx::Postgres,
     sqlx::postgres::PgPoolOptions::new()
         .max_connections(16)
@@ -670,12 +1038,13 @@ bench_db!(
                 .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
         ),
     Outbox::postgres,
-    ("$1", "$2"),
+    dollar,
+    "::uuid",
     ""
 );
 bench_db!(
     bench_mysql,
-    "MariaDB",
+    "mysql",
     sqlx::MySql,
     sqlx::mysql::MySqlPoolOptions::new()
         .max_connections(16)
@@ -684,12 +1053,13 @@ bench_db!(
                 .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned())
         ),
     Outbox::mysql,
-    ("?", "?"),
+    question,
+    "",
     "`"
 );
 bench_db!(
     bench_sqlite,
-    "SQLite",
+    "sqlite",
     sqlx::Sqlite,
     sqlx::sqlite::SqlitePoolOptions::new()
         .max_connections(16)
@@ -702,14 +1072,15 @@ bench_db!(
                 .busy_timeout(Duration::from_secs(60))
         ),
     Outbox::sqlite,
-    ("?", "?"),
+    question,
+    "",
     "\""
 );
 
 /// The SQLite file of this process's runs, removed at the end.
 fn sqlite_path() -> std::path::PathBuf {
     static PATH: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    PATH.get_or_init(|| std::env::temp_dir().join(format!("heytom-bench-{}.db", suffix())))
+    PATH.get_or_init(|| std::env::temp_dir().join(format!("ob11-bench-{}.db", suffix())))
         .clone()
 }
 
@@ -730,97 +1101,116 @@ impl Db {
     }
 }
 
-/// `HEYTOM_BENCH_<name>` lowercased: a run is selected when it is empty or
-/// mentions one of `keys`.
-fn selected(var: &str, keys: &[&str]) -> bool {
-    let only = std::env::var(var).unwrap_or_default().to_ascii_lowercase();
-    only.is_empty() || keys.iter().any(|k| only.contains(k))
+fn yes(met: bool) -> &'static str {
+    if met {
+        "yes"
+    } else {
+        "no"
+    }
 }
 
-/// Prints one markdown table, a row per database and transport.
-fn print_table(all: &[Results]) {
-    let header = [
-        "database",
-        "transport",
-        "1w business tx/s",
-        "1w outbox tx/s",
-        "1w ratio",
-        "8w business tx/s",
-        "8w outbox tx/s",
-        "8w ratio",
-        "confirmed",
-        "p50 ms",
-        "p99 ms",
-        "p50 ms after",
-        "p99 ms after",
-        "backlog",
-        "drain s",
-        "drain rows/s",
-        "in publish s",
-        "drain RSS MiB",
-    ];
-    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
-    for r in all {
-        let mut row = vec![r.db.to_owned(), r.transport.to_owned()];
-        for writers in [1, 8] {
-            match r.throughput.iter().find(|t| t.writers == writers) {
-                Some(t) => row.extend([
-                    format!("{:.0}", t.business),
-                    format!("{:.0}", t.outbox),
-                    format!("{:.2}", t.ratio),
-                ]),
-                None => row.extend(["-".to_owned(), "-".to_owned(), "-".to_owned()]),
-            }
-        }
-        row.extend([
-            format!("{}/{LATENCY_COMMITS}", r.confirmed),
-            format!("{:.2}", r.p50_ms),
-            format!("{:.2}", r.p99_ms),
-            format!("{:.2}", r.p50_after_ms),
-            format!("{:.2}", r.p99_after_ms),
-            r.backlog.to_string(),
-            format!("{:.1}", r.drain_s),
-            format!("{:.0}", r.drain_rows_per_s),
-            format!("{:.1}", r.drain_publish_s),
-            format!("{:.1}", r.peak_rss_growth_mib),
-        ]);
-        rows.push(row);
+/// The summary: RESULT lines for ratios, FIGURE lines for absolute targets.
+fn summarize(r: &Results) {
+    let (db, via) = (r.db, r.via);
+    for e in &r.enqueue {
+        let n = e.rounds.len();
+        let mut vs_hand: Vec<f64> = e.rounds.iter().map(|s| s[2].rate / s[1].rate).collect();
+        let mut vs_biz: Vec<f64> = e.rounds.iter().map(|s| s[2].rate / s[0].rate).collect();
+        let side = |i: usize| {
+            let mut rate: Vec<f64> = e.rounds.iter().map(|s| s[i].rate).collect();
+            let mut cpu: Vec<f64> = e.rounds.iter().map(|s| s[i].cpu_us).collect();
+            let mut allocs: Vec<f64> = e.rounds.iter().map(|s| s[i].allocs).collect();
+            format!(
+                "{:.0} tx/s, {:.1} µs CPU/tx, {:.1} allocs/tx",
+                median(&mut rate),
+                median(&mut cpu),
+                median(&mut allocs)
+            )
+        };
+        println!(
+            "enqueue {db} {}w medians: business {} | hand {} | outbox {}",
+            e.writers,
+            side(0),
+            side(1),
+            side(2)
+        );
+        println!(
+            "RESULT outbox.enqueue.{db}.{}w ratio={:.3} rounds={n}",
+            e.writers,
+            median(&mut vs_hand)
+        );
+        println!(
+            "RESULT outbox.enqueue_vs_business.{db}.{}w ratio={:.3} rounds={n}",
+            e.writers,
+            median(&mut vs_biz)
+        );
     }
-    let widths: Vec<usize> = (0..header.len())
-        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
-        .collect();
-    // The first two columns are text, the others numbers.
-    let line = |row: &[String]| {
-        let cells: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .enumerate()
-            .map(|(c, (s, &w))| {
-                if c < 2 {
-                    format!("{s:<w$}")
-                } else {
-                    format!("{s:>w$}")
-                }
-            })
-            .collect();
-        format!("| {} |", cells.join(" | "))
-    };
-    println!("{}", line(&rows[0]));
-    // Markdown rules (`---:` right-aligns), one per cell with its padding.
-    let rule: Vec<String> = widths
-        .iter()
-        .enumerate()
-        .map(|(c, &w)| {
-            if c < 2 {
-                "-".repeat(w + 2)
-            } else {
-                format!("{}:", "-".repeat(w + 1))
-            }
-        })
-        .collect();
-    println!("|{}|", rule.join("|"));
-    for row in &rows[1..] {
-        println!("{}", line(row));
+    for l in &r.latency {
+        let targets = via == "rabbitmq" && (db == "postgres" || db == "sqlite");
+        let met = l.p50_ms <= 2.0 && l.p99_ms <= 20.0 && l.confirmed == l.commits;
+        println!(
+            "FIGURE outbox.latency.{db}.{via}.{}w p50_ms={:.2} p99_ms={:.2} confirmed={}/{} target_p50_ms=2 target_p99_ms=20 met={}",
+            l.writers,
+            l.p50_ms,
+            l.p99_ms,
+            l.confirmed,
+            l.commits,
+            if targets { yes(met) } else { "n/a" }
+        );
+    }
+    if let Some((p50, p99)) = r.raw_latency {
+        println!("FIGURE outbox.latency.{db}.{via}.raw_lapin p50_ms={p50:.2} p99_ms={p99:.2}");
+    }
+    if !r.drain.is_empty() {
+        let n = r.drain.len();
+        let mut rates: Vec<f64> = r.drain.iter().map(|d| d.outbox.rate).collect();
+        let mut cpu: Vec<f64> = r.drain.iter().map(|d| d.outbox.cpu_us).collect();
+        let mut allocs: Vec<f64> = r.drain.iter().map(|d| d.outbox.allocs).collect();
+        let rss = r.drain.iter().map(|d| d.rss_mib).fold(0.0, f64::max);
+        let rate = median(&mut rates);
+        println!(
+            "drain {db} {via} medians: outbox {rate:.0} rows/s, {:.1} µs CPU/row, {:.1} allocs/row; peak RSS growth {rss:.1} MiB (max of {n} rounds)",
+            median(&mut cpu),
+            median(&mut allocs)
+        );
+        let raws: Vec<Sample> = r.drain.iter().filter_map(|d| d.raw).collect();
+        if raws.len() == n {
+            let mut ratios: Vec<f64> = r
+                .drain
+                .iter()
+                .filter_map(|d| d.raw.map(|raw| d.outbox.rate / raw.rate))
+                .collect();
+            let mut rr: Vec<f64> = raws.iter().map(|s| s.rate).collect();
+            let mut rc: Vec<f64> = raws.iter().map(|s| s.cpu_us).collect();
+            let mut ra: Vec<f64> = raws.iter().map(|s| s.allocs).collect();
+            println!(
+                "drain {db} {via} raw lapin medians: {:.0} msg/s, {:.1} µs CPU/msg, {:.1} allocs/msg",
+                median(&mut rr),
+                median(&mut rc),
+                median(&mut ra)
+            );
+            println!(
+                "RESULT outbox.drain.{db}.{via} ratio={:.3} rounds={n}",
+                median(&mut ratios)
+            );
+        }
+        let target = match (db, via) {
+            ("postgres", "memory") => Some(30_000.0),
+            ("mysql", "memory") => Some(20_000.0),
+            _ => None,
+        };
+        match target {
+            Some(t) => println!(
+                "FIGURE outbox.drain.{db}.{via} rows_per_s={rate:.0} target={t:.0} met={} rounds={n}",
+                yes(rate >= t)
+            ),
+            None => println!("FIGURE outbox.drain.{db}.{via} rows_per_s={rate:.0} rounds={n}"),
+        }
+        println!(
+            "FIGURE outbox.drain.{db}.{via}.rss_growth_mib value={rss:.1} target=64 met={} backlog={}",
+            yes(rss < 64.0),
+            r.backlog
+        );
     }
 }
 
@@ -849,44 +1239,25 @@ async fn main() {
                 Ok(r) => {
                     eprintln!(
                         "{db:?} / {}: done in {:.0} s",
-                        via.label(),
+                        via.key(),
                         start.elapsed().as_secs_f64()
                     );
                     all.push(r);
                 }
-                Err(e) => eprintln!("NOTICE: {db:?} / {} skipped: {e}", via.label()),
+                Err(e) => eprintln!("NOTICE: {db:?} / {} skipped: {e}", via.key()),
             }
         }
     }
-
     println!();
-    print_table(&all);
-    let rounds = env_usize("HEYTOM_BENCH_ROUNDS", 5).max(1);
     println!(
-        "\n1w / 8w: 1 or 8 concurrent writers; business = business insert + commit (raw sqlx), \
-         outbox = business insert + outbox insert + commit; tx/s: median of {rounds} runs; \
-         ratio: median over {rounds} back-to-back pairs of outbox / business."
-    );
-    println!(
-        "p50 / p99: {LATENCY_COMMITS} sequential commits, ms from calling commit() to the transport's \
-         confirm (RabbitMQ: the broker's publisher confirm); \"after\": from commit() returning."
-    );
-    println!(
-        "drain: a backlog of Pending rows sent by the retry scanner (batch 1000) until all are Sent; \
-         in publish = time the relay spent in the transport's publish (send + confirms); \
-         RSS = peak growth of the process RSS meanwhile."
+        "enqueue: in-memory transport, relay running; business = business insert + commit; hand = + the outbox row's \
+         INSERT written by hand (13 columns) + commit; outbox = send_with_transaction. latency: ms from calling commit() \
+         to the transport's confirm. drain: scanner batch {DRAIN_BATCH}, until every row is Sent; raw lapin: same \
+         payload and properties, persistent, mandatory, windows of {DRAIN_BATCH} confirmed before the next."
     );
     println!("process VmHWM: {} MiB", rss_kib("VmHWM:") / 1024);
     for r in &all {
-        for t in &r.throughput {
-            println!(
-                "RESULT outbox_enqueue_{}_{}_{}w ratio={:.3} rounds={rounds}",
-                r.db.to_ascii_lowercase().replace('/', "_"),
-                r.transport.to_ascii_lowercase().replace(['-', ' '], "_"),
-                t.writers,
-                t.ratio
-            );
-        }
+        summarize(r);
     }
     let db = sqlite_path();
     for ext in ["", "-wal", "-shm"] {

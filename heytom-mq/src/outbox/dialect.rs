@@ -98,6 +98,12 @@ pub(crate) struct Dialect {
     /// columns, read back in the session time zone they were written in).
     pub(crate) time_select_cast: &'static str,
     pub(crate) claim: ClaimStyle,
+    /// A scanner draining a backlog starts each claim at the last one's
+    /// newest `CreatedAt` (see `Store::claim`): where a status change leaves
+    /// old index entries behind for a while (InnoDB's delete-marked entries
+    /// before purge, PostgreSQL's dead tuples), a claim from the start of
+    /// the index would step over every row sent so far.
+    pub(crate) claim_from_last: bool,
     /// Run on the connection before the claim transaction starts.
     pub(crate) before_claim: Option<&'static str>,
     /// `DELETE ... LIMIT n` (MySQL) instead of `DELETE ... WHERE Id IN (SELECT ... LIMIT n)`.

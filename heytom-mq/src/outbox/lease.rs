@@ -59,7 +59,13 @@ impl Leases {
     pub(crate) fn forget(&self, token: &str, ids: &[Uuid]) {
         let mut held = lock(&self.held);
         if let Some(rows) = held.get_mut(token) {
-            rows.retain(|id| !ids.contains(id));
+            if ids.len() <= 8 {
+                rows.retain(|id| !ids.contains(id));
+            } else {
+                // A whole batch (1000 ids): linear, not quadratic.
+                let done: std::collections::HashSet<&Uuid> = ids.iter().collect();
+                rows.retain(|id| !done.contains(id));
+            }
             if rows.is_empty() {
                 held.remove(token);
             }

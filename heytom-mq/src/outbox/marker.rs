@@ -11,8 +11,10 @@ use uuid::Uuid;
 use super::relay::Relay;
 use crate::error::Result;
 
-/// How long the marker waits for more confirmed ids before writing.
-const MARK_LINGER: Duration = Duration::from_millis(5);
+/// How long the marker waits for more confirmed ids before writing: a
+/// stream of small commits costs one status write per this period, not one
+/// per commit (the rows stay leased, and renewed, until they are marked).
+const MARK_LINGER: Duration = Duration::from_millis(50);
 /// Ids marked Sent per update at most.
 const MARK_BATCH: usize = 1000;
 

@@ -52,6 +52,7 @@ mod mysql;
 mod postgres;
 mod relay;
 pub mod repository;
+mod sender;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod statements;

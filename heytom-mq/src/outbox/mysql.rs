@@ -18,6 +18,7 @@ pub(crate) const DIALECT: Dialect = Dialect {
     id_select_cast: "",
     time_select_cast: "",
     claim: ClaimStyle::SelectForUpdate,
+    claim_from_last: true,
     // No gap locks: a claim must not block the inserts of business transactions.
     before_claim: Some("SET TRANSACTION ISOLATION LEVEL READ COMMITTED"),
     delete_with_limit: true,

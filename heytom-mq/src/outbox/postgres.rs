@@ -24,6 +24,7 @@ pub(crate) const DIALECT: Dialect = Dialect {
     claim: ClaimStyle::UpdateReturning {
         lock: " FOR UPDATE SKIP LOCKED",
     },
+    claim_from_last: true,
     before_claim: None,
     delete_with_limit: false,
     create_sql: include_str!("../../migrations/postgres/001_create_local_messages.sql"),

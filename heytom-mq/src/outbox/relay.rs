@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
@@ -23,6 +23,7 @@ use uuid::Uuid;
 use super::lease::{millis, token, Availability, Leases};
 use super::marker::{retry_storage, Mark};
 use super::repository::{DbKind, Store};
+pub(super) use super::sender::Committed;
 use super::transaction::to_outgoing;
 use super::{
     ExhaustedCallback, LocalMessage, LocalMessageRetryOptions, MessageStatus, OutboxConfig,
@@ -30,18 +31,17 @@ use super::{
 use crate::error::Result;
 use crate::producer::Producer;
 
-/// Rows merged into one send after commits arrive together.
-const DISPATCH_BATCH: usize = 1000;
 /// Committed rows waiting for the post-commit sender, at most; rows that do
 /// not fit keep their commit lease and are sent by a scanner after it.
 const MAX_QUEUED_ROWS: usize = 20_000;
 /// Commits waiting for the post-commit sender, at most.
-const COMMIT_QUEUE: usize = 4096;
-/// Batches waiting at one transport's post-commit sender, at most (their
-/// rows count against `MAX_QUEUED_ROWS` until the sender takes them).
-const SENDER_QUEUE: usize = COMMIT_QUEUE;
+pub(super) const COMMIT_QUEUE: usize = 4096;
 /// Sent batches waiting to be marked; a sender waits when it is full.
-const MARK_QUEUE: usize = 64;
+const MARK_QUEUE: usize = 256;
+/// How long one commit-lease token is handed to new transactions before a
+/// fresh one replaces it: rows committed together share a token (one
+/// status update per token), rows committed apart do not.
+const COMMIT_TOKEN_EPOCH: Duration = Duration::from_millis(500);
 /// Rows deleted per statement by retention.
 const RETENTION_BATCH: i64 = 500;
 
@@ -56,24 +56,26 @@ pub(crate) struct Relay {
     max_backoff: Duration,
     retention: Option<Duration>,
     on_exhausted: Option<ExhaustedCallback>,
-    /// This instance's id: the `LockedBy` of rows it committed and has not
-    /// taken over for sending yet (the commit lease).
+    /// This instance's id (in logs).
     pub(crate) owner: String,
+    /// The current commit-lease token and when it was made: the `LockedBy`
+    /// that transactions write with their rows (see [`Relay::commit_token`]).
+    commit_lease: Mutex<(Arc<str>, Instant)>,
     wake: Arc<Notify>,
     /// Sent and confirmed rows, for the marker task to mark Sent in batches.
     pub(super) marks: mpsc::Sender<Mark>,
     /// Rows in flight, renewed by the keeper.
     pub(super) leases: Leases,
-    availability: Availability,
+    pub(super) availability: Availability,
 }
 
 /// The running outbox of an app: the store, the relay and its tasks.
 pub struct OutboxRuntime {
     pub(crate) relay: Arc<Relay>,
-    committed: mpsc::Sender<Vec<LocalMessage>>,
+    committed: mpsc::Sender<Committed>,
     /// Rows in `committed`, bounded by `MAX_QUEUED_ROWS`.
     queued: Arc<AtomicUsize>,
-    receiver: Mutex<Option<mpsc::Receiver<Vec<LocalMessage>>>>,
+    receiver: Mutex<Option<mpsc::Receiver<Committed>>>,
     stop: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     marks: Mutex<Option<mpsc::Receiver<Mark>>>,
@@ -122,6 +124,7 @@ impl OutboxRuntime {
                 retention: outbox.retention,
                 on_exhausted: outbox.on_exhausted,
                 owner: Uuid::now_v7().to_string(),
+                commit_lease: Mutex::new((token(), Instant::now())),
                 wake: Arc::new(Notify::new()),
                 marks,
                 leases: Leases::default(),
@@ -196,10 +199,11 @@ impl OutboxRuntime {
         }
     }
 
-    /// Hands committed rows to the relay. Rows that do not fit in the queue
-    /// (the broker is slower than the commits) keep their commit lease and
-    /// are sent by a scanner once it expires.
-    pub(crate) fn committed(&self, rows: Vec<LocalMessage>) {
+    /// Hands committed rows to the relay; `since` is when their first
+    /// insert was sent (their commit lease started after it). Rows that do
+    /// not fit in the queue (the broker is slower than the commits) keep
+    /// their commit lease and are sent by a scanner once it expires.
+    pub(crate) fn committed(&self, rows: Vec<LocalMessage>, since: Instant) {
         if rows.is_empty() || !self.relay.dispatch_after_commit {
             return;
         }
@@ -212,7 +216,7 @@ impl OutboxRuntime {
             );
             return;
         }
-        if self.committed.try_send(rows).is_err() {
+        if self.committed.try_send(Committed { rows, since }).is_err() {
             // Full, or the relay is gone: a scanner sends them after the lease.
             self.queued.fetch_sub(n, Ordering::AcqRel);
             tracing::debug!(
@@ -228,168 +232,58 @@ impl Relay {
         millis(self.lease)
     }
 
-    /// Takes committed rows off the commit queue and hands them to one
-    /// sender per transport (by the rows' `MQType`), so a broker that hangs
-    /// holds up its own rows only. A sender whose queue is full leaves the
-    /// rows to the scanner (they keep their commit lease).
-    async fn dispatch_loop(
-        self: Arc<Self>,
-        mut receiver: mpsc::Receiver<Vec<LocalMessage>>,
-        queued: Arc<AtomicUsize>,
-        mut stop: watch::Receiver<bool>,
-    ) {
-        // Rows stay counted in `queued` until their transport's sender takes
-        // them: the bound covers both queues.
-        let mut senders: HashMap<String, (mpsc::Sender<Vec<LocalMessage>>, JoinHandle<()>)> =
-            HashMap::new();
-        let mut route = |rows: Vec<LocalMessage>| {
-            let mut by_transport: HashMap<String, Vec<LocalMessage>> = HashMap::new();
-            for r in rows {
-                by_transport.entry(r.mq_type.clone()).or_default().push(r);
-            }
-            for (transport, rows) in by_transport {
-                let (tx, _) = senders.entry(transport).or_insert_with(|| {
-                    let (tx, rx) = mpsc::channel(SENDER_QUEUE);
-                    (tx, tokio::spawn(self.clone().send_loop(rx, queued.clone())))
-                });
-                if let Err(e) = tx.try_send(rows) {
-                    let n = match e {
-                        mpsc::error::TrySendError::Full(r)
-                        | mpsc::error::TrySendError::Closed(r) => r.len(),
-                    };
-                    queued.fetch_sub(n, Ordering::AcqRel);
-                    tracing::debug!(count = n, "outbox sender busy: rows left to the scanner");
-                }
-            }
-        };
-        loop {
-            tokio::select! {
-                biased;
-                rows = receiver.recv() => match rows {
-                    Some(first) => {
-                        // Commits that arrived together travel as one batch.
-                        let mut rows = first;
-                        while rows.len() < DISPATCH_BATCH {
-                            match receiver.try_recv() {
-                                Ok(more) => rows.extend(more),
-                                Err(_) => break,
-                            }
-                        }
-                        route(rows);
-                    }
-                    None => break,
-                },
-                _ = stop.changed() => {
-                    // Send what was committed before the stop.
-                    receiver.close();
-                    let mut rows = Vec::new();
-                    while let Ok(more) = receiver.try_recv() {
-                        rows.extend(more);
-                    }
-                    for chunk in rows.chunks(DISPATCH_BATCH) {
-                        route(chunk.to_vec());
-                    }
-                    break;
-                }
-            }
+    /// The token a transaction's rows are leased to at insert (the commit
+    /// lease). Transactions begun within one short epoch share it, so the
+    /// rows they commit together are marked with one statement; then a
+    /// fresh one is made.
+    pub(crate) fn commit_token(&self) -> Arc<str> {
+        let mut current = lock(&self.commit_lease);
+        if current.1.elapsed() >= COMMIT_TOKEN_EPOCH {
+            *current = (token(), Instant::now());
         }
-        // Closing the queues lets each sender finish what it holds.
-        let handles: Vec<JoinHandle<()>> = senders.into_values().map(|(_, h)| h).collect();
-        for h in handles {
-            let _ = h.await;
-        }
-    }
-
-    /// One transport's post-commit sender: merges what is queued into
-    /// batches and sends them in commit order.
-    async fn send_loop(
-        self: Arc<Self>,
-        mut rx: mpsc::Receiver<Vec<LocalMessage>>,
-        queued: Arc<AtomicUsize>,
-    ) {
-        let take = |rows: Vec<LocalMessage>| {
-            queued.fetch_sub(rows.len(), Ordering::AcqRel);
-            rows
-        };
-        while let Some(first) = rx.recv().await {
-            let mut rows = take(first);
-            while rows.len() < DISPATCH_BATCH {
-                match rx.try_recv() {
-                    Ok(more) => rows.extend(take(more)),
-                    Err(_) => break,
-                }
-            }
-            for chunk in rows.chunks(DISPATCH_BATCH) {
-                self.send_committed(chunk.to_vec()).await;
-            }
-        }
-    }
-
-    /// Takes committed rows over from the commit lease and sends the ones
-    /// it got; while the transport is unavailable, leaves them to a scanner.
-    async fn send_committed(&self, mut rows: Vec<LocalMessage>) {
-        // Rows of a transport that is down wait for the scanner (after their
-        // commit lease); the others go at once.
-        let before = rows.len();
-        rows.retain(|r| self.availability.wait(&r.mq_type).is_zero());
-        if rows.len() < before {
-            tracing::debug!(
-                count = before - rows.len(),
-                "transport unavailable: committed rows left to the scanner"
-            );
-        }
-        if rows.is_empty() {
-            return;
-        }
-        let token = token();
-        let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-        self.leases.hold(&token, &ids);
-        let got = match self
-            .store
-            .take_over(&ids, &self.owner, &token, self.lease_ms())
-            .await
-        {
-            Ok(got) => got,
-            Err(e) => {
-                self.leases.forget(&token, &ids);
-                tracing::warn!(error = %e, count = ids.len(), "could not lease committed rows; a scanner sends them after the commit lease");
-                return;
-            }
-        };
-        if got.len() < ids.len() {
-            let lost: Vec<Uuid> = ids.iter().filter(|id| !got.contains(id)).copied().collect();
-            self.leases.forget(&token, &lost);
-            tracing::debug!(
-                count = lost.len(),
-                "committed rows already taken by a scanner"
-            );
-            rows.retain(|r| got.contains(&r.id));
-        }
-        self.dispatch(rows, token, "commit").await;
+        current.0.clone()
     }
 
     async fn scan_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let batch = i64::from(self.retry.batch_size.max(1));
         let max_retry = i32::try_from(self.retry.max_retry_count).unwrap_or(i32::MAX);
         loop {
+            // The batch being sent: the next claim overlaps its confirms.
+            // Batches are sent one after another, in claim order.
+            let mut in_flight: Option<JoinHandle<()>> = None;
+            // While full batches follow each other, each claim starts at the
+            // previous one's newest row (see `Store::claim`).
+            let mut after = None;
             loop {
                 if *stop.borrow() {
-                    return;
+                    break;
                 }
                 // No wait for a transport that is down: its rows were given
                 // back with its backoff, so they are not due before it.
                 let token = token();
-                match self
+                let claimed = self
                     .store
-                    .claim(&token, self.lease_ms(), max_retry, batch)
-                    .await
-                {
+                    .claim(&token, self.lease_ms(), max_retry, batch, after)
+                    .await;
+                // Renewed from now on: the batch may wait for the previous
+                // one's confirms longer than its lease (a broker blocking
+                // publishers).
+                if let Ok(rows) = &claimed {
+                    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+                    self.leases.hold(&token, &ids);
+                }
+                if let Some(previous) = in_flight.take() {
+                    let _ = previous.await;
+                }
+                match claimed {
                     Ok(rows) if rows.is_empty() => break,
                     Ok(rows) => {
                         let full = rows.len() as i64 >= batch;
-                        let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-                        self.leases.hold(&token, &ids);
-                        self.dispatch(rows, token, "scan").await;
+                        after = rows.iter().map(|r| r.created_at).max();
+                        let relay = self.clone();
+                        in_flight = Some(tokio::spawn(async move {
+                            relay.dispatch(rows, "scan").await;
+                        }));
                         if !full {
                             break;
                         }
@@ -399,6 +293,12 @@ impl Relay {
                         break;
                     }
                 }
+            }
+            if let Some(last) = in_flight.take() {
+                let _ = last.await;
+            }
+            if *stop.borrow() {
+                return;
             }
             if let Some(age) = self.retention {
                 let before = chrono::TimeDelta::from_std(age)
@@ -431,17 +331,13 @@ impl Relay {
             .min(self.max_backoff)
     }
 
-    /// Sends rows leased to `token` in creation order through the
-    /// producer's transports and records the outcome: Sent in batched
-    /// updates; Failed with the error, a retry count and the next attempt
-    /// time when the message itself failed; given back without counting a
-    /// retry when the transport was unavailable.
-    pub(crate) async fn dispatch(
-        &self,
-        mut rows: Vec<LocalMessage>,
-        token: Arc<str>,
-        source: &'static str,
-    ) {
+    /// Sends leased rows in creation order through the producer's
+    /// transports and records the outcome, each row's fenced by the token
+    /// it is leased to (its `locked_by`): Sent in batched updates; Failed
+    /// with the error, a retry count and the next attempt time when the
+    /// message itself failed; given back without counting a retry when the
+    /// transport was unavailable.
+    pub(crate) async fn dispatch(&self, mut rows: Vec<LocalMessage>, source: &'static str) {
         rows.sort_by_key(|r| (r.created_at, r.id));
         let span = tracing::info_span!("outbox.relay", source, count = rows.len(), table = %self.store.table.name);
         async {
@@ -462,9 +358,11 @@ impl Relay {
             } else {
                 self.producer.send_outgoing(&outgoing).await
             };
-            let mut sent = Vec::with_capacity(sending.len());
-            // Per transport: the rows it could not take and why; whether it answered.
-            let mut unavailable: HashMap<String, (Vec<Uuid>, String)> = HashMap::new();
+            let mut tokens = Tokens::default();
+            let mut sent: ByLease = Vec::new();
+            // Per transport and lease: the rows it could not take and why;
+            // whether it answered.
+            let mut unavailable: HashMap<String, (String, ByLease)> = HashMap::new();
             let mut answered: Vec<String> = Vec::new();
             let mut answer = |mq_type: &str| {
                 if !answered.iter().any(|t| t == mq_type) {
@@ -476,14 +374,21 @@ impl Relay {
                     Ok(()) => {
                         tracing::trace!(event_id = %row.id, event_name = %row.message_type, "outbox row sent");
                         answer(&row.mq_type);
-                        sent.push(row.id);
+                        let t = tokens.of(&row);
+                        match sent.iter_mut().find(|(k, _)| *k == t) {
+                            Some((_, ids)) => ids.push(row.id),
+                            None => sent.push((t, vec![row.id])),
+                        }
                     }
                     Err(e) if e.is_unavailable() => {
-                        unavailable
+                        let t = tokens.of(&row);
+                        let (_, held) = unavailable
                             .entry(row.mq_type.clone())
-                            .or_insert_with(|| (Vec::new(), e.to_string()))
-                            .0
-                            .push(row.id);
+                            .or_insert_with(|| (e.to_string(), Vec::new()));
+                        match held.iter_mut().find(|(k, _)| *k == t) {
+                            Some((_, ids)) => ids.push(row.id),
+                            None => held.push((t, vec![row.id])),
+                        }
                     }
                     Err(e) => {
                         // The broker refused this message: it answered.
@@ -495,20 +400,23 @@ impl Relay {
             for transport in &answered {
                 self.availability.answered(transport);
             }
-            if !sent.is_empty() {
+            for (t, ids) in sent {
                 let mark = Mark {
-                    token: token.clone(),
-                    ids: sent,
+                    token: tokens.get(t),
+                    ids,
                 };
                 if let Err(mpsc::error::SendError(mark)) = self.marks.send(mark).await {
                     // The marker has stopped: mark here.
                     self.mark_sent(vec![mark]).await;
                 }
             }
-            for (transport, (ids, reason)) in unavailable {
-                self.release(&token, &transport, ids, &reason).await;
+            for (transport, (reason, held)) in unavailable {
+                let wait = self.availability.failed(&transport, &reason);
+                for (t, ids) in held {
+                    self.release(&tokens.get(t), ids, &reason, wait).await;
+                }
             }
-            self.record_failures(&token, failed).await;
+            self.record_failures(failed).await;
         }
         .instrument(span)
         .await
@@ -516,8 +424,7 @@ impl Relay {
 
     /// The transport was unavailable: the rows are due again after the
     /// relay's backoff, their retries untouched.
-    async fn release(&self, token: &str, transport: &str, ids: Vec<Uuid>, reason: &str) {
-        let wait = self.availability.failed(transport, reason);
+    async fn release(&self, token: &str, ids: Vec<Uuid>, reason: &str, wait: Duration) {
         tracing::debug!(count = ids.len(), error = %reason, "outbox send not confirmed: transport unavailable");
         if let Err(e) =
             retry_storage(|| self.store.release(&ids, token, reason, millis(wait))).await
@@ -528,21 +435,23 @@ impl Relay {
         self.leases.forget(token, &ids);
     }
 
-    async fn record_failures(&self, token: &str, failed: Vec<(LocalMessage, String)>) {
+    async fn record_failures(&self, failed: Vec<(LocalMessage, String)>) {
         if failed.is_empty() {
             return;
         }
         let max = i64::from(self.retry.max_retry_count);
-        // Rows failing alike share one update.
-        let mut groups: HashMap<(i32, String), Vec<LocalMessage>> = HashMap::new();
+        // Rows failing alike under one lease share one update.
+        let mut groups: HashMap<(String, i32, String), Vec<LocalMessage>> = HashMap::new();
         for (row, reason) in failed {
             tracing::warn!(event_id = %row.id, event_name = %row.message_type, attempt = row.retry_count + 1, error = %reason, "outbox send failed");
+            let token = row.locked_by.clone().unwrap_or_default();
             groups
-                .entry((row.retry_count, reason))
+                .entry((token, row.retry_count, reason))
                 .or_default()
                 .push(row);
         }
-        for ((retry_count, reason), rows) in groups {
+        for ((token, retry_count, reason), rows) in groups {
+            let token = token.as_str();
             let failures = retry_count.saturating_add(1);
             let backoff = millis(self.backoff_for(failures));
             let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
@@ -578,5 +487,30 @@ impl Relay {
                 }
             }
         }
+    }
+}
+
+/// Row ids by lease token (an index into [`Tokens`]).
+type ByLease = Vec<(usize, Vec<Uuid>)>;
+
+/// The lease tokens of one dispatched batch (the rows' `locked_by`), each
+/// held once, by index.
+#[derive(Default)]
+struct Tokens(Vec<Arc<str>>);
+
+impl Tokens {
+    fn of(&mut self, row: &LocalMessage) -> usize {
+        let t = row.locked_by.as_deref().unwrap_or_default();
+        match self.0.iter().position(|k| &**k == t) {
+            Some(i) => i,
+            None => {
+                self.0.push(Arc::from(t));
+                self.0.len() - 1
+            }
+        }
+    }
+
+    fn get(&self, i: usize) -> Arc<str> {
+        self.0[i].clone()
     }
 }

@@ -224,14 +224,20 @@ impl Store {
 
     /// Claims up to `limit` due rows (Pending first, then Failed; below
     /// `max_retry`, next attempt time reached on the database's clock) for
-    /// `token` for `lease_ms`, in creation order.
+    /// `token` for `lease_ms`, in creation order. With `after` (the newest
+    /// `CreatedAt` of the previous, full claim of a drain) and a dialect
+    /// that wants it, only rows created at or after it: a due row older
+    /// than that waits for the scanner's next round, which starts from the
+    /// beginning again.
     pub(crate) async fn claim(
         &self,
         token: &str,
         lease_ms: i64,
         max_retry: i32,
         limit: i64,
+        after: Option<DateTime<Utc>>,
     ) -> Result<Vec<LocalMessage>> {
+        let after = after.filter(|_| self.table.d.claim_from_last);
         let mut rows = Vec::new();
         for status in [MessageStatus::Pending, MessageStatus::Failed] {
             let want = limit - rows.len() as i64;
@@ -240,13 +246,13 @@ impl Store {
             }
             let claimed = match self.table.d.claim {
                 ClaimStyle::UpdateReturning { lock } => {
-                    let q = self
-                        .table
-                        .claim_update_returning(status, lease_ms, token, max_retry, want, lock);
+                    let q = self.table.claim_update_returning(
+                        status, lease_ms, token, max_retry, want, lock, after,
+                    );
                     self.backend.fetch(q).await
                 }
                 ClaimStyle::SelectForUpdate => {
-                    let select = self.table.claim_select(status, max_retry, want);
+                    let select = self.table.claim_select(status, max_retry, want, after);
                     let token = token.to_owned();
                     let table = Table::new(self.table.d, &self.table.name);
                     let lease: LeaseFn = Box::new(move |rows: &[LocalMessage]| {

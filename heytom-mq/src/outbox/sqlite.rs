@@ -20,6 +20,7 @@ pub(crate) const DIALECT: Dialect = Dialect {
     id_select_cast: "",
     time_select_cast: "",
     claim: ClaimStyle::UpdateReturning { lock: "" },
+    claim_from_last: false,
     before_claim: None,
     delete_with_limit: false,
     create_sql: include_str!("../../migrations/sqlite/001_create_local_messages.sql"),

@@ -204,6 +204,7 @@ impl Table {
     /// return them. Due and lease are read off the database's clock. One
     /// status at a time, so `(Status, CreatedAt)` yields rows already in
     /// order and the scan stops at the limit instead of sorting.
+    /// With `after`, only rows created at or after it (see [`Claim`]).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn claim_update_returning(
         &self,
@@ -213,6 +214,7 @@ impl Table {
         max_retry: i32,
         limit: i64,
         lock: &str,
+        after: Option<DateTime<Utc>>,
     ) -> Built {
         let Cols {
             id,
@@ -226,18 +228,35 @@ impl Table {
         let (t, cols, status, now) = (&self.t, &self.select_list, status as i32, self.d.now_ms);
         let mut p = Params::new(self.d);
         let (lease, token) = (p.p(Arg::BigInt(lease_ms)), p.p(Arg::Text(token.to_owned())));
-        let (max_retry, limit) = (p.p(Arg::Int(max_retry)), p.p(Arg::BigInt(limit)));
+        let max_retry = p.p(Arg::Int(max_retry));
+        let after = self.after(&mut p, after);
+        let limit = p.p(Arg::BigInt(limit));
         p.build(format!(
             "UPDATE {t} SET {next_attempt_at} = {now} + {lease}, {locked_by} = {token} \
              WHERE {id} IN (SELECT {id} FROM {t} \
-             WHERE {status_col} = {status} AND {retry_count} < {max_retry} AND {next_attempt_at} <= {now} \
+             WHERE {status_col} = {status} AND {retry_count} < {max_retry} AND {next_attempt_at} <= {now}{after} \
              ORDER BY {created_at}, {id} LIMIT {limit}{lock}) \
              RETURNING {cols}"
         ))
     }
 
+    /// ` AND CreatedAt >= <after>`, or nothing; its placeholder comes
+    /// between the retry count's and the limit's, as in the text.
+    fn after(&self, p: &mut Params, after: Option<DateTime<Utc>>) -> String {
+        match after {
+            Some(t) => format!(" AND {} >= {}", self.c.created_at, p.p(Arg::Time(t))),
+            None => String::new(),
+        }
+    }
+
     /// The select half of `ClaimStyle::SelectForUpdate`.
-    pub(crate) fn claim_select(&self, status: MessageStatus, max_retry: i32, limit: i64) -> Built {
+    pub(crate) fn claim_select(
+        &self,
+        status: MessageStatus,
+        max_retry: i32,
+        limit: i64,
+        after: Option<DateTime<Utc>>,
+    ) -> Built {
         let Cols {
             id,
             status: status_col,
@@ -248,10 +267,12 @@ impl Table {
         } = &self.c;
         let (t, cols, status, now) = (&self.t, &self.select_list, status as i32, self.d.now_ms);
         let mut p = Params::new(self.d);
-        let (max_retry, limit) = (p.p(Arg::Int(max_retry)), p.p(Arg::BigInt(limit)));
+        let max_retry = p.p(Arg::Int(max_retry));
+        let after = self.after(&mut p, after);
+        let limit = p.p(Arg::BigInt(limit));
         p.build(format!(
             "SELECT {cols} FROM {t} \
-             WHERE {status_col} = {status} AND {retry_count} < {max_retry} AND {next_attempt_at} <= {now} \
+             WHERE {status_col} = {status} AND {retry_count} < {max_retry} AND {next_attempt_at} <= {now}{after} \
              ORDER BY {created_at}, {id} LIMIT {limit} FOR UPDATE SKIP LOCKED"
         ))
     }
@@ -550,45 +571,5 @@ fn truncate(s: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn statements_read_as_whole_sql() {
-        // PostgreSQL: unquoted names, folded to lower case as in the original DDL.
-        let pg = Table::new(&super::super::postgres::DIALECT, "LocalMessages");
-        let claim = pg.claim_update_returning(
-            MessageStatus::Pending,
-            10,
-            "me",
-            5,
-            100,
-            " FOR UPDATE SKIP LOCKED",
-        );
-        let now = super::super::postgres::DIALECT.now_ms;
-        assert_eq!(
-            claim.sql,
-            format!(
-                "UPDATE LocalMessages SET NextAttemptAt = {now} + $1, LockedBy = $2 \
-                 WHERE Id IN (SELECT Id FROM LocalMessages \
-                 WHERE Status = 0 AND RetryCount < $3 AND NextAttemptAt <= {now} \
-                 ORDER BY CreatedAt, Id LIMIT $4 FOR UPDATE SKIP LOCKED) \
-                 RETURNING Id::text, MQType, Topic, RoutingKey, MessageType, MessageBody, Status, \
-                 CreatedAt::timestamptz, UpdatedAt::timestamptz, RetryCount, ErrorMessage, \
-                 Headers, PartitionKey, NextAttemptAt, LockedBy"
-            )
-        );
-        assert_eq!(claim.args.len(), 4);
-        assert!(!pg.probe().sql.contains('"'));
-
-        let my = Table::new(&super::super::mysql::DIALECT, "T");
-        let ids = [Uuid::nil(), Uuid::max()];
-        let sent = my.mark_sent(&ids, "me", Utc::now());
-        assert_eq!(
-            sent.sql,
-            "UPDATE `T` SET `Status` = 1, `UpdatedAt` = ?, `LockedBy` = NULL \
-             WHERE `Id` IN (?, ?) AND `LockedBy` = ?"
-        );
-        assert_eq!(sent.args.len(), 4);
-    }
-}
+#[path = "statements_tests.rs"]
+mod tests;

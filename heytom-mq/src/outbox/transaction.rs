@@ -3,6 +3,7 @@
 //! `send_batch_with_transaction`.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use futures::future::BoxFuture;
 use sqlx::{Pool, Transaction};
@@ -56,6 +57,10 @@ pub struct OutboxTransaction<DB: OutboxDatabase> {
     runtime: Arc<OutboxRuntime>,
     producer: Producer,
     rows: Vec<LocalMessage>,
+    /// The commit lease the rows are written with (with dispatch after commit).
+    lease_token: Option<Arc<str>>,
+    /// When the first insert was sent: the commit lease runs from after it.
+    since: Option<Instant>,
 }
 
 impl<DB: OutboxDatabase> std::fmt::Debug for OutboxTransaction<DB> {
@@ -113,12 +118,16 @@ impl<DB: OutboxDatabase> OutboxTransaction<DB> {
     /// sends them at once. If the commit fails nothing is sent.
     pub async fn commit(self) -> Result<()> {
         let OutboxTransaction {
-            tx, runtime, rows, ..
+            tx,
+            runtime,
+            rows,
+            since,
+            ..
         } = self;
         tx.commit()
             .await
             .map_err(|e| Error::storage(format!("commit failed: {e}"), e))?;
-        runtime.committed(rows);
+        runtime.committed(rows, since.unwrap_or_else(Instant::now));
         Ok(())
     }
 
@@ -135,7 +144,7 @@ impl<DB: OutboxDatabase> OutboxTransaction<DB> {
         self.rows.iter().map(|r| r.id).collect()
     }
 
-    fn row<E: Event>(&self, event: &E, headers: Headers) -> Result<LocalMessage> {
+    fn row<E: Event>(&mut self, event: &E, headers: Headers) -> Result<LocalMessage> {
         if registered_event(E::NAME).is_none() {
             return Err(Error::config(format!(
                 "event `{}` is not registered (#[derive(Event)] registers it); the outbox relay could not send it",
@@ -147,11 +156,16 @@ impl<DB: OutboxDatabase> OutboxTransaction<DB> {
         let envelope = Envelope::with_headers(event, headers)?;
         let (topic, routing_key) = route.address(E::NAME);
         let relay = &self.runtime.relay;
-        // With dispatch after commit the row carries this instance's commit
-        // lease (from the insert, on the database's clock: see `insert`),
-        // hidden from the scanners until the sender takes it over; without,
-        // it is due at once.
-        let locked_by = relay.dispatch_after_commit.then(|| relay.owner.clone());
+        // With dispatch after commit the row carries a commit lease (from
+        // the insert, on the database's clock: see `insert`), hidden from the
+        // scanners until the post-commit sender has sent it; without, it is
+        // due at once.
+        let locked_by = if relay.dispatch_after_commit {
+            let token = self.lease_token.get_or_insert_with(|| relay.commit_token());
+            Some(token.to_string())
+        } else {
+            None
+        };
         let headers =
             serde_json::to_string(&envelope.headers).map_err(|source| Error::Serialization {
                 event: E::NAME.to_owned(),
@@ -163,7 +177,8 @@ impl<DB: OutboxDatabase> OutboxTransaction<DB> {
             topic,
             routing_key,
             message_type: E::NAME.to_owned(),
-            message_body: String::from_utf8_lossy(&envelope.payload).into_owned(),
+            message_body: String::from_utf8(envelope.payload)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
             status: MessageStatus::Pending,
             created_at: envelope.occurred_at,
             updated_at: None,
@@ -185,6 +200,7 @@ impl<DB: OutboxDatabase> OutboxTransaction<DB> {
         let dispatch_after_commit = runtime.relay.dispatch_after_commit;
         let lease = dispatch_after_commit.then(|| millis(runtime.relay.lease));
         let tx = &mut self.tx;
+        self.since.get_or_insert_with(Instant::now);
         let span = tracing::debug_span!(
             "outbox.enqueue",
             event_id = %rows[0].id,
@@ -253,6 +269,8 @@ impl Producer {
             runtime,
             producer: self.clone(),
             rows: Vec::new(),
+            lease_token: None,
+            since: None,
         })
     }
 

@@ -1,0 +1,219 @@
+//! The post-commit path of the relay: committed rows go from the commit
+//! queue to one sender per transport, which sends them under their commit
+//! lease while it is young (no statement before the publish), or takes them
+//! over with a fenced update first when it is not.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use super::lease::token;
+use super::relay::{Relay, COMMIT_QUEUE};
+use super::LocalMessage;
+
+/// Rows merged into one send after commits arrive together.
+const DISPATCH_BATCH: usize = 1000;
+/// Batches waiting at one transport's post-commit sender, at most (their
+/// rows count against the relay's row bound until the sender takes them).
+const SENDER_QUEUE: usize = COMMIT_QUEUE;
+/// A commit lease is sent under as it is while less than this part of it
+/// has passed since the row's insert was sent (the lease runs from the
+/// insert, on the database's clock, so at least the rest of it is left);
+/// the lease keeper renews it within a third of the lease from then on.
+/// Older rows are taken over with a fenced update first.
+const YOUNG_LEASE_PART: u32 = 6;
+
+/// Rows of one or more commits, and when the first of their inserts was
+/// sent to the database (their commit leases started after that).
+pub(crate) struct Committed {
+    pub(crate) rows: Vec<LocalMessage>,
+    pub(crate) since: Instant,
+}
+
+impl Committed {
+    /// Adds another commit's rows; the batch is as old as its oldest rows.
+    fn merge(&mut self, other: Committed) {
+        self.rows.extend(other.rows);
+        self.since = self.since.min(other.since);
+    }
+}
+
+impl Relay {
+    /// Takes committed rows off the commit queue and hands them to one
+    /// sender per transport (by the rows' `MQType`), so a broker that hangs
+    /// holds up its own rows only. A sender whose queue is full leaves the
+    /// rows to the scanner (they keep their commit lease).
+    pub(super) async fn dispatch_loop(
+        self: Arc<Self>,
+        mut receiver: mpsc::Receiver<Committed>,
+        queued: Arc<AtomicUsize>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        // Rows stay counted in `queued` until their transport's sender takes
+        // them: the bound covers both queues.
+        let mut senders: HashMap<String, (mpsc::Sender<Committed>, JoinHandle<()>)> =
+            HashMap::new();
+        let mut route = |batch: Committed| {
+            let since = batch.since;
+            let mut by_transport: HashMap<String, Vec<LocalMessage>> = HashMap::new();
+            for r in batch.rows {
+                match by_transport.get_mut(r.mq_type.as_str()) {
+                    Some(rows) => rows.push(r),
+                    None => {
+                        by_transport.insert(r.mq_type.clone(), vec![r]);
+                    }
+                }
+            }
+            for (transport, rows) in by_transport {
+                let (tx, _) = senders.entry(transport).or_insert_with(|| {
+                    let (tx, rx) = mpsc::channel(SENDER_QUEUE);
+                    (tx, tokio::spawn(self.clone().send_loop(rx, queued.clone())))
+                });
+                if let Err(e) = tx.try_send(Committed { rows, since }) {
+                    let n = match e {
+                        mpsc::error::TrySendError::Full(c)
+                        | mpsc::error::TrySendError::Closed(c) => c.rows.len(),
+                    };
+                    queued.fetch_sub(n, Ordering::AcqRel);
+                    tracing::debug!(count = n, "outbox sender busy: rows left to the scanner");
+                }
+            }
+        };
+        loop {
+            tokio::select! {
+                biased;
+                batch = receiver.recv() => match batch {
+                    Some(mut batch) => {
+                        // Commits that arrived together travel as one batch.
+                        while batch.rows.len() < DISPATCH_BATCH {
+                            match receiver.try_recv() {
+                                Ok(more) => batch.merge(more),
+                                Err(_) => break,
+                            }
+                        }
+                        route(batch);
+                    }
+                    None => break,
+                },
+                _ = stop.changed() => {
+                    // Send what was committed before the stop.
+                    receiver.close();
+                    while let Ok(batch) = receiver.try_recv() {
+                        route(batch);
+                    }
+                    break;
+                }
+            }
+        }
+        // Closing the queues lets each sender finish what it holds.
+        let handles: Vec<JoinHandle<()>> = senders.into_values().map(|(_, h)| h).collect();
+        for h in handles {
+            let _ = h.await;
+        }
+    }
+
+    /// One transport's post-commit sender: merges what is queued into
+    /// batches and sends them in commit order.
+    async fn send_loop(
+        self: Arc<Self>,
+        mut rx: mpsc::Receiver<Committed>,
+        queued: Arc<AtomicUsize>,
+    ) {
+        while let Some(mut batch) = rx.recv().await {
+            queued.fetch_sub(batch.rows.len(), Ordering::AcqRel);
+            while batch.rows.len() < DISPATCH_BATCH {
+                match rx.try_recv() {
+                    Ok(more) => {
+                        queued.fetch_sub(more.rows.len(), Ordering::AcqRel);
+                        batch.merge(more);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let Committed { mut rows, since } = batch;
+            while rows.len() > DISPATCH_BATCH {
+                let rest = rows.split_off(DISPATCH_BATCH);
+                self.send_committed(rows, since).await;
+                rows = rest;
+            }
+            self.send_committed(rows, since).await;
+        }
+    }
+
+    /// Sends committed rows: under their commit lease while it is young
+    /// (held by the lease keeper from now on), otherwise after taking them
+    /// over from it with a fenced update (a row a scanner took meanwhile is
+    /// left to it). While the transport is unavailable, leaves them to a
+    /// scanner.
+    async fn send_committed(&self, mut rows: Vec<LocalMessage>, since: Instant) {
+        // Rows of a transport that is down wait for the scanner (after their
+        // commit lease); the others go at once.
+        let before = rows.len();
+        rows.retain(|r| self.availability.wait(&r.mq_type).is_zero() && r.locked_by.is_some());
+        if rows.len() < before {
+            tracing::debug!(
+                count = before - rows.len(),
+                "transport unavailable: committed rows left to the scanner"
+            );
+        }
+        if rows.is_empty() {
+            return;
+        }
+        // The commit leases of these rows, each with its rows' ids.
+        let mut leases: Vec<(Arc<str>, Vec<Uuid>)> = Vec::new();
+        for r in &rows {
+            let t = r.locked_by.as_deref().unwrap_or_default();
+            match leases.iter_mut().find(|(k, _)| &**k == t) {
+                Some((_, ids)) => ids.push(r.id),
+                None => leases.push((Arc::from(t), vec![r.id])),
+            }
+        }
+        let young = self.lease / YOUNG_LEASE_PART;
+        if since.elapsed() < young.max(Duration::from_millis(1)) {
+            for (t, ids) in &leases {
+                self.leases.hold(t, ids);
+            }
+            self.dispatch(rows, "commit").await;
+            return;
+        }
+        let token = token();
+        let mut got = Vec::with_capacity(rows.len());
+        for (from, ids) in &leases {
+            self.leases.hold(&token, ids);
+            match self
+                .store
+                .take_over(ids, from, &token, self.lease_ms())
+                .await
+            {
+                Ok(g) => {
+                    if g.len() < ids.len() {
+                        let lost: Vec<Uuid> =
+                            ids.iter().filter(|id| !g.contains(id)).copied().collect();
+                        self.leases.forget(&token, &lost);
+                        tracing::debug!(
+                            count = lost.len(),
+                            "committed rows already taken by a scanner"
+                        );
+                    }
+                    got.extend(g);
+                }
+                Err(e) => {
+                    self.leases.forget(&token, ids);
+                    tracing::warn!(error = %e, count = ids.len(), "could not lease committed rows; a scanner sends them after the commit lease");
+                }
+            }
+        }
+        rows.retain(|r| got.contains(&r.id));
+        for r in &mut rows {
+            r.locked_by = Some(token.to_string());
+        }
+        if !rows.is_empty() {
+            self.dispatch(rows, "commit").await;
+        }
+    }
+}
