@@ -431,9 +431,15 @@ fn raw_consume(servers: &str, topic: &str, n: usize) -> Phase {
 }
 
 async fn raw_consume_async(servers: String, topic: &'static str, n: usize) -> Phase {
-    tokio::task::spawn_blocking(move || raw_consume(&servers, topic, n))
-        .await
-        .expect("raw consumer thread")
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    // Its own named thread, so that a profile tells it apart.
+    std::thread::Builder::new()
+        .name("raw-consumer".into())
+        .spawn(move || {
+            let _ = tx.send(raw_consume(&servers, topic, n));
+        })
+        .expect("raw consumer thread");
+    rx.await.expect("raw consumer result")
 }
 
 /// One figure: both sides of every round.
@@ -529,7 +535,11 @@ async fn main() {
     let n: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(100_000);
     let size: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(252);
     let rounds: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(5).max(1);
-    let concurrency: usize = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(1000).max(1);
+    let concurrency: usize = args
+        .get(4)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1000)
+        .max(1);
     // Which figures to run (default all): BENCH_KAFKA_ONLY=consume,produce,produce_concurrent
     let only = std::env::var("BENCH_KAFKA_ONLY").unwrap_or_default();
     let wants = |f: &str| only.is_empty() || only.split(',').any(|o| o.trim() == f);
@@ -573,12 +583,28 @@ async fn main() {
             concurrent.push(round, h, r);
         }
         if consuming {
-            let (h, r) = pair(
-                round,
-                heytom_consume(&servers, ht, n),
-                raw_consume_async(servers.clone(), rt, n),
-            )
-            .await;
+            // BENCH_KAFKA_PROFILE=heytom|raw consumes on that side only (for
+            // `perf record`); the other side's figures then repeat it.
+            perf_control("enable");
+            let (h, r) = match std::env::var("BENCH_KAFKA_PROFILE").as_deref() {
+                Ok("heytom") => {
+                    let h = heytom_consume(&servers, ht, n).await;
+                    (h, h)
+                }
+                Ok("raw") => {
+                    let r = raw_consume_async(servers.clone(), rt, n).await;
+                    (r, r)
+                }
+                _ => {
+                    pair(
+                        round,
+                        heytom_consume(&servers, ht, n),
+                        raw_consume_async(servers.clone(), rt, n),
+                    )
+                    .await
+                }
+            };
+            perf_control("disable");
             consume.push(round, h, r);
         }
     }
@@ -588,6 +614,17 @@ async fn main() {
     }
     for f in figures.iter().filter(|f| !f.rounds.is_empty()) {
         f.result();
+    }
+}
+
+/// With `BENCH_KAFKA_PERF_CTL=<fifo>`, tells `perf record -D -1
+/// --control=fifo:<fifo>` to record only the consume phases.
+fn perf_control(cmd: &str) {
+    use std::io::Write as _;
+    if let Ok(path) = std::env::var("BENCH_KAFKA_PERF_CTL") {
+        if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(path) {
+            let _ = writeln!(f, "{cmd}");
+        }
     }
 }
 

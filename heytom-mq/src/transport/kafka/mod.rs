@@ -27,6 +27,7 @@ mod admin;
 mod options;
 mod raw;
 mod subscription;
+mod wire;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
@@ -299,7 +300,7 @@ fn kafka_headers(envelope: &Envelope) -> OwnedHeaders {
     })
     .insert(Header {
         key: OCCURRED_AT,
-        value: Some(envelope.occurred_at.to_rfc3339().as_bytes()),
+        value: Some(wire::Rfc3339::new(&envelope.occurred_at).as_bytes()),
     })
 }
 

@@ -1,9 +1,10 @@
-//! A fetched Kafka message packed into one buffer.
+//! Fetched Kafka messages packed into one buffer.
 //!
-//! The poll thread copies each message out of librdkafka once, into a single
-//! allocation; the lane that handles it unpacks headers and body on its own
-//! thread (allocations made and freed on one thread are cheap), and a dead
-//! letter is built from the original bytes, header values included.
+//! The poll thread copies each message out of librdkafka once, appending it
+//! to the buffer of its partition's batch (one allocation per batch, not per
+//! message); the lane that handles it unpacks headers and body on its own
+//! thread, and a dead letter is built from the original bytes, header
+//! values included.
 
 use rdkafka::message::{BorrowedMessage, Headers as _, Message as _};
 
@@ -23,10 +24,12 @@ pub(crate) fn foreign_event_id(topic: &str, partition: i32, offset: i64) -> uuid
     )
 }
 
-/// `[key][payload][header count]([name][value])*`, each part length-prefixed
-/// (`u32` little endian; `u32::MAX` for an absent key or header value).
-pub(crate) struct RawMessage {
-    buf: Vec<u8>,
+/// One packed message, `[key][payload][header count]([name][value])*`,
+/// each part length-prefixed (`u32` little endian; `u32::MAX` for an absent
+/// key or header value).
+#[derive(Clone, Copy)]
+pub(crate) struct RawMessage<'a> {
+    buf: &'a [u8],
 }
 
 const ABSENT: u32 = u32::MAX;
@@ -67,64 +70,73 @@ impl<'a> Reader<'a> {
     }
 }
 
-impl RawMessage {
-    pub(crate) fn from_message(m: &BorrowedMessage<'_>) -> Self {
-        match m.headers() {
-            Some(hs) => Self::pack(
-                m.key(),
-                m.payload(),
-                // An index range (unlike `HeadersIter`) can be walked twice: once to size the buffer.
-                (0..hs.count())
-                    .filter_map(move |i| hs.try_get(i))
-                    .map(|h| (h.key, h.value)),
-            ),
-            None => Self::pack(m.key(), m.payload(), std::iter::empty()),
-        }
+/// Appends a fetched message to `out`; where it lies there.
+pub(crate) fn pack_message(out: &mut Vec<u8>, m: &BorrowedMessage<'_>) -> std::ops::Range<usize> {
+    let start = out.len();
+    match m.headers() {
+        Some(hs) => pack(
+            out,
+            m.key(),
+            m.payload(),
+            // An index range (unlike `HeadersIter`) can be walked twice: once to size the buffer.
+            (0..hs.count())
+                .filter_map(move |i| hs.try_get(i))
+                .map(|h| (h.key, h.value)),
+        ),
+        None => pack(out, m.key(), m.payload(), std::iter::empty()),
     }
+    start..out.len()
+}
 
-    fn pack<'a>(
-        key: Option<&[u8]>,
-        payload: Option<&[u8]>,
-        headers: impl Iterator<Item = (&'a str, Option<&'a [u8]>)> + Clone,
-    ) -> Self {
-        let mut size = 12 + key.map_or(0, <[u8]>::len) + payload.map_or(0, <[u8]>::len);
-        let mut count = 0u32;
-        for (k, v) in headers.clone() {
-            size += 8 + k.len() + v.map_or(0, <[u8]>::len);
-            count += 1;
-        }
-        let mut buf = Vec::with_capacity(size);
-        put(&mut buf, key);
-        put(&mut buf, payload);
-        buf.extend_from_slice(&count.to_le_bytes());
-        for (k, v) in headers {
-            put(&mut buf, Some(k.as_bytes()));
-            put(&mut buf, v);
-        }
+fn pack<'a>(
+    buf: &mut Vec<u8>,
+    key: Option<&[u8]>,
+    payload: Option<&[u8]>,
+    headers: impl Iterator<Item = (&'a str, Option<&'a [u8]>)> + Clone,
+) {
+    let mut size = 12 + key.map_or(0, <[u8]>::len) + payload.map_or(0, <[u8]>::len);
+    let mut count = 0u32;
+    for (k, v) in headers.clone() {
+        size += 8 + k.len() + v.map_or(0, <[u8]>::len);
+        count += 1;
+    }
+    buf.reserve(size);
+    put(buf, key);
+    put(buf, payload);
+    buf.extend_from_slice(&count.to_le_bytes());
+    for (k, v) in headers {
+        put(buf, Some(k.as_bytes()));
+        put(buf, v);
+    }
+}
+
+impl<'a> RawMessage<'a> {
+    /// The message packed in `buf`.
+    pub(crate) fn new(buf: &'a [u8]) -> Self {
         RawMessage { buf }
     }
 
-    fn reader(&self) -> Reader<'_> {
+    fn reader(&self) -> Reader<'a> {
         Reader {
-            buf: &self.buf,
+            buf: self.buf,
             at: 0,
         }
     }
 
     /// The message key.
-    pub(crate) fn key(&self) -> Option<&[u8]> {
+    pub(crate) fn key(&self) -> Option<&'a [u8]> {
         self.reader().part().flatten()
     }
 
     /// The payload (empty for a tombstone).
-    pub(crate) fn payload(&self) -> &[u8] {
+    pub(crate) fn payload(&self) -> &'a [u8] {
         let mut r = self.reader();
         let _ = r.part();
         r.part().flatten().unwrap_or_default()
     }
 
     /// The headers as (name, value) byte slices, in wire order.
-    pub(crate) fn headers(&self) -> Vec<(&[u8], Option<&[u8]>)> {
+    pub(crate) fn headers(&self) -> Vec<(&'a [u8], Option<&'a [u8]>)> {
         let mut r = self.reader();
         let (_, _) = (r.part(), r.part());
         let count = r.len().unwrap_or(0);
@@ -168,6 +180,16 @@ impl RawMessage {
 mod tests {
     use super::*;
 
+    fn packed<'a>(
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        headers: impl Iterator<Item = (&'a str, Option<&'a [u8]>)> + Clone,
+    ) -> Vec<u8> {
+        let mut buf = b"before".to_vec();
+        pack(&mut buf, key, payload, headers);
+        buf.split_off(6)
+    }
+
     #[test]
     fn round_trip_keeps_key_payload_and_headers() {
         let headers = [
@@ -175,7 +197,8 @@ mod tests {
             ("empty", None),
             ("bin", Some(&[0xff, 0xfe][..])),
         ];
-        let m = RawMessage::pack(Some(b"k"), Some(b"{}"), headers.iter().copied());
+        let buf = packed(Some(b"k"), Some(b"{}"), headers.iter().copied());
+        let m = RawMessage::new(&buf);
         assert_eq!(m.key(), Some(&b"k"[..]));
         assert_eq!(m.payload(), b"{}");
         assert_eq!(
@@ -198,7 +221,8 @@ mod tests {
 
     #[test]
     fn a_foreign_message_gets_a_stable_id_from_where_it_was_read() {
-        let m = RawMessage::pack(None, Some(b"{}"), std::iter::empty());
+        let buf = packed(None, Some(b"{}"), std::iter::empty());
+        let m = RawMessage::new(&buf);
         let id = |topic, partition, offset| {
             m.to_incoming(topic, partition, offset).headers[headers::EVENT_ID].clone()
         };
@@ -214,11 +238,12 @@ mod tests {
         assert_ne!(first, id("orders-2", 2, 42));
         // Its own id wins.
         let own = uuid::Uuid::now_v7().to_string();
-        let m = RawMessage::pack(
+        let buf = packed(
             None,
             Some(b"{}"),
             [(headers::EVENT_ID, Some(own.as_bytes()))].into_iter(),
         );
+        let m = RawMessage::new(&buf);
         assert_eq!(
             m.to_incoming("orders", 2, 42).headers[headers::EVENT_ID],
             own
@@ -227,7 +252,8 @@ mod tests {
 
     #[test]
     fn absent_key_and_tombstone() {
-        let m = RawMessage::pack(None, None, std::iter::empty());
+        let buf = packed(None, None, std::iter::empty());
+        let m = RawMessage::new(&buf);
         assert_eq!(m.key(), None);
         assert_eq!(m.payload(), b"");
         assert!(m.headers().is_empty());
@@ -235,13 +261,13 @@ mod tests {
 
     #[test]
     fn truncated_buffer_reads_as_missing_not_panic() {
-        let mut m = RawMessage::pack(
+        let buf = packed(
             Some(b"key"),
             Some(b"payload"),
             [("h", Some(&b"v"[..]))].into_iter(),
         );
-        for cut in 0..m.buf.len() {
-            m.buf.truncate(cut);
+        for cut in 0..buf.len() {
+            let m = RawMessage::new(&buf[..cut]);
             let _ = (m.key(), m.payload(), m.headers(), m.to_incoming("t", 0, 0));
         }
     }

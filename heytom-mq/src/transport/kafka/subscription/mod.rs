@@ -29,7 +29,7 @@
 //! `drain_timeout` plus `operation_timeout`.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -47,7 +47,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
-use super::raw::RawMessage;
+use super::raw::{pack_message, RawMessage};
 use super::{log_rdkafka, TransportInner, KAFKA};
 use crate::dispatch::{DeadLetter, Dispatcher, Outcome};
 use crate::error::{Error, Result};
@@ -151,6 +151,9 @@ struct Shared {
     /// Offsets are stored by the lanes (false: librdkafka auto-commit asked by the route).
     manual_offsets: bool,
     lanes: Mutex<HashMap<i32, LaneHandle>>,
+    /// Bumped by every drain (which bumps lane generations): tells the
+    /// poll thread its cached generations are stale.
+    epoch: AtomicU64,
     state: AtomicU8,
     /// Offsets stored (or a commit failed) since the last commit.
     dirty: AtomicBool,
@@ -417,6 +420,7 @@ pub(crate) async fn subscribe(
         dead_letter_topic,
         manual_offsets: !auto_commit,
         lanes: Mutex::new(HashMap::new()),
+        epoch: AtomicU64::new(0),
         state: AtomicU8::new(RUNNING),
         dirty: AtomicBool::new(false),
         committing: AtomicBool::new(false),
