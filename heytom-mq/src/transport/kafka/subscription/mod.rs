@@ -151,8 +151,7 @@ struct Shared {
     /// Offsets are stored by the lanes (false: librdkafka auto-commit asked by the route).
     manual_offsets: bool,
     lanes: Mutex<HashMap<i32, LaneHandle>>,
-    /// Bumped by every drain (which bumps lane generations): tells the
-    /// poll thread its cached generations are stale.
+    /// Bumped by every drain: the poll thread's cached lane generations are stale.
     epoch: AtomicU64,
     state: AtomicU8,
     /// Offsets stored (or a commit failed) since the last commit.
