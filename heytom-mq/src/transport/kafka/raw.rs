@@ -157,10 +157,7 @@ impl RawMessage {
                 foreign_event_id(topic, partition, offset).to_string(),
             );
         }
-        Incoming {
-            headers: wire,
-            body: self.payload().to_vec(),
-        }
+        Incoming::new(wire, self.payload().to_vec())
     }
 }
 
@@ -186,12 +183,12 @@ mod tests {
                 (&b"bin"[..], Some(&[0xff, 0xfe][..]))
             ]
         );
-        let inc = m.to_incoming("t", 0, 0);
-        assert_eq!(inc.body, b"{}");
-        assert_eq!(inc.headers.get("a").map(String::as_str), Some("1"));
-        assert!(!inc.headers.contains_key("empty"));
+        let (inc_headers, inc_body) = m.to_incoming("t", 0, 0).into_wire();
+        assert_eq!(inc_body, b"{}");
+        assert_eq!(inc_headers.get("a").map(String::as_str), Some("1"));
+        assert!(!inc_headers.contains_key("empty"));
         assert_eq!(
-            inc.headers.get("bin").map(String::as_str),
+            inc_headers.get("bin").map(String::as_str),
             Some("\u{fffd}\u{fffd}")
         );
     }
@@ -200,7 +197,7 @@ mod tests {
     fn a_foreign_message_gets_a_stable_id_from_where_it_was_read() {
         let m = RawMessage::pack(None, Some(b"{}"), std::iter::empty());
         let id = |topic, partition, offset| {
-            m.to_incoming(topic, partition, offset).headers[headers::EVENT_ID].clone()
+            m.to_incoming(topic, partition, offset).into_wire().0[headers::EVENT_ID].clone()
         };
         let first = id("orders", 2, 42);
         assert_eq!(first, id("orders", 2, 42), "a redelivery has the same id");
@@ -220,7 +217,7 @@ mod tests {
             [(headers::EVENT_ID, Some(own.as_bytes()))].into_iter(),
         );
         assert_eq!(
-            m.to_incoming("orders", 2, 42).headers[headers::EVENT_ID],
+            m.to_incoming("orders", 2, 42).into_wire().0[headers::EVENT_ID],
             own
         );
     }
