@@ -178,20 +178,31 @@ impl InMemoryBroker {
             .get(topic)
             .map(|g| g.values().cloned().collect())
             .unwrap_or_default();
-        let msg = Incoming { headers, body };
-        for g in &groups {
-            g.push(key, msg.clone());
+        self.push(&groups, key, Incoming::new(headers, body))
+    }
+
+    fn push(&self, groups: &[Arc<Group>], key: Option<&str>, msg: Incoming) -> usize {
+        if let Some((last, others)) = groups.split_last() {
+            for g in others {
+                g.push(key, msg.clone());
+            }
+            last.push(key, msg);
         }
         groups.len()
     }
 
+    /// An envelope travels as it is: shared by every group, never turned
+    /// into wire headers and parsed back.
     fn publish_envelope(&self, envelope: &Envelope) {
-        self.publish_raw(
-            &envelope.name,
-            envelope.wire_headers(),
-            envelope.payload.clone(),
-            envelope.partition_key.as_deref(),
-        );
+        let groups: Vec<Arc<Group>> = lock(&self.inner.topics)
+            .get(envelope.name.as_str())
+            .map(|g| g.values().cloned().collect())
+            .unwrap_or_default();
+        if groups.is_empty() {
+            return;
+        }
+        let key = envelope.partition_key.as_deref();
+        self.push(&groups, key, Incoming::from_envelope(envelope.clone()));
     }
 
     /// Messages waiting (not yet taken) in one group of a topic.
@@ -232,19 +243,15 @@ impl InMemoryBroker {
             (crate::event::headers::DEAD_LETTER_TOPIC, topic.to_owned()),
             (crate::event::headers::DEAD_LETTER_GROUP, group.to_owned()),
         ];
-        let event_id = msg
-            .headers
-            .get(crate::event::headers::EVENT_ID)
-            .cloned()
-            .unwrap_or_default();
+        let event_id = msg.id_text();
         dead_letter.log(&origin, &event_id, "the in-memory dead-letter list");
-        let mut headers = msg.headers;
+        let (mut headers, body) = msg.into_wire();
         headers.extend(dead_letter.headers_from(&origin));
         lock(&self.inner.dead_letters).push(DeadLetteredMessage {
             topic: topic.to_owned(),
             group: group.to_owned(),
             headers,
-            body: msg.body,
+            body,
             dead_letter,
         });
         self.inner.dead_letter_signal.notify_waiters();

@@ -169,10 +169,7 @@ impl<'a> RawMessage<'a> {
                 foreign_event_id(topic, partition, offset).to_string(),
             );
         }
-        Incoming {
-            headers: wire,
-            body: self.payload().to_vec(),
-        }
+        Incoming::new(wire, self.payload().to_vec())
     }
 }
 
@@ -209,12 +206,12 @@ mod tests {
                 (&b"bin"[..], Some(&[0xff, 0xfe][..]))
             ]
         );
-        let inc = m.to_incoming("t", 0, 0);
-        assert_eq!(inc.body, b"{}");
-        assert_eq!(inc.headers.get("a").map(String::as_str), Some("1"));
-        assert!(!inc.headers.contains_key("empty"));
+        let (inc_headers, inc_body) = m.to_incoming("t", 0, 0).into_wire();
+        assert_eq!(inc_body, b"{}");
+        assert_eq!(inc_headers.get("a").map(String::as_str), Some("1"));
+        assert!(!inc_headers.contains_key("empty"));
         assert_eq!(
-            inc.headers.get("bin").map(String::as_str),
+            inc_headers.get("bin").map(String::as_str),
             Some("\u{fffd}\u{fffd}")
         );
     }
@@ -224,7 +221,7 @@ mod tests {
         let buf = packed(None, Some(b"{}"), std::iter::empty());
         let m = RawMessage::new(&buf);
         let id = |topic, partition, offset| {
-            m.to_incoming(topic, partition, offset).headers[headers::EVENT_ID].clone()
+            m.to_incoming(topic, partition, offset).into_wire().0[headers::EVENT_ID].clone()
         };
         let first = id("orders", 2, 42);
         assert_eq!(first, id("orders", 2, 42), "a redelivery has the same id");
@@ -245,7 +242,7 @@ mod tests {
         );
         let m = RawMessage::new(&buf);
         assert_eq!(
-            m.to_incoming("orders", 2, 42).headers[headers::EVENT_ID],
+            m.to_incoming("orders", 2, 42).into_wire().0[headers::EVENT_ID],
             own
         );
     }

@@ -352,10 +352,10 @@ async fn handle(
     handling: OwnedSemaphorePermit,
     _unacked: OwnedSemaphorePermit,
 ) {
-    let incoming = Incoming {
-        headers: incoming_headers(&delivery.properties),
-        body: delivery.data.clone(),
-    };
+    let incoming = Incoming::new(
+        incoming_headers(&delivery.properties),
+        delivery.data.clone(),
+    );
     let outcome = shared.dispatcher.dispatch(incoming).await;
     // The next delivery may start while this one's ack is on its way.
     drop(handling);
