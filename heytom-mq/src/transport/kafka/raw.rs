@@ -137,39 +137,78 @@ impl<'a> RawMessage<'a> {
 
     /// The headers as (name, value) byte slices, in wire order.
     pub(crate) fn headers(&self) -> Vec<(&'a [u8], Option<&'a [u8]>)> {
+        self.header_iter().collect()
+    }
+
+    fn header_iter(&self) -> impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)> {
         let mut r = self.reader();
         let (_, _) = (r.part(), r.part());
         let count = r.len().unwrap_or(0);
-        let mut out = Vec::with_capacity(count.min(64) as usize);
-        for _ in 0..count {
-            match (r.part(), r.part()) {
-                (Some(Some(k)), Some(v)) => out.push((k, v)),
-                _ => break,
-            }
-        }
-        out
+        (0..count).map_while(move |_| match (r.part(), r.part()) {
+            (Some(Some(k)), Some(v)) => Some((k, v)),
+            _ => None,
+        })
     }
 
-    /// What the dispatcher takes: headers as strings (lossy UTF-8; headers
-    /// without a value are left out) and the body. A message without an
-    /// event id gets [`foreign_event_id`] of where it was read from.
+    /// What the dispatcher takes: the event id, name and time read here
+    /// (no string made of them only to be parsed again), the other headers
+    /// as strings (lossy UTF-8; headers without a value are left out) and
+    /// the body. A reserved header that does not parse is passed on as
+    /// text, for the dispatcher to reject. A message without an event id
+    /// gets [`foreign_event_id`] of where it was read from.
     pub(crate) fn to_incoming(&self, topic: &str, partition: i32, offset: i64) -> Incoming {
         let mut wire = Headers::new();
-        for (k, v) in self.headers() {
-            if let Some(v) = v {
-                wire.insert(
-                    String::from_utf8_lossy(k).into_owned(),
-                    String::from_utf8_lossy(v).into_owned(),
-                );
+        // The last of each, as a map would keep.
+        let (mut id, mut name, mut at) = (None, None, None);
+        for (k, v) in self.header_iter() {
+            let Some(v) = v else {
+                continue;
+            };
+            let slot = match k {
+                k if k == headers::EVENT_ID.as_bytes() => &mut id,
+                k if k == headers::EVENT_NAME.as_bytes() => &mut name,
+                k if k == headers::OCCURRED_AT.as_bytes() => &mut at,
+                _ => {
+                    wire.insert(
+                        String::from_utf8_lossy(k).into_owned(),
+                        String::from_utf8_lossy(v).into_owned(),
+                    );
+                    continue;
+                }
+            };
+            *slot = Some(v);
+        }
+        let text = |v: &[u8]| String::from_utf8_lossy(v).into_owned();
+        let id = match id {
+            None => Some(foreign_event_id(topic, partition, offset)),
+            Some(v) => match std::str::from_utf8(v).ok().map(uuid::Uuid::try_parse) {
+                Some(Ok(id)) => Some(id),
+                _ => {
+                    wire.insert(headers::EVENT_ID.to_owned(), text(v));
+                    None
+                }
+            },
+        };
+        let at = at.and_then(|v| {
+            let parsed = std::str::from_utf8(v)
+                .ok()
+                .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok());
+            if parsed.is_none() {
+                wire.insert(headers::OCCURRED_AT.to_owned(), text(v));
             }
+            parsed
+        });
+        let mut incoming = Incoming::new(wire, self.payload().to_vec());
+        if let Some(id) = id {
+            incoming = incoming.event_id(id);
         }
-        if !wire.contains_key(headers::EVENT_ID) {
-            wire.insert(
-                headers::EVENT_ID.to_owned(),
-                foreign_event_id(topic, partition, offset).to_string(),
-            );
+        if let Some(name) = name {
+            incoming = incoming.event_name(text(name));
         }
-        Incoming::new(wire, self.payload().to_vec())
+        if let Some(at) = at {
+            incoming = incoming.occurred_at(at.with_timezone(&chrono::Utc));
+        }
+        incoming
     }
 }
 
@@ -245,6 +284,43 @@ mod tests {
             m.to_incoming("orders", 2, 42).into_wire().0[headers::EVENT_ID],
             own
         );
+    }
+
+    #[test]
+    fn reserved_headers_are_parsed_or_passed_on_for_the_dispatcher_to_reject() {
+        let id = uuid::Uuid::now_v7().to_string();
+        let at = "2026-01-02T03:04:05.123456789+00:00";
+        let buf = packed(
+            None,
+            Some(b"{}"),
+            [
+                (headers::EVENT_ID, Some(id.as_bytes())),
+                (headers::EVENT_NAME, Some(&b"Ping"[..])),
+                (headers::OCCURRED_AT, Some(at.as_bytes())),
+                ("correlation-id", Some(&b"c"[..])),
+            ]
+            .into_iter(),
+        );
+        let incoming = RawMessage::new(&buf).to_incoming("t", 0, 0);
+        assert_eq!(incoming.name(), Some("Ping"));
+        let (wire, _) = incoming.into_wire();
+        assert_eq!(wire[headers::EVENT_ID], id);
+        assert_eq!(wire[headers::EVENT_NAME], "Ping");
+        assert_eq!(wire[headers::OCCURRED_AT], at);
+        assert_eq!(wire["correlation-id"], "c");
+        // Not parsable: passed on as text.
+        let buf = packed(
+            None,
+            Some(b"{}"),
+            [
+                (headers::EVENT_ID, Some(&b"not-a-uuid"[..])),
+                (headers::OCCURRED_AT, Some(&b"yesterday"[..])),
+            ]
+            .into_iter(),
+        );
+        let (wire, _) = RawMessage::new(&buf).to_incoming("t", 0, 0).into_wire();
+        assert_eq!(wire[headers::EVENT_ID], "not-a-uuid");
+        assert_eq!(wire[headers::OCCURRED_AT], "yesterday");
     }
 
     #[test]
