@@ -78,7 +78,6 @@ pub(crate) fn pack_message(out: &mut Vec<u8>, m: &BorrowedMessage<'_>) -> std::o
             out,
             m.key(),
             m.payload(),
-            // An index range (unlike `HeadersIter`) can be walked twice: once to size the buffer.
             (0..hs.count())
                 .filter_map(move |i| hs.try_get(i))
                 .map(|h| (h.key, h.value)),
@@ -92,22 +91,22 @@ fn pack<'a>(
     buf: &mut Vec<u8>,
     key: Option<&[u8]>,
     payload: Option<&[u8]>,
-    headers: impl Iterator<Item = (&'a str, Option<&'a [u8]>)> + Clone,
+    headers: impl Iterator<Item = (&'a str, Option<&'a [u8]>)>,
 ) {
-    let mut size = 12 + key.map_or(0, <[u8]>::len) + payload.map_or(0, <[u8]>::len);
-    let mut count = 0u32;
-    for (k, v) in headers.clone() {
-        size += 8 + k.len() + v.map_or(0, <[u8]>::len);
-        count += 1;
-    }
-    buf.reserve(size);
+    // Room for the usual few headers too; one walk over them (librdkafka's
+    // header lookups are not free), the count patched in after.
+    buf.reserve(12 + key.map_or(0, <[u8]>::len) + payload.map_or(0, <[u8]>::len) + 256);
     put(buf, key);
     put(buf, payload);
-    buf.extend_from_slice(&count.to_le_bytes());
+    let at = buf.len();
+    buf.extend_from_slice(&0u32.to_le_bytes());
+    let mut count = 0u32;
     for (k, v) in headers {
         put(buf, Some(k.as_bytes()));
         put(buf, v);
+        count += 1;
     }
+    buf[at..at + 4].copy_from_slice(&count.to_le_bytes());
 }
 
 impl<'a> RawMessage<'a> {
@@ -219,7 +218,7 @@ mod tests {
     fn packed<'a>(
         key: Option<&[u8]>,
         payload: Option<&[u8]>,
-        headers: impl Iterator<Item = (&'a str, Option<&'a [u8]>)> + Clone,
+        headers: impl Iterator<Item = (&'a str, Option<&'a [u8]>)>,
     ) -> Vec<u8> {
         let mut buf = b"before".to_vec();
         pack(&mut buf, key, payload, headers);

@@ -8,6 +8,8 @@ use super::*;
 mod dead_letter;
 mod in_flight;
 
+use futures::future::Either;
+
 use dead_letter::dead_letter;
 pub(super) use in_flight::InFlight;
 use in_flight::Slots;
@@ -461,6 +463,7 @@ async fn run_lane(
     mut rx: mpsc::UnboundedReceiver<LaneBatch>,
 ) {
     let mut stored_at = Instant::now();
+    let mut since_check = 0u32;
     while let Some(LaneBatch {
         buf,
         deliveries,
@@ -493,15 +496,30 @@ async fn run_lane(
                 generation: d.generation,
                 message: RawMessage::new(buf.get(d.at.clone()).unwrap_or_default()),
             };
-            let span = tracing::debug_span!("kafka.deliver", topic = %shared.topic, partition, offset = d.offset);
-            if handle(&shared, &lane, partition, &current)
-                .instrument(span)
-                .await
-            {
+            let handled = handle(&shared, &lane, partition, &current);
+            // No span per message unless someone listens at debug level.
+            let handled = if tracing::enabled!(tracing::Level::DEBUG) {
+                let span = tracing::debug_span!("kafka.deliver", topic = %shared.topic, partition, offset = d.offset);
+                Either::Left(handled.instrument(span))
+            } else {
+                Either::Right(handled)
+            };
+            let mut handled = std::pin::pin!(handled);
+            // A handler done at once is quick: the clock is read after one
+            // that had to wait, and every STORE_CHECK messages.
+            let (ok, waited) = match futures::poll!(handled.as_mut()) {
+                std::task::Poll::Ready(ok) => (ok, false),
+                std::task::Poll::Pending => (handled.await, true),
+            };
+            if ok {
                 last_done = Some(d.offset);
             }
             slots.release_one();
-            if last_done.is_some() && stored_at.elapsed() >= STORE_INTERVAL {
+            since_check += 1;
+            if last_done.is_some() && (waited || since_check >= STORE_CHECK) && {
+                since_check = 0;
+                stored_at.elapsed() >= STORE_INTERVAL
+            } {
                 // Slow handlers: keep the stored position close behind them.
                 store(&shared, partition, last_done.take());
                 stored_at = Instant::now();
