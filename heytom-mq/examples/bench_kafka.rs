@@ -563,12 +563,19 @@ async fn main() {
         let rt = leak(format!("kafka-bench-raw-{run}-{round}"));
         // The batch produce fills the topics the consumers read.
         if wants("produce") || consuming {
+            let profiled = std::env::var("BENCH_KAFKA_PERF_PHASE").as_deref() == Ok("produce");
+            if profiled {
+                perf_control("enable");
+            }
             let (h, r) = pair(
                 round,
                 heytom_produce(&servers, ht, &evs),
                 raw_produce(&servers, rt, &evs),
             )
             .await;
+            if profiled {
+                perf_control("disable");
+            }
             produce.push(round, h, r);
         }
         if wants("produce_concurrent") {
@@ -585,7 +592,10 @@ async fn main() {
         if consuming {
             // BENCH_KAFKA_PROFILE=heytom|raw consumes on that side only (for
             // `perf record`); the other side's figures then repeat it.
-            perf_control("enable");
+            let profiled = std::env::var("BENCH_KAFKA_PERF_PHASE").is_err();
+            if profiled {
+                perf_control("enable");
+            }
             let (h, r) = match std::env::var("BENCH_KAFKA_PROFILE").as_deref() {
                 Ok("heytom") => {
                     let h = heytom_consume(&servers, ht, n).await;
@@ -604,7 +614,9 @@ async fn main() {
                     .await
                 }
             };
-            perf_control("disable");
+            if profiled {
+                perf_control("disable");
+            }
             consume.push(round, h, r);
         }
     }

@@ -25,6 +25,7 @@
 
 mod admin;
 mod options;
+mod produce;
 mod raw;
 mod subscription;
 mod wire;
@@ -48,7 +49,7 @@ pub use options::{KafkaOptions, DEFAULT_DEAD_LETTER_SUFFIX, DEFAULT_GROUP_ID};
 use crate::error::{Error, Result};
 use crate::event::{Envelope, Route, TransportKind};
 use crate::handler::HandlerEntry;
-use crate::transport::{Outgoing, Subscription, SubscriptionHandle, Transport};
+use crate::transport::{EncodedBatch, Outgoing, Subscription, SubscriptionHandle, Transport};
 
 const KAFKA: &str = "Kafka";
 
@@ -485,6 +486,14 @@ impl Transport for KafkaTransport {
             .into_iter()
             .map(|r| r.unwrap_or_else(|| Err(Error::publish("?", "message was not sent"))))
             .collect()
+    }
+
+    fn publishes_encoded(&self) -> bool {
+        true
+    }
+
+    async fn publish_encoded(&self, batch: &EncodedBatch<'_>) -> Vec<Result<()>> {
+        produce::publish_encoded(&self.inner, batch).await
     }
 
     async fn subscribe(&self, subscription: Subscription) -> Result<Box<dyn SubscriptionHandle>> {
