@@ -168,16 +168,12 @@ impl<'a> RawMessage<'a> {
                 k if k == headers::EVENT_NAME.as_bytes() => &mut name,
                 k if k == headers::OCCURRED_AT.as_bytes() => &mut at,
                 _ => {
-                    wire.insert(
-                        String::from_utf8_lossy(k).into_owned(),
-                        String::from_utf8_lossy(v).into_owned(),
-                    );
+                    wire.insert(text(k), text(v));
                     continue;
                 }
             };
             *slot = Some(v);
         }
-        let text = |v: &[u8]| String::from_utf8_lossy(v).into_owned();
         let id = match id {
             None => Some(foreign_event_id(topic, partition, offset)),
             Some(v) => match std::str::from_utf8(v).ok().map(uuid::Uuid::try_parse) {
@@ -208,6 +204,14 @@ impl<'a> RawMessage<'a> {
             incoming = incoming.occurred_at(at.with_timezone(&chrono::Utc));
         }
         incoming
+    }
+}
+
+/// Lossy UTF-8 text of a header part (valid UTF-8, the usual case, is copied as is).
+fn text(v: &[u8]) -> String {
+    match std::str::from_utf8(v) {
+        Ok(s) => s.to_owned(),
+        Err(_) => String::from_utf8_lossy(v).into_owned(),
     }
 }
 

@@ -158,6 +158,9 @@ fn resume_ready(shared: &Shared, consumer: &KafkaBaseConsumer, flow: &mut Flow) 
     }
 }
 
+/// The starting size of a batch's buffer.
+const BATCH_BUF: usize = 64 * 1024;
+
 /// The batch of a partition, started if needed.
 fn batch_of(batches: &mut Vec<Batch>, partition: i32) -> &mut Batch {
     match batches.iter().position(|b| b.partition == partition) {
@@ -165,7 +168,8 @@ fn batch_of(batches: &mut Vec<Batch>, partition: i32) -> &mut Batch {
         None => {
             batches.push(Batch {
                 partition,
-                buf: Vec::new(),
+                // Room for a batch of small messages without regrowing.
+                buf: Vec::with_capacity(BATCH_BUF),
                 deliveries: Vec::with_capacity(MAX_BATCH.min(64)),
             });
             let last = batches.len() - 1;
@@ -187,6 +191,7 @@ pub(super) fn poll_loop(
     // a poll's rebalance callback) bumps the epoch, which empties the cache.
     let mut generations: Vec<(i32, u64)> = Vec::new();
     let mut seen_epoch = shared.epoch.load(Ordering::Acquire);
+    let mut our_topic = std::ptr::null_mut();
     while !shared.stopping() {
         if shared.manual_offsets
             && last_commit.elapsed() >= commit_interval
@@ -255,8 +260,12 @@ pub(super) fn poll_loop(
                 Some(Ok(m)) => m,
             };
             timeout = Duration::ZERO;
-            if message.topic() != shared.topic {
-                continue;
+            // The topic's handle, once its name matched: a pointer compare per message.
+            if message.topic_ptr() != our_topic {
+                if message.topic() != shared.topic {
+                    continue;
+                }
+                our_topic = message.topic_ptr();
             }
             let partition = message.partition();
             // Stamped now: a revocation inside a later poll of this batch makes it stale.
