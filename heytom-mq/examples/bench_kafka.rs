@@ -516,7 +516,7 @@ where
     H: std::future::Future<Output = Phase>,
     R: std::future::Future<Output = Phase>,
 {
-    if round % 2 == 0 {
+    if round.is_multiple_of(2) {
         let h = heytom.await;
         (h, raw.await)
     } else {

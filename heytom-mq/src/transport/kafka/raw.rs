@@ -155,7 +155,7 @@ impl<'a> RawMessage<'a> {
     /// the body. A reserved header that does not parse is passed on as
     /// text, for the dispatcher to reject. A message without an event id
     /// gets [`foreign_event_id`] of where it was read from.
-    pub(crate) fn to_incoming(&self, topic: &str, partition: i32, offset: i64) -> Incoming {
+    pub(crate) fn to_incoming(self, topic: &str, partition: i32, offset: i64) -> Incoming {
         let mut wire = Headers::new();
         // The last of each, as a map would keep.
         let (mut id, mut name, mut at) = (None, None, None);

@@ -39,9 +39,9 @@ impl Rfc3339 {
         // chrono's `SecondsFormat::AutoSi`: as few of 0, 3, 6 or 9 digits as exact.
         if nanos != 0 {
             out.byte(b'.');
-            if nanos % 1_000_000 == 0 {
+            if nanos.is_multiple_of(1_000_000) {
                 out.digits(nanos / 1_000_000, 3);
-            } else if nanos % 1_000 == 0 {
+            } else if nanos.is_multiple_of(1_000) {
                 out.digits(nanos / 1_000, 6);
             } else {
                 out.digits(nanos, 9);
