@@ -26,7 +26,10 @@
 //! which side goes first; each round prints both rates, the CPU time per
 //! message of the whole process (getrusage, librdkafka's threads included)
 //! and the heap allocations per message (a counting global allocator). The
-//! `RESULT` lines give the median of the per-round ratios (heytom/raw).
+//! `RESULT` lines give the median of the per-round ratios: `kafka.<figure>`
+//! of the rates (heytom/raw), `kafka.<figure>_cpu` of the CPU time per
+//! message (raw/heytom, so above 1 is heytom cheaper), which other load on
+//! the machine and the broker's pace disturb less.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
@@ -503,6 +506,18 @@ impl Figure {
             .collect();
         println!(
             "RESULT kafka.{} ratio={:.3} rounds={}",
+            self.name,
+            median(&mut v),
+            self.rounds.len()
+        );
+        // CPU per message, raw/heytom: steadier than rates on a shared machine.
+        let mut v: Vec<f64> = self
+            .rounds
+            .iter()
+            .map(|(h, r)| r.cpu_per_msg() / h.cpu_per_msg())
+            .collect();
+        println!(
+            "RESULT kafka.{}_cpu ratio={:.3} rounds={}",
             self.name,
             median(&mut v),
             self.rounds.len()

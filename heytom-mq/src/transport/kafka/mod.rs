@@ -132,6 +132,8 @@ pub struct KafkaTransport {
 pub(crate) struct TransportInner {
     pub(crate) options: KafkaOptions,
     producers: Mutex<HashMap<ProducerKey, FutureProducer<TracingContext>>>,
+    /// The default settings' producer (most routes'), without the lock.
+    default_producer: std::sync::OnceLock<FutureProducer<TracingContext>>,
     admin: Mutex<Option<Arc<AdminClient<TracingContext>>>>,
     declared: RwLock<HashSet<String>>,
 }
@@ -168,6 +170,7 @@ impl KafkaTransport {
             inner: Arc::new(TransportInner {
                 options,
                 producers: Mutex::new(HashMap::new()),
+                default_producer: std::sync::OnceLock::new(),
                 admin: Mutex::new(None),
                 declared: RwLock::new(HashSet::new()),
             }),
@@ -255,6 +258,11 @@ impl TransportInner {
     }
 
     fn producer(&self, key: ProducerKey) -> Result<FutureProducer<TracingContext>> {
+        if key == ProducerKey::default() {
+            if let Some(p) = self.default_producer.get() {
+                return Ok(p.clone());
+            }
+        }
         let mut map = lock(&self.producers);
         if let Some(p) = map.get(&key) {
             return Ok(p.clone());
@@ -267,6 +275,9 @@ impl TransportInner {
                     .config_error("invalid Kafka producer settings", &e)
             })?;
         map.insert(key, p.clone());
+        if key == ProducerKey::default() {
+            let _ = self.default_producer.set(p.clone());
+        }
         Ok(p)
     }
 
