@@ -117,11 +117,27 @@ impl Envelope {
     /// Serializes an event into a new envelope carrying extra headers.
     ///
     /// The correlation id defaults to the event id when the headers carry none.
-    pub fn with_headers<E: Event>(event: &E, mut headers: Headers) -> Result<Self, crate::Error> {
-        let payload = serde_json::to_vec(event).map_err(|source| crate::Error::Serialization {
-            event: E::NAME.to_owned(),
-            source,
+    pub fn with_headers<E: Event>(event: &E, headers: Headers) -> Result<Self, crate::Error> {
+        Self::sized(event, headers, &mut 128)
+    }
+
+    /// [`Envelope::with_headers`] with a buffer of `*size` bytes to start
+    /// with, grown to what this payload took: a batch of one event type
+    /// serializes every event into a buffer of the right size at once.
+    pub(crate) fn sized<E: Event>(
+        event: &E,
+        mut headers: Headers,
+        size: &mut usize,
+    ) -> Result<Self, crate::Error> {
+        let mut payload = Vec::with_capacity(*size);
+        serde_json::to_writer(&mut payload, event).map_err(|source| {
+            crate::Error::Serialization {
+                event: E::NAME.to_owned(),
+                source,
+            }
         })?;
+        // A little room, so that a slightly longer next event fits too.
+        *size = (*size).max(payload.len() + payload.len() / 16);
         let id = Uuid::now_v7();
         headers
             .entry(headers::CORRELATION_ID.to_owned())
