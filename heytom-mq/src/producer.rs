@@ -158,19 +158,33 @@ impl Producer {
             return sent;
         }
         let mut out = Vec::with_capacity(events.len());
+        let mut size = 128;
         for e in events {
             out.push(Outgoing {
                 route: E::route(),
-                envelope: Envelope::new(e)?,
+                envelope: Envelope::sized(e, Headers::new(), &mut size)?,
             });
         }
-        let ids = out.iter().map(|o| o.envelope.id).collect();
-        let results = self.send_outgoing(&out).await;
-        let failures: Vec<String> = results
+        let ids: Vec<EventId> = out.iter().map(|o| o.envelope.id).collect();
+        let count = out.len();
+        // One event type, one route: one transport, which may keep the messages.
+        let results = match self.transport_for(E::NAME, E::route()) {
+            Ok(transport) => {
+                let span =
+                    tracing::debug_span!("publish_batch", transport = %transport.kind(), count);
+                transport.publish_batch_owned(out).instrument(span).await
+            }
+            Err(e) => return Err(e),
+        };
+        let answered = results.len();
+        let mut failures: Vec<String> = results
             .into_iter()
-            .zip(&out)
-            .filter_map(|(r, o)| r.err().map(|e| format!("{}: {e}", o.envelope.id)))
+            .zip(&ids)
+            .filter_map(|(r, id)| r.err().map(|e| format!("{id}: {e}")))
             .collect();
+        for id in ids.iter().skip(answered) {
+            failures.push(format!("{id}: transport returned too few results"));
+        }
         if failures.is_empty() {
             Ok(ids)
         } else {
@@ -179,7 +193,7 @@ impl Producer {
                 format!(
                     "{} of {} failed: {}",
                     failures.len(),
-                    out.len(),
+                    count,
                     failures.join("; ")
                 ),
             ))

@@ -4,6 +4,7 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
+use futures::future::Either;
 use futures::FutureExt;
 use tokio::sync::watch;
 use tracing::Instrument;
@@ -97,7 +98,7 @@ impl EventHandlers {
         };
         let span =
             tracing::info_span!("consume", event_id = %envelope.id, event_name = %envelope.name);
-        async {
+        let run = async {
             if self.handlers.len() == 1 {
                 return self.run_handler(0, &envelope).await;
             }
@@ -138,9 +139,13 @@ impl EventHandlers {
             } else {
                 Outcome::Ack
             }
+        };
+        // No subscriber wants the span: no span to enter on every poll.
+        if span.is_disabled() {
+            run.await
+        } else {
+            run.instrument(span).await
         }
-        .instrument(span)
-        .await
     }
 
     async fn run_handler(&self, index: usize, envelope: &Arc<Envelope>) -> Outcome {
@@ -151,7 +156,12 @@ impl EventHandlers {
             let ctx = Context::shared(envelope.clone(), self.infos[index].clone(), attempt);
             let span = tracing::debug_span!("handler", handler = %entry.name, attempt);
             let fut = entry.handler.call(envelope, ctx, &self.state);
-            let called = AssertUnwindSafe(fut).catch_unwind().instrument(span);
+            let called = AssertUnwindSafe(fut).catch_unwind();
+            let called = if span.is_disabled() {
+                Either::Left(called)
+            } else {
+                Either::Right(called.instrument(span))
+            };
             let result = tokio::select! {
                 biased;
                 result = called => result,

@@ -191,6 +191,13 @@ pub trait Transport: Send + Sync + 'static {
         out
     }
 
+    /// Publishes many messages the transport may keep (an in-process
+    /// broker stores them as they are, without a copy); one result per
+    /// message. By default the same as [`publish_batch`](Self::publish_batch).
+    async fn publish_batch_owned(&self, messages: Vec<Outgoing>) -> Vec<Result<()>> {
+        self.publish_batch(&messages).await
+    }
+
     /// Starts consuming a subscription.
     async fn subscribe(&self, subscription: Subscription) -> Result<Box<dyn SubscriptionHandle>>;
 
