@@ -3,30 +3,136 @@
 //!
 //! ```text
 //! eval "$(scripts/kafka-broker.sh start)"
-//! cargo run --release -p heytom-mq --example bench_kafka -- [messages] [payload_bytes] [rounds]
+//! cargo run --release -p heytom-mq --example bench_kafka -- [messages] [payload_bytes] [rounds] [concurrency]
 //! ```
 //!
 //! Both sides send the same JSON payload (serialized per message), keyed, with
 //! the same four headers (event id, name, occurred-at, correlation id), and
-//! wait for every delivery report. Both consumers decode every payload, read
-//! the event id and store the offset only after "handling" it, committing in
-//! the background (the at-least-once pattern). Consume time runs from the
-//! first message to the last, so the group join is not counted. Every side
-//! runs `rounds` times (default 5) on fresh topics; the best round of each
-//! side counts, and the median of the per-round ratios is printed too (the
-//! machine may be shared, so single rounds are noisy).
+//! wait for every delivery report:
+//!
+//! - `produce`: heytom's `send_batch` vs raw `FutureProducer::send_result`
+//!   pipelined over the whole batch;
+//! - `produce_concurrent`: `concurrency` sends in flight at once, heytom's
+//!   `send` vs raw `FutureProducer::send`.
+//!
+//! Both consumers decode every payload, read the event id and store the
+//! offset only after "handling" it, committing in the background (the
+//! at-least-once pattern). The raw consumer is a `BaseConsumer` polled in a
+//! tight loop on its own thread (librdkafka's fastest consume path: no waker,
+//! no channel, no allocation per message beyond the decode). Consume time runs
+//! from the first message to the last, so the group join is not counted.
+//!
+//! Every side runs `rounds` times (default 5) on fresh topics, alternating
+//! which side goes first; each round prints both rates, the CPU time per
+//! message of the whole process (getrusage, librdkafka's threads included)
+//! and the heap allocations per message (a counting global allocator). The
+//! `RESULT` lines give the median of the per-round ratios: `kafka.<figure>`
+//! of the rates (heytom/raw), `kafka.<figure>_cpu` of the CPU time per
+//! message (raw/heytom, so above 1 is heytom cheaper), which other load on
+//! the machine and the broker's pace disturb less.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt as _;
 use heytom_mq::{Event, KafkaConsumer, KafkaOptions, KafkaProducer, KafkaRoute, Route};
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{Header, Headers as _, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
 use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
+
+/// Counts every heap allocation (and reallocation) of the process.
+struct Counting;
+
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards to the system allocator; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller's contract is passed on.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller's contract is passed on.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller's contract is passed on.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller's contract is passed on.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Process CPU time (user + system, every thread) in microseconds.
+fn cpu_us() -> u64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to a rusage struct.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    us(ru.ru_utime) + us(ru.ru_stime)
+}
+
+/// A point in time, CPU time and allocation count.
+#[derive(Clone, Copy)]
+struct Mark {
+    at: Instant,
+    cpu: u64,
+    allocs: u64,
+}
+
+impl Mark {
+    fn now() -> Self {
+        Mark {
+            at: Instant::now(),
+            cpu: cpu_us(),
+            allocs: ALLOCS.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// What one side did in one phase.
+#[derive(Clone, Copy)]
+struct Phase {
+    n: usize,
+    wall: Duration,
+    cpu_us: u64,
+    allocs: u64,
+}
+
+impl Phase {
+    fn between(n: usize, a: Mark, b: Mark) -> Self {
+        Phase {
+            n,
+            wall: b.at.saturating_duration_since(a.at),
+            cpu_us: b.cpu.saturating_sub(a.cpu),
+            allocs: b.allocs.saturating_sub(a.allocs),
+        }
+    }
+    fn rate(&self) -> f64 {
+        self.n as f64 / self.wall.as_secs_f64()
+    }
+    fn cpu_per_msg(&self) -> f64 {
+        self.cpu_us as f64 / self.n as f64
+    }
+    fn allocs_per_msg(&self) -> f64 {
+        self.allocs as f64 / self.n as f64
+    }
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct BenchEvent {
@@ -79,18 +185,36 @@ fn leak(s: String) -> &'static str {
     Box::leak(s.into_boxed_str())
 }
 
-fn rate(n: usize, d: Duration) -> f64 {
-    n as f64 / d.as_secs_f64()
+fn heytom_producer(servers: &str, topic: &'static str) -> KafkaProducer {
+    set_topic(topic);
+    KafkaProducer::new(KafkaOptions::new(servers)).expect("producer")
 }
 
-async fn heytom_produce(servers: &str, topic: &'static str, evs: &[BenchEvent]) -> Duration {
-    set_topic(topic);
-    let producer = KafkaProducer::new(KafkaOptions::new(servers)).expect("producer");
+async fn heytom_produce(servers: &str, topic: &'static str, evs: &[BenchEvent]) -> Phase {
+    let producer = heytom_producer(servers, topic);
     // Create the topic outside the timing, with one warm-up message.
     producer.send(&evs[0]).await.expect("warm-up send");
-    let start = Instant::now();
+    let a = Mark::now();
     producer.send_batch(&evs[1..]).await.expect("send_batch");
-    start.elapsed()
+    Phase::between(evs.len() - 1, a, Mark::now())
+}
+
+async fn heytom_produce_concurrent(
+    servers: &str,
+    topic: &'static str,
+    evs: &[BenchEvent],
+    concurrency: usize,
+) -> Phase {
+    let producer = heytom_producer(servers, topic);
+    producer.send(&evs[0]).await.expect("warm-up send");
+    let a = Mark::now();
+    let mut sends = futures::stream::iter(&evs[1..])
+        .map(|e| producer.send(e))
+        .buffer_unordered(concurrency);
+    while let Some(r) = sends.next().await {
+        r.expect("send");
+    }
+    Phase::between(evs.len() - 1, a, Mark::now())
 }
 
 fn raw_config(servers: &str) -> ClientConfig {
@@ -99,41 +223,13 @@ fn raw_config(servers: &str) -> ClientConfig {
     c
 }
 
-async fn raw_produce(servers: &str, topic: &str, evs: &[BenchEvent]) -> Duration {
-    // The same durability as heytom's default producer: acks=all, idempotent.
+/// The same durability as heytom's default producer: acks=all, idempotent.
+async fn raw_producer(servers: &str, topic: &str) -> FutureProducer {
     let producer: FutureProducer = raw_config(servers)
         .set("acks", "all")
         .set("enable.idempotence", "true")
         .create()
         .expect("raw producer");
-    let send = |e: &BenchEvent| {
-        let payload = serde_json::to_vec(e).expect("json");
-        let id = uuid::Uuid::now_v7().to_string();
-        let now = chrono::Utc::now();
-        let headers = OwnedHeaders::new_with_capacity(4)
-            .insert(Header {
-                key: "correlation-id",
-                value: Some(&id),
-            })
-            .insert(Header {
-                key: "heytom-event-id",
-                value: Some(&id),
-            })
-            .insert(Header {
-                key: "heytom-event-name",
-                value: Some("BenchEvent"),
-            })
-            .insert(Header {
-                key: "heytom-occurred-at",
-                value: Some(&now.to_rfc3339()),
-            });
-        let record = FutureRecord::to(topic)
-            .payload(&payload)
-            .key(e.key.as_str())
-            .timestamp(now.timestamp_millis())
-            .headers(headers);
-        producer.send_result(record).map_err(|(e, _)| e)
-    };
     // Create the topic outside the timing (like the heytom side).
     let admin: rdkafka::admin::AdminClient<_> = raw_config(servers).create().expect("admin");
     let _ = admin
@@ -146,12 +242,79 @@ async fn raw_produce(servers: &str, topic: &str, evs: &[BenchEvent]) -> Duration
             &rdkafka::admin::AdminOptions::new(),
         )
         .await;
+    producer
+}
+
+/// The work heytom does per message, by hand: JSON, a UUID v7 id, the time,
+/// four headers. Payload, headers and timestamp of the record.
+fn raw_parts(e: &BenchEvent) -> (Vec<u8>, OwnedHeaders, i64) {
+    let payload = serde_json::to_vec(e).expect("json");
+    let id = uuid::Uuid::now_v7();
+    let mut buf = uuid::Uuid::encode_buffer();
+    let id = id.hyphenated().encode_lower(&mut buf);
+    let now = chrono::Utc::now();
+    let headers = OwnedHeaders::new_with_capacity(4)
+        .insert(Header {
+            key: "correlation-id",
+            value: Some(id.as_bytes()),
+        })
+        .insert(Header {
+            key: "heytom-event-id",
+            value: Some(id.as_bytes()),
+        })
+        .insert(Header {
+            key: "heytom-event-name",
+            value: Some("BenchEvent"),
+        })
+        .insert(Header {
+            key: "heytom-occurred-at",
+            value: Some(&now.to_rfc3339()),
+        });
+    (payload, headers, now.timestamp_millis())
+}
+
+fn raw_record<'a>(
+    topic: &'a str,
+    e: &'a BenchEvent,
+    payload: &'a [u8],
+    headers: OwnedHeaders,
+    timestamp: i64,
+) -> FutureRecord<'a, str, [u8]> {
+    FutureRecord::to(topic)
+        .payload(payload)
+        .key(e.key.as_str())
+        .timestamp(timestamp)
+        .headers(headers)
+}
+
+/// One send, waiting for its delivery report.
+async fn raw_send(
+    producer: &FutureProducer,
+    topic: &str,
+    e: &BenchEvent,
+) -> rdkafka::error::KafkaResult<()> {
+    let (payload, headers, ts) = raw_parts(e);
+    producer
+        .send(raw_record(topic, e, &payload, headers, ts), Timeout::Never)
+        .await
+        .map(|_| ())
+        .map_err(|(e, _)| e)
+}
+
+async fn raw_produce(servers: &str, topic: &str, evs: &[BenchEvent]) -> Phase {
+    let producer = raw_producer(servers, topic).await;
+    let send = |e: &BenchEvent| {
+        let (payload, headers, ts) = raw_parts(e);
+        producer
+            .send_result(raw_record(topic, e, &payload, headers, ts))
+            .map_err(|(e, _)| e)
+    };
     send(&evs[0])
         .expect("warm-up")
         .await
         .expect("warm-up")
         .expect("warm-up");
-    let start = Instant::now();
+    let a = Mark::now();
     let mut pending = std::collections::VecDeque::with_capacity(evs.len());
     for e in &evs[1..] {
         loop {
@@ -172,13 +335,31 @@ async fn raw_produce(servers: &str, topic: &str, evs: &[BenchEvent]) -> Duration
     for f in pending {
         f.await.expect("delivery").expect("delivered");
     }
-    start.elapsed()
+    Phase::between(evs.len() - 1, a, Mark::now())
 }
 
-async fn heytom_consume(servers: &str, topic: &'static str, n: usize) -> Duration {
+async fn raw_produce_concurrent(
+    servers: &str,
+    topic: &str,
+    evs: &[BenchEvent],
+    concurrency: usize,
+) -> Phase {
+    let producer = raw_producer(servers, topic).await;
+    raw_send(&producer, topic, &evs[0]).await.expect("warm-up");
+    let a = Mark::now();
+    let mut sends = futures::stream::iter(&evs[1..])
+        .map(|e| raw_send(&producer, topic, e))
+        .buffer_unordered(concurrency);
+    while let Some(r) = sends.next().await {
+        r.expect("send");
+    }
+    Phase::between(evs.len() - 1, a, Mark::now())
+}
+
+async fn heytom_consume(servers: &str, topic: &'static str, n: usize) -> Phase {
     set_topic(topic);
     let count = Arc::new(AtomicU64::new(0));
-    let first = Arc::new(Mutex::new(None::<Instant>));
+    let first = Arc::new(Mutex::new(None::<Mark>));
     let done = Arc::new(Notify::new());
     let consumer = KafkaConsumer::new(
         KafkaOptions::new(servers)
@@ -190,32 +371,30 @@ async fn heytom_consume(servers: &str, topic: &'static str, n: usize) -> Duratio
     let (c, f, d) = (count.clone(), first.clone(), done.clone());
     consumer
         .subscribe(move |e: BenchEvent| {
-            let (c, f, d) = (c.clone(), f.clone(), d.clone());
-            async move {
-                std::hint::black_box(&e);
-                let seen = c.fetch_add(1, Ordering::Relaxed);
-                if seen == 0 {
-                    *f.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
-                }
-                if seen + 1 == n as u64 {
-                    d.notify_one();
-                }
+            let seen = c.fetch_add(1, Ordering::Relaxed);
+            if seen == 0 {
+                *f.lock().unwrap_or_else(|p| p.into_inner()) = Some(Mark::now());
             }
+            if seen + 1 == n as u64 {
+                d.notify_one();
+            }
+            std::hint::black_box(&e);
+            async {}
         })
         .await
         .expect("subscribe");
     done.notified().await;
-    let end = Instant::now();
+    let end = Mark::now();
     consumer.stop().await.expect("stop");
     let start = first
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .unwrap_or(end);
-    end - start
+    Phase::between(n, start, end)
 }
 
-async fn raw_consume(servers: &str, topic: &str, n: usize) -> Duration {
-    let consumer: StreamConsumer = raw_config(servers)
+fn raw_consume(servers: &str, topic: &str, n: usize) -> Phase {
+    let consumer: BaseConsumer = raw_config(servers)
         .set("group.id", format!("{topic}-raw"))
         .set("enable.auto.commit", "true")
         .set("enable.auto.offset.store", "false")
@@ -228,9 +407,12 @@ async fn raw_consume(servers: &str, topic: &str, n: usize) -> Duration {
     let mut start = None;
     let mut seen = 0;
     while seen < n {
-        let m = consumer.recv().await.expect("recv");
+        let Some(m) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let m = m.expect("poll");
         if start.is_none() {
-            start = Some(Instant::now());
+            start = Some(Mark::now());
         }
         let e: BenchEvent = serde_json::from_slice(m.payload().unwrap_or_default()).expect("json");
         let id = m
@@ -246,9 +428,116 @@ async fn raw_consume(servers: &str, topic: &str, n: usize) -> Duration {
         consumer.store_offset_from_message(&m).expect("store");
         seen += 1;
     }
-    let end = Instant::now();
+    let end = Mark::now();
     let _ = consumer.commit_consumer_state(CommitMode::Sync);
-    end - start.unwrap_or(end)
+    Phase::between(n, start.unwrap_or(end), end)
+}
+
+async fn raw_consume_async(servers: String, topic: &'static str, n: usize) -> Phase {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    // Its own named thread, so that a profile tells it apart.
+    std::thread::Builder::new()
+        .name("raw-consumer".into())
+        .spawn(move || {
+            let _ = tx.send(raw_consume(&servers, topic, n));
+        })
+        .expect("raw consumer thread");
+    rx.await.expect("raw consumer result")
+}
+
+/// One figure: both sides of every round.
+struct Figure {
+    name: &'static str,
+    rounds: Vec<(Phase, Phase)>,
+}
+
+impl Figure {
+    fn new(name: &'static str) -> Self {
+        Figure {
+            name,
+            rounds: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, round: usize, heytom: Phase, raw: Phase) {
+        println!(
+            "round {round} {:<20} heytom {:>9.0}/s {:>6.2} us/msg {:>6.2} allocs/msg | raw {:>9.0}/s {:>6.2} us/msg {:>6.2} allocs/msg | ratio {:.3}",
+            self.name,
+            heytom.rate(),
+            heytom.cpu_per_msg(),
+            heytom.allocs_per_msg(),
+            raw.rate(),
+            raw.cpu_per_msg(),
+            raw.allocs_per_msg(),
+            heytom.rate() / raw.rate()
+        );
+        self.rounds.push((heytom, raw));
+    }
+
+    fn report(&self) {
+        let med = |f: &dyn Fn(&(Phase, Phase)) -> f64| {
+            let mut v: Vec<f64> = self.rounds.iter().map(f).collect();
+            median(&mut v)
+        };
+        let ratio = med(&|(h, r)| h.rate() / r.rate());
+        let ratios: Vec<String> = self
+            .rounds
+            .iter()
+            .map(|(h, r)| format!("{:.3}", h.rate() / r.rate()))
+            .collect();
+        println!(
+            "{}: ratios [{}] median {ratio:.3}; median heytom {:.0}/s {:.2} us/msg {:.2} allocs/msg, raw {:.0}/s {:.2} us/msg {:.2} allocs/msg",
+            self.name,
+            ratios.join(", "),
+            med(&|(h, _)| h.rate()),
+            med(&|(h, _)| h.cpu_per_msg()),
+            med(&|(h, _)| h.allocs_per_msg()),
+            med(&|(_, r)| r.rate()),
+            med(&|(_, r)| r.cpu_per_msg()),
+            med(&|(_, r)| r.allocs_per_msg()),
+        );
+    }
+
+    fn result(&self) {
+        let mut v: Vec<f64> = self
+            .rounds
+            .iter()
+            .map(|(h, r)| h.rate() / r.rate())
+            .collect();
+        println!(
+            "RESULT kafka.{} ratio={:.3} rounds={}",
+            self.name,
+            median(&mut v),
+            self.rounds.len()
+        );
+        // CPU per message, raw/heytom: steadier than rates on a shared machine.
+        let mut v: Vec<f64> = self
+            .rounds
+            .iter()
+            .map(|(h, r)| r.cpu_per_msg() / h.cpu_per_msg())
+            .collect();
+        println!(
+            "RESULT kafka.{}_cpu ratio={:.3} rounds={}",
+            self.name,
+            median(&mut v),
+            self.rounds.len()
+        );
+    }
+}
+
+/// Runs `heytom` and `raw` one after the other, the order alternating by round.
+async fn pair<H, R>(round: usize, heytom: H, raw: R) -> (Phase, Phase)
+where
+    H: std::future::Future<Output = Phase>,
+    R: std::future::Future<Output = Phase>,
+{
+    if round.is_multiple_of(2) {
+        let h = heytom.await;
+        (h, raw.await)
+    } else {
+        let r = raw.await;
+        (heytom.await, r)
+    }
 }
 
 #[tokio::main]
@@ -258,9 +547,17 @@ async fn main() {
         std::process::exit(2);
     });
     let args: Vec<String> = std::env::args().collect();
-    let n: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(50_000);
-    let size: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(256);
+    let n: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(100_000);
+    let size: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(252);
     let rounds: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(5).max(1);
+    let concurrency: usize = args
+        .get(4)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1000)
+        .max(1);
+    // Which figures to run (default all): BENCH_KAFKA_ONLY=consume,produce,produce_concurrent
+    let only = std::env::var("BENCH_KAFKA_ONLY").unwrap_or_default();
+    let wants = |f: &str| only.is_empty() || only.split(',').any(|o| o.trim() == f);
     let evs = events(n, size);
     let run = format!(
         "{}-{}",
@@ -268,68 +565,94 @@ async fn main() {
         chrono::Utc::now().timestamp_millis()
     );
     println!(
-        "bench_kafka: {n} messages x {} B JSON payload, 1 partition, {rounds} round(s), broker {servers}",
+        "bench_kafka: {n} messages x {} B JSON payload, 1 partition, {rounds} round(s), {concurrency} concurrent sends, broker {servers}",
         serde_json::to_vec(&evs[0]).map_or(0, |v| v.len())
     );
 
-    let (mut hp, mut rp, mut hc, mut rc) =
-        (Duration::MAX, Duration::MAX, Duration::MAX, Duration::MAX);
-    let (mut produce_ratios, mut consume_ratios) = (Vec::new(), Vec::new());
+    let mut produce = Figure::new("produce");
+    let mut concurrent = Figure::new("produce_concurrent");
+    let mut consume = Figure::new("consume");
+    let consuming = wants("consume");
     for round in 0..rounds {
-        let ht = leak(format!("bench-heytom-{run}-{round}"));
-        let rt = leak(format!("bench-raw-{run}-{round}"));
-        // Alternate which side goes first to spread any warm-up effect.
-        let (a, b) = if round % 2 == 0 {
-            let a = heytom_produce(&servers, ht, &evs).await;
-            (a, raw_produce(&servers, rt, &evs).await)
-        } else {
-            let b = raw_produce(&servers, rt, &evs).await;
-            (heytom_produce(&servers, ht, &evs).await, b)
-        };
-        let (c, d) = if round % 2 == 0 {
-            let c = heytom_consume(&servers, ht, n).await;
-            (c, raw_consume(&servers, rt, n).await)
-        } else {
-            let d = raw_consume(&servers, rt, n).await;
-            (heytom_consume(&servers, ht, n).await, d)
-        };
-        println!(
-            "round {round}: produce heytom {:>9.0}/s raw {:>9.0}/s | consume heytom {:>9.0}/s raw {:>9.0}/s",
-            rate(n - 1, a),
-            rate(n - 1, b),
-            rate(n, c),
-            rate(n, d)
-        );
-        produce_ratios.push(b.as_secs_f64() / a.as_secs_f64());
-        consume_ratios.push(d.as_secs_f64() / c.as_secs_f64());
-        hp = hp.min(a);
-        rp = rp.min(b);
-        hc = hc.min(c);
-        rc = rc.min(d);
+        let ht = leak(format!("kafka-bench-heytom-{run}-{round}"));
+        let rt = leak(format!("kafka-bench-raw-{run}-{round}"));
+        // The batch produce fills the topics the consumers read.
+        if wants("produce") || consuming {
+            let profiled = std::env::var("BENCH_KAFKA_PERF_PHASE").as_deref() == Ok("produce");
+            if profiled {
+                perf_control("enable");
+            }
+            let (h, r) = pair(
+                round,
+                heytom_produce(&servers, ht, &evs),
+                raw_produce(&servers, rt, &evs),
+            )
+            .await;
+            if profiled {
+                perf_control("disable");
+            }
+            produce.push(round, h, r);
+        }
+        if wants("produce_concurrent") {
+            let hc = leak(format!("kafka-bench-heytom-c-{run}-{round}"));
+            let rc = leak(format!("kafka-bench-raw-c-{run}-{round}"));
+            let (h, r) = pair(
+                round,
+                heytom_produce_concurrent(&servers, hc, &evs, concurrency),
+                raw_produce_concurrent(&servers, rc, &evs, concurrency),
+            )
+            .await;
+            concurrent.push(round, h, r);
+        }
+        if consuming {
+            // BENCH_KAFKA_PROFILE=heytom|raw consumes on that side only (for
+            // `perf record`); the other side's figures then repeat it.
+            let profiled = std::env::var("BENCH_KAFKA_PERF_PHASE").is_err();
+            if profiled {
+                perf_control("enable");
+            }
+            let (h, r) = match std::env::var("BENCH_KAFKA_PROFILE").as_deref() {
+                Ok("heytom") => {
+                    let h = heytom_consume(&servers, ht, n).await;
+                    (h, h)
+                }
+                Ok("raw") => {
+                    let r = raw_consume_async(servers.clone(), rt, n).await;
+                    (r, r)
+                }
+                _ => {
+                    pair(
+                        round,
+                        heytom_consume(&servers, ht, n),
+                        raw_consume_async(servers.clone(), rt, n),
+                    )
+                    .await
+                }
+            };
+            if profiled {
+                perf_control("disable");
+            }
+            consume.push(round, h, r);
+        }
     }
-    let (hpr, rpr, hcr, rcr) = (rate(n - 1, hp), rate(n - 1, rp), rate(n, hc), rate(n, rc));
-    println!("best of {rounds}:");
-    println!(
-        "  produce  heytom-mq {hpr:>9.0} msg/s   raw rdkafka {rpr:>9.0} msg/s   ratio {:.2}",
-        hpr / rpr
-    );
-    println!(
-        "  consume  heytom-mq {hcr:>9.0} msg/s   raw rdkafka {rcr:>9.0} msg/s   ratio {:.2}",
-        hcr / rcr
-    );
-    println!(
-        "median of per-round ratios (heytom/raw, same round): produce {:.2}, consume {:.2}",
-        median(&mut produce_ratios),
-        median(&mut consume_ratios)
-    );
-    println!(
-        "RESULT kafka_produce ratio={:.3} rounds={rounds}",
-        median(&mut produce_ratios)
-    );
-    println!(
-        "RESULT kafka_consume ratio={:.3} rounds={rounds}",
-        median(&mut consume_ratios)
-    );
+    let figures = [&produce, &concurrent, &consume];
+    for f in figures.iter().filter(|f| !f.rounds.is_empty()) {
+        f.report();
+    }
+    for f in figures.iter().filter(|f| !f.rounds.is_empty()) {
+        f.result();
+    }
+}
+
+/// With `BENCH_KAFKA_PERF_CTL=<fifo>`, tells `perf record -D -1
+/// --control=fifo:<fifo>` to record only the consume phases.
+fn perf_control(cmd: &str) {
+    use std::io::Write as _;
+    if let Ok(path) = std::env::var("BENCH_KAFKA_PERF_CTL") {
+        if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(path) {
+            let _ = writeln!(f, "{cmd}");
+        }
+    }
 }
 
 fn median(v: &mut [f64]) -> f64 {

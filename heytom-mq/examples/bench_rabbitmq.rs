@@ -13,10 +13,11 @@
 //!
 //! Environment: `HEYTOM_RABBITMQ_URL` (default
 //! `amqp://guest:guest@127.0.0.1:5672/%2f`), `BENCH_COUNT` (20000),
-//! `BENCH_SIZE` (payload bytes, 256), `BENCH_ROUNDS` (4), `BENCH_PREFETCH` (64),
+//! `BENCH_SIZE` (payload bytes, 256), `BENCH_ROUNDS` (5), `BENCH_PREFETCH` (64),
 //! `BENCH_HEYTOM_FIRST` (0; 1 lets heytom-mq go first in odd rounds).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -34,6 +35,59 @@ use lapin::Confirmation;
 use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
+
+/// Counts allocations on per-thread stripes (no cache line shared by the
+/// threads in the hot path).
+struct Counting;
+
+const STRIPES: usize = 32;
+
+#[repr(align(64))]
+struct Stripe(AtomicU64);
+
+static ALLOCS: [Stripe; STRIPES] = [const { Stripe(AtomicU64::new(0)) }; STRIPES];
+static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static STRIPE: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
+}
+
+fn count_one() {
+    let _ = STRIPE.try_with(|s| {
+        let mut i = s.get();
+        if i == usize::MAX {
+            i = NEXT_STRIPE.fetch_add(1, Ordering::Relaxed) % STRIPES;
+            s.set(i);
+        }
+        ALLOCS[i].0.fetch_add(1, Ordering::Relaxed);
+    });
+}
+
+fn allocations() -> u64 {
+    ALLOCS.iter().map(|s| s.0.load(Ordering::Relaxed)).sum()
+}
+
+// SAFETY: every call is forwarded to the system allocator unchanged.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count_one();
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count_one();
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count_one();
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
 struct BenchEvent {
@@ -298,31 +352,51 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-/// CPU time of the whole process so far (Linux; `None` elsewhere).
-fn cpu_time() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name: utime and stime are the 12th and 13th.
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    // USER_HZ is 100 on every Linux this runs on.
-    Some(Duration::from_millis(ticks * 10))
+#[repr(C)]
+struct Timeval {
+    sec: i64,
+    usec: i64,
 }
 
-/// Runs a phase; returns (messages per second, CPU microseconds per message).
-async fn phase<F, E>(count: usize, f: F) -> Result<(f64, f64), E>
+#[repr(C)]
+struct Rusage {
+    utime: Timeval,
+    stime: Timeval,
+    rest: [i64; 14],
+}
+
+extern "C" {
+    fn getrusage(who: i32, usage: *mut Rusage) -> i32;
+}
+
+/// CPU time of the whole process so far (user + system).
+fn cpu_time() -> Duration {
+    let mut u = Rusage {
+        utime: Timeval { sec: 0, usec: 0 },
+        stime: Timeval { sec: 0, usec: 0 },
+        rest: [0; 14],
+    };
+    // SAFETY: RUSAGE_SELF (0) and a struct of the kernel's layout (x86_64/aarch64 Linux).
+    if unsafe { getrusage(0, &mut u) } != 0 {
+        return Duration::ZERO;
+    }
+    let us = |t: &Timeval| t.sec as u64 * 1_000_000 + t.usec as u64;
+    Duration::from_micros(us(&u.utime) + us(&u.stime))
+}
+
+/// Runs a phase; returns (messages per second, CPU microseconds per
+/// message, allocations per message).
+async fn phase<F, E>(count: usize, f: F) -> Result<(f64, f64, f64), E>
 where
     F: std::future::Future<Output = Result<Duration, E>>,
 {
     // Let the broker settle (flush, collect garbage) between phases.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let cpu0 = cpu_time();
+    let (cpu0, a0) = (cpu_time(), allocations());
     let took = f.await?;
-    let cpu = match (cpu0, cpu_time()) {
-        (Some(a), Some(b)) => (b - a).as_secs_f64() * 1e6 / count as f64,
-        _ => f64::NAN,
-    };
-    Ok((rate(count, took), cpu))
+    let (cpu1, a1) = (cpu_time(), allocations());
+    let cpu = (cpu1 - cpu0).as_secs_f64() * 1e6 / count as f64;
+    Ok((rate(count, took), cpu, (a1 - a0) as f64 / count as f64))
 }
 
 #[tokio::main]
@@ -331,7 +405,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
     let count = env_num("BENCH_COUNT", 20_000) as usize;
     let size = env_num("BENCH_SIZE", 256) as usize;
-    let rounds = env_num("BENCH_ROUNDS", 4).max(1);
+    let rounds = env_num("BENCH_ROUNDS", 5).max(1);
     let prefetch = env_num("BENCH_PREFETCH", 64).clamp(1, 65535) as u16;
     let options = RabbitMqOptions::new(url.clone()).prefetch(prefetch);
 
@@ -350,6 +424,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // BENCH_HEYTOM_FIRST=1 lets heytom-mq open the first round instead.
     let first_offset = env_num("BENCH_HEYTOM_FIRST", 0) % 2;
     let mut cpu = [0f64; 4];
+    let mut allocs = [0f64; 4];
     let mut all: [Vec<f64>; 4] = Default::default();
     let mut ratios: [Vec<f64>; 2] = Default::default();
     let result = async {
@@ -368,11 +443,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 raw_con = phase(count, raw_consume(&conn, count, prefetch)).await?;
             }
             println!(
-                "round {round}: publish raw {:>6.0}/s {:>4.0}us heytom {:>6.0}/s {:>4.0}us ({:.2}) | \
-                 consume raw {:>6.0}/s {:>4.0}us heytom {:>6.0}/s {:>4.0}us ({:.2})",
-                raw_pub.0, raw_pub.1, hey_pub.0, hey_pub.1, hey_pub.0 / raw_pub.0,
-                raw_con.0, raw_con.1, hey_con.0, hey_con.1, hey_con.0 / raw_con.0,
+                "round {round}: publish raw {:>6.0}/s {:>5.1}us {:>5.1}a heytom {:>6.0}/s {:>5.1}us {:>5.1}a ({:.2}) | \
+                 consume raw {:>6.0}/s {:>5.1}us {:>5.1}a heytom {:>6.0}/s {:>5.1}us {:>5.1}a ({:.2})",
+                raw_pub.0, raw_pub.1, raw_pub.2, hey_pub.0, hey_pub.1, hey_pub.2, hey_pub.0 / raw_pub.0,
+                raw_con.0, raw_con.1, raw_con.2, hey_con.0, hey_con.1, hey_con.2, hey_con.0 / raw_con.0,
             );
+            for (a, x) in allocs.iter_mut().zip([raw_pub.2, hey_pub.2, raw_con.2, hey_con.2]) {
+                *a += x;
+            }
             ratios[0].push(hey_pub.0 / raw_pub.0);
             ratios[1].push(hey_con.0 / raw_con.0);
             cpu[0] += raw_pub.1;
@@ -415,12 +493,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "CPU per message (process, mean): publish raw {:.1} us, heytom {:.1} us | consume raw {:.1} us, heytom {:.1} us",
         cpu[0] / r, cpu[1] / r, cpu[2] / r, cpu[3] / r
     );
+    println!(
+        "allocations per message (mean): publish raw {:.1}, heytom {:.1} | consume raw {:.1}, heytom {:.1}",
+        allocs[0] / r, allocs[1] / r, allocs[2] / r, allocs[3] / r
+    );
     let [publish, consume] = ratios.map(median);
     println!(
         "median of per-round ratios (heytom/raw, same round): publish+confirm {publish:.2}, consume+ack {consume:.2}"
     );
-    println!("RESULT rabbitmq_publish_confirm ratio={publish:.3} rounds={rounds}");
-    println!("RESULT rabbitmq_consume_ack ratio={consume:.3} rounds={rounds}");
+    println!("RESULT rabbitmq.publish ratio={publish:.3} rounds={rounds}");
+    println!("RESULT rabbitmq.consume ratio={consume:.3} rounds={rounds}");
     producer.close().await?;
     Ok(())
 }

@@ -24,9 +24,11 @@ use tokio::sync::watch;
 use crate::event::{headers, Headers};
 
 mod handlers;
+mod incoming;
 mod stop;
 
 pub(crate) use handlers::EventHandlers;
+pub use incoming::Incoming;
 use stop::{reached, stage};
 pub(crate) use stop::{stop_by, StopSignal, Stopping};
 
@@ -155,15 +157,6 @@ impl DeadLetter {
     }
 }
 
-/// A message as a transport received it: wire headers and body.
-#[derive(Debug, Clone, Default)]
-pub struct Incoming {
-    /// Wire headers (reserved `heytom-*` ones included).
-    pub headers: Headers,
-    /// The body (the event's JSON).
-    pub body: Vec<u8>,
-}
-
 /// Routes the deliveries of one destination to the handlers of their
 /// event type: the one thing a transport calls.
 ///
@@ -274,11 +267,7 @@ impl Dispatcher {
         if stage(&self.stop) >= Stopping::Draining {
             return Outcome::Requeue;
         }
-        let name = incoming
-            .headers
-            .get(headers::EVENT_NAME)
-            .map(String::as_str);
-        match self.target(name) {
+        match self.target(incoming.name()) {
             // Held until the handlers finish: unsubscribing waits for it.
             Target::Event(events) => events.dispatch(incoming).await,
             Target::Unknown(reason) => self.unknown(reason, &incoming).await,
@@ -288,10 +277,7 @@ impl Dispatcher {
 
     /// A message of a type no event here has, per the policy.
     async fn unknown(&self, reason: String, incoming: &Incoming) -> Outcome {
-        let event_id = incoming
-            .headers
-            .get(headers::EVENT_ID)
-            .map_or("", String::as_str);
+        let event_id = incoming.id_text();
         match self.unknown {
             UnknownEventPolicy::DeadLetter => Outcome::DeadLetter(DeadLetter::rejected(reason)),
             UnknownEventPolicy::Skip => {
@@ -359,10 +345,7 @@ mod tests {
 
     fn ping() -> Incoming {
         let envelope = Envelope::new(&Ping { n: 1 }).expect("serializes");
-        Incoming {
-            headers: envelope.wire_headers(),
-            body: envelope.payload.clone(),
-        }
+        Incoming::new(envelope.wire_headers(), envelope.payload.clone())
     }
 
     fn counting() -> (Arc<AtomicU32>, HandlerEntry) {
@@ -401,10 +384,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_unknown_type_follows_the_policy() {
-        let mut unknown = ping();
-        unknown
-            .headers
-            .insert(headers::EVENT_NAME.into(), "Pong".into());
+        let unknown = ping().event_name("Pong");
         let stop = StopSignal::default();
         let dead = ping_dispatcher(counting().1, &stop, UnknownEventPolicy::DeadLetter);
         match dead.dispatch(unknown.clone()).await {

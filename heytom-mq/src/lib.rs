@@ -62,7 +62,9 @@ pub use manual::{InMemoryConsumer, InMemoryProducer};
 pub use producer::{MessageProducer, Producer};
 pub use retry::RetryPolicy;
 pub use transport::memory::{DeadLetteredMessage, InMemoryBroker, InMemoryTransport};
-pub use transport::{Outgoing, Subscription, SubscriptionHandle, Transport, TransportConfig};
+pub use transport::{
+    EncodedBatch, Outgoing, Subscription, SubscriptionHandle, Transport, TransportConfig,
+};
 
 #[cfg(feature = "kafka")]
 pub use manual::{KafkaConsumer, KafkaProducer};

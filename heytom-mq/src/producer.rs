@@ -154,20 +154,37 @@ impl Producer {
     /// Publishes several events, pipelining the confirms. Fails if any
     /// failed, naming each failure; the ids are returned only on full success.
     pub async fn send_batch<E: Event>(&self, events: &[E]) -> Result<Vec<EventId>> {
+        if let Some(sent) = self.send_encoded(events).await {
+            return sent;
+        }
         let mut out = Vec::with_capacity(events.len());
+        let mut size = 128;
         for e in events {
             out.push(Outgoing {
                 route: E::route(),
-                envelope: Envelope::new(e)?,
+                envelope: Envelope::sized(e, Headers::new(), &mut size)?,
             });
         }
-        let ids = out.iter().map(|o| o.envelope.id).collect();
-        let results = self.send_outgoing(&out).await;
-        let failures: Vec<String> = results
+        let ids: Vec<EventId> = out.iter().map(|o| o.envelope.id).collect();
+        let count = out.len();
+        // One event type, one route: one transport, which may keep the messages.
+        let results = match self.transport_for(E::NAME, E::route()) {
+            Ok(transport) => {
+                let span =
+                    tracing::debug_span!("publish_batch", transport = %transport.kind(), count);
+                transport.publish_batch_owned(out).instrument(span).await
+            }
+            Err(e) => return Err(e),
+        };
+        let answered = results.len();
+        let mut failures: Vec<String> = results
             .into_iter()
-            .zip(&out)
-            .filter_map(|(r, o)| r.err().map(|e| format!("{}: {e}", o.envelope.id)))
+            .zip(&ids)
+            .filter_map(|(r, id)| r.err().map(|e| format!("{id}: {e}")))
             .collect();
+        for id in ids.iter().skip(answered) {
+            failures.push(format!("{id}: transport returned too few results"));
+        }
         if failures.is_empty() {
             Ok(ids)
         } else {
@@ -176,7 +193,7 @@ impl Producer {
                 format!(
                     "{} of {} failed: {}",
                     failures.len(),
-                    out.len(),
+                    count,
                     failures.join("; ")
                 ),
             ))
@@ -216,6 +233,65 @@ impl Producer {
                 r.unwrap_or_else(|| Err(Error::publish("?", "transport returned too few results")))
             })
             .collect()
+    }
+}
+
+impl Producer {
+    /// `send_batch` on a transport that takes a batch serialized up front
+    /// ([`Transport::publish_encoded`]): every event is serialized into one
+    /// buffer first (a serialization error fails the batch before anything
+    /// is sent), then the transport sends each while earlier ones are in
+    /// flight. `None` when the transport does not take such batches.
+    async fn send_encoded<E: Event>(&self, events: &[E]) -> Option<Result<Vec<EventId>>> {
+        let transport = self.transport_for(E::NAME, E::route()).ok()?;
+        if !transport.publishes_encoded() || events.is_empty() {
+            return None;
+        }
+        let mut payloads = Vec::with_capacity(events.len() * 128);
+        let mut ends = Vec::with_capacity(events.len());
+        for e in events {
+            if let Err(source) = serde_json::to_writer(&mut payloads, e) {
+                return Some(Err(Error::Serialization {
+                    event: E::NAME.to_owned(),
+                    source,
+                }));
+            }
+            ends.push(payloads.len());
+        }
+        let ids: Vec<EventId> = (0..events.len()).map(|_| EventId::now_v7()).collect();
+        let keys: Vec<Option<String>> = events.iter().map(Event::partition_key).collect();
+        let batch = crate::transport::EncodedBatch {
+            route: E::route(),
+            name: E::NAME,
+            ids: &ids,
+            payloads: &payloads,
+            ends: &ends,
+            keys: &keys,
+        };
+        let span =
+            tracing::debug_span!("publish_batch", transport = %transport.kind(), count = ids.len());
+        let results = transport.publish_encoded(&batch).instrument(span).await;
+        let answered = results.len();
+        let mut failures: Vec<String> = results
+            .into_iter()
+            .zip(&ids)
+            .filter_map(|(r, id)| r.err().map(|e| format!("{id}: {e}")))
+            .collect();
+        for id in ids.iter().skip(answered) {
+            failures.push(format!("{id}: transport returned too few results"));
+        }
+        if failures.is_empty() {
+            return Some(Ok(ids));
+        }
+        Some(Err(Error::publish(
+            E::NAME,
+            format!(
+                "{} of {} failed: {}",
+                failures.len(),
+                ids.len(),
+                failures.join("; ")
+            ),
+        )))
     }
 }
 

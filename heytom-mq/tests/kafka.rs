@@ -324,6 +324,89 @@ async fn keyed_messages_land_on_one_partition_in_order_with_headers() {
         .is_some_and(|t| t.starts_with("00-0af7")));
 }
 
+/// An event whose serialization fails for `seq == 13`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+struct FussyEvt {
+    key: String,
+    seq: u32,
+}
+
+impl Serialize for FussyEvt {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error as _, SerializeStruct as _};
+        if self.seq == 13 {
+            return Err(S::Error::custom("13 does not serialize"));
+        }
+        let mut st = s.serialize_struct("FussyEvt", 2)?;
+        st.serialize_field("key", &self.key)?;
+        st.serialize_field("seq", &self.seq)?;
+        st.end()
+    }
+}
+
+impl Event for FussyEvt {
+    const NAME: &'static str = "FussyEvt";
+    fn route() -> &'static Route {
+        static ROUTE: OnceLock<Route> = OnceLock::new();
+        ROUTE.get_or_init(|| {
+            let mut r = KafkaRoute::new(unique_topic("FussyEvt"));
+            r.num_partitions = Some(1);
+            Route::Kafka(r)
+        })
+    }
+    fn partition_key(&self) -> Option<String> {
+        Some(self.key.clone())
+    }
+}
+
+#[tokio::test]
+async fn a_batch_with_an_unserializable_event_sends_nothing_and_the_others_carry_their_ids() {
+    let Some(servers) = bootstrap() else { return };
+    let producer = KafkaProducer::new(options(&servers)).expect("producer");
+    let fussy = |seq| FussyEvt {
+        key: "k".into(),
+        seq,
+    };
+    let failed = producer
+        .send_batch(&[fussy(1), fussy(13), fussy(2)])
+        .await
+        .expect_err("an event does not serialize");
+    assert!(
+        matches!(failed, heytom_mq::Error::Serialization { .. }),
+        "{failed:?}"
+    );
+    let ids = producer
+        .send_batch(&[fussy(20), fussy(21)])
+        .await
+        .expect("send_batch");
+    let Route::Kafka(route) = FussyEvt::route() else {
+        unreachable!()
+    };
+    // One partition: anything of the failed batch would come first.
+    let records = read_topic(&servers, route.topic, 2).await;
+    let seqs: Vec<u32> = records
+        .iter()
+        .map(|r| {
+            serde_json::from_slice::<FussyEvt>(&r.payload)
+                .expect("json")
+                .seq
+        })
+        .collect();
+    assert_eq!(seqs, vec![20, 21]);
+    for (r, id) in records.iter().zip(&ids) {
+        let id = id.to_string();
+        assert_eq!(r.headers.get("heytom-event-id"), Some(&id));
+        assert_eq!(r.headers.get("correlation-id"), Some(&id));
+        assert_eq!(
+            r.headers.get("heytom-event-name").map(String::as_str),
+            Some("FussyEvt")
+        );
+        let at = r.headers.get("heytom-occurred-at").expect("occurred-at");
+        chrono::DateTime::parse_from_rfc3339(at).expect("an RFC 3339 time");
+        assert_eq!(r.key.as_deref(), Some(&b"k"[..]));
+    }
+}
+
 #[tokio::test]
 async fn idempotent_gzip_producing_delivers_each_message_once() {
     let Some(servers) = bootstrap() else { return };

@@ -4,14 +4,15 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
+use futures::future::Either;
 use futures::FutureExt;
 use tokio::sync::watch;
 use tracing::Instrument;
 
 use super::stop::{reached, stage, StopSignal, Stopping};
 use super::{DeadLetter, Incoming, Outcome};
-use crate::event::{headers, Envelope};
-use crate::handler::{Context, HandlerEntry, HandlerFailure, Publisher, StateMap};
+use crate::event::Envelope;
+use crate::handler::{Context, HandlerEntry, HandlerFailure, HandlerInfo, Publisher, StateMap};
 use crate::retry::RetryPolicy;
 
 /// The handlers of one event on one destination, run on each delivery of
@@ -19,10 +20,10 @@ use crate::retry::RetryPolicy;
 pub(crate) struct EventHandlers {
     pub(super) event_name: &'static str,
     handlers: Vec<HandlerEntry>,
-    handler_names: Vec<Arc<str>>,
+    /// Per handler, what its contexts share.
+    infos: Vec<Arc<HandlerInfo>>,
     state: Arc<StateMap>,
     default_retry: RetryPolicy,
-    producer: Option<Arc<dyn Publisher>>,
     /// The app's or consumer's stop.
     stop: watch::Receiver<Stopping>,
     /// This event's own stop (unsubscribing it alone).
@@ -52,14 +53,13 @@ impl EventHandlers {
         let own_stop = StopSignal::default();
         EventHandlers {
             event_name,
-            handler_names: handlers
+            infos: handlers
                 .iter()
-                .map(|h| Arc::from(h.name.as_str()))
+                .map(|h| HandlerInfo::new(&h.name, producer.clone()))
                 .collect(),
             handlers,
             state,
             default_retry,
-            producer,
             stop,
             own_stop_rx: own_stop.subscribe(),
             own_stop,
@@ -88,19 +88,7 @@ impl EventHandlers {
     /// policy) and says what to do with the message. Never panics. The
     /// [`Dispatcher`] chose this event by the message's type.
     pub(super) async fn dispatch(&self, incoming: Incoming) -> Outcome {
-        let mut wire = incoming.headers;
-        // Messages from foreign producers carry no heytom headers: the
-        // subscription's event is the only type they can be.
-        if !wire.contains_key(headers::EVENT_NAME) {
-            wire.insert(headers::EVENT_NAME.to_owned(), self.event_name.to_owned());
-        }
-        if !wire.contains_key(headers::EVENT_ID) {
-            wire.insert(
-                headers::EVENT_ID.to_owned(),
-                uuid::Uuid::now_v7().to_string(),
-            );
-        }
-        let envelope = match Envelope::from_wire(wire, incoming.body) {
+        let envelope = match incoming.into_envelope(self.event_name) {
             Ok(e) => e,
             Err(e) => {
                 return Outcome::DeadLetter(DeadLetter::rejected(format!(
@@ -108,10 +96,9 @@ impl EventHandlers {
                 )))
             }
         };
-        let envelope = Arc::new(envelope);
         let span =
             tracing::info_span!("consume", event_id = %envelope.id, event_name = %envelope.name);
-        async {
+        let run = async {
             if self.handlers.len() == 1 {
                 return self.run_handler(0, &envelope).await;
             }
@@ -152,25 +139,29 @@ impl EventHandlers {
             } else {
                 Outcome::Ack
             }
+        };
+        // No subscriber wants the span: no span to enter on every poll.
+        if span.is_disabled() {
+            run.await
+        } else {
+            run.instrument(span).await
         }
-        .instrument(span)
-        .await
     }
 
     async fn run_handler(&self, index: usize, envelope: &Arc<Envelope>) -> Outcome {
         let entry = &self.handlers[index];
         let policy = entry.retry.unwrap_or(self.default_retry);
-        let base = Context::shared(
-            envelope.clone(),
-            self.handler_names[index].clone(),
-            self.producer.clone(),
-        );
         let mut attempt = 1;
         loop {
-            let ctx = base.with_attempt(attempt);
+            let ctx = Context::shared(envelope.clone(), self.infos[index].clone(), attempt);
             let span = tracing::debug_span!("handler", handler = %entry.name, attempt);
             let fut = entry.handler.call(envelope, ctx, &self.state);
-            let called = AssertUnwindSafe(fut).catch_unwind().instrument(span);
+            let called = AssertUnwindSafe(fut).catch_unwind();
+            let called = if span.is_disabled() {
+                Either::Left(called)
+            } else {
+                Either::Right(called.instrument(span))
+            };
             let result = tokio::select! {
                 biased;
                 result = called => result,

@@ -117,15 +117,31 @@ impl Envelope {
     /// Serializes an event into a new envelope carrying extra headers.
     ///
     /// The correlation id defaults to the event id when the headers carry none.
-    pub fn with_headers<E: Event>(event: &E, mut headers: Headers) -> Result<Self, crate::Error> {
-        let payload = serde_json::to_vec(event).map_err(|source| crate::Error::Serialization {
-            event: E::NAME.to_owned(),
-            source,
+    pub fn with_headers<E: Event>(event: &E, headers: Headers) -> Result<Self, crate::Error> {
+        Self::sized(event, headers, &mut 128)
+    }
+
+    /// [`Envelope::with_headers`] with a buffer of `*size` bytes to start
+    /// with, grown to what this payload took: a batch of one event type
+    /// serializes every event into a buffer of the right size at once.
+    pub(crate) fn sized<E: Event>(
+        event: &E,
+        mut headers: Headers,
+        size: &mut usize,
+    ) -> Result<Self, crate::Error> {
+        let mut payload = Vec::with_capacity(*size);
+        serde_json::to_writer(&mut payload, event).map_err(|source| {
+            crate::Error::Serialization {
+                event: E::NAME.to_owned(),
+                source,
+            }
         })?;
+        // A little room, so that a slightly longer next event fits too.
+        *size = (*size).max(payload.len() + payload.len() / 16);
         let id = Uuid::now_v7();
         headers
             .entry(headers::CORRELATION_ID.to_owned())
-            .or_insert_with(|| id.to_string());
+            .or_insert_with(|| id_string(id));
         Ok(Envelope {
             id,
             name: E::NAME.to_owned(),
@@ -139,7 +155,7 @@ impl Envelope {
     /// All headers as they go on the wire: the user's plus the reserved ones.
     pub fn wire_headers(&self) -> Headers {
         let mut h = self.headers.clone();
-        h.insert(headers::EVENT_ID.to_owned(), self.id.to_string());
+        h.insert(headers::EVENT_ID.to_owned(), id_string(self.id));
         h.insert(headers::EVENT_NAME.to_owned(), self.name.clone());
         h.insert(
             headers::OCCURRED_AT.to_owned(),
@@ -180,6 +196,12 @@ impl Envelope {
     pub fn decode<E: Event>(&self) -> Result<E, serde_json::Error> {
         serde_json::from_slice(&self.payload)
     }
+}
+
+/// An id as text (hyphenated, lower case), without going through `fmt`.
+pub(crate) fn id_string(id: Uuid) -> String {
+    let mut buf = Uuid::encode_buffer();
+    id.hyphenated().encode_lower(&mut buf).to_owned()
 }
 
 /// Why wire headers could not be turned into an [`Envelope`].

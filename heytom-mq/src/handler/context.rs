@@ -20,15 +20,26 @@ use crate::event::{Envelope, Event, EventId, Headers};
 /// ```
 #[derive(Clone)]
 pub struct Context {
-    inner: Arc<ContextInner>,
+    // Shared with the dispatcher, so a delivery's headers are never copied per handler.
+    envelope: Arc<Envelope>,
+    // Built once per handler: making a context allocates nothing.
+    handler: Arc<HandlerInfo>,
     attempt: u32,
 }
 
-struct ContextInner {
-    // Shared with the dispatcher, so a delivery's headers are never copied per handler.
-    envelope: Arc<Envelope>,
-    handler: Arc<str>,
+/// What a context knows of its handler, shared by all its deliveries.
+pub(crate) struct HandlerInfo {
+    name: Box<str>,
     producer: Option<Arc<dyn Publisher>>,
+}
+
+impl HandlerInfo {
+    pub(crate) fn new(name: &str, producer: Option<Arc<dyn Publisher>>) -> Arc<Self> {
+        Arc::new(HandlerInfo {
+            name: name.into(),
+            producer,
+        })
+    }
 }
 
 impl Context {
@@ -39,54 +50,44 @@ impl Context {
         producer: Option<Arc<dyn Publisher>>,
     ) -> Self {
         let handler: String = handler.into();
-        Self::shared(Arc::new(envelope.clone()), handler.into(), producer)
+        Self::shared(
+            Arc::new(envelope.clone()),
+            HandlerInfo::new(&handler, producer),
+            1,
+        )
     }
 
-    pub(crate) fn shared(
-        envelope: Arc<Envelope>,
-        handler: Arc<str>,
-        producer: Option<Arc<dyn Publisher>>,
-    ) -> Self {
+    pub(crate) fn shared(envelope: Arc<Envelope>, handler: Arc<HandlerInfo>, attempt: u32) -> Self {
         Context {
-            inner: Arc::new(ContextInner {
-                envelope,
-                handler,
-                producer,
-            }),
-            attempt: 1,
-        }
-    }
-
-    pub(crate) fn with_attempt(&self, attempt: u32) -> Self {
-        Context {
-            inner: self.inner.clone(),
+            envelope,
+            handler,
             attempt,
         }
     }
 
     /// The event's id (UUID v7).
     pub fn event_id(&self) -> EventId {
-        self.inner.envelope.id
+        self.envelope.id
     }
 
     /// The event's `NAME`.
     pub fn event_name(&self) -> &str {
-        &self.inner.envelope.name
+        &self.envelope.name
     }
 
     /// When the event was created by its producer.
     pub fn occurred_at(&self) -> DateTime<Utc> {
-        self.inner.envelope.occurred_at
+        self.envelope.occurred_at
     }
 
     /// Correlation id, causation id, `traceparent` and user headers.
     pub fn headers(&self) -> &Headers {
-        &self.inner.envelope.headers
+        &self.envelope.headers
     }
 
     /// One header by name.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.inner.envelope.headers.get(name).map(String::as_str)
+        self.envelope.headers.get(name).map(String::as_str)
     }
 
     /// The correlation id of the conversation this event belongs to.
@@ -101,7 +102,7 @@ impl Context {
 
     /// The name of the handler running.
     pub fn handler_name(&self) -> &str {
-        &self.inner.handler
+        &self.handler.name
     }
 
     /// Headers for an event published in reaction to this one: same
@@ -122,7 +123,7 @@ impl Context {
     /// Publishes a follow-up event that carries this event's correlation id
     /// and has this event as its cause.
     pub async fn publish<E: Event>(&self, event: &E) -> crate::Result<EventId> {
-        match &self.inner.producer {
+        match &self.handler.producer {
             Some(p) => {
                 let envelope = Envelope::with_headers(event, self.follow_up_headers())?;
                 let id = envelope.id;
@@ -151,10 +152,10 @@ pub trait Publisher: Send + Sync + 'static {
 impl fmt::Debug for Context {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Context")
-            .field("event_id", &self.inner.envelope.id)
-            .field("event_name", &self.inner.envelope.name)
+            .field("event_id", &self.envelope.id)
+            .field("event_name", &self.envelope.name)
             .field("attempt", &self.attempt)
-            .field("headers", &self.inner.envelope.headers)
+            .field("headers", &self.envelope.headers)
             .finish()
     }
 }

@@ -17,6 +17,7 @@ use crate::retry::RetryPolicy;
 mod context;
 mod type_name;
 
+pub(crate) use context::HandlerInfo;
 pub use context::{Context, Publisher};
 pub(crate) use type_name::readable_type_name;
 

@@ -4,15 +4,17 @@
 //! Every event travels here under its `NAME`, whatever its attribute, with
 //! the same ack, retry and dead-letter semantics as the real brokers.
 
-use std::collections::hash_map::DefaultHasher;
-use std::collections::{HashMap, VecDeque};
-use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
+
+mod lanes;
+
+use lanes::{key_lane, lock, Group, Run};
 
 use crate::dispatch::{DeadLetter, Incoming, Outcome};
 use crate::error::{Error, Result};
@@ -20,9 +22,6 @@ use crate::event::{Envelope, Headers, TransportKind};
 use crate::handler::HandlerEntry;
 use crate::transport::{Outgoing, Subscription, SubscriptionHandle, Transport};
 
-/// Lanes per group: messages with one partition key share a lane and are
-/// handled in order; messages without a key spread over all lanes.
-const LANES: usize = 16;
 /// Deliveries in flight per subscription unless a handler asks otherwise.
 const DEFAULT_CONCURRENCY: usize = 8;
 
@@ -68,86 +67,6 @@ pub struct DeadLetteredMessage {
     pub dead_letter: DeadLetter,
 }
 
-struct Group {
-    state: Mutex<GroupState>,
-    notify: Notify,
-    next_lane: AtomicUsize,
-}
-
-struct GroupState {
-    /// Messages with their arrival number, per lane.
-    lanes: Vec<VecDeque<(u64, Incoming)>>,
-    busy: [bool; LANES],
-    next_seq: u64,
-}
-
-impl Group {
-    fn new() -> Self {
-        Group {
-            state: Mutex::new(GroupState {
-                lanes: (0..LANES).map(|_| VecDeque::new()).collect(),
-                busy: [false; LANES],
-                next_seq: 0,
-            }),
-            notify: Notify::new(),
-            next_lane: AtomicUsize::new(0),
-        }
-    }
-
-    fn push(&self, key: Option<&str>, msg: Incoming) {
-        let lane = match key {
-            Some(k) => {
-                let mut h = DefaultHasher::new();
-                k.hash(&mut h);
-                (h.finish() % LANES as u64) as usize
-            }
-            None => self.next_lane.fetch_add(1, Ordering::Relaxed) % LANES,
-        };
-        let mut st = lock(&self.state);
-        let seq = st.next_seq;
-        st.next_seq += 1;
-        st.lanes[lane].push_back((seq, msg));
-        drop(st);
-        self.notify.notify_one();
-    }
-
-    /// The oldest message of a free lane: in arrival order across lanes,
-    /// so one worker takes unkeyed messages as a queue would.
-    fn take(&self) -> Option<(usize, u64, Incoming)> {
-        let mut st = lock(&self.state);
-        let lane = (0..LANES)
-            .filter(|&i| !st.busy[i])
-            .filter_map(|i| st.lanes[i].front().map(|(seq, _)| (*seq, i)))
-            .min()?
-            .1;
-        let (seq, m) = st.lanes[lane].pop_front()?;
-        st.busy[lane] = true;
-        Some((lane, seq, m))
-    }
-
-    fn release(&self, lane: usize, requeue: Option<(u64, Incoming)>) {
-        let mut st = lock(&self.state);
-        if let Some(m) = requeue {
-            st.lanes[lane].push_front(m);
-        }
-        st.busy[lane] = false;
-        let more = !st.lanes[lane].is_empty();
-        drop(st);
-        if more {
-            self.notify.notify_one();
-        }
-    }
-
-    fn len(&self) -> usize {
-        lock(&self.state).lanes.iter().map(VecDeque::len).sum()
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A poisoned lock only means a panic elsewhere; the queues are still consistent.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl InMemoryBroker {
     /// A new, empty broker.
     pub fn new() -> Self {
@@ -178,20 +97,53 @@ impl InMemoryBroker {
             .get(topic)
             .map(|g| g.values().cloned().collect())
             .unwrap_or_default();
-        let msg = Incoming { headers, body };
-        for g in &groups {
-            g.push(key, msg.clone());
+        let lane = key_lane(key);
+        let msg = Incoming::new(headers, body);
+        if let Some((last, others)) = groups.split_last() {
+            for g in others {
+                g.push_all([(lane, msg.clone())]);
+            }
+            last.push_all([(lane, msg)]);
         }
         groups.len()
     }
 
-    fn publish_envelope(&self, envelope: &Envelope) {
-        self.publish_raw(
-            &envelope.name,
-            envelope.wire_headers(),
-            envelope.payload.clone(),
-            envelope.partition_key.as_deref(),
-        );
+    fn groups_of(&self, topic: &str) -> Vec<Arc<Group>> {
+        lock(&self.inner.topics)
+            .get(topic)
+            .map(|g| g.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Envelopes travel as they are: shared by every group, never turned
+    /// into wire headers and parsed back. One lock per group for each run
+    /// of one topic.
+    fn publish_envelopes(&self, envelopes: impl IntoIterator<Item = Envelope>) {
+        let mut run: Vec<(Option<usize>, Incoming)> = Vec::new();
+        let mut topic = String::new();
+        for e in envelopes {
+            if e.name != topic {
+                self.publish_run(&topic, &mut run);
+                topic.clone_from(&e.name);
+            }
+            let lane = key_lane(e.partition_key.as_deref());
+            run.push((lane, Incoming::from_envelope(e)));
+        }
+        self.publish_run(&topic, &mut run);
+    }
+
+    fn publish_run(&self, topic: &str, run: &mut Vec<(Option<usize>, Incoming)>) {
+        if run.is_empty() {
+            return;
+        }
+        let groups = self.groups_of(topic);
+        if let Some((last, others)) = groups.split_last() {
+            for g in others {
+                g.push_all(run.iter().cloned());
+            }
+            last.push_all(run.drain(..));
+        }
+        run.clear();
     }
 
     /// Messages waiting (not yet taken) in one group of a topic.
@@ -232,19 +184,15 @@ impl InMemoryBroker {
             (crate::event::headers::DEAD_LETTER_TOPIC, topic.to_owned()),
             (crate::event::headers::DEAD_LETTER_GROUP, group.to_owned()),
         ];
-        let event_id = msg
-            .headers
-            .get(crate::event::headers::EVENT_ID)
-            .cloned()
-            .unwrap_or_default();
+        let event_id = msg.id_text();
         dead_letter.log(&origin, &event_id, "the in-memory dead-letter list");
-        let mut headers = msg.headers;
+        let (mut headers, body) = msg.into_wire();
         headers.extend(dead_letter.headers_from(&origin));
         lock(&self.inner.dead_letters).push(DeadLetteredMessage {
             topic: topic.to_owned(),
             group: group.to_owned(),
             headers,
-            body: msg.body,
+            body,
             dead_letter,
         });
         self.inner.dead_letter_signal.notify_waiters();
@@ -283,18 +231,21 @@ impl Transport for InMemoryTransport {
     }
 
     async fn publish(&self, message: &Outgoing) -> Result<()> {
-        self.broker.publish_envelope(&message.envelope);
+        self.broker.publish_envelopes([message.envelope.clone()]);
         Ok(())
     }
 
     async fn publish_batch(&self, messages: &[Outgoing]) -> Vec<Result<()>> {
-        messages
-            .iter()
-            .map(|m| {
-                self.broker.publish_envelope(&m.envelope);
-                Ok(())
-            })
-            .collect()
+        self.broker
+            .publish_envelopes(messages.iter().map(|m| m.envelope.clone()));
+        messages.iter().map(|_| Ok(())).collect()
+    }
+
+    async fn publish_batch_owned(&self, messages: Vec<Outgoing>) -> Vec<Result<()>> {
+        let n = messages.len();
+        self.broker
+            .publish_envelopes(messages.into_iter().map(|m| m.envelope));
+        (0..n).map(|_| Ok(())).collect()
     }
 
     async fn subscribe(&self, sub: Subscription) -> Result<Box<dyn SubscriptionHandle>> {
@@ -302,7 +253,8 @@ impl Transport for InMemoryTransport {
         let group = self.broker.group(&sub.destination, &sub.group);
         let stopped = Arc::new(AtomicBool::new(false));
         let mut workers = JoinSet::new();
-        for _ in 0..sub.concurrency.unwrap_or(DEFAULT_CONCURRENCY).max(1) {
+        let workers_n = sub.concurrency.unwrap_or(DEFAULT_CONCURRENCY).max(1);
+        for _ in 0..workers_n {
             let group = group.clone();
             let stopped = stopped.clone();
             let dispatcher = sub.dispatcher.clone();
@@ -317,28 +269,34 @@ impl Transport for InMemoryTransport {
                     if stopped.load(Ordering::Acquire) {
                         break;
                     }
-                    let Some(taken) = Taken::from(&group) else {
+                    let Some((mut run, more)) = Run::take(&group, workers_n) else {
                         notified.await;
                         continue;
                     };
-                    // Another worker may take the next lane while this one works.
-                    group.notify.notify_one();
-                    let outcome = dispatcher.dispatch(taken.message().clone()).await;
-                    match outcome {
-                        Outcome::Ack => taken.settle(),
-                        Outcome::Requeue if dispatcher.is_stopping() => {
-                            // Stopping: take nothing more, not even this
-                            // message back (it waits for the next start).
-                            stopped.store(true, Ordering::Release);
-                            drop(taken);
-                            group.notify.notify_waiters();
-                        }
-                        // Handed back: to the front of its lane.
-                        Outcome::Requeue => drop(taken),
-                        Outcome::DeadLetter(d) => {
-                            let msg = taken.message().clone();
-                            broker.dead_letter(&topic, &group_name, msg, d);
-                            taken.settle();
+                    if more {
+                        // Another worker may take other lanes while this one works.
+                        group.notify.notify_one();
+                    }
+                    while let Some(message) = run.current().cloned() {
+                        match dispatcher.dispatch(message).await {
+                            Outcome::Ack => run.settle(),
+                            Outcome::Requeue if dispatcher.is_stopping() => {
+                                // Stopping: take nothing more, not even this
+                                // message back (it waits for the next start).
+                                stopped.store(true, Ordering::Release);
+                                drop(run);
+                                group.notify.notify_waiters();
+                                break;
+                            }
+                            // Handed back: to the front of its lane, with
+                            // the rest of the run behind it.
+                            Outcome::Requeue => break,
+                            Outcome::DeadLetter(d) => {
+                                if let Some(msg) = run.current().cloned() {
+                                    broker.dead_letter(&topic, &group_name, msg, d);
+                                }
+                                run.settle();
+                            }
                         }
                     }
                 }
@@ -349,47 +307,6 @@ impl Transport for InMemoryTransport {
             stopped,
             workers,
         }))
-    }
-}
-
-/// A message taken from its lane, which stays busy until this is dropped.
-/// A message not settled by then (handed back, or its worker aborted when
-/// a stop outlasted its deadline) goes back to the front of its lane.
-struct Taken {
-    group: Arc<Group>,
-    lane: usize,
-    seq: u64,
-    message: Incoming,
-    settled: bool,
-}
-
-impl Taken {
-    /// The oldest message of a free lane, if any.
-    fn from(group: &Arc<Group>) -> Option<Self> {
-        let (lane, seq, message) = group.take()?;
-        Some(Taken {
-            group: group.clone(),
-            lane,
-            seq,
-            message,
-            settled: false,
-        })
-    }
-
-    fn message(&self) -> &Incoming {
-        &self.message
-    }
-
-    /// Done with: acknowledged or dead-lettered; the lane is free again.
-    fn settle(mut self) {
-        self.settled = true;
-    }
-}
-
-impl Drop for Taken {
-    fn drop(&mut self) {
-        let back = (!self.settled).then(|| (self.seq, std::mem::take(&mut self.message)));
-        self.group.release(self.lane, back);
     }
 }
 

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 
 use crate::dispatch::Dispatcher;
 use crate::error::Result;
-use crate::event::{Envelope, Route, TransportKind};
+use crate::event::{Envelope, EventId, Route, TransportKind};
 use crate::handler::HandlerEntry;
 
 #[cfg(feature = "kafka")]
@@ -78,6 +78,62 @@ pub struct Outgoing {
     pub envelope: Envelope,
 }
 
+/// Events of one type serialized for one batch: their payloads back to
+/// back in one buffer (serialized before anything is sent, so that a
+/// serialization error fails the batch first), their ids and partition keys.
+#[derive(Debug, Clone, Copy)]
+pub struct EncodedBatch<'a> {
+    /// The events' route.
+    pub route: &'static Route,
+    /// The event name.
+    pub name: &'static str,
+    /// Each message's event id (also its correlation id).
+    pub ids: &'a [EventId],
+    /// The JSON payloads, back to back.
+    pub payloads: &'a [u8],
+    /// Where each payload ends in `payloads`.
+    pub ends: &'a [usize],
+    /// Each message's partition key.
+    pub keys: &'a [Option<String>],
+}
+
+impl EncodedBatch<'_> {
+    /// How many messages.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// The payload of message `i`.
+    pub fn payload(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.payloads[start..self.ends[i]]
+    }
+
+    /// The envelope of message `i`, as [`Envelope::new`] makes it (the
+    /// correlation id is the event id; it occurred now).
+    pub fn envelope(&self, i: usize) -> Envelope {
+        let id = self.ids[i];
+        let mut headers = crate::event::Headers::new();
+        headers.insert(
+            crate::event::headers::CORRELATION_ID.to_owned(),
+            id.to_string(),
+        );
+        Envelope {
+            id,
+            name: self.name.to_owned(),
+            occurred_at: chrono::Utc::now(),
+            headers,
+            partition_key: self.keys[i].clone(),
+            payload: self.payload(i).to_vec(),
+        }
+    }
+}
+
 /// One subscription: the deliveries of one destination for one consumer
 /// group (Kafka topic and group / RabbitMQ queue / in-memory topic and
 /// group), whatever their event types, run by one dispatcher that routes
@@ -135,8 +191,38 @@ pub trait Transport: Send + Sync + 'static {
         out
     }
 
+    /// Publishes many messages the transport may keep (an in-process
+    /// broker stores them as they are, without a copy); one result per
+    /// message. By default the same as [`publish_batch`](Self::publish_batch).
+    async fn publish_batch_owned(&self, messages: Vec<Outgoing>) -> Vec<Result<()>> {
+        self.publish_batch(&messages).await
+    }
+
     /// Starts consuming a subscription.
     async fn subscribe(&self, subscription: Subscription) -> Result<Box<dyn SubscriptionHandle>>;
+
+    /// Whether [`publish_encoded`](Self::publish_encoded) is supported:
+    /// then `send_batch` serializes the events into one buffer and hands
+    /// them over without building an [`Envelope`] each (false by default).
+    fn publishes_encoded(&self) -> bool {
+        false
+    }
+
+    /// Publishes a batch of one event type serialized up front (see
+    /// [`EncodedBatch`]), sending each message while earlier ones are in
+    /// flight; one result per message, in order. The wire form must be what
+    /// [`EncodedBatch::envelope`] gives. Called only when
+    /// [`publishes_encoded`](Self::publishes_encoded) is true; by default it
+    /// builds the envelopes and calls [`publish_batch`](Self::publish_batch).
+    async fn publish_encoded(&self, batch: &EncodedBatch<'_>) -> Vec<Result<()>> {
+        let messages: Vec<Outgoing> = (0..batch.len())
+            .map(|i| Outgoing {
+                route: batch.route,
+                envelope: batch.envelope(i),
+            })
+            .collect();
+        self.publish_batch(&messages).await
+    }
 
     /// Flushes and closes connections; called once at app shutdown.
     async fn close(&self) -> Result<()> {

@@ -25,8 +25,10 @@
 
 mod admin;
 mod options;
+mod produce;
 mod raw;
 mod subscription;
+mod wire;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
@@ -47,7 +49,7 @@ pub use options::{KafkaOptions, DEFAULT_DEAD_LETTER_SUFFIX, DEFAULT_GROUP_ID};
 use crate::error::{Error, Result};
 use crate::event::{Envelope, Route, TransportKind};
 use crate::handler::HandlerEntry;
-use crate::transport::{Outgoing, Subscription, SubscriptionHandle, Transport};
+use crate::transport::{EncodedBatch, Outgoing, Subscription, SubscriptionHandle, Transport};
 
 const KAFKA: &str = "Kafka";
 
@@ -130,6 +132,8 @@ pub struct KafkaTransport {
 pub(crate) struct TransportInner {
     pub(crate) options: KafkaOptions,
     producers: Mutex<HashMap<ProducerKey, FutureProducer<TracingContext>>>,
+    /// The default settings' producer (most routes'), without the lock.
+    default_producer: std::sync::OnceLock<FutureProducer<TracingContext>>,
     admin: Mutex<Option<Arc<AdminClient<TracingContext>>>>,
     declared: RwLock<HashSet<String>>,
 }
@@ -166,6 +170,7 @@ impl KafkaTransport {
             inner: Arc::new(TransportInner {
                 options,
                 producers: Mutex::new(HashMap::new()),
+                default_producer: std::sync::OnceLock::new(),
                 admin: Mutex::new(None),
                 declared: RwLock::new(HashSet::new()),
             }),
@@ -253,6 +258,11 @@ impl TransportInner {
     }
 
     fn producer(&self, key: ProducerKey) -> Result<FutureProducer<TracingContext>> {
+        if key == ProducerKey::default() {
+            if let Some(p) = self.default_producer.get() {
+                return Ok(p.clone());
+            }
+        }
         let mut map = lock(&self.producers);
         if let Some(p) = map.get(&key) {
             return Ok(p.clone());
@@ -265,6 +275,9 @@ impl TransportInner {
                     .config_error("invalid Kafka producer settings", &e)
             })?;
         map.insert(key, p.clone());
+        if key == ProducerKey::default() {
+            let _ = self.default_producer.set(p.clone());
+        }
         Ok(p)
     }
 
@@ -299,7 +312,7 @@ fn kafka_headers(envelope: &Envelope) -> OwnedHeaders {
     })
     .insert(Header {
         key: OCCURRED_AT,
-        value: Some(envelope.occurred_at.to_rfc3339().as_bytes()),
+        value: Some(wire::Rfc3339::new(&envelope.occurred_at).as_bytes()),
     })
 }
 
@@ -484,6 +497,14 @@ impl Transport for KafkaTransport {
             .into_iter()
             .map(|r| r.unwrap_or_else(|| Err(Error::publish("?", "message was not sent"))))
             .collect()
+    }
+
+    fn publishes_encoded(&self) -> bool {
+        true
+    }
+
+    async fn publish_encoded(&self, batch: &EncodedBatch<'_>) -> Vec<Result<()>> {
+        produce::publish_encoded(&self.inner, batch).await
     }
 
     async fn subscribe(&self, subscription: Subscription) -> Result<Box<dyn SubscriptionHandle>> {

@@ -1,9 +1,10 @@
-//! A fetched Kafka message packed into one buffer.
+//! Fetched Kafka messages packed into one buffer.
 //!
-//! The poll thread copies each message out of librdkafka once, into a single
-//! allocation; the lane that handles it unpacks headers and body on its own
-//! thread (allocations made and freed on one thread are cheap), and a dead
-//! letter is built from the original bytes, header values included.
+//! The poll thread copies each message out of librdkafka once, appending it
+//! to the buffer of its partition's batch (one allocation per batch, not per
+//! message); the lane that handles it unpacks headers and body on its own
+//! thread, and a dead letter is built from the original bytes, header
+//! values included.
 
 use rdkafka::message::{BorrowedMessage, Headers as _, Message as _};
 
@@ -23,10 +24,12 @@ pub(crate) fn foreign_event_id(topic: &str, partition: i32, offset: i64) -> uuid
     )
 }
 
-/// `[key][payload][header count]([name][value])*`, each part length-prefixed
-/// (`u32` little endian; `u32::MAX` for an absent key or header value).
-pub(crate) struct RawMessage {
-    buf: Vec<u8>,
+/// One packed message, `[key][payload][header count]([name][value])*`,
+/// each part length-prefixed (`u32` little endian; `u32::MAX` for an absent
+/// key or header value).
+#[derive(Clone, Copy)]
+pub(crate) struct RawMessage<'a> {
+    buf: &'a [u8],
 }
 
 const ABSENT: u32 = u32::MAX;
@@ -67,106 +70,164 @@ impl<'a> Reader<'a> {
     }
 }
 
-impl RawMessage {
-    pub(crate) fn from_message(m: &BorrowedMessage<'_>) -> Self {
-        match m.headers() {
-            Some(hs) => Self::pack(
-                m.key(),
-                m.payload(),
-                // An index range (unlike `HeadersIter`) can be walked twice: once to size the buffer.
-                (0..hs.count())
-                    .filter_map(move |i| hs.try_get(i))
-                    .map(|h| (h.key, h.value)),
-            ),
-            None => Self::pack(m.key(), m.payload(), std::iter::empty()),
-        }
+/// Appends a fetched message to `out`; where it lies there.
+pub(crate) fn pack_message(out: &mut Vec<u8>, m: &BorrowedMessage<'_>) -> std::ops::Range<usize> {
+    let start = out.len();
+    match m.headers() {
+        Some(hs) => pack(
+            out,
+            m.key(),
+            m.payload(),
+            (0..hs.count())
+                .filter_map(move |i| hs.try_get(i))
+                .map(|h| (h.key, h.value)),
+        ),
+        None => pack(out, m.key(), m.payload(), std::iter::empty()),
     }
+    start..out.len()
+}
 
-    fn pack<'a>(
-        key: Option<&[u8]>,
-        payload: Option<&[u8]>,
-        headers: impl Iterator<Item = (&'a str, Option<&'a [u8]>)> + Clone,
-    ) -> Self {
-        let mut size = 12 + key.map_or(0, <[u8]>::len) + payload.map_or(0, <[u8]>::len);
-        let mut count = 0u32;
-        for (k, v) in headers.clone() {
-            size += 8 + k.len() + v.map_or(0, <[u8]>::len);
-            count += 1;
-        }
-        let mut buf = Vec::with_capacity(size);
-        put(&mut buf, key);
-        put(&mut buf, payload);
-        buf.extend_from_slice(&count.to_le_bytes());
-        for (k, v) in headers {
-            put(&mut buf, Some(k.as_bytes()));
-            put(&mut buf, v);
-        }
+fn pack<'a>(
+    buf: &mut Vec<u8>,
+    key: Option<&[u8]>,
+    payload: Option<&[u8]>,
+    headers: impl Iterator<Item = (&'a str, Option<&'a [u8]>)>,
+) {
+    // Room for the usual few headers too; one walk over them (librdkafka's
+    // header lookups are not free), the count patched in after.
+    buf.reserve(12 + key.map_or(0, <[u8]>::len) + payload.map_or(0, <[u8]>::len) + 256);
+    put(buf, key);
+    put(buf, payload);
+    let at = buf.len();
+    buf.extend_from_slice(&0u32.to_le_bytes());
+    let mut count = 0u32;
+    for (k, v) in headers {
+        put(buf, Some(k.as_bytes()));
+        put(buf, v);
+        count += 1;
+    }
+    buf[at..at + 4].copy_from_slice(&count.to_le_bytes());
+}
+
+impl<'a> RawMessage<'a> {
+    /// The message packed in `buf`.
+    pub(crate) fn new(buf: &'a [u8]) -> Self {
         RawMessage { buf }
     }
 
-    fn reader(&self) -> Reader<'_> {
+    fn reader(&self) -> Reader<'a> {
         Reader {
-            buf: &self.buf,
+            buf: self.buf,
             at: 0,
         }
     }
 
     /// The message key.
-    pub(crate) fn key(&self) -> Option<&[u8]> {
+    pub(crate) fn key(&self) -> Option<&'a [u8]> {
         self.reader().part().flatten()
     }
 
     /// The payload (empty for a tombstone).
-    pub(crate) fn payload(&self) -> &[u8] {
+    pub(crate) fn payload(&self) -> &'a [u8] {
         let mut r = self.reader();
         let _ = r.part();
         r.part().flatten().unwrap_or_default()
     }
 
     /// The headers as (name, value) byte slices, in wire order.
-    pub(crate) fn headers(&self) -> Vec<(&[u8], Option<&[u8]>)> {
+    pub(crate) fn headers(&self) -> Vec<(&'a [u8], Option<&'a [u8]>)> {
+        self.header_iter().collect()
+    }
+
+    fn header_iter(&self) -> impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)> {
         let mut r = self.reader();
         let (_, _) = (r.part(), r.part());
         let count = r.len().unwrap_or(0);
-        let mut out = Vec::with_capacity(count.min(64) as usize);
-        for _ in 0..count {
-            match (r.part(), r.part()) {
-                (Some(Some(k)), Some(v)) => out.push((k, v)),
-                _ => break,
-            }
-        }
-        out
+        (0..count).map_while(move |_| match (r.part(), r.part()) {
+            (Some(Some(k)), Some(v)) => Some((k, v)),
+            _ => None,
+        })
     }
 
-    /// What the dispatcher takes: headers as strings (lossy UTF-8; headers
-    /// without a value are left out) and the body. A message without an
-    /// event id gets [`foreign_event_id`] of where it was read from.
-    pub(crate) fn to_incoming(&self, topic: &str, partition: i32, offset: i64) -> Incoming {
+    /// What the dispatcher takes: the event id, name and time read here
+    /// (no string made of them only to be parsed again), the other headers
+    /// as strings (lossy UTF-8; headers without a value are left out) and
+    /// the body. A reserved header that does not parse is passed on as
+    /// text, for the dispatcher to reject. A message without an event id
+    /// gets [`foreign_event_id`] of where it was read from.
+    pub(crate) fn to_incoming(self, topic: &str, partition: i32, offset: i64) -> Incoming {
         let mut wire = Headers::new();
-        for (k, v) in self.headers() {
-            if let Some(v) = v {
-                wire.insert(
-                    String::from_utf8_lossy(k).into_owned(),
-                    String::from_utf8_lossy(v).into_owned(),
-                );
+        // The last of each, as a map would keep.
+        let (mut id, mut name, mut at) = (None, None, None);
+        for (k, v) in self.header_iter() {
+            let Some(v) = v else {
+                continue;
+            };
+            let slot = match k {
+                k if k == headers::EVENT_ID.as_bytes() => &mut id,
+                k if k == headers::EVENT_NAME.as_bytes() => &mut name,
+                k if k == headers::OCCURRED_AT.as_bytes() => &mut at,
+                _ => {
+                    wire.insert(text(k), text(v));
+                    continue;
+                }
+            };
+            *slot = Some(v);
+        }
+        let id = match id {
+            None => Some(foreign_event_id(topic, partition, offset)),
+            Some(v) => match std::str::from_utf8(v).ok().map(uuid::Uuid::try_parse) {
+                Some(Ok(id)) => Some(id),
+                _ => {
+                    wire.insert(headers::EVENT_ID.to_owned(), text(v));
+                    None
+                }
+            },
+        };
+        let at = at.and_then(|v| {
+            let parsed = std::str::from_utf8(v)
+                .ok()
+                .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok());
+            if parsed.is_none() {
+                wire.insert(headers::OCCURRED_AT.to_owned(), text(v));
             }
+            parsed
+        });
+        let mut incoming = Incoming::new(wire, self.payload().to_vec());
+        if let Some(id) = id {
+            incoming = incoming.event_id(id);
         }
-        if !wire.contains_key(headers::EVENT_ID) {
-            wire.insert(
-                headers::EVENT_ID.to_owned(),
-                foreign_event_id(topic, partition, offset).to_string(),
-            );
+        if let Some(name) = name {
+            incoming = incoming.event_name(text(name));
         }
-        Incoming {
-            headers: wire,
-            body: self.payload().to_vec(),
+        if let Some(at) = at {
+            incoming = incoming.occurred_at(at.with_timezone(&chrono::Utc));
         }
+        incoming
+    }
+}
+
+/// Lossy UTF-8 text of a header part (valid UTF-8, the usual case, is copied as is).
+fn text(v: &[u8]) -> String {
+    match std::str::from_utf8(v) {
+        Ok(s) => s.to_owned(),
+        Err(_) => String::from_utf8_lossy(v).into_owned(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn packed<'a>(
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        headers: impl Iterator<Item = (&'a str, Option<&'a [u8]>)>,
+    ) -> Vec<u8> {
+        let mut buf = b"before".to_vec();
+        pack(&mut buf, key, payload, headers);
+        buf.split_off(6)
+    }
 
     #[test]
     fn round_trip_keeps_key_payload_and_headers() {
@@ -175,7 +236,8 @@ mod tests {
             ("empty", None),
             ("bin", Some(&[0xff, 0xfe][..])),
         ];
-        let m = RawMessage::pack(Some(b"k"), Some(b"{}"), headers.iter().copied());
+        let buf = packed(Some(b"k"), Some(b"{}"), headers.iter().copied());
+        let m = RawMessage::new(&buf);
         assert_eq!(m.key(), Some(&b"k"[..]));
         assert_eq!(m.payload(), b"{}");
         assert_eq!(
@@ -186,21 +248,22 @@ mod tests {
                 (&b"bin"[..], Some(&[0xff, 0xfe][..]))
             ]
         );
-        let inc = m.to_incoming("t", 0, 0);
-        assert_eq!(inc.body, b"{}");
-        assert_eq!(inc.headers.get("a").map(String::as_str), Some("1"));
-        assert!(!inc.headers.contains_key("empty"));
+        let (inc_headers, inc_body) = m.to_incoming("t", 0, 0).into_wire();
+        assert_eq!(inc_body, b"{}");
+        assert_eq!(inc_headers.get("a").map(String::as_str), Some("1"));
+        assert!(!inc_headers.contains_key("empty"));
         assert_eq!(
-            inc.headers.get("bin").map(String::as_str),
+            inc_headers.get("bin").map(String::as_str),
             Some("\u{fffd}\u{fffd}")
         );
     }
 
     #[test]
     fn a_foreign_message_gets_a_stable_id_from_where_it_was_read() {
-        let m = RawMessage::pack(None, Some(b"{}"), std::iter::empty());
+        let buf = packed(None, Some(b"{}"), std::iter::empty());
+        let m = RawMessage::new(&buf);
         let id = |topic, partition, offset| {
-            m.to_incoming(topic, partition, offset).headers[headers::EVENT_ID].clone()
+            m.to_incoming(topic, partition, offset).into_wire().0[headers::EVENT_ID].clone()
         };
         let first = id("orders", 2, 42);
         assert_eq!(first, id("orders", 2, 42), "a redelivery has the same id");
@@ -214,20 +277,59 @@ mod tests {
         assert_ne!(first, id("orders-2", 2, 42));
         // Its own id wins.
         let own = uuid::Uuid::now_v7().to_string();
-        let m = RawMessage::pack(
+        let buf = packed(
             None,
             Some(b"{}"),
             [(headers::EVENT_ID, Some(own.as_bytes()))].into_iter(),
         );
+        let m = RawMessage::new(&buf);
         assert_eq!(
-            m.to_incoming("orders", 2, 42).headers[headers::EVENT_ID],
+            m.to_incoming("orders", 2, 42).into_wire().0[headers::EVENT_ID],
             own
         );
     }
 
     #[test]
+    fn reserved_headers_are_parsed_or_passed_on_for_the_dispatcher_to_reject() {
+        let id = uuid::Uuid::now_v7().to_string();
+        let at = "2026-01-02T03:04:05.123456789+00:00";
+        let buf = packed(
+            None,
+            Some(b"{}"),
+            [
+                (headers::EVENT_ID, Some(id.as_bytes())),
+                (headers::EVENT_NAME, Some(&b"Ping"[..])),
+                (headers::OCCURRED_AT, Some(at.as_bytes())),
+                ("correlation-id", Some(&b"c"[..])),
+            ]
+            .into_iter(),
+        );
+        let incoming = RawMessage::new(&buf).to_incoming("t", 0, 0);
+        assert_eq!(incoming.name(), Some("Ping"));
+        let (wire, _) = incoming.into_wire();
+        assert_eq!(wire[headers::EVENT_ID], id);
+        assert_eq!(wire[headers::EVENT_NAME], "Ping");
+        assert_eq!(wire[headers::OCCURRED_AT], at);
+        assert_eq!(wire["correlation-id"], "c");
+        // Not parsable: passed on as text.
+        let buf = packed(
+            None,
+            Some(b"{}"),
+            [
+                (headers::EVENT_ID, Some(&b"not-a-uuid"[..])),
+                (headers::OCCURRED_AT, Some(&b"yesterday"[..])),
+            ]
+            .into_iter(),
+        );
+        let (wire, _) = RawMessage::new(&buf).to_incoming("t", 0, 0).into_wire();
+        assert_eq!(wire[headers::EVENT_ID], "not-a-uuid");
+        assert_eq!(wire[headers::OCCURRED_AT], "yesterday");
+    }
+
+    #[test]
     fn absent_key_and_tombstone() {
-        let m = RawMessage::pack(None, None, std::iter::empty());
+        let buf = packed(None, None, std::iter::empty());
+        let m = RawMessage::new(&buf);
         assert_eq!(m.key(), None);
         assert_eq!(m.payload(), b"");
         assert!(m.headers().is_empty());
@@ -235,13 +337,13 @@ mod tests {
 
     #[test]
     fn truncated_buffer_reads_as_missing_not_panic() {
-        let mut m = RawMessage::pack(
+        let buf = packed(
             Some(b"key"),
             Some(b"payload"),
             [("h", Some(&b"v"[..]))].into_iter(),
         );
-        for cut in 0..m.buf.len() {
-            m.buf.truncate(cut);
+        for cut in 0..buf.len() {
+            let m = RawMessage::new(&buf[..cut]);
             let _ = (m.key(), m.payload(), m.headers(), m.to_incoming("t", 0, 0));
         }
     }

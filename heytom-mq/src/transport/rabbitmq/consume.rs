@@ -15,12 +15,13 @@ use lapin::Channel;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
-use crate::dispatch::{DeadLetter, Dispatcher, Incoming, Outcome};
+use crate::dispatch::{DeadLetter, Dispatcher, Outcome};
 use crate::error::{Error, Result};
-use crate::event::{headers, Headers, QueueType};
+use crate::event::{headers, QueueType};
 use crate::transport::SubscriptionHandle;
 
 use super::connection::{describe, ConnectionSlot, TRANSPORT};
+use super::delivery::incoming;
 use super::publish::check;
 use super::topology::{DeadLetterTarget, QueueTopology};
 
@@ -352,10 +353,7 @@ async fn handle(
     handling: OwnedSemaphorePermit,
     _unacked: OwnedSemaphorePermit,
 ) {
-    let incoming = Incoming {
-        headers: incoming_headers(&delivery.properties),
-        body: delivery.data.clone(),
-    };
+    let incoming = incoming(&delivery.properties, delivery.data.clone());
     let outcome = shared.dispatcher.dispatch(incoming).await;
     // The next delivery may start while this one's ack is on its way.
     drop(handling);
@@ -474,118 +472,5 @@ async fn dead_letter(
             name,
             "no confirm for the dead-letter publish",
         )),
-    }
-}
-
-fn value_string(v: &AMQPValue) -> Option<String> {
-    Some(match v {
-        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
-        AMQPValue::ShortString(s) => s.as_str().to_owned(),
-        AMQPValue::ByteArray(b) => String::from_utf8_lossy(b.as_slice()).into_owned(),
-        AMQPValue::Boolean(b) => b.to_string(),
-        AMQPValue::ShortShortInt(i) => i.to_string(),
-        AMQPValue::ShortShortUInt(i) => i.to_string(),
-        AMQPValue::ShortInt(i) => i.to_string(),
-        AMQPValue::ShortUInt(i) => i.to_string(),
-        AMQPValue::LongInt(i) => i.to_string(),
-        AMQPValue::LongUInt(i) => i.to_string(),
-        AMQPValue::LongLongInt(i) => i.to_string(),
-        AMQPValue::Float(f) => f.to_string(),
-        AMQPValue::Double(f) => f.to_string(),
-        AMQPValue::Timestamp(t) => t.to_string(),
-        _ => return None,
-    })
-}
-
-/// The event id of a message from another producer, from its AMQP
-/// `message_id`: the id itself when it is a UUID, else a UUID v5 in the URL
-/// namespace of `amqp:message-id:<id>` (Python:
-/// `uuid.uuid5(uuid.NAMESPACE_URL, "amqp:message-id:order-42")`), so every
-/// delivery of the message has the same id and handlers can deduplicate.
-pub(crate) fn event_id_of_message_id(message_id: &str) -> uuid::Uuid {
-    uuid::Uuid::parse_str(message_id).unwrap_or_else(|_| {
-        uuid::Uuid::new_v5(
-            &uuid::Uuid::NAMESPACE_URL,
-            format!("amqp:message-id:{message_id}").as_bytes(),
-        )
-    })
-}
-
-/// String headers of a delivery; AMQP `message_id`, `type` and `timestamp`
-/// fill the reserved headers a foreign producer did not set.
-pub(crate) fn incoming_headers(props: &lapin::BasicProperties) -> Headers {
-    let mut h = Headers::new();
-    if let Some(table) = props.headers() {
-        for (k, v) in table.inner() {
-            if let Some(s) = value_string(v) {
-                h.insert(k.as_str().to_owned(), s);
-            }
-        }
-    }
-    if !h.contains_key(headers::EVENT_ID) {
-        if let Some(id) = props.message_id() {
-            h.insert(
-                headers::EVENT_ID.to_owned(),
-                event_id_of_message_id(id.as_str()).to_string(),
-            );
-        }
-    }
-    if !h.contains_key(headers::EVENT_NAME) {
-        if let Some(kind) = props.kind() {
-            h.insert(headers::EVENT_NAME.to_owned(), kind.as_str().to_owned());
-        }
-    }
-    if !h.contains_key(headers::OCCURRED_AT) {
-        if let Some(ts) = props.timestamp().and_then(|t| i64::try_from(t).ok()) {
-            if let Some(t) = chrono::DateTime::from_timestamp(ts, 0) {
-                h.insert(headers::OCCURRED_AT.to_owned(), t.to_rfc3339());
-            }
-        }
-    }
-    h
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn foreign_properties_fill_reserved_headers() {
-        let id = uuid::Uuid::now_v7().to_string();
-        let mut table = FieldTable::default();
-        table.insert("n".into(), AMQPValue::LongInt(5));
-        table.insert(
-            "nested".into(),
-            AMQPValue::FieldTable(FieldTable::default()),
-        );
-        let props = lapin::BasicProperties::default()
-            .with_message_id(id.as_str().into())
-            .with_type("OrderPlaced".into())
-            .with_timestamp(1_700_000_000)
-            .with_headers(table);
-        let h = incoming_headers(&props);
-        assert_eq!(h.get(headers::EVENT_ID), Some(&id));
-        assert_eq!(
-            h.get(headers::EVENT_NAME).map(String::as_str),
-            Some("OrderPlaced")
-        );
-        assert!(h
-            .get(headers::OCCURRED_AT)
-            .is_some_and(|t| t.starts_with("2023-11-14")));
-        assert_eq!(h.get("n").map(String::as_str), Some("5"));
-        assert!(!h.contains_key("nested"));
-
-        // a message id that is not a UUID gives a UUID v5 of it, the same each time
-        let props = lapin::BasicProperties::default().with_message_id("order-42".into());
-        let id = incoming_headers(&props)[headers::EVENT_ID].clone();
-        assert_eq!(id, incoming_headers(&props)[headers::EVENT_ID]);
-        // uuid.uuid5(uuid.NAMESPACE_URL, "amqp:message-id:order-42")
-        let parsed = uuid::Uuid::parse_str(&id).unwrap();
-        assert_eq!(parsed.get_version_num(), 5);
-        assert_eq!(parsed.to_string(), "3d31590f-7afe-5d20-8260-a479b965ae5d");
-        assert_ne!(parsed, event_id_of_message_id("order-43"));
-        // no message id: nothing here (the dispatcher gives a fresh one)
-        let props = lapin::BasicProperties::default();
-        assert!(!incoming_headers(&props).contains_key(headers::EVENT_ID));
     }
 }

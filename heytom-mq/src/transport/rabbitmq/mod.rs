@@ -41,6 +41,7 @@
 
 mod connection;
 mod consume;
+mod delivery;
 mod options;
 mod publish;
 mod topology;

@@ -6,76 +6,13 @@
 use super::*;
 
 mod dead_letter;
+mod in_flight;
+
+use futures::future::Either;
 
 use dead_letter::dead_letter;
-
-/// Bounds the messages fetched but not yet finished.
-pub(super) struct InFlight {
-    slots: Mutex<Slots>,
-    freed: Condvar,
-    /// A waiting poll thread is woken once this many slots are free, so that
-    /// it fetches a batch rather than one message per freed slot.
-    low_water: usize,
-}
-
-struct Slots {
-    free: usize,
-    /// The poll thread waits for a slot: only then is a notification worth a syscall.
-    waiting: bool,
-}
-
-impl InFlight {
-    pub(super) fn new(n: usize) -> Arc<Self> {
-        Arc::new(InFlight {
-            slots: Mutex::new(Slots {
-                free: n,
-                waiting: false,
-            }),
-            freed: Condvar::new(),
-            low_water: (n / 2).clamp(1, MAX_BATCH),
-        })
-    }
-
-    /// Takes a slot, waiting at most `wait` (zero: do not wait).
-    fn acquire(self: &Arc<Self>, wait: Duration) -> Option<Permit> {
-        let mut slots = lock(&self.slots);
-        if slots.free == 0 && !wait.is_zero() {
-            slots.waiting = true;
-            slots = match self
-                .freed
-                .wait_timeout_while(slots, wait, |s| s.free < self.low_water)
-            {
-                Ok((g, _)) => g,
-                Err(p) => p.into_inner().0,
-            };
-            slots.waiting = false;
-        }
-        if slots.free == 0 {
-            return None;
-        }
-        slots.free -= 1;
-        Some(Permit(self.clone()))
-    }
-
-    /// Whether at least the low-water mark of slots is free, counting
-    /// `extra` permits the caller holds.
-    fn roomy(&self, extra: usize) -> bool {
-        lock(&self.slots).free + extra >= self.low_water
-    }
-}
-
-/// One in-flight slot, given back on drop.
-struct Permit(Arc<InFlight>);
-
-impl Drop for Permit {
-    fn drop(&mut self) {
-        let mut slots = lock(&self.0.slots);
-        slots.free += 1;
-        if slots.waiting && slots.free >= self.0.low_water {
-            self.0.freed.notify_one();
-        }
-    }
-}
+pub(super) use in_flight::InFlight;
+use in_flight::Slots;
 
 /// A message fetched while no slot was free, held back (its partition
 /// paused) until a slot frees.
@@ -83,23 +20,44 @@ pub(super) struct Held {
     pub(super) partition: i32,
     offset: i64,
     generation: u64,
-    message: RawMessage,
+    /// The message, packed alone.
+    buf: Vec<u8>,
 }
 
 /// One fetched message on its way to a lane.
 struct Delivery {
     offset: i64,
     generation: u64,
-    message: RawMessage,
-    _permit: Permit,
+    /// Where it is packed in its batch's buffer.
+    at: std::ops::Range<usize>,
+}
+
+/// The messages of one partition from one poll round, packed in one
+/// buffer, with their in-flight slots.
+struct LaneBatch {
+    buf: Vec<u8>,
+    deliveries: Vec<Delivery>,
+    slots: Slots,
+}
+
+/// The messages of one partition from one poll round, being collected.
+struct Batch {
+    partition: i32,
+    buf: Vec<u8>,
+    deliveries: Vec<Delivery>,
+}
+
+/// The message a lane works on.
+struct Current<'a> {
+    offset: i64,
+    generation: u64,
+    message: RawMessage<'a>,
 }
 
 struct LaneState {
     /// Bumped on revocation and shutdown: deliveries of older generations are dropped.
     generation: u64,
     in_flight: bool,
-    /// Drains waiting for `in_flight` to clear.
-    drain_waiting: u32,
     /// After a requeue: skip everything until this offset comes again.
     resume_at: Option<i64>,
     /// The last offset the running batch finished and has not stored yet,
@@ -110,12 +68,15 @@ struct LaneState {
 struct Lane {
     state: Mutex<LaneState>,
     idle: Condvar,
+    /// Drains waiting for `in_flight` to clear (changed under the state
+    /// lock; read without it between messages).
+    drain_waiting: AtomicU32,
 }
 
 /// The poll thread's end of a lane; dropping it ends the lane's task.
 pub(super) struct LaneHandle {
     lane: Arc<Lane>,
-    tx: mpsc::UnboundedSender<Vec<Delivery>>,
+    tx: mpsc::UnboundedSender<LaneBatch>,
 }
 
 impl Shared {
@@ -128,6 +89,8 @@ impl Shared {
             .filter(|(p, _)| partitions.is_none_or(|ps| ps.contains(p)))
             .map(|(p, l)| (*p, l.lane.clone()))
             .collect();
+        // The poll thread's cached lane generations are stale now.
+        self.epoch.fetch_add(1, Ordering::AcqRel);
         let deadline = Instant::now() + self.transport.options.drain_timeout;
         let mut idle = true;
         for (partition, lane) in lanes {
@@ -145,13 +108,13 @@ impl Shared {
                     store(self, partition, done);
                     break;
                 }
-                st.drain_waiting += 1;
+                lane.drain_waiting.fetch_add(1, Ordering::AcqRel);
                 // In slices, so that dropping the handle ends the wait.
                 st = match lane.idle.wait_timeout(st, left.min(POLL_INTERVAL)) {
                     Ok((g, _)) => g,
                     Err(p) => p.into_inner().0,
                 };
-                st.drain_waiting -= 1;
+                lane.drain_waiting.fetch_sub(1, Ordering::AcqRel);
             }
         }
         idle
@@ -195,11 +158,23 @@ fn resume_ready(shared: &Shared, consumer: &KafkaBaseConsumer, flow: &mut Flow) 
     }
 }
 
-/// Adds a delivery to the batch of its partition.
-fn push(batches: &mut Vec<(i32, Vec<Delivery>)>, partition: i32, delivery: Delivery) {
-    match batches.iter_mut().find(|(q, _)| *q == partition) {
-        Some((_, b)) => b.push(delivery),
-        None => batches.push((partition, vec![delivery])),
+/// The starting size of a batch's buffer.
+const BATCH_BUF: usize = 64 * 1024;
+
+/// The batch of a partition, started if needed.
+fn batch_of(batches: &mut Vec<Batch>, partition: i32) -> &mut Batch {
+    match batches.iter().position(|b| b.partition == partition) {
+        Some(i) => &mut batches[i],
+        None => {
+            batches.push(Batch {
+                partition,
+                // Room for a batch of small messages without regrowing.
+                buf: Vec::with_capacity(BATCH_BUF),
+                deliveries: Vec::with_capacity(MAX_BATCH.min(64)),
+            });
+            let last = batches.len() - 1;
+            &mut batches[last]
+        }
     }
 }
 
@@ -212,6 +187,11 @@ pub(super) fn poll_loop(
 ) {
     let mut workers: Vec<tokio::task::JoinHandle<()>> = Vec::new();
     let mut last_commit = Instant::now();
+    // The lanes' generations as of `epoch`: a drain (on this thread, inside
+    // a poll's rebalance callback) bumps the epoch, which empties the cache.
+    let mut generations: Vec<(i32, u64)> = Vec::new();
+    let mut seen_epoch = shared.epoch.load(Ordering::Acquire);
+    let mut our_topic = std::ptr::null_mut();
     while !shared.stopping() {
         if shared.manual_offsets
             && last_commit.elapsed() >= commit_interval
@@ -222,26 +202,33 @@ pub(super) fn poll_loop(
             timed_commit(&shared, &runtime);
         }
         // Wait (briefly) for a slot; poll() below is called either way.
-        let mut permit = in_flight.acquire(POLL_INTERVAL);
-        let mut batches: Vec<(i32, Vec<Delivery>)> = Vec::new();
-        let mut holding = {
+        in_flight.wait(POLL_INTERVAL);
+        // Slots are taken in bulk; what is left goes back after the round.
+        let mut avail = in_flight.take(MAX_BATCH);
+        let mut batches: Vec<Batch> = Vec::new();
+        let holding = {
             let mut flow = lock(&shared.flow);
             // Held-back messages go first: they come before anything fetched later.
             while !flow.held.is_empty() {
-                let Some(p) = permit.take().or_else(|| in_flight.acquire(Duration::ZERO)) else {
-                    break;
-                };
+                if avail == 0 {
+                    avail = in_flight.take(MAX_BATCH);
+                    if avail == 0 {
+                        break;
+                    }
+                }
                 if let Some(h) = flow.held.pop_front() {
-                    let delivery = Delivery {
+                    avail -= 1;
+                    let b = batch_of(&mut batches, h.partition);
+                    let start = b.buf.len();
+                    b.buf.extend_from_slice(&h.buf);
+                    b.deliveries.push(Delivery {
                         offset: h.offset,
                         generation: h.generation,
-                        message: h.message,
-                        _permit: p,
-                    };
-                    push(&mut batches, h.partition, delivery);
+                        at: start..b.buf.len(),
+                    });
                 }
             }
-            if !flow.paused.is_empty() && in_flight.roomy(usize::from(permit.is_some())) {
+            if !flow.paused.is_empty() && in_flight.roomy(avail) {
                 resume_ready(&shared, &consumer, &mut flow);
             }
             !flow.held.is_empty()
@@ -251,16 +238,16 @@ pub(super) fn poll_loop(
         // librdkafka's queue). Without one (for POLL_INTERVAL already), poll
         // all the same to keep the consumer alive (heartbeats, rebalances,
         // max.poll.interval.ms), and hold back what comes.
-        let keep_alive = permit.is_none() || holding;
+        let keep_alive = avail == 0 || holding;
         let mut timeout = if keep_alive {
             Duration::ZERO
         } else {
             POLL_INTERVAL
         };
         for _ in 0..MAX_BATCH {
-            if !keep_alive && permit.is_none() {
-                permit = in_flight.acquire(Duration::ZERO);
-                if permit.is_none() {
+            if !keep_alive && avail == 0 {
+                avail = in_flight.take(MAX_BATCH);
+                if avail == 0 {
                     break;
                 }
             }
@@ -273,54 +260,65 @@ pub(super) fn poll_loop(
                 Some(Ok(m)) => m,
             };
             timeout = Duration::ZERO;
-            if message.topic() != shared.topic {
-                continue;
+            // The topic's handle, once its name matched: a pointer compare per message.
+            if message.topic_ptr() != our_topic {
+                if message.topic() != shared.topic {
+                    continue;
+                }
+                our_topic = message.topic_ptr();
             }
             let partition = message.partition();
             // Stamped now: a revocation inside a later poll of this batch makes it stale.
-            let generation = lane_generation(&shared, &runtime, &mut workers, partition);
-            let offset = message.offset();
-            let raw = RawMessage::from_message(&message);
-            let mut flow = lock(&shared.flow);
-            let slot = if flow.paused.contains(&partition) {
-                None
-            } else {
-                permit.take().or_else(|| in_flight.acquire(Duration::ZERO))
-            };
-            match slot {
-                Some(p) => push(
-                    &mut batches,
-                    partition,
-                    Delivery {
-                        offset,
-                        generation,
-                        message: raw,
-                        _permit: p,
-                    },
-                ),
-                None => {
-                    flow.held.push_back(Held {
-                        partition,
-                        offset,
-                        generation,
-                        message: raw,
-                    });
-                    if flow.paused.insert(partition) {
-                        pause(&shared, &consumer, partition);
-                    }
-                    holding = true;
-                }
+            let epoch = shared.epoch.load(Ordering::Acquire);
+            if epoch != seen_epoch {
+                generations.clear();
+                seen_epoch = epoch;
             }
-            if holding {
+            let generation = match generations.iter().find(|(p, _)| *p == partition) {
+                Some(&(_, g)) => g,
+                None => {
+                    let g = lane_generation(&shared, &runtime, &mut workers, partition);
+                    generations.push((partition, g));
+                    g
+                }
+            };
+            let offset = message.offset();
+            let mut flow = lock(&shared.flow);
+            if avail > 0 && !flow.paused.contains(&partition) {
+                avail -= 1;
+                let b = batch_of(&mut batches, partition);
+                let at = pack_message(&mut b.buf, &message);
+                b.deliveries.push(Delivery {
+                    offset,
+                    generation,
+                    at,
+                });
+            } else {
+                let mut buf = Vec::new();
+                pack_message(&mut buf, &message);
+                flow.held.push_back(Held {
+                    partition,
+                    offset,
+                    generation,
+                    buf,
+                });
+                if flow.paused.insert(partition) {
+                    pause(&shared, &consumer, partition);
+                }
                 break;
             }
         }
-        drop(permit);
+        in_flight.release(avail);
         if !batches.is_empty() {
             let lanes = lock(&shared.lanes);
-            for (partition, batch) in batches {
-                if let Some(handle) = lanes.get(&partition) {
-                    let _ = handle.tx.send(batch);
+            for b in batches {
+                let slots = Slots::new(&in_flight, b.deliveries.len());
+                if let Some(handle) = lanes.get(&b.partition) {
+                    let _ = handle.tx.send(LaneBatch {
+                        buf: b.buf,
+                        deliveries: b.deliveries,
+                        slots,
+                    });
                 }
             }
         }
@@ -422,11 +420,11 @@ fn lane_generation(
             state: Mutex::new(LaneState {
                 generation: 0,
                 in_flight: false,
-                drain_waiting: 0,
                 resume_at: None,
                 done: None,
             }),
             idle: Condvar::new(),
+            drain_waiting: AtomicU32::new(0),
         });
         workers.push(runtime.spawn(run_lane(shared.clone(), lane.clone(), partition, rx)));
         LaneHandle { lane, tx }
@@ -441,7 +439,7 @@ fn finish_run(shared: &Shared, lane: &Lane, partition: i32, last_done: Option<i6
     let mut st = lock(&lane.state);
     st.in_flight = false;
     st.done = None;
-    if st.drain_waiting > 0 {
+    if lane.drain_waiting.load(Ordering::Acquire) > 0 {
         lane.idle.notify_all();
     }
 }
@@ -471,21 +469,29 @@ async fn run_lane(
     shared: Arc<Shared>,
     lane: Arc<Lane>,
     partition: i32,
-    mut rx: mpsc::UnboundedReceiver<Vec<Delivery>>,
+    mut rx: mpsc::UnboundedReceiver<LaneBatch>,
 ) {
     let mut stored_at = Instant::now();
-    while let Some(batch) = rx.recv().await {
+    let mut since_check = 0u32;
+    while let Some(LaneBatch {
+        buf,
+        deliveries,
+        mut slots,
+    }) = rx.recv().await
+    {
         // `in_flight` spans a run of messages; their last offset is stored once at its end.
         let mut running = false;
         let mut last_done = None;
-        for d in batch {
+        for d in &deliveries {
             {
                 let mut st = lock(&lane.state);
                 if st.generation != d.generation {
+                    slots.release_one();
                     continue;
                 }
                 if let Some(r) = st.resume_at {
                     if d.offset != r {
+                        slots.release_one();
                         continue;
                     }
                     st.resume_at = None;
@@ -494,16 +500,40 @@ async fn run_lane(
                 st.done = last_done;
             }
             running = true;
-            let span = tracing::debug_span!("kafka.deliver", topic = %shared.topic, partition, offset = d.offset);
-            if handle(&shared, &lane, partition, &d).instrument(span).await {
+            let current = Current {
+                offset: d.offset,
+                generation: d.generation,
+                message: RawMessage::new(buf.get(d.at.clone()).unwrap_or_default()),
+            };
+            let handled = handle(&shared, &lane, partition, &current);
+            // No span per message unless someone listens at debug level.
+            let handled = if tracing::enabled!(tracing::Level::DEBUG) {
+                let span = tracing::debug_span!("kafka.deliver", topic = %shared.topic, partition, offset = d.offset);
+                Either::Left(handled.instrument(span))
+            } else {
+                Either::Right(handled)
+            };
+            let mut handled = std::pin::pin!(handled);
+            // A handler done at once is quick: the clock is read after one
+            // that had to wait, and every STORE_CHECK messages.
+            let (ok, waited) = match futures::poll!(handled.as_mut()) {
+                std::task::Poll::Ready(ok) => (ok, false),
+                std::task::Poll::Pending => (handled.await, true),
+            };
+            if ok {
                 last_done = Some(d.offset);
             }
-            if last_done.is_some() && stored_at.elapsed() >= STORE_INTERVAL {
+            slots.release_one();
+            since_check += 1;
+            if last_done.is_some() && (waited || since_check >= STORE_CHECK) && {
+                since_check = 0;
+                stored_at.elapsed() >= STORE_INTERVAL
+            } {
                 // Slow handlers: keep the stored position close behind them.
                 store(&shared, partition, last_done.take());
                 stored_at = Instant::now();
             }
-            if lock(&lane.state).drain_waiting > 0 {
+            if lane.drain_waiting.load(Ordering::Acquire) > 0 {
                 // A revocation or shutdown waits: hand over what is done now.
                 finish_run(&shared, &lane, partition, last_done.take());
                 running = false;
@@ -517,7 +547,7 @@ async fn run_lane(
 
 /// Dispatches one delivery to the dispatcher of its type; true when its
 /// offset may be stored.
-async fn handle(shared: &Arc<Shared>, lane: &Lane, partition: i32, d: &Delivery) -> bool {
+async fn handle(shared: &Arc<Shared>, lane: &Lane, partition: i32, d: &Current<'_>) -> bool {
     let incoming = d.message.to_incoming(&shared.topic, partition, d.offset);
     match shared.dispatcher.dispatch(incoming).await {
         Outcome::Ack => true,
@@ -528,7 +558,7 @@ async fn handle(shared: &Arc<Shared>, lane: &Lane, partition: i32, d: &Delivery)
 
 /// A message handed back: the lane skips everything until it comes again
 /// and seeks back to it. Always false (the offset is not stored).
-async fn hand_back(shared: &Arc<Shared>, lane: &Lane, partition: i32, d: &Delivery) -> bool {
+async fn hand_back(shared: &Arc<Shared>, lane: &Lane, partition: i32, d: &Current<'_>) -> bool {
     lock(&lane.state).resume_at = Some(d.offset);
     if shared.stopping() {
         return false;

@@ -29,7 +29,7 @@
 //! `drain_timeout` plus `operation_timeout`.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -47,7 +47,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
-use super::raw::RawMessage;
+use super::raw::{pack_message, RawMessage};
 use super::{log_rdkafka, TransportInner, KAFKA};
 use crate::dispatch::{DeadLetter, Dispatcher, Outcome};
 use crate::error::{Error, Result};
@@ -55,15 +55,19 @@ use crate::event::{headers, Route};
 use crate::transport::{Subscription, SubscriptionHandle};
 
 mod lane;
+mod settings;
 
 use lane::{poll_loop, InFlight, LaneHandle};
+use settings::ConsumerSettings;
 
 /// The longest the poll thread goes without calling `poll()`.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// Messages taken from librdkafka's queue per wake-up of the lanes.
 const MAX_BATCH: usize = 256;
-/// A lane working through a batch stores its position at least this often.
+/// A lane working through a batch stores its position at least this often
+/// (checked after a handler that had to wait, and every STORE_CHECK messages).
 const STORE_INTERVAL: Duration = Duration::from_millis(50);
+const STORE_CHECK: u32 = 32;
 
 /// Tries of a synchronous commit (revocation, shutdown) before giving up.
 const COMMIT_TRIES: u32 = 3;
@@ -80,65 +84,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The consumer settings an event's route asks for. Events that share a
-/// consumer (same topic and group) must ask for the same.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct ConsumerSettings {
-    auto_commit: bool,
-    auto_offset_reset: &'static str,
-    session_timeout_ms: Option<u32>,
-    max_in_flight: usize,
-}
-
-impl ConsumerSettings {
-    fn of(route: &Route, default_max_in_flight: usize) -> Self {
-        let k = route.as_kafka();
-        ConsumerSettings {
-            auto_commit: k.and_then(|r| r.enable_auto_commit).unwrap_or(false),
-            auto_offset_reset: k
-                .and_then(|r| r.auto_offset_reset)
-                .map_or("earliest", |a| a.as_str()),
-            session_timeout_ms: k.and_then(|r| r.session_timeout_ms),
-            max_in_flight: k
-                .and_then(|r| r.max_poll_records)
-                .map_or(default_max_in_flight, |n| n as usize)
-                .max(1),
-        }
-    }
-
-    /// What differs from `other`, in attribute terms.
-    fn differences(&self, other: &Self) -> Vec<String> {
-        let mut d = Vec::new();
-        if self.auto_commit != other.auto_commit {
-            d.push(format!(
-                "enable_auto_commit {} vs {}",
-                self.auto_commit, other.auto_commit
-            ));
-        }
-        if self.auto_offset_reset != other.auto_offset_reset {
-            d.push(format!(
-                "auto_offset_reset {} vs {}",
-                self.auto_offset_reset, other.auto_offset_reset
-            ));
-        }
-        if self.session_timeout_ms != other.session_timeout_ms {
-            let show = |v: Option<u32>| v.map_or_else(|| "unset".to_owned(), |v| v.to_string());
-            d.push(format!(
-                "session_timeout_ms {} vs {}",
-                show(self.session_timeout_ms),
-                show(other.session_timeout_ms)
-            ));
-        }
-        if self.max_in_flight != other.max_in_flight {
-            d.push(format!(
-                "max_poll_records {} vs {}",
-                self.max_in_flight, other.max_in_flight
-            ));
-        }
-        d
-    }
-}
-
 /// What the poll thread, the lanes and the rebalance callback share.
 struct Shared {
     transport: Arc<TransportInner>,
@@ -151,6 +96,8 @@ struct Shared {
     /// Offsets are stored by the lanes (false: librdkafka auto-commit asked by the route).
     manual_offsets: bool,
     lanes: Mutex<HashMap<i32, LaneHandle>>,
+    /// Bumped by every drain: the poll thread's cached lane generations are stale.
+    epoch: AtomicU64,
     state: AtomicU8,
     /// Offsets stored (or a commit failed) since the last commit.
     dirty: AtomicBool,
@@ -417,6 +364,7 @@ pub(crate) async fn subscribe(
         dead_letter_topic,
         manual_offsets: !auto_commit,
         lanes: Mutex::new(HashMap::new()),
+        epoch: AtomicU64::new(0),
         state: AtomicU8::new(RUNNING),
         dirty: AtomicBool::new(false),
         committing: AtomicBool::new(false),

@@ -18,7 +18,7 @@ pub(super) async fn dead_letter(
     shared: &Arc<Shared>,
     lane: &Lane,
     partition: i32,
-    d: &Delivery,
+    d: &Current<'_>,
     dead: &DeadLetter,
 ) -> bool {
     // The original headers byte for byte, then why and where from.

@@ -1,0 +1,254 @@
+//! [`Incoming`]: a delivery as a transport hands it to the dispatcher.
+//!
+//! Three shapes, the cheapest the transport can give:
+//! - [`Incoming::new`]: string wire headers and the body, the reserved
+//!   `heytom-*` headers among them (a custom transport, a foreign message);
+//! - the same with the reserved metadata already read by the transport
+//!   ([`Incoming::event_id`], [`Incoming::event_name`],
+//!   [`Incoming::occurred_at`]), so no string is made of an id only to be
+//!   parsed again;
+//! - [`Incoming::from_envelope`]: a ready envelope (the in-process broker),
+//!   shared, never copied or re-parsed.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::event::{headers, id_string, Envelope, EnvelopeError, EventId, Headers};
+
+/// A message as a transport received it, handed to
+/// [`Dispatcher::dispatch`](crate::Dispatcher::dispatch).
+///
+/// ```
+/// use heytom_mq::{headers, Headers, Incoming};
+/// let wire = Headers::from([(headers::EVENT_NAME.to_owned(), "Ping".to_owned())]);
+/// let incoming = Incoming::new(wire, b"{}".to_vec());
+/// assert_eq!(incoming.name(), Some("Ping"));
+/// ```
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    repr: Repr,
+}
+
+#[derive(Debug, Clone)]
+enum Repr {
+    Wire(Wire),
+    Ready(Arc<Envelope>),
+}
+
+#[derive(Debug, Clone, Default)]
+struct Wire {
+    id: Option<EventId>,
+    name: Option<String>,
+    occurred_at: Option<DateTime<Utc>>,
+    headers: Headers,
+    body: Vec<u8>,
+}
+
+impl Default for Incoming {
+    fn default() -> Self {
+        Incoming {
+            repr: Repr::Wire(Wire::default()),
+        }
+    }
+}
+
+impl Incoming {
+    /// Wire headers (reserved `heytom-*` ones included, parsed by the
+    /// dispatcher) and the body (the event's JSON).
+    pub fn new(headers: Headers, body: Vec<u8>) -> Self {
+        Incoming {
+            repr: Repr::Wire(Wire {
+                headers,
+                body,
+                ..Wire::default()
+            }),
+        }
+    }
+
+    /// A ready envelope (an in-process delivery): nothing is parsed.
+    pub fn from_envelope(envelope: impl Into<Arc<Envelope>>) -> Self {
+        Incoming {
+            repr: Repr::Ready(envelope.into()),
+        }
+    }
+
+    fn wire(&mut self) -> &mut Wire {
+        if let Repr::Ready(e) = &self.repr {
+            let (headers, body) = wire_of(e);
+            self.repr = Repr::Wire(Wire {
+                headers,
+                body,
+                ..Wire::default()
+            });
+        }
+        match &mut self.repr {
+            Repr::Wire(w) => w,
+            Repr::Ready(_) => unreachable!("made wire above"),
+        }
+    }
+
+    /// Sets the event id the transport read itself (instead of the
+    /// `heytom-event-id` header).
+    pub fn event_id(mut self, id: EventId) -> Self {
+        self.wire().id = Some(id);
+        self
+    }
+
+    /// Sets the event name the transport read itself (instead of the
+    /// `heytom-event-name` header).
+    pub fn event_name(mut self, name: impl Into<String>) -> Self {
+        self.wire().name = Some(name.into());
+        self
+    }
+
+    /// Sets the time the event occurred, read by the transport itself
+    /// (instead of the `heytom-occurred-at` header).
+    pub fn occurred_at(mut self, at: DateTime<Utc>) -> Self {
+        self.wire().occurred_at = Some(at);
+        self
+    }
+
+    /// The event name it carries, if any: what the dispatcher routes by.
+    pub fn name(&self) -> Option<&str> {
+        match &self.repr {
+            Repr::Ready(e) => Some(&e.name),
+            Repr::Wire(w) => w
+                .name
+                .as_deref()
+                .or_else(|| w.headers.get(headers::EVENT_NAME).map(String::as_str)),
+        }
+    }
+
+    /// The event id as text, for logs ("" when it has none).
+    pub(crate) fn id_text(&self) -> String {
+        match &self.repr {
+            Repr::Ready(e) => id_string(e.id),
+            Repr::Wire(w) => match w.id {
+                Some(id) => id_string(id),
+                None => w
+                    .headers
+                    .get(headers::EVENT_ID)
+                    .cloned()
+                    .unwrap_or_default(),
+            },
+        }
+    }
+
+    /// All headers as on the wire (reserved ones included) and the body:
+    /// what a dead-lettered copy carries.
+    pub fn into_wire(self) -> (Headers, Vec<u8>) {
+        match self.repr {
+            Repr::Ready(e) => wire_of(&e),
+            Repr::Wire(mut w) => {
+                if let Some(id) = w.id {
+                    w.headers
+                        .insert(headers::EVENT_ID.to_owned(), id_string(id));
+                }
+                if let Some(name) = w.name {
+                    w.headers.insert(headers::EVENT_NAME.to_owned(), name);
+                }
+                if let Some(at) = w.occurred_at {
+                    w.headers
+                        .insert(headers::OCCURRED_AT.to_owned(), at.to_rfc3339());
+                }
+                (w.headers, w.body)
+            }
+        }
+    }
+
+    /// The envelope of the delivery. A message without an event name is
+    /// of `default_name` (a foreign producer's, on this destination); one
+    /// without an id gets a fresh one; one without a time occurred now.
+    pub(crate) fn into_envelope(
+        self,
+        default_name: &'static str,
+    ) -> Result<Arc<Envelope>, EnvelopeError> {
+        let mut w = match self.repr {
+            Repr::Ready(e) => return Ok(e),
+            Repr::Wire(w) => w,
+        };
+        let id = match (w.id, w.headers.remove(headers::EVENT_ID)) {
+            (Some(id), _) => id,
+            (None, Some(s)) => {
+                Uuid::parse_str(&s).map_err(|_| EnvelopeError::Invalid(headers::EVENT_ID, s))?
+            }
+            (None, None) => Uuid::now_v7(),
+        };
+        let name = match (w.name, w.headers.remove(headers::EVENT_NAME)) {
+            (Some(name), _) | (None, Some(name)) => name,
+            (None, None) => default_name.to_owned(),
+        };
+        let occurred_at = match (w.occurred_at, w.headers.remove(headers::OCCURRED_AT)) {
+            (Some(at), _) => at,
+            (None, Some(s)) => DateTime::parse_from_rfc3339(&s)
+                .map_err(|_| EnvelopeError::Invalid(headers::OCCURRED_AT, s))?
+                .with_timezone(&Utc),
+            (None, None) => Utc::now(),
+        };
+        Ok(Arc::new(Envelope {
+            id,
+            name,
+            occurred_at,
+            headers: w.headers,
+            partition_key: None,
+            payload: w.body,
+        }))
+    }
+}
+
+fn wire_of(e: &Envelope) -> (Headers, Vec<u8>) {
+    (e.wire_headers(), e.payload.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_shape_gives_the_same_envelope() {
+        let mut sent = Envelope {
+            id: Uuid::now_v7(),
+            name: "Ping".into(),
+            occurred_at: Utc::now(),
+            headers: Headers::from([("correlation-id".to_owned(), "c".to_owned())]),
+            partition_key: None,
+            payload: b"{}".to_vec(),
+        };
+        let from_strings = Incoming::new(sent.wire_headers(), sent.payload.clone())
+            .into_envelope("Other")
+            .unwrap();
+        let parsed = Incoming::new(sent.headers.clone(), sent.payload.clone())
+            .event_id(sent.id)
+            .event_name("Ping")
+            .occurred_at(sent.occurred_at)
+            .into_envelope("Other")
+            .unwrap();
+        let ready = Incoming::from_envelope(sent.clone())
+            .into_envelope("Other")
+            .unwrap();
+        // rfc3339 keeps nanoseconds
+        assert_eq!(*from_strings, sent);
+        assert_eq!(*parsed, sent);
+        assert_eq!(*ready, sent);
+        let (wire, body) = Incoming::from_envelope(sent.clone()).into_wire();
+        assert_eq!(wire, sent.wire_headers());
+        assert_eq!(body, sent.payload);
+        let (wire2, _) = Incoming::new(sent.headers.clone(), vec![])
+            .event_id(sent.id)
+            .event_name("Ping")
+            .occurred_at(sent.occurred_at)
+            .into_wire();
+        assert_eq!(wire2, wire);
+
+        // a foreign message: the destination's event, a fresh id, now
+        sent.headers.clear();
+        let foreign = Incoming::new(Headers::new(), b"{}".to_vec())
+            .into_envelope("Other")
+            .unwrap();
+        assert_eq!(foreign.name, "Other");
+        let bad = Headers::from([(headers::EVENT_ID.to_owned(), "x".to_owned())]);
+        assert!(Incoming::new(bad, vec![]).into_envelope("Other").is_err());
+    }
+}

@@ -1,0 +1,124 @@
+//! Header values written without a heap allocation per message.
+
+use chrono::{DateTime, Datelike as _, Timelike as _, Utc};
+
+/// An RFC 3339 timestamp on the stack, byte for byte what
+/// [`DateTime::to_rfc3339`] gives for a UTC time.
+pub(crate) struct Rfc3339 {
+    buf: [u8; 40],
+    len: usize,
+}
+
+impl Rfc3339 {
+    pub(crate) fn new(t: &DateTime<Utc>) -> Self {
+        let mut out = Rfc3339 {
+            buf: [0; 40],
+            len: 0,
+        };
+        let nanos = t.nanosecond();
+        let year = t.year();
+        if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
+            // Rare shapes (signed years, leap seconds): chrono's own text.
+            let s = t.to_rfc3339();
+            let n = s.len().min(out.buf.len());
+            out.buf[..n].copy_from_slice(&s.as_bytes()[..n]);
+            out.len = n;
+            return out;
+        }
+        out.digits(year as u32, 4);
+        out.byte(b'-');
+        out.digits(t.month(), 2);
+        out.byte(b'-');
+        out.digits(t.day(), 2);
+        out.byte(b'T');
+        out.digits(t.hour(), 2);
+        out.byte(b':');
+        out.digits(t.minute(), 2);
+        out.byte(b':');
+        out.digits(t.second(), 2);
+        // chrono's `SecondsFormat::AutoSi`: as few of 0, 3, 6 or 9 digits as exact.
+        if nanos != 0 {
+            out.byte(b'.');
+            if nanos.is_multiple_of(1_000_000) {
+                out.digits(nanos / 1_000_000, 3);
+            } else if nanos.is_multiple_of(1_000) {
+                out.digits(nanos / 1_000, 6);
+            } else {
+                out.digits(nanos, 9);
+            }
+        }
+        for b in b"+00:00" {
+            out.byte(*b);
+        }
+        out
+    }
+
+    fn byte(&mut self, b: u8) {
+        self.buf[self.len] = b;
+        self.len += 1;
+    }
+
+    fn digits(&mut self, mut v: u32, width: usize) {
+        for i in (0..width).rev() {
+            self.buf[self.len + i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+        self.len += width;
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone as _;
+
+    use super::*;
+
+    #[test]
+    fn same_text_as_chrono() {
+        let base = Utc
+            .with_ymd_and_hms(2026, 1, 2, 3, 4, 5)
+            .single()
+            .expect("a valid time");
+        for nanos in [
+            0,
+            1,
+            999,
+            1_000,
+            120_000,
+            1_000_000,
+            5_000_000,
+            123_456_789,
+            999_999_999,
+        ] {
+            let t = base + chrono::Duration::nanoseconds(nanos);
+            assert_eq!(
+                std::str::from_utf8(Rfc3339::new(&t).as_bytes()).expect("ascii"),
+                t.to_rfc3339()
+            );
+        }
+        for t in [
+            Utc::now(),
+            Utc.with_ymd_and_hms(1, 1, 1, 0, 0, 0)
+                .single()
+                .expect("valid"),
+            Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59)
+                .single()
+                .expect("valid"),
+            Utc.with_ymd_and_hms(-5, 6, 7, 8, 9, 10)
+                .single()
+                .expect("valid"),
+            Utc.with_ymd_and_hms(12345, 6, 7, 8, 9, 10)
+                .single()
+                .expect("valid"),
+        ] {
+            assert_eq!(
+                std::str::from_utf8(Rfc3339::new(&t).as_bytes()).expect("ascii"),
+                t.to_rfc3339()
+            );
+        }
+    }
+}
