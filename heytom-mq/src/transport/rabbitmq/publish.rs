@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::task::Poll;
 
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, FutureExt};
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::Channel;
@@ -202,23 +202,35 @@ impl Publisher {
             for m in messages {
                 sent.push(match self.queue(&channel, m, &mut ensured).await {
                     Ok(s) => s,
-                    Err(e) => Sent::Failed(e),
+                    Err(e) => Sent::Rejected(e),
                 });
             }
         };
         let queued = tokio::time::timeout_at(deadline, queue).await.is_ok();
         let mut out = Vec::with_capacity(messages.len());
-        let mut rest = messages.iter().zip(sent);
         let confirms = async {
-            for (m, s) in rest.by_ref() {
-                out.push(s.finish(&m.envelope.name).await);
+            // The last message first: RabbitMQ confirms a channel's messages
+            // in order, so once the last is in, the others are too, and
+            // collecting them costs no wake-up (and thread switch) each.
+            if let Some(last) = sent.last_mut() {
+                last.settle().await;
+            }
+            for (m, s) in messages.iter().zip(sent.iter_mut()) {
+                s.settle().await;
+                out.push(s.result(&m.envelope.name));
             }
         };
         let confirmed = tokio::time::timeout_at(deadline, confirms).await.is_ok();
         if !(queued && confirmed) {
-            // What the deadline cut off: not written, not confirmed, or never queued.
-            for m in messages.iter().skip(out.len()) {
-                out.push(Err(timed_out(&m.envelope.name, timeout)));
+            // Cut off by the deadline: what is in by now counts; the rest
+            // (not written, not confirmed or never queued) timed out.
+            for (i, m) in messages.iter().enumerate().skip(out.len()) {
+                let name = &m.envelope.name;
+                let settled = sent.get_mut(i).and_then(|s| s.settle_now().then_some(s));
+                out.push(match settled {
+                    Some(s) => s.result(name),
+                    None => Err(timed_out(name, timeout)),
+                });
             }
         }
         out
@@ -250,7 +262,7 @@ impl Publisher {
         ));
         Ok(match futures::poll!(publish.as_mut()) {
             Poll::Ready(Ok(confirm)) => Sent::Written(confirm),
-            Poll::Ready(Err(e)) => Sent::Failed(not_sent(name, &e)),
+            Poll::Ready(Err(e)) => Sent::Failed(e),
             Poll::Pending => Sent::Writing(publish),
         })
     }
@@ -285,18 +297,50 @@ enum Sent<'a> {
     Writing(BoxFuture<'a, lapin::Result<PublisherConfirm>>),
     /// Written; the confirm is pending.
     Written(PublisherConfirm),
-    Failed(Error),
+    /// The broker's answer.
+    Confirmed(lapin::Result<Confirmation>),
+    /// Could not be written.
+    Failed(lapin::Error),
+    /// Never queued (no channel, bad headers, exchange declaration failed).
+    Rejected(Error),
+    /// The result was read.
+    Taken,
 }
 
 impl Sent<'_> {
     /// Waits for the write, then the confirm.
-    async fn finish(self, name: &str) -> Result<()> {
-        let confirm = match self {
-            Sent::Writing(publish) => publish.await.map_err(|e| not_sent(name, &e))?,
-            Sent::Written(confirm) => confirm,
-            Sent::Failed(e) => return Err(e),
-        };
-        check(confirm.await, name)
+    async fn settle(&mut self) {
+        if let Sent::Writing(publish) = self {
+            *self = match publish.await {
+                Ok(confirm) => Sent::Written(confirm),
+                Err(e) => Sent::Failed(e),
+            };
+        }
+        if let Sent::Written(confirm) = self {
+            *self = Sent::Confirmed(confirm.await);
+        }
+    }
+
+    /// Settles what is settled already, without waiting; whether it is.
+    fn settle_now(&mut self) -> bool {
+        self.settle().now_or_never();
+        matches!(
+            self,
+            Sent::Confirmed(_) | Sent::Failed(_) | Sent::Rejected(_)
+        )
+    }
+
+    /// The message's result once settled.
+    fn result(&mut self, name: &str) -> Result<()> {
+        match std::mem::replace(self, Sent::Taken) {
+            Sent::Confirmed(r) => check(r, name),
+            Sent::Failed(e) => Err(not_sent(name, &e)),
+            Sent::Rejected(e) => Err(e),
+            Sent::Writing(_) | Sent::Written(_) | Sent::Taken => Err(Error::publish(
+                name,
+                "publish result read before it was settled",
+            )),
+        }
     }
 }
 
