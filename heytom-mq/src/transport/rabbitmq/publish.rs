@@ -165,8 +165,8 @@ impl Publisher {
         }
     }
 
-    /// Queues every message's frames on the channel in order, without
-    /// waiting for each to be written (lapin's I/O thread writes them
+    /// Queues the messages' frames on the channel in order, up to
+    /// [`WRITE_WINDOW`] not yet written (lapin's I/O thread writes them
     /// while the next are encoded), then waits for the writes and the
     /// confirms. One deadline covers the whole batch.
     pub(crate) async fn publish_batch(&self, messages: &[Outgoing]) -> Vec<Result<()>> {
@@ -199,7 +199,12 @@ impl Publisher {
         let queue = async {
             // The exchange checked last: a batch of one event type checks once.
             let mut ensured: Option<Destination<'_>> = None;
+            let mut oldest = 0;
             for m in messages {
+                while sent.len() - oldest >= WRITE_WINDOW {
+                    sent[oldest].written().await;
+                    oldest += 1;
+                }
                 sent.push(match self.queue(&channel, m, &mut ensured).await {
                     Ok(s) => s,
                     Err(e) => Sent::Rejected(e),
@@ -291,6 +296,14 @@ impl Publisher {
     }
 }
 
+/// How many messages of a batch may wait in lapin's outgoing queue at once.
+/// Queueing without any bound (20,000 messages) left lapin's I/O thread a
+/// backlog to serialize and cost more CPU per message (11 µs against 9 µs
+/// at 64, `bench_rabbitmq`) with no faster confirms; awaiting each write (a
+/// window of 1, what a plain `basic_publish(..).await` loop does) costs a
+/// thread switch per message.
+const WRITE_WINDOW: usize = 64;
+
 /// A message of a batch after its frames were queued.
 enum Sent<'a> {
     /// Still being written by lapin's I/O thread.
@@ -318,6 +331,16 @@ impl Sent<'_> {
         }
         if let Sent::Written(confirm) = self {
             *self = Sent::Confirmed(confirm.await);
+        }
+    }
+
+    /// Waits for the write.
+    async fn written(&mut self) {
+        if let Sent::Writing(publish) = self {
+            *self = match publish.await {
+                Ok(confirm) => Sent::Written(confirm),
+                Err(e) => Sent::Failed(e),
+            };
         }
     }
 
