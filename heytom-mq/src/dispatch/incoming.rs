@@ -15,7 +15,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::event::{headers, Envelope, EnvelopeError, EventId, Headers};
+use crate::event::{headers, id_string, Envelope, EnvelopeError, EventId, Headers};
 
 /// A message as a transport received it, handed to
 /// [`Dispatcher::dispatch`](crate::Dispatcher::dispatch).
@@ -124,9 +124,9 @@ impl Incoming {
     /// The event id as text, for logs ("" when it has none).
     pub(crate) fn id_text(&self) -> String {
         match &self.repr {
-            Repr::Ready(e) => e.id.to_string(),
+            Repr::Ready(e) => id_string(e.id),
             Repr::Wire(w) => match w.id {
-                Some(id) => id.to_string(),
+                Some(id) => id_string(id),
                 None => w
                     .headers
                     .get(headers::EVENT_ID)
@@ -144,7 +144,7 @@ impl Incoming {
             Repr::Wire(mut w) => {
                 if let Some(id) = w.id {
                     w.headers
-                        .insert(headers::EVENT_ID.to_owned(), id.to_string());
+                        .insert(headers::EVENT_ID.to_owned(), id_string(id));
                 }
                 if let Some(name) = w.name {
                     w.headers.insert(headers::EVENT_NAME.to_owned(), name);

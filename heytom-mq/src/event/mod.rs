@@ -141,7 +141,7 @@ impl Envelope {
         let id = Uuid::now_v7();
         headers
             .entry(headers::CORRELATION_ID.to_owned())
-            .or_insert_with(|| id.to_string());
+            .or_insert_with(|| id_string(id));
         Ok(Envelope {
             id,
             name: E::NAME.to_owned(),
@@ -155,7 +155,7 @@ impl Envelope {
     /// All headers as they go on the wire: the user's plus the reserved ones.
     pub fn wire_headers(&self) -> Headers {
         let mut h = self.headers.clone();
-        h.insert(headers::EVENT_ID.to_owned(), self.id.to_string());
+        h.insert(headers::EVENT_ID.to_owned(), id_string(self.id));
         h.insert(headers::EVENT_NAME.to_owned(), self.name.clone());
         h.insert(
             headers::OCCURRED_AT.to_owned(),
@@ -196,6 +196,12 @@ impl Envelope {
     pub fn decode<E: Event>(&self) -> Result<E, serde_json::Error> {
         serde_json::from_slice(&self.payload)
     }
+}
+
+/// An id as text (hyphenated, lower case), without going through `fmt`.
+pub(crate) fn id_string(id: Uuid) -> String {
+    let mut buf = Uuid::encode_buffer();
+    id.hyphenated().encode_lower(&mut buf).to_owned()
 }
 
 /// Why wire headers could not be turned into an [`Envelope`].

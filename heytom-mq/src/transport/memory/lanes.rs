@@ -22,7 +22,7 @@ use crate::dispatch::Incoming;
 /// handled in order; messages without a key spread over all lanes.
 pub(super) const LANES: usize = 16;
 /// The most messages a worker takes at once.
-const MAX_RUN: usize = 64;
+const MAX_RUN: usize = 128;
 
 pub(super) struct Group {
     state: Mutex<GroupState>,
@@ -109,20 +109,32 @@ impl Run {
     /// take; and whether more are left for another worker.
     pub(super) fn take(group: &Arc<Group>, workers: usize) -> Option<(Self, bool)> {
         let mut st = lock(&group.state);
-        let most = (st.len / (2 * workers.max(1))).clamp(1, MAX_RUN);
+        let most = (st.len / workers.max(1)).clamp(1, MAX_RUN);
         let mut msgs = VecDeque::new();
         let mut held = [false; LANES];
+        // The arrival number at the front of each lane this worker may take
+        // from (u64::MAX: none); only the lane just taken from changes.
+        let mut fronts = [u64::MAX; LANES];
+        for (i, front) in fronts.iter_mut().enumerate() {
+            if !st.busy[i] {
+                if let Some((seq, _)) = st.lanes[i].front() {
+                    *front = *seq;
+                }
+            }
+        }
         while msgs.len() < most {
-            let Some((_, lane)) = (0..LANES)
-                .filter(|&i| !st.busy[i] || held[i])
-                .filter_map(|i| st.lanes[i].front().map(|(seq, _)| (*seq, i)))
-                .min()
-            else {
+            let (lane, &seq) = fronts
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, seq)| **seq)
+                .expect("LANES > 0");
+            if seq == u64::MAX {
                 break;
-            };
+            }
             let Some((seq, m)) = st.lanes[lane].pop_front() else {
                 break;
             };
+            fronts[lane] = st.lanes[lane].front().map_or(u64::MAX, |(s, _)| *s);
             st.len -= 1;
             st.busy[lane] = true;
             held[lane] = true;
