@@ -44,9 +44,9 @@ fn rfc3339(t: &DateTime<Utc>, buf: &mut [u8; 35]) -> Option<usize> {
     let mut at = 19;
     let (digits, mut frac) = if nano == 0 {
         (0, 0)
-    } else if nano % 1_000_000 == 0 {
+    } else if nano.is_multiple_of(1_000_000) {
         (3, nano / 1_000_000)
-    } else if nano % 1_000 == 0 {
+    } else if nano.is_multiple_of(1_000) {
         (6, nano / 1_000)
     } else {
         (9, nano)

@@ -202,12 +202,12 @@ impl Publisher {
             let mut oldest = 0;
             for m in messages {
                 while sent.len() - oldest >= WRITE_WINDOW {
-                    sent[oldest].written().await;
+                    sent[oldest].written(&messages[oldest].envelope.name).await;
                     oldest += 1;
                 }
                 sent.push(match self.queue(&channel, m, &mut ensured).await {
                     Ok(s) => s,
-                    Err(e) => Sent::Rejected(e),
+                    Err(e) => Sent::Done(Err(e)),
                 });
             }
         };
@@ -217,11 +217,11 @@ impl Publisher {
             // The last message first: RabbitMQ confirms a channel's messages
             // in order, so once the last is in, the others are too, and
             // collecting them costs no wake-up (and thread switch) each.
-            if let Some(last) = sent.last_mut() {
-                last.settle().await;
+            if let Some(last) = sent.len().checked_sub(1) {
+                sent[last].settle(&messages[last].envelope.name).await;
             }
             for (m, s) in messages.iter().zip(sent.iter_mut()) {
-                s.settle().await;
+                s.settle(&m.envelope.name).await;
                 out.push(s.result(&m.envelope.name));
             }
         };
@@ -231,7 +231,9 @@ impl Publisher {
             // (not written, not confirmed or never queued) timed out.
             for (i, m) in messages.iter().enumerate().skip(out.len()) {
                 let name = &m.envelope.name;
-                let settled = sent.get_mut(i).and_then(|s| s.settle_now().then_some(s));
+                let settled = sent
+                    .get_mut(i)
+                    .and_then(|s| s.settle_now(name).then_some(s));
                 out.push(match settled {
                     Some(s) => s.result(name),
                     None => Err(timed_out(name, timeout)),
@@ -267,7 +269,7 @@ impl Publisher {
         ));
         Ok(match futures::poll!(publish.as_mut()) {
             Poll::Ready(Ok(confirm)) => Sent::Written(confirm),
-            Poll::Ready(Err(e)) => Sent::Failed(e),
+            Poll::Ready(Err(e)) => Sent::Done(Err(not_sent(name, &e))),
             Poll::Pending => Sent::Writing(publish),
         })
     }
@@ -310,55 +312,41 @@ enum Sent<'a> {
     Writing(BoxFuture<'a, lapin::Result<PublisherConfirm>>),
     /// Written; the confirm is pending.
     Written(PublisherConfirm),
-    /// The broker's answer.
-    Confirmed(lapin::Result<Confirmation>),
-    /// Could not be written.
-    Failed(lapin::Error),
-    /// Never queued (no channel, bad headers, exchange declaration failed).
-    Rejected(Error),
+    /// Its result: confirmed, refused, not written or never queued.
+    Done(Result<()>),
     /// The result was read.
     Taken,
 }
 
 impl Sent<'_> {
-    /// Waits for the write, then the confirm.
-    async fn settle(&mut self) {
+    /// Waits for the write.
+    async fn written(&mut self, name: &str) {
         if let Sent::Writing(publish) = self {
             *self = match publish.await {
                 Ok(confirm) => Sent::Written(confirm),
-                Err(e) => Sent::Failed(e),
+                Err(e) => Sent::Done(Err(not_sent(name, &e))),
             };
-        }
-        if let Sent::Written(confirm) = self {
-            *self = Sent::Confirmed(confirm.await);
         }
     }
 
-    /// Waits for the write.
-    async fn written(&mut self) {
-        if let Sent::Writing(publish) = self {
-            *self = match publish.await {
-                Ok(confirm) => Sent::Written(confirm),
-                Err(e) => Sent::Failed(e),
-            };
+    /// Waits for the write, then the confirm.
+    async fn settle(&mut self, name: &str) {
+        self.written(name).await;
+        if let Sent::Written(confirm) = self {
+            *self = Sent::Done(check(confirm.await, name));
         }
     }
 
     /// Settles what is settled already, without waiting; whether it is.
-    fn settle_now(&mut self) -> bool {
-        self.settle().now_or_never();
-        matches!(
-            self,
-            Sent::Confirmed(_) | Sent::Failed(_) | Sent::Rejected(_)
-        )
+    fn settle_now(&mut self, name: &str) -> bool {
+        self.settle(name).now_or_never();
+        matches!(self, Sent::Done(_))
     }
 
     /// The message's result once settled.
     fn result(&mut self, name: &str) -> Result<()> {
         match std::mem::replace(self, Sent::Taken) {
-            Sent::Confirmed(r) => check(r, name),
-            Sent::Failed(e) => Err(not_sent(name, &e)),
-            Sent::Rejected(e) => Err(e),
+            Sent::Done(r) => r,
             Sent::Writing(_) | Sent::Written(_) | Sent::Taken => Err(Error::publish(
                 name,
                 "publish result read before it was settled",
