@@ -14,7 +14,12 @@
 //! Environment: `HEYTOM_RABBITMQ_URL` (default
 //! `amqp://guest:guest@127.0.0.1:5672/%2f`), `BENCH_COUNT` (20000),
 //! `BENCH_SIZE` (payload bytes, 256), `BENCH_ROUNDS` (5), `BENCH_PREFETCH` (64),
-//! `BENCH_HEYTOM_FIRST` (0; 1 lets heytom-mq go first in odd rounds).
+//! `BENCH_HEYTOM_FIRST` (0; 1 lets heytom-mq go first in odd rounds),
+//! `BENCH_CONSUME` (1; 0 runs the publish figures only).
+//!
+//! A third figure, `publish_concurrent`, sends the same messages as N
+//! `Producer::send` futures awaited at once (the shape of ruststream's
+//! publisher), against the same round's raw publish.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -28,7 +33,7 @@ use heytom_mq::{
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
+    QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::Confirmation;
@@ -228,6 +233,17 @@ async fn heytom_publish(
     Ok(took)
 }
 
+async fn heytom_publish_concurrent(
+    producer: &RabbitMqProducer,
+    events: &[BenchEvent],
+) -> Result<Duration, heytom_mq::Error> {
+    let start = Instant::now();
+    let ids = futures::future::try_join_all(events.iter().map(|e| producer.send(e))).await?;
+    let took = start.elapsed();
+    assert_eq!(ids.len(), events.len());
+    Ok(took)
+}
+
 async fn raw_consume(
     conn: &Connection,
     count: usize,
@@ -317,6 +333,16 @@ async fn setup(conn: &Connection) -> Result<(), lapin::Error> {
             FieldTable::default(),
         )
         .await?;
+    }
+    ch.close(200, "ok".into()).await
+}
+
+async fn purge(conn: &Connection) -> Result<(), lapin::Error> {
+    let n = names();
+    let ch = conn.create_channel().await?;
+    for q in [&n.raw_queue, &n.heytom_queue] {
+        ch.queue_purge(q.as_str().into(), QueuePurgeOptions::default())
+            .await?;
     }
     ch.close(200, "ok".into()).await
 }
@@ -419,90 +445,90 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
          (non-durable queue, persistent messages, publisher confirms, mandatory)"
     );
 
-    let (mut best_raw_pub, mut best_hey_pub, mut best_raw_con, mut best_hey_con) =
-        (0f64, 0f64, 0f64, 0f64);
+    let consume = env_num("BENCH_CONSUME", 1) != 0;
     // BENCH_HEYTOM_FIRST=1 lets heytom-mq open the first round instead.
     let first_offset = env_num("BENCH_HEYTOM_FIRST", 0) % 2;
-    let mut cpu = [0f64; 4];
-    let mut allocs = [0f64; 4];
-    let mut all: [Vec<f64>; 4] = Default::default();
-    let mut ratios: [Vec<f64>; 2] = Default::default();
+    // raw publish, heytom publish, heytom concurrent sends, raw consume, heytom consume
+    let mut cpu: [Vec<f64>; 5] = Default::default();
+    let mut allocs: [Vec<f64>; 5] = Default::default();
+    let mut all: [Vec<f64>; 5] = Default::default();
+    let mut ratios: [Vec<f64>; 3] = Default::default();
+    let skipped = (f64::NAN, f64::NAN, f64::NAN);
     let result = async {
         for round in 1..=rounds {
             // Alternate who goes first, so neither always meets a warmer broker.
-            let (raw_pub, hey_pub, raw_con, hey_con);
+            let (raw_pub, hey_pub, hey_conc, mut raw_con, mut hey_con);
+            (raw_con, hey_con) = (skipped, skipped);
             if (round + first_offset) % 2 == 1 {
                 raw_pub = phase(count, raw_publish(&conn, &batch)).await?;
                 hey_pub = phase(count, heytom_publish(&producer, &batch)).await?;
-                raw_con = phase(count, raw_consume(&conn, count, prefetch)).await?;
-                hey_con = phase(count, heytom_consume(&options, count)).await?;
+                hey_conc = phase(count, heytom_publish_concurrent(&producer, &batch)).await?;
+                if consume {
+                    raw_con = phase(count, raw_consume(&conn, count, prefetch)).await?;
+                    hey_con = phase(count, heytom_consume(&options, count)).await?;
+                }
             } else {
+                hey_conc = phase(count, heytom_publish_concurrent(&producer, &batch)).await?;
                 hey_pub = phase(count, heytom_publish(&producer, &batch)).await?;
                 raw_pub = phase(count, raw_publish(&conn, &batch)).await?;
-                hey_con = phase(count, heytom_consume(&options, count)).await?;
-                raw_con = phase(count, raw_consume(&conn, count, prefetch)).await?;
+                if consume {
+                    hey_con = phase(count, heytom_consume(&options, count)).await?;
+                    raw_con = phase(count, raw_consume(&conn, count, prefetch)).await?;
+                }
             }
             println!(
-                "round {round}: publish raw {:>6.0}/s {:>5.1}us {:>5.1}a heytom {:>6.0}/s {:>5.1}us {:>5.1}a ({:.2}) | \
+                "round {round}: publish raw {:>6.0}/s {:>5.1}us {:>5.1}a heytom {:>6.0}/s {:>5.1}us {:>5.1}a ({:.2}) \
+                 concurrent send {:>6.0}/s {:>5.1}us {:>5.1}a ({:.2}) | \
                  consume raw {:>6.0}/s {:>5.1}us {:>5.1}a heytom {:>6.0}/s {:>5.1}us {:>5.1}a ({:.2})",
                 raw_pub.0, raw_pub.1, raw_pub.2, hey_pub.0, hey_pub.1, hey_pub.2, hey_pub.0 / raw_pub.0,
+                hey_conc.0, hey_conc.1, hey_conc.2, hey_conc.0 / raw_pub.0,
                 raw_con.0, raw_con.1, raw_con.2, hey_con.0, hey_con.1, hey_con.2, hey_con.0 / raw_con.0,
             );
-            for (a, x) in allocs.iter_mut().zip([raw_pub.2, hey_pub.2, raw_con.2, hey_con.2]) {
-                *a += x;
+            // What was not consumed (the concurrent sends', or all) goes.
+            purge(&conn).await?;
+            let figures = [raw_pub, hey_pub, hey_conc, raw_con, hey_con];
+            for (i, f) in figures.iter().enumerate() {
+                all[i].push(f.0);
+                cpu[i].push(f.1);
+                allocs[i].push(f.2);
             }
             ratios[0].push(hey_pub.0 / raw_pub.0);
-            ratios[1].push(hey_con.0 / raw_con.0);
-            cpu[0] += raw_pub.1;
-            cpu[1] += hey_pub.1;
-            cpu[2] += raw_con.1;
-            cpu[3] += hey_con.1;
-            let (raw_pub, hey_pub, raw_con, hey_con) = (raw_pub.0, hey_pub.0, raw_con.0, hey_con.0);
-            for (v, x) in all.iter_mut().zip([raw_pub, hey_pub, raw_con, hey_con]) {
-                v.push(x);
-            }
-            best_raw_pub = best_raw_pub.max(raw_pub);
-            best_hey_pub = best_hey_pub.max(hey_pub);
-            best_raw_con = best_raw_con.max(raw_con);
-            best_hey_con = best_hey_con.max(hey_con);
+            ratios[1].push(hey_conc.0 / raw_pub.0);
+            ratios[2].push(hey_con.0 / raw_con.0);
         }
         Ok::<_, Box<dyn std::error::Error>>(())
     }
     .await;
     teardown(&conn).await;
     result?;
+    let [m_raw_pub, m_hey_pub, m_hey_conc, m_raw_con, m_hey_con] = all.map(median);
     println!(
-        "best publish+confirm: raw lapin {best_raw_pub:.0} msg/s, heytom-mq {best_hey_pub:.0} msg/s, ratio {:.2}",
-        best_hey_pub / best_raw_pub
+        "median publish+confirm: raw lapin {m_raw_pub:.0} msg/s, heytom-mq send_batch {m_hey_pub:.0} msg/s, \
+         concurrent send {m_hey_conc:.0} msg/s"
     );
     println!(
-        "best consume+ack:     raw lapin {best_raw_con:.0} msg/s, heytom-mq {best_hey_con:.0} msg/s, ratio {:.2}",
-        best_hey_con / best_raw_con
+        "median consume+ack:     raw lapin {m_raw_con:.0} msg/s, heytom-mq {m_hey_con:.0} msg/s"
     );
-    let [m_raw_pub, m_hey_pub, m_raw_con, m_hey_con] = all.map(median);
+    let [c0, c1, c2, c3, c4] = cpu.map(median);
     println!(
-        "median publish+confirm: raw lapin {m_raw_pub:.0} msg/s, heytom-mq {m_hey_pub:.0} msg/s, ratio {:.2}",
-        m_hey_pub / m_raw_pub
+        "CPU per message (process, median): publish raw {c0:.1} us, heytom send_batch {c1:.1} us, \
+         concurrent send {c2:.1} us | consume raw {c3:.1} us, heytom {c4:.1} us"
     );
+    let [a0, a1, a2, a3, a4] = allocs.map(median);
     println!(
-        "median consume+ack:     raw lapin {m_raw_con:.0} msg/s, heytom-mq {m_hey_con:.0} msg/s, ratio {:.2}",
-        m_hey_con / m_raw_con
+        "allocations per message (median): publish raw {a0:.1}, heytom send_batch {a1:.1}, \
+         concurrent send {a2:.1} | consume raw {a3:.1}, heytom {a4:.1}"
     );
-    let r = rounds as f64;
+    let [publish, concurrent, consumed] = ratios.map(median);
     println!(
-        "CPU per message (process, mean): publish raw {:.1} us, heytom {:.1} us | consume raw {:.1} us, heytom {:.1} us",
-        cpu[0] / r, cpu[1] / r, cpu[2] / r, cpu[3] / r
-    );
-    println!(
-        "allocations per message (mean): publish raw {:.1}, heytom {:.1} | consume raw {:.1}, heytom {:.1}",
-        allocs[0] / r, allocs[1] / r, allocs[2] / r, allocs[3] / r
-    );
-    let [publish, consume] = ratios.map(median);
-    println!(
-        "median of per-round ratios (heytom/raw, same round): publish+confirm {publish:.2}, consume+ack {consume:.2}"
+        "median of per-round ratios (heytom/raw, same round): publish+confirm {publish:.2}, \
+         concurrent send {concurrent:.2}, consume+ack {consumed:.2}"
     );
     println!("RESULT rabbitmq.publish ratio={publish:.3} rounds={rounds}");
-    println!("RESULT rabbitmq.consume ratio={consume:.3} rounds={rounds}");
+    println!("RESULT rabbitmq.publish_concurrent ratio={concurrent:.3} rounds={rounds}");
+    if consume {
+        println!("RESULT rabbitmq.consume ratio={consumed:.3} rounds={rounds}");
+    }
     producer.close().await?;
     Ok(())
 }

@@ -43,6 +43,7 @@ mod connection;
 mod consume;
 mod delivery;
 mod options;
+mod properties;
 mod publish;
 mod topology;
 

@@ -37,6 +37,11 @@ impl Destination<'_> {
         }
     }
 
+    /// Whether `other` goes to the same exchange, declared the same way.
+    pub(crate) fn same_exchange(&self, other: &Destination<'_>) -> bool {
+        self.exchange == other.exchange && self.kind == other.kind && self.durable == other.durable
+    }
+
     /// Whether `spec` is this destination's exchange, as declared.
     pub(crate) fn matches(&self, spec: &ExchangeSpec) -> bool {
         spec.name == self.exchange && spec.kind == self.kind && spec.durable == self.durable
