@@ -415,7 +415,8 @@ mod tests {
         assert_eq!(handed.expect("stop ends the pause"), Outcome::Requeue);
     }
 
-    #[tokio::test]
+    // On tokio's paused clock: the times below are the stop's own schedule, not a speed.
+    #[tokio::test(start_paused = true)]
     async fn a_handler_that_never_returns_is_abandoned_at_the_deadline() {
         let entry = HandlerEntry::from_closure("stuck", |_: Ping| std::future::pending::<()>());
         let stop = StopSignal::default();

@@ -274,7 +274,9 @@ mod manual_consumer_limits {
         consumer
     }
 
-    #[tokio::test]
+    // On tokio's paused clock: TIMEOUT is the configured stop deadline, checked
+    // on virtual time, so the test asserts the bound, not a speed.
+    #[tokio::test(start_paused = true)]
     async fn stop_and_unsubscribe_abandon_a_stuck_handler_and_hand_its_message_back() {
         let broker = InMemoryBroker::new();
         let log = Log::default();
