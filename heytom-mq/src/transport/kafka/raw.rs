@@ -185,9 +185,7 @@ impl<'a> RawMessage<'a> {
             },
         };
         let at = at.and_then(|v| {
-            let parsed = std::str::from_utf8(v)
-                .ok()
-                .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok());
+            let parsed = super::wire::parse_rfc3339(v);
             if parsed.is_none() {
                 wire.insert(headers::OCCURRED_AT.to_owned(), text(v));
             }
@@ -201,7 +199,7 @@ impl<'a> RawMessage<'a> {
             incoming = incoming.event_name(text(name));
         }
         if let Some(at) = at {
-            incoming = incoming.occurred_at(at.with_timezone(&chrono::Utc));
+            incoming = incoming.occurred_at(at);
         }
         incoming
     }

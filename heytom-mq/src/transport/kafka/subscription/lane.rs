@@ -206,7 +206,7 @@ pub(super) fn poll_loop(
         // Slots are taken in bulk; what is left goes back after the round.
         let mut avail = in_flight.take(MAX_BATCH);
         let mut batches: Vec<Batch> = Vec::new();
-        let holding = {
+        let (holding, none_paused) = {
             let mut flow = lock(&shared.flow);
             // Held-back messages go first: they come before anything fetched later.
             while !flow.held.is_empty() {
@@ -231,7 +231,10 @@ pub(super) fn poll_loop(
             if !flow.paused.is_empty() && in_flight.roomy(avail) {
                 resume_ready(&shared, &consumer, &mut flow);
             }
-            !flow.held.is_empty()
+            // Only this thread pauses partitions (the rebalance callbacks,
+            // run inside `poll` here, only unpause): none paused now means
+            // none until this loop pauses one, so a message needs no lock.
+            (!flow.held.is_empty(), flow.paused.is_empty())
         };
         // With a free slot, wait up to POLL_INTERVAL for the first message
         // and take what is fetched while slots last (the rest stays in
@@ -283,8 +286,7 @@ pub(super) fn poll_loop(
                 }
             };
             let offset = message.offset();
-            let mut flow = lock(&shared.flow);
-            if avail > 0 && !flow.paused.contains(&partition) {
+            if avail > 0 && (none_paused || !lock(&shared.flow).paused.contains(&partition)) {
                 avail -= 1;
                 let b = batch_of(&mut batches, partition);
                 let at = pack_message(&mut b.buf, &message);
@@ -294,6 +296,7 @@ pub(super) fn poll_loop(
                     at,
                 });
             } else {
+                let mut flow = lock(&shared.flow);
                 let mut buf = Vec::new();
                 pack_message(&mut buf, &message);
                 flow.held.push_back(Held {
