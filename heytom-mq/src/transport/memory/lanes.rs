@@ -22,7 +22,7 @@ use crate::dispatch::Incoming;
 /// handled in order; messages without a key spread over all lanes.
 pub(super) const LANES: usize = 16;
 /// The most messages a worker takes at once.
-const MAX_RUN: usize = 64;
+const MAX_RUN: usize = 128;
 
 pub(super) struct Group {
     state: Mutex<GroupState>,
@@ -109,7 +109,7 @@ impl Run {
     /// take; and whether more are left for another worker.
     pub(super) fn take(group: &Arc<Group>, workers: usize) -> Option<(Self, bool)> {
         let mut st = lock(&group.state);
-        let most = (st.len / (2 * workers.max(1))).clamp(1, MAX_RUN);
+        let most = (st.len / workers.max(1)).clamp(1, MAX_RUN);
         let mut msgs = VecDeque::new();
         let mut held = [false; LANES];
         // The arrival number at the front of each lane this worker may take

@@ -193,27 +193,32 @@ impl Publisher {
                     .collect()
             }
         };
-        let mut sent: Vec<Result<PublisherConfirm>> = Vec::with_capacity(messages.len());
-        for m in messages {
-            sent.push(
-                match tokio::time::timeout_at(deadline, self.start(&channel, m)).await {
-                    Ok(r) => r,
-                    Err(_) => Err(timed_out(&m.envelope.name, timeout)),
-                },
-            );
-        }
-        let mut out = Vec::with_capacity(messages.len());
-        for (m, s) in messages.iter().zip(sent) {
-            let name = &m.envelope.name;
-            out.push(match s {
-                Ok(confirm) => match tokio::time::timeout_at(deadline, confirm).await {
-                    Ok(r) => check(r, name),
-                    Err(_) => Err(timed_out(name, timeout)),
-                },
-                Err(e) => Err(e),
-            });
-        }
-        out
+        // One deadline for the whole batch, one timer: a message's result
+        // is filled in as it is known; what is still missing at the
+        // deadline timed out.
+        let mut out: Vec<Option<Result<()>>> = (0..messages.len()).map(|_| None).collect();
+        let work = async {
+            let mut sent: Vec<Option<PublisherConfirm>> = Vec::with_capacity(messages.len());
+            for (m, slot) in messages.iter().zip(out.iter_mut()) {
+                match self.start(&channel, m).await {
+                    Ok(confirm) => sent.push(Some(confirm)),
+                    Err(e) => {
+                        *slot = Some(Err(e));
+                        sent.push(None);
+                    }
+                }
+            }
+            for ((m, s), slot) in messages.iter().zip(sent).zip(out.iter_mut()) {
+                if let Some(confirm) = s {
+                    *slot = Some(check(confirm.await, &m.envelope.name));
+                }
+            }
+        };
+        let _ = tokio::time::timeout_at(deadline, work).await;
+        out.into_iter()
+            .zip(messages)
+            .map(|(r, m)| r.unwrap_or_else(|| Err(timed_out(&m.envelope.name, timeout))))
+            .collect()
     }
 
     pub(crate) async fn close(&self) {
@@ -297,7 +302,7 @@ pub(crate) fn properties(envelope: &Envelope) -> Result<BasicProperties> {
         }
         table.insert(ShortString::from(k.as_str()), long(v));
     }
-    let id = envelope.id.to_string();
+    let id = crate::event::id_string(envelope.id);
     let occurred = envelope.occurred_at.to_rfc3339();
     table.insert(ShortString::from(headers::EVENT_ID), long(&id));
     table.insert(ShortString::from(headers::EVENT_NAME), long(&envelope.name));
