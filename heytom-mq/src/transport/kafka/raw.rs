@@ -176,9 +176,9 @@ impl<'a> RawMessage<'a> {
         }
         let id = match id {
             None => Some(foreign_event_id(topic, partition, offset)),
-            Some(v) => match std::str::from_utf8(v).ok().map(uuid::Uuid::try_parse) {
-                Some(Ok(id)) => Some(id),
-                _ => {
+            Some(v) => match uuid::Uuid::try_parse_ascii(v) {
+                Ok(id) => Some(id),
+                Err(_) => {
                     wire.insert(headers::EVENT_ID.to_owned(), text(v));
                     None
                 }
