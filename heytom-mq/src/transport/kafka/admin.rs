@@ -18,7 +18,7 @@ pub(crate) struct TopicSpec {
 }
 
 impl TransportInner {
-    fn admin(&self) -> Result<Arc<AdminClient<TracingContext>>> {
+    pub(super) fn admin(&self) -> Result<Arc<AdminClient<TracingContext>>> {
         let mut slot = lock(&self.admin);
         if let Some(a) = slot.as_ref() {
             return Ok(a.clone());

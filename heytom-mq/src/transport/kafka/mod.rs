@@ -70,6 +70,13 @@ impl ClientContext for TracingContext {
     }
 }
 
+/// Only for the client that checks producer settings, which sends nothing.
+impl rdkafka::producer::ProducerContext for TracingContext {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, _: &rdkafka::producer::DeliveryResult<'_>, _: ()) {}
+}
+
 pub(crate) fn log_rdkafka(level: RDKafkaLogLevel, fac: &str, msg: &str) {
     match level {
         RDKafkaLogLevel::Emerg
@@ -163,7 +170,8 @@ fn connection_error(options: &KafkaOptions, what: &str, e: KafkaError) -> Error 
 }
 
 impl KafkaTransport {
-    /// A transport; clients are created here (no network round trip yet).
+    /// A transport; its settings are checked here (no network round trip
+    /// yet), its clients made when first needed.
     pub fn new(options: KafkaOptions) -> Result<Self> {
         options.validate()?;
         let t = KafkaTransport {
@@ -175,18 +183,22 @@ impl KafkaTransport {
                 declared: RwLock::new(HashSet::new()),
             }),
         };
-        // Creating the default producer validates the configuration early.
-        let _ = t.inner.producer(ProducerKey::default())?;
+        // Bad settings are reported here, but the producer itself is created
+        // when something is first sent: an idle producer (a consume-only
+        // transport's, the dead letters' until one comes) would cost its
+        // threads' wake-ups all along.
+        t.inner.check_producer_settings(ProducerKey::default())?;
         Ok(t)
     }
 
     /// A transport after checking that the brokers answer a metadata request.
     pub async fn connect(options: KafkaOptions) -> Result<Self> {
         let t = Self::new(options)?;
-        let producer = t.inner.producer(ProducerKey::default())?;
+        // Asked through the admin client, which declaring topics needs anyway.
+        let admin = t.inner.admin()?;
         let timeout = t.inner.options.operation_timeout;
         let result = tokio::task::spawn_blocking(move || {
-            producer.client().fetch_metadata(None, timeout).map(|_| ())
+            admin.inner().fetch_metadata(None, timeout).map(|_| ())
         })
         .await
         .map_err(|e| Error::connection(KAFKA, "metadata request task failed", e))?;
@@ -255,6 +267,20 @@ impl TransportInner {
             c.set(k, v);
         }
         c
+    }
+
+    /// Checks a producer's settings the way creating it does (librdkafka
+    /// checks some only when the client is made): a client without the
+    /// polling thread is made and dropped at once.
+    fn check_producer_settings(&self, key: ProducerKey) -> Result<()> {
+        let _: rdkafka::producer::BaseProducer<TracingContext> = self
+            .producer_config(key)
+            .create_with_context(TracingContext)
+            .map_err(|e| {
+                self.options
+                    .config_error("invalid Kafka producer settings", &e)
+            })?;
+        Ok(())
     }
 
     fn producer(&self, key: ProducerKey) -> Result<FutureProducer<TracingContext>> {

@@ -176,18 +176,16 @@ impl<'a> RawMessage<'a> {
         }
         let id = match id {
             None => Some(foreign_event_id(topic, partition, offset)),
-            Some(v) => match std::str::from_utf8(v).ok().map(uuid::Uuid::try_parse) {
-                Some(Ok(id)) => Some(id),
-                _ => {
+            Some(v) => match uuid::Uuid::try_parse_ascii(v) {
+                Ok(id) => Some(id),
+                Err(_) => {
                     wire.insert(headers::EVENT_ID.to_owned(), text(v));
                     None
                 }
             },
         };
         let at = at.and_then(|v| {
-            let parsed = std::str::from_utf8(v)
-                .ok()
-                .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok());
+            let parsed = super::wire::parse_rfc3339(v);
             if parsed.is_none() {
                 wire.insert(headers::OCCURRED_AT.to_owned(), text(v));
             }
@@ -201,7 +199,7 @@ impl<'a> RawMessage<'a> {
             incoming = incoming.event_name(text(name));
         }
         if let Some(at) = at {
-            incoming = incoming.occurred_at(at.with_timezone(&chrono::Utc));
+            incoming = incoming.occurred_at(at);
         }
         incoming
     }

@@ -158,18 +158,20 @@ fn resume_ready(shared: &Shared, consumer: &KafkaBaseConsumer, flow: &mut Flow) 
     }
 }
 
-/// The starting size of a batch's buffer.
+/// A batch buffer starts as big as the last round's biggest (within these
+/// bounds), so that a full batch is not copied while it grows.
 const BATCH_BUF: usize = 64 * 1024;
+const BATCH_BUF_MAX: usize = 4 * 1024 * 1024;
 
-/// The batch of a partition, started if needed.
-fn batch_of(batches: &mut Vec<Batch>, partition: i32) -> &mut Batch {
+/// The batch of a partition, started if needed with room for `room` bytes.
+fn batch_of(batches: &mut Vec<Batch>, partition: i32, room: usize) -> &mut Batch {
     match batches.iter().position(|b| b.partition == partition) {
         Some(i) => &mut batches[i],
         None => {
             batches.push(Batch {
                 partition,
                 // Room for a batch of small messages without regrowing.
-                buf: Vec::with_capacity(BATCH_BUF),
+                buf: Vec::with_capacity(room),
                 deliveries: Vec::with_capacity(MAX_BATCH.min(64)),
             });
             let last = batches.len() - 1;
@@ -192,6 +194,7 @@ pub(super) fn poll_loop(
     let mut generations: Vec<(i32, u64)> = Vec::new();
     let mut seen_epoch = shared.epoch.load(Ordering::Acquire);
     let mut our_topic = std::ptr::null_mut();
+    let mut room = BATCH_BUF;
     while !shared.stopping() {
         if shared.manual_offsets
             && last_commit.elapsed() >= commit_interval
@@ -206,7 +209,7 @@ pub(super) fn poll_loop(
         // Slots are taken in bulk; what is left goes back after the round.
         let mut avail = in_flight.take(MAX_BATCH);
         let mut batches: Vec<Batch> = Vec::new();
-        let holding = {
+        let (holding, none_paused) = {
             let mut flow = lock(&shared.flow);
             // Held-back messages go first: they come before anything fetched later.
             while !flow.held.is_empty() {
@@ -218,7 +221,7 @@ pub(super) fn poll_loop(
                 }
                 if let Some(h) = flow.held.pop_front() {
                     avail -= 1;
-                    let b = batch_of(&mut batches, h.partition);
+                    let b = batch_of(&mut batches, h.partition, room);
                     let start = b.buf.len();
                     b.buf.extend_from_slice(&h.buf);
                     b.deliveries.push(Delivery {
@@ -231,7 +234,9 @@ pub(super) fn poll_loop(
             if !flow.paused.is_empty() && in_flight.roomy(avail) {
                 resume_ready(&shared, &consumer, &mut flow);
             }
-            !flow.held.is_empty()
+            // Only this thread pauses (rebalance callbacks only unpause): none
+            // paused now is none until this loop pauses one, and needs no lock.
+            (!flow.held.is_empty(), flow.paused.is_empty())
         };
         // With a free slot, wait up to POLL_INTERVAL for the first message
         // and take what is fetched while slots last (the rest stays in
@@ -283,10 +288,9 @@ pub(super) fn poll_loop(
                 }
             };
             let offset = message.offset();
-            let mut flow = lock(&shared.flow);
-            if avail > 0 && !flow.paused.contains(&partition) {
+            if avail > 0 && (none_paused || !lock(&shared.flow).paused.contains(&partition)) {
                 avail -= 1;
-                let b = batch_of(&mut batches, partition);
+                let b = batch_of(&mut batches, partition, room);
                 let at = pack_message(&mut b.buf, &message);
                 b.deliveries.push(Delivery {
                     offset,
@@ -294,6 +298,7 @@ pub(super) fn poll_loop(
                     at,
                 });
             } else {
+                let mut flow = lock(&shared.flow);
                 let mut buf = Vec::new();
                 pack_message(&mut buf, &message);
                 flow.held.push_back(Held {
@@ -309,6 +314,9 @@ pub(super) fn poll_loop(
             }
         }
         in_flight.release(avail);
+        if let Some(used) = batches.iter().map(|b| b.buf.len()).max() {
+            room = (used + used / 8).clamp(BATCH_BUF, BATCH_BUF_MAX);
+        }
         if !batches.is_empty() {
             let lanes = lock(&shared.lanes);
             for b in batches {
