@@ -31,7 +31,10 @@
 //! message (raw/heytom, so above 1 is heytom cheaper), which other load on
 //! the machine and the broker's pace disturb less.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+#[path = "bench_support/mod.rs"]
+mod bench_support;
+
+use bench_support::{allocations, cpu_us, median};
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -46,47 +49,6 @@ use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-/// Counts every heap allocation (and reallocation) of the process.
-struct Counting;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards to the system allocator; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: the caller's contract is passed on.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: the caller's contract is passed on.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: the caller's contract is passed on.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: the caller's contract is passed on.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
-/// Process CPU time (user + system, every thread) in microseconds.
-fn cpu_us() -> u64 {
-    // SAFETY: getrusage only writes the struct it is given.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid pointer to a rusage struct.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
-    us(ru.ru_utime) + us(ru.ru_stime)
-}
-
 /// A point in time, CPU time and allocation count.
 #[derive(Clone, Copy)]
 struct Mark {
@@ -100,7 +62,7 @@ impl Mark {
         Mark {
             at: Instant::now(),
             cpu: cpu_us(),
-            allocs: ALLOCS.load(Ordering::Relaxed),
+            allocs: allocations(),
         }
     }
 }
@@ -652,14 +614,5 @@ fn perf_control(cmd: &str) {
         if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(path) {
             let _ = writeln!(f, "{cmd}");
         }
-    }
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
     }
 }

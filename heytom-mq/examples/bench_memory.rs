@@ -22,67 +22,17 @@
 //! 252), `BENCH_ROUNDS` (5), `BENCH_BATCH` (1000); `BENCH_PROFILE=heytom`
 //! runs the framework side alone (for a profiler).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+#[path = "bench_support/mod.rs"]
+mod bench_support;
+
+use bench_support::{allocations, cpu_time, median};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use heytom_mq::{Event, InMemoryBroker, InMemoryConsumer, InMemoryProducer, Route};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
-
-/// Counts allocations on per-thread stripes (no cache line shared by the
-/// threads in the hot path).
-struct Counting;
-
-const STRIPES: usize = 32;
-
-#[repr(align(64))]
-struct Stripe(AtomicU64);
-
-static ALLOCS: [Stripe; STRIPES] = [const { Stripe(AtomicU64::new(0)) }; STRIPES];
-static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    static STRIPE: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
-}
-
-fn count_one() {
-    let _ = STRIPE.try_with(|s| {
-        let mut i = s.get();
-        if i == usize::MAX {
-            i = NEXT_STRIPE.fetch_add(1, Ordering::Relaxed) % STRIPES;
-            s.set(i);
-        }
-        ALLOCS[i].0.fetch_add(1, Ordering::Relaxed);
-    });
-}
-
-fn allocations() -> u64 {
-    ALLOCS.iter().map(|s| s.0.load(Ordering::Relaxed)).sum()
-}
-
-// SAFETY: every call is forwarded to the system allocator unchanged.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count_one();
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count_one();
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count_one();
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
 struct BenchEvent {
@@ -121,38 +71,6 @@ fn events(count: usize, size: usize) -> Vec<BenchEvent> {
             e
         })
         .collect()
-}
-
-#[repr(C)]
-struct Timeval {
-    sec: i64,
-    usec: i64,
-}
-
-#[repr(C)]
-struct Rusage {
-    utime: Timeval,
-    stime: Timeval,
-    rest: [i64; 14],
-}
-
-extern "C" {
-    fn getrusage(who: i32, usage: *mut Rusage) -> i32;
-}
-
-/// CPU time of the whole process so far (user + system).
-fn cpu_time() -> Duration {
-    let mut u = Rusage {
-        utime: Timeval { sec: 0, usec: 0 },
-        stime: Timeval { sec: 0, usec: 0 },
-        rest: [0; 14],
-    };
-    // SAFETY: RUSAGE_SELF (0) and a struct of the kernel's layout (x86_64/aarch64 Linux).
-    if unsafe { getrusage(0, &mut u) } != 0 {
-        return Duration::ZERO;
-    }
-    let us = |t: &Timeval| t.sec as u64 * 1_000_000 + t.usec as u64;
-    Duration::from_micros(us(&u.utime) + us(&u.stime))
 }
 
 /// One side's figures for a round.
@@ -228,15 +146,6 @@ async fn heytom(broker: &InMemoryBroker, events: &[BenchEvent], batch: usize) ->
     took
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
 #[tokio::main]
 async fn main() {
     let count = env_num("BENCH_COUNT", 200_000) as usize;
@@ -281,7 +190,8 @@ async fn main() {
         raw_all.push(r);
         hey_all.push(h);
     }
-    let med = |v: &[Figures], f: fn(&Figures) -> f64| median(v.iter().map(f).collect());
+    let med =
+        |v: &[Figures], f: fn(&Figures) -> f64| median(&mut v.iter().map(f).collect::<Vec<_>>());
     println!(
         "median: raw {:.0}/s {:.2} us CPU/msg {:.2} allocs/msg | heytom {:.0}/s {:.2} us CPU/msg {:.2} allocs/msg",
         med(&raw_all, |f| f.rate),
@@ -293,6 +203,6 @@ async fn main() {
     );
     println!(
         "RESULT memory.throughput ratio={:.3} rounds={rounds}",
-        median(ratios)
+        median(&mut ratios)
     );
 }

@@ -44,7 +44,10 @@
 //! (default 5), `HEYTOM_BENCH_DRAIN_ROUNDS` (default 5),
 //! `HEYTOM_BENCH_BACKLOG` (default 100000).
 
-use std::alloc::{GlobalAlloc, Layout, System};
+#[path = "bench_support/mod.rs"]
+mod bench_support;
+
+use bench_support::{allocations, cpu_us, median};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -65,50 +68,6 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Confirmation, ConnectionProperties, ExchangeKind};
 use serde::{Deserialize, Serialize};
 use sqlx::AssertSqlSafe;
-
-/// Counts allocations (each side's allocations per message).
-struct Counting;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
-/// CPU time of the whole process so far, in µs (Linux `/proc/self/stat`,
-/// 10 ms ticks).
-fn cpu_us() -> u64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0;
-    };
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return 0;
-    };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    (tick(11) + tick(12)) * 10_000
-}
 
 /// One side of one round: rate, CPU µs and allocations per item.
 #[derive(Clone, Copy, Debug, Default)]
@@ -140,7 +99,7 @@ impl Meter {
         Meter {
             start: Instant::now(),
             cpu: cpu_us(),
-            allocs: ALLOCATIONS.load(Ordering::Relaxed),
+            allocs: allocations(),
         }
     }
 
@@ -150,10 +109,7 @@ impl Meter {
         Sample {
             rate: n / secs,
             cpu_us: cpu_us().saturating_sub(self.cpu) as f64 / n,
-            allocs: ALLOCATIONS
-                .load(Ordering::Relaxed)
-                .saturating_sub(self.allocs) as f64
-                / n,
+            allocs: allocations().saturating_sub(self.allocs) as f64 / n,
         }
     }
 }
@@ -518,15 +474,6 @@ struct DrainRound {
     raw: Option<Sample>,
     rss_mib: f64,
     publish_s: f64,
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {

@@ -21,8 +21,11 @@
 //! `Producer::send` futures awaited at once (the shape of ruststream's
 //! publisher), against the same round's raw publish.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+#[path = "bench_support/mod.rs"]
+mod bench_support;
+
+use bench_support::{allocations, cpu_time, median};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -40,59 +43,6 @@ use lapin::Confirmation;
 use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
-
-/// Counts allocations on per-thread stripes (no cache line shared by the
-/// threads in the hot path).
-struct Counting;
-
-const STRIPES: usize = 32;
-
-#[repr(align(64))]
-struct Stripe(AtomicU64);
-
-static ALLOCS: [Stripe; STRIPES] = [const { Stripe(AtomicU64::new(0)) }; STRIPES];
-static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    static STRIPE: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
-}
-
-fn count_one() {
-    let _ = STRIPE.try_with(|s| {
-        let mut i = s.get();
-        if i == usize::MAX {
-            i = NEXT_STRIPE.fetch_add(1, Ordering::Relaxed) % STRIPES;
-            s.set(i);
-        }
-        ALLOCS[i].0.fetch_add(1, Ordering::Relaxed);
-    });
-}
-
-fn allocations() -> u64 {
-    ALLOCS.iter().map(|s| s.0.load(Ordering::Relaxed)).sum()
-}
-
-// SAFETY: every call is forwarded to the system allocator unchanged.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count_one();
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count_one();
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count_one();
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
 struct BenchEvent {
@@ -369,47 +319,6 @@ fn rate(count: usize, d: Duration) -> f64 {
     count as f64 / d.as_secs_f64()
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
-#[repr(C)]
-struct Timeval {
-    sec: i64,
-    usec: i64,
-}
-
-#[repr(C)]
-struct Rusage {
-    utime: Timeval,
-    stime: Timeval,
-    rest: [i64; 14],
-}
-
-extern "C" {
-    fn getrusage(who: i32, usage: *mut Rusage) -> i32;
-}
-
-/// CPU time of the whole process so far (user + system).
-fn cpu_time() -> Duration {
-    let mut u = Rusage {
-        utime: Timeval { sec: 0, usec: 0 },
-        stime: Timeval { sec: 0, usec: 0 },
-        rest: [0; 14],
-    };
-    // SAFETY: RUSAGE_SELF (0) and a struct of the kernel's layout (x86_64/aarch64 Linux).
-    if unsafe { getrusage(0, &mut u) } != 0 {
-        return Duration::ZERO;
-    }
-    let us = |t: &Timeval| t.sec as u64 * 1_000_000 + t.usec as u64;
-    Duration::from_micros(us(&u.utime) + us(&u.stime))
-}
-
 /// Runs a phase; returns (messages per second, CPU microseconds per
 /// message, allocations per message).
 async fn phase<F, E>(count: usize, f: F) -> Result<(f64, f64, f64), E>
@@ -501,7 +410,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     .await;
     teardown(&conn).await;
     result?;
-    let [m_raw_pub, m_hey_pub, m_hey_conc, m_raw_con, m_hey_con] = all.map(median);
+    let [m_raw_pub, m_hey_pub, m_hey_conc, m_raw_con, m_hey_con] = all.map(|mut v| median(&mut v));
     println!(
         "median publish+confirm: raw lapin {m_raw_pub:.0} msg/s, heytom-mq send_batch {m_hey_pub:.0} msg/s, \
          concurrent send {m_hey_conc:.0} msg/s"
@@ -509,17 +418,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "median consume+ack:     raw lapin {m_raw_con:.0} msg/s, heytom-mq {m_hey_con:.0} msg/s"
     );
-    let [c0, c1, c2, c3, c4] = cpu.map(median);
+    let [c0, c1, c2, c3, c4] = cpu.map(|mut v| median(&mut v));
     println!(
         "CPU per message (process, median): publish raw {c0:.1} us, heytom send_batch {c1:.1} us, \
          concurrent send {c2:.1} us | consume raw {c3:.1} us, heytom {c4:.1} us"
     );
-    let [a0, a1, a2, a3, a4] = allocs.map(median);
+    let [a0, a1, a2, a3, a4] = allocs.map(|mut v| median(&mut v));
     println!(
         "allocations per message (median): publish raw {a0:.1}, heytom send_batch {a1:.1}, \
          concurrent send {a2:.1} | consume raw {a3:.1}, heytom {a4:.1}"
     );
-    let [publish, concurrent, consumed] = ratios.map(median);
+    let [publish, concurrent, consumed] = ratios.map(|mut v| median(&mut v));
     println!(
         "median of per-round ratios (heytom/raw, same round): publish+confirm {publish:.2}, \
          concurrent send {concurrent:.2}, consume+ack {consumed:.2}"
