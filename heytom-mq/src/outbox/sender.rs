@@ -3,7 +3,7 @@
 //! lease while it is young (no statement before the publish), or takes them
 //! over with a fenced update first when it is not.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -182,7 +182,8 @@ impl Relay {
             return;
         }
         let token = token();
-        let mut got = Vec::with_capacity(rows.len());
+        // Sets: a batch is up to 1000 rows, looked up once per row.
+        let mut got = HashSet::with_capacity(rows.len());
         for (from, ids) in &leases {
             self.leases.hold(&token, ids);
             match self
@@ -191,6 +192,7 @@ impl Relay {
                 .await
             {
                 Ok(g) => {
+                    let g: HashSet<Uuid> = g.into_iter().collect();
                     if g.len() < ids.len() {
                         let lost: Vec<Uuid> =
                             ids.iter().filter(|id| !g.contains(id)).copied().collect();
