@@ -768,6 +768,17 @@ async fn manual_producers_and_consumers_refuse_bad_settings_without_connecting()
         KafkaProducer::new(kafka().property("no.such.property", "x")),
         &["no.such.property"],
     );
+    // The producer itself is made on the first send; settings librdkafka
+    // only rejects when a client is made (idempotence allows at most 5
+    // requests in flight) are still refused when the transport is made.
+    config_error(
+        KafkaProducer::new(
+            kafka()
+                .producer_property("enable.idempotence", "true")
+                .producer_property("max.in.flight.requests.per.connection", "6"),
+        ),
+        &["invalid Kafka producer settings"],
+    );
     let built = App::builder()
         .kafka(kafka().max_in_flight(usize::MAX))
         .build()
