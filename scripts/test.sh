@@ -22,17 +22,17 @@ fi
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
-cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --workspace --all-targets --all-features -- -D warnings
 echo "== each database feature alone compiles"
 for db in postgres mysql sqlite; do
   cargo check --quiet -p heytom-mq --no-default-features --features "$db"
 done
 echo "== cargo test"
-cargo test --workspace "$@"
+cargo test --workspace --all-features "$@"
 echo "== quickstart (the README's first command)"
 cargo run --quiet --example quickstart
 echo "== cargo doc (warnings are errors)"
-RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps --quiet
 echo "== cargo package (the two published crates, verified)"
 cargo package --quiet --allow-dirty -p heytom-mq-derive -p heytom-mq
 echo "== minimum supported Rust ($MSRV): cargo check"
@@ -40,5 +40,5 @@ echo "== minimum supported Rust ($MSRV): cargo check"
 if ! rustup run "$MSRV" rustc --version >/dev/null 2>&1; then
   rustup toolchain install "$MSRV" --profile minimal
 fi
-CARGO_TARGET_DIR="$CARGO_TARGET_DIR-msrv" cargo "+$MSRV" check --workspace --all-targets --quiet
+CARGO_TARGET_DIR="$CARGO_TARGET_DIR-msrv" cargo "+$MSRV" check --workspace --all-targets --all-features --quiet
 echo "== all checks passed"
