@@ -29,11 +29,13 @@
 // One path per public name: the modules are private and everything public
 // is re-exported here (and the everyday names in `prelude`).
 mod app;
+pub mod asyncapi;
 mod consumer;
 mod dispatch;
 mod error;
 mod event;
 mod handler;
+pub mod health;
 mod manual;
 #[cfg(feature = "_outbox")]
 mod outbox;
@@ -65,6 +67,7 @@ pub use transport::memory::{DeadLetteredMessage, InMemoryBroker, InMemoryTranspo
 pub use transport::{
     EncodedBatch, Outgoing, Subscription, SubscriptionHandle, Transport, TransportConfig,
 };
+pub use health::{ConnectionState, Health, SubscriptionMonitor, SubscriptionState};
 
 #[cfg(feature = "kafka")]
 pub use manual::{KafkaConsumer, KafkaProducer};
@@ -95,6 +98,12 @@ pub use outbox::{
 #[cfg(feature = "_outbox")]
 pub use sqlx;
 
+/// The schemars this crate's `schemars` feature is built on (1.x): derive
+/// `schemars::JsonSchema` on an event with this major version and its
+/// payload schema appears in [`asyncapi::document`].
+#[cfg(feature = "schemars")]
+pub use schemars;
+
 // The Rust blocks of the README and of docs/*.md, compiled (and, unless
 // `no_run`, run) by `cargo test --doc`, so that every snippet a user copies
 // compiles as written. Each needs the features its snippets use.
@@ -114,6 +123,10 @@ struct OutboxDocDoctests;
 #[doc = include_str!("../docs/rabbitmq.md")]
 struct RabbitMqDocDoctests;
 
+#[cfg(all(doctest, feature = "axum", feature = "schemars"))]
+#[doc = include_str!("../docs/operations.md")]
+struct OperationsDocDoctests;
+
 /// The everyday names: `use heytom_mq::prelude::*;`.
 pub mod prelude {
     pub use crate::{
@@ -132,10 +145,13 @@ pub mod prelude {
 /// Used by the code `#[derive(Event)]` and `#[handler]` generate; not public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::event::EventRegistration;
+    pub use crate::event::{EventRegistration, EventSchemaRegistration};
     pub use crate::handler::{decode, FromContext, HandlerFailure, HandlerRegistration};
+    pub use crate::__heytom_event_schema as event_schema;
+    pub use crate::asyncapi::schema;
     pub use futures::future::BoxFuture;
     pub use inventory;
+    pub use serde_json;
 
     /// What a `#[handler]` needs of its event type. The shim and the
     /// registration both go through [`handler_event`], so an argument that is

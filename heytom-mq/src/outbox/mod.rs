@@ -44,6 +44,7 @@ use crate::error::{check, Error, Result};
 mod backend;
 mod config;
 mod dialect;
+mod health;
 mod lease;
 mod marker;
 #[cfg(feature = "mysql")]
@@ -60,6 +61,7 @@ mod transaction;
 
 pub(crate) use config::resolve_config;
 pub use config::OutboxConfig;
+pub use health::OutboxHealth;
 pub use relay::OutboxRuntime;
 pub use transaction::{OutboxDatabase, OutboxTransaction};
 
