@@ -59,6 +59,7 @@ pub use handler::{
     HandlerError, HandlerRegistration, IntoHandlerResult, Publisher, State, StateMap,
     StateRequirement,
 };
+pub use health::{ConnectionState, Health, SubscriptionMonitor, SubscriptionState};
 pub use heytom_mq_derive::{handler, Event};
 pub use manual::{InMemoryConsumer, InMemoryProducer};
 pub use producer::{MessageProducer, Producer};
@@ -67,7 +68,6 @@ pub use transport::memory::{DeadLetteredMessage, InMemoryBroker, InMemoryTranspo
 pub use transport::{
     EncodedBatch, Outgoing, Subscription, SubscriptionHandle, Transport, TransportConfig,
 };
-pub use health::{ConnectionState, Health, SubscriptionMonitor, SubscriptionState};
 
 #[cfg(feature = "kafka")]
 pub use manual::{KafkaConsumer, KafkaProducer};
@@ -145,10 +145,10 @@ pub mod prelude {
 /// Used by the code `#[derive(Event)]` and `#[handler]` generate; not public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::event::{EventRegistration, EventSchemaRegistration};
-    pub use crate::handler::{decode, FromContext, HandlerFailure, HandlerRegistration};
     pub use crate::__heytom_event_schema as event_schema;
     pub use crate::asyncapi::schema;
+    pub use crate::event::{EventRegistration, EventSchemaRegistration};
+    pub use crate::handler::{decode, FromContext, HandlerFailure, HandlerRegistration};
     pub use futures::future::BoxFuture;
     pub use inventory;
     pub use serde_json;

@@ -188,10 +188,7 @@ fn kafka_channels_carry_the_topic_attributes() {
     // One receive operation per handler, with its group.
     let bill = &doc["operations"]["receive.api_bill"];
     assert_eq!(bill["action"], "receive");
-    assert_eq!(
-        bill["channel"]["$ref"],
-        "#/channels/kafka.asyncapi-orders"
-    );
+    assert_eq!(bill["channel"]["$ref"], "#/channels/kafka.asyncapi-orders");
     assert_eq!(
         bill["bindings"]["kafka"]["groupId"]["enum"],
         json!(["asyncapi-billing"])
@@ -286,8 +283,9 @@ fn payload_schemas_come_from_json_schema_derives_only() {
 
 #[test]
 fn explicit_handlers_are_documented_too() {
-    let handlers = vec![HandlerEntry::from_closure("explicit_ping", |_: ApiPing| async {})
-        .group("ping-group")];
+    let handlers = vec![
+        HandlerEntry::from_closure("explicit_ping", |_: ApiPing| async {}).group("ping-group"),
+    ];
     let doc = document_with_handlers(AsyncApiInfo::default(), &handlers);
     let op = &doc["operations"]["receive.explicit_ping"];
     assert_eq!(op["channel"]["$ref"], "#/channels/default.ApiPing");
@@ -304,11 +302,17 @@ fn a_broken_document_fails_the_same_check() {
 
     let mut no_info = good.clone();
     no_info.as_object_mut().unwrap().remove("info");
-    assert!(!validator.is_valid(&no_info), "a document without info passed");
+    assert!(
+        !validator.is_valid(&no_info),
+        "a document without info passed"
+    );
 
     let mut bad_action = good.clone();
     bad_action["operations"]["send.ApiOrderCreated"]["action"] = json!("publish");
-    assert!(!errors(&validator, &bad_action).is_empty(), "action `publish` passed");
+    assert!(
+        !errors(&validator, &bad_action).is_empty(),
+        "action `publish` passed"
+    );
 
     let mut bad_binding = good.clone();
     bad_binding["channels"]["kafka.asyncapi-orders"]["bindings"]["kafka"]["partitions"] = json!(0);

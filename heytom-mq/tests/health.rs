@@ -66,12 +66,10 @@ async fn ready_becomes(running: &RunningApp, want: StatusCode, within: Duration)
 async fn sqlite_pool(name: &str) -> sqlx::SqlitePool {
     let path = std::env::temp_dir().join(format!("heytom-health-{name}.db"));
     let _ = std::fs::remove_file(&path);
-    let opts = sqlx::sqlite::SqliteConnectOptions::from_str(&format!(
-        "sqlite://{}",
-        path.display()
-    ))
-    .unwrap()
-    .create_if_missing(true);
+    let opts =
+        sqlx::sqlite::SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+            .unwrap()
+            .create_if_missing(true);
     sqlx::sqlite::SqlitePoolOptions::new()
         .max_connections(4)
         .connect_with(opts)
@@ -143,7 +141,13 @@ async fn the_outbox_scanner_failing_makes_the_app_unready() {
     let body = ready_becomes(&running, StatusCode::OK, Duration::from_secs(60)).await;
     // Counted by a scan that succeeded.
     let until = Instant::now() + Duration::from_secs(60);
-    while running.health().outbox.unwrap().last_successful_scan.is_none() {
+    while running
+        .health()
+        .outbox
+        .unwrap()
+        .last_successful_scan
+        .is_none()
+    {
         assert!(Instant::now() < until, "no successful scan: {body:#}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

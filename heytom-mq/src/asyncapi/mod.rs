@@ -336,10 +336,8 @@ impl Document {
                 // The RabbitMQ transport's rule: the handler's group, else
                 // the event's queue_name, else `<routing key>.<handler>`.
                 let queue = h.group.clone().unwrap_or_else(|| {
-                    r.queue_name.map_or_else(
-                        || format!("{}.{}", r.routing_key, h.name),
-                        str::to_owned,
-                    )
+                    r.queue_name
+                        .map_or_else(|| format!("{}.{}", r.routing_key, h.name), str::to_owned)
                 });
                 let exchange = r.exchange.unwrap_or(&info.rabbitmq_exchange);
                 (
@@ -350,9 +348,11 @@ impl Document {
             Route::Default => {
                 let id = format!("default.{key}");
                 if !self.channels.contains_key(&id) {
-                    self.channel(&id, &key, || {
-                        json!({ "address": h.event_name, "messages": {} })
-                    });
+                    self.channel(
+                        &id,
+                        &key,
+                        || json!({ "address": h.event_name, "messages": {} }),
+                    );
                 }
                 let group = h.group.clone().unwrap_or_else(|| h.name.clone());
                 (id, json!({ "x-heytom-group": group }))

@@ -178,7 +178,9 @@ mod tests {
         let m = SubscriptionMonitor::new();
         assert!(m.get().is_running());
         m.lost("channel closed");
-        assert!(matches!(m.get(), SubscriptionState::Reconnecting { ref last_error, .. } if last_error == "channel closed"));
+        assert!(
+            matches!(m.get(), SubscriptionState::Reconnecting { ref last_error, .. } if last_error == "channel closed")
+        );
         m.running();
         assert!(m.get().is_running());
         m.stopped();
