@@ -34,6 +34,8 @@ pub struct AppBuilder {
     outbox: Option<crate::outbox::Outbox>,
     #[cfg(feature = "_outbox")]
     local_message_retry: Option<crate::outbox::LocalMessageRetryOptions>,
+    #[cfg(feature = "_outbox")]
+    inbox: Option<crate::inbox::Inbox>,
     state: StateMap,
     explicit: Vec<HandlerEntry>,
     discover: bool,
@@ -54,6 +56,8 @@ impl Default for AppBuilder {
             outbox: None,
             #[cfg(feature = "_outbox")]
             local_message_retry: None,
+            #[cfg(feature = "_outbox")]
+            inbox: None,
             state: StateMap::new(),
             explicit: Vec::new(),
             discover: true,
@@ -129,6 +133,26 @@ impl AppBuilder {
     #[cfg(feature = "_outbox")]
     pub fn local_message_retry(mut self, options: crate::outbox::LocalMessageRetryOptions) -> Self {
         self.local_message_retry = Some(options);
+        self
+    }
+
+    /// Uses an inbox: `#[handler(idempotent)]` handlers and handlers taking
+    /// `Tx<DB>` (every handler, with [`Inbox::for_all_handlers`](crate::Inbox::for_all_handlers))
+    /// run in its transaction, once per message id. See [`Inbox`](crate::Inbox).
+    ///
+    /// ```no_run
+    /// # use heytom_mq::prelude::*;
+    /// # async fn f(pool: sqlx::PgPool) -> Result<(), heytom_mq::Error> {
+    /// App::builder()
+    ///     .outbox(Outbox::postgres(pool.clone()))
+    ///     .inbox(Inbox::postgres(pool).for_all_handlers())
+    ///     .run()
+    ///     .await
+    /// # }
+    /// ```
+    #[cfg(feature = "_outbox")]
+    pub fn inbox(mut self, inbox: crate::inbox::Inbox) -> Self {
+        self.inbox = Some(inbox);
         self
     }
 
@@ -257,6 +281,10 @@ impl AppBuilder {
         }
         let handlers = self.collect_handlers()?;
         checks::settings(&self.retry, self.shutdown_timeout, &handlers)?;
+        #[cfg(feature = "_outbox")]
+        crate::inbox::require_inbox(&handlers, self.inbox.as_ref())?;
+        #[cfg(not(feature = "_outbox"))]
+        crate::handler::require_no_inbox(&handlers)?;
 
         #[cfg(feature = "_outbox")]
         let outbox_config =
@@ -322,12 +350,26 @@ impl AppBuilder {
             };
             outbox = Some(runtime);
         }
+        // Wraps the handlers that run in its transaction.
+        #[cfg(feature = "_outbox")]
+        let (inbox, handlers) = {
+            let mut handlers = handlers;
+            let inbox = match self.inbox.take() {
+                Some(i) => {
+                    Some(crate::inbox::InboxRuntime::build(i, &mut handlers, &producer).await?)
+                }
+                None => None,
+            };
+            (inbox, handlers)
+        };
 
         Ok(App {
             router,
             producer,
             #[cfg(feature = "_outbox")]
             outbox,
+            #[cfg(feature = "_outbox")]
+            inbox,
             handlers,
             state: Arc::new(self.state),
             retry: self.retry,
@@ -355,6 +397,9 @@ pub struct App {
     /// The outbox relay and scanner, started and stopped with the app.
     #[cfg(feature = "_outbox")]
     outbox: Option<Arc<crate::outbox::OutboxRuntime>>,
+    /// The inbox's cleanup task, started and stopped with the app.
+    #[cfg(feature = "_outbox")]
+    inbox: Option<Arc<crate::inbox::InboxRuntime>>,
     handlers: Vec<HandlerEntry>,
     state: Arc<StateMap>,
     retry: RetryPolicy,
@@ -511,6 +556,10 @@ impl App {
         #[cfg(feature = "_outbox")]
         if let Some(outbox) = &self.outbox {
             outbox.start();
+        }
+        #[cfg(feature = "_outbox")]
+        if let Some(inbox) = &self.inbox {
+            inbox.start();
         }
         Ok(RunningApp {
             app: self,

@@ -34,6 +34,8 @@ mod dispatch;
 mod error;
 mod event;
 mod handler;
+#[cfg(feature = "_outbox")]
+mod inbox;
 mod manual;
 #[cfg(feature = "_outbox")]
 mod outbox;
@@ -55,7 +57,7 @@ pub use event::{
 pub use handler::{
     registered_handlers, Context, EventHandler, ExtractError, FromContext, HandlerEntry,
     HandlerError, HandlerRegistration, IntoHandlerResult, Publisher, State, StateMap,
-    StateRequirement,
+    StateRequirement, TransactionRequirement,
 };
 pub use heytom_mq_derive::{handler, Event};
 pub use manual::{InMemoryConsumer, InMemoryProducer};
@@ -79,6 +81,8 @@ pub use transport::rabbitmq::{
     RabbitMqOptions, RabbitMqTransport, DEFAULT_EXCHANGE, PRIORITY_HEADER,
 };
 
+#[cfg(feature = "_outbox")]
+pub use inbox::{Inbox, Tx};
 #[cfg(feature = "_outbox")]
 pub use outbox::{
     LocalMessage, LocalMessageRepository, LocalMessageRetryOptions, MessageStatus, Outbox,
@@ -114,6 +118,10 @@ struct OutboxDocDoctests;
 #[doc = include_str!("../docs/rabbitmq.md")]
 struct RabbitMqDocDoctests;
 
+#[cfg(all(doctest, feature = "rabbitmq", feature = "kafka", feature = "postgres"))]
+#[doc = include_str!("../docs/inbox.md")]
+struct InboxDocDoctests;
+
 /// The everyday names: `use heytom_mq::prelude::*;`.
 pub mod prelude {
     pub use crate::{
@@ -121,10 +129,10 @@ pub mod prelude {
         InMemoryBroker, InMemoryConsumer, InMemoryProducer, MessageConsumer, MessageProducer,
         Producer, RetryPolicy, Route, State,
     };
+    #[cfg(feature = "_outbox")]
+    pub use crate::{Inbox, LocalMessageRetryOptions, Outbox, Tx};
     #[cfg(feature = "kafka")]
     pub use crate::{KafkaConsumer, KafkaOptions, KafkaProducer};
-    #[cfg(feature = "_outbox")]
-    pub use crate::{LocalMessageRetryOptions, Outbox};
     #[cfg(feature = "rabbitmq")]
     pub use crate::{RabbitMqConsumer, RabbitMqOptions, RabbitMqProducer};
 }

@@ -12,7 +12,7 @@ fn layer(module: &str) -> Option<u8> {
         "event" | "handler" | "dispatch" | "retry" | "error" | "redact" => 0,
         "transport" => 1,
         "producer" => 2,
-        "outbox" => 3,
+        "outbox" | "inbox" => 3,
         "app" | "consumer" | "manual" | "lib" | "prelude" | "__private" => 4,
         _ => return None,
     })

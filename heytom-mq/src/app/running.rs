@@ -78,6 +78,10 @@ impl RunningApp {
                 );
             }
         }
+        #[cfg(feature = "_outbox")]
+        if let Some(inbox) = &self.app.inbox {
+            inbox.stop().await;
+        }
         for t in self.app.router.all() {
             match tokio::time::timeout_at(deadline, t.close()).await {
                 Ok(Ok(())) => {}

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::event::{Envelope, Event, EventId, Headers};
+use crate::handler::scope::TxScope;
 
 /// What a handler knows about the message it is handling.
 ///
@@ -25,6 +26,8 @@ pub struct Context {
     // Built once per handler: making a context allocates nothing.
     handler: Arc<HandlerInfo>,
     attempt: u32,
+    // Set when the handler runs in the inbox's transaction (see `TxScope`).
+    scope: Option<Arc<TxScope>>,
 }
 
 /// What a context knows of its handler, shared by all its deliveries.
@@ -62,7 +65,24 @@ impl Context {
             envelope,
             handler,
             attempt,
+            scope: None,
         }
+    }
+
+    /// This context in the inbox's transaction `scope`.
+    pub(crate) fn with_scope(mut self, scope: Arc<TxScope>) -> Self {
+        self.scope = Some(scope);
+        self
+    }
+
+    /// The inbox's transaction scope, when the handler runs in one.
+    pub(crate) fn scope(&self) -> Option<&Arc<TxScope>> {
+        self.scope.as_ref()
+    }
+
+    /// The envelope of the delivery, shared.
+    pub(crate) fn envelope(&self) -> &Arc<Envelope> {
+        &self.envelope
     }
 
     /// The event's id (UUID v7).
@@ -122,11 +142,23 @@ impl Context {
 
     /// Publishes a follow-up event that carries this event's correlation id
     /// and has this event as its cause.
+    ///
+    /// In a handler that runs in the inbox's transaction (`Tx`, or
+    /// `#[handler(idempotent)]`) with the outbox in the same database, the
+    /// event is written into the outbox in that transaction and sent after
+    /// it commits; a run that fails or panics sends nothing.
     pub async fn publish<E: Event>(&self, event: &E) -> crate::Result<EventId> {
         match &self.handler.producer {
             Some(p) => {
                 let envelope = Envelope::with_headers(event, self.follow_up_headers())?;
                 let id = envelope.id;
+                let envelope = match &self.scope {
+                    Some(scope) => match scope.stage(E::route(), envelope) {
+                        Ok(()) => return Ok(id),
+                        Err((_, envelope)) => envelope,
+                    },
+                    None => envelope,
+                };
                 p.publish_envelope(E::route(), envelope).await?;
                 Ok(id)
             }

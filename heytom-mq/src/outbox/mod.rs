@@ -44,6 +44,7 @@ use crate::error::{check, Error, Result};
 mod backend;
 mod config;
 mod dialect;
+mod followups;
 mod lease;
 mod marker;
 #[cfg(feature = "mysql")]
