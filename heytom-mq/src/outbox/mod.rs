@@ -52,6 +52,7 @@ mod mysql;
 mod postgres;
 mod relay;
 pub mod repository;
+mod schedule;
 mod sender;
 #[cfg(feature = "sqlite")]
 mod sqlite;
