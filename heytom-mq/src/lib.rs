@@ -89,6 +89,9 @@ pub use outbox::{
     OutboxDatabase, OutboxTransaction, StatusCounts,
 };
 
+/// chrono, whose `DateTime<Utc>` `Producer::send_at` takes: `heytom_mq::chrono::Utc`
+/// when you have no chrono of your own.
+pub use chrono;
 /// The sqlx this crate is built on (0.9), so that the pools and
 /// transactions you hand to [`Outbox`] and [`Producer::send_with_transaction`]
 /// are the same types as the library's, whatever else is in your

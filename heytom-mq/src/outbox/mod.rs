@@ -53,6 +53,7 @@ mod mysql;
 mod postgres;
 mod relay;
 pub mod repository;
+mod schedule;
 mod sender;
 #[cfg(feature = "sqlite")]
 mod sqlite;

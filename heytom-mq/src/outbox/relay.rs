@@ -23,6 +23,7 @@ use uuid::Uuid;
 use super::lease::{millis, token, Availability, Leases};
 use super::marker::{retry_storage, Mark};
 use super::repository::{DbKind, Store};
+use super::schedule::WakeSchedule;
 pub(super) use super::sender::Committed;
 use super::transaction::to_outgoing;
 use super::{
@@ -61,7 +62,10 @@ pub(crate) struct Relay {
     /// The current commit-lease token and when it was made: the `LockedBy`
     /// that transactions write with their rows (see [`Relay::commit_token`]).
     commit_lease: Mutex<(Arc<str>, Instant)>,
-    wake: Arc<Notify>,
+    /// Wakes the scanner at once (PostgreSQL `NOTIFY`).
+    pub(super) wake: Arc<Notify>,
+    /// Wakes the scanner when a scheduled row is due (see `schedule.rs`).
+    pub(super) schedule: WakeSchedule,
     /// Sent and confirmed rows, for the marker task to mark Sent in batches.
     pub(super) marks: mpsc::Sender<Mark>,
     /// Rows in flight, renewed by the keeper.
@@ -126,6 +130,7 @@ impl OutboxRuntime {
                 owner: Uuid::now_v7().to_string(),
                 commit_lease: Mutex::new((token(), Instant::now())),
                 wake: Arc::new(Notify::new()),
+                schedule: WakeSchedule::default(),
                 marks,
                 leases: Leases::default(),
                 availability: Availability::default(),
@@ -247,7 +252,10 @@ impl Relay {
     async fn scan_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let batch = i64::from(self.retry.batch_size.max(1));
         let max_retry = i32::try_from(self.retry.max_retry_count).unwrap_or(i32::MAX);
+        // Retention runs once per scan interval, however often due rows wake the scanner.
+        let mut retained_at: Option<Instant> = None;
         loop {
+            self.schedule.scanning();
             // The batch being sent: the next claim overlaps its confirms.
             // Batches are sent one after another, in claim order.
             let mut in_flight: Option<JoinHandle<()>> = None;
@@ -300,7 +308,11 @@ impl Relay {
             if *stop.borrow() {
                 return;
             }
-            if let Some(age) = self.retention {
+            let retention = self
+                .retention
+                .filter(|_| retained_at.is_none_or(|t| t.elapsed() >= self.retry.scan_interval));
+            if let Some(age) = retention {
+                retained_at = Some(Instant::now());
                 let before = chrono::TimeDelta::from_std(age)
                     .ok()
                     .and_then(|age| chrono::Utc::now().checked_sub_signed(age))
@@ -315,10 +327,8 @@ impl Relay {
                     Err(e) => tracing::warn!(error = %e, "outbox retention failed"),
                 }
             }
-            tokio::select! {
-                _ = tokio::time::sleep(self.retry.scan_interval) => {}
-                _ = self.wake.notified() => {}
-                r = stop.changed() => if r.is_err() || *stop.borrow() { return },
+            if !self.sleep_until_due(max_retry, &mut stop).await {
+                return;
             }
         }
     }

@@ -570,6 +570,9 @@ fn truncate(s: &str) -> String {
     format!("{}...", &s[..end])
 }
 
+#[path = "schedule_sql.rs"]
+mod schedule_sql;
+
 #[cfg(test)]
 #[path = "statements_tests.rs"]
 mod tests;
