@@ -139,17 +139,6 @@ impl AppBuilder {
     /// Uses an inbox: `#[handler(idempotent)]` handlers and handlers taking
     /// `Tx<DB>` (every handler, with [`Inbox::for_all_handlers`](crate::Inbox::for_all_handlers))
     /// run in its transaction, once per message id. See [`Inbox`](crate::Inbox).
-    ///
-    /// ```no_run
-    /// # use heytom_mq::prelude::*;
-    /// # async fn f(pool: sqlx::PgPool) -> Result<(), heytom_mq::Error> {
-    /// App::builder()
-    ///     .outbox(Outbox::postgres(pool.clone()))
-    ///     .inbox(Inbox::postgres(pool).for_all_handlers())
-    ///     .run()
-    ///     .await
-    /// # }
-    /// ```
     #[cfg(feature = "_outbox")]
     pub fn inbox(mut self, inbox: crate::inbox::Inbox) -> Self {
         self.inbox = Some(inbox);
@@ -350,18 +339,9 @@ impl AppBuilder {
             };
             outbox = Some(runtime);
         }
-        // Wraps the handlers that run in its transaction.
         #[cfg(feature = "_outbox")]
-        let (inbox, handlers) = {
-            let mut handlers = handlers;
-            let inbox = match self.inbox.take() {
-                Some(i) => {
-                    Some(crate::inbox::InboxRuntime::build(i, &mut handlers, &producer).await?)
-                }
-                None => None,
-            };
-            (inbox, handlers)
-        };
+        let (inbox, handlers) =
+            crate::inbox::InboxRuntime::attach(self.inbox.take(), handlers, &producer).await?;
 
         Ok(App {
             router,

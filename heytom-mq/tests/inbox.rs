@@ -270,6 +270,48 @@ async fn purge_deletes_old_rows_only() {
     assert!(inbox.processed(new, "h").await.unwrap());
 }
 
+/// Retention while the app runs: the cleanup task deletes rows older than
+/// the retention, and only those.
+#[tokio::test]
+async fn the_running_app_deletes_rows_past_the_retention() {
+    let Some(pool) = postgres().await else { return };
+    let inbox = Inbox::postgres(pool.clone())
+        .table_name(format!("inbox_retain_{}", unique()))
+        .retention(Duration::from_secs(3600))
+        .cleanup_interval(Duration::from_secs(1));
+    inbox.ensure_table().await.unwrap();
+    let (old, new) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    for (id, age) in [(old, "2 hours"), (new, "59 minutes")] {
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO {} (MessageId, HandlerName, ReceivedAt) VALUES ($1::uuid, 'h', now() - interval '{age}')",
+            inbox.get_table_name()
+        )))
+        .bind(id.to_string())
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let app = App::builder()
+        .discover(false)
+        .inbox(inbox.clone())
+        .start()
+        .await
+        .expect("app starts");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while inbox.processed(old, "h").await.unwrap() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the old row was never deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        inbox.processed(new, "h").await.unwrap(),
+        "a younger row is kept"
+    );
+    app.shutdown().await.unwrap();
+}
+
 /// Startup errors: each names what is at fault.
 mod config {
     use super::*;
@@ -310,14 +352,14 @@ mod config {
 
     #[tokio::test]
     async fn an_idempotent_handler_without_an_inbox_is_refused() {
-        let e = error(App::builder().discover_in(&format!("{}::idempotent_only", module_path!())))
-            .await;
+        let e =
+            error(App::builder().discover_in(format!("{}::idempotent_only", module_path!()))).await;
         assert!(
             e.contains("handler `needs_inbox`") && e.contains("AppBuilder::inbox"),
             "{e}"
         );
-        let e = error(App::builder().discover_in(&format!("{}::takes_sqlite_tx", module_path!())))
-            .await;
+        let e =
+            error(App::builder().discover_in(format!("{}::takes_sqlite_tx", module_path!()))).await;
         assert!(e.contains("handler `needs_outbox` takes Tx<Sqlite>"), "{e}");
     }
 
@@ -326,7 +368,7 @@ mod config {
         let Some(pool) = sqlite().await else { return };
         let e = error(
             App::builder()
-                .discover_in(&format!("{}::takes_mysql_tx", module_path!()))
+                .discover_in(format!("{}::takes_mysql_tx", module_path!()))
                 .inbox(Inbox::sqlite(pool)),
         )
         .await;
@@ -341,7 +383,7 @@ mod config {
         let Some(pool) = sqlite().await else { return };
         let e = error(
             App::builder()
-                .discover_in(&format!("{}::takes_two_tx", module_path!()))
+                .discover_in(format!("{}::takes_two_tx", module_path!()))
                 .inbox(Inbox::sqlite(pool)),
         )
         .await;

@@ -4,8 +4,8 @@
 //! committed" event, which the runtime emits after the commit and before
 //! the ack (Kafka: before the offset is stored). No destructor, no flush,
 //! no ack. The broker delivers the message again to a fresh child, whose
-//! inbox finds the row and skips it: one business row, on PostgreSQL, over
-//! RabbitMQ and over Kafka.
+//! inbox finds the row and skips it: one business row. On PostgreSQL,
+//! MariaDB and SQLite, over RabbitMQ and over Kafka.
 
 #[macro_use]
 mod inbox_support;
@@ -22,58 +22,102 @@ use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::{Context as LayerContext, SubscriberExt};
 use tracing_subscriber::Layer;
 
-mod rabbitmq {
-    use super::*;
+/// One case: the consumer on `$via`, its inbox and business table in `$db`.
+macro_rules! case {
+    ($name:ident, $via:ident, $db:ty, $ph:literal) => {
+        mod $name {
+            use super::*;
 
-    test_event!(Order, RabbitMq, { n: u32 });
+            test_event!(Order, $via, { n: u32 });
 
-    #[handler(idempotent)]
-    async fn bill(
-        event: Order,
-        mut tx: Tx<sqlx::Postgres>,
-        ctx: Context,
-    ) -> Result<(), HandlerError> {
-        super::write(&mut tx, &ctx, event.n).await
-    }
+            #[handler(idempotent)]
+            async fn bill(event: Order, mut tx: Tx<$db>, ctx: Context) -> Result<(), HandlerError> {
+                let table = std::env::var("HEYTOM_INBOX_BIZ")?;
+                sqlx::query(AssertSqlSafe(format!(
+                    "INSERT INTO {table} (event_id, n) VALUES ({})",
+                    $ph
+                )))
+                .bind(ctx.event_id().to_string())
+                .bind(i64::from(event.n))
+                .execute(&mut *tx)
+                .await?;
+                println!("ran {}", ctx.event_id());
+                Ok(())
+            }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn a_redelivery_after_a_crash_between_commit_and_ack_is_skipped() {
-        super::crash_between_commit_and_ack::<Order>("rabbitmq", |n| Order { n }).await;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn a_redelivery_after_a_crash_between_commit_and_ack_is_skipped() {
+                super::crash_between_commit_and_ack(stringify!($name), Via::$via, |n| Order { n })
+                    .await;
+            }
+        }
+    };
+}
+
+case!(rabbitmq_postgres, RabbitMq, sqlx::Postgres, "$1, $2");
+case!(rabbitmq_mysql, RabbitMq, sqlx::MySql, "?, ?");
+case!(rabbitmq_sqlite, RabbitMq, sqlx::Sqlite, "?, ?");
+case!(kafka_postgres, Kafka, sqlx::Postgres, "$1, $2");
+case!(kafka_mysql, Kafka, sqlx::MySql, "?, ?");
+case!(kafka_sqlite, Kafka, sqlx::Sqlite, "?, ?");
+
+/// The database of a case, by its name; a SQLite file is shared with the
+/// children through `HEYTOM_INBOX_SQLITE`.
+enum Db {
+    Postgres(sqlx::PgPool),
+    MySql(sqlx::MySqlPool),
+    Sqlite(sqlx::SqlitePool),
+}
+
+async fn connect(case: &str) -> Option<Db> {
+    if case.ends_with("postgres") {
+        postgres().await.map(Db::Postgres)
+    } else if case.ends_with("mysql") {
+        mysql().await.map(Db::MySql)
+    } else {
+        let url = std::env::var("HEYTOM_INBOX_SQLITE").expect("HEYTOM_INBOX_SQLITE");
+        sqlite_at(&url).await.map(Db::Sqlite)
     }
 }
 
-mod kafka {
-    use super::*;
-
-    test_event!(Order, Kafka, { n: u32 });
-
-    #[handler(idempotent)]
-    async fn bill(
-        event: Order,
-        mut tx: Tx<sqlx::Postgres>,
-        ctx: Context,
-    ) -> Result<(), HandlerError> {
-        super::write(&mut tx, &ctx, event.n).await
+impl Db {
+    async fn execute(&self, sql: String) {
+        let sql = AssertSqlSafe(sql);
+        match self {
+            Db::Postgres(p) => sqlx::query(sql).execute(p).await.map(|_| ()),
+            Db::MySql(p) => sqlx::query(sql).execute(p).await.map(|_| ()),
+            Db::Sqlite(p) => sqlx::query(sql).execute(p).await.map(|_| ()),
+        }
+        .expect("statement");
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn a_redelivery_after_a_crash_between_commit_and_ack_is_skipped() {
-        super::crash_between_commit_and_ack::<Order>("kafka", |n| Order { n }).await;
+    async fn count(&self, sql: String) -> i64 {
+        let sql = AssertSqlSafe(sql);
+        match self {
+            Db::Postgres(p) => sqlx::query_scalar(sql).fetch_one(p).await,
+            Db::MySql(p) => sqlx::query_scalar(sql).fetch_one(p).await,
+            Db::Sqlite(p) => sqlx::query_scalar(sql).fetch_one(p).await,
+        }
+        .expect("count")
     }
-}
 
-/// The handlers' business write, and a line for the parent.
-async fn write(tx: &mut Tx<sqlx::Postgres>, ctx: &Context, n: u32) -> Result<(), HandlerError> {
-    let table = std::env::var("HEYTOM_INBOX_BIZ")?;
-    sqlx::query(AssertSqlSafe(format!(
-        "INSERT INTO {table} (event_id, n) VALUES ($1, $2)"
-    )))
-    .bind(ctx.event_id().to_string())
-    .bind(i64::from(n))
-    .execute(&mut **tx)
-    .await?;
-    println!("ran {}", ctx.event_id());
-    Ok(())
+    fn with_outbox_and_inbox(&self, b: heytom_mq::AppBuilder, id: &str) -> heytom_mq::AppBuilder {
+        let (out, rcv) = (
+            format!("inbox_crash_out_{id}"),
+            format!("inbox_crash_rcv_{id}"),
+        );
+        match self {
+            Db::Postgres(p) => b
+                .outbox(Outbox::postgres(p.clone()).table_name(out))
+                .inbox(Inbox::postgres(p.clone()).table_name(rcv)),
+            Db::MySql(p) => b
+                .outbox(Outbox::mysql(p.clone()).table_name(out))
+                .inbox(Inbox::mysql(p.clone()).table_name(rcv)),
+            Db::Sqlite(p) => b
+                .outbox(Outbox::sqlite(p.clone()).table_name(out))
+                .inbox(Inbox::sqlite(p.clone()).table_name(rcv)),
+        }
+    }
 }
 
 /// Reads the inbox's events: prints what the parent waits for and, in the
@@ -131,7 +175,7 @@ impl<S: tracing::Subscriber> Layer<S> for CrashLayer {
 #[test]
 #[ignore = "the child process of the inbox crash tests; they run it"]
 fn inbox_crash_child() {
-    let via = std::env::var("HEYTOM_INBOX_VIA").expect("HEYTOM_INBOX_VIA");
+    let case = std::env::var("HEYTOM_INBOX_CASE").expect("HEYTOM_INBOX_CASE");
     let kill = std::env::var("HEYTOM_INBOX_KILL").is_ok_and(|v| v == "1");
     tracing::subscriber::set_global_default(
         tracing_subscriber::registry().with(CrashLayer { kill }),
@@ -139,17 +183,19 @@ fn inbox_crash_child() {
     .expect("subscriber");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async move {
-        let pool = postgres().await.expect("PostgreSQL");
+        let db = connect(&case).await.expect("database");
         let id = std::env::var("HEYTOM_INBOX_ID").unwrap();
-        let builder = match via.as_str() {
-            "rabbitmq" => builder(Via::RabbitMq).await,
-            _ => builder(Via::Kafka).await,
-        }
-        .expect("broker");
-        let _app = builder
-            .discover_in(&format!("{}::{via}", module_path!()))
-            .outbox(Outbox::postgres(pool.clone()).table_name(format!("inbox_crash_out_{id}")))
-            .inbox(Inbox::postgres(pool).table_name(format!("inbox_crash_rcv_{id}")))
+        let via = if case.starts_with("kafka") {
+            Via::Kafka
+        } else {
+            Via::RabbitMq
+        };
+        let builder = builder(via).await.expect("broker");
+        let _app = db
+            .with_outbox_and_inbox(
+                builder.discover_in(format!("{}::{case}", module_path!())),
+                &id,
+            )
             .start()
             .await
             .expect("child app");
@@ -165,10 +211,11 @@ struct ChildApp {
 }
 
 impl ChildApp {
-    fn spawn(via: &str, id: &str, biz: &str, kill: bool) -> Self {
+    fn spawn(case: &str, id: &str, biz: &str, sqlite: &str, kill: bool) -> Self {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args(["--ignored", "--exact", "inbox_crash_child", "--nocapture"])
-            .env("HEYTOM_INBOX_VIA", via)
+            .env("HEYTOM_INBOX_CASE", case)
+            .env("HEYTOM_INBOX_SQLITE", sqlite)
             .env("HEYTOM_INBOX_KILL", if kill { "1" } else { "0" })
             .env("HEYTOM_INBOX_ID", id)
             .env("HEYTOM_INBOX_BIZ", biz)
@@ -212,28 +259,32 @@ impl Drop for ChildApp {
     }
 }
 
-async fn crash_between_commit_and_ack<E: Event>(via: &str, make: fn(u32) -> E) {
-    let Some(pool) = postgres().await else { return };
-    let Some(builder) = builder(if via == "kafka" {
-        Via::Kafka
+async fn crash_between_commit_and_ack<E: Event>(case: &str, via: Via, make: fn(u32) -> E) {
+    let id = unique();
+    let sqlite = format!(
+        "sqlite://{}",
+        std::env::temp_dir()
+            .join(format!("heytom-inbox-crash-{id}.db"))
+            .display()
+    );
+    // The children get the SQLite file through HEYTOM_INBOX_SQLITE.
+    let db = if case.ends_with("sqlite") {
+        sqlite_at(&sqlite).await.map(Db::Sqlite)
     } else {
-        Via::RabbitMq
-    })
-    .await
-    else {
+        connect(case).await
+    };
+    let Some(db) = db else { return };
+    let Some(builder) = builder(via).await else {
         return;
     };
-    let id = unique();
     let biz = format!("inbox_crash_biz_{id}");
-    sqlx::query(AssertSqlSafe(format!(
+    db.execute(format!(
         "CREATE TABLE {biz} (event_id VARCHAR(64) NOT NULL, n BIGINT NOT NULL)"
-    )))
-    .execute(&pool)
-    .await
-    .unwrap();
+    ))
+    .await;
 
     // The first consumer commits, then dies before the ack.
-    let mut first = ChildApp::spawn(via, &id, &biz, true);
+    let mut first = ChildApp::spawn(case, &id, &biz, &sqlite, true);
     first.wait_for("ready");
     let sender = builder.discover(false).start().await.expect("sending app");
     let sent = sender.producer().send(&make(7)).await.expect("sent");
@@ -246,25 +297,17 @@ async fn crash_between_commit_and_ack<E: Event>(via: &str, make: fn(u32) -> E) {
         Some(libc::SIGKILL),
         "killed between commit and ack"
     );
-    let rows = || async {
-        sqlx::query_scalar::<_, i64>(AssertSqlSafe(format!(
-            "SELECT COUNT(*) FROM {biz} WHERE event_id = $1"
-        )))
-        .bind(sent.to_string())
-        .fetch_one(&pool)
-        .await
-        .unwrap()
-    };
-    assert_eq!(rows().await, 1, "the commit happened");
+    let rows = format!("SELECT COUNT(*) FROM {biz} WHERE event_id = '{sent}'");
+    assert_eq!(db.count(rows.clone()).await, 1, "the commit happened");
 
     // The broker delivers it again; the inbox skips it.
-    let second = ChildApp::spawn(via, &id, &biz, false);
+    let second = ChildApp::spawn(case, &id, &biz, &sqlite, false);
     let lines = second.wait_for(&format!("skipped {sent}"));
     assert!(
         !lines.contains(&format!("ran {sent}")),
         "the handler ran again: {lines:?}"
     );
-    assert_eq!(rows().await, 1, "exactly one effect");
+    assert_eq!(db.count(rows).await, 1, "exactly one effect");
     drop(second);
     sender.shutdown().await.expect("clean shutdown");
 }

@@ -152,13 +152,10 @@ impl Context {
             Some(p) => {
                 let envelope = Envelope::with_headers(event, self.follow_up_headers())?;
                 let id = envelope.id;
-                let envelope = match &self.scope {
-                    Some(scope) => match scope.stage(E::route(), envelope) {
-                        Ok(()) => return Ok(id),
-                        Err((_, envelope)) => envelope,
-                    },
-                    None => envelope,
-                };
+                if let Some(scope) = self.scope.as_ref().filter(|s| s.stages()) {
+                    scope.stage(E::route(), envelope);
+                    return Ok(id);
+                }
                 p.publish_envelope(E::route(), envelope).await?;
                 Ok(id)
             }

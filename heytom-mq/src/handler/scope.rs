@@ -61,18 +61,16 @@ impl TxScope {
         *lock(&self.transaction) = Some(Box::new(transaction));
     }
 
-    /// Stages a follow-up; gives it back when this scope does not stage.
-    pub(crate) fn stage(
-        &self,
-        route: &'static Route,
-        envelope: Envelope,
-    ) -> Result<(), (&'static Route, Envelope)> {
-        match &self.staged {
-            Some(staged) => {
-                lock(staged).push((route, envelope));
-                Ok(())
-            }
-            None => Err((route, envelope)),
+    /// Whether `ctx.publish()` stages follow-ups here.
+    pub(crate) fn stages(&self) -> bool {
+        self.staged.is_some()
+    }
+
+    /// Stages a follow-up (dropped when this scope does not stage: check
+    /// [`TxScope::stages`] first).
+    pub(crate) fn stage(&self, route: &'static Route, envelope: Envelope) {
+        if let Some(staged) = &self.staged {
+            lock(staged).push((route, envelope));
         }
     }
 

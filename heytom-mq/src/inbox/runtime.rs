@@ -112,6 +112,20 @@ fn type_of_database<DB: sqlx::Database>(_: &sqlx::Pool<DB>) -> TypeId {
 }
 
 impl InboxRuntime {
+    /// [`InboxRuntime::build`] when the app has an inbox; the handlers,
+    /// those that run in its transaction wrapped.
+    pub(crate) async fn attach(
+        inbox: Option<Inbox>,
+        mut handlers: Vec<HandlerEntry>,
+        producer: &Producer,
+    ) -> Result<(Option<Arc<Self>>, Vec<HandlerEntry>)> {
+        let runtime = match inbox {
+            Some(i) => Some(Self::build(i, &mut handlers, producer).await?),
+            None => None,
+        };
+        Ok((runtime, handlers))
+    }
+
     /// Creates (or checks) the table, finds the outbox the follow-ups go
     /// to, and wraps the handlers that run in the inbox's transaction.
     /// `producer` is the app's (with its outbox, if any).
