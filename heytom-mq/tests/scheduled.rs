@@ -96,9 +96,12 @@ numbered_event!(SchedKafka, {
 
 // ---------------------------------------------------------------- arrivals
 
-/// When each numbered event arrived at the handler (the app's clock).
+/// An event's number and when it arrived at the handler (the app's clock).
+type Arrival = (u32, DateTime<Utc>);
+
+/// Every arrival, in order.
 #[derive(Clone, Default)]
-struct Arrivals(Arc<Mutex<Vec<(u32, DateTime<Utc>)>>>);
+struct Arrivals(Arc<Mutex<Vec<Arrival>>>);
 
 impl Arrivals {
     fn of(&self, n: u32) -> Vec<DateTime<Utc>> {
