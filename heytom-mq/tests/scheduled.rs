@@ -15,7 +15,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use heytom_mq::prelude::*;
 use heytom_mq::{
-    AutoOffsetReset, Error, HandlerEntry, KafkaRoute, MessageStatus, RabbitMqRoute, RunningApp,
+    AutoOffsetReset, Error, HandlerEntry, InMemoryTransport, KafkaRoute, MessageStatus, Outgoing,
+    RabbitMqRoute, RunningApp, Subscription, SubscriptionHandle, Transport, TransportKind,
 };
 use serde::{Deserialize, Serialize};
 use sqlx::AssertSqlSafe;
@@ -96,9 +97,12 @@ numbered_event!(SchedKafka, {
 
 // ---------------------------------------------------------------- arrivals
 
-/// When each numbered event arrived at the handler (the app's clock).
+/// An event's number and when it arrived at the handler (the app's clock).
+type Arrival = (u32, DateTime<Utc>);
+
+/// Every arrival, in order.
 #[derive(Clone, Default)]
-struct Arrivals(Arc<Mutex<Vec<(u32, DateTime<Utc>)>>>);
+struct Arrivals(Arc<Mutex<Vec<Arrival>>>);
 
 impl Arrivals {
     fn of(&self, n: u32) -> Vec<DateTime<Utc>> {
@@ -497,6 +501,87 @@ async fn postgres_in_memory() {
     assert_eq!(f.status(dropped).await, None);
 
     survives_a_restart::<SchedMemory>(&f, app, "postgres-memory-restart", 10).await;
+    f.cleanup().await;
+}
+
+/// The in-memory transport, refusing the first publish of each message
+/// (the broker refused it: a failure of the message, counted as a retry).
+struct RefuseFirst {
+    inner: InMemoryTransport,
+    refused: Mutex<std::collections::HashSet<EventId>>,
+}
+
+#[async_trait::async_trait]
+impl Transport for RefuseFirst {
+    fn kind(&self) -> TransportKind {
+        TransportKind::InMemory
+    }
+    fn group_for(&self, handler: &HandlerEntry) -> String {
+        self.inner.group_for(handler)
+    }
+    async fn publish(&self, message: &Outgoing) -> heytom_mq::Result<()> {
+        if self.refused.lock().unwrap().insert(message.envelope.id) {
+            return Err(Error::publish(
+                &message.envelope.name,
+                "refused once (test)",
+            ));
+        }
+        self.inner.publish(message).await
+    }
+    async fn subscribe(&self, sub: Subscription) -> heytom_mq::Result<Box<dyn SubscriptionHandle>> {
+        self.inner.subscribe(sub).await
+    }
+}
+
+/// A scheduled send that fails is retried like any row: Failed, one retry
+/// counted, sent again after the outbox's backoff (the scanner wakes for
+/// it, not at the 60 s interval).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_failed_scheduled_send_is_retried_after_the_backoff() {
+    let Some(db) = Db::postgres().await else {
+        return;
+    };
+    let broker = InMemoryBroker::new();
+    let f = Fixture::new(db, Broker::Memory(broker.clone()));
+    let backoff = Duration::from_secs(1);
+    let app = f
+        .broker
+        .builder()
+        .transport(Arc::new(RefuseFirst {
+            inner: InMemoryTransport::new(broker),
+            refused: Mutex::default(),
+        }))
+        .outbox(f.outbox().retry_backoff(backoff))
+        .local_message_retry(LocalMessageRetryOptions {
+            scan_interval: SCAN_INTERVAL,
+            ..Default::default()
+        })
+        .handler_entry(f.arrivals.entry::<SchedMemory>())
+        .start()
+        .await
+        .unwrap();
+    let due = Utc::now() + chrono::Duration::seconds(2);
+    let id = app
+        .producer()
+        .send_at(&SchedMemory::new(1), due)
+        .await
+        .unwrap();
+    // First attempt at the due time, refused; the retry a backoff later.
+    let retry_due = due + chrono::Duration::from_std(backoff).unwrap();
+    assert_on_time(
+        &f,
+        "postgres-memory-retry",
+        1,
+        retry_due - chrono::Duration::milliseconds(100),
+    )
+    .await;
+    let row = f.outbox().message(id).await.unwrap().expect("the row");
+    assert_eq!(row.retry_count, 1, "one failed attempt counted");
+    assert!(row
+        .error_message
+        .is_some_and(|e| e.contains("refused once")));
+    eventually_sent(&f, id).await;
+    app.shutdown().await.unwrap();
     f.cleanup().await;
 }
 
