@@ -40,6 +40,9 @@ mod outbox;
 mod producer;
 mod redact;
 mod retry;
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
 mod transport;
 
 pub use app::{App, AppBuilder, RunningApp};
@@ -113,6 +116,10 @@ struct OutboxDocDoctests;
 #[cfg(all(doctest, feature = "rabbitmq"))]
 #[doc = include_str!("../docs/rabbitmq.md")]
 struct RabbitMqDocDoctests;
+
+#[cfg(all(doctest, feature = "testing"))]
+#[doc = include_str!("../docs/testing.md")]
+struct TestingDocDoctests;
 
 /// The everyday names: `use heytom_mq::prelude::*;`.
 pub mod prelude {
