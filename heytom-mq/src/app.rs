@@ -19,6 +19,8 @@ use crate::transport::{Subscription, SubscriptionHandle, Transport, TransportCon
 
 mod checks;
 mod running;
+#[cfg(feature = "testing")]
+mod testing;
 
 pub use running::RunningApp;
 

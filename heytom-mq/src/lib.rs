@@ -42,6 +42,9 @@ mod outbox;
 mod producer;
 mod redact;
 mod retry;
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
 mod transport;
 
 pub use app::{App, AppBuilder, RunningApp};
@@ -124,6 +127,9 @@ struct RabbitMqDocDoctests;
 #[cfg(all(doctest, feature = "rabbitmq", feature = "kafka", feature = "postgres"))]
 #[doc = include_str!("../docs/inbox.md")]
 struct InboxDocDoctests;
+#[cfg(all(doctest, feature = "testing"))]
+#[doc = include_str!("../docs/testing.md")]
+struct TestingDocDoctests;
 
 /// The everyday names: `use heytom_mq::prelude::*;`.
 pub mod prelude {

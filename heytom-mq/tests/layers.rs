@@ -14,6 +14,7 @@ fn layer(module: &str) -> Option<u8> {
         "producer" => 2,
         "outbox" | "inbox" => 3,
         "app" | "consumer" | "manual" | "lib" | "prelude" | "__private" => 4,
+        "testing" => 4,
         _ => return None,
     })
 }
