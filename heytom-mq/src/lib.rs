@@ -40,6 +40,7 @@ mod outbox;
 mod producer;
 mod redact;
 mod retry;
+mod telemetry;
 mod transport;
 
 pub use app::{App, AppBuilder, RunningApp};
@@ -61,6 +62,7 @@ pub use heytom_mq_derive::{handler, Event};
 pub use manual::{InMemoryConsumer, InMemoryProducer};
 pub use producer::{MessageProducer, Producer};
 pub use retry::RetryPolicy;
+pub use telemetry::{metric_names, KAFKA_STATISTICS_INTERVAL_MS};
 pub use transport::memory::{DeadLetteredMessage, InMemoryBroker, InMemoryTransport};
 pub use transport::{
     EncodedBatch, Outgoing, Subscription, SubscriptionHandle, Transport, TransportConfig,
@@ -113,6 +115,10 @@ struct OutboxDocDoctests;
 #[cfg(all(doctest, feature = "rabbitmq"))]
 #[doc = include_str!("../docs/rabbitmq.md")]
 struct RabbitMqDocDoctests;
+
+#[cfg(all(doctest, feature = "opentelemetry", feature = "metrics"))]
+#[doc = include_str!("../docs/observability.md")]
+struct ObservabilityDocDoctests;
 
 /// The everyday names: `use heytom_mq::prelude::*;`.
 pub mod prelude {

@@ -44,6 +44,7 @@ use crate::error::{check, Error, Result};
 mod backend;
 mod config;
 mod dialect;
+mod gauges;
 mod lease;
 mod marker;
 #[cfg(feature = "mysql")]
