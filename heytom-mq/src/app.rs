@@ -515,7 +515,8 @@ impl App {
                     .collect(),
                 stop.subscribe(),
                 self.unknown_event_policy,
-            );
+            )
+            .describe(kind, &destination, &group);
             let sub = transport
                 .subscribe(Subscription {
                     destination,

@@ -45,6 +45,7 @@ mod retry;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
+mod telemetry;
 mod transport;
 
 pub use app::{App, AppBuilder, RunningApp};
@@ -66,6 +67,7 @@ pub use heytom_mq_derive::{handler, Event};
 pub use manual::{InMemoryConsumer, InMemoryProducer};
 pub use producer::{MessageProducer, Producer};
 pub use retry::RetryPolicy;
+pub use telemetry::{metric_names, KAFKA_STATISTICS_INTERVAL_MS};
 pub use transport::memory::{DeadLetteredMessage, InMemoryBroker, InMemoryTransport};
 pub use transport::{
     EncodedBatch, Outgoing, Subscription, SubscriptionHandle, Transport, TransportConfig,
@@ -130,6 +132,9 @@ struct InboxDocDoctests;
 #[cfg(all(doctest, feature = "testing"))]
 #[doc = include_str!("../docs/testing.md")]
 struct TestingDocDoctests;
+#[cfg(all(doctest, feature = "opentelemetry", feature = "metrics"))]
+#[doc = include_str!("../docs/observability.md")]
+struct ObservabilityDocDoctests;
 
 /// The everyday names: `use heytom_mq::prelude::*;`.
 pub mod prelude {

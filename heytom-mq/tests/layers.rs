@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 /// The layer of a top-level module of the crate.
 fn layer(module: &str) -> Option<u8> {
     Some(match module {
-        "event" | "handler" | "dispatch" | "retry" | "error" | "redact" => 0,
+        "event" | "handler" | "dispatch" | "retry" | "error" | "redact" | "telemetry" => 0,
         "transport" => 1,
         "producer" => 2,
         "outbox" | "inbox" => 3,

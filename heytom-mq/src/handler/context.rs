@@ -126,15 +126,19 @@ impl Context {
     }
 
     /// Headers for an event published in reaction to this one: same
-    /// correlation id and `traceparent`, causation id = this event's id.
+    /// correlation id, `traceparent` and `tracestate`, causation id = this
+    /// event's id. (With the feature `opentelemetry` the publish then writes
+    /// the trace context of the handler's span instead, a child of this one.)
     pub fn follow_up_headers(&self) -> Headers {
         use crate::event::headers::*;
         let mut h = Headers::new();
         if let Some(c) = self.correlation_id() {
             h.insert(CORRELATION_ID.to_owned(), c.to_owned());
         }
-        if let Some(t) = self.header(TRACEPARENT) {
-            h.insert(TRACEPARENT.to_owned(), t.to_owned());
+        for key in [TRACEPARENT, TRACESTATE] {
+            if let Some(t) = self.header(key) {
+                h.insert(key.to_owned(), t.to_owned());
+            }
         }
         h.insert(CAUSATION_ID.to_owned(), self.event_id().to_string());
         h

@@ -45,6 +45,7 @@ mod backend;
 mod config;
 mod dialect;
 mod followups;
+mod gauges;
 mod lease;
 mod marker;
 #[cfg(feature = "mysql")]

@@ -31,6 +31,7 @@ use super::{
 };
 use crate::error::Result;
 use crate::producer::Producer;
+use crate::telemetry;
 
 /// Committed rows waiting for the post-commit sender, at most; rows that do
 /// not fit keep their commit lease and are sent by a scanner after it.
@@ -305,6 +306,7 @@ impl Relay {
             if let Some(last) = in_flight.take() {
                 let _ = last.await;
             }
+            self.refresh_gauges().await;
             if *stop.borrow() {
                 return;
             }
@@ -354,9 +356,12 @@ impl Relay {
             let mut outgoing = Vec::with_capacity(rows.len());
             let mut sending = Vec::with_capacity(rows.len());
             let mut failed: Vec<(LocalMessage, String)> = Vec::new();
+            let mut spans = Vec::new();
             for row in rows {
                 match to_outgoing(&row) {
-                    Ok(o) => {
+                    Ok(mut o) => {
+                        let e = &mut o.envelope;
+                        spans.extend(telemetry::relay_publish(o.route, e, &row.mq_type, source));
                         outgoing.push(o);
                         sending.push(row);
                     }
@@ -383,6 +388,7 @@ impl Relay {
                 match r {
                     Ok(()) => {
                         tracing::trace!(event_id = %row.id, event_name = %row.message_type, "outbox row sent");
+                        telemetry::metrics::outbox_sent(row.created_at);
                         answer(&row.mq_type);
                         let t = tokens.of(&row);
                         match sent.iter_mut().find(|(k, _)| *k == t) {

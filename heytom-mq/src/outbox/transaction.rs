@@ -246,12 +246,7 @@ impl<DB: OutboxDatabase> OutboxTransaction<DB> {
         let lease = dispatch_after_commit.then(|| millis(runtime.relay.lease));
         let tx = &mut self.tx;
         self.since.get_or_insert_with(Instant::now);
-        let span = tracing::debug_span!(
-            "outbox.enqueue",
-            event_id = %rows[0].id,
-            event_name = %rows[0].message_type,
-            count = rows.len()
-        );
+        let span = crate::telemetry::outbox_insert(&rows[0].id, &rows[0].message_type, rows.len());
         async {
             for chunk in rows.chunks(ROWS_PER_STATEMENT) {
                 DB::__execute(&mut **tx, table.insert(chunk, lease))
@@ -381,7 +376,7 @@ impl Producer {
 pub(super) fn message_row<E: Event>(
     producer: &Producer,
     event: &E,
-    headers: Headers,
+    mut headers: Headers,
 ) -> Result<LocalMessage> {
     if registered_event(E::NAME).is_none() {
         return Err(Error::config(format!(
@@ -391,6 +386,8 @@ pub(super) fn message_row<E: Event>(
     }
     let route = E::route();
     let transport = producer.transport_for(E::NAME, route)?;
+    // Stored with the row: the relay's send continues the caller's trace.
+    crate::telemetry::inject_current(&mut headers);
     let envelope = Envelope::with_headers(event, headers)?;
     let (topic, routing_key) = route.address(E::NAME);
     let headers =
