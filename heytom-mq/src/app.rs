@@ -19,8 +19,10 @@ use crate::transport::{Subscription, SubscriptionHandle, Transport, TransportCon
 
 mod checks;
 mod running;
+mod subscriptions;
 
 pub use running::RunningApp;
+pub use subscriptions::SubscriptionInfo;
 
 type HandlerFilter = Box<dyn Fn(&HandlerRegistration) -> bool + Send + Sync>;
 
@@ -455,7 +457,9 @@ impl App {
             }
         }
         let mut subscriptions: Vec<Box<dyn SubscriptionHandle>> = Vec::new();
+        let mut topology = Vec::new();
         for ((kind, destination, group), handlers) in groups {
+            topology.push(SubscriptionInfo::new(kind, &destination, &group, &handlers));
             let transport = self.router.resolve(handlers[0].route).cloned();
             let Some(transport) = transport else { continue };
             let concurrency = handlers.iter().filter_map(|h| h.concurrency).min();
@@ -515,6 +519,7 @@ impl App {
         Ok(RunningApp {
             app: self,
             subscriptions,
+            topology,
             stop,
         })
     }

@@ -30,6 +30,9 @@
 // is re-exported here (and the everyday names in `prelude`).
 mod app;
 mod consumer;
+#[cfg(feature = "dashboard")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dashboard")))]
+pub mod dashboard;
 mod dispatch;
 mod error;
 mod event;
@@ -42,7 +45,7 @@ mod redact;
 mod retry;
 mod transport;
 
-pub use app::{App, AppBuilder, RunningApp};
+pub use app::{App, AppBuilder, RunningApp, SubscriptionInfo};
 pub use consumer::{Consumer, MessageConsumer};
 pub use dispatch::{DeadLetter, Dispatcher, Incoming, Outcome, UnknownEventPolicy};
 pub use error::{BoxError, Error, Result};
@@ -84,6 +87,8 @@ pub use outbox::{
     LocalMessage, LocalMessageRepository, LocalMessageRetryOptions, MessageStatus, Outbox,
     OutboxDatabase, OutboxTransaction, StatusCounts,
 };
+#[cfg(feature = "_outbox")]
+pub use outbox::{MessageFilter, MessagePage, OutboxAdmin, SentRate};
 
 /// The sqlx this crate is built on (0.9), so that the pools and
 /// transactions you hand to [`Outbox`] and [`Producer::send_with_transaction`]
@@ -113,6 +118,10 @@ struct OutboxDocDoctests;
 #[cfg(all(doctest, feature = "rabbitmq"))]
 #[doc = include_str!("../docs/rabbitmq.md")]
 struct RabbitMqDocDoctests;
+
+#[cfg(all(doctest, feature = "dashboard", feature = "sqlite"))]
+#[doc = include_str!("../docs/dashboard.md")]
+struct DashboardDocDoctests;
 
 /// The everyday names: `use heytom_mq::prelude::*;`.
 pub mod prelude {

@@ -14,6 +14,7 @@ fn layer(module: &str) -> Option<u8> {
         "producer" => 2,
         "outbox" => 3,
         "app" | "consumer" | "manual" | "lib" | "prelude" | "__private" => 4,
+        "dashboard" => 5,
         _ => return None,
     })
 }
