@@ -219,8 +219,13 @@ pub(crate) type AppState = State<Arc<Shared>>;
 pub(crate) struct Base(pub(crate) String);
 
 impl Base {
-    /// `path` (starting with `/`) under the prefix.
+    /// `path` (starting with `/`) under the prefix; the overview (`/`) is
+    /// the prefix itself, since a nested router does not match the prefix
+    /// with a trailing slash.
     pub(crate) fn at(&self, path: &str) -> String {
+        if path == "/" && !self.0.is_empty() {
+            return self.0.clone();
+        }
         format!("{}{path}", self.0)
     }
 }

@@ -200,7 +200,19 @@ pub async fn seed(outbox: &Outbox) -> Seeded {
     rows.push(script);
     rows.push(later);
     rows.extend(old);
+    let errors: Vec<(uuid::Uuid, String)> = rows
+        .iter()
+        .filter_map(|m| Some((m.id, m.error_message.clone()?)))
+        .collect();
     outbox.save_batch(&rows).await.expect("seed rows");
+    // An insert writes no error; the relay's failure does, as this does.
+    for (id, error) in errors {
+        let done = outbox
+            .update_status(id, MessageStatus::Failed, Some(&error))
+            .await
+            .expect("set the error");
+        assert!(done);
+    }
     seeded
 }
 
