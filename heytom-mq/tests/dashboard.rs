@@ -103,7 +103,9 @@ async fn suite(outbox: Option<Outbox>) {
         .to_str()
         .unwrap()
         .contains("default-src 'none'"));
-    assert!(r.body.contains("<a href=\"/dashboard\" class=\"active\">Overview</a>"));
+    assert!(r
+        .body
+        .contains("<a href=\"/dashboard\" class=\"active\">Overview</a>"));
 
     // The list: Pending + Failed by default, newest first, two per page.
     let total = |b: &str| b.contains("Page 1 of 3 · 5 messages");

@@ -251,7 +251,9 @@ fn detail_page(base: &Base, m: &LocalMessage, done: Option<&str>) -> Markup {
             dt { "Partition key" } dd { (opt(&m.partition_key)) }
             dt { "Created" } dd { (time(m.created_at)) }
             dt { "Updated" } dd { (m.updated_at.map(time).unwrap_or_else(|| "–".to_owned())) }
-            dt { "Next attempt" } dd { (time(m.next_attempt_at)) }
+            dt { "Next attempt" } dd {
+                @if m.next_attempt_at > DateTime::UNIX_EPOCH { (time(m.next_attempt_at)) } @else { "–" }
+            }
             dt { "Leased by" } dd { (opt(&m.locked_by)) }
         }
         div.actions {

@@ -71,6 +71,11 @@ pub async fn mysql() -> Option<Outbox> {
 }
 
 pub async fn sqlite() -> Option<Outbox> {
+    sqlite_pool().await.map(Outbox::sqlite)
+}
+
+/// A pool on a fresh SQLite file.
+pub async fn sqlite_pool() -> Option<sqlx::SqlitePool> {
     use std::str::FromStr;
     let path = std::env::temp_dir().join(format!("heytom-dashboard-{}.db", unique()));
     let opts =
@@ -84,7 +89,7 @@ pub async fn sqlite() -> Option<Outbox> {
         .connect_with(opts)
         .await
     {
-        Ok(p) => Some(Outbox::sqlite(p)),
+        Ok(p) => Some(p),
         Err(e) => {
             unavailable("SQLite", e);
             None
