@@ -21,8 +21,10 @@ mod checks;
 mod running;
 #[cfg(feature = "testing")]
 mod testing;
+mod subscriptions;
 
 pub use running::RunningApp;
+pub use subscriptions::SubscriptionInfo;
 
 type HandlerFilter = Box<dyn Fn(&HandlerRegistration) -> bool + Send + Sync>;
 
@@ -482,7 +484,9 @@ impl App {
             }
         }
         let mut subscriptions: Vec<Box<dyn SubscriptionHandle>> = Vec::new();
+        let mut topology = Vec::new();
         for ((kind, destination, group), handlers) in groups {
+            topology.push(SubscriptionInfo::new(kind, &destination, &group, &handlers));
             let transport = self.router.resolve(handlers[0].route).cloned();
             let Some(transport) = transport else { continue };
             let concurrency = handlers.iter().filter_map(|h| h.concurrency).min();
@@ -547,6 +551,7 @@ impl App {
         Ok(RunningApp {
             app: self,
             subscriptions,
+            topology,
             stop,
         })
     }

@@ -30,6 +30,9 @@
 // is re-exported here (and the everyday names in `prelude`).
 mod app;
 mod consumer;
+#[cfg(feature = "dashboard")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dashboard")))]
+pub mod dashboard;
 mod dispatch;
 mod error;
 mod event;
@@ -48,7 +51,7 @@ pub mod testing;
 mod telemetry;
 mod transport;
 
-pub use app::{App, AppBuilder, RunningApp};
+pub use app::{App, AppBuilder, RunningApp, SubscriptionInfo};
 pub use consumer::{Consumer, MessageConsumer};
 pub use dispatch::{DeadLetter, Dispatcher, Incoming, Outcome, UnknownEventPolicy};
 pub use error::{BoxError, Error, Result};
@@ -93,6 +96,8 @@ pub use outbox::{
     LocalMessage, LocalMessageRepository, LocalMessageRetryOptions, MessageStatus, Outbox,
     OutboxDatabase, OutboxTransaction, StatusCounts,
 };
+#[cfg(feature = "_outbox")]
+pub use outbox::{MessageFilter, MessagePage, OutboxAdmin, SentRate};
 
 /// chrono, whose `DateTime<Utc>` `Producer::send_at` takes: `heytom_mq::chrono::Utc`
 /// when you have no chrono of your own.
@@ -135,6 +140,9 @@ struct TestingDocDoctests;
 #[cfg(all(doctest, feature = "opentelemetry", feature = "metrics"))]
 #[doc = include_str!("../docs/observability.md")]
 struct ObservabilityDocDoctests;
+#[cfg(all(doctest, feature = "dashboard", feature = "sqlite"))]
+#[doc = include_str!("../docs/dashboard.md")]
+struct DashboardDocDoctests;
 
 /// The everyday names: `use heytom_mq::prelude::*;`.
 pub mod prelude {

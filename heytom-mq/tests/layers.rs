@@ -15,6 +15,7 @@ fn layer(module: &str) -> Option<u8> {
         "outbox" | "inbox" => 3,
         "app" | "consumer" | "manual" | "lib" | "prelude" | "__private" => 4,
         "testing" => 4,
+        "dashboard" => 5,
         _ => return None,
     })
 }

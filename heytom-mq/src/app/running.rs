@@ -12,6 +12,8 @@ use super::App;
 pub struct RunningApp {
     pub(super) app: App,
     pub(super) subscriptions: Vec<Box<dyn SubscriptionHandle>>,
+    /// What each subscription consumes, for operators (the dashboard).
+    pub(super) topology: Vec<super::SubscriptionInfo>,
     pub(super) stop: StopSignal,
 }
 

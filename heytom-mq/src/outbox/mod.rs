@@ -41,6 +41,7 @@ use uuid::Uuid;
 
 use crate::error::{check, Error, Result};
 
+mod admin;
 mod backend;
 mod config;
 mod dialect;
@@ -61,6 +62,7 @@ mod sqlite;
 mod statements;
 mod transaction;
 
+pub use admin::{MessageFilter, MessagePage, OutboxAdmin, SentRate};
 pub(crate) use config::resolve_config;
 pub use config::OutboxConfig;
 pub use relay::OutboxRuntime;
@@ -315,16 +317,7 @@ impl Outbox {
 
     /// Rows per status.
     pub async fn status_counts(&self) -> Result<StatusCounts> {
-        let mut c = StatusCounts::default();
-        for (status, n) in self.store()?.counts().await? {
-            match MessageStatus::try_from(status) {
-                Ok(MessageStatus::Pending) => c.pending += n as u64,
-                Ok(MessageStatus::Sent) => c.sent += n as u64,
-                Ok(MessageStatus::Failed) => c.failed += n as u64,
-                Err(_) => c.other += n as u64,
-            }
-        }
-        Ok(c)
+        Ok(StatusCounts::from_pairs(self.store()?.counts().await?))
     }
 
     /// Failed rows (those still retried and those that used up their

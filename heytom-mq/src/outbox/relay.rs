@@ -190,6 +190,11 @@ impl OutboxRuntime {
         tracing::info!(table = %self.relay.store.table.name, owner = %self.relay.owner, lease = ?self.relay.lease, scanner = self.relay.retry.enabled, "outbox relay started");
     }
 
+    /// Wakes the scanner now (a row was requeued) instead of at its next interval.
+    pub(crate) fn wake_scanner(&self) {
+        self.relay.wake.notify_one();
+    }
+
     /// Stops the relay: rows already committed are sent first, a scan in
     /// progress finishes its batch, their outcomes are written.
     pub(crate) async fn stop(&self) {
