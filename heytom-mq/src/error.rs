@@ -109,6 +109,16 @@ pub enum Error {
     #[error("shut down")]
     Shutdown,
 
+    /// A wait ran out of time before what it waited for happened (the
+    /// test harness's `TestApp::wait_handled`, ...).
+    #[error("timed out after {waited:?} waiting for {what}")]
+    Timeout {
+        /// What was waited for, and how far it got.
+        what: String,
+        /// How long.
+        waited: std::time::Duration,
+    },
+
     /// A subscription for this event already exists on this consumer.
     #[error("already subscribed to `{0}`")]
     AlreadySubscribed(String),

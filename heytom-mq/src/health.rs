@@ -35,7 +35,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::event::TransportKind;
+use crate::app::SubscriptionInfo;
 use crate::producer::Router;
 pub use crate::transport::health::{ConnectionState, SubscriptionMonitor, SubscriptionState};
 
@@ -94,6 +94,8 @@ pub struct SubscriptionHealth {
     pub destination: String,
     /// The consumer group (Kafka, in-memory) or queue (RabbitMQ).
     pub group: String,
+    /// The `NAME`s of the events consumed there.
+    pub events: Vec<&'static str>,
     /// The handlers it runs.
     pub handlers: Vec<String>,
     /// Running, reconnecting or stopped.
@@ -103,14 +105,7 @@ pub struct SubscriptionHealth {
 
 /// A subscription as the app started it, with the monitor its transport
 /// keeps (if any).
-#[derive(Debug, Clone)]
-pub(crate) struct SubscriptionEntry {
-    pub(crate) transport: TransportKind,
-    pub(crate) destination: String,
-    pub(crate) group: String,
-    pub(crate) handlers: Vec<String>,
-    pub(crate) monitor: Option<SubscriptionMonitor>,
-}
+pub(crate) type SubscriptionEntry = (SubscriptionInfo, Option<SubscriptionMonitor>);
 
 /// A cloneable handle that reads a running app's [`Health`], for serving
 /// it from another task (see [`RunningApp::health_check`](crate::RunningApp::health_check)).
@@ -188,15 +183,16 @@ impl HealthCheck {
         let subscriptions: Vec<SubscriptionHealth> = inner
             .subscriptions
             .iter()
-            .map(|s| SubscriptionHealth {
+            .map(|(s, monitor)| SubscriptionHealth {
                 transport: s.transport.as_str().to_owned(),
                 destination: s.destination.clone(),
                 group: s.group.clone(),
+                events: s.events.clone(),
                 handlers: s.handlers.clone(),
                 state: if stopping {
                     SubscriptionState::Stopped
                 } else {
-                    s.monitor
+                    monitor
                         .as_ref()
                         .map_or(SubscriptionState::Running, SubscriptionMonitor::get)
                 },

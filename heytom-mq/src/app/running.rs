@@ -2,7 +2,7 @@
 
 use crate::dispatch::{stop_by, StopSignal, Stopping};
 use crate::error::{Error, Result};
-use crate::health::{Health, HealthCheck};
+use crate::health::{Health, HealthCheck, SubscriptionEntry};
 use crate::producer::Producer;
 use crate::transport::memory::InMemoryBroker;
 use crate::transport::SubscriptionHandle;
@@ -13,6 +13,8 @@ use super::App;
 pub struct RunningApp {
     pub(super) app: App,
     pub(super) subscriptions: Vec<Box<dyn SubscriptionHandle>>,
+    /// What each subscription consumes, for operators (the dashboard).
+    pub(super) topology: Vec<super::SubscriptionInfo>,
     pub(super) stop: StopSignal,
     pub(super) health: HealthCheck,
 }
@@ -23,6 +25,18 @@ impl std::fmt::Debug for RunningApp {
             .field("app", &self.app)
             .field("subscriptions", &self.subscriptions.len())
             .finish()
+    }
+}
+
+impl App {
+    /// The health check of this app once started with these subscriptions.
+    pub(super) fn health_check(&self, subscriptions: Vec<SubscriptionEntry>) -> HealthCheck {
+        HealthCheck::new(
+            self.router.clone(),
+            subscriptions,
+            #[cfg(feature = "_outbox")]
+            self.outbox.clone(),
+        )
     }
 }
 
@@ -99,6 +113,10 @@ impl RunningApp {
                     "the outbox relay did not stop in time; its leased rows are sent again later"
                 );
             }
+        }
+        #[cfg(feature = "_outbox")]
+        if let Some(inbox) = &self.app.inbox {
+            inbox.stop().await;
         }
         for t in self.app.router.all() {
             match tokio::time::timeout_at(deadline, t.close()).await {

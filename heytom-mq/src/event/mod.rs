@@ -65,6 +65,8 @@ pub mod headers {
     pub const CAUSATION_ID: &str = "causation-id";
     /// W3C trace context.
     pub const TRACEPARENT: &str = "traceparent";
+    /// W3C trace state (vendor data travelling with `traceparent`).
+    pub const TRACESTATE: &str = "tracestate";
     /// Why a message was dead-lettered.
     pub const DEAD_LETTER_REASON: &str = "heytom-dead-letter-reason";
     /// How many delivery attempts were made before dead-lettering.

@@ -44,7 +44,16 @@ struct BrokerInner {
     topics: Mutex<HashMap<String, HashMap<String, Arc<Group>>>>,
     dead_letters: Mutex<Vec<DeadLetteredMessage>>,
     dead_letter_signal: Notify,
+    /// Told of every settled delivery: the test harness's hook.
+    #[cfg(feature = "testing")]
+    settle_observer: std::sync::OnceLock<SettleObserver>,
 }
+
+/// Told of every delivery a group settled, once the broker acted on it
+/// (acknowledged, or dead-lettered and in the list): topic, group, the
+/// message and the outcome. Deliveries handed back are not settled.
+#[cfg(feature = "testing")]
+pub(crate) type SettleObserver = Arc<dyn Fn(&str, &str, &Incoming, &Outcome) + Send + Sync>;
 
 impl std::fmt::Debug for InMemoryBroker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -178,6 +187,33 @@ impl InMemoryBroker {
         }
     }
 
+    /// Sets the observer of settled deliveries; false when one is set already.
+    #[cfg(feature = "testing")]
+    pub(crate) fn observe_settled(&self, observer: SettleObserver) -> bool {
+        self.inner.settle_observer.set(observer).is_ok()
+    }
+
+    /// A copy of a message for the settle observer, when there is one.
+    fn observing(&self, message: &Incoming) -> Option<Incoming> {
+        #[cfg(feature = "testing")]
+        if self.inner.settle_observer.get().is_some() {
+            return Some(message.clone());
+        }
+        let _ = message;
+        None
+    }
+
+    /// Tells the settle observer of a settled delivery.
+    #[cfg(feature = "testing")]
+    fn settled(&self, topic: &str, group: &str, observed: Option<Incoming>, outcome: &Outcome) {
+        if let (Some(observer), Some(message)) = (self.inner.settle_observer.get(), observed) {
+            observer(topic, group, &message, outcome);
+        }
+    }
+
+    #[cfg(not(feature = "testing"))]
+    fn settled(&self, _: &str, _: &str, _: Option<Incoming>, _: &Outcome) {}
+
     /// The in-memory dead-letter act: keep the copy in the inspectable list.
     fn dead_letter(&self, topic: &str, group: &str, msg: Incoming, dead_letter: DeadLetter) {
         let origin = [
@@ -278,8 +314,12 @@ impl Transport for InMemoryTransport {
                         group.notify.notify_one();
                     }
                     while let Some(message) = run.current().cloned() {
+                        let observed = broker.observing(&message);
                         match dispatcher.dispatch(message).await {
-                            Outcome::Ack => run.settle(),
+                            Outcome::Ack => {
+                                run.settle();
+                                broker.settled(&topic, &group_name, observed, &Outcome::Ack);
+                            }
                             Outcome::Requeue if dispatcher.is_stopping() => {
                                 // Stopping: take nothing more, not even this
                                 // message back (it waits for the next start).
@@ -292,10 +332,14 @@ impl Transport for InMemoryTransport {
                             // the rest of the run behind it.
                             Outcome::Requeue => break,
                             Outcome::DeadLetter(d) => {
+                                let seen = observed.map(|m| (m, Outcome::DeadLetter(d.clone())));
                                 if let Some(msg) = run.current().cloned() {
                                     broker.dead_letter(&topic, &group_name, msg, d);
                                 }
                                 run.settle();
+                                if let Some((m, outcome)) = seen {
+                                    broker.settled(&topic, &group_name, Some(m), &outcome);
+                                }
                             }
                         }
                     }
