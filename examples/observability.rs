@@ -4,7 +4,7 @@
 //!
 //! ```sh
 //! cargo run -p heytom-mq-examples --example observability
-//! # then open http://127.0.0.1:8080/dashboard/
+//! # then open http://127.0.0.1:8080/dashboard
 //! curl -s localhost:8080/metrics | grep heytom_
 //! curl -s localhost:8080/health/ready
 //! curl -s localhost:8080/asyncapi.json
@@ -71,10 +71,10 @@ pub struct ShipmentRequested {
 #[handler(max_attempts = 3)]
 async fn bill(order: OrderPlaced, ctx: Context) -> Result<(), HandlerError> {
     tracing::info!(target: "observability", order = order.order_id, attempt = ctx.attempt(), "billing");
-    if order.order_id % 10 == 0 {
+    if order.order_id.is_multiple_of(10) {
         return Err(format!("order {}: card declined", order.order_id).into());
     }
-    if order.order_id % 3 == 0 && ctx.attempt() == 1 {
+    if order.order_id.is_multiple_of(3) && ctx.attempt() == 1 {
         return Err("payment provider timed out".into());
     }
     tokio::time::sleep(Duration::from_millis(5 + order.order_id % 20)).await;
@@ -234,7 +234,7 @@ async fn main() -> anyhow::Result<()> {
         .parse()?;
     let listener = tokio::net::TcpListener::bind(addr).await?;
     eprintln!(
-        "dashboard http://{addr}/dashboard/   metrics http://{addr}/metrics   health http://{addr}/health/ready   AsyncAPI http://{addr}/asyncapi.json"
+        "dashboard http://{addr}/dashboard   metrics http://{addr}/metrics   health http://{addr}/health/ready   AsyncAPI http://{addr}/asyncapi.json"
     );
     let server = tokio::spawn(async move {
         axum::serve(
