@@ -485,12 +485,21 @@ impl App {
         }
         let mut subscriptions: Vec<Box<dyn SubscriptionHandle>> = Vec::new();
         let mut topology = Vec::new();
+        let mut monitored = Vec::new();
         for ((kind, destination, group), handlers) in groups {
             topology.push(SubscriptionInfo::new(kind, &destination, &group, &handlers));
             let transport = self.router.resolve(handlers[0].route).cloned();
             let Some(transport) = transport else { continue };
             let concurrency = handlers.iter().filter_map(|h| h.concurrency).min();
-            tracing::info!(transport = %kind, %destination, %group, handlers = ?handlers.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(), "subscribing");
+            let names: Vec<String> = handlers.iter().map(|h| h.name.clone()).collect();
+            tracing::info!(transport = %kind, %destination, %group, handlers = ?names, "subscribing");
+            let mut entry = crate::health::SubscriptionEntry {
+                transport: kind,
+                destination: destination.clone(),
+                group: group.clone(),
+                handlers: names,
+                monitor: None,
+            };
             // One dispatcher for the destination, routing to each event's handlers.
             let mut by_event: Vec<(&'static str, &'static Route, Vec<HandlerEntry>)> = Vec::new();
             for h in handlers {
@@ -531,7 +540,11 @@ impl App {
                 })
                 .await;
             match sub {
-                Ok(s) => subscriptions.push(s),
+                Ok(s) => {
+                    entry.monitor = s.monitor();
+                    monitored.push(entry);
+                    subscriptions.push(s);
+                }
                 Err(e) => {
                     for s in subscriptions {
                         let _ = s.stop().await;
@@ -548,11 +561,18 @@ impl App {
         if let Some(inbox) = &self.inbox {
             inbox.start();
         }
+        let health = crate::health::HealthCheck::new(
+            self.router.clone(),
+            monitored,
+            #[cfg(feature = "_outbox")]
+            self.outbox.clone(),
+        );
         Ok(RunningApp {
             app: self,
             subscriptions,
             topology,
             stop,
+            health,
         })
     }
 

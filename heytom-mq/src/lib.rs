@@ -29,6 +29,7 @@
 // One path per public name: the modules are private and everything public
 // is re-exported here (and the everyday names in `prelude`).
 mod app;
+pub mod asyncapi;
 mod consumer;
 #[cfg(feature = "dashboard")]
 #[cfg_attr(docsrs, doc(cfg(feature = "dashboard")))]
@@ -39,6 +40,7 @@ mod event;
 mod handler;
 #[cfg(feature = "_outbox")]
 mod inbox;
+pub mod health;
 mod manual;
 #[cfg(feature = "_outbox")]
 mod outbox;
@@ -66,6 +68,7 @@ pub use handler::{
     HandlerError, HandlerRegistration, IntoHandlerResult, Publisher, State, StateMap,
     StateRequirement, TransactionRequirement,
 };
+pub use health::{ConnectionState, Health, SubscriptionMonitor, SubscriptionState};
 pub use heytom_mq_derive::{handler, Event};
 pub use manual::{InMemoryConsumer, InMemoryProducer};
 pub use producer::{MessageProducer, Producer};
@@ -112,6 +115,12 @@ pub use chrono;
 #[cfg(feature = "_outbox")]
 pub use sqlx;
 
+/// The schemars this crate's `schemars` feature is built on (1.x): derive
+/// `schemars::JsonSchema` on an event with this major version and its
+/// payload schema appears in [`asyncapi::document`].
+#[cfg(feature = "schemars")]
+pub use schemars;
+
 // The Rust blocks of the README and of docs/*.md, compiled (and, unless
 // `no_run`, run) by `cargo test --doc`, so that every snippet a user copies
 // compiles as written. Each needs the features its snippets use.
@@ -143,6 +152,9 @@ struct ObservabilityDocDoctests;
 #[cfg(all(doctest, feature = "dashboard", feature = "sqlite"))]
 #[doc = include_str!("../docs/dashboard.md")]
 struct DashboardDocDoctests;
+#[cfg(all(doctest, feature = "axum", feature = "schemars"))]
+#[doc = include_str!("../docs/operations.md")]
+struct OperationsDocDoctests;
 
 /// The everyday names: `use heytom_mq::prelude::*;`.
 pub mod prelude {
@@ -162,10 +174,13 @@ pub mod prelude {
 /// Used by the code `#[derive(Event)]` and `#[handler]` generate; not public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::event::EventRegistration;
+    pub use crate::__heytom_event_schema as event_schema;
+    pub use crate::asyncapi::schema;
+    pub use crate::event::{EventRegistration, EventSchemaRegistration};
     pub use crate::handler::{decode, FromContext, HandlerFailure, HandlerRegistration};
     pub use futures::future::BoxFuture;
     pub use inventory;
+    pub use serde_json;
 
     /// What a `#[handler]` needs of its event type. The shim and the
     /// registration both go through [`handler_event`], so an argument that is

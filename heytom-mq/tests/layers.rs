@@ -16,6 +16,7 @@ fn layer(module: &str) -> Option<u8> {
         "app" | "consumer" | "manual" | "lib" | "prelude" | "__private" => 4,
         "testing" => 4,
         "dashboard" => 5,
+        "health" | "asyncapi" => 4,
         _ => return None,
     })
 }

@@ -47,6 +47,7 @@ mod config;
 mod dialect;
 mod followups;
 mod gauges;
+mod health;
 mod lease;
 mod marker;
 #[cfg(feature = "mysql")]
@@ -65,6 +66,7 @@ mod transaction;
 pub use admin::{MessageFilter, MessagePage, OutboxAdmin, SentRate};
 pub(crate) use config::resolve_config;
 pub use config::OutboxConfig;
+pub use health::OutboxHealth;
 pub use relay::OutboxRuntime;
 pub use transaction::{OutboxDatabase, OutboxTransaction};
 

@@ -72,6 +72,8 @@ pub(crate) struct Relay {
     /// Rows in flight, renewed by the keeper.
     pub(super) leases: Leases,
     pub(super) availability: Availability,
+    /// The last scan's counts and outcome, for health checks.
+    pub(super) scan_health: super::health::ScanHealth,
 }
 
 /// The running outbox of an app: the store, the relay and its tasks.
@@ -135,6 +137,7 @@ impl OutboxRuntime {
                 marks,
                 leases: Leases::default(),
                 availability: Availability::default(),
+                scan_health: Default::default(),
             }),
             committed,
             queued: Arc::new(AtomicUsize::new(0)),
@@ -149,6 +152,11 @@ impl OutboxRuntime {
 
     pub(crate) fn kind(&self) -> DbKind {
         self.relay.store.kind()
+    }
+
+    /// The outbox's health, from the last scan.
+    pub(crate) fn health(&self) -> super::OutboxHealth {
+        self.relay.health()
     }
 
     /// Starts the dispatcher, the scanner, the lease keeper, the marker and
@@ -268,6 +276,7 @@ impl Relay {
             // While full batches follow each other, each claim starts at the
             // previous one's newest row (see `Store::claim`).
             let mut after = None;
+            let mut failure = None;
             loop {
                 if *stop.borrow() {
                     break;
@@ -304,6 +313,7 @@ impl Relay {
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "outbox scan failed; retrying on the next scan");
+                        failure = Some(e.to_string());
                         break;
                     }
                 }
@@ -315,6 +325,7 @@ impl Relay {
             if *stop.borrow() {
                 return;
             }
+            self.scanned(failure).await;
             let retention = self
                 .retention
                 .filter(|_| retained_at.is_none_or(|t| t.elapsed() >= self.retry.scan_interval));
