@@ -14,6 +14,15 @@ export HEYTOM_TEST_REQUIRE_SERVICES=1
 
 scripts/services.sh
 
+# The dashboard's browser test drives headless Chromium through chromedriver.
+if ! command -v chromedriver >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1; then
+  echo "== installing chromium and chromium-driver (the dashboard's browser test)"
+  sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get install -y chromium chromium-driver >/dev/null || {
+    $sudo apt-get update >/dev/null && $sudo apt-get install -y chromium chromium-driver >/dev/null
+  }
+fi
+
 if [ -z "${HEYTOM_KAFKA_BOOTSTRAP_SERVERS:-}" ]; then
   eval "$(scripts/kafka-broker.sh start)"
   trap 'scripts/kafka-broker.sh stop' EXIT

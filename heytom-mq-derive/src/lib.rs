@@ -71,7 +71,9 @@ pub fn derive_event(input: TokenStream) -> TokenStream {
 ///
 /// Options: `name = ".."` (default: the function name), `group = ".."`,
 /// `max_attempts = N` (deliveries including the first, `N >= 1`),
-/// `concurrency = N` (`N >= 1`).
+/// `concurrency = N` (`N >= 1`), `idempotent` (or `idempotent = true`: the
+/// handler runs once per message id, recorded in the app's inbox; see
+/// `heytom_mq::Inbox`).
 ///
 /// The function stays as written; the macro adds a hidden call shim and an
 /// `inventory` registration that `App` discovers.

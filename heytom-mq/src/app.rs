@@ -21,8 +21,10 @@ mod checks;
 mod running;
 #[cfg(feature = "testing")]
 mod testing;
+mod subscriptions;
 
 pub use running::RunningApp;
+pub use subscriptions::SubscriptionInfo;
 
 type HandlerFilter = Box<dyn Fn(&HandlerRegistration) -> bool + Send + Sync>;
 
@@ -36,6 +38,8 @@ pub struct AppBuilder {
     outbox: Option<crate::outbox::Outbox>,
     #[cfg(feature = "_outbox")]
     local_message_retry: Option<crate::outbox::LocalMessageRetryOptions>,
+    #[cfg(feature = "_outbox")]
+    inbox: Option<crate::inbox::Inbox>,
     state: StateMap,
     explicit: Vec<HandlerEntry>,
     discover: bool,
@@ -56,6 +60,8 @@ impl Default for AppBuilder {
             outbox: None,
             #[cfg(feature = "_outbox")]
             local_message_retry: None,
+            #[cfg(feature = "_outbox")]
+            inbox: None,
             state: StateMap::new(),
             explicit: Vec::new(),
             discover: true,
@@ -131,6 +137,15 @@ impl AppBuilder {
     #[cfg(feature = "_outbox")]
     pub fn local_message_retry(mut self, options: crate::outbox::LocalMessageRetryOptions) -> Self {
         self.local_message_retry = Some(options);
+        self
+    }
+
+    /// Uses an inbox: `#[handler(idempotent)]` handlers and handlers taking
+    /// `Tx<DB>` (every handler, with [`Inbox::for_all_handlers`](crate::Inbox::for_all_handlers))
+    /// run in its transaction, once per message id. See [`Inbox`](crate::Inbox).
+    #[cfg(feature = "_outbox")]
+    pub fn inbox(mut self, inbox: crate::inbox::Inbox) -> Self {
+        self.inbox = Some(inbox);
         self
     }
 
@@ -259,6 +274,10 @@ impl AppBuilder {
         }
         let handlers = self.collect_handlers()?;
         checks::settings(&self.retry, self.shutdown_timeout, &handlers)?;
+        #[cfg(feature = "_outbox")]
+        crate::inbox::require_inbox(&handlers, self.inbox.as_ref())?;
+        #[cfg(not(feature = "_outbox"))]
+        crate::handler::require_no_inbox(&handlers)?;
 
         #[cfg(feature = "_outbox")]
         let outbox_config =
@@ -324,12 +343,17 @@ impl AppBuilder {
             };
             outbox = Some(runtime);
         }
+        #[cfg(feature = "_outbox")]
+        let (inbox, handlers) =
+            crate::inbox::InboxRuntime::attach(self.inbox.take(), handlers, &producer).await?;
 
         Ok(App {
             router,
             producer,
             #[cfg(feature = "_outbox")]
             outbox,
+            #[cfg(feature = "_outbox")]
+            inbox,
             handlers,
             state: Arc::new(self.state),
             retry: self.retry,
@@ -357,6 +381,9 @@ pub struct App {
     /// The outbox relay and scanner, started and stopped with the app.
     #[cfg(feature = "_outbox")]
     outbox: Option<Arc<crate::outbox::OutboxRuntime>>,
+    /// The inbox's cleanup task, started and stopped with the app.
+    #[cfg(feature = "_outbox")]
+    inbox: Option<Arc<crate::inbox::InboxRuntime>>,
     handlers: Vec<HandlerEntry>,
     state: Arc<StateMap>,
     retry: RetryPolicy,
@@ -457,11 +484,22 @@ impl App {
             }
         }
         let mut subscriptions: Vec<Box<dyn SubscriptionHandle>> = Vec::new();
+        let mut topology = Vec::new();
+        let mut monitored = Vec::new();
         for ((kind, destination, group), handlers) in groups {
+            topology.push(SubscriptionInfo::new(kind, &destination, &group, &handlers));
             let transport = self.router.resolve(handlers[0].route).cloned();
             let Some(transport) = transport else { continue };
             let concurrency = handlers.iter().filter_map(|h| h.concurrency).min();
-            tracing::info!(transport = %kind, %destination, %group, handlers = ?handlers.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(), "subscribing");
+            let names: Vec<String> = handlers.iter().map(|h| h.name.clone()).collect();
+            tracing::info!(transport = %kind, %destination, %group, handlers = ?names, "subscribing");
+            let mut entry = crate::health::SubscriptionEntry {
+                transport: kind,
+                destination: destination.clone(),
+                group: group.clone(),
+                handlers: names,
+                monitor: None,
+            };
             // One dispatcher for the destination, routing to each event's handlers.
             let mut by_event: Vec<(&'static str, &'static Route, Vec<HandlerEntry>)> = Vec::new();
             for h in handlers {
@@ -490,7 +528,8 @@ impl App {
                     .collect(),
                 stop.subscribe(),
                 self.unknown_event_policy,
-            );
+            )
+            .describe(kind, &destination, &group);
             let sub = transport
                 .subscribe(Subscription {
                     destination,
@@ -501,7 +540,11 @@ impl App {
                 })
                 .await;
             match sub {
-                Ok(s) => subscriptions.push(s),
+                Ok(s) => {
+                    entry.monitor = s.monitor();
+                    monitored.push(entry);
+                    subscriptions.push(s);
+                }
                 Err(e) => {
                     for s in subscriptions {
                         let _ = s.stop().await;
@@ -514,10 +557,22 @@ impl App {
         if let Some(outbox) = &self.outbox {
             outbox.start();
         }
+        #[cfg(feature = "_outbox")]
+        if let Some(inbox) = &self.inbox {
+            inbox.start();
+        }
+        let health = crate::health::HealthCheck::new(
+            self.router.clone(),
+            monitored,
+            #[cfg(feature = "_outbox")]
+            self.outbox.clone(),
+        );
         Ok(RunningApp {
             app: self,
             subscriptions,
+            topology,
             stop,
+            health,
         })
     }
 

@@ -190,11 +190,14 @@ impl Consumer {
             running.handle.add_event(event_name, entry.route).await?;
             running.dispatcher.add(self.handlers(entry));
         } else {
-            let dispatcher = Arc::new(Dispatcher::new(
-                vec![self.handlers(entry.clone())],
-                self.stop.subscribe(),
-                self.unknown,
-            ));
+            let dispatcher = Arc::new(
+                Dispatcher::new(
+                    vec![self.handlers(entry.clone())],
+                    self.stop.subscribe(),
+                    self.unknown,
+                )
+                .describe(self.transport.kind(), &key.0, &key.1),
+            );
             let handle = self
                 .transport
                 .subscribe(Subscription {

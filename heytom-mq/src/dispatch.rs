@@ -169,6 +169,8 @@ pub struct Dispatcher {
     events: RwLock<Vec<Arc<EventHandlers>>>,
     stop: watch::Receiver<Stopping>,
     unknown: UnknownEventPolicy,
+    /// Where the deliveries come from, for the consume spans.
+    source: crate::telemetry::Source,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -198,7 +200,20 @@ impl Dispatcher {
             events: RwLock::new(events.into_iter().map(Arc::new).collect()),
             stop,
             unknown,
+            source: crate::telemetry::Source::default(),
         }
+    }
+
+    /// Names the transport, destination and group its deliveries come from
+    /// (what its consume spans say).
+    pub(crate) fn describe(
+        mut self,
+        transport: crate::event::TransportKind,
+        destination: &str,
+        group: &str,
+    ) -> Self {
+        self.source = crate::telemetry::Source::new(transport, destination, group);
+        self
     }
 
     /// Whether it takes no more messages: its app or consumer is stopping,
@@ -269,7 +284,7 @@ impl Dispatcher {
         }
         match self.target(incoming.name()) {
             // Held until the handlers finish: unsubscribing waits for it.
-            Target::Event(events) => events.dispatch(incoming).await,
+            Target::Event(events) => events.dispatch(incoming, &self.source).await,
             Target::Unknown(reason) => self.unknown(reason, &incoming).await,
             Target::Nobody => Outcome::Requeue,
         }

@@ -29,11 +29,18 @@
 // One path per public name: the modules are private and everything public
 // is re-exported here (and the everyday names in `prelude`).
 mod app;
+pub mod asyncapi;
 mod consumer;
+#[cfg(feature = "dashboard")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dashboard")))]
+pub mod dashboard;
 mod dispatch;
 mod error;
 mod event;
 mod handler;
+#[cfg(feature = "_outbox")]
+mod inbox;
+pub mod health;
 mod manual;
 #[cfg(feature = "_outbox")]
 mod outbox;
@@ -43,9 +50,10 @@ mod retry;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
+mod telemetry;
 mod transport;
 
-pub use app::{App, AppBuilder, RunningApp};
+pub use app::{App, AppBuilder, RunningApp, SubscriptionInfo};
 pub use consumer::{Consumer, MessageConsumer};
 pub use dispatch::{DeadLetter, Dispatcher, Incoming, Outcome, UnknownEventPolicy};
 pub use error::{BoxError, Error, Result};
@@ -58,12 +66,14 @@ pub use event::{
 pub use handler::{
     registered_handlers, Context, EventHandler, ExtractError, FromContext, HandlerEntry,
     HandlerError, HandlerRegistration, IntoHandlerResult, Publisher, State, StateMap,
-    StateRequirement,
+    StateRequirement, TransactionRequirement,
 };
+pub use health::{ConnectionState, Health, SubscriptionMonitor, SubscriptionState};
 pub use heytom_mq_derive::{handler, Event};
 pub use manual::{InMemoryConsumer, InMemoryProducer};
 pub use producer::{MessageProducer, Producer};
 pub use retry::RetryPolicy;
+pub use telemetry::{metric_names, KAFKA_STATISTICS_INTERVAL_MS};
 pub use transport::memory::{DeadLetteredMessage, InMemoryBroker, InMemoryTransport};
 pub use transport::{
     EncodedBatch, Outgoing, Subscription, SubscriptionHandle, Transport, TransportConfig,
@@ -83,11 +93,18 @@ pub use transport::rabbitmq::{
 };
 
 #[cfg(feature = "_outbox")]
+pub use inbox::{Inbox, Tx};
+#[cfg(feature = "_outbox")]
 pub use outbox::{
     LocalMessage, LocalMessageRepository, LocalMessageRetryOptions, MessageStatus, Outbox,
     OutboxDatabase, OutboxTransaction, StatusCounts,
 };
+#[cfg(feature = "_outbox")]
+pub use outbox::{MessageFilter, MessagePage, OutboxAdmin, SentRate};
 
+/// chrono, whose `DateTime<Utc>` `Producer::send_at` takes: `heytom_mq::chrono::Utc`
+/// when you have no chrono of your own.
+pub use chrono;
 /// The sqlx this crate is built on (0.9), so that the pools and
 /// transactions you hand to [`Outbox`] and [`Producer::send_with_transaction`]
 /// are the same types as the library's, whatever else is in your
@@ -97,6 +114,12 @@ pub use outbox::{
 /// a direct dependency; add the same major version, `sqlx = "0.9"`.
 #[cfg(feature = "_outbox")]
 pub use sqlx;
+
+/// The schemars this crate's `schemars` feature is built on (1.x): derive
+/// `schemars::JsonSchema` on an event with this major version and its
+/// payload schema appears in [`asyncapi::document`].
+#[cfg(feature = "schemars")]
+pub use schemars;
 
 // The Rust blocks of the README and of docs/*.md, compiled (and, unless
 // `no_run`, run) by `cargo test --doc`, so that every snippet a user copies
@@ -117,9 +140,21 @@ struct OutboxDocDoctests;
 #[doc = include_str!("../docs/rabbitmq.md")]
 struct RabbitMqDocDoctests;
 
+#[cfg(all(doctest, feature = "rabbitmq", feature = "kafka", feature = "postgres"))]
+#[doc = include_str!("../docs/inbox.md")]
+struct InboxDocDoctests;
 #[cfg(all(doctest, feature = "testing"))]
 #[doc = include_str!("../docs/testing.md")]
 struct TestingDocDoctests;
+#[cfg(all(doctest, feature = "opentelemetry", feature = "metrics"))]
+#[doc = include_str!("../docs/observability.md")]
+struct ObservabilityDocDoctests;
+#[cfg(all(doctest, feature = "dashboard", feature = "sqlite"))]
+#[doc = include_str!("../docs/dashboard.md")]
+struct DashboardDocDoctests;
+#[cfg(all(doctest, feature = "axum", feature = "schemars"))]
+#[doc = include_str!("../docs/operations.md")]
+struct OperationsDocDoctests;
 
 /// The everyday names: `use heytom_mq::prelude::*;`.
 pub mod prelude {
@@ -128,10 +163,10 @@ pub mod prelude {
         InMemoryBroker, InMemoryConsumer, InMemoryProducer, MessageConsumer, MessageProducer,
         Producer, RetryPolicy, Route, State,
     };
+    #[cfg(feature = "_outbox")]
+    pub use crate::{Inbox, LocalMessageRetryOptions, Outbox, Tx};
     #[cfg(feature = "kafka")]
     pub use crate::{KafkaConsumer, KafkaOptions, KafkaProducer};
-    #[cfg(feature = "_outbox")]
-    pub use crate::{LocalMessageRetryOptions, Outbox};
     #[cfg(feature = "rabbitmq")]
     pub use crate::{RabbitMqConsumer, RabbitMqOptions, RabbitMqProducer};
 }
@@ -139,10 +174,13 @@ pub mod prelude {
 /// Used by the code `#[derive(Event)]` and `#[handler]` generate; not public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::event::EventRegistration;
+    pub use crate::__heytom_event_schema as event_schema;
+    pub use crate::asyncapi::schema;
+    pub use crate::event::{EventRegistration, EventSchemaRegistration};
     pub use crate::handler::{decode, FromContext, HandlerFailure, HandlerRegistration};
     pub use futures::future::BoxFuture;
     pub use inventory;
+    pub use serde_json;
 
     /// What a `#[handler]` needs of its event type. The shim and the
     /// registration both go through [`handler_event`], so an argument that is

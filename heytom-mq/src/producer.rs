@@ -8,6 +8,7 @@ use tracing::Instrument;
 
 use crate::error::{Error, Result};
 use crate::event::{Envelope, Event, EventId, Headers, Route, TransportKind};
+use crate::telemetry::{self, metrics, metrics::Timer};
 use crate::transport::{Outgoing, Transport};
 
 /// The producing half of a transport, used by hand.
@@ -142,13 +143,15 @@ impl Producer {
 
     /// Publishes a prepared envelope on the transport for `route`.
     #[doc(hidden)]
-    pub async fn send_envelope(&self, route: &'static Route, envelope: Envelope) -> Result<()> {
+    pub async fn send_envelope(&self, route: &'static Route, mut envelope: Envelope) -> Result<()> {
         let transport = self.transport_for(&envelope.name, route)?;
-        let span = tracing::debug_span!("publish", event_id = %envelope.id, event_name = %envelope.name, transport = %transport.kind());
-        transport
-            .publish(&Outgoing { route, envelope })
-            .instrument(span)
-            .await
+        let span = telemetry::publish(route, &mut envelope, transport.kind());
+        let timer = Timer::start();
+        let outgoing = Outgoing { route, envelope };
+        let r = transport.publish(&outgoing).instrument(span).await;
+        let (ok, failed) = (usize::from(r.is_ok()), usize::from(r.is_err()));
+        metrics::published(&outgoing.envelope.name, transport.kind(), ok, failed, timer);
+        r
     }
 
     /// Publishes several events, pipelining the confirms. Fails if any
@@ -159,10 +162,12 @@ impl Producer {
         }
         let mut out = Vec::with_capacity(events.len());
         let mut size = 128;
+        let mut headers = Headers::new();
+        telemetry::inject_current(&mut headers);
         for e in events {
             out.push(Outgoing {
                 route: E::route(),
-                envelope: Envelope::sized(e, Headers::new(), &mut size)?,
+                envelope: Envelope::sized(e, headers.clone(), &mut size)?,
             });
         }
         let ids: Vec<EventId> = out.iter().map(|o| o.envelope.id).collect();
@@ -172,7 +177,11 @@ impl Producer {
             Ok(transport) => {
                 let span =
                     tracing::debug_span!("publish_batch", transport = %transport.kind(), count);
-                transport.publish_batch_owned(out).instrument(span).await
+                let timer = Timer::start();
+                let rs = transport.publish_batch_owned(out).instrument(span).await;
+                let ok = rs.iter().filter(|r| r.is_ok()).count();
+                metrics::published(E::NAME, transport.kind(), ok, count - ok, timer);
+                rs
             }
             Err(e) => return Err(e),
         };
@@ -216,6 +225,7 @@ impl Producer {
         }
         for (_, (transport, idx)) in groups {
             let span = tracing::debug_span!("publish_batch", transport = %transport.kind(), count = idx.len());
+            let timer = Timer::start();
             // One transport for the whole batch (the usual case): no copies.
             let rs = if idx.len() == messages.len() {
                 transport.publish_batch(messages).instrument(span).await
@@ -223,6 +233,9 @@ impl Producer {
                 let batch: Vec<Outgoing> = idx.iter().map(|&i| messages[i].clone()).collect();
                 transport.publish_batch(&batch).instrument(span).await
             };
+            let each = idx.iter().zip(&rs);
+            let each = each.map(|(&i, r)| (messages[i].envelope.name.as_str(), r.is_ok()));
+            metrics::published_each(transport.kind(), each, timer);
             for (i, r) in idx.into_iter().zip(rs) {
                 results[i] = Some(r);
             }
@@ -244,7 +257,9 @@ impl Producer {
     /// flight. `None` when the transport does not take such batches.
     async fn send_encoded<E: Event>(&self, events: &[E]) -> Option<Result<Vec<EventId>>> {
         let transport = self.transport_for(E::NAME, E::route()).ok()?;
-        if !transport.publishes_encoded() || events.is_empty() {
+        // The encoded wire form has no room for a trace context.
+        if !transport.publishes_encoded() || events.is_empty() || telemetry::carries_trace_context()
+        {
             return None;
         }
         let mut payloads = Vec::with_capacity(events.len() * 128);
@@ -270,7 +285,10 @@ impl Producer {
         };
         let span =
             tracing::debug_span!("publish_batch", transport = %transport.kind(), count = ids.len());
+        let timer = Timer::start();
         let results = transport.publish_encoded(&batch).instrument(span).await;
+        let ok = results.iter().filter(|r| r.is_ok()).count();
+        metrics::published(E::NAME, transport.kind(), ok, ids.len() - ok, timer);
         let answered = results.len();
         let mut failures: Vec<String> = results
             .into_iter()

@@ -9,12 +9,14 @@ use std::path::{Path, PathBuf};
 /// The layer of a top-level module of the crate.
 fn layer(module: &str) -> Option<u8> {
     Some(match module {
-        "event" | "handler" | "dispatch" | "retry" | "error" | "redact" => 0,
+        "event" | "handler" | "dispatch" | "retry" | "error" | "redact" | "telemetry" => 0,
         "transport" => 1,
         "producer" => 2,
-        "outbox" => 3,
+        "outbox" | "inbox" => 3,
         "app" | "consumer" | "manual" | "lib" | "prelude" | "__private" => 4,
         "testing" => 4,
+        "dashboard" => 5,
+        "health" | "asyncapi" => 4,
         _ => return None,
     })
 }

@@ -38,10 +38,23 @@ pub fn expand(cont: &Container, model: &EventModel) -> TokenStream {
                 }
             }
 
+            // Some(schema) when the type also implements `schemars::JsonSchema`
+            // (and heytom-mq's `schemars` feature is on), chosen in heytom-mq.
+            fn __heytom_schema() -> ::core::option::Option<::heytom_mq::__private::serde_json::Value> {
+                ::heytom_mq::__private::event_schema!(#ident)
+            }
+
             ::heytom_mq::__private::inventory::submit! {
                 ::heytom_mq::__private::EventRegistration {
                     name: #name,
                     route: __heytom_route,
+                }
+            }
+
+            ::heytom_mq::__private::inventory::submit! {
+                ::heytom_mq::__private::EventSchemaRegistration {
+                    name: #name,
+                    schema: __heytom_schema,
                 }
             }
         };

@@ -1,10 +1,46 @@
-//! `#[handler(name = "..", group = "..", max_attempts = N, concurrency = N)]`.
+//! `#[handler(name = "..", group = "..", max_attempts = N, concurrency = N, idempotent)]`.
+
+use syn::ext::IdentExt;
+use syn::parse::{Parse, ParseStream};
+use syn::punctuated::Punctuated;
+use syn::{Expr, Ident, Token};
 
 use crate::ctxt::Ctxt;
-use crate::meta::{self, did_you_mean, list, KeyValue, Spanned};
+use crate::meta::{self, did_you_mean, list, Spanned};
 
 /// The options `#[handler]` accepts.
-pub const HANDLER_KEYS: &[&str] = &["name", "group", "max_attempts", "concurrency"];
+pub const HANDLER_KEYS: &[&str] = &["name", "group", "max_attempts", "concurrency", "idempotent"];
+
+/// The options that may stand alone (`idempotent` = `idempotent = true`).
+const FLAGS: &[&str] = &["idempotent"];
+
+/// One option: `key = value`, or a bare `key` (a flag).
+pub struct Entry {
+    pub key: Ident,
+    pub value: Option<Expr>,
+}
+
+impl Parse for Entry {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        // Keywords as keys, so `type = ..` reports "unknown option".
+        let key = input.call(Ident::parse_any)?;
+        if !input.peek(Token![=]) {
+            return Ok(Entry { key, value: None });
+        }
+        input.parse::<Token![=]>()?;
+        Ok(Entry {
+            key,
+            value: Some(input.parse()?),
+        })
+    }
+}
+
+/// Parses the comma separated options.
+pub fn parse_entries(input: ParseStream) -> syn::Result<Vec<Entry>> {
+    Ok(Punctuated::<Entry, Token![,]>::parse_terminated(input)?
+        .into_iter()
+        .collect())
+}
 
 /// The options of one handler.
 #[derive(Default)]
@@ -13,13 +49,14 @@ pub struct Options {
     pub group: Option<Spanned<String>>,
     pub max_attempts: Option<u32>,
     pub concurrency: Option<usize>,
+    pub idempotent: bool,
 }
 
 /// Reads the options, recording unknown, duplicate and invalid ones.
-pub fn read(cx: &Ctxt, entries: Vec<KeyValue>) -> Options {
+pub fn read(cx: &Ctxt, entries: Vec<Entry>) -> Options {
     let mut out = Options::default();
     let mut seen: Vec<String> = Vec::new();
-    for KeyValue { key, value } in entries {
+    for Entry { key, value } in entries {
         let name = key.to_string();
         if !HANDLER_KEYS.contains(&name.as_str()) {
             let mut msg = format!("unknown #[handler] option `{name}`");
@@ -38,7 +75,23 @@ pub fn read(cx: &Ctxt, entries: Vec<KeyValue>) -> Options {
             continue;
         }
         seen.push(name.clone());
+        let value = match value {
+            Some(v) => v,
+            None if FLAGS.contains(&name.as_str()) => {
+                out.idempotent = true;
+                continue;
+            }
+            None => {
+                cx.error_spanned_by(&key, format!("expected `{name} = <value>`"));
+                continue;
+            }
+        };
         match name.as_str() {
+            "idempotent" => {
+                if let Some(b) = meta::expect_bool(cx, &key, &value) {
+                    out.idempotent = b.value;
+                }
+            }
             "name" | "group" => {
                 if let Some(s) = meta::expect_str(cx, &key, &value, "\"billing\"") {
                     if s.value.trim().is_empty() {
@@ -92,7 +145,7 @@ mod tests {
     use syn::parse::Parser;
 
     fn read_str(tokens: proc_macro2::TokenStream) -> (Options, Vec<String>) {
-        let entries = meta::parse_list.parse2(tokens).unwrap();
+        let entries = parse_entries.parse2(tokens).unwrap();
         let cx = Ctxt::new();
         let o = read(&cx, entries);
         (o, cx.messages())
@@ -104,13 +157,33 @@ mod tests {
             name = "billing",
             group = "g",
             max_attempts = 3,
-            concurrency = 8
+            concurrency = 8,
+            idempotent
         ));
         assert!(errs.is_empty(), "{errs:?}");
         assert_eq!(o.name.unwrap().value, "billing");
         assert_eq!(o.group.unwrap().value, "g");
         assert_eq!(o.max_attempts, Some(3));
         assert_eq!(o.concurrency, Some(8));
+        assert!(o.idempotent);
+        let (o, errs) = read_str(quote::quote!(idempotent = false));
+        assert!(errs.is_empty(), "{errs:?}");
+        assert!(!o.idempotent);
+    }
+
+    #[test]
+    fn reports_bad_flags() {
+        let (_, errs) = read_str(quote::quote!(
+            idempotent = "yes",
+            name,
+            idempotnt,
+            idempotent
+        ));
+        assert_eq!(errs.len(), 4, "{errs:?}");
+        assert!(errs[0].contains("`idempotent` expects `true` or `false`"));
+        assert!(errs[1].contains("expected `name = <value>`"));
+        assert!(errs[2].contains("did you mean `idempotent`"));
+        assert!(errs[3].contains("duplicate #[handler] option `idempotent`"));
     }
 
     #[test]

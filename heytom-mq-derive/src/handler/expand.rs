@@ -105,6 +105,13 @@ pub fn expand(h: &HandlerFn, opts: &Options) -> TokenStream {
         }
     });
 
+    let transactions = h.extractors.iter().map(|ty| {
+        quote_spanned! {first_span(ty)=>
+            <#ty as ::heytom_mq::__private::FromContext>::transaction
+        }
+    });
+    let idempotent = opts.idempotent;
+
     let call = quote!(#fn_ident(__event #(, #args)*));
     // Spanned at the signature: a future that is not `Send` fails there.
     let sig_span = item.sig.ident.span();
@@ -178,6 +185,8 @@ pub fn expand(h: &HandlerFn, opts: &Options) -> TokenStream {
                 max_attempts: #max_attempts,
                 concurrency: #concurrency,
                 requires: &[#(#requires),*],
+                idempotent: #idempotent,
+                transactions: &[#(#transactions),*],
                 call: #shim,
             }
         }

@@ -10,7 +10,6 @@ use syn::parse::Parser;
 use syn::ItemFn;
 
 use crate::ctxt::Ctxt;
-use crate::meta;
 
 /// The whole attribute macro: the function plus its registration, or the
 /// function unchanged plus the errors.
@@ -28,7 +27,7 @@ pub fn handler(args: TokenStream, input: TokenStream) -> TokenStream {
         }
     };
     let cx = Ctxt::new();
-    let opts = match meta::parse_list.parse2(args) {
+    let opts = match attr::parse_entries.parse2(args) {
         Ok(entries) => attr::read(&cx, entries),
         Err(err) => {
             cx.syn_error(err);

@@ -2,6 +2,7 @@
 
 use crate::dispatch::{stop_by, StopSignal, Stopping};
 use crate::error::{Error, Result};
+use crate::health::{Health, HealthCheck};
 use crate::producer::Producer;
 use crate::transport::memory::InMemoryBroker;
 use crate::transport::SubscriptionHandle;
@@ -12,7 +13,10 @@ use super::App;
 pub struct RunningApp {
     pub(super) app: App,
     pub(super) subscriptions: Vec<Box<dyn SubscriptionHandle>>,
+    /// What each subscription consumes, for operators (the dashboard).
+    pub(super) topology: Vec<super::SubscriptionInfo>,
     pub(super) stop: StopSignal,
+    pub(super) health: HealthCheck,
 }
 
 impl std::fmt::Debug for RunningApp {
@@ -28,6 +32,25 @@ impl RunningApp {
     /// The producer (cloneable).
     pub fn producer(&self) -> Producer {
         self.app.producer.clone()
+    }
+
+    /// The app's health: transports, subscriptions, outbox; see
+    /// [`heytom_mq::health`](crate::health). Reads what the app already
+    /// knows (no round trip), so it is cheap to call from a probe.
+    ///
+    /// ```no_run
+    /// # async fn demo(running: heytom_mq::RunningApp) {
+    /// assert!(running.health().is_ready());
+    /// # }
+    /// ```
+    pub fn health(&self) -> Health {
+        self.health.health()
+    }
+
+    /// A cloneable handle reading this app's health, for serving it from
+    /// another task; it stays valid after shutdown (then not ready).
+    pub fn health_check(&self) -> HealthCheck {
+        self.health.clone()
     }
 
     /// The in-memory broker, when the app uses one.
@@ -48,6 +71,7 @@ impl RunningApp {
     pub async fn shutdown(self) -> Result<()> {
         let timeout = self.app.shutdown_timeout;
         let deadline = tokio::time::Instant::now() + timeout;
+        self.health.stopping();
         self.stop.set(Stopping::Draining);
         let stops = futures::future::join_all(self.subscriptions.into_iter().map(|s| s.stop()));
         let stopped = stop_by(deadline, || self.stop.set(Stopping::Abandoning), stops).await;
@@ -77,6 +101,10 @@ impl RunningApp {
                     "the outbox relay did not stop in time; its leased rows are sent again later"
                 );
             }
+        }
+        #[cfg(feature = "_outbox")]
+        if let Some(inbox) = &self.app.inbox {
+            inbox.stop().await;
         }
         for t in self.app.router.all() {
             match tokio::time::timeout_at(deadline, t.close()).await {

@@ -14,6 +14,8 @@ use super::{DeadLetter, Incoming, Outcome};
 use crate::event::Envelope;
 use crate::handler::{Context, HandlerEntry, HandlerFailure, HandlerInfo, Publisher, StateMap};
 use crate::retry::RetryPolicy;
+use crate::telemetry::metrics::{self, Consumed, Timer};
+use crate::telemetry::{self, Source};
 
 /// The handlers of one event on one destination, run on each delivery of
 /// that event with their retry policies.
@@ -87,7 +89,7 @@ impl EventHandlers {
     /// Decodes the envelope, runs every handler (each with its own retry
     /// policy) and says what to do with the message. Never panics. The
     /// [`Dispatcher`] chose this event by the message's type.
-    pub(super) async fn dispatch(&self, incoming: Incoming) -> Outcome {
+    pub(super) async fn dispatch(&self, incoming: Incoming, source: &Source) -> Outcome {
         let envelope = match incoming.into_envelope(self.event_name) {
             Ok(e) => e,
             Err(e) => {
@@ -96,8 +98,7 @@ impl EventHandlers {
                 )))
             }
         };
-        let span =
-            tracing::info_span!("consume", event_id = %envelope.id, event_name = %envelope.name);
+        let span = telemetry::consume(source, &envelope);
         let run = async {
             if self.handlers.len() == 1 {
                 return self.run_handler(0, &envelope).await;
@@ -154,7 +155,8 @@ impl EventHandlers {
         let mut attempt = 1;
         loop {
             let ctx = Context::shared(envelope.clone(), self.infos[index].clone(), attempt);
-            let span = tracing::debug_span!("handler", handler = %entry.name, attempt);
+            let span = telemetry::handler(&entry.name, attempt);
+            let timer = Timer::start();
             let fut = entry.handler.call(envelope, ctx, &self.state);
             let called = AssertUnwindSafe(fut).catch_unwind();
             let called = if span.is_disabled() {
@@ -171,8 +173,12 @@ impl EventHandlers {
                 }
             };
             let error = match result {
-                Ok(Ok(())) => return Outcome::Ack,
+                Ok(Ok(())) => {
+                    metrics::consumed(self.event_name, &entry.name, Consumed::Ack, timer);
+                    return Outcome::Ack;
+                }
                 Ok(Err(HandlerFailure::Decode(reason))) => {
+                    metrics::consumed(self.event_name, &entry.name, Consumed::DeadLetter, timer);
                     tracing::warn!(handler = %entry.name, event_id = %envelope.id, %reason, "undecodable payload dead-lettered");
                     return Outcome::DeadLetter(DeadLetter {
                         reason: format!("payload does not decode: {reason}"),
@@ -184,6 +190,7 @@ impl EventHandlers {
                 Err(panic) => format!("handler panicked: {}", panic_message(&panic)),
             };
             if attempt >= policy.max_attempts {
+                metrics::consumed(self.event_name, &entry.name, Consumed::DeadLetter, timer);
                 tracing::warn!(handler = %entry.name, event_id = %envelope.id, attempt, error = %error, "handler failed; dead-lettering");
                 return Outcome::DeadLetter(DeadLetter {
                     reason: error,
@@ -191,6 +198,7 @@ impl EventHandlers {
                     handler: Some(entry.name.clone()),
                 });
             }
+            metrics::consumed(self.event_name, &entry.name, Consumed::Retry, timer);
             let wait = policy.backoff(attempt);
             tracing::info!(handler = %entry.name, event_id = %envelope.id, attempt, error = %error, ?wait, "handler failed; retrying");
             if self.stopping() >= Stopping::Draining {

@@ -65,6 +65,8 @@ pub mod headers {
     pub const CAUSATION_ID: &str = "causation-id";
     /// W3C trace context.
     pub const TRACEPARENT: &str = "traceparent";
+    /// W3C trace state (vendor data travelling with `traceparent`).
+    pub const TRACESTATE: &str = "tracestate";
     /// Why a message was dead-lettered.
     pub const DEAD_LETTER_REASON: &str = "heytom-dead-letter-reason";
     /// How many delivery attempts were made before dead-lettering.
@@ -228,6 +230,28 @@ pub struct EventRegistration {
 }
 
 inventory::collect!(EventRegistration);
+
+/// The payload schema of an event type, registered by `#[derive(Event)]`
+/// next to its [`EventRegistration`] (for the AsyncAPI document).
+#[derive(Debug)]
+pub struct EventSchemaRegistration {
+    /// `Event::NAME`
+    pub name: &'static str,
+    /// The JSON Schema of the payload when the type also derives
+    /// `schemars::JsonSchema` and the `schemars` feature is on; `None`
+    /// otherwise.
+    pub schema: fn() -> Option<serde_json::Value>,
+}
+
+inventory::collect!(EventSchemaRegistration);
+
+/// The payload schema of a registered event type, if it has one.
+pub(crate) fn event_schema(name: &str) -> Option<serde_json::Value> {
+    inventory::iter::<EventSchemaRegistration>
+        .into_iter()
+        .find(|r| r.name == name)
+        .and_then(|r| (r.schema)())
+}
 
 /// Looks up a registered event type by its `NAME`.
 pub fn registered_event(name: &str) -> Option<&'static EventRegistration> {

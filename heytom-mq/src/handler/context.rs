@@ -7,6 +7,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::event::{Envelope, Event, EventId, Headers};
+use crate::handler::scope::TxScope;
 
 /// What a handler knows about the message it is handling.
 ///
@@ -25,6 +26,8 @@ pub struct Context {
     // Built once per handler: making a context allocates nothing.
     handler: Arc<HandlerInfo>,
     attempt: u32,
+    // Set when the handler runs in the inbox's transaction (see `TxScope`).
+    scope: Option<Arc<TxScope>>,
 }
 
 /// What a context knows of its handler, shared by all its deliveries.
@@ -62,7 +65,24 @@ impl Context {
             envelope,
             handler,
             attempt,
+            scope: None,
         }
+    }
+
+    /// This context in the inbox's transaction `scope`.
+    pub(crate) fn with_scope(mut self, scope: Arc<TxScope>) -> Self {
+        self.scope = Some(scope);
+        self
+    }
+
+    /// The inbox's transaction scope, when the handler runs in one.
+    pub(crate) fn scope(&self) -> Option<&Arc<TxScope>> {
+        self.scope.as_ref()
+    }
+
+    /// The envelope of the delivery, shared.
+    pub(crate) fn envelope(&self) -> &Arc<Envelope> {
+        &self.envelope
     }
 
     /// The event's id (UUID v7).
@@ -106,15 +126,19 @@ impl Context {
     }
 
     /// Headers for an event published in reaction to this one: same
-    /// correlation id and `traceparent`, causation id = this event's id.
+    /// correlation id, `traceparent` and `tracestate`, causation id = this
+    /// event's id. (With the feature `opentelemetry` the publish then writes
+    /// the trace context of the handler's span instead, a child of this one.)
     pub fn follow_up_headers(&self) -> Headers {
         use crate::event::headers::*;
         let mut h = Headers::new();
         if let Some(c) = self.correlation_id() {
             h.insert(CORRELATION_ID.to_owned(), c.to_owned());
         }
-        if let Some(t) = self.header(TRACEPARENT) {
-            h.insert(TRACEPARENT.to_owned(), t.to_owned());
+        for key in [TRACEPARENT, TRACESTATE] {
+            if let Some(t) = self.header(key) {
+                h.insert(key.to_owned(), t.to_owned());
+            }
         }
         h.insert(CAUSATION_ID.to_owned(), self.event_id().to_string());
         h
@@ -122,11 +146,20 @@ impl Context {
 
     /// Publishes a follow-up event that carries this event's correlation id
     /// and has this event as its cause.
+    ///
+    /// In a handler that runs in the inbox's transaction (`Tx`, or
+    /// `#[handler(idempotent)]`) with the outbox in the same database, the
+    /// event is written into the outbox in that transaction and sent after
+    /// it commits; a run that fails or panics sends nothing.
     pub async fn publish<E: Event>(&self, event: &E) -> crate::Result<EventId> {
         match &self.handler.producer {
             Some(p) => {
                 let envelope = Envelope::with_headers(event, self.follow_up_headers())?;
                 let id = envelope.id;
+                if let Some(scope) = self.scope.as_ref().filter(|s| s.stages()) {
+                    scope.stage(E::route(), envelope);
+                    return Ok(id);
+                }
                 p.publish_envelope(E::route(), envelope).await?;
                 Ok(id)
             }

@@ -15,10 +15,13 @@ use crate::event::{Envelope, Event, Route};
 use crate::retry::RetryPolicy;
 
 mod context;
+mod scope;
 mod type_name;
 
 pub(crate) use context::HandlerInfo;
 pub use context::{Context, Publisher};
+pub use scope::TransactionRequirement;
+pub(crate) use scope::{require_no_inbox, TxScope};
 pub(crate) use type_name::readable_type_name;
 
 /// The error a handler fails with: any `Send + Sync` error, boxed.
@@ -109,7 +112,7 @@ impl StateRequirement {
 #[error("{0}")]
 pub struct ExtractError(pub String);
 
-/// A handler argument after the event: `Context` or `State<T>`.
+/// A handler argument after the event: `Context`, `State<T>` or `Tx<DB>`.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be a handler argument",
     label = "not an extractor",
@@ -120,6 +123,11 @@ pub trait FromContext: Sized + Send + 'static {
     fn from_context(ctx: &Context, state: &StateMap) -> Result<Self, ExtractError>;
     /// The state this extractor needs, checked at startup.
     fn requirement() -> Option<StateRequirement> {
+        None
+    }
+    /// The transaction this extractor needs (`Tx<DB>`), checked at startup.
+    #[doc(hidden)]
+    fn transaction() -> Option<TransactionRequirement> {
         None
     }
 }
@@ -333,6 +341,10 @@ pub struct HandlerEntry {
     pub(crate) concurrency: Option<usize>,
     /// State types the handler needs.
     pub(crate) requires: Vec<StateRequirement>,
+    /// `#[handler(idempotent)]`: runs once per message id, through the inbox.
+    pub(crate) idempotent: bool,
+    /// The transactions its arguments take (`Tx<DB>`).
+    pub(crate) transactions: Vec<TransactionRequirement>,
     /// The callable.
     pub(crate) handler: Arc<dyn ErasedHandler>,
 }
@@ -401,6 +413,8 @@ impl HandlerEntry {
             retry: None,
             concurrency: None,
             requires: Vec::new(),
+            idempotent: false,
+            transactions: Vec::new(),
             handler: Arc::new(TypeHandler::<E, H> {
                 handler: Arc::new(handler),
                 _event: PhantomData,
@@ -426,6 +440,8 @@ impl HandlerEntry {
             retry: None,
             concurrency: None,
             requires: Vec::new(),
+            idempotent: false,
+            transactions: Vec::new(),
             handler: Arc::new(ClosureHandler::<E, F> {
                 f,
                 _event: PhantomData,
@@ -455,6 +471,8 @@ impl HandlerEntry {
                     })
                 })
                 .collect(),
+            idempotent: reg.idempotent,
+            transactions: reg.transactions.iter().filter_map(|t| t()).collect(),
             handler: Arc::new(FnHandler(reg.call)),
         }
     }
@@ -476,6 +494,24 @@ impl HandlerEntry {
         self.concurrency = Some(n.max(1));
         self
     }
+
+    /// Makes the handler idempotent (like `#[handler(idempotent)]`): it
+    /// runs in the inbox's transaction, once per message id; the app needs
+    /// an inbox (`AppBuilder::inbox`).
+    pub fn idempotent(mut self, on: bool) -> Self {
+        self.idempotent = on;
+        self
+    }
+
+    /// Whether it runs once per message id, through the inbox.
+    pub fn is_idempotent(&self) -> bool {
+        self.idempotent
+    }
+
+    /// The transactions its arguments take (`Tx<DB>`).
+    pub fn transactions(&self) -> &[TransactionRequirement] {
+        &self.transactions
+    }
 }
 
 /// A function handler, registered by `#[handler]` through `inventory`.
@@ -495,6 +531,11 @@ pub struct HandlerRegistration {
     pub max_attempts: Option<u32>,
     /// `#[handler(concurrency = N)]`
     pub concurrency: Option<usize>,
+    /// `#[handler(idempotent)]`
+    pub idempotent: bool,
+    /// One function per extractor argument; those that take the inbox's
+    /// transaction (`Tx<DB>`) return what they need.
+    pub transactions: &'static [fn() -> Option<TransactionRequirement>],
     /// One function per extractor argument (those that need state return
     /// it), with the state type as written in the signature.
     pub requires: &'static [StateArg],

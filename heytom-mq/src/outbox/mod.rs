@@ -41,9 +41,13 @@ use uuid::Uuid;
 
 use crate::error::{check, Error, Result};
 
+mod admin;
 mod backend;
 mod config;
 mod dialect;
+mod followups;
+mod gauges;
+mod health;
 mod lease;
 mod marker;
 #[cfg(feature = "mysql")]
@@ -52,14 +56,17 @@ mod mysql;
 mod postgres;
 mod relay;
 pub mod repository;
+mod schedule;
 mod sender;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod statements;
 mod transaction;
 
+pub use admin::{MessageFilter, MessagePage, OutboxAdmin, SentRate};
 pub(crate) use config::resolve_config;
 pub use config::OutboxConfig;
+pub use health::OutboxHealth;
 pub use relay::OutboxRuntime;
 pub use transaction::{OutboxDatabase, OutboxTransaction};
 
@@ -312,16 +319,7 @@ impl Outbox {
 
     /// Rows per status.
     pub async fn status_counts(&self) -> Result<StatusCounts> {
-        let mut c = StatusCounts::default();
-        for (status, n) in self.store()?.counts().await? {
-            match MessageStatus::try_from(status) {
-                Ok(MessageStatus::Pending) => c.pending += n as u64,
-                Ok(MessageStatus::Sent) => c.sent += n as u64,
-                Ok(MessageStatus::Failed) => c.failed += n as u64,
-                Err(_) => c.other += n as u64,
-            }
-        }
-        Ok(c)
+        Ok(StatusCounts::from_pairs(self.store()?.counts().await?))
     }
 
     /// Failed rows (those still retried and those that used up their

@@ -6,6 +6,7 @@ use sqlx::{MySql, MySqlPool};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
+use super::admin::AdminSql;
 use super::repository::{sql_backend, ClaimStyle, DbKind, Dialect, Placeholder};
 
 pub(crate) const DIALECT: Dialect = Dialect {
@@ -33,6 +34,11 @@ pub(crate) const DIALECT: Dialect = Dialect {
     quoted_table_sql: None,
     notify: None,
     now_ms: "(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6)) DIV 1000)",
+};
+
+/// The admin queries' MySQL parts (`DATETIME` holds UTC, as sqlx writes it).
+pub(crate) const ADMIN: AdminSql = AdminSql {
+    bucket: "((TIMESTAMPDIFF(SECOND, '1970-01-01 00:00:00', {col}) - {since}) DIV {secs})",
 };
 
 fn no_listener(

@@ -10,6 +10,7 @@ use sqlx::{PgPool, Postgres};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
+use super::admin::AdminSql;
 use super::repository::{sql_backend, ClaimStyle, DbKind, Dialect, Placeholder};
 
 pub(crate) const DIALECT: Dialect = Dialect {
@@ -38,6 +39,11 @@ pub(crate) const DIALECT: Dialect = Dialect {
     ),
     notify: Some("SELECT pg_notify($1, '')"),
     now_ms: "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT",
+};
+
+/// The admin queries' PostgreSQL parts.
+pub(crate) const ADMIN: AdminSql = AdminSql {
+    bucket: "((FLOOR(EXTRACT(EPOCH FROM {col}::timestamptz))::BIGINT - {since}) / {secs})::INT",
 };
 
 fn listen(

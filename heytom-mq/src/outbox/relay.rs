@@ -23,6 +23,7 @@ use uuid::Uuid;
 use super::lease::{millis, token, Availability, Leases};
 use super::marker::{retry_storage, Mark};
 use super::repository::{DbKind, Store};
+use super::schedule::WakeSchedule;
 pub(super) use super::sender::Committed;
 use super::transaction::to_outgoing;
 use super::{
@@ -30,6 +31,7 @@ use super::{
 };
 use crate::error::Result;
 use crate::producer::Producer;
+use crate::telemetry;
 
 /// Committed rows waiting for the post-commit sender, at most; rows that do
 /// not fit keep their commit lease and are sent by a scanner after it.
@@ -61,12 +63,17 @@ pub(crate) struct Relay {
     /// The current commit-lease token and when it was made: the `LockedBy`
     /// that transactions write with their rows (see [`Relay::commit_token`]).
     commit_lease: Mutex<(Arc<str>, Instant)>,
-    wake: Arc<Notify>,
+    /// Wakes the scanner at once (PostgreSQL `NOTIFY`).
+    pub(super) wake: Arc<Notify>,
+    /// Wakes the scanner when a scheduled row is due (see `schedule.rs`).
+    pub(super) schedule: WakeSchedule,
     /// Sent and confirmed rows, for the marker task to mark Sent in batches.
     pub(super) marks: mpsc::Sender<Mark>,
     /// Rows in flight, renewed by the keeper.
     pub(super) leases: Leases,
     pub(super) availability: Availability,
+    /// The last scan's counts and outcome, for health checks.
+    pub(super) scan_health: super::health::ScanHealth,
 }
 
 /// The running outbox of an app: the store, the relay and its tasks.
@@ -126,9 +133,11 @@ impl OutboxRuntime {
                 owner: Uuid::now_v7().to_string(),
                 commit_lease: Mutex::new((token(), Instant::now())),
                 wake: Arc::new(Notify::new()),
+                schedule: WakeSchedule::default(),
                 marks,
                 leases: Leases::default(),
                 availability: Availability::default(),
+                scan_health: Default::default(),
             }),
             committed,
             queued: Arc::new(AtomicUsize::new(0)),
@@ -143,6 +152,11 @@ impl OutboxRuntime {
 
     pub(crate) fn kind(&self) -> DbKind {
         self.relay.store.kind()
+    }
+
+    /// The outbox's health, from the last scan.
+    pub(crate) fn health(&self) -> super::OutboxHealth {
+        self.relay.health()
     }
 
     /// Starts the dispatcher, the scanner, the lease keeper, the marker and
@@ -182,6 +196,11 @@ impl OutboxRuntime {
             }
         }
         tracing::info!(table = %self.relay.store.table.name, owner = %self.relay.owner, lease = ?self.relay.lease, scanner = self.relay.retry.enabled, "outbox relay started");
+    }
+
+    /// Wakes the scanner now (a row was requeued) instead of at its next interval.
+    pub(crate) fn wake_scanner(&self) {
+        self.relay.wake.notify_one();
     }
 
     /// Stops the relay: rows already committed are sent first, a scan in
@@ -247,13 +266,17 @@ impl Relay {
     async fn scan_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let batch = i64::from(self.retry.batch_size.max(1));
         let max_retry = i32::try_from(self.retry.max_retry_count).unwrap_or(i32::MAX);
+        // Retention runs once per scan interval, however often due rows wake the scanner.
+        let mut retained_at: Option<Instant> = None;
         loop {
+            self.schedule.scanning();
             // The batch being sent: the next claim overlaps its confirms.
             // Batches are sent one after another, in claim order.
             let mut in_flight: Option<JoinHandle<()>> = None;
             // While full batches follow each other, each claim starts at the
             // previous one's newest row (see `Store::claim`).
             let mut after = None;
+            let mut failure = None;
             loop {
                 if *stop.borrow() {
                     break;
@@ -290,6 +313,7 @@ impl Relay {
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "outbox scan failed; retrying on the next scan");
+                        failure = Some(e.to_string());
                         break;
                     }
                 }
@@ -297,10 +321,16 @@ impl Relay {
             if let Some(last) = in_flight.take() {
                 let _ = last.await;
             }
+            self.refresh_gauges().await;
             if *stop.borrow() {
                 return;
             }
-            if let Some(age) = self.retention {
+            self.scanned(failure).await;
+            let retention = self
+                .retention
+                .filter(|_| retained_at.is_none_or(|t| t.elapsed() >= self.retry.scan_interval));
+            if let Some(age) = retention {
+                retained_at = Some(Instant::now());
                 let before = chrono::TimeDelta::from_std(age)
                     .ok()
                     .and_then(|age| chrono::Utc::now().checked_sub_signed(age))
@@ -315,10 +345,8 @@ impl Relay {
                     Err(e) => tracing::warn!(error = %e, "outbox retention failed"),
                 }
             }
-            tokio::select! {
-                _ = tokio::time::sleep(self.retry.scan_interval) => {}
-                _ = self.wake.notified() => {}
-                r = stop.changed() => if r.is_err() || *stop.borrow() { return },
+            if !self.sleep_until_due(max_retry, &mut stop).await {
+                return;
             }
         }
     }
@@ -344,9 +372,12 @@ impl Relay {
             let mut outgoing = Vec::with_capacity(rows.len());
             let mut sending = Vec::with_capacity(rows.len());
             let mut failed: Vec<(LocalMessage, String)> = Vec::new();
+            let mut spans = Vec::new();
             for row in rows {
                 match to_outgoing(&row) {
-                    Ok(o) => {
+                    Ok(mut o) => {
+                        let e = &mut o.envelope;
+                        spans.extend(telemetry::relay_publish(o.route, e, &row.mq_type, source));
                         outgoing.push(o);
                         sending.push(row);
                     }
@@ -373,6 +404,7 @@ impl Relay {
                 match r {
                     Ok(()) => {
                         tracing::trace!(event_id = %row.id, event_name = %row.message_type, "outbox row sent");
+                        telemetry::metrics::outbox_sent(row.created_at);
                         answer(&row.mq_type);
                         let t = tokens.of(&row);
                         match sent.iter_mut().find(|(k, _)| *k == t) {

@@ -6,6 +6,7 @@ use sqlx::{Sqlite, SqlitePool};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
+use super::admin::AdminSql;
 use super::repository::{sql_backend, ClaimStyle, DbKind, Dialect, Placeholder};
 
 pub(crate) const DIALECT: Dialect = Dialect {
@@ -30,6 +31,11 @@ pub(crate) const DIALECT: Dialect = Dialect {
     quoted_table_sql: None,
     notify: None,
     now_ms: "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
+};
+
+/// The admin queries' SQLite parts (times are RFC 3339 text).
+pub(crate) const ADMIN: AdminSql = AdminSql {
+    bucket: "((CAST(strftime('%s', {col}) AS INTEGER) - {since}) / {secs})",
 };
 
 fn no_listener(

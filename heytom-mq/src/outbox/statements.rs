@@ -12,13 +12,13 @@ use super::{LocalMessage, MessageStatus};
 
 /// Hands out the dialect's placeholders in order (`$1, $2` or `?`) and
 /// keeps the arguments that go with them.
-struct Params {
+pub(super) struct Params {
     d: &'static Dialect,
     args: Vec<Arg>,
 }
 
 impl Params {
-    fn new(d: &'static Dialect) -> Self {
+    pub(super) fn new(d: &'static Dialect) -> Self {
         Params {
             d,
             args: Vec::new(),
@@ -26,7 +26,7 @@ impl Params {
     }
 
     /// The placeholder of one more argument.
-    fn p(&mut self, a: Arg) -> String {
+    pub(super) fn p(&mut self, a: Arg) -> String {
         self.args.push(a);
         match self.d.placeholder {
             Placeholder::Dollar => format!("${}", self.args.len()),
@@ -35,7 +35,7 @@ impl Params {
     }
 
     /// The placeholder of an id, with the dialect's cast (`$1::uuid`).
-    fn id(&mut self, id: Uuid) -> String {
+    pub(super) fn id(&mut self, id: Uuid) -> String {
         let p = self.p(Arg::Text(id.to_string()));
         format!("{p}{}", self.d.id_param_cast)
     }
@@ -46,7 +46,7 @@ impl Params {
         format!("({})", list.join(", "))
     }
 
-    fn build(self, sql: String) -> Built {
+    pub(super) fn build(self, sql: String) -> Built {
         Built {
             sql,
             args: self.args,
@@ -78,10 +78,10 @@ pub(crate) struct Table {
     pub(crate) d: &'static Dialect,
     pub(crate) name: String,
     /// The quoted table name.
-    t: String,
+    pub(super) t: String,
     c: Cols,
     /// Every column, in [`COLUMNS`] order (the row mapping reads them by position).
-    select_list: String,
+    pub(super) select_list: String,
 }
 
 impl Table {
@@ -569,6 +569,9 @@ fn truncate(s: &str) -> String {
     }
     format!("{}...", &s[..end])
 }
+
+#[path = "schedule_sql.rs"]
+mod schedule_sql;
 
 #[cfg(test)]
 #[path = "statements_tests.rs"]

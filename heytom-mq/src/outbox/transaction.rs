@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use sqlx::{Pool, Transaction};
 use tracing::Instrument;
@@ -61,6 +62,9 @@ pub struct OutboxTransaction<DB: OutboxDatabase> {
     lease_token: Option<Arc<str>>,
     /// When the first insert was sent: the commit lease runs from after it.
     since: Option<Instant>,
+    /// Events scheduled for later (`publish_at`), and the earliest due time.
+    scheduled: Vec<EventId>,
+    wake_at: Option<DateTime<Utc>>,
 }
 
 impl<DB: OutboxDatabase> std::fmt::Debug for OutboxTransaction<DB> {
@@ -114,6 +118,75 @@ impl<DB: OutboxDatabase> OutboxTransaction<DB> {
         Ok(ids)
     }
 
+    /// Enqueues one event to be sent at `when`: stored with this
+    /// transaction (a rollback discards it), then sent by the outbox relay
+    /// once `when` has come, by this app or another instance on the table
+    /// (see [`Producer::send_at`]). A time in the past is
+    /// [`publish`](Self::publish). Needs the retry scanner enabled.
+    ///
+    /// ```no_run
+    /// # use heytom_mq::prelude::*;
+    /// # #[derive(serde::Serialize, serde::Deserialize)] struct PaymentReminder { order_id: String }
+    /// # impl Event for PaymentReminder { const NAME: &'static str = "PaymentReminder";
+    /// #   fn route() -> &'static Route { static R: Route = Route::Default; &R }
+    /// #   fn partition_key(&self) -> Option<String> { None } }
+    /// # async fn run(producer: Producer, pool: sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut tx = producer.begin(&pool).await?;
+    /// sqlx::query("INSERT INTO orders (id) VALUES ($1)").bind("o-1").execute(&mut **tx).await?;
+    /// let in_a_day = chrono::Utc::now() + chrono::Duration::days(1);
+    /// tx.publish_at(&PaymentReminder { order_id: "o-1".into() }, in_a_day).await?;
+    /// tx.commit().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn publish_at<E: Event>(
+        &mut self,
+        event: &E,
+        when: DateTime<Utc>,
+    ) -> Result<EventId> {
+        self.runtime.check_schedulable()?;
+        if when <= Utc::now() {
+            return self.publish(event).await;
+        }
+        let mut row = message_row(&self.producer, event, Headers::new())?;
+        // Unleased, due at `when`: no post-commit send, only a scanner claims it.
+        row.next_attempt_at = when;
+        let id = row.id;
+        let table = &self.runtime.relay.store.table;
+        let span = tracing::debug_span!("outbox.schedule", event_id = %id, event_name = E::NAME, due = %when);
+        let tx = &mut self.tx;
+        async {
+            DB::__execute(&mut **tx, table.insert(std::slice::from_ref(&row), None))
+                .await
+                .map_err(|e| {
+                    Error::storage(format!("outbox insert into {} failed: {e}", table.name), e)
+                })?;
+            if let Some(q) = table.notify() {
+                // Delivered at commit: the other instances' scanners look again.
+                DB::__execute(&mut **tx, q)
+                    .await
+                    .map_err(|e| Error::storage(format!("outbox notify failed: {e}"), e))?;
+            }
+            Ok::<(), Error>(())
+        }
+        .instrument(span)
+        .await?;
+        self.scheduled.push(id);
+        self.wake_at = Some(self.wake_at.map_or(when, |w| w.min(when)));
+        Ok(id)
+    }
+
+    /// Enqueues one event to be sent `delay` after now; see
+    /// [`publish_at`](Self::publish_at).
+    pub async fn publish_after<E: Event>(
+        &mut self,
+        event: &E,
+        delay: std::time::Duration,
+    ) -> Result<EventId> {
+        self.runtime.check_schedulable()?;
+        self.publish_at(event, super::schedule::due_after(delay)?)
+            .await
+    }
+
     /// Commits the transaction, then hands the events to the relay, which
     /// sends them at once. If the commit fails nothing is sent.
     pub async fn commit(self) -> Result<()> {
@@ -122,12 +195,16 @@ impl<DB: OutboxDatabase> OutboxTransaction<DB> {
             runtime,
             rows,
             since,
+            wake_at,
             ..
         } = self;
         tx.commit()
             .await
             .map_err(|e| Error::storage(format!("commit failed: {e}"), e))?;
         runtime.committed(rows, since.unwrap_or_else(Instant::now));
+        if let Some(when) = wake_at {
+            runtime.relay.schedule.hint(when);
+        }
         Ok(())
     }
 
@@ -139,56 +216,24 @@ impl<DB: OutboxDatabase> OutboxTransaction<DB> {
             .map_err(|e| Error::storage(format!("rollback failed: {e}"), e))
     }
 
-    /// Ids of the events enqueued so far.
+    /// Ids of the events enqueued so far (scheduled ones last).
     pub fn event_ids(&self) -> Vec<EventId> {
-        self.rows.iter().map(|r| r.id).collect()
+        let now = self.rows.iter().map(|r| r.id);
+        now.chain(self.scheduled.iter().copied()).collect()
     }
 
     fn row<E: Event>(&mut self, event: &E, headers: Headers) -> Result<LocalMessage> {
-        if registered_event(E::NAME).is_none() {
-            return Err(Error::config(format!(
-                "event `{}` is not registered (#[derive(Event)] registers it); the outbox relay could not send it",
-                E::NAME
-            )));
-        }
-        let route = E::route();
-        let transport = self.producer.transport_for(E::NAME, route)?;
-        let envelope = Envelope::with_headers(event, headers)?;
-        let (topic, routing_key) = route.address(E::NAME);
+        let mut row = message_row(&self.producer, event, headers)?;
         let relay = &self.runtime.relay;
         // With dispatch after commit the row carries a commit lease (from
         // the insert, on the database's clock: see `insert`), hidden from the
         // scanners until the post-commit sender has sent it; without, it is
         // due at once.
-        let locked_by = if relay.dispatch_after_commit {
+        if relay.dispatch_after_commit {
             let token = self.lease_token.get_or_insert_with(|| relay.commit_token());
-            Some(token.to_string())
-        } else {
-            None
-        };
-        let headers =
-            serde_json::to_string(&envelope.headers).map_err(|source| Error::Serialization {
-                event: E::NAME.to_owned(),
-                source,
-            })?;
-        Ok(LocalMessage {
-            id: envelope.id,
-            mq_type: transport.kind().as_str().to_owned(),
-            topic,
-            routing_key,
-            message_type: E::NAME.to_owned(),
-            message_body: String::from_utf8(envelope.payload)
-                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
-            status: MessageStatus::Pending,
-            created_at: envelope.occurred_at,
-            updated_at: None,
-            retry_count: 0,
-            error_message: None,
-            headers: Some(headers),
-            partition_key: envelope.partition_key,
-            next_attempt_at: chrono::DateTime::UNIX_EPOCH,
-            locked_by,
-        })
+            row.locked_by = Some(token.to_string());
+        }
+        Ok(row)
     }
 
     async fn insert(&mut self, rows: Vec<LocalMessage>) -> Result<()> {
@@ -201,12 +246,7 @@ impl<DB: OutboxDatabase> OutboxTransaction<DB> {
         let lease = dispatch_after_commit.then(|| millis(runtime.relay.lease));
         let tx = &mut self.tx;
         self.since.get_or_insert_with(Instant::now);
-        let span = tracing::debug_span!(
-            "outbox.enqueue",
-            event_id = %rows[0].id,
-            event_name = %rows[0].message_type,
-            count = rows.len()
-        );
+        let span = crate::telemetry::outbox_insert(&rows[0].id, &rows[0].message_type, rows.len());
         async {
             for chunk in rows.chunks(ROWS_PER_STATEMENT) {
                 DB::__execute(&mut **tx, table.insert(chunk, lease))
@@ -271,6 +311,8 @@ impl Producer {
             rows: Vec::new(),
             lease_token: None,
             since: None,
+            scheduled: Vec::new(),
+            wake_at: None,
         })
     }
 
@@ -327,6 +369,50 @@ impl Producer {
             }
         }
     }
+}
+
+/// A Pending row for `event`, due at once and unleased: the event checked
+/// (registered, its transport configured), its envelope made.
+pub(super) fn message_row<E: Event>(
+    producer: &Producer,
+    event: &E,
+    mut headers: Headers,
+) -> Result<LocalMessage> {
+    if registered_event(E::NAME).is_none() {
+        return Err(Error::config(format!(
+            "event `{}` is not registered (#[derive(Event)] registers it); the outbox relay could not send it",
+            E::NAME
+        )));
+    }
+    let route = E::route();
+    let transport = producer.transport_for(E::NAME, route)?;
+    // Stored with the row: the relay's send continues the caller's trace.
+    crate::telemetry::inject_current(&mut headers);
+    let envelope = Envelope::with_headers(event, headers)?;
+    let (topic, routing_key) = route.address(E::NAME);
+    let headers =
+        serde_json::to_string(&envelope.headers).map_err(|source| Error::Serialization {
+            event: E::NAME.to_owned(),
+            source,
+        })?;
+    Ok(LocalMessage {
+        id: envelope.id,
+        mq_type: transport.kind().as_str().to_owned(),
+        topic,
+        routing_key,
+        message_type: E::NAME.to_owned(),
+        message_body: String::from_utf8(envelope.payload)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+        status: MessageStatus::Pending,
+        created_at: envelope.occurred_at,
+        updated_at: None,
+        retry_count: 0,
+        error_message: None,
+        headers: Some(headers),
+        partition_key: envelope.partition_key,
+        next_attempt_at: chrono::DateTime::UNIX_EPOCH,
+        locked_by: None,
+    })
 }
 
 /// Rebuilds the envelope of a row; fails (the row is marked Failed) when its

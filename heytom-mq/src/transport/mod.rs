@@ -16,6 +16,7 @@ use crate::error::Result;
 use crate::event::{Envelope, EventId, Route, TransportKind};
 use crate::handler::HandlerEntry;
 
+pub mod health;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod memory;
@@ -228,6 +229,13 @@ pub trait Transport: Send + Sync + 'static {
     async fn close(&self) -> Result<()> {
         Ok(())
     }
+
+    /// The state of the connection to the broker, from what the transport
+    /// already knows (no round trip): for [`RunningApp::health`](crate::RunningApp::health).
+    /// By default always connected (an in-process transport).
+    fn connection_state(&self) -> health::ConnectionState {
+        health::ConnectionState::Connected
+    }
 }
 
 /// A running subscription.
@@ -250,4 +258,11 @@ pub trait SubscriptionHandle: Send + Sync {
     /// the future is dropped. Dropping it must acknowledge nothing, so that
     /// the broker delivers what it held again.
     async fn stop(self: Box<Self>) -> Result<()>;
+
+    /// The monitor its consumer task keeps up to date (lost, resumed), for
+    /// [`RunningApp::health`](crate::RunningApp::health). `None` (the
+    /// default): the subscription counts as running until the app stops it.
+    fn monitor(&self) -> Option<health::SubscriptionMonitor> {
+        None
+    }
 }

@@ -23,10 +23,8 @@ impl TransportInner {
         if let Some(a) = slot.as_ref() {
             return Ok(a.clone());
         }
-        let a: AdminClient<TracingContext> = self
-            .options
-            .client_config()
-            .create_with_context(TracingContext)
+        let a: AdminClient<TracingContext> = health::admin_config(self.options.client_config())
+            .create_with_context(self.context())
             .map_err(|e| {
                 self.options
                     .config_error("invalid Kafka admin settings", &e)

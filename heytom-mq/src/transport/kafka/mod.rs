@@ -24,6 +24,7 @@
 //!   and the original topic, partition and offset as headers.
 
 mod admin;
+mod health;
 mod options;
 mod produce;
 mod raw;
@@ -49,6 +50,7 @@ pub use options::{KafkaOptions, DEFAULT_DEAD_LETTER_SUFFIX, DEFAULT_GROUP_ID};
 use crate::error::{Error, Result};
 use crate::event::{Envelope, Route, TransportKind};
 use crate::handler::HandlerEntry;
+use crate::transport::health::{ConnectionState, LinkState};
 use crate::transport::{EncodedBatch, Outgoing, Subscription, SubscriptionHandle, Transport};
 
 const KAFKA: &str = "Kafka";
@@ -56,9 +58,12 @@ const KAFKA: &str = "Kafka";
 /// The producers' `acks` when the route gives none: every in-sync replica.
 const DEFAULT_ACKS: &str = "all";
 
-/// Routes librdkafka's log lines and client errors to `tracing`.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct TracingContext;
+/// Routes librdkafka's log lines and client errors to `tracing`, and
+/// keeps the transport's connection state (see [`health`]).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct TracingContext {
+    link: Arc<LinkState>,
+}
 
 impl ClientContext for TracingContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
@@ -66,7 +71,12 @@ impl ClientContext for TracingContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        health::client_error(&self.link, &error, reason);
         tracing::warn!(target: "heytom_mq::kafka", %error, reason, "kafka client error");
+    }
+
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        health::client_stats(&self.link, &statistics);
     }
 }
 
@@ -143,6 +153,8 @@ pub(crate) struct TransportInner {
     default_producer: std::sync::OnceLock<FutureProducer<TracingContext>>,
     admin: Mutex<Option<Arc<AdminClient<TracingContext>>>>,
     declared: RwLock<HashSet<String>>,
+    /// The brokers' reachability, as the clients report it.
+    link: Arc<LinkState>,
 }
 
 impl std::fmt::Debug for KafkaTransport {
@@ -181,6 +193,7 @@ impl KafkaTransport {
                 default_producer: std::sync::OnceLock::new(),
                 admin: Mutex::new(None),
                 declared: RwLock::new(HashSet::new()),
+                link: Arc::default(),
             }),
         };
         // Bad settings are reported here, but the producer itself is created
@@ -275,7 +288,7 @@ impl TransportInner {
     fn check_producer_settings(&self, key: ProducerKey) -> Result<()> {
         let _: rdkafka::producer::BaseProducer<TracingContext> = self
             .producer_config(key)
-            .create_with_context(TracingContext)
+            .create_with_context(self.context())
             .map_err(|e| {
                 self.options
                     .config_error("invalid Kafka producer settings", &e)
@@ -295,7 +308,7 @@ impl TransportInner {
         }
         let p: FutureProducer<TracingContext> = self
             .producer_config(key)
-            .create_with_context(TracingContext)
+            .create_with_context(self.context())
             .map_err(|e| {
                 self.options
                     .config_error("invalid Kafka producer settings", &e)
@@ -409,6 +422,10 @@ async fn await_delivery(name: &str, fut: DeliveryFuture) -> Result<()> {
 impl Transport for KafkaTransport {
     fn kind(&self) -> TransportKind {
         TransportKind::Kafka
+    }
+
+    fn connection_state(&self) -> ConnectionState {
+        self.inner.link.state()
     }
 
     fn group_for(&self, handler: &HandlerEntry) -> String {

@@ -10,6 +10,7 @@ use lapin::{Connection, ConnectionProperties};
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
+use crate::transport::health::{ConnectionState, LinkState};
 
 pub(crate) const TRANSPORT: &str = "RabbitMQ";
 
@@ -27,6 +28,10 @@ pub(crate) struct ConnectionSlot {
     current: Mutex<Option<Arc<Connection>>>,
     reconnect: tokio::sync::Mutex<Backoff>,
     closed: AtomicBool,
+    /// A background reopen (from a health check) is running.
+    reopening: AtomicBool,
+    /// The last failure, until a connection is made again (for health checks).
+    link: LinkState,
 }
 
 struct Backoff {
@@ -58,6 +63,8 @@ impl ConnectionSlot {
                 connected_once: false,
             }),
             closed: AtomicBool::new(false),
+            reopening: AtomicBool::new(false),
+            link: LinkState::default(),
         }
     }
 
@@ -101,6 +108,7 @@ impl ConnectionSlot {
                 backoff.next_attempt = None;
                 backoff.delay = self.backoff_initial;
                 *lock(&self.current) = Some(conn.clone());
+                self.link.ok();
                 return Ok(conn);
             }
             Ok(Err(e)) => Error::connection(
@@ -117,10 +125,48 @@ impl ConnectionSlot {
                 source: None,
             },
         };
+        self.link.failed(Some(failure.to_string()));
         backoff.next_attempt = Some(Instant::now() + backoff.delay);
         backoff.delay = (backoff.delay * 2).min(self.backoff_max);
         tracing::warn!(connection = %self.name, error = %failure, retry_in = ?backoff.delay, "RabbitMQ connection attempt failed");
         Err(failure)
+    }
+
+    /// Connected, or reconnecting with the last error. A connection that
+    /// dropped counts as down even before anyone uses it again, and is
+    /// reopened in the background (one attempt at a time, after the
+    /// backoff), so that an idle connection's state is current too.
+    pub(crate) fn connection_state(self: &Arc<Self>) -> ConnectionState {
+        if self.closed.load(Ordering::Acquire) {
+            return ConnectionState::Connected;
+        }
+        let dropped = lock(&self.current)
+            .as_ref()
+            .is_some_and(|c| !c.status().connected());
+        if dropped && !self.link.is_down() {
+            self.link.failed(Some(format!(
+                "the connection to {} was closed",
+                self.shown_url
+            )));
+        }
+        if self.link.is_down() {
+            self.reopen_in_background();
+        }
+        self.link.state()
+    }
+
+    fn reopen_in_background(self: &Arc<Self>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.reopening.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let slot = self.clone();
+        runtime.spawn(async move {
+            let _ = slot.get().await;
+            slot.reopening.store(false, Ordering::Release);
+        });
     }
 
     /// Closes the connection; later `get` calls fail with [`Error::Shutdown`].

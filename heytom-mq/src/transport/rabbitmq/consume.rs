@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use crate::dispatch::{DeadLetter, Dispatcher, Outcome};
 use crate::error::{Error, Result};
 use crate::event::{headers, QueueType};
+use crate::transport::health::SubscriptionMonitor;
 use crate::transport::SubscriptionHandle;
 
 use super::connection::{describe, ConnectionSlot, TRANSPORT};
@@ -42,6 +43,8 @@ pub(crate) struct SubscriptionShared {
     pub(crate) prefetch: u16,
     pub(crate) backoff: (Duration, Duration),
     pub(crate) consumer_tag: String,
+    /// Consuming, reconnecting or stopped, for health checks.
+    pub(crate) monitor: SubscriptionMonitor,
 }
 
 impl SubscriptionShared {
@@ -186,6 +189,10 @@ impl SubscriptionHandle for RabbitMqSubscription {
     async fn stop(self: Box<Self>) -> Result<()> {
         self.queue.stop().await
     }
+
+    fn monitor(&self) -> Option<SubscriptionMonitor> {
+        Some(self.queue.shared.monitor.clone())
+    }
 }
 
 /// Starts the supervisor of a queue consumer whose first channel is open.
@@ -226,11 +233,13 @@ async fn supervise(
                 match opened {
                     Ok(c) => {
                         tracing::info!(%queue, "RabbitMQ consumer resumed");
+                        shared.monitor.running();
                         delay = shared.backoff.0;
                         c
                     }
                     Err(e) => {
                         tracing::warn!(%queue, error = %e, retry_in = ?delay, "RabbitMQ consumer cannot resume yet");
+                        shared.monitor.lost(e.to_string());
                         tokio::select! {
                             _ = stop.wait_for(|s| *s) => break,
                             _ = tokio::time::sleep(delay) => {}
@@ -243,11 +252,13 @@ async fn supervise(
         };
         match consume(&shared, &channel, consumer, &mut stop).await {
             LoopEnd::Stopped => {
+                shared.monitor.stopped();
                 finish(&shared, &channel).await;
                 return;
             }
             LoopEnd::Lost(reason) => {
                 tracing::warn!(%queue, %reason, "RabbitMQ consumer lost its channel; reconnecting");
+                shared.monitor.lost(format!("lost its channel: {reason}"));
                 tokio::select! {
                     _ = stop.wait_for(|s| *s) => break,
                     _ = tokio::time::sleep(shared.backoff.0) => {}
@@ -256,6 +267,7 @@ async fn supervise(
         }
     }
     // Stopped while reconnecting: let in-flight deliveries finish.
+    shared.monitor.stopped();
     wait_in_flight(&shared).await;
 }
 

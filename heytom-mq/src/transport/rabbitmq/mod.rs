@@ -54,6 +54,7 @@ use async_trait::async_trait;
 use crate::error::Result;
 use crate::event::{Route, TransportKind};
 use crate::handler::HandlerEntry;
+use crate::transport::health::ConnectionState;
 use crate::transport::{Outgoing, Subscription, SubscriptionHandle, Transport};
 
 use connection::ConnectionSlot;
@@ -181,6 +182,7 @@ impl Transport for RabbitMqTransport {
             ))),
             prefetch: self.options.prefetch,
             backoff: (self.options.reconnect_initial, self.options.reconnect_max),
+            monitor: Default::default(),
         });
         let first = shared.open().await?;
         tracing::debug!(queue = %sub.group, events = ?shared.dispatcher.event_names(), concurrency, "RabbitMQ consumer started");
@@ -194,6 +196,15 @@ impl Transport for RabbitMqTransport {
         self.publisher.close().await;
         self.consumers.close().await;
         Ok(())
+    }
+
+    /// Down when either connection (publishing, consuming) is down; the
+    /// consuming one's error first, as consumers retry on their own.
+    fn connection_state(&self) -> ConnectionState {
+        match self.consumers.connection_state() {
+            ConnectionState::Connected => self.publisher.connection_state(),
+            down => down,
+        }
     }
 }
 

@@ -33,7 +33,7 @@ use super::topology::{declare_exchange, destination, Destination, ExchangeSpec};
 pub const PRIORITY_HEADER: &str = "priority";
 
 pub(crate) struct Publisher {
-    slot: ConnectionSlot,
+    slot: Arc<ConnectionSlot>,
     options: Arc<RabbitMqOptions>,
     channel: RwLock<Option<Arc<Channel>>>,
     reopen: tokio::sync::Mutex<()>,
@@ -42,9 +42,14 @@ pub(crate) struct Publisher {
 }
 
 impl Publisher {
+    /// The publishing connection's state.
+    pub(crate) fn connection_state(&self) -> crate::transport::health::ConnectionState {
+        self.slot.connection_state()
+    }
+
     pub(crate) fn new(slot: ConnectionSlot, options: Arc<RabbitMqOptions>) -> Self {
         Publisher {
-            slot,
+            slot: Arc::new(slot),
             options,
             channel: RwLock::new(None),
             reopen: tokio::sync::Mutex::new(()),

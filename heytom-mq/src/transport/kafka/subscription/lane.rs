@@ -516,7 +516,7 @@ async fn run_lane(
             let handled = handle(&shared, &lane, partition, &current);
             // No span per message unless someone listens at debug level.
             let handled = if tracing::enabled!(tracing::Level::DEBUG) {
-                let span = tracing::debug_span!("kafka.deliver", topic = %shared.topic, partition, offset = d.offset);
+                let span = tracing::debug_span!("kafka.deliver", topic = %shared.topic, partition, offset = d.offset, messaging.system = "kafka", messaging.destination.name = %shared.topic, messaging.destination.partition.id = partition, messaging.kafka.offset = d.offset, messaging.consumer.group.name = %shared.group);
                 Either::Left(handled.instrument(span))
             } else {
                 Either::Right(handled)

@@ -203,6 +203,18 @@ impl ClientContext for SubscriptionContext {
     fn error(&self, error: KafkaError, reason: &str) {
         tracing::warn!(target: "heytom_mq::kafka", topic = %self.shared.topic, group = %self.shared.group, %error, reason, "kafka consumer error");
     }
+
+    /// librdkafka's statistics (feature `metrics`): the consumer lag of
+    /// each partition this consumer is assigned (`desired`).
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        for (topic, t) in &statistics.topics {
+            for (&partition, p) in &t.partitions {
+                if partition >= 0 && p.desired {
+                    crate::telemetry::metrics::kafka_lag(topic, partition, p.consumer_lag);
+                }
+            }
+        }
+    }
 }
 
 /// The partitions of `topic` in a rebalance's list.
@@ -349,6 +361,10 @@ pub(crate) async fn subscribe(
         .set("auto.offset.reset", settings.auto_offset_reset);
     if let Some(ms) = settings.session_timeout_ms {
         config.set("session.timeout.ms", ms.to_string());
+    }
+    if crate::telemetry::metrics::kafka_lag_enabled() {
+        let ms = crate::telemetry::KAFKA_STATISTICS_INTERVAL_MS;
+        config.set("statistics.interval.ms", ms.to_string());
     }
     for (k, v) in &options.consumer_properties {
         config.set(k, v);

@@ -1,0 +1,10 @@
+use heytom_mq::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Event, Serialize, Deserialize)]
+struct Ping;
+
+#[handler(idempotnt)]
+async fn on_ping(_event: Ping) {}
+
+fn main() {}
