@@ -19,9 +19,9 @@ use crate::transport::{Subscription, SubscriptionHandle, Transport, TransportCon
 
 mod checks;
 mod running;
+mod subscriptions;
 #[cfg(feature = "testing")]
 mod testing;
-mod subscriptions;
 
 pub use running::RunningApp;
 pub use subscriptions::SubscriptionInfo;

@@ -1,10 +1,17 @@
 //! The service's event handlers: billing (RabbitMQ), analytics (Kafka) and
 //! the payment reminder.
 //!
-//! Each handler does its database work in one transaction. `handlers_on!`
-//! writes them once per database (their SQL is the same), in the modules
-//! [`postgres`] and [`sqlite`]; the app discovers the module of the
-//! database it runs on (see [`module_for`]).
+//! Every handler takes `Tx<DB>`: the inbox's transaction, opened by the
+//! runtime with the inbox row (message id, handler) already written. Its
+//! business writes, that row and the follow-ups it publishes with
+//! `ctx.publish()` (written into the outbox) commit together when it
+//! succeeds, and roll back together when it fails; a redelivery of a
+//! message it already processed is acknowledged without running it. So each
+//! message changes the database once, whatever the broker redelivers.
+//!
+//! `handlers_on!` writes them once per database (their SQL is the same), in
+//! the modules [`postgres`] and [`sqlite`]; the app discovers the module of
+//! the database it runs on (see [`module_for`]).
 
 use crate::store::Db;
 
@@ -19,20 +26,19 @@ pub fn module_for(db: &Db) -> &'static str {
 macro_rules! handlers_on {
     ($db:ty) => {
         use heytom_mq::prelude::*;
-        use heytom_mq::sqlx::{self, Pool};
+        use heytom_mq::sqlx;
 
         use crate::events::{OrderCancelled, OrderCreated, OrderInvoiced, PaymentReminder};
         use crate::store::now;
 
         /// Billing: invoices a new order, unless it was cancelled first,
         /// and tells analytics.
-        #[handler(name = "billing.invoice")]
+        #[handler(name = "billing.invoice", idempotent)]
         pub async fn invoice(
             event: OrderCreated,
+            mut tx: Tx<$db>,
             ctx: Context,
-            State(pool): State<Pool<$db>>,
         ) -> Result<(), HandlerError> {
-            let mut tx = pool.begin().await?;
             let changed = sqlx::query(
                 "UPDATE orders SET status = 'invoiced', updated_at = $2 WHERE id = $1 AND status = 'created'",
             )
@@ -54,7 +60,7 @@ macro_rules! handlers_on {
             .bind(event.amount_cents)
             .execute(&mut *tx)
             .await?;
-            tx.commit().await?;
+            // Into the outbox, in this transaction: sent once it commits.
             ctx.publish(&OrderInvoiced {
                 order_id: event.order_id,
                 invoice_id,
@@ -66,24 +72,19 @@ macro_rules! handlers_on {
         }
 
         /// Billing: voids the invoice of a cancelled order.
-        #[handler(name = "billing.void-invoice")]
-        pub async fn void_invoice(
-            event: OrderCancelled,
-            State(pool): State<Pool<$db>>,
-        ) -> Result<(), HandlerError> {
+        #[handler(name = "billing.void-invoice", idempotent)]
+        pub async fn void_invoice(event: OrderCancelled, mut tx: Tx<$db>) -> Result<(), HandlerError> {
             sqlx::query("UPDATE invoices SET status = 'void' WHERE order_id = $1")
                 .bind(&event.order_id)
-                .execute(&pool)
+                .execute(&mut *tx)
                 .await?;
             Ok(())
         }
 
         /// Analytics: counts invoiced orders and revenue per customer.
-        #[handler(name = "analytics.record-invoice")]
-        pub async fn record_invoice(
-            event: OrderInvoiced,
-            State(pool): State<Pool<$db>>,
-        ) -> Result<(), HandlerError> {
+        /// Without the inbox a redelivery would count the order twice.
+        #[handler(name = "analytics.record-invoice", idempotent)]
+        pub async fn record_invoice(event: OrderInvoiced, mut tx: Tx<$db>) -> Result<(), HandlerError> {
             sqlx::query(
                 "INSERT INTO customer_stats (customer, orders_invoiced, revenue_cents) VALUES ($1, 1, $2)
                  ON CONFLICT (customer) DO UPDATE SET
@@ -92,25 +93,23 @@ macro_rules! handlers_on {
             )
             .bind(&event.customer)
             .bind(event.amount_cents)
-            .execute(&pool)
+            .execute(&mut *tx)
             .await?;
             Ok(())
         }
 
-        /// Billing: reminds the customer of an order still open when the
-        /// reminder is due (here: counts it; a real service sends a mail).
-        #[handler(name = "billing.payment-reminder")]
-        pub async fn remind(
-            event: PaymentReminder,
-            State(pool): State<Pool<$db>>,
-        ) -> Result<(), HandlerError> {
+        /// Billing: reminds the customer of an order still open (not
+        /// cancelled) when its reminder is due; here it counts the reminder,
+        /// a real service would send a mail from the outbox.
+        #[handler(name = "billing.payment-reminder", idempotent)]
+        pub async fn remind(event: PaymentReminder, mut tx: Tx<$db>) -> Result<(), HandlerError> {
             let changed = sqlx::query(
                 "UPDATE orders SET reminders_sent = reminders_sent + 1, updated_at = $2
-                 WHERE id = $1 AND status = 'invoiced'",
+                 WHERE id = $1 AND status <> 'cancelled'",
             )
             .bind(&event.order_id)
             .bind(now())
-            .execute(&pool)
+            .execute(&mut *tx)
             .await?
             .rows_affected();
             if changed == 1 {

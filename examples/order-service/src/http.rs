@@ -1,7 +1,8 @@
 //! The HTTP API:
 //!
 //! - `POST /orders` `{"customer": "ada", "amount_cents": 1999}`: writes the
-//!   order and its `OrderCreated` in one transaction; `201` with the order.
+//!   order, its `OrderCreated` and its `PaymentReminder` (due later) in one
+//!   transaction; `201` with the order.
 //! - `GET /orders/{id}`: the order, its status as the handlers moved it
 //!   (`created` → `invoiced`, or `cancelled`), its invoice and reminders.
 //! - `POST /orders/{id}/cancel`: cancels an open order (`409` if it is
@@ -86,10 +87,14 @@ async fn create_order(
     }
     let order = api
         .db
-        .create_order(&api.producer, customer, new.amount_cents)
+        .create_order(
+            &api.producer,
+            customer,
+            new.amount_cents,
+            api.reminder_after,
+        )
         .await
         .map_err(internal)?;
-    crate::schedule_reminder(&api.producer, &order.id, api.reminder_after).await;
     Ok((StatusCode::CREATED, Json(order)))
 }
 

@@ -1,7 +1,9 @@
 //! heytom-mq's example service: orders over HTTP, billing on RabbitMQ,
-//! analytics on Kafka, each order and its event written in one database
-//! transaction (the outbox), and a payment reminder scheduled with
-//! `send_after`.
+//! analytics on Kafka. Each order is written with its events in one
+//! database transaction (the outbox), its payment reminder scheduled in the
+//! same transaction (`publish_after`, the transactional `send_after`); each
+//! handler's writes, its inbox row and its follow-ups commit together
+//! (`Tx` + the inbox), so every message takes effect once.
 //!
 //! It runs with no configuration on the in-memory broker and a SQLite file
 //! (`order-service.db`), and on the real services with heytom-mq's usual
@@ -69,21 +71,13 @@ impl Settings {
 }
 
 /// The service's messaging on `builder`: the handlers of its database,
-/// their state, the outbox. `main` passes `App::from_env()`, the tests
-/// `TestApp::from_builder(..)`'s in-memory one.
+/// the outbox and the inbox on it. `main` passes `App::from_env()`; the
+/// tests pass `App::builder()` to `TestApp::from_builder`.
 pub fn configure(builder: AppBuilder, db: &Db) -> AppBuilder {
-    let builder = builder
+    builder
         .discover_in(handlers::module_for(db))
-        .outbox(db.outbox());
-    match db {
-        Db::Postgres(pool) => builder.state(pool.clone()),
-        Db::Sqlite(pool) => builder.state(pool.clone()),
-    }
-}
-
-/// Schedules the payment reminder of a new order.
-pub async fn schedule_reminder(producer: &Producer, order_id: &str, after: Duration) {
-    let _ = (producer, order_id, after);
+        .outbox(db.outbox())
+        .inbox(db.inbox())
 }
 
 /// The running service.

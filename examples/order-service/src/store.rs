@@ -5,9 +5,14 @@
 //! as RFC 3339 text); `store_on!` writes the functions once per database,
 //! typed on its pool, because the outbox and the handlers' transactions are
 //! typed on it. [`Db`] picks the one the service runs on.
+//!
+//! Each endpoint that changes an order writes its events in the same
+//! transaction (`producer.begin(pool)` ... `tx.publish(..)` ... `commit`):
+//! a rolled-back change sends nothing, a committed one is sent even if the
+//! process dies right after the commit.
 
 use heytom_mq::sqlx::{PgPool, SqlitePool};
-use heytom_mq::Outbox;
+use heytom_mq::{Inbox, Outbox};
 use serde::Serialize;
 
 /// The business tables. The outbox (`LocalMessages`) and the inbox
@@ -131,11 +136,13 @@ fn order_view(row: OrderRow) -> OrderView {
 /// The store's functions on one database (`$db`), in a module of their own.
 macro_rules! store_on {
     ($db:ty) => {
+        use std::time::Duration;
+
         use heytom_mq::sqlx::{self, Pool};
         use heytom_mq::{Error, Producer};
 
         use super::{order_view, Cancelled, CustomerStats, OrderRow, OrderView, SELECT_ORDER};
-        use crate::events::{OrderCancelled, OrderCreated};
+        use crate::events::{OrderCancelled, OrderCreated, PaymentReminder};
 
         /// Creates the business tables if they are missing.
         pub async fn create_schema(pool: &Pool<$db>) -> Result<(), sqlx::Error> {
@@ -143,48 +150,51 @@ macro_rules! store_on {
             Ok(())
         }
 
-        /// Writes the order and its `OrderCreated` in one transaction: both
-        /// or neither. The event is sent right after the commit.
+        /// Writes the order, its `OrderCreated` and its `PaymentReminder`
+        /// (due `reminder_after` from now) in one transaction: all or
+        /// nothing. `OrderCreated` is sent right after the commit; the
+        /// reminder stays in the outbox table until it is due, and is sent
+        /// then, across restarts.
         pub async fn create_order(
             pool: &Pool<$db>,
             producer: &Producer,
             customer: String,
             amount_cents: i64,
+            reminder_after: Duration,
         ) -> Result<OrderView, Error> {
             let id = uuid::Uuid::now_v7().to_string();
             let at = super::now();
-            let view = OrderView {
-                id: id.clone(),
+            let mut tx = producer.begin(pool).await?;
+            sqlx::query(
+                "INSERT INTO orders (id, customer, amount_cents, status, created_at, updated_at)
+                 VALUES ($1, $2, $3, 'created', $4, $4)",
+            )
+            .bind(&id)
+            .bind(&customer)
+            .bind(amount_cents)
+            .bind(&at)
+            .execute(&mut **tx)
+            .await
+            .map_err(|e| Error::storage("writing the order", e))?;
+            tx.publish(&OrderCreated {
+                order_id: id.clone(),
                 customer: customer.clone(),
+                amount_cents,
+            })
+            .await?;
+            tx.publish_after(&PaymentReminder { order_id: id.clone() }, reminder_after)
+                .await?;
+            tx.commit().await?;
+            Ok(OrderView {
+                id,
+                customer,
                 amount_cents,
                 status: "created".into(),
                 invoice: None,
                 reminders_sent: 0,
                 created_at: at.clone(),
-                updated_at: at.clone(),
-            };
-            producer
-                .send_with_transaction(pool, |tx| {
-                    Box::pin(async move {
-                        sqlx::query(
-                            "INSERT INTO orders (id, customer, amount_cents, status, created_at, updated_at)
-                             VALUES ($1, $2, $3, 'created', $4, $4)",
-                        )
-                        .bind(&id)
-                        .bind(&customer)
-                        .bind(amount_cents)
-                        .bind(&at)
-                        .execute(&mut **tx)
-                        .await?;
-                        Ok(OrderCreated {
-                            order_id: id,
-                            customer,
-                            amount_cents,
-                        })
-                    })
-                })
-                .await?;
-            Ok(view)
+                updated_at: at,
+            })
         }
 
         /// One order, with its invoice.
@@ -330,14 +340,24 @@ impl Db {
         }
     }
 
+    /// The inbox on this database, on the same pool as the outbox (so the
+    /// handlers' follow-ups are written in their transactions).
+    pub fn inbox(&self) -> Inbox {
+        match self {
+            Db::Postgres(p) => Inbox::postgres(p.clone()),
+            Db::Sqlite(p) => Inbox::sqlite(p.clone()),
+        }
+    }
+
     /// See [`postgres::create_order`].
     pub async fn create_order(
         &self,
         producer: &heytom_mq::Producer,
         customer: String,
         amount_cents: i64,
+        reminder_after: std::time::Duration,
     ) -> Result<OrderView, heytom_mq::Error> {
-        on_db!(self, p => create_order(p, producer, customer, amount_cents))
+        on_db!(self, p => create_order(p, producer, customer, amount_cents, reminder_after))
     }
 
     /// See [`postgres::order`].

@@ -13,6 +13,8 @@ use order_service::events::{OrderCancelled, OrderCreated, OrderInvoiced, Payment
 use order_service::store::{Cancelled, Db};
 
 const WAIT: Duration = Duration::from_secs(30);
+/// A payment reminder due after the test.
+const LATER: Duration = Duration::from_secs(3600);
 
 /// A service database in a fresh SQLite file, and the service's handlers on it.
 async fn service() -> (Db, TestApp) {
@@ -35,7 +37,7 @@ async fn service() -> (Db, TestApp) {
 async fn an_order_is_invoiced_by_billing_and_counted_by_analytics() {
     let (db, app) = service().await;
     let order = db
-        .create_order(&app.producer(), "ada".into(), 1999)
+        .create_order(&app.producer(), "ada".into(), 1999, LATER)
         .await
         .expect("order placed");
     // Written with the order, sent by the outbox through the app's producer.
@@ -78,7 +80,7 @@ async fn a_cancelled_order_voids_its_invoice_and_is_not_reminded() {
     let (db, app) = service().await;
     let producer = app.producer();
     let order = db
-        .create_order(&producer, "grace".into(), 500)
+        .create_order(&producer, "grace".into(), 500, LATER)
         .await
         .expect("order placed");
     app.wait_handled::<OrderCreated>(1, WAIT)
@@ -152,23 +154,69 @@ async fn events_for_unknown_orders_change_nothing_and_are_acknowledged() {
 }
 
 #[tokio::test]
-async fn a_payment_reminder_counts_for_an_open_invoiced_order() {
+async fn the_payment_reminder_is_sent_when_due_not_with_the_order() {
     let (db, app) = service().await;
     let order = db
-        .create_order(&app.producer(), "linus".into(), 42)
+        .create_order(
+            &app.producer(),
+            "linus".into(),
+            42,
+            Duration::from_millis(500),
+        )
         .await
         .expect("order placed");
-    app.wait_handled::<OrderCreated>(1, WAIT)
+    // Committed with the order, but not sent with OrderCreated.
+    app.wait_published::<OrderCreated>(1, WAIT)
         .await
-        .expect("billing done");
-    app.publish(&PaymentReminder {
-        order_id: order.id.clone(),
-    })
-    .await
-    .expect("published");
+        .expect("OrderCreated sent");
+    assert!(app.published::<PaymentReminder>().is_empty());
+    let reminders = app
+        .wait_published::<PaymentReminder>(1, WAIT)
+        .await
+        .expect("sent when due");
+    assert_eq!(reminders[0].order_id, order.id);
     app.wait_handled::<PaymentReminder>(1, WAIT)
         .await
         .expect("reminded");
     let view = db.order(&order.id).await.expect("read").expect("found");
     assert_eq!(view.reminders_sent, 1);
+}
+
+#[tokio::test]
+async fn a_redelivered_message_takes_effect_once() {
+    let (db, app) = service().await;
+    let order = db
+        .create_order(&app.producer(), "ken".into(), 700, LATER)
+        .await
+        .expect("order placed");
+    app.wait_handled::<OrderInvoiced>(1, WAIT)
+        .await
+        .expect("invoiced and counted");
+    // The broker delivers the same OrderInvoiced again (same event id), as
+    // after a crash between commit and ack: the inbox skips it.
+    let invoiced = app.published_envelopes();
+    let again = invoiced
+        .iter()
+        .find(|e| e.name == <OrderInvoiced as heytom_mq::Event>::NAME)
+        .expect("OrderInvoiced published")
+        .clone();
+    app.publish_raw(&again.name, again.wire_headers(), again.payload.clone());
+    let handled = app
+        .wait_handled::<OrderInvoiced>(2, WAIT)
+        .await
+        .expect("the duplicate acknowledged");
+    assert!(handled.iter().all(|h| h.succeeded()), "{handled:?}");
+    assert_eq!(handled[0].event_id, handled[1].event_id);
+    let stats = db
+        .customer_stats("ken")
+        .await
+        .expect("read")
+        .expect("counted");
+    assert_eq!(
+        (stats.orders_invoiced, stats.revenue_cents),
+        (1, 700),
+        "counted once"
+    );
+    let view = db.order(&order.id).await.expect("read").expect("found");
+    assert_eq!(view.status, "invoiced");
 }

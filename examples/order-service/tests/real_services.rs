@@ -256,6 +256,10 @@ async fn the_order_service_over_http_on_postgres_rabbitmq_and_kafka() {
         .execute(&pool)
         .await
         .expect("schema created");
+    let _drop_schema = DropSchema {
+        url: pg_url.clone(),
+        schema: schema.clone(),
+    };
     let separator = if pg_url.contains('?') { '&' } else { '?' };
     let database_url = format!("{pg_url}{separator}options=-c%20search_path%3D{schema}");
     let env = [
@@ -335,6 +339,14 @@ async fn the_order_service_over_http_on_postgres_rabbitmq_and_kafka() {
     let service = ServiceProcess::start(&env).await;
     let addr = service.addr;
     invoiced(addr, &third).await;
+    // Its reminder, scheduled in the same transaction, survived the kill.
+    until(
+        addr,
+        &format!("/orders/{third}"),
+        "the reminder after the restart",
+        |o| o["reminders_sent"] == 1,
+    )
+    .await;
 
     // Every invoiced order counted once: 1999 + 500 + 250 (the cancelled
     // one was invoiced before it was cancelled).
@@ -358,8 +370,34 @@ async fn the_order_service_over_http_on_postgres_rabbitmq_and_kafka() {
     .await
     .expect("counted");
     assert_eq!(invoices, 3, "one invoice per order");
-    sqlx::query(AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
-        .execute(&pool)
-        .await
-        .expect("schema dropped");
+}
+
+/// Drops the run's schema when the test ends, passed or failed.
+struct DropSchema {
+    url: String,
+    schema: String,
+}
+
+impl Drop for DropSchema {
+    fn drop(&mut self) {
+        let (url, schema) = (self.url.clone(), self.schema.clone());
+        // Its own runtime on its own thread: the test's may be unwinding.
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let pool = PgPool::connect(&url).await.ok()?;
+                sqlx::query(AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+                    .execute(&pool)
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Some(_))) {
+            eprintln!("could not drop schema {}", self.schema);
+        }
+    }
 }
