@@ -323,6 +323,10 @@ async fn suite(outbox: Option<Outbox>) {
     assert_eq!(rate.counts.len(), 60);
     let r = get(&app, "/dashboard").await;
     assert!(r.body.contains("1 sent in the window"), "{}", r.body);
+    // The same table, read without the app.
+    let counts = outbox.admin().unwrap().status_counts().await.unwrap();
+    assert_eq!(counts, admin.status_counts().await.unwrap());
+    assert_eq!((counts.pending, counts.failed, counts.sent), (1, 3, 3));
 
     // Delete.
     let victim = seeded.failed[1];
