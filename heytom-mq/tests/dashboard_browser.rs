@@ -204,6 +204,8 @@ async fn requeue_a_failed_message_in_chromium() {
     let target = seeded.failed[0];
     let link = format!("tr[data-id=\"{target}\"] a");
     // Four failed rows: one page (50 per page).
+    wait_text(&client, "h1", "Messages").await;
+    screenshot(&client, "dashboard-messages.png").await;
     client
         .find(Locator::Css(&link))
         .await
