@@ -38,19 +38,19 @@ mod dispatch;
 mod error;
 mod event;
 mod handler;
+pub mod health;
 #[cfg(feature = "_outbox")]
 mod inbox;
-pub mod health;
 mod manual;
 #[cfg(feature = "_outbox")]
 mod outbox;
 mod producer;
 mod redact;
 mod retry;
+mod telemetry;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
-mod telemetry;
 mod transport;
 
 pub use app::{App, AppBuilder, RunningApp, SubscriptionInfo};

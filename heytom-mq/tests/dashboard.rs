@@ -486,6 +486,12 @@ async fn without_an_outbox_the_pages_say_so() {
         .to_str()
         .unwrap()
         .starts_with("application/json"));
+    assert_eq!(r.status, StatusCode::OK);
+    let served: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(
+        served["asyncapi"], "3.0.0",
+        "the app's own document: {served}"
+    );
     let doc = serde_json::json!({"asyncapi": "3.0.0"});
     let app = Dashboard::new(&running)
         .asyncapi_document(doc.clone())
