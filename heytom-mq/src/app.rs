@@ -11,13 +11,12 @@ use crate::handler::{
     registered_handlers, EventHandler, HandlerEntry, HandlerRegistration, StateMap,
 };
 use crate::producer::{Producer, Router};
-#[cfg(not(feature = "_outbox"))]
-use crate::redact::redact_url;
 use crate::retry::RetryPolicy;
 use crate::transport::memory::{InMemoryBroker, InMemoryTransport};
 use crate::transport::{Subscription, SubscriptionHandle, Transport, TransportConfig};
 
 mod checks;
+mod env;
 mod running;
 mod subscriptions;
 #[cfg(feature = "testing")]
@@ -407,35 +406,6 @@ impl App {
         AppBuilder::default()
     }
 
-    /// A builder configured from `HEYTOM_RABBITMQ_URL`,
-    /// `HEYTOM_KAFKA_BOOTSTRAP_SERVERS` and `HEYTOM_DATABASE_URL`; with none
-    /// set it uses the in-memory broker.
-    pub fn from_env() -> AppBuilder {
-        let mut b = AppBuilder::default();
-        for from_env in crate::transport::FROM_ENV {
-            if let Some(config) = from_env() {
-                b.transports.push(config);
-            }
-        }
-        if let Some(url) = env_var("HEYTOM_DATABASE_URL") {
-            #[cfg(feature = "_outbox")]
-            {
-                b = match crate::outbox::Outbox::from_url(&url) {
-                    Ok(o) => b.outbox(o),
-                    Err(e) => b.defer_error(e),
-                };
-            }
-            #[cfg(not(feature = "_outbox"))]
-            {
-                b = b.defer_error(Error::config(format!(
-                    "HEYTOM_DATABASE_URL is set ({}) but heytom-mq was built without a database feature",
-                    redact_url(&url)
-                )));
-            }
-        }
-        b
-    }
-
     /// The producer (cloneable).
     pub fn producer(&self) -> Producer {
         self.producer.clone()
@@ -605,8 +575,4 @@ async fn wait_for_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
-}
-
-fn env_var(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }

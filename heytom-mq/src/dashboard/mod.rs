@@ -198,11 +198,13 @@ impl Dashboard {
     }
 }
 
-/// The AsyncAPI document of the app.
-// HOOK(asyncapi): once `crate::asyncapi` is merged, return
-// `Some(crate::asyncapi::document(..))` here (the one line to change).
-fn asyncapi_document(_running: &RunningApp) -> Option<serde_json::Value> {
-    None
+/// The AsyncAPI document of the app: every registered event and the
+/// running app's handlers (`Dashboard::asyncapi_document` replaces it).
+fn asyncapi_document(running: &RunningApp) -> Option<serde_json::Value> {
+    Some(crate::asyncapi::document_with_handlers(
+        crate::asyncapi::AsyncApiInfo::default(),
+        running.handlers(),
+    ))
 }
 
 /// What every handler of the router reads.
