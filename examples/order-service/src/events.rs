@@ -50,7 +50,8 @@ pub struct OrderCancelled {
     pub order_id: String,
 }
 
-/// Due a while after an order was placed (`send_after`): reminds the
+/// Due a while after an order was placed (scheduled with `publish_after` in
+/// the order's transaction): reminds the
 /// customer to pay if the order is still open.
 #[derive(Event, Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[event(name = "billing.payment-reminder.v1")]
