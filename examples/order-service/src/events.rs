@@ -51,8 +51,8 @@ pub struct OrderCancelled {
 }
 
 /// Due a while after an order was placed (scheduled with `publish_after` in
-/// the order's transaction): reminds the
-/// customer to pay if the order is still open.
+/// the order's transaction): reminds the customer to pay if the order is
+/// still open.
 #[derive(Event, Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[event(name = "billing.payment-reminder.v1")]
 #[rabbitmq(
