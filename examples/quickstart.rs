@@ -257,3 +257,70 @@ async fn run() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+// `cargo test -p heytom-mq-examples --example quickstart`: the handlers
+// above under heytom_mq::testing::TestApp, on tokio's paused clock.
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use heytom_mq::testing::TestApp;
+
+    use super::*;
+
+    async fn app(stats: &Stats) -> TestApp {
+        // Every #[handler] of this example.
+        TestApp::builder()
+            .state(stats.clone())
+            .retry_policy(RetryPolicy::default().max_attempts(3))
+            .start()
+            .await
+            .expect("the quickstart's handlers start")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_user_is_welcomed_and_audited() {
+        let stats = Stats::default();
+        let app = app(&stats).await;
+        app.publish(&UserCreated {
+            user_id: 1,
+            name: "Ada".into(),
+        })
+        .await
+        .expect("published");
+        let handled = app
+            .wait_handled::<UserCreated>(1, Duration::from_secs(60))
+            .await
+            .expect("both handlers done");
+        assert!(handled[0].succeeded());
+        assert_eq!(stats.welcomed.load(Ordering::SeqCst), 1);
+        assert_eq!(stats.audited.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn billing_retries_a_timeout_and_dead_letters_a_negative_amount() {
+        let stats = Stats::default();
+        let app = app(&stats).await;
+        for (order_id, amount) in [("A-2", 5.0), ("A-3", -1.0)] {
+            app.publish(&OrderPlaced {
+                order_id: order_id.into(),
+                amount,
+            })
+            .await
+            .expect("published");
+        }
+        let handled = app
+            .wait_handled::<OrderPlaced>(2, Duration::from_secs(60))
+            .await
+            .expect("both done");
+        assert_eq!(handled.iter().filter(|h| h.succeeded()).count(), 1);
+        // A-2 failed once and was billed on its retry.
+        assert_eq!(stats.billed.load(Ordering::SeqCst), 1);
+        // three attempts, then the dead-letter list.
+        assert_eq!(stats.billing_attempts.load(Ordering::SeqCst), 2 + 3);
+        let dead = app.dead_letters();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].dead_letter.attempts, 3);
+        assert!(dead[0].dead_letter.reason.contains("negative amount"));
+    }
+}

@@ -18,6 +18,7 @@ scripts/services.sh
 if ! command -v chromedriver >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1; then
   echo "== installing chromium and chromium-driver (the dashboard's browser test)"
   sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+  export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get install -y chromium chromium-driver >/dev/null || {
     $sudo apt-get update >/dev/null && $sudo apt-get install -y chromium chromium-driver >/dev/null
   }

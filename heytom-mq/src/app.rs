@@ -11,13 +11,12 @@ use crate::handler::{
     registered_handlers, EventHandler, HandlerEntry, HandlerRegistration, StateMap,
 };
 use crate::producer::{Producer, Router};
-#[cfg(not(feature = "_outbox"))]
-use crate::redact::redact_url;
 use crate::retry::RetryPolicy;
 use crate::transport::memory::{InMemoryBroker, InMemoryTransport};
 use crate::transport::{Subscription, SubscriptionHandle, Transport, TransportConfig};
 
 mod checks;
+mod env;
 mod running;
 mod subscriptions;
 #[cfg(feature = "testing")]
@@ -407,35 +406,6 @@ impl App {
         AppBuilder::default()
     }
 
-    /// A builder configured from `HEYTOM_RABBITMQ_URL`,
-    /// `HEYTOM_KAFKA_BOOTSTRAP_SERVERS` and `HEYTOM_DATABASE_URL`; with none
-    /// set it uses the in-memory broker.
-    pub fn from_env() -> AppBuilder {
-        let mut b = AppBuilder::default();
-        for from_env in crate::transport::FROM_ENV {
-            if let Some(config) = from_env() {
-                b.transports.push(config);
-            }
-        }
-        if let Some(url) = env_var("HEYTOM_DATABASE_URL") {
-            #[cfg(feature = "_outbox")]
-            {
-                b = match crate::outbox::Outbox::from_url(&url) {
-                    Ok(o) => b.outbox(o),
-                    Err(e) => b.defer_error(e),
-                };
-            }
-            #[cfg(not(feature = "_outbox"))]
-            {
-                b = b.defer_error(Error::config(format!(
-                    "HEYTOM_DATABASE_URL is set ({}) but heytom-mq was built without a database feature",
-                    redact_url(&url)
-                )));
-            }
-        }
-        b
-    }
-
     /// The producer (cloneable).
     pub fn producer(&self) -> Producer {
         self.producer.clone()
@@ -484,8 +454,8 @@ impl App {
             }
         }
         let mut subscriptions: Vec<Box<dyn SubscriptionHandle>> = Vec::new();
-        let mut monitored = Vec::new();
         let mut topology = Vec::new();
+        let mut monitored = Vec::new();
         for ((kind, destination, group), handlers) in groups {
             topology.push(SubscriptionInfo::new(kind, &destination, &group, &handlers));
             let transport = self.router.resolve(handlers[0].route).cloned();
@@ -552,7 +522,12 @@ impl App {
         if let Some(inbox) = &self.inbox {
             inbox.start();
         }
-        let health = self.health_check(monitored);
+        let health = crate::health::HealthCheck::new(
+            self.router.clone(),
+            monitored,
+            #[cfg(feature = "_outbox")]
+            self.outbox.clone(),
+        );
         Ok(RunningApp {
             app: self,
             subscriptions,
@@ -591,8 +566,4 @@ async fn wait_for_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
-}
-
-fn env_var(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }

@@ -140,9 +140,6 @@ struct OutboxDocDoctests;
 #[doc = include_str!("../docs/rabbitmq.md")]
 struct RabbitMqDocDoctests;
 
-#[cfg(all(doctest, feature = "axum", feature = "schemars"))]
-#[doc = include_str!("../docs/operations.md")]
-struct OperationsDocDoctests;
 #[cfg(all(doctest, feature = "rabbitmq", feature = "kafka", feature = "postgres"))]
 #[doc = include_str!("../docs/inbox.md")]
 struct InboxDocDoctests;
@@ -155,6 +152,9 @@ struct ObservabilityDocDoctests;
 #[cfg(all(doctest, feature = "dashboard", feature = "sqlite"))]
 #[doc = include_str!("../docs/dashboard.md")]
 struct DashboardDocDoctests;
+#[cfg(all(doctest, feature = "axum", feature = "schemars"))]
+#[doc = include_str!("../docs/operations.md")]
+struct OperationsDocDoctests;
 
 /// The everyday names: `use heytom_mq::prelude::*;`.
 pub mod prelude {

@@ -323,6 +323,10 @@ async fn suite(outbox: Option<Outbox>) {
     assert_eq!(rate.counts.len(), 60);
     let r = get(&app, "/dashboard").await;
     assert!(r.body.contains("1 sent in the window"), "{}", r.body);
+    // The same table, read without the app.
+    let counts = outbox.admin().unwrap().status_counts().await.unwrap();
+    assert_eq!(counts, admin.status_counts().await.unwrap());
+    assert_eq!((counts.pending, counts.failed, counts.sent), (1, 3, 3));
 
     // Delete.
     let victim = seeded.failed[1];
@@ -482,9 +486,12 @@ async fn without_an_outbox_the_pages_say_so() {
         .to_str()
         .unwrap()
         .starts_with("application/json"));
-    // The document made from the derives and this app's handlers.
-    let made: serde_json::Value = serde_json::from_str(&r.body).unwrap();
-    assert_eq!(made["asyncapi"], "3.0.0");
+    assert_eq!(r.status, StatusCode::OK);
+    let served: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(
+        served["asyncapi"], "3.0.0",
+        "the app's own document: {served}"
+    );
     let doc = serde_json::json!({"asyncapi": "3.0.0"});
     let app = Dashboard::new(&running)
         .asyncapi_document(doc.clone())
@@ -495,5 +502,72 @@ async fn without_an_outbox_the_pages_say_so() {
         serde_json::from_str::<serde_json::Value>(&r.body).unwrap(),
         doc
     );
+    running.shutdown().await.unwrap();
+}
+
+/// A log sink for one test thread.
+#[derive(Clone, Default)]
+struct Log(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Log {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Log {
+    fn warnings(&self) -> usize {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .matches("without authentication")
+            .count()
+    }
+}
+
+// Current-thread runtime: the router runs on the thread whose subscriber
+// collects the log.
+#[tokio::test]
+async fn reaching_it_beyond_loopback_without_credentials_is_logged_once() {
+    let log = Log::default();
+    let sink = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || sink.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let running = heytom_mq::App::builder()
+        .in_memory()
+        .discover(false)
+        .start()
+        .await
+        .unwrap();
+    let at = |host: &'static str| {
+        Request::get("/")
+            .header(header::HOST, host)
+            .body(Body::empty())
+            .unwrap()
+    };
+
+    let local = heytom_mq::dashboard::router(&running);
+    for host in ["127.0.0.1:8080", "localhost:8080", "[::1]:8080"] {
+        assert_eq!(send(&local, at(host)).await.status, StatusCode::OK);
+    }
+    assert_eq!(log.warnings(), 0, "loopback is not exposed");
+
+    let exposed = heytom_mq::dashboard::router(&running);
+    assert_eq!(
+        send(&exposed, at("ops.example.com")).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(log.warnings(), 1);
+    send(&exposed, at("10.1.2.3:8080")).await;
+    assert_eq!(log.warnings(), 1, "warned once");
+
+    let protected = Dashboard::new(&running).bearer_token("t").router();
+    send(&protected, at("ops.example.com")).await;
+    assert_eq!(log.warnings(), 1, "no warning with credentials");
     running.shutdown().await.unwrap();
 }

@@ -3,7 +3,8 @@
 //! `chromium-driver`) against the router served on 127.0.0.1 under
 //! `/dashboard`. It loads the overview, opens a failed message, clicks
 //! requeue and sees the row become Sent; it checks that a `<script>` body
-//! shows as text; it saves the screenshots of `docs/img/` for the README.
+//! shows as text; it saves screenshots (into `docs/img/` for the README
+//! with `HEYTOM_UPDATE_SCREENSHOTS=1`).
 //!
 //! Without chromedriver on the PATH (or `HEYTOM_CHROMEDRIVER`) the test
 //! skips with a notice, and fails under `HEYTOM_TEST_REQUIRE_SERVICES=1`.
@@ -154,7 +155,13 @@ async fn history(pool: &sqlx::SqlitePool, table: &str) -> u64 {
 async fn screenshot(client: &Client, name: &str) {
     let png = client.screenshot().await.expect("screenshot");
     assert!(png.starts_with(b"\x89PNG"), "a PNG");
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/img");
+    // The README's pictures are refreshed on request; a plain test run
+    // leaves the tracked files alone and writes beside the build.
+    let dir = if std::env::var_os("HEYTOM_UPDATE_SCREENSHOTS").is_some() {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/img")
+    } else {
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard-screenshots")
+    };
     std::fs::create_dir_all(&dir).expect("docs/img");
     std::fs::write(dir.join(name), png).expect("write screenshot");
 }
@@ -204,6 +211,8 @@ async fn requeue_a_failed_message_in_chromium() {
     let target = seeded.failed[0];
     let link = format!("tr[data-id=\"{target}\"] a");
     // Four failed rows: one page (50 per page).
+    wait_text(&client, "h1", "Messages").await;
+    screenshot(&client, "dashboard-messages.png").await;
     client
         .find(Locator::Css(&link))
         .await

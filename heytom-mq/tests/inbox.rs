@@ -198,6 +198,93 @@ case!(
 case!(kafka_mysql, Kafka, sqlx::MySql, mysql, mysql, "?, ?");
 case!(kafka_sqlite, Kafka, sqlx::Sqlite, sqlite, sqlite, "?, ?");
 
+/// Two deliveries of one message at the same time: the second waits on
+/// the first's uncommitted inbox row, then finds it and is skipped.
+macro_rules! concurrent {
+    ($name:ident, $db:ty, $connect:ident, $ctor:ident, $ph:literal) => {
+        mod $name {
+            use super::*;
+
+            test_event!(Slow, Memory, { n: u32 });
+
+            #[handler(concurrency = 2)]
+            async fn slow(
+                event: Slow,
+                mut tx: Tx<$db>,
+                ctx: Context,
+                State(ctl): State<Ctl>,
+            ) -> Result<(), HandlerError> {
+                let sql = format!("INSERT INTO {} (event_id, n) VALUES ({})", ctl.table, $ph);
+                sqlx::query(AssertSqlSafe(sql))
+                    .bind(ctx.event_id().to_string())
+                    .bind(i64::from(event.n))
+                    .execute(&mut *tx)
+                    .await?;
+                ctl.ran(ctx.event_id());
+                // Long enough for the duplicate to arrive while this runs.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                Ok(())
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn a_concurrent_duplicate_waits_and_is_skipped() {
+                let Some(pool) = $connect().await else { return };
+                let id = unique();
+                let table = format!("inbox_conc_{id}");
+                sqlx::query(AssertSqlSafe(format!(
+                    "CREATE TABLE {table} (event_id VARCHAR(64) NOT NULL, n BIGINT NOT NULL)"
+                )))
+                .execute(&pool)
+                .await
+                .unwrap();
+                let ctl = Ctl::new(&table);
+                let inbox = Inbox::$ctor(pool.clone()).table_name(format!("inbox_conc_rcv_{id}"));
+                let app = App::builder()
+                    .discover_in(module_path!())
+                    .state(ctl.clone())
+                    .outbox(Outbox::$ctor(pool.clone()).table_name(format!("inbox_conc_out_{id}")))
+                    .inbox(inbox.clone())
+                    .start()
+                    .await
+                    .expect("app starts");
+                let twice = Envelope::new(&Slow { n: 1 }).unwrap();
+                let producer = app.producer();
+                for _ in 0..2 {
+                    producer
+                        .publish_envelope(Slow::route(), twice.clone())
+                        .await
+                        .unwrap();
+                }
+                let deadline = tokio::time::Instant::now() + PATIENCE;
+                while !inbox.processed(twice.id, "slow").await.unwrap() {
+                    assert!(tokio::time::Instant::now() < deadline, "not handled");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                // Shutdown waits for both deliveries to finish.
+                app.shutdown().await.unwrap();
+                assert_eq!(ctl.runs(twice.id), 1, "the duplicate did not run");
+                let rows: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+                    "SELECT COUNT(*) FROM {table}"
+                )))
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+                assert_eq!(rows, 1);
+            }
+        }
+    };
+}
+
+concurrent!(
+    concurrent_postgres,
+    sqlx::Postgres,
+    postgres,
+    postgres,
+    "$1, $2"
+);
+concurrent!(concurrent_mysql, sqlx::MySql, mysql, mysql, "?, ?");
+concurrent!(concurrent_sqlite, sqlx::Sqlite, sqlite, sqlite, "?, ?");
+
 /// `Inbox::for_all_handlers`: a plain handler (no flag, no `Tx`) runs once
 /// per message id, and its follow-ups wait for the commit.
 mod for_all_handlers {

@@ -14,9 +14,9 @@ fn layer(module: &str) -> Option<u8> {
         "producer" => 2,
         "outbox" | "inbox" => 3,
         "app" | "consumer" | "manual" | "lib" | "prelude" | "__private" => 4,
-        "health" | "asyncapi" => 4,
         "testing" => 4,
         "dashboard" => 5,
+        "health" | "asyncapi" => 4,
         _ => return None,
     })
 }

@@ -400,6 +400,16 @@ async fn outbox_gauges_follow_the_table_after_a_scan() {
         (120.0..120.0 + timeout.as_secs_f64()).contains(&oldest),
         "oldest pending {oldest} s"
     );
+    let relayed = [
+        ("event", MetricsOutbox::NAME),
+        ("transport", "InMemory"),
+        ("outcome", "ok"),
+    ];
+    assert_eq!(
+        counter(m::MESSAGES_PUBLISHED_TOTAL, &relayed),
+        1,
+        "the relay's send"
+    );
     let sent = histogram(m::OUTBOX_COMMIT_TO_SENT_SECONDS, &[]);
     assert!(sent.iter().all(|s| (0.0..60.0).contains(s)), "{sent:?}");
     running.shutdown().await.expect("shutdown");

@@ -1,7 +1,9 @@
 //! Scheduled sends (`Producer::send_at` / `send_after`,
 //! `OutboxTransaction::publish_at`) against the real databases and brokers:
 //! PostgreSQL over the in-memory broker, MariaDB over RabbitMQ, SQLite over
-//! Kafka (tansu), each with every test below that makes sense there.
+//! Kafka (tansu), each with every test below that makes sense there; on
+//! PostgreSQL also a failed scheduled send retried after the backoff, and
+//! another instance woken by NOTIFY.
 //!
 //! Every app here scans only every 60 s: a message that arrives a few
 //! seconds after its due time was sent because the scanner woke at the due
@@ -501,6 +503,33 @@ async fn postgres_in_memory() {
     assert_eq!(f.status(dropped).await, None);
 
     survives_a_restart::<SchedMemory>(&f, app, "postgres-memory-restart", 10).await;
+    f.cleanup().await;
+}
+
+/// Another instance on the table, already asleep until its 60 s scan,
+/// sends a row scheduled by an app that then stopped: on PostgreSQL the
+/// insert's NOTIFY makes it read the new due time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_notify_wakes_another_instance_for_its_due_time() {
+    let Some(db) = Db::postgres().await else {
+        return;
+    };
+    let f = Fixture::new(db, Broker::Memory(InMemoryBroker::new()));
+    let sender = f.app::<SchedMemory>().await;
+    f.warm_up::<SchedMemory>(&sender).await;
+    // Its first scan is done: it sleeps until the interval.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let scheduler = f.app::<SchedMemory>().await;
+    let due = Utc::now() + chrono::Duration::seconds(2);
+    let id = scheduler
+        .producer()
+        .send_at(&SchedMemory::new(1), due)
+        .await
+        .unwrap();
+    scheduler.shutdown().await.unwrap();
+    assert_on_time(&f, "postgres-memory-notify", 1, due).await;
+    eventually_sent(&f, id).await;
+    sender.shutdown().await.unwrap();
     f.cleanup().await;
 }
 

@@ -22,7 +22,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use heytom_mq::prelude::*;
-use heytom_mq::{AppBuilder, HandlerEntry, KafkaRoute, RabbitMqOptions, RabbitMqRoute, RunningApp};
+use heytom_mq::{
+    AppBuilder, HandlerEntry, KafkaRoute, LocalMessageRetryOptions, RabbitMqOptions, RabbitMqRoute,
+    RunningApp,
+};
 use opentelemetry::trace::{SpanId, TraceContextExt, TraceId, TracerProvider as _};
 use opentelemetry::Value;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
@@ -32,7 +35,6 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::Layer;
 
 // ---------------------------------------------------------------- tracing
 
@@ -45,14 +47,13 @@ fn exporter() -> &'static InMemorySpanExporter {
         let provider = SdkTracerProvider::builder()
             .with_simple_exporter(exporter.clone())
             .build();
-        let layer = tracing_opentelemetry::layer()
-            .with_tracer(provider.tracer("heytom-mq-tests"))
-            .with_filter(
-                Targets::new()
-                    .with_target("heytom_mq", tracing::Level::DEBUG)
-                    .with_target("tracing_otel", tracing::Level::INFO),
-            );
+        let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("heytom-mq-tests"));
+        // A global filter: the subscriber's only consumer is the OpenTelemetry layer.
+        let filter = Targets::new()
+            .with_target("heytom_mq", tracing::Level::DEBUG)
+            .with_target("tracing_otel", tracing::Level::INFO);
         tracing_subscriber::registry()
+            .with(filter)
             .with(layer)
             .try_init()
             .expect("the only subscriber of this test binary");
@@ -93,8 +94,9 @@ impl Trace {
             .iter()
             .map(|s| {
                 format!(
-                    "{} id={} parent={} event={:?} op={:?} source={:?}",
+                    "{} trace={} id={} parent={} event={:?} op={:?} source={:?}",
                     s.name,
+                    s.span_context.trace_id(),
                     s.span_context.span_id(),
                     s.parent_span_id,
                     attr(s, "event_name"),
@@ -114,7 +116,14 @@ fn named(span: &SpanData, op: &str, event: &str) -> bool {
 /// Waits until the trace holds every span of the run, then checks the
 /// chain request → relay publish → consume → handler → follow-up publish
 /// → consume → handler, and that no span of these events is elsewhere.
-async fn check_trace(trace_id: TraceId, root_id: SpanId, first: &str, second: &str, system: &str) {
+async fn check_trace(
+    trace_id: TraceId,
+    root_id: SpanId,
+    first: &str,
+    second: &str,
+    system: &str,
+    source: &str,
+) {
     let exporter = exporter();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let (trace, others) = loop {
@@ -135,11 +144,20 @@ async fn check_trace(trace_id: TraceId, root_id: SpanId, first: &str, second: &s
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert!(
-        others.is_empty(),
-        "spans of this run outside its trace: {:#?}",
-        Trace { spans: others }.summary()
-    );
+    if !others.is_empty() {
+        let foreign: Vec<TraceId> = others.iter().map(|s| s.span_context.trace_id()).collect();
+        let all = exporter.get_finished_spans().expect("finished spans");
+        let related: Vec<SpanData> = all
+            .into_iter()
+            .filter(|s| foreign.contains(&s.span_context.trace_id()))
+            .collect();
+        panic!(
+            "spans of this run outside its trace: {:#?}\nthe trace: {:#?}\ntheir traces: {:#?}",
+            Trace { spans: others }.summary(),
+            trace.summary(),
+            Trace { spans: related }.summary()
+        );
+    }
     let root = trace.find("request", |s| s.span_context.span_id() == root_id);
     assert_eq!(root.parent_span_id, SpanId::INVALID);
 
@@ -156,6 +174,7 @@ async fn check_trace(trace_id: TraceId, root_id: SpanId, first: &str, second: &s
         relay.parent_span_id, root_id,
         "relay send continues the stored context"
     );
+    assert_eq!(attr(relay, "heytom.outbox.source").as_deref(), Some(source));
     assert_eq!(attr(relay, "messaging.system").as_deref(), Some(system));
     assert_eq!(
         attr(relay, "messaging.operation.type").as_deref(),
@@ -234,6 +253,7 @@ async fn run<DB, F, S>(
     first: F,
     second: S,
     system: &str,
+    scanner: bool,
 ) -> RunningApp
 where
     DB: heytom_mq::OutboxDatabase,
@@ -281,7 +301,8 @@ where
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    check_trace(trace_id, root_id, F::NAME, S::NAME, system).await;
+    let source = if scanner { "scan" } else { "commit" };
+    check_trace(trace_id, root_id, F::NAME, S::NAME, system, source).await;
     assert_eq!(runs.load(Ordering::SeqCst), 1);
     running
 }
@@ -355,6 +376,43 @@ async fn in_memory_trace_runs_from_the_request_to_the_follow_up_handler() {
         MemFirst { n: 1 },
         MemSecond { n: 2 },
         "heytom_in_memory",
+        false,
+    )
+    .await;
+    running.shutdown().await.expect("shutdown");
+    pool.close().await;
+    let _ = std::fs::remove_file(path);
+}
+
+event!(ScanFirst, "OtelScanFirst", Route::Default);
+event!(ScanSecond, "OtelScanSecond", Route::Default);
+
+/// Without dispatch after commit the retry scanner sends the row: the
+/// context stored in the row still links it to the request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scanner_continues_the_trace_stored_in_the_row() {
+    let (pool, path) = sqlite_pool().await;
+    let table = format!("OtelScan{}", unique());
+    let builder = App::builder()
+        .in_memory()
+        .outbox(
+            Outbox::sqlite(pool.clone())
+                .table_name(&table)
+                .dispatch_after_commit(false),
+        )
+        .local_message_retry(LocalMessageRetryOptions {
+            scan_interval: Duration::from_millis(200),
+            table_name: table.clone(),
+            ..LocalMessageRetryOptions::default()
+        });
+    let first = ScanFirst { n: 1 };
+    let running = run(
+        builder,
+        &pool,
+        first,
+        ScanSecond { n: 2 },
+        "heytom_in_memory",
+        true,
     )
     .await;
     running.shutdown().await.expect("shutdown");
@@ -474,6 +532,7 @@ async fn rabbitmq_trace_runs_from_the_request_to_the_follow_up_handler() {
         RabbitFirst { n: 1 },
         RabbitSecond { n: 2 },
         "rabbitmq",
+        false,
     )
     .await;
     running.shutdown().await.expect("shutdown");
@@ -516,6 +575,7 @@ async fn kafka_trace_runs_from_the_request_to_the_follow_up_handler() {
         KafkaFirst { n: 1 },
         KafkaSecond { n: 2 },
         "kafka",
+        false,
     )
     .await;
     running.shutdown().await.expect("shutdown");

@@ -2,7 +2,7 @@
 
 use crate::dispatch::{stop_by, StopSignal, Stopping};
 use crate::error::{Error, Result};
-use crate::health::{Health, HealthCheck, SubscriptionEntry};
+use crate::health::{Health, HealthCheck};
 use crate::producer::Producer;
 use crate::transport::memory::InMemoryBroker;
 use crate::transport::SubscriptionHandle;
@@ -25,18 +25,6 @@ impl std::fmt::Debug for RunningApp {
             .field("app", &self.app)
             .field("subscriptions", &self.subscriptions.len())
             .finish()
-    }
-}
-
-impl App {
-    /// The health check of this app once started with these subscriptions.
-    pub(super) fn health_check(&self, subscriptions: Vec<SubscriptionEntry>) -> HealthCheck {
-        HealthCheck::new(
-            self.router.clone(),
-            subscriptions,
-            #[cfg(feature = "_outbox")]
-            self.outbox.clone(),
-        )
     }
 }
 

@@ -198,8 +198,8 @@ impl Dashboard {
     }
 }
 
-/// The AsyncAPI document of the app: every registered event, and the
-/// handlers this app runs.
+/// The AsyncAPI document of the app: every registered event and the
+/// running app's handlers (`Dashboard::asyncapi_document` replaces it).
 fn asyncapi_document(running: &RunningApp) -> Option<serde_json::Value> {
     Some(crate::asyncapi::document_with_handlers(
         crate::asyncapi::AsyncApiInfo::default(),

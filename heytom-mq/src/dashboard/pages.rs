@@ -1,22 +1,13 @@
 //! The page layout and the pages that are not about single messages:
 //! overview, handlers and subscriptions, dead letters.
 
-use std::time::Duration;
-
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
-use chrono::{DateTime, TimeDelta, Utc};
 use maud::{html, Markup, DOCTYPE};
 
 use super::{AppState, Base};
 use crate::event::Route;
-
-/// The sent-rate chart: buckets of this length ...
-const RATE_BUCKET: Duration = Duration::from_secs(10);
-/// ... over this window.
-const RATE_WINDOW: Duration = Duration::from_secs(600);
 
 const STYLE: &str = include_str!("style.css");
 
@@ -68,37 +59,6 @@ pub(crate) fn layout(
     }
 }
 
-/// A page saying what failed, with status 500.
-pub(crate) fn error_page(base: &Base, nav: Nav, error: &crate::Error) -> Response {
-    let body =
-        html! { p.flash.bad { "The local message table could not be read: " (error.to_string()) } };
-    (
-        StatusCode::INTERNAL_SERVER_ERROR,
-        layout(base, "Error", nav, None, body),
-    )
-        .into_response()
-}
-
-/// `2026-05-01 12:00:03 UTC`.
-pub(crate) fn time(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
-}
-
-/// `3d 4h`, `2h 5m`, `4m 10s`, `12s`.
-pub(crate) fn age(d: chrono::TimeDelta) -> String {
-    let s = d.num_seconds().max(0);
-    let (days, h, m, sec) = (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60);
-    if days > 0 {
-        format!("{days}d {h}h")
-    } else if h > 0 {
-        format!("{h}h {m}m")
-    } else if m > 0 {
-        format!("{m}m {sec}s")
-    } else {
-        format!("{sec}s")
-    }
-}
-
 /// Where a route sends its events, in words.
 pub(crate) fn route_text(route: &Route, event: &str) -> String {
     match route {
@@ -119,9 +79,9 @@ pub(crate) async fn overview(State(s): AppState, Extension(base): Extension<Base
     let d = &s.dashboard;
     #[cfg(feature = "_outbox")]
     let outbox = match &d.outbox {
-        Some(admin) => match outbox_overview(admin, &base).await {
+        Some(admin) => match super::messages::outbox_overview(admin, &base).await {
             Ok(m) => Some(m),
-            Err(e) => return error_page(&base, Nav::Overview, &e),
+            Err(e) => return super::messages::error_page(&base, Nav::Overview, &e),
         },
         None => None,
     };
@@ -149,55 +109,6 @@ pub(crate) async fn overview(State(s): AppState, Extension(base): Extension<Base
         }
     };
     layout(&base, "Overview", Nav::Overview, Some(10), body).into_response()
-}
-
-#[cfg(feature = "_outbox")]
-async fn outbox_overview(admin: &crate::outbox::OutboxAdmin, base: &Base) -> crate::Result<Markup> {
-    let counts = admin.status_counts().await?;
-    let oldest = admin.oldest_pending().await?;
-    let rate = admin.sent_rate(RATE_WINDOW, RATE_BUCKET).await?;
-    let peak = rate.counts.iter().copied().max().unwrap_or(0).max(1);
-    let last = rate.counts.len().saturating_sub(2);
-    let total: u64 = rate.counts.iter().sum();
-    let card = |label: &str, status: &str, n: u64| {
-        html! {
-            a.card.(status) href=(base.at(&format!("/messages?status={status}"))) id=(format!("count-{status}")) {
-                span.label { (label) } span.value { (n) }
-            }
-        }
-    };
-    Ok(html! {
-        p.note { "Local message table " code { (admin.table_name()) } " on " (admin.database()) "." }
-        div.cards {
-            (card("Pending", "pending", counts.pending))
-            (card("Failed", "failed", counts.failed))
-            (card("Sent", "sent", counts.sent))
-            div.card {
-                span.label { "Oldest pending" }
-                span.value id="oldest-pending" {
-                    @match oldest {
-                        Some(t) => (age(Utc::now() - t)),
-                        None => "–",
-                    }
-                }
-            }
-        }
-        h2 { "Sent per second, last " (RATE_WINDOW.as_secs() / 60) " minutes" }
-        p.note {
-            (format!("{:.1}", rate.per_second(last))) " msg/s in the last full "
-            (RATE_BUCKET.as_secs()) " s; " (total) " sent in the window."
-        }
-        div.chart role="img" aria-label="messages sent per bucket" {
-            @for (i, n) in rate.counts.iter().enumerate() {
-                @let start = rate.since + TimeDelta::seconds((rate.bucket.as_secs() * i as u64) as i64);
-                div.bar style=(format!("height:{}%", (*n * 100 / peak).max(1)))
-                    title=(format!("{}: {n} sent ({:.1}/s)", start.format("%H:%M:%S"), rate.per_second(i))) {}
-            }
-        }
-        div.axis {
-            span { (rate.since.format("%H:%M")) } span { "now" }
-        }
-    })
 }
 
 pub(crate) async fn handlers(State(s): AppState, Extension(base): Extension<Base>) -> Response {

@@ -70,17 +70,20 @@ impl Context {
     }
 
     /// This context in the inbox's transaction `scope`.
+    #[cfg_attr(not(feature = "_outbox"), allow(dead_code))]
     pub(crate) fn with_scope(mut self, scope: Arc<TxScope>) -> Self {
         self.scope = Some(scope);
         self
     }
 
     /// The inbox's transaction scope, when the handler runs in one.
+    #[cfg_attr(not(feature = "_outbox"), allow(dead_code))]
     pub(crate) fn scope(&self) -> Option<&Arc<TxScope>> {
         self.scope.as_ref()
     }
 
     /// The envelope of the delivery, shared.
+    #[cfg_attr(not(feature = "_outbox"), allow(dead_code))]
     pub(crate) fn envelope(&self) -> &Arc<Envelope> {
         &self.envelope
     }

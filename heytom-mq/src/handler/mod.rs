@@ -20,8 +20,10 @@ mod type_name;
 
 pub(crate) use context::HandlerInfo;
 pub use context::{Context, Publisher};
+pub(crate) use scope::require_no_inbox;
 pub use scope::TransactionRequirement;
-pub(crate) use scope::{require_no_inbox, TxScope};
+#[cfg(feature = "_outbox")]
+pub(crate) use scope::TxScope;
 pub(crate) use type_name::readable_type_name;
 
 /// The error a handler fails with: any `Send + Sync` error, boxed.

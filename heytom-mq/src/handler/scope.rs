@@ -4,6 +4,9 @@
 //! staged for the outbox. A core type, type-erased, so that the handler
 //! layer knows nothing of sqlx or the inbox that fills it.
 
+// Without a database feature only the handlers' flags are read (to refuse them).
+#![cfg_attr(not(feature = "_outbox"), allow(dead_code))]
+
 use std::any::{Any, TypeId};
 use std::sync::{Arc, Mutex, MutexGuard};
 

@@ -105,6 +105,7 @@ impl SentRate {
     }
 }
 
+#[derive(Clone)]
 enum Source {
     /// A running app's outbox: its relay is woken after a requeue.
     Runtime(Arc<OutboxRuntime>),
@@ -117,7 +118,7 @@ enum Source {
 /// [`Outbox::admin`]. Cheap to clone.
 #[derive(Clone)]
 pub struct OutboxAdmin {
-    source: Arc<Source>,
+    source: Source,
 }
 
 impl std::fmt::Debug for OutboxAdmin {
@@ -133,7 +134,7 @@ impl Outbox {
     /// by the next scan of whichever app instance runs the relay.
     pub fn admin(&self) -> Result<OutboxAdmin> {
         Ok(OutboxAdmin {
-            source: Arc::new(Source::Table(Arc::new(self.store()?))),
+            source: Source::Table(Arc::new(self.store()?)),
         })
     }
 }
@@ -178,12 +179,12 @@ fn storage<'a>(what: &'static str, table: &'a str) -> impl FnOnce(sqlx::Error) -
 impl OutboxAdmin {
     pub(crate) fn from_runtime(runtime: Arc<OutboxRuntime>) -> Self {
         OutboxAdmin {
-            source: Arc::new(Source::Runtime(runtime)),
+            source: Source::Runtime(runtime),
         }
     }
 
     fn store(&self) -> &Store {
-        match &*self.source {
+        match &self.source {
             Source::Runtime(r) => &r.relay.store,
             Source::Table(s) => s,
         }
@@ -338,7 +339,7 @@ impl OutboxAdmin {
     pub async fn requeue(&self, id: Uuid) -> Result<bool> {
         let done = self.store().requeue(id).await?;
         if done {
-            if let Source::Runtime(r) = &*self.source {
+            if let Source::Runtime(r) = &self.source {
                 r.wake_scanner();
             }
         }

@@ -472,7 +472,7 @@ pub struct LocalMessage {
     pub headers: Option<String>,
     /// The partition key (Kafka message key).
     pub partition_key: Option<String>,
-    /// Not claimed by a scanner before this time.
+    /// Not claimed by a scanner before this time (a scheduled row's due time).
     pub next_attempt_at: DateTime<Utc>,
     /// The relay instance that holds the row's lease.
     pub locked_by: Option<String>,

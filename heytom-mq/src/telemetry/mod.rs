@@ -81,6 +81,8 @@ fn record_destination(span: &Span, route: &Route, name: &str, key: Option<&str>)
     } else {
         destination
     };
+    // The OpenTelemetry span name; nothing else reads it.
+    #[cfg(feature = "opentelemetry")]
     span.record("otel.name", format!("publish {destination}"));
     span.record("messaging.destination.name", destination.as_str());
     if let Some(rk) = routing_key {
@@ -195,6 +197,7 @@ pub(crate) fn consume(source: &Source, envelope: &Envelope) -> Span {
         event_name = %envelope.name,
     );
     if !span.is_disabled() {
+        #[cfg(feature = "opentelemetry")]
         span.record("otel.name", format!("process {}", source.destination));
         set_parent(&span, &envelope.headers);
     }

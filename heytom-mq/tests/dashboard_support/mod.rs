@@ -102,7 +102,9 @@ pub type Delivered = Arc<Mutex<Vec<String>>>;
 
 /// An app on `outbox` (a fresh table) and the in-memory transport, with a
 /// handler of `Note` and a second one that always fails (so that a
-/// delivery ends as an in-memory dead letter); its scanner runs often.
+/// delivery ends as an in-memory dead letter). Its scanner sleeps an hour
+/// between scans: a requeued row is sent at once only because the
+/// requeue wakes it.
 pub async fn start_app(outbox: Outbox) -> (RunningApp, Outbox, Delivered) {
     let outbox = outbox.table_name(format!("Dash_{}", unique()));
     let delivered = Delivered::default();
@@ -112,7 +114,7 @@ pub async fn start_app(outbox: Outbox) -> (RunningApp, Outbox, Delivered) {
         .discover(false)
         .outbox(outbox.clone())
         .local_message_retry(heytom_mq::LocalMessageRetryOptions {
-            scan_interval: Duration::from_millis(300),
+            scan_interval: Duration::from_secs(3600),
             max_retry_count: 3,
             ..Default::default()
         })
