@@ -8,15 +8,11 @@ use sqlx::Pool;
 use uuid::Uuid;
 
 use super::InboxPool;
-use crate::outbox::repository::{Arg, Built, DbKind};
+use crate::outbox::repository::{check_identifier, Arg, Built, DbKind};
 use crate::outbox::OutboxDatabase;
 
 /// Rows deleted per statement by retention.
 pub(crate) const DELETE_BATCH: i64 = 1000;
-
-/// The longest accepted table name (the index name adds 14 characters and
-/// must stay under PostgreSQL's 63).
-const MAX_TABLE_NAME_LEN: usize = 48;
 
 /// The longest handler name: the `HandlerName` column is `VARCHAR(200)`.
 pub(crate) const MAX_HANDLER_NAME_LEN: usize = 200;
@@ -129,26 +125,10 @@ impl InboxTable {
     }
 }
 
-/// Checks that a table name is a plain SQL identifier: ASCII letters,
-/// digits and `_`, not starting with a digit, at most 48 characters. Nothing
-/// else reaches the SQL text, so no name can inject SQL.
+/// Checks that a table name is a plain SQL identifier of at most 48
+/// characters, as the outbox's: nothing else reaches the SQL text.
 pub(crate) fn check_table_name(name: &str) -> std::result::Result<(), String> {
-    let mut chars = name.chars();
-    let ok_first = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
-    let ok_rest = chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if !ok_first || !ok_rest {
-        return Err(format!(
-            "invalid inbox table name {name:?}: use a plain SQL identifier (ASCII letters, digits and '_', not starting with a digit)"
-        ));
-    }
-    if name.len() > MAX_TABLE_NAME_LEN {
-        return Err(format!(
-            "invalid inbox table name {name:?}: longer than {MAX_TABLE_NAME_LEN} characters"
-        ));
-    }
-    Ok(())
+    check_identifier("inbox table", name)
 }
 
 /// Runs one statement without arguments on a connection of `pool`.

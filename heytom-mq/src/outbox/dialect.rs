@@ -255,6 +255,12 @@ pub(crate) const MAX_TABLE_NAME_LEN: usize = 48;
 /// digits and `_`, not starting with a digit, at most 48 characters. Nothing
 /// else can reach the SQL text, so no name can inject SQL.
 pub(crate) fn check_table_name(name: &str) -> std::result::Result<(), String> {
+    check_identifier("local message table", name)
+}
+
+/// [`check_table_name`] for any table of the crate's (`what` names it in
+/// the error: "local message table", "inbox table").
+pub(crate) fn check_identifier(what: &str, name: &str) -> std::result::Result<(), String> {
     let mut chars = name.chars();
     let ok_first = chars
         .next()
@@ -262,12 +268,12 @@ pub(crate) fn check_table_name(name: &str) -> std::result::Result<(), String> {
     let ok_rest = chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
     if !ok_first || !ok_rest {
         return Err(format!(
-            "invalid local message table name {name:?}: use a plain SQL identifier (ASCII letters, digits and '_', not starting with a digit)"
+            "invalid {what} name {name:?}: use a plain SQL identifier (ASCII letters, digits and '_', not starting with a digit)"
         ));
     }
     if name.len() > MAX_TABLE_NAME_LEN {
         return Err(format!(
-            "invalid local message table name {name:?}: longer than {MAX_TABLE_NAME_LEN} characters"
+            "invalid {what} name {name:?}: longer than {MAX_TABLE_NAME_LEN} characters"
         ));
     }
     Ok(())

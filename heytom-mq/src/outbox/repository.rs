@@ -14,7 +14,8 @@ use crate::error::{Error, Result};
 
 pub(crate) use super::backend::{sql_backend, Backend, LeaseFn};
 pub(crate) use super::dialect::{
-    check_table_name, ClaimStyle, Dialect, Placeholder, COLUMNS, ROWS_PER_STATEMENT,
+    check_identifier, check_table_name, ClaimStyle, Dialect, Placeholder, COLUMNS,
+    ROWS_PER_STATEMENT,
 };
 use super::dialect::{creates, Creates, ORIGINAL_COLUMNS};
 pub use super::dialect::{Arg, Built, DbKind};
