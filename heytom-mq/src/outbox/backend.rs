@@ -156,10 +156,14 @@ macro_rules! sql_backend {
             ) -> Result<Vec<$crate::outbox::LocalMessage>, sqlx::Error> {
                 use sqlx::Connection;
                 let mut conn = self.pool.acquire().await?;
-                if let Some(sql) = $dialect.before_claim {
-                    sqlx::query(sql).execute(&mut *conn).await?;
-                }
-                let mut tx = conn.begin().await?;
+                // One round trip: the setting, then the transaction it is for.
+                let mut tx = match $dialect.before_claim {
+                    Some(sql) => {
+                        conn.begin_with(sqlx::AssertSqlSafe(format!("{sql}; BEGIN")))
+                            .await?
+                    }
+                    None => conn.begin().await?,
+                };
                 let rows = bind(sqlx::query(sqlx::AssertSqlSafe(select.sql)), select.args)
                     .fetch_all(&mut *tx)
                     .await?;

@@ -104,7 +104,8 @@ pub(crate) struct Dialect {
     /// before purge, PostgreSQL's dead tuples), a claim from the start of
     /// the index would step over every row sent so far.
     pub(crate) claim_from_last: bool,
-    /// Run on the connection before the claim transaction starts.
+    /// Sent with the claim transaction's `BEGIN` (one round trip), for that
+    /// transaction only.
     pub(crate) before_claim: Option<&'static str>,
     /// `DELETE ... LIMIT n` (MySQL) instead of `DELETE ... WHERE Id IN (SELECT ... LIMIT n)`.
     pub(crate) delete_with_limit: bool,

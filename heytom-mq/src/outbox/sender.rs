@@ -60,20 +60,36 @@ impl Relay {
             HashMap::new();
         let mut route = |batch: Committed| {
             let since = batch.since;
-            let mut by_transport: HashMap<String, Vec<LocalMessage>> = HashMap::new();
-            for r in batch.rows {
-                match by_transport.get_mut(r.mq_type.as_str()) {
-                    Some(rows) => rows.push(r),
-                    None => {
-                        by_transport.insert(r.mq_type.clone(), vec![r]);
-                    }
-                }
+            if batch.rows.is_empty() {
+                return;
             }
+            // Usually every row goes to one transport: no regrouping then.
+            let one = batch.rows.first().map(|r| r.mq_type.as_str());
+            let by_transport: Vec<(String, Vec<LocalMessage>)> =
+                if batch.rows.iter().all(|r| Some(r.mq_type.as_str()) == one) {
+                    let transport = one.unwrap_or_default().to_owned();
+                    vec![(transport, batch.rows)]
+                } else {
+                    let mut by: HashMap<String, Vec<LocalMessage>> = HashMap::new();
+                    for r in batch.rows {
+                        match by.get_mut(r.mq_type.as_str()) {
+                            Some(rows) => rows.push(r),
+                            None => {
+                                by.insert(r.mq_type.clone(), vec![r]);
+                            }
+                        }
+                    }
+                    by.into_iter().collect()
+                };
             for (transport, rows) in by_transport {
-                let (tx, _) = senders.entry(transport).or_insert_with(|| {
+                if !senders.contains_key(&transport) {
                     let (tx, rx) = mpsc::channel(SENDER_QUEUE);
-                    (tx, tokio::spawn(self.clone().send_loop(rx, queued.clone())))
-                });
+                    let task = tokio::spawn(self.clone().send_loop(rx, queued.clone()));
+                    senders.insert(transport.clone(), (tx, task));
+                }
+                let Some((tx, _)) = senders.get(&transport) else {
+                    continue;
+                };
                 if let Err(e) = tx.try_send(Committed { rows, since }) {
                     let n = match e {
                         mpsc::error::TrySendError::Full(c)

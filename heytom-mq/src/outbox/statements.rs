@@ -2,13 +2,16 @@
 //! dialects: each is one `format!` over the dialect's quoted names and
 //! placeholders, so the whole statement reads (and greps) as SQL.
 
+use std::fmt::Write as _;
+
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::dialect::{
     migration_statements, Arg, Built, Dialect, Placeholder, COLUMNS, MAX_ERROR_LEN,
+    ROWS_PER_STATEMENT,
 };
-use super::{LocalMessage, MessageStatus};
+use super::MessageStatus;
 
 /// Hands out the dialect's placeholders in order (`$1, $2` or `?`) and
 /// keeps the arguments that go with them.
@@ -40,10 +43,38 @@ impl Params {
         format!("{p}{}", self.d.id_param_cast)
     }
 
-    /// `(p1, p2, ...)` for a list of ids.
+    /// `(p1, p2, ...)` for a list of ids, padded to [`padded_len`] by
+    /// repeating the last id (an `IN` list matches each row once however
+    /// often it names it): the statement text then takes a dozen shapes,
+    /// not one per list length, so the prepared statements that sqlx caches
+    /// per connection are reused instead of being prepared for every mark
+    /// (and crowding the users' own statements out of that cache).
     fn ids(&mut self, ids: &[Uuid]) -> String {
-        let list: Vec<String> = ids.iter().map(|id| self.id(*id)).collect();
-        format!("({})", list.join(", "))
+        let Some(last) = ids.last() else {
+            return "()".to_owned();
+        };
+        let n = padded_len(ids.len());
+        let mut list = String::with_capacity(2 + n * (8 + self.d.id_param_cast.len()));
+        list.push('(');
+        for (i, id) in ids
+            .iter()
+            .chain(std::iter::repeat_n(last, n - ids.len()))
+            .enumerate()
+        {
+            if i > 0 {
+                list.push_str(", ");
+            }
+            self.args.push(Arg::Text(id.to_string()));
+            match self.d.placeholder {
+                Placeholder::Dollar => {
+                    let _ = write!(list, "${}", self.args.len());
+                }
+                Placeholder::Question => list.push('?'),
+            }
+            list.push_str(self.d.id_param_cast);
+        }
+        list.push(')');
+        list
     }
 
     pub(super) fn build(self, sql: String) -> Built {
@@ -51,6 +82,17 @@ impl Params {
             sql,
             args: self.args,
         }
+    }
+}
+
+/// The number of placeholders an `IN` list of `n` ids is written with: the
+/// next power of two, at most [`ROWS_PER_STATEMENT`] (callers chunk by it);
+/// a longer list (a claim of a larger batch) as it is.
+pub(super) fn padded_len(n: usize) -> usize {
+    if n > ROWS_PER_STATEMENT {
+        n
+    } else {
+        n.next_power_of_two().min(ROWS_PER_STATEMENT)
     }
 }
 
@@ -82,6 +124,8 @@ pub(crate) struct Table {
     c: Cols,
     /// Every column, in [`COLUMNS`] order (the row mapping reads them by position).
     pub(super) select_list: String,
+    /// The one-row insert: without, with the commit lease.
+    insert_one: [String; 2],
 }
 
 impl Table {
@@ -99,7 +143,7 @@ impl Table {
             })
             .collect::<Vec<_>>()
             .join(", ");
-        Table {
+        let mut table = Table {
             d,
             name: name.to_owned(),
             t: q(name),
@@ -121,7 +165,10 @@ impl Table {
                 locked_by: q("LockedBy"),
             },
             select_list,
-        }
+            insert_one: Default::default(),
+        };
+        table.insert_one = [table.insert_sql(1, false), table.insert_sql(1, true)];
+        table
     }
 
     /// The NOTIFY channel of this table.
@@ -144,59 +191,6 @@ impl Table {
     pub(crate) fn probe(&self) -> Built {
         let (t, cols) = (&self.t, &self.select_list);
         Params::new(self.d).build(format!("SELECT {cols} FROM {t} WHERE 1 = 0"))
-    }
-
-    /// One multi-row insert (at most `ROWS_PER_STATEMENT` rows). With a
-    /// `lease_ms`, each row's next attempt is the database's clock plus the
-    /// lease (the commit lease of `LockedBy`); without, the row's own time.
-    pub(crate) fn insert(&self, rows: &[LocalMessage], lease_ms: Option<i64>) -> Built {
-        let Cols {
-            id,
-            mq_type,
-            topic,
-            routing_key,
-            message_type,
-            message_body,
-            status,
-            created_at,
-            retry_count,
-            headers,
-            partition_key,
-            next_attempt_at,
-            locked_by,
-            ..
-        } = &self.c;
-        let mut p = Params::new(self.d);
-        let values: Vec<String> = rows
-            .iter()
-            .map(|m| {
-                let row = [
-                    p.id(m.id),
-                    p.p(Arg::Text(m.mq_type.clone())),
-                    p.p(Arg::Text(m.topic.clone())),
-                    p.p(Arg::OptText(m.routing_key.clone())),
-                    p.p(Arg::Text(m.message_type.clone())),
-                    p.p(Arg::Text(m.message_body.clone())),
-                    p.p(Arg::Int(m.status as i32)),
-                    p.p(Arg::Time(m.created_at)),
-                    p.p(Arg::Int(m.retry_count)),
-                    p.p(Arg::OptText(m.headers.clone())),
-                    p.p(Arg::OptText(m.partition_key.clone())),
-                    match lease_ms {
-                        Some(lease) => format!("{} + {}", self.d.now_ms, p.p(Arg::BigInt(lease))),
-                        None => p.p(Arg::BigInt(m.next_attempt_at.timestamp_millis())),
-                    },
-                    p.p(Arg::OptText(m.locked_by.clone())),
-                ];
-                format!("({})", row.join(", "))
-            })
-            .collect();
-        let (t, values) = (&self.t, values.join(", "));
-        p.build(format!(
-            "INSERT INTO {t} ({id}, {mq_type}, {topic}, {routing_key}, {message_type}, {message_body}, \
-             {status}, {created_at}, {retry_count}, {headers}, {partition_key}, {next_attempt_at}, {locked_by}) \
-             VALUES {values}"
-        ))
     }
 
     /// The claim as one statement (`ClaimStyle::UpdateReturning`): lease up
@@ -569,6 +563,9 @@ fn truncate(s: &str) -> String {
     }
     format!("{}...", &s[..end])
 }
+
+#[path = "insert_sql.rs"]
+mod insert_sql;
 
 #[path = "schedule_sql.rs"]
 mod schedule_sql;

@@ -1,5 +1,7 @@
 //! Unit tests of the statements' text.
+use super::insert_sql::INSERT_PARAMS;
 use super::*;
+use crate::outbox::LocalMessage;
 
 #[test]
 fn statements_read_as_whole_sql() {
@@ -59,4 +61,68 @@ fn a_claim_after_a_time_reads_from_there() {
     );
     let plain = my.claim_select(MessageStatus::Pending, 5, 100, None);
     assert!(!plain.sql.contains(">= ?") && plain.args.len() == 2);
+}
+
+#[test]
+fn id_lists_are_padded_to_a_few_lengths() {
+    assert_eq!(
+        (1..=9).map(padded_len).collect::<Vec<_>>(),
+        [1, 2, 4, 4, 8, 8, 8, 8, 16]
+    );
+    assert_eq!(padded_len(513), ROWS_PER_STATEMENT);
+    assert_eq!(padded_len(ROWS_PER_STATEMENT), ROWS_PER_STATEMENT);
+    assert_eq!(padded_len(5000), 5000);
+    // Three ids are written as four, the last one twice.
+    let pg = Table::new(&super::super::postgres::DIALECT, "T");
+    let ids = [Uuid::nil(), Uuid::max(), Uuid::now_v7()];
+    let sent = pg.mark_sent(&ids, "me", Utc::now());
+    assert!(
+        sent.sql
+            .ends_with("WHERE Id IN ($2::uuid, $3::uuid, $4::uuid, $5::uuid) AND LockedBy = $6"),
+        "{}",
+        sent.sql
+    );
+    let bound: Vec<String> = sent.args[1..5]
+        .iter()
+        .map(|a| match a {
+            Arg::Text(t) => t.clone(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let last = ids[2].to_string();
+    assert_eq!(
+        bound,
+        [ids[0].to_string(), ids[1].to_string(), last.clone(), last]
+    );
+}
+
+#[test]
+fn the_one_row_insert_is_the_general_insert_of_one_row() {
+    for d in [
+        &super::super::postgres::DIALECT,
+        &super::super::mysql::DIALECT,
+        &super::super::sqlite::DIALECT,
+    ] {
+        let t = Table::new(d, "T");
+        let row = LocalMessage::pending("E", "{}");
+        for leased in [false, true] {
+            let one = t.insert(std::slice::from_ref(&row), leased.then_some(5));
+            assert_eq!(one.sql, t.insert_sql(1, leased));
+            assert_eq!(one.args.len(), INSERT_PARAMS);
+            let two = t.insert(&[row.clone(), row.clone()], leased.then_some(5));
+            assert_eq!(two.args.len(), 2 * INSERT_PARAMS);
+            assert_eq!(
+                two.sql.matches(d.now_ms).count(),
+                if leased { 2 } else { 0 }
+            );
+        }
+        let one = t.insert(std::slice::from_ref(&row), Some(5)).sql;
+        assert!(one.contains(&format!(", {} + ", d.now_ms)), "{one}");
+    }
+    let pg = Table::new(&super::super::postgres::DIALECT, "T");
+    let row = LocalMessage::pending("E", "{}");
+    assert!(pg
+        .insert(&[row.clone(), row], None)
+        .sql
+        .ends_with("VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13), ($14::uuid, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26)"));
 }

@@ -266,7 +266,11 @@ impl<DB: OutboxDatabase> OutboxTransaction<DB> {
         }
         .instrument(span)
         .await?;
-        self.rows.extend(rows);
+        if self.rows.is_empty() {
+            self.rows = rows;
+        } else {
+            self.rows.extend(rows);
+        }
         Ok(())
     }
 }
@@ -390,11 +394,16 @@ pub(super) fn message_row<E: Event>(
     crate::telemetry::inject_current(&mut headers);
     let envelope = Envelope::with_headers(event, headers)?;
     let (topic, routing_key) = route.address(E::NAME);
-    let headers =
-        serde_json::to_string(&envelope.headers).map_err(|source| Error::Serialization {
+    // Sized for the usual headers (a correlation id): one allocation.
+    let mut headers = Vec::with_capacity(96);
+    serde_json::to_writer(&mut headers, &envelope.headers).map_err(|source| {
+        Error::Serialization {
             event: E::NAME.to_owned(),
             source,
-        })?;
+        }
+    })?;
+    // serde_json writes UTF-8 only.
+    let headers = String::from_utf8(headers).unwrap_or_default();
     Ok(LocalMessage {
         id: envelope.id,
         mq_type: transport.kind().as_str().to_owned(),
