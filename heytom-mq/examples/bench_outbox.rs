@@ -13,7 +13,13 @@
 //!     in sqlx, into a table of the same DDL; nothing sends it) and `outbox`
 //!     (`send_with_transaction` with the same business insert). Ratios:
 //!     outbox / hand (`outbox.enqueue.<db>.<n>w`) and outbox / business
-//!     (`outbox.enqueue_vs_business.<db>.<n>w`), median of the rounds' ratios;
+//!     (`outbox.enqueue_vs_business.<db>.<n>w`), median of the rounds' ratios.
+//!     Then, as an additional figure, the same three loops with the outbox's
+//!     post-commit send off and no scanner (`dispatch_after_commit(false)`,
+//!     retry scanner disabled, a table of its own): nothing sends on either
+//!     side, so `outbox.enqueue_send_off.<db>.<n>w` is the framework's enqueue
+//!     cost alone (on PostgreSQL it includes the `pg_notify` that setting
+//!     sends in every transaction, to wake other instances' scanners);
 //! (b) latency from calling `commit()` to the transport's confirm (RabbitMQ:
 //!     the broker's publisher confirm), 1 writer (1000 commits) and 8 writers
 //!     (8 x 250), a commit every millisecond per writer, p50 / p99;
@@ -42,7 +48,8 @@
 //! `drain`; default all), `HEYTOM_BENCH_TX` (transactions per side and
 //! writer count, split over the rounds; default 3000), `HEYTOM_BENCH_ROUNDS`
 //! (default 5), `HEYTOM_BENCH_DRAIN_ROUNDS` (default 5),
-//! `HEYTOM_BENCH_BACKLOG` (default 100000).
+//! `HEYTOM_BENCH_BACKLOG` (default 100000), `HEYTOM_BENCH_SEND_OFF` (`0`:
+//! skip the send-off enqueue figure).
 
 #[path = "bench_support/mod.rs"]
 mod bench_support;
@@ -456,6 +463,8 @@ struct Results {
 /// Enqueue rounds at one number of writers: business, hand, outbox.
 struct Enqueue {
     writers: usize,
+    /// Post-commit send off and no scanner: nothing sends.
+    send_off: bool,
     rounds: Vec<[Sample; 3]>,
 }
 
@@ -615,6 +624,7 @@ macro_rules! bench_db {
             let table = format!("ob11_out_{id}");
             let hand = format!("ob11_hand_{id}");
             let biz = format!("ob11_biz_{id}");
+            let pure = format!("ob11_pure_{id}");
             let drop_tables = Mutex::new(vec![table.clone(), hand.clone(), biz.clone()]);
             let backlog = env_usize("HEYTOM_BENCH_BACKLOG", 100_000);
             let mut res = Results {
@@ -654,20 +664,36 @@ macro_rules! bench_db {
                     // The headers column as heytom-mq writes it for this event.
                     let sample = Envelope::new(&BenchOrderPlaced { id: 0, note: String::new() })?;
                     let headers = Arc::new(serde_json::to_string(&sample.headers)?);
-                    let transport = broker.transport(false).await?;
-                    let app = App::builder()
-                        .discover(false)
-                        .transport(transport.clone())
-                        .outbox($outbox(pool.clone()).table_name(&table))
-                        .start()
-                        .await?;
-                    let producer = app.producer();
                     let rounds = env_usize("HEYTOM_BENCH_ROUNDS", 5).max(1);
                     let tx_count = env_usize("HEYTOM_BENCH_TX", 3000);
+                    // First as users run it (the relay sends and marks each row after
+                    // commit); then, as an additional figure, with the post-commit send
+                    // off and no scanner (nothing sends: the framework's enqueue alone),
+                    // on a table of its own.
+                    let send_off_too = std::env::var("HEYTOM_BENCH_SEND_OFF").map_or(true, |v| v != "0");
+                    for send_off in [false, true] {
+                    if send_off && !send_off_too {
+                        continue;
+                    }
+                    let transport = broker.transport(false).await?;
+                    let builder = App::builder().discover(false).transport(transport.clone());
+                    let builder = if send_off {
+                        drop_tables.lock().unwrap_or_else(|p| p.into_inner()).push(pure.clone());
+                        builder
+                            .outbox($outbox(pool.clone()).table_name(&pure).dispatch_after_commit(false))
+                            .local_message_retry(heytom_mq::LocalMessageRetryOptions {
+                                enabled: false,
+                                ..Default::default()
+                            })
+                    } else {
+                        builder.outbox($outbox(pool.clone()).table_name(&table))
+                    };
+                    let app = builder.start().await?;
+                    let producer = app.producer();
                     let mut sent_total = 0usize;
                     for writers in [1usize, 8] {
                         let per_writer = (tx_count / writers / rounds).max(1);
-                        let mut en = Enqueue { writers, rounds: Vec::new() };
+                        let mut en = Enqueue { writers, send_off, rounds: Vec::new() };
                         // Round 0 warms every path up and is not reported.
                         for round in 0..=rounds {
                             let per = if round == 0 { (per_writer / 4).max(1) } else { per_writer };
@@ -750,7 +776,7 @@ macro_rules! bench_db {
                                 for t in tasks {
                                     t.await??;
                                 }
-                                if side == 2 {
+                                if side == 2 && !send_off {
                                     // Let the relay send and mark this run's rows
                                     // before the next run starts, so that no run pays
                                     // for another's.
@@ -766,7 +792,8 @@ macro_rules! bench_db {
                             }
                             if round > 0 {
                                 println!(
-                                    "enqueue {label} {writers}w round {round}: business {} | hand {} | outbox {} | outbox/hand {:.3} outbox/business {:.3}",
+                                    "enqueue{} {label} {writers}w round {round}: business {} | hand {} | outbox {} | outbox/hand {:.3} outbox/business {:.3}",
+                                    if send_off { " (send off)" } else { "" },
                                     samples[0], samples[1], samples[2],
                                     samples[2].rate / samples[1].rate,
                                     samples[2].rate / samples[0].rate
@@ -777,6 +804,7 @@ macro_rules! bench_db {
                         res.enqueue.push(en);
                     }
                     app.shutdown().await?;
+                    }
                 }
 
                 // (b) latency commit -> transport confirm, 1 and 8 writers
@@ -1074,20 +1102,22 @@ fn summarize(r: &Results) {
                 median(&mut allocs)
             )
         };
+        // The additional figure: the post-commit send off (nothing sends).
+        let off = if e.send_off { "_send_off" } else { "" };
         println!(
-            "enqueue {db} {}w medians: business {} | hand {} | outbox {}",
+            "enqueue{off} {db} {}w medians: business {} | hand {} | outbox {}",
             e.writers,
             side(0),
             side(1),
             side(2)
         );
         println!(
-            "RESULT outbox.enqueue.{db}.{}w ratio={:.3} rounds={n}",
+            "RESULT outbox.enqueue{off}.{db}.{}w ratio={:.3} rounds={n}",
             e.writers,
             median(&mut vs_hand)
         );
         println!(
-            "RESULT outbox.enqueue_vs_business.{db}.{}w ratio={:.3} rounds={n}",
+            "RESULT outbox.enqueue{off}_vs_business.{db}.{}w ratio={:.3} rounds={n}",
             e.writers,
             median(&mut vs_biz)
         );
