@@ -29,7 +29,7 @@ mod stop;
 
 pub(crate) use handlers::EventHandlers;
 pub use incoming::Incoming;
-use stop::{reached, stage};
+use stop::{reached, seen, stage, stage_since};
 pub(crate) use stop::{stop_by, StopSignal, Stopping};
 
 /// What the transport should do with a delivery once the dispatcher is done.
@@ -168,6 +168,8 @@ impl DeadLetter {
 pub struct Dispatcher {
     events: RwLock<Vec<Arc<EventHandlers>>>,
     stop: watch::Receiver<Stopping>,
+    /// The stage of `stop` when it was subscribed to, while nothing changed.
+    stop_seen: Option<Stopping>,
     unknown: UnknownEventPolicy,
     /// Where the deliveries come from, for the consume spans.
     source: crate::telemetry::Source,
@@ -198,6 +200,7 @@ impl Dispatcher {
     ) -> Self {
         Dispatcher {
             events: RwLock::new(events.into_iter().map(Arc::new).collect()),
+            stop_seen: seen(&stop),
             stop,
             unknown,
             source: crate::telemetry::Source::default(),
@@ -279,7 +282,7 @@ impl Dispatcher {
     pub async fn dispatch(&self, incoming: Incoming) -> Outcome {
         // Stopping: take no new message, not even one just handed back
         // (the transport may redeliver it before its consumer stops).
-        if stage(&self.stop) >= Stopping::Draining {
+        if stage_since(&self.stop, self.stop_seen) >= Stopping::Draining {
             return Outcome::Requeue;
         }
         match self.target(incoming.name()) {

@@ -59,7 +59,7 @@ pub use dispatch::{DeadLetter, Dispatcher, Incoming, Outcome, UnknownEventPolicy
 pub use error::{BoxError, Error, Result};
 pub use event::headers;
 pub use event::{
-    registered_event, Acks, AutoOffsetReset, CompressionType, Envelope, Event, EventId,
+    registered_event, Acks, AutoOffsetReset, CompressionType, Envelope, Event, EventId, EventName,
     EventRegistration, ExchangeType, Headers, KafkaRoute, Overflow, QueueType, RabbitMqRoute,
     Route, TransportKind,
 };

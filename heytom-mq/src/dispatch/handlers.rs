@@ -11,7 +11,7 @@ use tracing::Instrument;
 
 use super::stop::{reached, stage, StopSignal, Stopping};
 use super::{DeadLetter, Incoming, Outcome};
-use crate::event::Envelope;
+use crate::event::SharedEnvelope;
 use crate::handler::{Context, HandlerEntry, HandlerFailure, HandlerInfo, Publisher, StateMap};
 use crate::retry::RetryPolicy;
 use crate::telemetry::metrics::{self, Consumed, Timer};
@@ -149,7 +149,7 @@ impl EventHandlers {
         }
     }
 
-    async fn run_handler(&self, index: usize, envelope: &Arc<Envelope>) -> Outcome {
+    async fn run_handler(&self, index: usize, envelope: &SharedEnvelope) -> Outcome {
         let entry = &self.handlers[index];
         let policy = entry.retry.unwrap_or(self.default_retry);
         let mut attempt = 1;

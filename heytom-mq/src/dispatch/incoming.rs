@@ -15,7 +15,10 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::event::{headers, id_string, Envelope, EnvelopeError, EventId, Headers};
+use crate::event::{
+    headers, id_string, registered_name, Envelope, EnvelopeError, EventId, EventName, Headers,
+    SharedEnvelope,
+};
 
 /// A message as a transport received it, handed to
 /// [`Dispatcher::dispatch`](crate::Dispatcher::dispatch).
@@ -34,13 +37,13 @@ pub struct Incoming {
 #[derive(Debug, Clone)]
 enum Repr {
     Wire(Wire),
-    Ready(Arc<Envelope>),
+    Ready(SharedEnvelope),
 }
 
 #[derive(Debug, Clone, Default)]
 struct Wire {
     id: Option<EventId>,
-    name: Option<String>,
+    name: Option<EventName>,
     occurred_at: Option<DateTime<Utc>>,
     headers: Headers,
     body: Vec<u8>,
@@ -69,8 +72,13 @@ impl Incoming {
 
     /// A ready envelope (an in-process delivery): nothing is parsed.
     pub fn from_envelope(envelope: impl Into<Arc<Envelope>>) -> Self {
+        Self::shared(SharedEnvelope::new(envelope))
+    }
+
+    /// A ready envelope, shared (one of an in-process batch).
+    pub(crate) fn shared(envelope: SharedEnvelope) -> Self {
         Incoming {
-            repr: Repr::Ready(envelope.into()),
+            repr: Repr::Ready(envelope),
         }
     }
 
@@ -99,7 +107,17 @@ impl Incoming {
     /// Sets the event name the transport read itself (instead of the
     /// `heytom-event-name` header).
     pub fn event_name(mut self, name: impl Into<String>) -> Self {
-        self.wire().name = Some(name.into());
+        self.wire().name = Some(EventName::from(name.into()));
+        self
+    }
+
+    /// [`event_name`](Self::event_name) from text the transport reads in
+    /// place: no copy is made when it is a registered event's `NAME`.
+    pub fn event_name_str(mut self, name: &str) -> Self {
+        self.wire().name = Some(match registered_name(name) {
+            Some(registered) => registered.into(),
+            None => name.to_owned().into(),
+        });
         self
     }
 
@@ -113,7 +131,7 @@ impl Incoming {
     /// The event name it carries, if any: what the dispatcher routes by.
     pub fn name(&self) -> Option<&str> {
         match &self.repr {
-            Repr::Ready(e) => Some(&e.name),
+            Repr::Ready(e) => Some(e.name.as_str()),
             Repr::Wire(w) => w
                 .name
                 .as_deref()
@@ -147,7 +165,8 @@ impl Incoming {
                         .insert(headers::EVENT_ID.to_owned(), id_string(id));
                 }
                 if let Some(name) = w.name {
-                    w.headers.insert(headers::EVENT_NAME.to_owned(), name);
+                    w.headers
+                        .insert(headers::EVENT_NAME.to_owned(), name.into());
                 }
                 if let Some(at) = w.occurred_at {
                     w.headers
@@ -159,12 +178,14 @@ impl Incoming {
     }
 
     /// The envelope of the delivery. A message without an event name is
-    /// of `default_name` (a foreign producer's, on this destination); one
+    /// of `event_name` (a foreign producer's, on this destination); one
     /// without an id gets a fresh one; one without a time occurred now.
+    /// `event_name` is the event the dispatcher routed it to by its name, so
+    /// the envelope borrows that registered name instead of keeping a copy.
     pub(crate) fn into_envelope(
         self,
-        default_name: &'static str,
-    ) -> Result<Arc<Envelope>, EnvelopeError> {
+        event_name: &'static str,
+    ) -> Result<SharedEnvelope, EnvelopeError> {
         let mut w = match self.repr {
             Repr::Ready(e) => return Ok(e),
             Repr::Wire(w) => w,
@@ -176,9 +197,11 @@ impl Incoming {
             }
             (None, None) => Uuid::now_v7(),
         };
+        // Routed by this name: it is `event_name` whenever it is there.
         let name = match (w.name, w.headers.remove(headers::EVENT_NAME)) {
-            (Some(name), _) | (None, Some(name)) => name,
-            (None, None) => default_name.to_owned(),
+            (Some(name), _) if name != event_name => name,
+            (None, Some(name)) if name != event_name => name.into(),
+            _ => event_name.into(),
         };
         let occurred_at = match (w.occurred_at, w.headers.remove(headers::OCCURRED_AT)) {
             (Some(at), _) => at,
@@ -187,7 +210,7 @@ impl Incoming {
                 .with_timezone(&Utc),
             (None, None) => Utc::now(),
         };
-        Ok(Arc::new(Envelope {
+        Ok(SharedEnvelope::new(Envelope {
             id,
             name,
             occurred_at,
@@ -198,7 +221,7 @@ impl Incoming {
     }
 }
 
-fn wire_of(e: &Envelope) -> (Headers, Vec<u8>) {
+fn wire_of(e: &SharedEnvelope) -> (Headers, Vec<u8>) {
     (e.wire_headers(), e.payload.clone())
 }
 

@@ -53,6 +53,26 @@ pub(crate) fn stage(rx: &watch::Receiver<Stopping>) -> Stopping {
     *rx.borrow()
 }
 
+/// [`stage`] without the channel's lock while nothing was sent since
+/// `seen` was read (see [`seen`]): the per-delivery check.
+pub(crate) fn stage_since(rx: &watch::Receiver<Stopping>, seen: Option<Stopping>) -> Stopping {
+    match (rx.has_changed(), seen) {
+        (Err(_), _) => Stopping::Abandoning,
+        (Ok(false), Some(seen)) => seen,
+        _ => *rx.borrow(),
+    }
+}
+
+/// The stage `rx` is at while it sees no change (`None` when it has
+/// unseen changes already), for [`stage_since`].
+pub(crate) fn seen(rx: &watch::Receiver<Stopping>) -> Option<Stopping> {
+    // A send after this check makes `has_changed` true for good.
+    match rx.has_changed() {
+        Ok(false) => Some(*rx.borrow()),
+        _ => None,
+    }
+}
+
 /// Waits until `rx` reaches `stage` (at once when its sender is gone).
 pub(crate) async fn reached(rx: &watch::Receiver<Stopping>, stage: Stopping) {
     let mut rx = rx.clone();

@@ -7,12 +7,16 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use uuid::Uuid;
 
+mod name;
 mod route;
+mod shared;
 
+pub use name::EventName;
 pub use route::{
     Acks, AutoOffsetReset, CompressionType, ExchangeType, KafkaRoute, Overflow, QueueType,
     RabbitMqRoute, Route, TransportKind,
 };
+pub(crate) use shared::SharedEnvelope;
 
 /// The id of one published event: a UUID v7, so ids sort by creation time.
 pub type EventId = Uuid;
@@ -98,8 +102,8 @@ pub mod headers {
 pub struct Envelope {
     /// UUID v7 id.
     pub id: EventId,
-    /// The event's `NAME`.
-    pub name: String,
+    /// The event's `NAME` (borrowed when it is a registered event's).
+    pub name: EventName,
     /// When the event was created.
     pub occurred_at: DateTime<Utc>,
     /// Correlation id, causation id, `traceparent` and user headers.
@@ -146,7 +150,7 @@ impl Envelope {
             .or_insert_with(|| id_string(id));
         Ok(Envelope {
             id,
-            name: E::NAME.to_owned(),
+            name: EventName::from(E::NAME),
             occurred_at: Utc::now(),
             headers,
             partition_key: event.partition_key(),
@@ -158,7 +162,7 @@ impl Envelope {
     pub fn wire_headers(&self) -> Headers {
         let mut h = self.headers.clone();
         h.insert(headers::EVENT_ID.to_owned(), id_string(self.id));
-        h.insert(headers::EVENT_NAME.to_owned(), self.name.clone());
+        h.insert(headers::EVENT_NAME.to_owned(), self.name.to_string());
         h.insert(
             headers::OCCURRED_AT.to_owned(),
             self.occurred_at.to_rfc3339(),
@@ -186,7 +190,7 @@ impl Envelope {
         };
         Ok(Envelope {
             id,
-            name,
+            name: EventName::from(name),
             occurred_at,
             headers: wire,
             partition_key: None,
@@ -251,6 +255,22 @@ pub(crate) fn event_schema(name: &str) -> Option<serde_json::Value> {
         .into_iter()
         .find(|r| r.name == name)
         .and_then(|r| (r.schema)())
+}
+
+/// The registered `NAME` equal to `name`, if an event type has it: a
+/// transport's name read off the wire, without a copy.
+pub(crate) fn registered_name(name: &str) -> Option<&'static str> {
+    static NAMES: std::sync::OnceLock<std::collections::HashSet<&'static str>> =
+        std::sync::OnceLock::new();
+    NAMES
+        .get_or_init(|| {
+            inventory::iter::<EventRegistration>
+                .into_iter()
+                .map(|r| r.name)
+                .collect()
+        })
+        .get(name)
+        .copied()
 }
 
 /// Looks up a registered event type by its `NAME`.

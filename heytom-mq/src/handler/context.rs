@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use crate::event::{Envelope, Event, EventId, Headers};
+use crate::event::{Envelope, Event, EventId, Headers, SharedEnvelope};
 use crate::handler::scope::TxScope;
 
 /// What a handler knows about the message it is handling.
@@ -22,7 +22,7 @@ use crate::handler::scope::TxScope;
 #[derive(Clone)]
 pub struct Context {
     // Shared with the dispatcher, so a delivery's headers are never copied per handler.
-    envelope: Arc<Envelope>,
+    envelope: SharedEnvelope,
     // Built once per handler: making a context allocates nothing.
     handler: Arc<HandlerInfo>,
     attempt: u32,
@@ -54,13 +54,17 @@ impl Context {
     ) -> Self {
         let handler: String = handler.into();
         Self::shared(
-            Arc::new(envelope.clone()),
+            SharedEnvelope::new(envelope.clone()),
             HandlerInfo::new(&handler, producer),
             1,
         )
     }
 
-    pub(crate) fn shared(envelope: Arc<Envelope>, handler: Arc<HandlerInfo>, attempt: u32) -> Self {
+    pub(crate) fn shared(
+        envelope: SharedEnvelope,
+        handler: Arc<HandlerInfo>,
+        attempt: u32,
+    ) -> Self {
         Context {
             envelope,
             handler,
@@ -84,7 +88,7 @@ impl Context {
 
     /// The envelope of the delivery, shared.
     #[cfg_attr(not(feature = "_outbox"), allow(dead_code))]
-    pub(crate) fn envelope(&self) -> &Arc<Envelope> {
+    pub(crate) fn envelope(&self) -> &SharedEnvelope {
         &self.envelope
     }
 
@@ -105,12 +109,12 @@ impl Context {
 
     /// Correlation id, causation id, `traceparent` and user headers.
     pub fn headers(&self) -> &Headers {
-        &self.envelope.headers
+        self.envelope.headers()
     }
 
     /// One header by name.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.envelope.headers.get(name).map(String::as_str)
+        self.envelope.header(name)
     }
 
     /// The correlation id of the conversation this event belongs to.
@@ -191,7 +195,7 @@ impl fmt::Debug for Context {
             .field("event_id", &self.envelope.id)
             .field("event_name", &self.envelope.name)
             .field("attempt", &self.attempt)
-            .field("headers", &self.envelope.headers)
+            .field("headers", self.headers())
             .finish()
     }
 }

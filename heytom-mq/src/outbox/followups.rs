@@ -106,7 +106,7 @@ fn row(
     let (topic, routing_key) = route.address(&envelope.name);
     let headers =
         serde_json::to_string(&envelope.headers).map_err(|source| Error::Serialization {
-            event: envelope.name.clone(),
+            event: envelope.name.clone().into(),
             source,
         })?;
     Ok(LocalMessage {
@@ -114,7 +114,7 @@ fn row(
         mq_type: transport.kind().as_str().to_owned(),
         topic,
         routing_key,
-        message_type: envelope.name,
+        message_type: envelope.name.into(),
         message_body: String::from_utf8(envelope.payload)
             .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
         status: MessageStatus::Pending,

@@ -441,7 +441,7 @@ pub(super) fn to_outgoing(row: &LocalMessage) -> std::result::Result<Outgoing, S
         route: (reg.route)(),
         envelope: Envelope {
             id: row.id,
-            name: row.message_type.clone(),
+            name: reg.name.into(),
             occurred_at: row.created_at,
             headers,
             partition_key: row.partition_key.clone(),

@@ -126,7 +126,7 @@ impl EncodedBatch<'_> {
         );
         Envelope {
             id,
-            name: self.name.to_owned(),
+            name: self.name.into(),
             occurred_at: chrono::Utc::now(),
             headers,
             partition_key: self.keys[i].clone(),
