@@ -3,7 +3,7 @@
 
 use super::*;
 
-use futures::future::Either;
+use futures::future::BoxFuture;
 
 use super::dead_letter::dead_letter;
 
@@ -55,15 +55,12 @@ pub(super) async fn run_lane(
                 generation: d.generation,
                 message: RawMessage::new(buf.get(d.at.clone()).unwrap_or_default()),
             };
-            let handled = handle(&shared, &lane, partition, &current);
             // No span per message unless someone listens at debug level.
-            let handled = if tracing::enabled!(tracing::Level::DEBUG) {
-                let span = tracing::debug_span!("kafka.deliver", topic = %shared.topic, partition, offset = d.offset, messaging.system = "kafka", messaging.destination.name = %shared.topic, messaging.destination.partition.id = partition, messaging.kafka.offset = d.offset, messaging.consumer.group.name = %shared.group);
-                Either::Left(handled.instrument(span))
-            } else {
-                Either::Right(handled)
-            };
-            let mut handled = std::pin::pin!(handled);
+            let span = tracing::enabled!(tracing::Level::DEBUG).then(|| {
+                tracing::debug_span!("kafka.deliver", topic = %shared.topic, partition, offset = d.offset, messaging.system = "kafka", messaging.destination.name = %shared.topic, messaging.destination.partition.id = partition, messaging.kafka.offset = d.offset, messaging.consumer.group.name = %shared.group)
+            });
+            // Made in place: the future is moved (copied whole) as little as possible.
+            let mut handled = std::pin::pin!(handle(&shared, &lane, partition, &current, span));
             // A handler done at once is quick: the clock is read after one
             // that had to wait, and every STORE_CHECK messages.
             let (ok, waited) = match futures::poll!(handled.as_mut()) {
@@ -101,14 +98,38 @@ pub(super) async fn run_lane(
     }
 }
 
-/// Dispatches one delivery to the dispatcher of its type; true when its
-/// offset may be stored.
-async fn handle(shared: &Arc<Shared>, lane: &Lane, partition: i32, d: &Current<'_>) -> bool {
+/// Dispatches one delivery to the dispatcher of its type (in `span`, if
+/// any); true when its offset may be stored.
+async fn handle(
+    shared: &Arc<Shared>,
+    lane: &Lane,
+    partition: i32,
+    d: &Current<'_>,
+    span: Option<tracing::Span>,
+) -> bool {
     let incoming = d.message.to_incoming(&shared.topic, partition, d.offset);
-    match shared.dispatcher.dispatch(incoming).await {
-        Outcome::Ack => true,
-        Outcome::DeadLetter(dead) => dead_letter(shared, lane, partition, d, &dead).await,
-        Outcome::Requeue => hand_back(shared, lane, partition, d).await,
+    let outcome = match &span {
+        None => shared.dispatcher.dispatch(incoming).await,
+        Some(span) => {
+            shared
+                .dispatcher
+                .dispatch(incoming)
+                .instrument(span.clone())
+                .await
+        }
+    };
+    // The rare outcomes are boxed: their futures are big, and this one is
+    // moved whole for every message.
+    let rare: BoxFuture<'_, bool> = match outcome {
+        Outcome::Ack => return true,
+        Outcome::DeadLetter(dead) => {
+            Box::pin(async move { dead_letter(shared, lane, partition, d, &dead).await })
+        }
+        Outcome::Requeue => Box::pin(hand_back(shared, lane, partition, d)),
+    };
+    match span {
+        None => rare.await,
+        Some(span) => rare.instrument(span).await,
     }
 }
 
