@@ -7,12 +7,13 @@ use super::*;
 
 mod dead_letter;
 mod in_flight;
+mod run;
 
-use futures::future::Either;
+use std::sync::atomic::AtomicI64;
 
-use dead_letter::dead_letter;
 pub(super) use in_flight::InFlight;
 use in_flight::Slots;
+use run::{hand_back, run_lane};
 
 /// A message fetched while no slot was free, held back (its partition
 /// paused) until a slot frees.
@@ -55,22 +56,42 @@ struct Current<'a> {
 }
 
 struct LaneState {
-    /// Bumped on revocation and shutdown: deliveries of older generations are dropped.
-    generation: u64,
     in_flight: bool,
     /// After a requeue: skip everything until this offset comes again.
     resume_at: Option<i64>,
-    /// The last offset the running batch finished and has not stored yet,
-    /// for a drain that gives up on the handler running after it.
-    done: Option<i64>,
 }
+
+/// `Lane::done` while the running batch finished nothing unstored.
+const NOTHING_DONE: i64 = -1;
 
 struct Lane {
     state: Mutex<LaneState>,
     idle: Condvar,
+    /// Bumped on revocation and shutdown (under the state lock, before the
+    /// drain waits): deliveries of older generations are dropped.
+    generation: AtomicU64,
     /// Drains waiting for `in_flight` to clear (changed under the state
     /// lock; read without it between messages).
     drain_waiting: AtomicU32,
+    /// The last offset the running batch finished and has not stored yet
+    /// ([`NOTHING_DONE`] if none), for a drain that gives up on the handler
+    /// running after it. Written by the lane alone, between messages.
+    done: AtomicI64,
+}
+
+impl Lane {
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn set_done(&self, last_done: Option<i64>) {
+        self.done
+            .store(last_done.unwrap_or(NOTHING_DONE), Ordering::Release);
+    }
+
+    fn take_done(&self) -> Option<i64> {
+        Some(self.done.swap(NOTHING_DONE, Ordering::AcqRel)).filter(|&o| o != NOTHING_DONE)
+    }
 }
 
 /// The poll thread's end of a lane; dropping it ends the lane's task.
@@ -95,7 +116,7 @@ impl Shared {
         let mut idle = true;
         for (partition, lane) in lanes {
             let mut st = lock(&lane.state);
-            st.generation += 1;
+            lane.generation.fetch_add(1, Ordering::AcqRel);
             st.resume_at = None;
             while st.in_flight {
                 let left = deadline.saturating_duration_since(Instant::now());
@@ -103,7 +124,7 @@ impl Shared {
                     tracing::warn!(topic = %self.topic, partition, "handler still running after the drain timeout; it is abandoned and its message will be delivered again");
                     idle = false;
                     // What finished before it is kept.
-                    let done = st.done.take();
+                    let done = lane.take_done();
                     drop(st);
                     store(self, partition, done);
                     break;
@@ -426,19 +447,18 @@ fn lane_generation(
         let (tx, rx) = mpsc::unbounded_channel();
         let lane = Arc::new(Lane {
             state: Mutex::new(LaneState {
-                generation: 0,
                 in_flight: false,
                 resume_at: None,
-                done: None,
             }),
             idle: Condvar::new(),
+            generation: AtomicU64::new(0),
             drain_waiting: AtomicU32::new(0),
+            done: AtomicI64::new(NOTHING_DONE),
         });
         workers.push(runtime.spawn(run_lane(shared.clone(), lane.clone(), partition, rx)));
         LaneHandle { lane, tx }
     });
-    let generation = lock(&handle.lane.state).generation;
-    generation
+    handle.lane.generation()
 }
 
 /// Stores the offset after `last_done` (if any) and marks the lane idle.
@@ -446,7 +466,7 @@ fn finish_run(shared: &Shared, lane: &Lane, partition: i32, last_done: Option<i6
     store(shared, partition, last_done);
     let mut st = lock(&lane.state);
     st.in_flight = false;
-    st.done = None;
+    lane.set_done(None);
     if lane.drain_waiting.load(Ordering::Acquire) > 0 {
         lane.idle.notify_all();
     }
@@ -471,130 +491,4 @@ fn store(shared: &Shared, partition: i32, last_done: Option<i64>) {
             tracing::debug!(topic = %shared.topic, partition, offset, error = %e, "offset not stored")
         }
     }
-}
-
-async fn run_lane(
-    shared: Arc<Shared>,
-    lane: Arc<Lane>,
-    partition: i32,
-    mut rx: mpsc::UnboundedReceiver<LaneBatch>,
-) {
-    let mut stored_at = Instant::now();
-    let mut since_check = 0u32;
-    while let Some(LaneBatch {
-        buf,
-        deliveries,
-        mut slots,
-    }) = rx.recv().await
-    {
-        // `in_flight` spans a run of messages; their last offset is stored once at its end.
-        let mut running = false;
-        let mut last_done = None;
-        for d in &deliveries {
-            {
-                let mut st = lock(&lane.state);
-                if st.generation != d.generation {
-                    slots.release_one();
-                    continue;
-                }
-                if let Some(r) = st.resume_at {
-                    if d.offset != r {
-                        slots.release_one();
-                        continue;
-                    }
-                    st.resume_at = None;
-                }
-                st.in_flight = true;
-                st.done = last_done;
-            }
-            running = true;
-            let current = Current {
-                offset: d.offset,
-                generation: d.generation,
-                message: RawMessage::new(buf.get(d.at.clone()).unwrap_or_default()),
-            };
-            let handled = handle(&shared, &lane, partition, &current);
-            // No span per message unless someone listens at debug level.
-            let handled = if tracing::enabled!(tracing::Level::DEBUG) {
-                let span = tracing::debug_span!("kafka.deliver", topic = %shared.topic, partition, offset = d.offset, messaging.system = "kafka", messaging.destination.name = %shared.topic, messaging.destination.partition.id = partition, messaging.kafka.offset = d.offset, messaging.consumer.group.name = %shared.group);
-                Either::Left(handled.instrument(span))
-            } else {
-                Either::Right(handled)
-            };
-            let mut handled = std::pin::pin!(handled);
-            // A handler done at once is quick: the clock is read after one
-            // that had to wait, and every STORE_CHECK messages.
-            let (ok, waited) = match futures::poll!(handled.as_mut()) {
-                std::task::Poll::Ready(ok) => (ok, false),
-                std::task::Poll::Pending => (handled.await, true),
-            };
-            if ok {
-                last_done = Some(d.offset);
-            }
-            slots.release_one();
-            since_check += 1;
-            if last_done.is_some() && (waited || since_check >= STORE_CHECK) && {
-                since_check = 0;
-                stored_at.elapsed() >= STORE_INTERVAL
-            } {
-                // Slow handlers: keep the stored position close behind them.
-                store(&shared, partition, last_done.take());
-                stored_at = Instant::now();
-            }
-            if lane.drain_waiting.load(Ordering::Acquire) > 0 {
-                // A revocation or shutdown waits: hand over what is done now.
-                finish_run(&shared, &lane, partition, last_done.take());
-                running = false;
-            }
-        }
-        if running {
-            finish_run(&shared, &lane, partition, last_done);
-        }
-    }
-}
-
-/// Dispatches one delivery to the dispatcher of its type; true when its
-/// offset may be stored.
-async fn handle(shared: &Arc<Shared>, lane: &Lane, partition: i32, d: &Current<'_>) -> bool {
-    let incoming = d.message.to_incoming(&shared.topic, partition, d.offset);
-    match shared.dispatcher.dispatch(incoming).await {
-        Outcome::Ack => true,
-        Outcome::DeadLetter(dead) => dead_letter(shared, lane, partition, d, &dead).await,
-        Outcome::Requeue => hand_back(shared, lane, partition, d).await,
-    }
-}
-
-/// A message handed back: the lane skips everything until it comes again
-/// and seeks back to it. Always false (the offset is not stored).
-async fn hand_back(shared: &Arc<Shared>, lane: &Lane, partition: i32, d: &Current<'_>) -> bool {
-    lock(&lane.state).resume_at = Some(d.offset);
-    if shared.stopping() {
-        return false;
-    }
-    let Some(consumer) = shared.consumer() else {
-        return false;
-    };
-    let topic = shared.topic.clone();
-    let offset = d.offset;
-    let sought = tokio::task::spawn_blocking(move || {
-        consumer.seek(
-            &topic,
-            partition,
-            Offset::Offset(offset),
-            Duration::from_secs(10),
-        )
-    })
-    .await;
-    match sought {
-        Ok(Ok(())) => {
-            tracing::info!(topic = %shared.topic, partition, offset, "message handed back; will be delivered again")
-        }
-        Ok(Err(e)) => {
-            tracing::warn!(topic = %shared.topic, partition, offset, error = %e, "seeking back failed; the message comes again after a rebalance or restart")
-        }
-        Err(e) => {
-            tracing::warn!(topic = %shared.topic, partition, offset, error = %e, "seek task failed")
-        }
-    }
-    false
 }

@@ -83,7 +83,7 @@ pub(super) async fn dead_letter(
             Ok(()) => return true,
             Err(e) => e,
         };
-        let gone = shared.stopping() || lock(&lane.state).generation != d.generation;
+        let gone = shared.stopping() || lane.generation() != d.generation;
         if gone || tries >= DEAD_LETTER_TRIES {
             tracing::warn!(dead_letter_topic = %shared.dead_letter_topic, topic = %shared.topic, partition, offset = d.offset, %error, tries, "producing the dead letter failed; handing the message back");
             return hand_back(shared, lane, partition, d).await;

@@ -91,11 +91,18 @@ impl InFlight {
     }
 }
 
-/// Slots held for the messages of one batch; each finished (or dropped)
-/// message gives one back, and whatever is left goes back on drop.
+/// Finished messages whose slots go back together: one atomic add on the
+/// counter the poll thread takes from, not one per message.
+const RELEASE_EVERY: usize = 32;
+
+/// Slots held for the messages of one batch. Finished (or dropped)
+/// messages give theirs back every [`RELEASE_EVERY`], at [`Slots::flush`]
+/// (before the lane waits for a handler) and on drop, with whatever is left.
 pub(super) struct Slots {
     in_flight: Arc<InFlight>,
     held: usize,
+    /// Of `held`, the slots of messages already finished.
+    finished: usize,
 }
 
 impl Slots {
@@ -103,14 +110,26 @@ impl Slots {
         Slots {
             in_flight: in_flight.clone(),
             held,
+            finished: 0,
         }
     }
 
     /// One message of the batch is done with.
-    pub(super) fn release_one(&mut self) {
-        if self.held > 0 {
-            self.held -= 1;
-            self.in_flight.release(1);
+    pub(super) fn finish_one(&mut self) {
+        if self.finished < self.held {
+            self.finished += 1;
+            if self.finished >= RELEASE_EVERY {
+                self.flush();
+            }
+        }
+    }
+
+    /// Gives back the slots of the messages finished so far.
+    pub(super) fn flush(&mut self) {
+        if self.finished > 0 {
+            self.held -= self.finished;
+            self.in_flight.release(self.finished);
+            self.finished = 0;
         }
     }
 }
@@ -132,11 +151,34 @@ mod tests {
         assert_eq!(f.take(3), 1);
         assert_eq!(f.take(3), 0);
         let mut s = Slots::new(&f, 4);
-        s.release_one();
+        s.finish_one();
+        assert_eq!(f.take(10), 0, "finished slots go back together");
+        s.flush();
         assert_eq!(f.take(10), 1);
         f.release(1);
+        s.finish_one();
         drop(s);
         assert_eq!(f.take(10), 4);
+    }
+
+    #[test]
+    fn finished_slots_go_back_every_release_every() {
+        let n = RELEASE_EVERY * 2 + 3;
+        let f = InFlight::new(n);
+        assert_eq!(f.take(n), n);
+        let mut s = Slots::new(&f, n);
+        for _ in 0..RELEASE_EVERY - 1 {
+            s.finish_one();
+        }
+        assert_eq!(f.take(n), 0);
+        s.finish_one();
+        assert_eq!(f.take(n), RELEASE_EVERY);
+        // More finished than held gives back no more than held.
+        for _ in 0..n {
+            s.finish_one();
+        }
+        drop(s);
+        assert_eq!(f.take(n), n - RELEASE_EVERY);
     }
 
     #[test]
