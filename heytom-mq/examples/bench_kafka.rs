@@ -126,6 +126,15 @@ impl Event for BenchEvent {
     }
 }
 
+// Registered like every `#[derive(Event)]` type (the derive needs a fixed
+// topic; this benchmark uses a fresh one per round).
+heytom_mq::__private::inventory::submit! {
+    heytom_mq::__private::EventRegistration {
+        name: <BenchEvent as Event>::NAME,
+        route: <BenchEvent as Event>::route,
+    }
+}
+
 fn events(n: usize, size: usize) -> Vec<BenchEvent> {
     let probe = serde_json::to_vec(&BenchEvent {
         seq: 10_000,

@@ -47,6 +47,9 @@ struct Wire {
     occurred_at: Option<DateTime<Utc>>,
     headers: Headers,
     body: Vec<u8>,
+    /// The correlation id is the event id: left out of `headers` by the
+    /// transport, answered from the id when asked.
+    correlation_is_id: bool,
 }
 
 impl Default for Incoming {
@@ -111,6 +114,14 @@ impl Incoming {
         self
     }
 
+    /// The message's correlation id is its event id, which the transport
+    /// left out of the headers (no strings made for it per message); the
+    /// envelope answers it from the id, and a dead-lettered copy carries it.
+    pub(crate) fn correlation_is_event_id(mut self) -> Self {
+        self.wire().correlation_is_id = true;
+        self
+    }
+
     /// [`event_name`](Self::event_name) from text the transport reads in
     /// place: no copy is made when it is a registered event's `NAME`.
     pub fn event_name_str(mut self, name: &str) -> Self {
@@ -163,6 +174,11 @@ impl Incoming {
                 if let Some(id) = w.id {
                     w.headers
                         .insert(headers::EVENT_ID.to_owned(), id_string(id));
+                    if w.correlation_is_id {
+                        w.headers
+                            .entry(headers::CORRELATION_ID.to_owned())
+                            .or_insert_with(|| id_string(id));
+                    }
                 }
                 if let Some(name) = w.name {
                     w.headers
@@ -210,14 +226,20 @@ impl Incoming {
                 .with_timezone(&Utc),
             (None, None) => Utc::now(),
         };
-        Ok(SharedEnvelope::new(Envelope {
+        let envelope = Envelope {
             id,
             name,
             occurred_at,
             headers: w.headers,
             partition_key: None,
             payload: w.body,
-        }))
+        };
+        Ok(match (w.correlation_is_id, w.id) {
+            // Only for the id the transport read: one it made up, or one
+            // parsed from a header here, is not what the sender correlated.
+            (true, Some(read)) if read == id => SharedEnvelope::with_id_as_correlation(envelope),
+            _ => SharedEnvelope::new(envelope),
+        })
     }
 }
 

@@ -50,6 +50,16 @@ impl SharedEnvelope {
         (0..all.len()).map(move |i| SharedEnvelope(Repr::Batch(all.clone(), i)))
     }
 
+    /// One envelope whose correlation id is its event id unless its
+    /// headers carry one (a transport left the default out of them).
+    pub(crate) fn with_id_as_correlation(envelope: Envelope) -> Self {
+        let one: Arc<[Delivered]> = Arc::new([Delivered {
+            envelope,
+            headers: OnceLock::new(),
+        }]);
+        SharedEnvelope(Repr::Batch(one, 0))
+    }
+
     /// Correlation id, causation id, `traceparent` and user headers.
     pub(crate) fn headers(&self) -> &Headers {
         match &self.0 {

@@ -158,7 +158,7 @@ impl<'a> RawMessage<'a> {
     pub(crate) fn to_incoming(self, topic: &str, partition: i32, offset: i64) -> Incoming {
         let mut wire = Headers::new();
         // The last of each, as a map would keep.
-        let (mut id, mut name, mut at) = (None, None, None);
+        let (mut id, mut name, mut at, mut correlation) = (None, None, None, None);
         for (k, v) in self.header_iter() {
             let Some(v) = v else {
                 continue;
@@ -167,6 +167,7 @@ impl<'a> RawMessage<'a> {
                 k if k == headers::EVENT_ID.as_bytes() => &mut id,
                 k if k == headers::EVENT_NAME.as_bytes() => &mut name,
                 k if k == headers::OCCURRED_AT.as_bytes() => &mut at,
+                k if k == headers::CORRELATION_ID.as_bytes() => &mut correlation,
                 _ => {
                     wire.insert(text(k), text(v));
                     continue;
@@ -184,6 +185,20 @@ impl<'a> RawMessage<'a> {
                 }
             },
         };
+        // The usual correlation id, the event id itself, is not copied into
+        // strings: the envelope answers it from the id.
+        let mut correlation_is_id = false;
+        if let Some(v) = correlation {
+            let mut buf = uuid::Uuid::encode_buffer();
+            match id {
+                Some(id) if id.hyphenated().encode_lower(&mut buf).as_bytes() == v => {
+                    correlation_is_id = true;
+                }
+                _ => {
+                    wire.insert(headers::CORRELATION_ID.to_owned(), text(v));
+                }
+            }
+        }
         let at = at.and_then(|v| {
             let parsed = super::wire::parse_rfc3339(v);
             if parsed.is_none() {
@@ -195,8 +210,14 @@ impl<'a> RawMessage<'a> {
         if let Some(id) = id {
             incoming = incoming.event_id(id);
         }
+        if correlation_is_id {
+            incoming = incoming.correlation_is_event_id();
+        }
         if let Some(name) = name {
-            incoming = incoming.event_name(text(name));
+            incoming = match std::str::from_utf8(name) {
+                Ok(name) => incoming.event_name_str(name),
+                Err(_) => incoming.event_name(text(name)),
+            };
         }
         if let Some(at) = at {
             incoming = incoming.occurred_at(at);
@@ -322,6 +343,51 @@ mod tests {
         let (wire, _) = RawMessage::new(&buf).to_incoming("t", 0, 0).into_wire();
         assert_eq!(wire[headers::EVENT_ID], "not-a-uuid");
         assert_eq!(wire[headers::OCCURRED_AT], "yesterday");
+    }
+
+    #[test]
+    fn a_correlation_id_equal_to_the_event_id_is_answered_from_the_id() {
+        let id = uuid::Uuid::now_v7();
+        let text = id.to_string();
+        let buf = packed(
+            None,
+            Some(b"{}"),
+            [
+                (headers::EVENT_ID, Some(text.as_bytes())),
+                (headers::EVENT_NAME, Some(&b"Ping"[..])),
+                ("correlation-id", Some(text.as_bytes())),
+            ]
+            .into_iter(),
+        );
+        let incoming = RawMessage::new(&buf).to_incoming("t", 0, 0);
+        // A dead-lettered copy carries it.
+        let (wire, _) = incoming.clone().into_wire();
+        assert_eq!(wire[headers::CORRELATION_ID], text);
+        // The handler's context sees it.
+        let envelope = incoming.into_envelope("Ping").expect("envelope");
+        assert!(!envelope.headers.contains_key(headers::CORRELATION_ID));
+        assert_eq!(envelope.headers()[headers::CORRELATION_ID], text);
+        assert_eq!(
+            envelope.header(headers::CORRELATION_ID),
+            Some(text.as_str())
+        );
+        assert_eq!(envelope.wire_headers()[headers::CORRELATION_ID], text);
+        // Another id's: kept as it is.
+        let other = uuid::Uuid::now_v7().to_string();
+        let buf = packed(
+            None,
+            Some(b"{}"),
+            [
+                (headers::EVENT_ID, Some(text.as_bytes())),
+                ("correlation-id", Some(other.as_bytes())),
+            ]
+            .into_iter(),
+        );
+        let envelope = RawMessage::new(&buf)
+            .to_incoming("t", 0, 0)
+            .into_envelope("Ping")
+            .expect("envelope");
+        assert_eq!(envelope.headers[headers::CORRELATION_ID], other);
     }
 
     #[test]
