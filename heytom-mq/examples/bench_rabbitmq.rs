@@ -8,7 +8,8 @@
 //!   dispatcher), timed from the first delivery handled to the last one
 //!   acknowledged and the consumer stopped (CPU and allocations over the
 //!   same window); the subscription's set-up before it is printed apart.
-//!   Each side's queue holds exactly the round's N messages.
+//!   Each side consumes right after its own publish phase, so each queue
+//!   holds exactly the round's N messages, just published.
 //!
 //! ```text
 //! cargo run --release -p heytom-mq --example bench_rabbitmq
@@ -423,25 +424,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let result = async {
         for round in 1..=rounds {
             // Alternate who goes first, so neither always meets a warmer broker.
-            let (raw_pub, hey_pub, hey_conc, mut raw_con, mut hey_con);
-            (raw_con, hey_con) = (skipped, skipped);
-            // Each consumer meets exactly the round's `count` messages: the
-            // concurrent sends go to the (purged) heytom-mq queue afterwards.
+            let hey_conc;
+            let (mut raw_pub, mut hey_pub, mut raw_con, mut hey_con) = (skipped, skipped, skipped, skipped);
+            // Each side consumes its queue right after publishing it, so both
+            // consumers meet a queue in the same state (the round's `count`
+            // messages, just published, the other queue empty): consuming the
+            // queue published first was up to twice as fast. The concurrent
+            // sends go to the (purged) heytom-mq queue afterwards.
             let (mut raw_setup, mut hey_setup) = (f64::NAN, f64::NAN);
             let raw_first = (round + first_offset) % 2 == 1;
-            if raw_first {
-                raw_pub = phase(count, raw_publish(&conn, &batch)).await?;
-                hey_pub = phase(count, heytom_publish(&producer, &batch)).await?;
-                if consume {
-                    (raw_con, raw_setup) = consume_phase(count, raw_consume(&conn, count, prefetch)).await?;
-                    (hey_con, hey_setup) = consume_phase(count, heytom_consume(&options, count)).await?;
-                }
-            } else {
-                hey_pub = phase(count, heytom_publish(&producer, &batch)).await?;
-                raw_pub = phase(count, raw_publish(&conn, &batch)).await?;
-                if consume {
-                    (hey_con, hey_setup) = consume_phase(count, heytom_consume(&options, count)).await?;
-                    (raw_con, raw_setup) = consume_phase(count, raw_consume(&conn, count, prefetch)).await?;
+            for raw_turn in [raw_first, !raw_first] {
+                if raw_turn {
+                    raw_pub = phase(count, raw_publish(&conn, &batch)).await?;
+                    if consume {
+                        (raw_con, raw_setup) =
+                            consume_phase(count, raw_consume(&conn, count, prefetch)).await?;
+                    }
+                } else {
+                    hey_pub = phase(count, heytom_publish(&producer, &batch)).await?;
+                    if consume {
+                        (hey_con, hey_setup) =
+                            consume_phase(count, heytom_consume(&options, count)).await?;
+                    }
                 }
             }
             purge(&conn).await?;
