@@ -424,7 +424,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let result = async {
         for round in 1..=rounds {
             // Alternate who goes first, so neither always meets a warmer broker.
-            let hey_conc;
             let (mut raw_pub, mut hey_pub, mut raw_con, mut hey_con) = (skipped, skipped, skipped, skipped);
             // Each side consumes its queue right after publishing it, so both
             // consumers meet a queue in the same state (the round's `count`
@@ -449,7 +448,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
             }
             purge(&conn).await?;
-            hey_conc = phase(count, heytom_publish_concurrent(&producer, &batch)).await?;
+            let hey_conc = phase(count, heytom_publish_concurrent(&producer, &batch)).await?;
             println!(
                 "round {round}: publish raw {:>6.0}/s {:>5.1}us {:>5.1}a heytom {:>6.0}/s {:>5.1}us {:>5.1}a ({:.2}) \
                  concurrent send {:>6.0}/s {:>5.1}us {:>5.1}a ({:.2}) | \
