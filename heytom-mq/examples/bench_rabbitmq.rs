@@ -5,7 +5,11 @@
 //!   confirm awaited (heytom-mq: `Producer::send_batch`);
 //! - consume: N waiting messages delivered with the same prefetch, each
 //!   JSON-decoded and acknowledged (heytom-mq: a handler behind the
-//!   dispatcher).
+//!   dispatcher), timed from the first delivery handled to the last one
+//!   acknowledged and the consumer stopped (CPU and allocations over the
+//!   same window); the subscription's set-up before it is printed apart.
+//!   Each side consumes right after its own publish phase, so each queue
+//!   holds exactly the round's N messages, just published.
 //!
 //! ```text
 //! cargo run --release -p heytom-mq --example bench_rabbitmq
@@ -19,7 +23,8 @@
 //!
 //! A third figure, `publish_concurrent`, sends the same messages as N
 //! `Producer::send` futures awaited at once (the shape of ruststream's
-//! publisher), against the same round's raw publish.
+//! publisher), against the same round's raw publish; it runs after the
+//! consume phases, into the emptied queue.
 
 #[path = "bench_support/mod.rs"]
 mod bench_support;
@@ -194,15 +199,32 @@ async fn heytom_publish_concurrent(
     Ok(took)
 }
 
+/// The consume window (both sides): from the first delivery handled to the
+/// last one handled and acknowledged, the consumer stopped. Subscribing
+/// (heytom-mq declares its queue's topology first: 8 round trips, 80-190 ms
+/// on a loaded machine, a tenth of a round) is left out; it is printed as
+/// `setup`.
+struct Consumed {
+    took: Duration,
+    setup: Duration,
+    /// CPU time and allocations of the process when the first was handled.
+    at_first: (Duration, u64),
+}
+
+/// When the first delivery is handled: the time, CPU time and allocations.
+fn mark() -> (Instant, (Duration, u64)) {
+    (Instant::now(), (cpu_time(), allocations()))
+}
+
 async fn raw_consume(
     conn: &Connection,
     count: usize,
     prefetch: u16,
-) -> Result<Duration, Box<dyn std::error::Error>> {
+) -> Result<Consumed, Box<dyn std::error::Error>> {
     let n = names();
     let ch = conn.create_channel().await?;
     ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
-    let start = Instant::now();
+    let subscribed = Instant::now();
     let mut consumer = ch
         .basic_consume(
             n.raw_queue.as_str().into(),
@@ -212,11 +234,13 @@ async fn raw_consume(
         )
         .await?;
     let mut acks = Vec::with_capacity(count);
+    let mut first = None;
     while acks.len() < count {
         let Some(delivery) = consumer.next().await else {
             return Err("raw consumer ended".into());
         };
         let delivery = delivery?;
+        first.get_or_insert_with(mark);
         // Same work as the framework: decode the event, then ack; acks are
         // not awaited one by one (the framework does not either).
         let event: BenchEvent = serde_json::from_slice(&delivery.data)?;
@@ -229,22 +253,29 @@ async fn raw_consume(
         a.await??;
     }
     ch.close(200, "done".into()).await?;
-    Ok(start.elapsed())
+    let (first, at_first) = first.ok_or("nothing consumed")?;
+    Ok(Consumed {
+        took: first.elapsed(),
+        setup: first - subscribed,
+        at_first,
+    })
 }
 
 async fn heytom_consume(
     options: &RabbitMqOptions,
     count: usize,
-) -> Result<Duration, heytom_mq::Error> {
+) -> Result<Consumed, heytom_mq::Error> {
     let handled = Arc::new(AtomicUsize::new(0));
     let all_done = Arc::new(Notify::new());
-    let (h, d) = (handled.clone(), all_done.clone());
+    let first = Arc::new(OnceLock::new());
+    let (h, d, f) = (handled.clone(), all_done.clone(), first.clone());
     // Connected before the clock starts, like the raw side's connection.
     let consumer = RabbitMqConsumer::connect(options.clone()).await?;
     consumer.start().await?;
-    let start = Instant::now();
+    let subscribed = Instant::now();
     consumer
         .subscribe(move |e: BenchEvent| {
+            f.get_or_init(mark);
             std::hint::black_box(e);
             if h.fetch_add(1, Ordering::Relaxed) + 1 == count {
                 d.notify_one();
@@ -255,7 +286,15 @@ async fn heytom_consume(
     all_done.notified().await;
     // Stopping waits for the last acks and closes the channel, like the raw side.
     consumer.stop().await?;
-    Ok(start.elapsed())
+    let (first, at_first) = first
+        .get()
+        .copied()
+        .unwrap_or((subscribed, (cpu_time(), 0)));
+    Ok(Consumed {
+        took: first.elapsed(),
+        setup: first - subscribed,
+        at_first,
+    })
 }
 
 async fn setup(conn: &Connection) -> Result<(), lapin::Error> {
@@ -334,6 +373,25 @@ where
     Ok((rate(count, took), cpu, (a1 - a0) as f64 / count as f64))
 }
 
+/// Runs a consume phase; returns (messages per second, CPU microseconds
+/// per message, allocations per message) over the consume window, and the
+/// set-up time before it in milliseconds.
+async fn consume_phase<F, E>(count: usize, f: F) -> Result<((f64, f64, f64), f64), E>
+where
+    F: std::future::Future<Output = Result<Consumed, E>>,
+{
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let c = f.await?;
+    let (cpu1, a1) = (cpu_time(), allocations());
+    let (cpu0, a0) = c.at_first;
+    let cpu = (cpu1 - cpu0).as_secs_f64() * 1e6 / count as f64;
+    let allocs = (a1 - a0) as f64 / count as f64;
+    Ok((
+        (rate(count, c.took), cpu, allocs),
+        c.setup.as_secs_f64() * 1e3,
+    ))
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::var("HEYTOM_RABBITMQ_URL")
@@ -366,29 +424,36 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let result = async {
         for round in 1..=rounds {
             // Alternate who goes first, so neither always meets a warmer broker.
-            let (raw_pub, hey_pub, hey_conc, mut raw_con, mut hey_con);
-            (raw_con, hey_con) = (skipped, skipped);
-            if (round + first_offset) % 2 == 1 {
-                raw_pub = phase(count, raw_publish(&conn, &batch)).await?;
-                hey_pub = phase(count, heytom_publish(&producer, &batch)).await?;
-                hey_conc = phase(count, heytom_publish_concurrent(&producer, &batch)).await?;
-                if consume {
-                    raw_con = phase(count, raw_consume(&conn, count, prefetch)).await?;
-                    hey_con = phase(count, heytom_consume(&options, count)).await?;
-                }
-            } else {
-                hey_conc = phase(count, heytom_publish_concurrent(&producer, &batch)).await?;
-                hey_pub = phase(count, heytom_publish(&producer, &batch)).await?;
-                raw_pub = phase(count, raw_publish(&conn, &batch)).await?;
-                if consume {
-                    hey_con = phase(count, heytom_consume(&options, count)).await?;
-                    raw_con = phase(count, raw_consume(&conn, count, prefetch)).await?;
+            let (mut raw_pub, mut hey_pub, mut raw_con, mut hey_con) = (skipped, skipped, skipped, skipped);
+            // Each side consumes its queue right after publishing it, so both
+            // consumers meet a queue in the same state (the round's `count`
+            // messages, just published, the other queue empty): consuming the
+            // queue published first was up to twice as fast. The concurrent
+            // sends go to the (purged) heytom-mq queue afterwards.
+            let (mut raw_setup, mut hey_setup) = (f64::NAN, f64::NAN);
+            let raw_first = (round + first_offset) % 2 == 1;
+            for raw_turn in [raw_first, !raw_first] {
+                if raw_turn {
+                    raw_pub = phase(count, raw_publish(&conn, &batch)).await?;
+                    if consume {
+                        (raw_con, raw_setup) =
+                            consume_phase(count, raw_consume(&conn, count, prefetch)).await?;
+                    }
+                } else {
+                    hey_pub = phase(count, heytom_publish(&producer, &batch)).await?;
+                    if consume {
+                        (hey_con, hey_setup) =
+                            consume_phase(count, heytom_consume(&options, count)).await?;
+                    }
                 }
             }
+            purge(&conn).await?;
+            let hey_conc = phase(count, heytom_publish_concurrent(&producer, &batch)).await?;
             println!(
                 "round {round}: publish raw {:>6.0}/s {:>5.1}us {:>5.1}a heytom {:>6.0}/s {:>5.1}us {:>5.1}a ({:.2}) \
                  concurrent send {:>6.0}/s {:>5.1}us {:>5.1}a ({:.2}) | \
-                 consume raw {:>6.0}/s {:>5.1}us {:>5.1}a heytom {:>6.0}/s {:>5.1}us {:>5.1}a ({:.2})",
+                 consume raw {:>6.0}/s {:>5.1}us {:>5.1}a heytom {:>6.0}/s {:>5.1}us {:>5.1}a ({:.2}) \
+                 setup raw {raw_setup:.0} ms heytom {hey_setup:.0} ms",
                 raw_pub.0, raw_pub.1, raw_pub.2, hey_pub.0, hey_pub.1, hey_pub.2, hey_pub.0 / raw_pub.0,
                 hey_conc.0, hey_conc.1, hey_conc.2, hey_conc.0 / raw_pub.0,
                 raw_con.0, raw_con.1, raw_con.2, hey_con.0, hey_con.1, hey_con.2, hey_con.0 / raw_con.0,

@@ -458,6 +458,13 @@ event!(
 );
 
 event!(
+    SlowFirstEvent,
+    rmq(RabbitMqRoute::new(name("slowfirst.key"))
+        .exchange(name("slowfirst.exchange"))
+        .queue_name(name("slowfirst.queue")))
+);
+
+event!(
     DropHeadEvent,
     rmq(RabbitMqRoute::new(name("drophead.key"))
         .exchange(name("drophead.exchange"))
@@ -1651,6 +1658,65 @@ async fn behind_a_busy_consumer_every_confirmed_message_is_handled() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(rx.try_recv().is_err());
     consumer.stop().await.unwrap();
+}
+
+/// Acks of consecutive handled deliveries go out together (one `multiple`
+/// ack); one handler stuck on the first delivery neither stalls the others
+/// (those held behind it are acked one by one past half the prefetch) nor
+/// gets its message acked by a later `multiple` ack: abandoned at the stop,
+/// it is the one message handed back.
+#[tokio::test]
+async fn a_stuck_first_delivery_holds_back_neither_the_others_nor_its_own_ack() {
+    let _shared = BROKER_LOCK.read().await;
+    let Some(conn) = broker().await else { return };
+    let mut cleanup = Cleanup::default();
+    let r = route_of::<SlowFirstEvent>();
+    let queue = r.queue_name.unwrap();
+    cleanup
+        .queue(queue)
+        .queue(format!("{queue}.dlq"))
+        .exchange(r.exchange.unwrap());
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let consumer = RabbitMqConsumer::connect(options().prefetch(4).concurrency(4))
+        .await
+        .unwrap()
+        .with_stop_timeout(Duration::from_secs(1));
+    consumer.start().await.unwrap();
+    consumer
+        .subscribe(move |e: SlowFirstEvent| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(e.n);
+                if e.n == 0 {
+                    std::future::pending::<()>().await;
+                }
+                true
+            }
+        })
+        .await
+        .unwrap();
+    let producer = RabbitMqProducer::connect(options()).await.unwrap();
+    producer.send(&SlowFirstEvent { n: 0 }).await.unwrap();
+    assert_eq!(recv(&mut rx).await, 0);
+    // Far more than the prefetch behind the stuck one: handled all the same.
+    let rest: Vec<_> = (1..40).map(|n| SlowFirstEvent { n }).collect();
+    producer.send_batch(&rest).await.unwrap();
+    let mut handled = Vec::new();
+    for _ in 1..40 {
+        handled.push(recv(&mut rx).await);
+    }
+    handled.sort_unstable();
+    assert_eq!(handled, (1..40).collect::<Vec<_>>());
+    let err = consumer.stop().await.unwrap_err();
+    assert!(matches!(err, Error::Shutdown), "{err:?}");
+    // Only the abandoned one is back on the queue (the others were each
+    // acknowledged, it never was).
+    let m = get_one(&conn, queue)
+        .await
+        .expect("the stuck message handed back");
+    let back: SlowFirstEvent = serde_json::from_slice(&m.delivery.data).unwrap();
+    assert_eq!(back.n, 0);
+    assert_eq!(queue_counts(&conn, queue).await, (0, 0));
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 //! Consuming: one channel per subscription, a concurrency limit, ack /
-//! dead-letter / requeue per [`Outcome`], and reconnection.
+//! dead-letter / requeue per [`Outcome`] (sent by the channel's settling
+//! task, `settle.rs`), and reconnection.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,8 +8,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
-    BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::Channel;
@@ -24,6 +25,7 @@ use crate::transport::SubscriptionHandle;
 use super::connection::{describe, ConnectionSlot, TRANSPORT};
 use super::delivery::incoming;
 use super::publish::check;
+use super::settle::{Pending, Settle, Settler};
 use super::topology::{DeadLetterTarget, QueueTopology};
 
 /// What a running queue consumer shares with its delivery tasks. Several
@@ -289,27 +291,26 @@ async fn consume(
     mut consumer: lapin::Consumer,
     stop: &mut watch::Receiver<bool>,
 ) -> LoopEnd {
+    let settler = Settler::start(channel.clone(), shared.queue.clone(), shared.prefetch);
     loop {
         // Taken in delivery order, so `concurrency = 1` handles in queue order.
-        let Some(Ok(handling)) = until_stopped(stop, shared.handling.clone().acquire_owned()).await
-        else {
-            return LoopEnd::Stopped;
+        let next = async {
+            let handling = shared.handling.clone().acquire_owned().await;
+            let unacked = shared.unacked.clone().acquire_owned().await;
+            (handling, unacked, consumer.next().await)
         };
-        let Some(Ok(unacked)) = until_stopped(stop, shared.unacked.clone().acquire_owned()).await
-        else {
-            return LoopEnd::Stopped;
-        };
-        let Some(next) = until_stopped(stop, consumer.next()).await else {
+        let Some((Ok(handling), Ok(unacked), next)) = until_stopped(stop, next).await else {
             return LoopEnd::Stopped;
         };
         match next {
             Some(Ok(delivery)) => {
+                let pending = settler.pending(delivery.delivery_tag, unacked);
                 tokio::spawn(handle(
                     shared.clone(),
                     channel.clone(),
                     delivery,
                     handling,
-                    unacked,
+                    pending,
                 ));
             }
             Some(Err(e)) => return LoopEnd::Lost(describe(&e)),
@@ -363,49 +364,38 @@ async fn handle(
     channel: Arc<Channel>,
     delivery: Delivery,
     handling: OwnedSemaphorePermit,
-    _unacked: OwnedSemaphorePermit,
+    pending: Pending,
 ) {
     let incoming = incoming(&delivery.properties, delivery.data.clone());
     let outcome = shared.dispatcher.dispatch(incoming).await;
     // The next delivery may start while this one's ack is on its way.
     drop(handling);
-    let done = match outcome {
-        Outcome::Ack => delivery.acker.ack(BasicAckOptions::default()).await,
-        Outcome::Requeue => hand_back(&shared, &delivery).await,
-        Outcome::DeadLetter(dead) => {
-            match dead_letter(&shared, &channel, &delivery, &dead).await {
-                Ok(()) => delivery.acker.ack(BasicAckOptions::default()).await,
-                Err(e) => {
-                    tracing::error!(queue = %shared.queue, error = %e, "could not dead-letter a message; handing it back");
-                    // Not in a hot loop: the message comes back after a pause.
-                    tokio::time::sleep(shared.backoff.1.min(Duration::from_secs(1))).await;
-                    hand_back(&shared, &delivery).await
-                }
+    let settle = match outcome {
+        Outcome::Ack => Settle::Ack,
+        Outcome::Requeue => hand_back(&shared),
+        Outcome::DeadLetter(dead) => match dead_letter(&shared, &channel, &delivery, &dead).await {
+            Ok(()) => Settle::Ack,
+            Err(e) => {
+                tracing::error!(queue = %shared.queue, error = %e, "could not dead-letter a message; handing it back");
+                // Not in a hot loop: the message comes back after a pause.
+                tokio::time::sleep(shared.backoff.1.min(Duration::from_secs(1))).await;
+                hand_back(&shared)
             }
-        }
+        },
     };
-    if let Err(e) = done {
-        // The channel is gone; the broker redelivers the message.
-        tracing::debug!(queue = %shared.queue, error = %describe(&e), "ack/nack not sent; the message will be redelivered");
-    }
+    pending.settle(settle);
 }
 
-/// Gives a delivery back to the queue unacknowledged: `basic.nack` with
-/// requeue. A stream takes nothing back (RabbitMQ answers a nack on a
+/// How a delivery is given back to the queue unacknowledged: `basic.nack`
+/// with requeue. A stream takes nothing back (RabbitMQ answers a nack on a
 /// stream by closing the whole connection): the message stays in the log
 /// where it is, and the delivery is acked to free its prefetch slot.
-async fn hand_back(shared: &SubscriptionShared, delivery: &Delivery) -> lapin::Result<bool> {
+fn hand_back(shared: &SubscriptionShared) -> Settle {
     if shared.is_stream() {
         tracing::debug!(queue = %shared.queue, "a stream takes no message back; it stays in the stream");
-        return delivery.acker.ack(BasicAckOptions::default()).await;
+        return Settle::Ack;
     }
-    delivery
-        .acker
-        .nack(BasicNackOptions {
-            multiple: false,
-            requeue: true,
-        })
-        .await
+    Settle::Requeue
 }
 
 /// Publishes a copy of the delivery, with the dead-letter headers, to the

@@ -12,7 +12,8 @@
 //!   and an unroutable (returned) or nacked message is an error. The
 //!   [`PRIORITY_HEADER`] header sets the AMQP priority.
 //! - Consuming: one channel per subscription with `basic.qos` prefetch and a
-//!   concurrency limit; ack on success, publish to the dead-letter
+//!   concurrency limit; ack on success (the acks of consecutive handled
+//!   deliveries go out as one `multiple` ack), publish to the dead-letter
 //!   destination (then ack) when the handlers give up, nack-requeue when a
 //!   message is handed back (stopping mid-retry, a handler abandoned at the
 //!   stop deadline, an unknown type under `UnknownEventPolicy::HandBack`, or
@@ -45,6 +46,7 @@ mod delivery;
 mod options;
 mod properties;
 mod publish;
+mod settle;
 mod topology;
 
 use std::sync::Arc;
