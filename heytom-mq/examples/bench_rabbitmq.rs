@@ -78,6 +78,15 @@ fn names() -> &'static Names {
     })
 }
 
+// Registered like every `#[derive(Event)]` type (the derive needs fixed
+// names; this benchmark uses fresh ones per run).
+heytom_mq::__private::inventory::submit! {
+    heytom_mq::__private::EventRegistration {
+        name: <BenchEvent as Event>::NAME,
+        route: <BenchEvent as Event>::route,
+    }
+}
+
 impl Event for BenchEvent {
     const NAME: &'static str = "BenchEvent";
     fn route() -> &'static Route {

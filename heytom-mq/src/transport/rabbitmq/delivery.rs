@@ -12,7 +12,7 @@ use crate::event::{headers, Headers};
 /// The delivery as the dispatcher takes it.
 pub(crate) fn incoming(props: &lapin::BasicProperties, body: Vec<u8>) -> Incoming {
     let mut h = Headers::new();
-    let (mut id, mut name, mut at) = (None, None, None);
+    let (mut id, mut name, mut at, mut correlation) = (None, None, None, None);
     if let Some(table) = props.headers() {
         for (k, v) in table.inner() {
             // A value that does not parse stays a string header: the
@@ -28,7 +28,13 @@ pub(crate) fn incoming(props: &lapin::BasicProperties, body: Vec<u8>) -> Incomin
                     }
                     headers::EVENT_NAME => {
                         if let Some(t) = text {
-                            name = Some(t.to_owned());
+                            name = Some(t);
+                            continue;
+                        }
+                    }
+                    headers::CORRELATION_ID => {
+                        if text.is_some() {
+                            correlation = Some(s.as_bytes());
                             continue;
                         }
                     }
@@ -53,7 +59,24 @@ pub(crate) fn incoming(props: &lapin::BasicProperties, body: Vec<u8>) -> Incomin
             .map(|m| event_id_of_message_id(m.as_str()));
     }
     if name.is_none() && !h.contains_key(headers::EVENT_NAME) {
-        name = props.kind().as_ref().map(|k| k.as_str().to_owned());
+        name = props.kind().as_ref().map(|k| k.as_str());
+    }
+    // The usual correlation id, the event id itself, is not copied into
+    // strings: the envelope answers it from the id.
+    let mut correlation_is_id = false;
+    if let Some(v) = correlation {
+        let mut buf = uuid::Uuid::encode_buffer();
+        match id {
+            Some(id) if id.hyphenated().encode_lower(&mut buf).as_bytes() == v => {
+                correlation_is_id = true;
+            }
+            _ => {
+                h.insert(
+                    headers::CORRELATION_ID.to_owned(),
+                    String::from_utf8_lossy(v).into_owned(),
+                );
+            }
+        }
     }
     if at.is_none() && !h.contains_key(headers::OCCURRED_AT) {
         at = props
@@ -65,8 +88,11 @@ pub(crate) fn incoming(props: &lapin::BasicProperties, body: Vec<u8>) -> Incomin
     if let Some(id) = id {
         incoming = incoming.event_id(id);
     }
+    if correlation_is_id {
+        incoming = incoming.correlation_is_event_id();
+    }
     if let Some(name) = name {
-        incoming = incoming.event_name(name);
+        incoming = incoming.event_name_str(name);
     }
     if let Some(at) = at {
         incoming = incoming.occurred_at(at);
@@ -156,6 +182,29 @@ mod tests {
         assert_eq!(parsed.get_version_num(), 5);
         assert_eq!(parsed.to_string(), "3d31590f-7afe-5d20-8260-a479b965ae5d");
         assert_ne!(parsed, event_id_of_message_id("order-43"));
+        // a correlation id equal to the event id is answered from the id;
+        // another one is kept
+        let mut table = FieldTable::default();
+        table.insert(
+            headers::EVENT_ID.into(),
+            AMQPValue::LongString(id.as_str().into()),
+        );
+        table.insert(
+            headers::CORRELATION_ID.into(),
+            AMQPValue::LongString(id.as_str().into()),
+        );
+        let props = lapin::BasicProperties::default().with_headers(table.clone());
+        let envelope = incoming(&props, Vec::new()).into_envelope("Ping").unwrap();
+        assert!(!envelope.headers.contains_key(headers::CORRELATION_ID));
+        assert_eq!(envelope.header(headers::CORRELATION_ID), Some(id.as_str()));
+        assert_eq!(incoming_headers(&props)[headers::CORRELATION_ID], id);
+        table.insert(
+            headers::CORRELATION_ID.into(),
+            AMQPValue::LongString("c".into()),
+        );
+        let props = lapin::BasicProperties::default().with_headers(table);
+        let envelope = incoming(&props, Vec::new()).into_envelope("Ping").unwrap();
+        assert_eq!(envelope.headers[headers::CORRELATION_ID], "c");
         // no message id: nothing here (the dispatcher gives a fresh one)
         let props = lapin::BasicProperties::default();
         assert!(!incoming_headers(&props).contains_key(headers::EVENT_ID));
