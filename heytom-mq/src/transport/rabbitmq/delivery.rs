@@ -32,11 +32,9 @@ pub(crate) fn incoming(props: &lapin::BasicProperties, body: Vec<u8>) -> Incomin
                             continue;
                         }
                     }
-                    headers::CORRELATION_ID => {
-                        if text.is_some() {
-                            correlation = Some(s.as_bytes());
-                            continue;
-                        }
+                    headers::CORRELATION_ID if text.is_some() => {
+                        correlation = Some(s.as_bytes());
+                        continue;
                     }
                     headers::OCCURRED_AT => {
                         if let Some(t) = text.and_then(|t| DateTime::parse_from_rfc3339(t).ok()) {
