@@ -299,7 +299,7 @@ impl Transport for InMemoryTransport {
     }
 
     /// The messages of a `send_batch`, without a copy of the event name or
-    /// of the default correlation id in each (see [`SharedEnvelope::batch`]).
+    /// of the default correlation id in each (the messages share one allocation).
     async fn publish_encoded(&self, batch: &EncodedBatch<'_>) -> Vec<Result<()>> {
         // Made in place in the batch's one allocation.
         let envelopes = (0..batch.len()).map(|i| Envelope {
