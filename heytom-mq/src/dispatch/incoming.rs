@@ -114,11 +114,24 @@ impl Incoming {
         self
     }
 
-    /// The message's correlation id is its event id, which the transport
-    /// left out of the headers (no strings made for it per message); the
-    /// envelope answers it from the id, and a dead-lettered copy carries it.
-    pub(crate) fn correlation_is_event_id(mut self) -> Self {
-        self.wire().correlation_is_id = true;
+    /// The `correlation-id` header as the transport read it, after
+    /// [`event_id`](Self::event_id): the usual one, the event id itself, is
+    /// not stored as strings (the envelope answers it from the id, and a
+    /// dead-lettered copy carries it); any other is kept as a header.
+    pub(crate) fn correlation_id_bytes(mut self, value: &[u8]) -> Self {
+        let w = self.wire();
+        let mut buf = Uuid::encode_buffer();
+        match w.id {
+            Some(id) if id.hyphenated().encode_lower(&mut buf).as_bytes() == value => {
+                w.correlation_is_id = true;
+            }
+            _ => {
+                w.headers.insert(
+                    headers::CORRELATION_ID.to_owned(),
+                    String::from_utf8_lossy(value).into_owned(),
+                );
+            }
+        }
         self
     }
 

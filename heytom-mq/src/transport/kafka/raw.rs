@@ -185,20 +185,6 @@ impl<'a> RawMessage<'a> {
                 }
             },
         };
-        // The usual correlation id, the event id itself, is not copied into
-        // strings: the envelope answers it from the id.
-        let mut correlation_is_id = false;
-        if let Some(v) = correlation {
-            let mut buf = uuid::Uuid::encode_buffer();
-            match id {
-                Some(id) if id.hyphenated().encode_lower(&mut buf).as_bytes() == v => {
-                    correlation_is_id = true;
-                }
-                _ => {
-                    wire.insert(headers::CORRELATION_ID.to_owned(), text(v));
-                }
-            }
-        }
         let at = at.and_then(|v| {
             let parsed = super::wire::parse_rfc3339(v);
             if parsed.is_none() {
@@ -210,8 +196,8 @@ impl<'a> RawMessage<'a> {
         if let Some(id) = id {
             incoming = incoming.event_id(id);
         }
-        if correlation_is_id {
-            incoming = incoming.correlation_is_event_id();
+        if let Some(v) = correlation {
+            incoming = incoming.correlation_id_bytes(v);
         }
         if let Some(name) = name {
             incoming = match std::str::from_utf8(name) {

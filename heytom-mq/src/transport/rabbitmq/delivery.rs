@@ -59,23 +59,6 @@ pub(crate) fn incoming(props: &lapin::BasicProperties, body: Vec<u8>) -> Incomin
     if name.is_none() && !h.contains_key(headers::EVENT_NAME) {
         name = props.kind().as_ref().map(|k| k.as_str());
     }
-    // The usual correlation id, the event id itself, is not copied into
-    // strings: the envelope answers it from the id.
-    let mut correlation_is_id = false;
-    if let Some(v) = correlation {
-        let mut buf = uuid::Uuid::encode_buffer();
-        match id {
-            Some(id) if id.hyphenated().encode_lower(&mut buf).as_bytes() == v => {
-                correlation_is_id = true;
-            }
-            _ => {
-                h.insert(
-                    headers::CORRELATION_ID.to_owned(),
-                    String::from_utf8_lossy(v).into_owned(),
-                );
-            }
-        }
-    }
     if at.is_none() && !h.contains_key(headers::OCCURRED_AT) {
         at = props
             .timestamp()
@@ -86,8 +69,8 @@ pub(crate) fn incoming(props: &lapin::BasicProperties, body: Vec<u8>) -> Incomin
     if let Some(id) = id {
         incoming = incoming.event_id(id);
     }
-    if correlation_is_id {
-        incoming = incoming.correlation_is_event_id();
+    if let Some(v) = correlation {
+        incoming = incoming.correlation_id_bytes(v);
     }
     if let Some(name) = name {
         incoming = incoming.event_name_str(name);
