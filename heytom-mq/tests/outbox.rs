@@ -854,6 +854,52 @@ macro_rules! outbox_suite {
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn zero_retention_deletes_each_row_once_confirmed() {
+                let Some(f) = Fixture::new().await else { return };
+                let broker = InMemoryBroker::new();
+                let (_c, delivered) = consume(&broker).await;
+                let (transport, down, _) = flaky(&broker, false);
+                let app = f
+                    .app(&broker, f.outbox().retention(Duration::ZERO))
+                    .transport(transport)
+                    // No scan after the first: only the sender's own write can
+                    // remove a row (the scan's retention pass would too).
+                    .local_message_retry(LocalMessageRetryOptions {
+                        max_retry_count: 1,
+                        scan_interval: Duration::from_secs(600),
+                        ..Default::default()
+                    })
+                    .start()
+                    .await
+                    .unwrap();
+                let producer = app.producer();
+                for n in 0..3 {
+                    f.commit(&producer, n).await.unwrap();
+                }
+                delivered.wait_for(3, Duration::from_secs(10)).await;
+                let outbox = f.outbox();
+                eventually("the confirmed rows deleted", Duration::from_secs(10), || {
+                    let outbox = outbox.clone();
+                    async move { outbox.status_counts().await.unwrap() == Default::default() }
+                })
+                .await;
+                // A send that is not confirmed keeps its row (Failed here).
+                down.store(true, Ordering::SeqCst);
+                let failed = f.commit(&producer, 3).await.unwrap();
+                eventually("the unconfirmed row Failed", Duration::from_secs(10), || {
+                    let outbox = outbox.clone();
+                    async move { outbox.status_counts().await.unwrap().failed == 1 }
+                })
+                .await;
+                assert_eq!(outbox.failed_messages(10).await.unwrap()[0].id, failed);
+                // Several scans later nothing was sent twice.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                delivered.assert_exactly_once(&[0, 1, 2]);
+                app.shutdown().await.unwrap();
+                f.drop_tables().await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn inspection_requeue_purge_and_retention() {
                 let Some(f) = Fixture::new().await else { return };
                 let broker = InMemoryBroker::new();

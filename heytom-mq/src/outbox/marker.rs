@@ -78,22 +78,39 @@ impl Relay {
             };
             let mut count = first.ids.len();
             let mut batch = vec![first];
-            let linger = tokio::time::sleep(MARK_LINGER);
-            tokio::pin!(linger);
-            while count < MARK_BATCH {
+            if count < MARK_BATCH {
+                // Not woken by every sent batch: what arrives meanwhile is
+                // taken after the linger, or once a sender sees the queue
+                // filling up (`Relay::queue_mark`).
                 tokio::select! {
-                    biased;
-                    m = marks.recv() => match m {
-                        Some(m) => {
-                            count += m.ids.len();
-                            batch.push(m);
-                        }
-                        None => break,
-                    },
-                    _ = &mut linger => break,
+                    _ = tokio::time::sleep(MARK_LINGER) => {}
+                    _ = self.mark_now.notified() => {}
+                }
+            }
+            while count < MARK_BATCH {
+                match marks.try_recv() {
+                    Ok(m) => {
+                        count += m.ids.len();
+                        batch.push(m);
+                    }
+                    Err(_) => break,
                 }
             }
             self.mark_sent(batch).await;
+        }
+    }
+
+    /// Queues sent rows for the marker; wakes it early when a full batch
+    /// may be waiting or its queue is half full.
+    pub(super) async fn queue_mark(&self, mark: Mark) {
+        let big = mark.ids.len() >= MARK_BATCH / 4;
+        match self.marks.send(mark).await {
+            Ok(()) if big || self.marks.capacity() <= self.marks.max_capacity() / 2 => {
+                self.mark_now.notify_one()
+            }
+            Ok(()) => {}
+            // The marker has stopped: mark here.
+            Err(mpsc::error::SendError(mark)) => self.mark_sent(vec![mark]).await,
         }
     }
 
@@ -102,8 +119,16 @@ impl Relay {
         for m in marks {
             by_token.entry(m.token).or_default().extend(m.ids);
         }
+        // With a retention of zero a confirmed row is deleted at once: one
+        // write, not a Sent mark and then a delete on the next scan.
+        let delete = self.retention == Some(Duration::ZERO);
         for (token, ids) in by_token {
-            match retry_storage(|| self.store.mark_sent(&ids, &token)).await {
+            let written = if delete {
+                retry_storage(|| self.store.delete_sent(&ids, &token)).await
+            } else {
+                retry_storage(|| self.store.mark_sent(&ids, &token)).await
+            };
+            match written {
                 Ok(n) if (n as usize) < ids.len() => tracing::warn!(
                     count = ids.len() - n as usize,
                     "sent outbox rows had been taken over by another sender (their lease expired while sending): they may be sent twice"

@@ -262,7 +262,11 @@ impl Outbox {
     }
 
     /// Deletes Sent rows older than `age` (at most 100 years), in small
-    /// batches, on each scan (default: keep them).
+    /// batches, on each scan (default: keep them). With `Duration::ZERO`
+    /// a row is deleted as soon as its send is confirmed, in the statement
+    /// that would have marked it Sent: the table holds only rows still to
+    /// send and Failed ones, and each event costs the database one write
+    /// less.
     pub fn retention(mut self, age: Duration) -> Self {
         self.retention = Some(age);
         self

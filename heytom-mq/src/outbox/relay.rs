@@ -25,6 +25,7 @@ use super::marker::{retry_storage, Mark};
 use super::repository::{DbKind, Store};
 use super::schedule::WakeSchedule;
 pub(super) use super::sender::Committed;
+use super::sender::Senders;
 use super::transaction::to_outgoing;
 use super::{
     ExhaustedCallback, LocalMessage, LocalMessageRetryOptions, MessageStatus, OutboxConfig,
@@ -36,7 +37,7 @@ use crate::telemetry;
 /// Committed rows waiting for the post-commit sender, at most; rows that do
 /// not fit keep their commit lease and are sent by a scanner after it.
 const MAX_QUEUED_ROWS: usize = 20_000;
-/// Commits waiting for the post-commit sender, at most.
+/// Commits waiting for one transport's post-commit sender, at most.
 pub(super) const COMMIT_QUEUE: usize = 4096;
 /// Sent batches waiting to be marked; a sender waits when it is full.
 const MARK_QUEUE: usize = 256;
@@ -56,7 +57,7 @@ pub(crate) struct Relay {
     pub(crate) lease: Duration,
     backoff: Duration,
     max_backoff: Duration,
-    retention: Option<Duration>,
+    pub(super) retention: Option<Duration>,
     on_exhausted: Option<ExhaustedCallback>,
     /// This instance's id (in logs).
     pub(crate) owner: String,
@@ -69,6 +70,8 @@ pub(crate) struct Relay {
     pub(super) schedule: WakeSchedule,
     /// Sent and confirmed rows, for the marker task to mark Sent in batches.
     pub(super) marks: mpsc::Sender<Mark>,
+    /// Wakes the marker before its linger is over (see `Relay::queue_mark`).
+    pub(super) mark_now: Notify,
     /// Rows in flight, renewed by the keeper.
     pub(super) leases: Leases,
     pub(super) availability: Availability,
@@ -79,10 +82,10 @@ pub(crate) struct Relay {
 /// The running outbox of an app: the store, the relay and its tasks.
 pub struct OutboxRuntime {
     pub(crate) relay: Arc<Relay>,
-    committed: mpsc::Sender<Committed>,
-    /// Rows in `committed`, bounded by `MAX_QUEUED_ROWS`.
+    /// The post-commit senders, one per transport.
+    senders: Senders,
+    /// Rows handed to the senders and not taken yet, bounded by `MAX_QUEUED_ROWS`.
     queued: Arc<AtomicUsize>,
-    receiver: Mutex<Option<mpsc::Receiver<Committed>>>,
     stop: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     marks: Mutex<Option<mpsc::Receiver<Mark>>>,
@@ -115,7 +118,6 @@ impl OutboxRuntime {
             store.create_table().await?;
         }
         store.probe().await?;
-        let (committed, receiver) = mpsc::channel(COMMIT_QUEUE);
         let (stop, _) = watch::channel(false);
         let (marker_stop, _) = watch::channel(false);
         let (marks, marks_rx) = mpsc::channel(MARK_QUEUE);
@@ -135,13 +137,13 @@ impl OutboxRuntime {
                 wake: Arc::new(Notify::new()),
                 schedule: WakeSchedule::default(),
                 marks,
+                mark_now: Notify::new(),
                 leases: Leases::default(),
                 availability: Availability::default(),
                 scan_health: Default::default(),
             }),
-            committed,
+            senders: Senders::new(),
             queued: Arc::new(AtomicUsize::new(0)),
-            receiver: Mutex::new(Some(receiver)),
             stop,
             tasks: Mutex::new(Vec::new()),
             marks: Mutex::new(Some(marks_rx)),
@@ -162,10 +164,11 @@ impl OutboxRuntime {
     /// Starts the dispatcher, the scanner, the lease keeper, the marker and
     /// (PostgreSQL) the listener.
     pub(crate) fn start(self: &Arc<Self>) {
-        let Some(receiver) = lock(&self.receiver).take() else {
+        // The marker's receiver is there until the first start.
+        let Some(marks) = lock(&self.marks).take() else {
             return;
         };
-        if let Some(marks) = lock(&self.marks).take() {
+        {
             let mut marker = lock(&self.marker);
             marker.push(tokio::spawn(
                 self.relay
@@ -177,11 +180,6 @@ impl OutboxRuntime {
             ));
         }
         let mut tasks = lock(&self.tasks);
-        tasks.push(tokio::spawn(self.relay.clone().dispatch_loop(
-            receiver,
-            self.queued.clone(),
-            self.stop.subscribe(),
-        )));
         if self.relay.retry.enabled {
             tasks.push(tokio::spawn(
                 self.relay.clone().scan_loop(self.stop.subscribe()),
@@ -207,6 +205,8 @@ impl OutboxRuntime {
     /// progress finishes its batch, their outcomes are written.
     pub(crate) async fn stop(&self) {
         let _ = self.stop.send(true);
+        // Rows already committed are sent first.
+        self.senders.close().await;
         let tasks: Vec<JoinHandle<()>> = std::mem::take(&mut *lock(&self.tasks));
         for t in tasks {
             let _ = t.await;
@@ -235,14 +235,8 @@ impl OutboxRuntime {
             );
             return;
         }
-        if self.committed.try_send(Committed { rows, since }).is_err() {
-            // Full, or the relay is gone: a scanner sends them after the lease.
-            self.queued.fetch_sub(n, Ordering::AcqRel);
-            tracing::debug!(
-                count = n,
-                "outbox send queue full: rows left to the scanner"
-            );
-        }
+        self.senders
+            .hand(&self.relay, Committed { rows, since }, &self.queued);
     }
 }
 
@@ -437,10 +431,7 @@ impl Relay {
                     token: tokens.get(t),
                     ids,
                 };
-                if let Err(mpsc::error::SendError(mark)) = self.marks.send(mark).await {
-                    // The marker has stopped: mark here.
-                    self.mark_sent(vec![mark]).await;
-                }
+                self.queue_mark(mark).await;
             }
             for (transport, (reason, held)) in unavailable {
                 let wait = self.availability.failed(&transport, &reason);

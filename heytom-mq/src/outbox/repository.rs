@@ -333,6 +333,20 @@ impl Store {
         Ok(n)
     }
 
+    /// Deletes confirmed rows `token` holds (a retention of zero); returns
+    /// how many it still held.
+    pub(crate) async fn delete_sent(&self, ids: &[Uuid], token: &str) -> Result<u64> {
+        let mut n = 0;
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            n += self
+                .backend
+                .execute(self.table.delete_sent(chunk, token))
+                .await
+                .map_err(storage("deleting sent rows", &self.table.name))?;
+        }
+        Ok(n)
+    }
+
     /// Marks rows `token` holds Failed (one retry counted), due again after
     /// `backoff_ms`; returns how many it still held.
     pub(crate) async fn mark_failed(

@@ -1,14 +1,14 @@
-//! The post-commit path of the relay: committed rows go from the commit
-//! queue to one sender per transport, which sends them under their commit
+//! The post-commit path of the relay: committed rows go straight from the
+//! commit to one sender per transport, which sends them under their commit
 //! lease while it is young (no statement before the publish), or takes them
 //! over with a fenced update first when it is not.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
@@ -43,96 +43,88 @@ impl Committed {
     }
 }
 
-impl Relay {
-    /// Takes committed rows off the commit queue and hands them to one
-    /// sender per transport (by the rows' `MQType`), so a broker that hangs
-    /// holds up its own rows only. A sender whose queue is full leaves the
-    /// rows to the scanner (they keep their commit lease).
-    pub(super) async fn dispatch_loop(
-        self: Arc<Self>,
-        mut receiver: mpsc::Receiver<Committed>,
-        queued: Arc<AtomicUsize>,
-        mut stop: watch::Receiver<bool>,
-    ) {
-        // Rows stay counted in `queued` until their transport's sender takes
-        // them: the bound covers both queues.
-        let mut senders: HashMap<String, (mpsc::Sender<Committed>, JoinHandle<()>)> =
-            HashMap::new();
-        let mut route = |batch: Committed| {
-            let since = batch.since;
-            if batch.rows.is_empty() {
-                return;
-            }
-            // Usually every row goes to one transport: no regrouping then.
-            let one = batch.rows.first().map(|r| r.mq_type.as_str());
-            let by_transport: Vec<(String, Vec<LocalMessage>)> =
-                if batch.rows.iter().all(|r| Some(r.mq_type.as_str()) == one) {
-                    let transport = one.unwrap_or_default().to_owned();
-                    vec![(transport, batch.rows)]
-                } else {
-                    let mut by: HashMap<String, Vec<LocalMessage>> = HashMap::new();
-                    for r in batch.rows {
-                        match by.get_mut(r.mq_type.as_str()) {
-                            Some(rows) => rows.push(r),
-                            None => {
-                                by.insert(r.mq_type.clone(), vec![r]);
-                            }
-                        }
-                    }
-                    by.into_iter().collect()
-                };
-            for (transport, rows) in by_transport {
-                if !senders.contains_key(&transport) {
-                    let (tx, rx) = mpsc::channel(SENDER_QUEUE);
-                    let task = tokio::spawn(self.clone().send_loop(rx, queued.clone()));
-                    senders.insert(transport.clone(), (tx, task));
-                }
-                let Some((tx, _)) = senders.get(&transport) else {
-                    continue;
-                };
-                if let Err(e) = tx.try_send(Committed { rows, since }) {
-                    let n = match e {
-                        mpsc::error::TrySendError::Full(c)
-                        | mpsc::error::TrySendError::Closed(c) => c.rows.len(),
-                    };
-                    queued.fetch_sub(n, Ordering::AcqRel);
-                    tracing::debug!(count = n, "outbox sender busy: rows left to the scanner");
-                }
-            }
-        };
-        loop {
-            tokio::select! {
-                biased;
-                batch = receiver.recv() => match batch {
-                    Some(mut batch) => {
-                        // Commits that arrived together travel as one batch.
-                        while batch.rows.len() < DISPATCH_BATCH {
-                            match receiver.try_recv() {
-                                Ok(more) => batch.merge(more),
-                                Err(_) => break,
-                            }
-                        }
-                        route(batch);
-                    }
-                    None => break,
-                },
-                _ = stop.changed() => {
-                    // Send what was committed before the stop.
-                    receiver.close();
-                    while let Ok(batch) = receiver.try_recv() {
-                        route(batch);
-                    }
-                    break;
-                }
-            }
-        }
-        // Closing the queues lets each sender finish what it holds.
-        let handles: Vec<JoinHandle<()>> = senders.into_values().map(|(_, h)| h).collect();
-        for h in handles {
-            let _ = h.await;
+/// The post-commit senders of a relay, one per transport (by the rows'
+/// `MQType`), so a broker that hangs holds up its own rows only. A commit
+/// hands its rows straight to its transport's sender (started on first
+/// use): one task wakes per commit, not a router and then a sender. Closed
+/// when the relay stops.
+pub(crate) struct Senders {
+    by_transport: Mutex<Option<HashMap<String, SenderTask>>>,
+}
+
+struct SenderTask {
+    queue: mpsc::Sender<Committed>,
+    task: JoinHandle<()>,
+}
+
+impl Senders {
+    pub(crate) fn new() -> Self {
+        Senders {
+            by_transport: Mutex::new(Some(HashMap::new())),
         }
     }
 
+    /// Hands one commit's rows to the senders of their transports. Rows
+    /// stay counted in `queued` until their sender takes them; a sender
+    /// whose queue is full, or a relay that has stopped, leaves them to
+    /// the scanner (they keep their commit lease).
+    pub(crate) fn hand(&self, relay: &Arc<Relay>, batch: Committed, queued: &Arc<AtomicUsize>) {
+        let since = batch.since;
+        // Usually every row goes to one transport: no regrouping then.
+        let one = batch.rows.first().map(|r| r.mq_type.as_str());
+        let by_transport: Vec<(String, Vec<LocalMessage>)> =
+            if batch.rows.iter().all(|r| Some(r.mq_type.as_str()) == one) {
+                let transport = one.unwrap_or_default().to_owned();
+                vec![(transport, batch.rows)]
+            } else {
+                let mut by: HashMap<String, Vec<LocalMessage>> = HashMap::new();
+                for r in batch.rows {
+                    match by.get_mut(r.mq_type.as_str()) {
+                        Some(rows) => rows.push(r),
+                        None => {
+                            by.insert(r.mq_type.clone(), vec![r]);
+                        }
+                    }
+                }
+                by.into_iter().collect()
+            };
+        let mut senders = self.by_transport.lock().unwrap_or_else(|p| p.into_inner());
+        for (transport, rows) in by_transport {
+            let n = rows.len();
+            let Some(senders) = senders.as_mut() else {
+                queued.fetch_sub(n, Ordering::AcqRel);
+                tracing::debug!(count = n, "outbox relay stopped: rows left to the scanner");
+                continue;
+            };
+            let sender = senders.entry(transport).or_insert_with(|| {
+                let (queue, rx) = mpsc::channel(SENDER_QUEUE);
+                let task = tokio::spawn(relay.clone().send_loop(rx, queued.clone()));
+                SenderTask { queue, task }
+            });
+            if sender.queue.try_send(Committed { rows, since }).is_err() {
+                queued.fetch_sub(n, Ordering::AcqRel);
+                tracing::debug!(count = n, "outbox sender busy: rows left to the scanner");
+            }
+        }
+    }
+
+    /// Stops taking commits; each sender sends what it holds, then ends.
+    pub(crate) async fn close(&self) {
+        let senders = self
+            .by_transport
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .unwrap_or_default();
+        // Closing the queues lets each sender finish what it holds.
+        let tasks: Vec<JoinHandle<()>> = senders.into_values().map(|s| s.task).collect();
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Relay {
     /// One transport's post-commit sender: merges what is queued into
     /// batches and sends them in commit order.
     async fn send_loop(

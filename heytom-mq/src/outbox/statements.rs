@@ -397,6 +397,20 @@ impl Table {
         ))
     }
 
+    /// Deletes rows that `token` still holds: a confirmed send with a
+    /// retention of zero (`Outbox::retention(Duration::ZERO)`), one write
+    /// instead of marking the row Sent and deleting it on the next scan.
+    pub(crate) fn delete_sent(&self, ids: &[Uuid], token: &str) -> Built {
+        let Cols { id, locked_by, .. } = &self.c;
+        let t = &self.t;
+        let mut p = Params::new(self.d);
+        let ids = p.ids(ids);
+        let token = p.p(Arg::Text(token.to_owned()));
+        p.build(format!(
+            "DELETE FROM {t} WHERE {id} IN {ids} AND {locked_by} = {token}"
+        ))
+    }
+
     /// Marks rows Failed that `token` still holds (never a Sent one), one
     /// more retry counted, due again after `backoff_ms`.
     pub(crate) fn mark_failed(

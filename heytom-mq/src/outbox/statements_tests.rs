@@ -41,6 +41,13 @@ fn statements_read_as_whole_sql() {
          WHERE `Id` IN (?, ?) AND `LockedBy` = ?"
     );
     assert_eq!(sent.args.len(), 4);
+    // A retention of zero deletes what it would have marked, fenced alike.
+    let deleted = my.delete_sent(&ids, "me");
+    assert_eq!(
+        deleted.sql,
+        "DELETE FROM `T` WHERE `Id` IN (?, ?) AND `LockedBy` = ?"
+    );
+    assert_eq!(deleted.args.len(), 3);
 }
 
 #[test]
