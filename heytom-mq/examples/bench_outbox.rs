@@ -49,7 +49,8 @@
 //! writer count, split over the rounds; default 3000), `HEYTOM_BENCH_ROUNDS`
 //! (default 5), `HEYTOM_BENCH_DRAIN_ROUNDS` (default 5),
 //! `HEYTOM_BENCH_BACKLOG` (default 100000), `HEYTOM_BENCH_SEND_OFF` (`0`:
-//! skip the send-off enqueue figure).
+//! skip the send-off enqueue figure), `HEYTOM_BENCH_SIDES` (`business`,
+//! `hand`, `outbox`; default all: one side alone, to profile it).
 
 #[path = "bench_support/mod.rs"]
 mod bench_support;
@@ -701,6 +702,9 @@ macro_rules! bench_db {
                             for k in 0..3 {
                                 // The order of the sides rotates from round to round.
                                 let side = (k + round) % 3;
+                                if !selected("HEYTOM_BENCH_SIDES", &[["business", "hand", "outbox"][side]]) {
+                                    continue;
+                                }
                                 let meter = Meter::start();
                                 let mut tasks = Vec::new();
                                 for _ in 0..writers {
