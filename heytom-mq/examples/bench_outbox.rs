@@ -18,8 +18,8 @@
 //!     post-commit send off and no scanner (`dispatch_after_commit(false)`,
 //!     retry scanner disabled, a table of its own): nothing sends on either
 //!     side, so `outbox.enqueue_send_off.<db>.<n>w` is the framework's enqueue
-//!     cost alone (on PostgreSQL it includes the `pg_notify` that setting
-//!     sends in every transaction, to wake other instances' scanners);
+//!     cost alone (on PostgreSQL it includes the `NOTIFY`s that wake other
+//!     instances' scanners, sent after the commits and coalesced);
 //! (b) latency from calling `commit()` to the transport's confirm (RabbitMQ:
 //!     the broker's publisher confirm), 1 writer (1000 commits) and 8 writers
 //!     (8 x 250), a commit every millisecond per writer, p50 / p99;

@@ -74,13 +74,6 @@ impl OutboxRuntime {
                     Error::storage(format!("outbox insert into {} failed: {e}", table.name), e)
                 })?;
         }
-        if !relay.dispatch_after_commit {
-            if let Some(q) = table.notify() {
-                DB::__execute(conn, q)
-                    .await
-                    .map_err(|e| Error::storage(format!("outbox notify failed: {e}"), e))?;
-            }
-        }
         Ok(FollowUps {
             runtime: self.clone(),
             rows,

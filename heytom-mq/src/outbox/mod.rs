@@ -62,6 +62,7 @@ mod sender;
 mod sqlite;
 mod statements;
 mod transaction;
+mod wake;
 
 pub use admin::{MessageFilter, MessagePage, OutboxAdmin, SentRate};
 pub(crate) use config::resolve_config;

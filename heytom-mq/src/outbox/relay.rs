@@ -27,6 +27,7 @@ use super::schedule::WakeSchedule;
 pub(super) use super::sender::Committed;
 use super::sender::Senders;
 use super::transaction::to_outgoing;
+use super::wake::WakeOthers;
 use super::{
     ExhaustedCallback, LocalMessage, LocalMessageRetryOptions, MessageStatus, OutboxConfig,
 };
@@ -66,6 +67,8 @@ pub(crate) struct Relay {
     commit_lease: Mutex<(Arc<str>, Instant)>,
     /// Wakes the scanner at once (PostgreSQL `NOTIFY`).
     pub(super) wake: Arc<Notify>,
+    /// Wakes other instances' scanners (see `wake.rs`).
+    pub(super) wake_others: WakeOthers,
     /// Wakes the scanner when a scheduled row is due (see `schedule.rs`).
     pub(super) schedule: WakeSchedule,
     /// Sent and confirmed rows, for the marker task to mark Sent in batches.
@@ -118,6 +121,7 @@ impl OutboxRuntime {
             store.create_table().await?;
         }
         store.probe().await?;
+        let notify_others = store.table.notify().is_some();
         let (stop, _) = watch::channel(false);
         let (marker_stop, _) = watch::channel(false);
         let (marks, marks_rx) = mpsc::channel(MARK_QUEUE);
@@ -135,6 +139,7 @@ impl OutboxRuntime {
                 owner: Uuid::now_v7().to_string(),
                 commit_lease: Mutex::new((token(), Instant::now())),
                 wake: Arc::new(Notify::new()),
+                wake_others: WakeOthers::new(notify_others),
                 schedule: WakeSchedule::default(),
                 marks,
                 mark_now: Notify::new(),
@@ -180,6 +185,9 @@ impl OutboxRuntime {
             ));
         }
         let mut tasks = lock(&self.tasks);
+        tasks.push(tokio::spawn(
+            self.relay.clone().notify_loop(self.stop.subscribe()),
+        ));
         if self.relay.retry.enabled {
             tasks.push(tokio::spawn(
                 self.relay.clone().scan_loop(self.stop.subscribe()),
@@ -223,7 +231,12 @@ impl OutboxRuntime {
     /// not fit in the queue (the broker is slower than the commits) keep
     /// their commit lease and are sent by a scanner once it expires.
     pub(crate) fn committed(&self, rows: Vec<LocalMessage>, since: Instant) {
-        if rows.is_empty() || !self.relay.dispatch_after_commit {
+        if rows.is_empty() {
+            return;
+        }
+        if !self.relay.dispatch_after_commit {
+            // Due at once: a scanner sends them.
+            self.relay.wake_scanners(true);
             return;
         }
         let n = rows.len();

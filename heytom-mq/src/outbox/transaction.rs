@@ -153,23 +153,13 @@ impl<DB: OutboxDatabase> OutboxTransaction<DB> {
         let id = row.id;
         let table = &self.runtime.relay.store.table;
         let span = tracing::debug_span!("outbox.schedule", event_id = %id, event_name = E::NAME, due = %when);
-        let tx = &mut self.tx;
-        async {
-            DB::__execute(&mut **tx, table.insert(std::slice::from_ref(&row), None))
-                .await
-                .map_err(|e| {
-                    Error::storage(format!("outbox insert into {} failed: {e}", table.name), e)
-                })?;
-            if let Some(q) = table.notify() {
-                // Delivered at commit: the other instances' scanners look again.
-                DB::__execute(&mut **tx, q)
-                    .await
-                    .map_err(|e| Error::storage(format!("outbox notify failed: {e}"), e))?;
-            }
-            Ok::<(), Error>(())
-        }
+        DB::__execute(
+            &mut *self.tx,
+            table.insert(std::slice::from_ref(&row), None),
+        )
         .instrument(span)
-        .await?;
+        .await
+        .map_err(|e| Error::storage(format!("outbox insert into {} failed: {e}", table.name), e))?;
         self.scheduled.push(id);
         self.wake_at = Some(self.wake_at.map_or(when, |w| w.min(when)));
         Ok(id)
@@ -204,6 +194,8 @@ impl<DB: OutboxDatabase> OutboxTransaction<DB> {
         runtime.committed(rows, since.unwrap_or_else(Instant::now));
         if let Some(when) = wake_at {
             runtime.relay.schedule.hint(when);
+            // The other instances' scanners look at the earliest due time again.
+            runtime.relay.wake_scanners(false);
         }
         Ok(())
     }
@@ -254,13 +246,6 @@ impl<DB: OutboxDatabase> OutboxTransaction<DB> {
                     .map_err(|e| {
                         Error::storage(format!("outbox insert into {} failed: {e}", table.name), e)
                     })?;
-            }
-            if !dispatch_after_commit {
-                if let Some(q) = table.notify() {
-                    DB::__execute(&mut **tx, q)
-                        .await
-                        .map_err(|e| Error::storage(format!("outbox notify failed: {e}"), e))?;
-                }
             }
             Ok::<(), Error>(())
         }
