@@ -49,7 +49,9 @@
 //! writer count, split over the rounds; default 3000), `HEYTOM_BENCH_ROUNDS`
 //! (default 5), `HEYTOM_BENCH_DRAIN_ROUNDS` (default 5),
 //! `HEYTOM_BENCH_BACKLOG` (default 100000), `HEYTOM_BENCH_SEND_OFF` (`0`:
-//! skip the send-off enqueue figure), `HEYTOM_BENCH_SIDES` (`business`,
+//! skip the send-off enqueue figure), `HEYTOM_BENCH_RETENTION_ZERO` (`1`: the
+//! enqueue's outbox deletes confirmed rows instead of marking them Sent,
+//! `outbox.enqueue_retention0.*`), `HEYTOM_BENCH_SIDES` (`business`,
 //! `hand`, `outbox`; default all: one side alone, to profile it).
 
 #[path = "bench_support/mod.rs"]
@@ -506,6 +508,13 @@ fn selected(var: &str, keys: &[&str]) -> bool {
     only.is_empty() || keys.iter().any(|k| only.contains(k))
 }
 
+/// `HEYTOM_BENCH_RETENTION_ZERO=1`: the enqueue's outbox (send on) runs
+/// with `retention(Duration::ZERO)`, so a confirmed row is deleted instead
+/// of marked Sent (`outbox.enqueue_retention0.*`).
+fn retention_zero() -> bool {
+    std::env::var("HEYTOM_BENCH_RETENTION_ZERO").is_ok_and(|v| v == "1")
+}
+
 fn phase(name: &str) -> bool {
     selected("HEYTOM_BENCH_PHASES", &[name])
 }
@@ -687,7 +696,10 @@ macro_rules! bench_db {
                                 ..Default::default()
                             })
                     } else {
-                        builder.outbox($outbox(pool.clone()).table_name(&table))
+                        let outbox = $outbox(pool.clone()).table_name(&table);
+                        // Confirmed rows deleted, not marked Sent (HEYTOM_BENCH_RETENTION_ZERO=1).
+                        let outbox = if retention_zero() { outbox.retention(Duration::ZERO) } else { outbox };
+                        builder.outbox(outbox)
                     };
                     let app = builder.start().await?;
                     let producer = app.producer();
@@ -1107,7 +1119,11 @@ fn summarize(r: &Results) {
             )
         };
         // The additional figure: the post-commit send off (nothing sends).
-        let off = if e.send_off { "_send_off" } else { "" };
+        let off = match (e.send_off, retention_zero()) {
+            (true, _) => "_send_off",
+            (false, true) => "_retention0",
+            (false, false) => "",
+        };
         println!(
             "enqueue{off} {db} {}w medians: business {} | hand {} | outbox {}",
             e.writers,
