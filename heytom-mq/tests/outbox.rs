@@ -603,6 +603,32 @@ macro_rules! outbox_suite {
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn dispatch_off_wakes_this_instances_scanner_at_commit() {
+                let Some(f) = Fixture::new().await else { return };
+                let broker = InMemoryBroker::new();
+                let (_c, delivered) = consume(&broker).await;
+                // One scan at start, the next one ten minutes later: only the
+                // commit's wake-up can send the rows in time.
+                let app = f
+                    .app(&broker, f.outbox().dispatch_after_commit(false))
+                    .local_message_retry(LocalMessageRetryOptions {
+                        scan_interval: Duration::from_secs(600),
+                        ..Default::default()
+                    })
+                    .start()
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                for n in 0..3 {
+                    f.commit(&app.producer(), n).await.unwrap();
+                }
+                delivered.wait_for(3, Duration::from_secs(10)).await;
+                delivered.assert_exactly_once(&[0, 1, 2]);
+                app.shutdown().await.unwrap();
+                f.drop_tables().await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn two_apps_on_one_table_deliver_each_exactly_once() {
                 let Some(f) = Fixture::new().await else { return };
                 let Some(pool2) = $connect(&f.url).await else { return };

@@ -11,7 +11,6 @@
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,9 +34,6 @@ use crate::error::Result;
 use crate::producer::Producer;
 use crate::telemetry;
 
-/// Committed rows waiting for the post-commit sender, at most; rows that do
-/// not fit keep their commit lease and are sent by a scanner after it.
-const MAX_QUEUED_ROWS: usize = 20_000;
 /// Commits waiting for one transport's post-commit sender, at most.
 pub(super) const COMMIT_QUEUE: usize = 4096;
 /// Sent batches waiting to be marked; a sender waits when it is full.
@@ -65,7 +61,8 @@ pub(crate) struct Relay {
     /// The current commit-lease token and when it was made: the `LockedBy`
     /// that transactions write with their rows (see [`Relay::commit_token`]).
     commit_lease: Mutex<(Arc<str>, Instant)>,
-    /// Wakes the scanner at once (PostgreSQL `NOTIFY`).
+    /// Wakes the scanner at once (a commit with dispatch off, PostgreSQL
+    /// `NOTIFY`, a requeue).
     pub(super) wake: Arc<Notify>,
     /// Wakes other instances' scanners (see `wake.rs`).
     pub(super) wake_others: WakeOthers,
@@ -87,8 +84,6 @@ pub struct OutboxRuntime {
     pub(crate) relay: Arc<Relay>,
     /// The post-commit senders, one per transport.
     senders: Senders,
-    /// Rows handed to the senders and not taken yet, bounded by `MAX_QUEUED_ROWS`.
-    queued: Arc<AtomicUsize>,
     stop: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     marks: Mutex<Option<mpsc::Receiver<Mark>>>,
@@ -121,7 +116,7 @@ impl OutboxRuntime {
             store.create_table().await?;
         }
         store.probe().await?;
-        let notify_others = store.table.notify().is_some();
+        let notify_others = store.table.d.notify.is_some();
         let (stop, _) = watch::channel(false);
         let (marker_stop, _) = watch::channel(false);
         let (marks, marks_rx) = mpsc::channel(MARK_QUEUE);
@@ -148,7 +143,6 @@ impl OutboxRuntime {
                 scan_health: Default::default(),
             }),
             senders: Senders::new(),
-            queued: Arc::new(AtomicUsize::new(0)),
             stop,
             tasks: Mutex::new(Vec::new()),
             marks: Mutex::new(Some(marks_rx)),
@@ -166,8 +160,8 @@ impl OutboxRuntime {
         self.relay.health()
     }
 
-    /// Starts the dispatcher, the scanner, the lease keeper, the marker and
-    /// (PostgreSQL) the listener.
+    /// Starts the marker, the lease keeper, the notifier, the scanner and
+    /// (PostgreSQL) the listener; post-commit senders start on first use.
     pub(crate) fn start(self: &Arc<Self>) {
         // The marker's receiver is there until the first start.
         let Some(marks) = lock(&self.marks).take() else {
@@ -239,17 +233,7 @@ impl OutboxRuntime {
             self.relay.wake_scanners(true);
             return;
         }
-        let n = rows.len();
-        if self.queued.fetch_add(n, Ordering::AcqRel) + n > MAX_QUEUED_ROWS {
-            self.queued.fetch_sub(n, Ordering::AcqRel);
-            tracing::debug!(
-                count = n,
-                "outbox send queue full: rows left to the scanner"
-            );
-            return;
-        }
-        self.senders
-            .hand(&self.relay, Committed { rows, since }, &self.queued);
+        self.senders.hand(&self.relay, Committed { rows, since });
     }
 }
 

@@ -16,6 +16,9 @@ use super::lease::token;
 use super::relay::{Relay, COMMIT_QUEUE};
 use super::LocalMessage;
 
+/// Committed rows waiting for the post-commit senders, at most; rows that
+/// do not fit keep their commit lease and are sent by a scanner after it.
+const MAX_QUEUED_ROWS: usize = 20_000;
 /// Rows merged into one send after commits arrive together.
 const DISPATCH_BATCH: usize = 1000;
 /// Batches waiting at one transport's post-commit sender, at most (their
@@ -50,6 +53,9 @@ impl Committed {
 /// when the relay stops.
 pub(crate) struct Senders {
     by_transport: Mutex<Option<HashMap<String, SenderTask>>>,
+    /// Rows handed to a sender and not taken by it yet, bounded by
+    /// `MAX_QUEUED_ROWS` over every sender's queue.
+    queued: Arc<AtomicUsize>,
 }
 
 struct SenderTask {
@@ -61,14 +67,26 @@ impl Senders {
     pub(crate) fn new() -> Self {
         Senders {
             by_transport: Mutex::new(Some(HashMap::new())),
+            queued: Arc::new(AtomicUsize::new(0)),
         }
     }
 
     /// Hands one commit's rows to the senders of their transports. Rows
-    /// stay counted in `queued` until their sender takes them; a sender
-    /// whose queue is full, or a relay that has stopped, leaves them to
-    /// the scanner (they keep their commit lease).
-    pub(crate) fn hand(&self, relay: &Arc<Relay>, batch: Committed, queued: &Arc<AtomicUsize>) {
+    /// stay counted in `queued` until their sender takes them; more than
+    /// `MAX_QUEUED_ROWS` waiting (the broker is slower than the commits), a
+    /// sender whose queue is full, or a relay that has stopped leaves them
+    /// to the scanner (they keep their commit lease).
+    pub(crate) fn hand(&self, relay: &Arc<Relay>, batch: Committed) {
+        let queued = &self.queued;
+        let n = batch.rows.len();
+        if queued.fetch_add(n, Ordering::AcqRel) + n > MAX_QUEUED_ROWS {
+            queued.fetch_sub(n, Ordering::AcqRel);
+            tracing::debug!(
+                count = n,
+                "outbox send queue full: rows left to the scanner"
+            );
+            return;
+        }
         let since = batch.since;
         // Usually every row goes to one transport: no regrouping then.
         let one = batch.rows.first().map(|r| r.mq_type.as_str());
