@@ -22,7 +22,12 @@
 //!     instances' scanners, sent after the commits and coalesced);
 //! (b) latency from calling `commit()` to the transport's confirm (RabbitMQ:
 //!     the broker's publisher confirm), 1 writer (1000 commits) and 8 writers
-//!     (8 x 250), a commit every millisecond per writer, p50 / p99;
+//!     (8 x 250), a commit every millisecond per writer, p50 / p99; over
+//!     RabbitMQ next to the same commits written by hand, each followed by a
+//!     raw lapin publish on one shared channel whose confirm a task of its
+//!     own awaits (`<n>w_by_hand`; `outbox.latency_vs_hand.*` = by hand p50
+//!     / outbox p50, one round: the outbox side also writes and marks its
+//!     row, the hand side does not);
 //! (c) drain of a backlog of 100,000 Pending rows by the retry scanner
 //!     (batch 1000) until every row is Sent in the table; over RabbitMQ,
 //!     alternating with raw lapin publishing the same number of messages
@@ -68,7 +73,7 @@ use heytom_mq::prelude::*;
 use heytom_mq::RabbitMqTransport;
 use heytom_mq::{
     BoxError, Envelope, HandlerEntry, InMemoryTransport, LocalMessage, LocalMessageRepository,
-    Outgoing, Subscription, SubscriptionHandle, Transport, TransportKind,
+    Outgoing, PendingResults, Subscription, SubscriptionHandle, Transport, TransportKind,
 };
 use lapin::options::{
     BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
@@ -171,6 +176,8 @@ struct TimingTransport {
     /// Time spent in publish calls (sending and awaiting confirms), in µs.
     busy_us: AtomicU64,
     record: bool,
+    /// Itself, for the results of a batch that come after the call.
+    me: std::sync::OnceLock<std::sync::Weak<TimingTransport>>,
 }
 
 #[async_trait]
@@ -202,6 +209,20 @@ impl Transport for TimingTransport {
         self.done(messages, &r);
         r
     }
+    async fn publish_batch_queued(&self, messages: Vec<Outgoing>) -> PendingResults {
+        let start = Instant::now();
+        let ids: Vec<uuid::Uuid> = messages.iter().map(|m| m.envelope.id).collect();
+        let pending = self.inner.publish_batch_queued(messages).await;
+        let me = self.me.get().and_then(std::sync::Weak::upgrade);
+        Box::pin(async move {
+            let r = pending.await;
+            if let Some(me) = me {
+                me.busy(start);
+                me.done_ids(&ids, &r);
+            }
+            r
+        })
+    }
     async fn subscribe(&self, sub: Subscription) -> heytom_mq::Result<Box<dyn SubscriptionHandle>> {
         self.inner.subscribe(sub).await
     }
@@ -212,13 +233,16 @@ impl Transport for TimingTransport {
 
 impl TimingTransport {
     fn new(inner: Arc<dyn Transport>, record: bool) -> Arc<Self> {
-        Arc::new(TimingTransport {
+        let t = Arc::new(TimingTransport {
             inner,
             confirmed: Mutex::new(HashMap::new()),
             count: AtomicUsize::new(0),
             busy_us: AtomicU64::new(0),
             record,
-        })
+            me: std::sync::OnceLock::new(),
+        });
+        let _ = t.me.set(Arc::downgrade(&t));
+        t
     }
 
     fn busy(&self, since: Instant) {
@@ -228,13 +252,18 @@ impl TimingTransport {
 
     /// Counts (and with `record`, timestamps) the confirmed messages.
     fn done(&self, messages: &[Outgoing], results: &[heytom_mq::Result<()>]) {
+        let ids: Vec<uuid::Uuid> = messages.iter().map(|m| m.envelope.id).collect();
+        self.done_ids(&ids, results);
+    }
+
+    fn done_ids(&self, ids: &[uuid::Uuid], results: &[heytom_mq::Result<()>]) {
         let now = Instant::now();
-        let ok = messages.iter().zip(results).filter(|(_, r)| r.is_ok());
+        let ok = ids.iter().zip(results).filter(|(_, r)| r.is_ok());
         if self.record {
             let mut c = self.confirmed.lock().unwrap_or_else(|p| p.into_inner());
             let mut n = 0;
-            for (m, _) in ok {
-                c.insert(m.envelope.id, now);
+            for (id, _) in ok {
+                c.insert(*id, now);
                 n += 1;
             }
             self.count.fetch_add(n, Ordering::Relaxed);
@@ -461,6 +490,9 @@ struct Results {
     backlog: usize,
     /// Raw lapin publish -> confirm of one message at a time: p50, p99 ms.
     raw_latency: Option<(f64, f64)>,
+    /// The same commits written by hand (business insert, commit, then raw
+    /// lapin publish -> confirm on one shared channel): writers, p50, p99 ms.
+    hand_latency: Vec<(usize, f64, f64)>,
 }
 
 /// Enqueue rounds at one number of writers: business, hand, outbox.
@@ -621,6 +653,85 @@ async fn raw_confirm_latency(r: &RabbitTopology, n: usize) -> Result<(f64, f64),
     ch.close(200, "done".into()).await?;
     connection.close(200, "done".into()).await?;
     Ok((percentile(&took, 0.5), percentile(&took, 0.99)))
+}
+
+/// The latency floor of the same commits written by hand: `writers` tasks,
+/// `per` commits each a millisecond apart, each a business insert and a
+/// commit, then a raw lapin publish (same payload and properties, persistent,
+/// mandatory) on one channel shared by the writers, its confirm awaited in
+/// a task of its own (the writer goes on, as with the outbox); (p50, p99)
+/// in ms from calling `commit()` to the confirm.
+macro_rules! hand_commit_latency {
+    ($pool:expr, $insert_biz:expr, $next_id:expr, $r:expr, $writers:expr, $per:expr) => {{
+        let connection =
+            lapin::Connection::connect(&$r.url, ConnectionProperties::default()).await?;
+        let ch = Arc::new(connection.create_channel().await?);
+        ch.confirm_select(ConfirmSelectOptions::default()).await?;
+        let mut tasks = Vec::new();
+        for _ in 0..$writers {
+            let (pool, insert_biz, next_id, ch, exchange) = (
+                $pool.clone(),
+                $insert_biz.clone(),
+                $next_id.clone(),
+                ch.clone(),
+                $r.exchange.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                let mut took: Vec<tokio::task::JoinHandle<Result<Duration, BoxError>>> =
+                    Vec::with_capacity($per);
+                for _ in 0..$per {
+                    let id = next_id.fetch_add(1, Ordering::Relaxed);
+                    let event = BenchOrderPlaced {
+                        id,
+                        note: "latency".into(),
+                    };
+                    let envelope = Envelope::new(&event)?;
+                    let mut tx = pool.begin().await?;
+                    sqlx::query(AssertSqlSafe(insert_biz.clone()))
+                        .bind(id)
+                        .bind("latency")
+                        .execute(&mut *tx)
+                        .await?;
+                    let before = Instant::now();
+                    tx.commit().await?;
+                    // Published without holding up the writer, as the
+                    // outbox does: the same commit rate on both sides.
+                    let ch = ch.clone();
+                    let exchange = exchange.clone();
+                    took.push(tokio::spawn(async move {
+                        let confirm = ch
+                            .basic_publish(
+                                exchange.as_str().into(),
+                                BenchOrderPlaced::NAME.into(),
+                                BasicPublishOptions {
+                                    mandatory: true,
+                                    immediate: false,
+                                },
+                                &envelope.payload,
+                                raw_properties(&envelope),
+                            )
+                            .await?
+                            .await?;
+                        if confirm != Confirmation::Ack(None) {
+                            return Err(format!("raw publish not acked: {confirm:?}").into());
+                        }
+                        Ok(before.elapsed())
+                    }));
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Ok::<_, BoxError>(took)
+            }));
+        }
+        let mut took = Vec::new();
+        for t in tasks {
+            for publish in t.await?? {
+                took.push(publish.await??);
+            }
+        }
+        took.sort();
+        connection.close(200, "done".into()).await?;
+        (percentile(&took, 0.5), percentile(&took, 0.99))
+    }};
 }
 
 /// One function per database (the pool and outbox types differ), taking the
@@ -893,6 +1004,14 @@ macro_rules! bench_db {
                             l.confirmed, l.commits, l.p50_ms, l.p99_ms, l.p50_after_ms, l.p99_after_ms
                         );
                         res.latency.push(l);
+                        if let Some(r) = &broker.rabbit {
+                            let (p50, p99) =
+                                hand_commit_latency!(pool, insert_biz, next_id, r, writers, per);
+                            println!(
+                                "latency {label} {writers}w by hand (business insert, commit, then raw lapin publish -> confirm on one shared channel, not holding up the writer): commit() -> confirm p50 {p50:.2} ms p99 {p99:.2} ms"
+                            );
+                            res.hand_latency.push((writers, p50, p99));
+                        }
                     }
                     app.shutdown().await?;
                     if let Some(r) = &broker.rabbit {
@@ -1154,6 +1273,19 @@ fn summarize(r: &Results) {
             l.commits,
             if targets { yes(met) } else { "n/a" }
         );
+    }
+    for &(writers, p50, p99) in &r.hand_latency {
+        println!(
+            "FIGURE outbox.latency.{db}.{via}.{writers}w_by_hand p50_ms={p50:.2} p99_ms={p99:.2}"
+        );
+        if let Some(l) = r.latency.iter().find(|l| l.writers == writers) {
+            // Above 1: the outbox is as quick from commit to confirm as
+            // publishing right after the commit by hand.
+            println!(
+                "RESULT outbox.latency_vs_hand.{db}.{via}.{writers}w ratio={:.3} rounds=1",
+                p50 / l.p50_ms
+            );
+        }
     }
     if let Some((p50, p99)) = r.raw_latency {
         println!("FIGURE outbox.latency.{db}.{via}.raw_lapin p50_ms={p50:.2} p99_ms={p99:.2}");

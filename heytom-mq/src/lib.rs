@@ -76,7 +76,8 @@ pub use retry::RetryPolicy;
 pub use telemetry::{metric_names, KAFKA_STATISTICS_INTERVAL_MS};
 pub use transport::memory::{DeadLetteredMessage, InMemoryBroker, InMemoryTransport};
 pub use transport::{
-    EncodedBatch, Outgoing, Subscription, SubscriptionHandle, Transport, TransportConfig,
+    EncodedBatch, Outgoing, PendingResults, Subscription, SubscriptionHandle, Transport,
+    TransportConfig,
 };
 
 #[cfg(feature = "kafka")]

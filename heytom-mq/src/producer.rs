@@ -7,9 +7,9 @@ use std::sync::Arc;
 use tracing::Instrument;
 
 use crate::error::{Error, Result};
-use crate::event::{Envelope, Event, EventId, Headers, Route, TransportKind};
+use crate::event::{Envelope, Event, EventId, EventName, Headers, Route, TransportKind};
 use crate::telemetry::{self, metrics, metrics::Timer};
-use crate::transport::{Outgoing, Transport};
+use crate::transport::{Outgoing, PendingResults, Transport};
 
 /// The producing half of a transport, used by hand.
 pub trait MessageProducer: Send + Sync {
@@ -249,7 +249,65 @@ impl Producer {
     }
 }
 
+/// One transport's part of a batch: the positions and the messages.
+type TransportBatch = (Arc<dyn Transport>, Vec<usize>, Vec<Outgoing>);
+
 impl Producer {
+    /// [`send_outgoing`](Self::send_outgoing) in two steps: returns once
+    /// every transport has the messages in order
+    /// ([`Transport::publish_batch_queued`]), with their results to come.
+    pub(crate) async fn start_outgoing(&self, messages: Vec<Outgoing>) -> PendingResults {
+        let n = messages.len();
+        let mut results: Vec<Option<Result<()>>> = (0..n).map(|_| None).collect();
+        // Per transport: its positions in `messages` and its messages.
+        let mut groups: Vec<TransportBatch> = Vec::new();
+        for (i, m) in messages.into_iter().enumerate() {
+            match self.transport_for(&m.envelope.name, m.route) {
+                Ok(t) => match groups.iter_mut().find(|(g, _, _)| g.kind() == t.kind()) {
+                    Some((_, idx, batch)) => {
+                        idx.push(i);
+                        batch.push(m);
+                    }
+                    None => groups.push((t.clone(), vec![i], vec![m])),
+                },
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+        let mut pending = Vec::with_capacity(groups.len());
+        for (transport, idx, batch) in groups {
+            let kind = transport.kind();
+            let span = tracing::debug_span!("publish_batch", transport = %kind, count = idx.len());
+            let names: Vec<EventName> = batch.iter().map(|m| m.envelope.name.clone()).collect();
+            let timer = Timer::start();
+            let rs = transport
+                .publish_batch_queued(batch)
+                .instrument(span.clone())
+                .await;
+            pending.push((kind, idx, names, timer, rs.instrument(span)));
+        }
+        Box::pin(async move {
+            for (kind, idx, names, timer, rs) in pending {
+                let rs = rs.await;
+                let each = names
+                    .iter()
+                    .zip(&rs)
+                    .map(|(name, r)| (name.as_str(), r.is_ok()));
+                metrics::published_each(kind, each, timer);
+                for (i, r) in idx.into_iter().zip(rs) {
+                    results[i] = Some(r);
+                }
+            }
+            results
+                .into_iter()
+                .map(|r| {
+                    r.unwrap_or_else(|| {
+                        Err(Error::publish("?", "transport returned too few results"))
+                    })
+                })
+                .collect()
+        })
+    }
+
     /// `send_batch` on a transport that takes a batch serialized up front
     /// ([`Transport::publish_encoded`]): every event is serialized into one
     /// buffer first (a serialization error fails the batch before anything

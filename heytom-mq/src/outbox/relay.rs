@@ -356,14 +356,27 @@ impl Relay {
     /// with the error, a retry count and the next attempt time when the
     /// message itself failed; given back without counting a retry when the
     /// transport was unavailable.
-    pub(crate) async fn dispatch(&self, mut rows: Vec<LocalMessage>, source: &'static str) {
+    pub(crate) async fn dispatch(&self, rows: Vec<LocalMessage>, source: &'static str) {
+        let started = self.start_dispatch(rows, source).await;
+        self.finish_dispatch(started).await;
+    }
+
+    /// The first half of [`dispatch`](Self::dispatch): hands the rows to
+    /// their transports in creation order and returns once they have them
+    /// (a batch started later goes after them), with the results to come.
+    pub(super) async fn start_dispatch(
+        &self,
+        mut rows: Vec<LocalMessage>,
+        source: &'static str,
+    ) -> Started {
         rows.sort_by_key(|r| (r.created_at, r.id));
         let span = tracing::info_span!("outbox.relay", source, count = rows.len(), table = %self.store.table.name);
-        async {
-            let mut outgoing = Vec::with_capacity(rows.len());
-            let mut sending = Vec::with_capacity(rows.len());
-            let mut failed: Vec<(LocalMessage, String)> = Vec::new();
-            let mut spans = Vec::new();
+        let mut outgoing = Vec::with_capacity(rows.len());
+        let mut sending = Vec::with_capacity(rows.len());
+        let mut failed: Vec<(LocalMessage, String)> = Vec::new();
+        let mut spans = Vec::new();
+        {
+            let _in = span.enter();
             for row in rows {
                 match to_outgoing(&row) {
                     Ok(mut o) => {
@@ -375,11 +388,36 @@ impl Relay {
                     Err(reason) => failed.push((row, reason)),
                 }
             }
-            let results = if outgoing.is_empty() {
-                Vec::new()
-            } else {
-                self.producer.send_outgoing(&outgoing).await
-            };
+        }
+        let pending = if outgoing.is_empty() {
+            Box::pin(std::future::ready(Vec::new()))
+        } else {
+            self.producer
+                .start_outgoing(outgoing)
+                .instrument(span.clone())
+                .await
+        };
+        Started {
+            sending,
+            failed,
+            spans,
+            pending,
+            span,
+        }
+    }
+
+    /// The second half of [`dispatch`](Self::dispatch): waits for the
+    /// results and records them.
+    pub(super) async fn finish_dispatch(&self, started: Started) {
+        let Started {
+            sending,
+            mut failed,
+            spans,
+            pending,
+            span,
+        } = started;
+        async {
+            let results = pending.await;
             let mut tokens = Tokens::default();
             let mut sent: ByLease = Vec::new();
             // Per transport and lease: the rows it could not take and why;
@@ -437,6 +475,7 @@ impl Relay {
                 }
             }
             self.record_failures(failed).await;
+            drop(spans);
         }
         .instrument(span)
         .await
@@ -515,6 +554,16 @@ type ByLease = Vec<(usize, Vec<Uuid>)>;
 
 /// The lease tokens of one dispatched batch (the rows' `locked_by`), each
 /// held once, by index.
+/// A batch of rows handed to its transports, its results to come.
+pub(super) struct Started {
+    sending: Vec<LocalMessage>,
+    failed: Vec<(LocalMessage, String)>,
+    /// The rows' publish spans, open until their results are in.
+    spans: Vec<tracing::Span>,
+    pending: crate::transport::PendingResults,
+    span: tracing::Span,
+}
+
 #[derive(Default)]
 struct Tokens(Vec<Arc<str>>);
 

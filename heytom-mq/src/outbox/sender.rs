@@ -8,12 +8,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::lease::token;
-use super::relay::{Relay, COMMIT_QUEUE};
+use super::relay::{Relay, Started, COMMIT_QUEUE};
 use super::LocalMessage;
 
 /// Committed rows waiting for the post-commit senders, at most; rows that
@@ -21,6 +22,11 @@ use super::LocalMessage;
 const MAX_QUEUED_ROWS: usize = 20_000;
 /// Rows merged into one send after commits arrive together.
 const DISPATCH_BATCH: usize = 1000;
+/// Batches one post-commit sender has handed to its transport and waits
+/// for the results of, at most: with RabbitMQ's confirms taking a disk
+/// write, the next commits need not wait for the previous ones' confirms
+/// (8 writers: p50 commit to confirm halved, `bench_outbox`).
+const SENDS_IN_FLIGHT: usize = 8;
 /// Batches waiting at one transport's post-commit sender, at most (their
 /// rows count against the relay's row bound until the sender takes them).
 const SENDER_QUEUE: usize = COMMIT_QUEUE;
@@ -144,39 +150,58 @@ impl Senders {
 
 impl Relay {
     /// One transport's post-commit sender: merges what is queued into
-    /// batches and sends them in commit order.
+    /// batches and hands them to the transport in commit order. A batch's
+    /// confirms are awaited while the next batches are handed over (up to
+    /// [`SENDS_IN_FLIGHT`] batches at once), which keeps the order: each
+    /// batch is handed over after the one before it is.
     async fn send_loop(
         self: Arc<Self>,
         mut rx: mpsc::Receiver<Committed>,
         queued: Arc<AtomicUsize>,
     ) {
-        while let Some(mut batch) = rx.recv().await {
-            queued.fetch_sub(batch.rows.len(), Ordering::AcqRel);
-            while batch.rows.len() < DISPATCH_BATCH {
-                match rx.try_recv() {
-                    Ok(more) => {
-                        queued.fetch_sub(more.rows.len(), Ordering::AcqRel);
-                        batch.merge(more);
+        let mut in_flight = FuturesUnordered::new();
+        loop {
+            tokio::select! {
+                // Results first: they free a place for the next batch.
+                biased;
+                Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+                got = rx.recv(), if in_flight.len() < SENDS_IN_FLIGHT => {
+                    let Some(mut batch) = got else { break };
+                    queued.fetch_sub(batch.rows.len(), Ordering::AcqRel);
+                    while batch.rows.len() < DISPATCH_BATCH {
+                        match rx.try_recv() {
+                            Ok(more) => {
+                                queued.fetch_sub(more.rows.len(), Ordering::AcqRel);
+                                batch.merge(more);
+                            }
+                            Err(_) => break,
+                        }
                     }
-                    Err(_) => break,
+                    let Committed { mut rows, since } = batch;
+                    while !rows.is_empty() {
+                        let rest = rows.split_off(rows.len().min(DISPATCH_BATCH));
+                        if let Some(started) = self.start_committed(rows, since).await {
+                            in_flight.push(self.finish_dispatch(started));
+                        }
+                        rows = rest;
+                    }
                 }
             }
-            let Committed { mut rows, since } = batch;
-            while rows.len() > DISPATCH_BATCH {
-                let rest = rows.split_off(DISPATCH_BATCH);
-                self.send_committed(rows, since).await;
-                rows = rest;
-            }
-            self.send_committed(rows, since).await;
         }
+        while in_flight.next().await.is_some() {}
     }
 
     /// Sends committed rows: under their commit lease while it is young
     /// (held by the lease keeper from now on), otherwise after taking them
     /// over from it with a fenced update (a row a scanner took meanwhile is
     /// left to it). While the transport is unavailable, leaves them to a
-    /// scanner.
-    async fn send_committed(&self, mut rows: Vec<LocalMessage>, since: Instant) {
+    /// scanner. Returns the batch handed to its transport, its results to
+    /// come, if any row was sent.
+    async fn start_committed(
+        &self,
+        mut rows: Vec<LocalMessage>,
+        since: Instant,
+    ) -> Option<Started> {
         // Rows of a transport that is down wait for the scanner (after their
         // commit lease); the others go at once.
         let before = rows.len();
@@ -188,7 +213,7 @@ impl Relay {
             );
         }
         if rows.is_empty() {
-            return;
+            return None;
         }
         // The commit leases of these rows, each with its rows' ids.
         let mut leases: Vec<(Arc<str>, Vec<Uuid>)> = Vec::new();
@@ -204,8 +229,7 @@ impl Relay {
             for (t, ids) in &leases {
                 self.leases.hold(t, ids);
             }
-            self.dispatch(rows, "commit").await;
-            return;
+            return Some(self.start_dispatch(rows, "commit").await);
         }
         let token = token();
         // Sets: a batch is up to 1000 rows, looked up once per row.
@@ -240,8 +264,9 @@ impl Relay {
         for r in &mut rows {
             r.locked_by = Some(token.to_string());
         }
-        if !rows.is_empty() {
-            self.dispatch(rows, "commit").await;
+        if rows.is_empty() {
+            return None;
         }
+        Some(self.start_dispatch(rows, "commit").await)
     }
 }

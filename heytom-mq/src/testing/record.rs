@@ -215,6 +215,15 @@ impl Transport for RecordingTransport {
         self.inner.publish_batch_owned(messages).await
     }
 
+    async fn publish_batch_queued(
+        &self,
+        messages: Vec<Outgoing>,
+    ) -> crate::transport::PendingResults {
+        self.record
+            .published(messages.iter().map(|m| m.envelope.clone()));
+        self.inner.publish_batch_queued(messages).await
+    }
+
     async fn subscribe(&self, subscription: Subscription) -> Result<Box<dyn SubscriptionHandle>> {
         self.inner.subscribe(subscription).await
     }

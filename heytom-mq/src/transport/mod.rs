@@ -23,6 +23,10 @@ pub mod memory;
 #[cfg(feature = "rabbitmq")]
 pub mod rabbitmq;
 
+/// The results of a batch handed over by
+/// [`Transport::publish_batch_queued`], one per message, in order.
+pub type PendingResults = futures::future::BoxFuture<'static, Vec<Result<()>>>;
+
 /// Reads one transport's configuration from the environment, if set.
 pub(crate) type ConfigFromEnv = fn() -> Option<Box<dyn TransportConfig>>;
 
@@ -197,6 +201,18 @@ pub trait Transport: Send + Sync + 'static {
     /// message. By default the same as [`publish_batch`](Self::publish_batch).
     async fn publish_batch_owned(&self, messages: Vec<Outgoing>) -> Vec<Result<()>> {
         self.publish_batch(&messages).await
+    }
+
+    /// Publishes many messages in two steps, so a caller can start the
+    /// next batch while this one waits for its confirms and still keep
+    /// the order: the call returns once the messages are handed to the
+    /// broker connection, in order (a later call's messages go after
+    /// them); the future it returns gives one result per message once the
+    /// broker has answered. By default the call publishes the whole batch
+    /// and returns its results ready (no overlap, the same order).
+    async fn publish_batch_queued(&self, messages: Vec<Outgoing>) -> PendingResults {
+        let results = self.publish_batch_owned(messages).await;
+        Box::pin(std::future::ready(results))
     }
 
     /// Starts consuming a subscription.

@@ -70,7 +70,7 @@ use topology::{destination, QueueTopology};
 /// consuming (so a broker blocking publishers does not stall consumers).
 pub struct RabbitMqTransport {
     options: Arc<RabbitMqOptions>,
-    publisher: Publisher,
+    publisher: Arc<Publisher>,
     consumers: Arc<ConnectionSlot>,
 }
 
@@ -110,7 +110,7 @@ impl RabbitMqTransport {
         let consuming = slot("consume");
         let options = Arc::new(options);
         Ok(RabbitMqTransport {
-            publisher: Publisher::new(publishing, options.clone()),
+            publisher: Arc::new(Publisher::new(publishing, options.clone())),
             consumers: Arc::new(consuming),
             options,
         })
@@ -156,6 +156,13 @@ impl Transport for RabbitMqTransport {
 
     async fn publish_batch(&self, messages: &[Outgoing]) -> Vec<Result<()>> {
         self.publisher.publish_batch(messages).await
+    }
+
+    async fn publish_batch_queued(
+        &self,
+        messages: Vec<Outgoing>,
+    ) -> crate::transport::PendingResults {
+        self.publisher.publish_batch_queued(messages).await
     }
 
     async fn subscribe(&self, sub: Subscription) -> Result<Box<dyn SubscriptionHandle>> {

@@ -1,6 +1,7 @@
 //! Publishing with confirms on one channel that is re-opened when it breaks.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex, RwLock};
 use std::task::Poll;
 
@@ -13,7 +14,7 @@ use tokio::time::Instant;
 
 use super::connection::TRANSPORT;
 use crate::error::{Error, Result};
-use crate::transport::Outgoing;
+use crate::transport::{Outgoing, PendingResults};
 
 use super::connection::{describe, lock, ConnectionSlot};
 use super::options::RabbitMqOptions;
@@ -177,12 +178,70 @@ impl Publisher {
     pub(crate) async fn publish_batch(&self, messages: &[Outgoing]) -> Vec<Result<()>> {
         let timeout = self.options.publish_timeout;
         let deadline = Instant::now() + timeout;
-        let channel = match tokio::time::timeout_at(deadline, self.channel()).await {
-            Ok(Ok(c)) => c,
+        let channel = match self.batch_channel(messages, deadline).await {
+            Ok(c) => c,
+            Err(results) => return results,
+        };
+        let mut sent: Vec<Sent<'_>> = Vec::with_capacity(messages.len());
+        let queue = self.queue_batch(&channel, messages, &mut sent);
+        let queued = tokio::time::timeout_at(deadline, queue).await.is_ok();
+        settle_batch(&mut sent, messages, queued, deadline, timeout).await
+    }
+
+    /// [`publish_batch`](Self::publish_batch) in two steps: returns once
+    /// every message's frames are queued on the channel, in order (lapin
+    /// queues a publish's frames on its first poll), with the writes and
+    /// the confirms still to come in the future it gives. The next batch
+    /// can be queued meanwhile and stays behind this one.
+    pub(crate) async fn publish_batch_queued(
+        self: &Arc<Self>,
+        messages: Vec<Outgoing>,
+    ) -> PendingResults {
+        let timeout = self.options.publish_timeout;
+        let deadline = Instant::now() + timeout;
+        let channel = match self.batch_channel(&messages, deadline).await {
+            Ok(c) => c,
+            Err(results) => return Box::pin(std::future::ready(results)),
+        };
+        let (queued_tx, mut queued_rx) = tokio::sync::oneshot::channel::<()>();
+        let publisher = self.clone();
+        let mut batch: PendingResults = Box::pin(async move {
+            let mut sent: Vec<Sent<'_>> = Vec::with_capacity(messages.len());
+            let queue = publisher.queue_batch(&channel, &messages, &mut sent);
+            let queued = tokio::time::timeout_at(deadline, queue).await.is_ok();
+            let _ = queued_tx.send(());
+            settle_batch(&mut sent, &messages, queued, deadline, timeout).await
+        });
+        // Driven here until every message is queued (or the batch is done).
+        let done = std::future::poll_fn(|cx| {
+            if let Poll::Ready(results) = batch.as_mut().poll(cx) {
+                return Poll::Ready(Some(results));
+            }
+            match std::pin::Pin::new(&mut queued_rx).poll(cx) {
+                Poll::Ready(_) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await;
+        match done {
+            Some(results) => Box::pin(std::future::ready(results)),
+            None => batch,
+        }
+    }
+
+    /// The publishing channel for a batch, or every message's error.
+    async fn batch_channel(
+        &self,
+        messages: &[Outgoing],
+        deadline: Instant,
+    ) -> std::result::Result<Arc<Channel>, Vec<Result<()>>> {
+        let timeout = self.options.publish_timeout;
+        match tokio::time::timeout_at(deadline, self.channel()).await {
+            Ok(Ok(c)) => Ok(c),
             Ok(Err(e)) => {
                 let reason = e.to_string();
                 let unavailable = e.is_unavailable();
-                return messages
+                Err(messages
                     .iter()
                     .map(|m| {
                         Err(if unavailable {
@@ -191,61 +250,36 @@ impl Publisher {
                             Error::publish(&m.envelope.name, reason.clone())
                         })
                     })
-                    .collect();
+                    .collect())
             }
-            Err(_) => {
-                return messages
-                    .iter()
-                    .map(|m| Err(timed_out(&m.envelope.name, timeout)))
-                    .collect()
-            }
-        };
-        let mut sent: Vec<Sent<'_>> = Vec::with_capacity(messages.len());
-        let queue = async {
-            // The exchange checked last: a batch of one event type checks once.
-            let mut ensured: Option<Destination<'_>> = None;
-            let mut oldest = 0;
-            for m in messages {
-                while sent.len() - oldest >= WRITE_WINDOW {
-                    sent[oldest].written(&messages[oldest].envelope.name).await;
-                    oldest += 1;
-                }
-                sent.push(match self.queue(&channel, m, &mut ensured).await {
-                    Ok(s) => s,
-                    Err(e) => Sent::Done(Err(e)),
-                });
-            }
-        };
-        let queued = tokio::time::timeout_at(deadline, queue).await.is_ok();
-        let mut out = Vec::with_capacity(messages.len());
-        let confirms = async {
-            // The last message first: RabbitMQ confirms a channel's messages
-            // in order, so once the last is in, the others are too, and
-            // collecting them costs no wake-up (and thread switch) each.
-            if let Some(last) = sent.len().checked_sub(1) {
-                sent[last].settle(&messages[last].envelope.name).await;
-            }
-            for (m, s) in messages.iter().zip(sent.iter_mut()) {
-                s.settle(&m.envelope.name).await;
-                out.push(s.result(&m.envelope.name));
-            }
-        };
-        let confirmed = tokio::time::timeout_at(deadline, confirms).await.is_ok();
-        if !(queued && confirmed) {
-            // Cut off by the deadline: what is in by now counts; the rest
-            // (not written, not confirmed or never queued) timed out.
-            for (i, m) in messages.iter().enumerate().skip(out.len()) {
-                let name = &m.envelope.name;
-                let settled = sent
-                    .get_mut(i)
-                    .and_then(|s| s.settle_now(name).then_some(s));
-                out.push(match settled {
-                    Some(s) => s.result(name),
-                    None => Err(timed_out(name, timeout)),
-                });
-            }
+            Err(_) => Err(messages
+                .iter()
+                .map(|m| Err(timed_out(&m.envelope.name, timeout)))
+                .collect()),
         }
-        out
+    }
+
+    /// Queues every message of a batch in order, at most [`WRITE_WINDOW`]
+    /// of them not yet written.
+    async fn queue_batch<'a>(
+        &'a self,
+        channel: &'a Channel,
+        messages: &'a [Outgoing],
+        sent: &mut Vec<Sent<'a>>,
+    ) {
+        // The exchange checked last: a batch of one event type checks once.
+        let mut ensured: Option<Destination<'_>> = None;
+        let mut oldest = 0;
+        for m in messages {
+            while sent.len() - oldest >= WRITE_WINDOW {
+                sent[oldest].written(&messages[oldest].envelope.name).await;
+                oldest += 1;
+            }
+            sent.push(match self.queue(channel, m, &mut ensured).await {
+                Ok(s) => s,
+                Err(e) => Sent::Done(Err(e)),
+            });
+        }
     }
 
     /// Puts one message's frames in the channel's queue, in order: the
@@ -358,6 +392,47 @@ impl Sent<'_> {
             )),
         }
     }
+}
+
+/// Waits for a batch's confirms until the deadline; one result per
+/// message (those never queued, not written or not confirmed in time
+/// timed out).
+async fn settle_batch(
+    sent: &mut [Sent<'_>],
+    messages: &[Outgoing],
+    queued: bool,
+    deadline: Instant,
+    timeout: std::time::Duration,
+) -> Vec<Result<()>> {
+    let mut out = Vec::with_capacity(messages.len());
+    let confirms = async {
+        // The last message first: RabbitMQ confirms a channel's messages
+        // in order, so once the last is in, the others are too, and
+        // collecting them costs no wake-up (and thread switch) each.
+        if let Some(last) = sent.len().checked_sub(1) {
+            sent[last].settle(&messages[last].envelope.name).await;
+        }
+        for (m, s) in messages.iter().zip(sent.iter_mut()) {
+            s.settle(&m.envelope.name).await;
+            out.push(s.result(&m.envelope.name));
+        }
+    };
+    let confirmed = tokio::time::timeout_at(deadline, confirms).await.is_ok();
+    if !(queued && confirmed) {
+        // Cut off by the deadline: what is in by now counts; the rest
+        // (not written, not confirmed or never queued) timed out.
+        for (i, m) in messages.iter().enumerate().skip(out.len()) {
+            let name = &m.envelope.name;
+            let settled = sent
+                .get_mut(i)
+                .and_then(|s| s.settle_now(name).then_some(s));
+            out.push(match settled {
+                Some(s) => s.result(name),
+                None => Err(timed_out(name, timeout)),
+            });
+        }
+    }
+    out
 }
 
 fn not_sent(name: &str, e: &lapin::Error) -> Error {
