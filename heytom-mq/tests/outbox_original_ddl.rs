@@ -755,3 +755,68 @@ async fn postgres_quoted_table_is_moved_by_003() {
     pool.close().await;
     drop(place);
 }
+
+// ------------------------------------------- PostgreSQL: the table's fill factor
+
+/// The fill factor of `table` in the pool's schema, as PostgreSQL keeps it.
+async fn pg_fillfactor(pool: &sqlx::PgPool, table: &str) -> Option<String> {
+    sqlx::query_scalar::<_, Option<String>>(
+        "SELECT array_to_string(c.reloptions, ',') FROM pg_class c \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = current_schema() AND c.relname = lower($1)",
+    )
+    .bind(table)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// A table heytom-mq creates leaves room on its pages for the relay's
+/// updates (`004_fillfactor.sql`); a table the user made keeps its settings,
+/// and `004_fillfactor.sql` run verbatim sets them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_tables_heytom_creates_leave_room_for_updates() {
+    let Some((pool, place)) = postgres_place().await else {
+        return;
+    };
+    let broker = InMemoryBroker::new();
+    // Created by the app: fillfactor 70.
+    let made = App::builder()
+        .in_memory_broker(broker.clone())
+        .discover(false)
+        .outbox(Outbox::postgres(pool.clone()).table_name("Made_Out"))
+        .start()
+        .await
+        .unwrap();
+    made.shutdown().await.unwrap();
+    assert_eq!(
+        pg_fillfactor(&pool, "Made_Out").await.as_deref(),
+        Some("fillfactor=70")
+    );
+    // The user's table from the original DDL: upgraded, its settings untouched.
+    sqlx::raw_sql(ORIGINAL_POSTGRES_DDL)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let theirs = App::builder()
+        .in_memory_broker(broker.clone())
+        .discover(false)
+        .outbox(Outbox::postgres(pool.clone()))
+        .start()
+        .await
+        .unwrap();
+    theirs.shutdown().await.unwrap();
+    assert_eq!(pg_fillfactor(&pool, "LocalMessages").await, None);
+    // The migration, run verbatim by its user.
+    let script = migration_file("postgres", "004_fillfactor.sql");
+    sqlx::raw_sql(AssertSqlSafe(script))
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        pg_fillfactor(&pool, "LocalMessages").await.as_deref(),
+        Some("fillfactor=70")
+    );
+    pool.close().await;
+    drop(place);
+}

@@ -115,6 +115,9 @@ pub(crate) struct Dialect {
     /// `migrations/<db>/002_add_relay_columns.sql`: the relay's columns,
     /// one `ADD COLUMN` statement per column, then the due index.
     pub(crate) upgrade_sql: &'static str,
+    /// Storage settings run right after this crate creates the table, never
+    /// on a table that existed (`migrations/postgres/004_fillfactor.sql`).
+    pub(crate) created_sql: Option<&'static str>,
     /// The names of the columns of the table named by the one parameter
     /// (none when it does not exist): `information_schema` on PostgreSQL
     /// (current schema, name folded to lower case) and MySQL (current

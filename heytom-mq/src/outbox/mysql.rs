@@ -25,6 +25,7 @@ pub(crate) const DIALECT: Dialect = Dialect {
     delete_with_limit: true,
     create_sql: include_str!("../../migrations/mysql/001_create_local_messages.sql"),
     upgrade_sql: include_str!("../../migrations/mysql/002_add_relay_columns.sql"),
+    created_sql: None,
     columns_sql: "SELECT CAST(COLUMN_NAME AS CHAR) FROM information_schema.COLUMNS \
                   WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
     indexes_sql: Some(

@@ -30,6 +30,7 @@ pub(crate) const DIALECT: Dialect = Dialect {
     delete_with_limit: false,
     create_sql: include_str!("../../migrations/postgres/001_create_local_messages.sql"),
     upgrade_sql: include_str!("../../migrations/postgres/002_add_relay_columns.sql"),
+    created_sql: Some(include_str!("../../migrations/postgres/004_fillfactor.sql")),
     columns_sql: "SELECT column_name::text FROM information_schema.columns \
                   WHERE table_schema = current_schema() AND table_name = lower($1)",
     indexes_sql: None,

@@ -83,8 +83,16 @@ impl Store {
     }
 
     async fn create_table_once(&self) -> Result<()> {
+        let existed = !self.columns().await?.is_empty();
         for sql in self.table.create_statements() {
             self.run_ddl(sql).await?;
+        }
+        if !existed {
+            // A table of ours: room on its pages for the relay's updates
+            // (PostgreSQL). A table that existed keeps its settings.
+            for sql in self.table.created_statements() {
+                self.run_ddl(sql).await?;
+            }
         }
         let columns = self.columns().await?;
         let indexes = self.indexes().await?;
@@ -510,6 +518,8 @@ mod tests {
                 .collect();
             assert_eq!(columns, COLUMNS[ORIGINAL_COLUMNS..], "{}", d.dir);
         }
+        let created = migration_statements(pg.created_sql.unwrap(), "T");
+        assert_eq!(created, ["ALTER TABLE T SET (fillfactor = 70)"]);
         let my = migration_statements(super::super::mysql::DIALECT.upgrade_sql, "T");
         assert_eq!(creates(&my[4]), Creates::Index("IX_T_Due"), "{my:?}");
     }
@@ -525,6 +535,7 @@ mod tests {
             let mut files = vec!["001_create_local_messages.sql", "002_add_relay_columns.sql"];
             if db == "postgres" {
                 files.push("003_unquote_identifiers.sql");
+                files.push("004_fillfactor.sql");
             }
             for file in files {
                 let ours = std::fs::read_to_string(crate_dir.join(db).join(file)).unwrap();
@@ -537,7 +548,7 @@ mod tests {
                 compared += 1;
             }
         }
-        assert_eq!(compared, 9);
+        assert_eq!(compared, 10);
     }
 
     #[test]

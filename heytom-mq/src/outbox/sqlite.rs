@@ -26,6 +26,7 @@ pub(crate) const DIALECT: Dialect = Dialect {
     delete_with_limit: false,
     create_sql: include_str!("../../migrations/sqlite/001_create_local_messages.sql"),
     upgrade_sql: include_str!("../../migrations/sqlite/002_add_relay_columns.sql"),
+    created_sql: None,
     columns_sql: "SELECT name FROM pragma_table_info(?)",
     indexes_sql: None,
     quoted_table_sql: None,

@@ -181,6 +181,14 @@ impl Table {
         migration_statements(self.d.create_sql, &self.name)
     }
 
+    /// The storage settings of a table this crate has just created.
+    pub(crate) fn created_statements(&self) -> Vec<String> {
+        self.d
+            .created_sql
+            .map(|sql| migration_statements(sql, &self.name))
+            .unwrap_or_default()
+    }
+
     /// The statements that add the relay's columns, for this table.
     pub(crate) fn upgrade_statements(&self) -> Vec<String> {
         migration_statements(self.d.upgrade_sql, &self.name)
