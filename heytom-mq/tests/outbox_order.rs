@@ -1,8 +1,9 @@
 //! The post-commit sender keeps commit order on PostgreSQL and the real
-//! RabbitMQ: it hands the next commits to the broker while earlier ones
-//! still wait for their confirms, and one writer's events still arrive in
-//! the order their transactions committed, each once.
+//! RabbitMQ and Kafka: it hands the next commits to the broker while earlier
+//! ones still wait for their confirms, and one writer's events still arrive
+//! in the order their transactions committed, each once.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -54,8 +55,54 @@ async fn pg() -> Option<sqlx::PgPool> {
     }
 }
 
+/// Commits 400 transactions back to back from one writer, so commits
+/// arrive while earlier ones wait for their confirms; every tenth carries
+/// three events. Returns the numbers in commit order.
+async fn commit_sequence<E: Event + Sync>(
+    producer: &Producer,
+    pool: &sqlx::PgPool,
+    event: impl Fn(u32) -> E,
+) -> Vec<u32> {
+    let mut want = Vec::new();
+    let mut n = 0u32;
+    for t in 0..400u32 {
+        let mut tx = producer.begin(pool).await.unwrap();
+        let events = if t % 10 == 0 { 3 } else { 1 };
+        for _ in 0..events {
+            tx.publish(&event(n)).await.unwrap();
+            want.push(n);
+            n += 1;
+        }
+        tx.commit().await.unwrap();
+    }
+    want
+}
+
+/// Waits (at most a minute) for `n` numbers, then a little longer for any
+/// sent twice; returns what arrived, in order.
+async fn wait_for(log: &Mutex<Vec<u32>>, n: usize) -> Vec<u32> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while log.lock().unwrap().len() < n && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    log.lock().unwrap().clone()
+}
+
+fn assert_in_order(got: &[u32], want: &[u32]) {
+    assert_eq!(got.len(), want.len(), "every event arrives once");
+    let first_out_of_order = got.windows(2).position(|w| w[0] >= w[1]);
+    assert_eq!(
+        first_out_of_order,
+        None,
+        "events arrive in commit order (around position {first_out_of_order:?}: {:?})",
+        first_out_of_order.map(|i| &got[i.saturating_sub(2)..(i + 3).min(got.len())])
+    );
+    assert_eq!(got, want);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_writers_commits_arrive_in_commit_order() {
+async fn one_writers_commits_arrive_in_commit_order_on_rabbitmq() {
     let Some(pool) = pg().await else { return };
     let log = Arc::new(Mutex::new(Vec::new()));
     let consumer = match App::builder()
@@ -86,29 +133,8 @@ async fn one_writers_commits_arrive_in_commit_order() {
         .start()
         .await
         .expect("producer app");
-    let producer = producer_app.producer();
-    // Back to back, so commits arrive while earlier ones wait for their
-    // confirms; every tenth transaction carries three events.
-    let mut want = Vec::new();
-    let mut n = 0u32;
-    for t in 0..400u32 {
-        let mut tx = producer.begin(&pool).await.unwrap();
-        let events = if t % 10 == 0 { 3 } else { 1 };
-        for _ in 0..events {
-            tx.publish(&Sequenced { n }).await.unwrap();
-            want.push(n);
-            n += 1;
-        }
-        tx.commit().await.unwrap();
-    }
-
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while log.lock().unwrap().len() < want.len() && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // Anything sent twice would arrive soon after.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let got = log.lock().unwrap().clone();
+    let want = commit_sequence(&producer_app.producer(), &pool, |n| Sequenced { n }).await;
+    let got = wait_for(&log, want.len()).await;
 
     producer_app.shutdown().await.unwrap();
     consumer.shutdown().await.unwrap();
@@ -117,13 +143,104 @@ async fn one_writers_commits_arrive_in_commit_order() {
         .await
         .unwrap();
 
-    assert_eq!(got.len(), want.len(), "every event arrives once");
-    let first_out_of_order = got.windows(2).position(|w| w[0] >= w[1]);
-    assert_eq!(
-        first_out_of_order,
-        None,
-        "events arrive in commit order (around position {first_out_of_order:?}: {:?})",
-        first_out_of_order.map(|i| &got[i.saturating_sub(2)..(i + 3).min(got.len())])
-    );
-    assert_eq!(got, want);
+    assert_in_order(&got, &want);
+}
+
+#[derive(Event, Serialize, Deserialize, Debug, Clone)]
+#[kafka(topic = "heytom-order-sequence", partition_key = run)]
+struct SequencedKafka {
+    run: String,
+    n: u32,
+}
+
+/// The number a run's first events carry, until one arrives.
+const MARKER: u32 = u32::MAX;
+
+/// Records the numbers of one run (the topic keeps earlier runs' events),
+/// and whether a marker of the run arrived.
+struct RecordRun(String, Arc<Mutex<Vec<u32>>>, Arc<AtomicBool>);
+
+impl EventHandler<SequencedKafka> for RecordRun {
+    async fn handle(&self, event: SequencedKafka, _ctx: Context) -> Result<(), HandlerError> {
+        if event.run == self.0 {
+            if event.n == MARKER {
+                self.2.store(true, Ordering::SeqCst);
+            } else {
+                self.1.lock().unwrap().push(event.n);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The same on Kafka: one key, so one partition, which keeps order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_writers_commits_arrive_in_commit_order_on_kafka() {
+    let servers = match std::env::var("HEYTOM_KAFKA_BOOTSTRAP_SERVERS") {
+        Ok(s) => s,
+        Err(_) if require_services() => panic!(
+            "HEYTOM_KAFKA_BOOTSTRAP_SERVERS unset and HEYTOM_TEST_REQUIRE_SERVICES=1 (scripts/kafka-broker.sh start)"
+        ),
+        Err(_) => {
+            eprintln!("NOTICE: HEYTOM_KAFKA_BOOTSTRAP_SERVERS unset; skipping this test");
+            return;
+        }
+    };
+    let Some(pool) = pg().await else { return };
+    let run = unique();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let assigned = Arc::new(AtomicBool::new(false));
+    let consumer = App::builder()
+        .kafka(heytom_mq::KafkaOptions::new(&servers).group_id(format!("order-{run}")))
+        .discover(false)
+        .handler_entry(
+            HandlerEntry::from_type::<SequencedKafka, RecordRun>(
+                "record",
+                RecordRun(run.clone(), log.clone(), assigned.clone()),
+            )
+            .concurrency(1),
+        )
+        .start()
+        .await
+        .expect("kafka consumer app");
+    let table = format!("ob_order_{}", unique());
+    let producer_app = App::builder()
+        .kafka(heytom_mq::KafkaOptions::new(&servers))
+        .discover(false)
+        .outbox(Outbox::postgres(pool.clone()).table_name(&table))
+        .start()
+        .await
+        .expect("producer app");
+    let producer = producer_app.producer();
+    // The consumer is assigned once a first event of this run arrives.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !assigned.load(Ordering::SeqCst) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "Kafka consumer never assigned"
+        );
+        let mut tx = producer.begin(&pool).await.unwrap();
+        let marker = SequencedKafka {
+            run: run.clone(),
+            n: MARKER,
+        };
+        tx.publish(&marker).await.unwrap();
+        tx.commit().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    let want = commit_sequence(&producer, &pool, |n| SequencedKafka {
+        run: run.clone(),
+        n,
+    })
+    .await;
+    let got = wait_for(&log, want.len()).await;
+
+    producer_app.shutdown().await.unwrap();
+    consumer.shutdown().await.unwrap();
+    sqlx::query(AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}")))
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_in_order(&got, &want);
 }

@@ -33,7 +33,6 @@ mod wire;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -51,7 +50,9 @@ use crate::error::{Error, Result};
 use crate::event::{Envelope, Route, TransportKind};
 use crate::handler::HandlerEntry;
 use crate::transport::health::{ConnectionState, LinkState};
-use crate::transport::{EncodedBatch, Outgoing, Subscription, SubscriptionHandle, Transport};
+use crate::transport::{
+    EncodedBatch, Outgoing, PendingResults, Subscription, SubscriptionHandle, Transport,
+};
 
 const KAFKA: &str = "Kafka";
 
@@ -478,68 +479,13 @@ impl Transport for KafkaTransport {
     }
 
     async fn publish_batch(&self, messages: &[Outgoing]) -> Vec<Result<()>> {
-        let mut results: Vec<Option<Result<()>>> = (0..messages.len()).map(|_| None).collect();
-        let mut pending: std::collections::VecDeque<(usize, DeliveryFuture)> =
-            std::collections::VecDeque::with_capacity(messages.len());
-        let mut current: Option<(&Route, FutureProducer<TracingContext>)> = None;
-        let mut ensured: Option<&str> = None;
-        for (i, m) in messages.iter().enumerate() {
-            let envelope = &m.envelope;
-            let topic = topic_of(m.route, &envelope.name);
-            if ensured != Some(topic) {
-                self.inner
-                    .ensure_topic_for_publish(m.route, &envelope.name)
-                    .await;
-                ensured = Some(topic);
-            }
-            // Batches are usually one event type: look the producer up only when the route changes.
-            if !current
-                .as_ref()
-                .is_some_and(|(r, _)| std::ptr::eq(*r, m.route))
-            {
-                match self.inner.producer(ProducerKey::of(m.route)) {
-                    Ok(p) => current = Some((m.route, p)),
-                    Err(e) => {
-                        results[i] = Some(Err(e));
-                        continue;
-                    }
-                }
-            }
-            let Some((_, producer)) = &current else {
-                continue;
-            };
-            let mut rec = record(topic, envelope);
-            loop {
-                match producer.send_result(rec) {
-                    Ok(fut) => {
-                        pending.push_back((i, fut));
-                        break;
-                    }
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                        // The local queue is full: wait for the oldest delivery, then retry.
-                        rec = back;
-                        match pending.pop_front() {
-                            Some((j, fut)) => {
-                                results[j] =
-                                    Some(await_delivery(&messages[j].envelope.name, fut).await)
-                            }
-                            None => tokio::time::sleep(Duration::from_millis(5)).await,
-                        }
-                    }
-                    Err((e, _)) => {
-                        results[i] = Some(Err(produce_error(&envelope.name, &e)));
-                        break;
-                    }
-                }
-            }
-        }
-        for (i, fut) in pending {
-            results[i] = Some(await_delivery(&messages[i].envelope.name, fut).await);
-        }
-        results
-            .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(Error::publish("?", "message was not sent"))))
-            .collect()
+        let queued = produce::queue_batch(&self.inner, messages).await;
+        queued.settle(messages).await
+    }
+
+    async fn publish_batch_queued(&self, messages: Vec<Outgoing>) -> PendingResults {
+        let queued = produce::queue_batch(&self.inner, &messages).await;
+        Box::pin(async move { queued.settle(&messages).await })
     }
 
     fn publishes_encoded(&self) -> bool {

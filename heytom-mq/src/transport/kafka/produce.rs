@@ -1,19 +1,22 @@
-//! `send_batch` on Kafka: a batch serialized up front, each message handed
+//! Batches on Kafka: `send_batch` serialized up front, each message handed
 //! to librdkafka straight from the shared payload buffer, with its headers
-//! written from stack buffers, while earlier ones are in flight.
+//! written from stack buffers, while earlier ones are in flight; and batches
+//! of envelopes (`publish_batch`), handed over first, their deliveries
+//! awaited after.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 
-use super::{await_delivery, produce_error, topic_of, wire, ProducerKey, TransportInner};
-use crate::error::Result;
+use super::{await_delivery, produce_error, record, topic_of, wire, ProducerKey, TransportInner};
+use crate::error::{Error, Result};
 use crate::event::headers::{CORRELATION_ID, EVENT_ID, EVENT_NAME, OCCURRED_AT};
 use crate::transport::EncodedBatch;
+use crate::transport::Outgoing;
 
 /// A message handed to librdkafka, or refused at once.
 enum Pending {
@@ -104,4 +107,89 @@ pub(super) async fn publish_encoded(
         results.push(resolve(name, p).await);
     }
     results
+}
+
+/// A batch of envelopes handed to librdkafka, in order: the results known
+/// already (refused at once, or delivered while the local queue was full),
+/// and the deliveries to await.
+pub(super) struct Queued {
+    results: Vec<Option<Result<()>>>,
+    pending: VecDeque<(usize, DeliveryFuture)>,
+}
+
+/// Hands every message of a batch to librdkafka, in order (one key keeps
+/// its partition's order); returns once each is queued there or refused.
+pub(super) async fn queue_batch(inner: &TransportInner, messages: &[Outgoing]) -> Queued {
+    let mut results: Vec<Option<Result<()>>> = (0..messages.len()).map(|_| None).collect();
+    let mut pending: VecDeque<(usize, DeliveryFuture)> = VecDeque::with_capacity(messages.len());
+    let mut current: Option<(&crate::event::Route, FutureProducer<super::TracingContext>)> = None;
+    let mut ensured: Option<&str> = None;
+    for (i, m) in messages.iter().enumerate() {
+        let envelope = &m.envelope;
+        let topic = topic_of(m.route, &envelope.name);
+        if ensured != Some(topic) {
+            inner
+                .ensure_topic_for_publish(m.route, &envelope.name)
+                .await;
+            ensured = Some(topic);
+        }
+        // Batches are usually one event type: look the producer up only when the route changes.
+        if !current
+            .as_ref()
+            .is_some_and(|(r, _)| std::ptr::eq(*r, m.route))
+        {
+            match inner.producer(ProducerKey::of(m.route)) {
+                Ok(p) => current = Some((m.route, p)),
+                Err(e) => {
+                    results[i] = Some(Err(e));
+                    continue;
+                }
+            }
+        }
+        let Some((_, producer)) = &current else {
+            continue;
+        };
+        let mut rec = record(topic, envelope);
+        loop {
+            match producer.send_result(rec) {
+                Ok(fut) => {
+                    pending.push_back((i, fut));
+                    break;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    // The local queue is full: wait for the oldest delivery, then retry.
+                    rec = back;
+                    match pending.pop_front() {
+                        Some((j, fut)) => {
+                            results[j] = Some(await_delivery(&messages[j].envelope.name, fut).await)
+                        }
+                        None => tokio::time::sleep(Duration::from_millis(5)).await,
+                    }
+                }
+                Err((e, _)) => {
+                    results[i] = Some(Err(produce_error(&envelope.name, &e)));
+                    break;
+                }
+            }
+        }
+    }
+    Queued { results, pending }
+}
+
+impl Queued {
+    /// Awaits the deliveries; one result per message of `messages` (the
+    /// batch given to [`queue_batch`]), in order.
+    pub(super) async fn settle(self, messages: &[Outgoing]) -> Vec<Result<()>> {
+        let Queued {
+            mut results,
+            pending,
+        } = self;
+        for (i, fut) in pending {
+            results[i] = Some(await_delivery(&messages[i].envelope.name, fut).await);
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(Error::publish("?", "message was not sent"))))
+            .collect()
+    }
 }
