@@ -299,7 +299,7 @@ pub struct KafkaRoute {
     /// Consumer `session.timeout.ms`; `None`: librdkafka's default (45 s).
     pub session_timeout_ms: Option<u32>,
     /// Upper bound of messages fetched but not yet handled, per consumer;
-    /// `None`: `KafkaOptions::max_in_flight` (500).
+    /// `None`: `KafkaOptions::max_in_flight` (2000).
     pub max_poll_records: Option<u32>,
 }
 
