@@ -615,6 +615,32 @@ async fn raw_publish(r: &RabbitTopology, n: usize) -> Result<Sample, BoxError> {
     Ok(sample)
 }
 
+/// Raw lapin: one persistent, mandatory message with the envelope's
+/// payload and properties, its confirm awaited (an error unless acked).
+async fn publish_confirmed(
+    ch: &lapin::Channel,
+    exchange: &str,
+    envelope: &Envelope,
+) -> Result<(), BoxError> {
+    let confirm = ch
+        .basic_publish(
+            exchange.into(),
+            BenchOrderPlaced::NAME.into(),
+            BasicPublishOptions {
+                mandatory: true,
+                immediate: false,
+            },
+            &envelope.payload,
+            raw_properties(envelope),
+        )
+        .await?
+        .await?;
+    if confirm != Confirmation::Ack(None) {
+        return Err(format!("raw publish not acked: {confirm:?}").into());
+    }
+    Ok(())
+}
+
 /// The broker's own floor for the latency figures: raw lapin publishing one
 /// persistent, mandatory message at a time and awaiting its confirm, a
 /// millisecond apart, `n` times; (p50, p99) in ms.
@@ -630,23 +656,8 @@ async fn raw_confirm_latency(r: &RabbitTopology, n: usize) -> Result<(f64, f64),
         };
         let envelope = Envelope::new(&event)?;
         let start = Instant::now();
-        let confirm = ch
-            .basic_publish(
-                r.exchange.as_str().into(),
-                BenchOrderPlaced::NAME.into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    immediate: false,
-                },
-                &envelope.payload,
-                raw_properties(&envelope),
-            )
-            .await?
-            .await?;
+        publish_confirmed(&ch, &r.exchange, &envelope).await?;
         took.push(start.elapsed());
-        if confirm != Confirmation::Ack(None) {
-            return Err(format!("raw publish not acked: {confirm:?}").into());
-        }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     took.sort();
@@ -699,22 +710,7 @@ macro_rules! hand_commit_latency {
                     let ch = ch.clone();
                     let exchange = exchange.clone();
                     took.push(tokio::spawn(async move {
-                        let confirm = ch
-                            .basic_publish(
-                                exchange.as_str().into(),
-                                BenchOrderPlaced::NAME.into(),
-                                BasicPublishOptions {
-                                    mandatory: true,
-                                    immediate: false,
-                                },
-                                &envelope.payload,
-                                raw_properties(&envelope),
-                            )
-                            .await?
-                            .await?;
-                        if confirm != Confirmation::Ack(None) {
-                            return Err(format!("raw publish not acked: {confirm:?}").into());
-                        }
+                        publish_confirmed(&ch, &exchange, &envelope).await?;
                         Ok(before.elapsed())
                     }));
                     tokio::time::sleep(Duration::from_millis(1)).await;

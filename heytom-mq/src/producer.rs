@@ -209,43 +209,10 @@ impl Producer {
         }
     }
 
-    /// Publishes prepared messages, grouped by transport; one result per message.
+    /// Publishes prepared messages, grouped by transport; one result per
+    /// message, once every transport has answered.
     pub async fn send_outgoing(&self, messages: &[Outgoing]) -> Vec<Result<()>> {
-        let mut results: Vec<Option<Result<()>>> = (0..messages.len()).map(|_| None).collect();
-        let mut groups: BTreeMap<TransportKind, (Arc<dyn Transport>, Vec<usize>)> = BTreeMap::new();
-        for (i, m) in messages.iter().enumerate() {
-            match self.transport_for(&m.envelope.name, m.route) {
-                Ok(t) => groups
-                    .entry(t.kind())
-                    .or_insert_with(|| (t.clone(), Vec::new()))
-                    .1
-                    .push(i),
-                Err(e) => results[i] = Some(Err(e)),
-            }
-        }
-        for (_, (transport, idx)) in groups {
-            let span = tracing::debug_span!("publish_batch", transport = %transport.kind(), count = idx.len());
-            let timer = Timer::start();
-            // One transport for the whole batch (the usual case): no copies.
-            let rs = if idx.len() == messages.len() {
-                transport.publish_batch(messages).instrument(span).await
-            } else {
-                let batch: Vec<Outgoing> = idx.iter().map(|&i| messages[i].clone()).collect();
-                transport.publish_batch(&batch).instrument(span).await
-            };
-            let each = idx.iter().zip(&rs);
-            let each = each.map(|(&i, r)| (messages[i].envelope.name.as_str(), r.is_ok()));
-            metrics::published_each(transport.kind(), each, timer);
-            for (i, r) in idx.into_iter().zip(rs) {
-                results[i] = Some(r);
-            }
-        }
-        results
-            .into_iter()
-            .map(|r| {
-                r.unwrap_or_else(|| Err(Error::publish("?", "transport returned too few results")))
-            })
-            .collect()
+        self.start_outgoing(messages.to_vec()).await.await
     }
 }
 

@@ -8,12 +8,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use heytom_mq::prelude::*;
-use heytom_mq::HandlerEntry;
+use heytom_mq::{AppBuilder, HandlerEntry, RunningApp};
 use serde::{Deserialize, Serialize};
 use sqlx::AssertSqlSafe;
 
 mod outage_support;
-use outage_support::{pg_url, purge, rabbit, require_services, unique};
+use outage_support::{pg, purge, rabbit, require_services, unique};
 
 #[derive(Event, Serialize, Deserialize, Debug, Clone)]
 #[rabbitmq(
@@ -37,22 +37,26 @@ impl EventHandler<Sequenced> for Record {
     }
 }
 
-async fn pg() -> Option<sqlx::PgPool> {
-    match sqlx::postgres::PgPoolOptions::new()
-        .max_connections(8)
-        .acquire_timeout(Duration::from_secs(10))
-        .connect(&pg_url())
+/// An app producing through the outbox on a fresh table of its own.
+async fn producer_app(builder: AppBuilder, pool: &sqlx::PgPool) -> (RunningApp, String) {
+    let table = format!("ob_order_{}", unique());
+    let app = builder
+        .discover(false)
+        .outbox(Outbox::postgres(pool.clone()).table_name(&table))
+        .start()
         .await
-    {
-        Ok(p) => Some(p),
-        Err(e) if require_services() => {
-            panic!("PostgreSQL unreachable and HEYTOM_TEST_REQUIRE_SERVICES=1: {e}")
-        }
-        Err(e) => {
-            eprintln!("NOTICE: PostgreSQL unreachable ({e}); skipping this test");
-            None
-        }
-    }
+        .expect("producer app");
+    (app, table)
+}
+
+/// Stops both apps and drops the table.
+async fn finish(producer: RunningApp, consumer: RunningApp, pool: &sqlx::PgPool, table: &str) {
+    producer.shutdown().await.unwrap();
+    consumer.shutdown().await.unwrap();
+    sqlx::query(AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}")))
+        .execute(pool)
+        .await
+        .unwrap();
 }
 
 /// Commits 400 transactions back to back from one writer, so commits
@@ -125,24 +129,10 @@ async fn one_writers_commits_arrive_in_commit_order_on_rabbitmq() {
     purge("heytom.order.sequence").await;
     log.lock().unwrap().clear();
 
-    let table = format!("ob_order_{}", unique());
-    let producer_app = App::builder()
-        .rabbitmq(rabbit())
-        .discover(false)
-        .outbox(Outbox::postgres(pool.clone()).table_name(&table))
-        .start()
-        .await
-        .expect("producer app");
+    let (producer_app, table) = producer_app(App::builder().rabbitmq(rabbit()), &pool).await;
     let want = commit_sequence(&producer_app.producer(), &pool, |n| Sequenced { n }).await;
     let got = wait_for(&log, want.len()).await;
-
-    producer_app.shutdown().await.unwrap();
-    consumer.shutdown().await.unwrap();
-    sqlx::query(AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}")))
-        .execute(&pool)
-        .await
-        .unwrap();
-
+    finish(producer_app, consumer, &pool, &table).await;
     assert_in_order(&got, &want);
 }
 
@@ -203,14 +193,8 @@ async fn one_writers_commits_arrive_in_commit_order_on_kafka() {
         .start()
         .await
         .expect("kafka consumer app");
-    let table = format!("ob_order_{}", unique());
-    let producer_app = App::builder()
-        .kafka(heytom_mq::KafkaOptions::new(&servers))
-        .discover(false)
-        .outbox(Outbox::postgres(pool.clone()).table_name(&table))
-        .start()
-        .await
-        .expect("producer app");
+    let builder = App::builder().kafka(heytom_mq::KafkaOptions::new(&servers));
+    let (producer_app, table) = producer_app(builder, &pool).await;
     let producer = producer_app.producer();
     // The consumer is assigned once a first event of this run arrives.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -235,12 +219,6 @@ async fn one_writers_commits_arrive_in_commit_order_on_kafka() {
     })
     .await;
     let got = wait_for(&log, want.len()).await;
-
-    producer_app.shutdown().await.unwrap();
-    consumer.shutdown().await.unwrap();
-    sqlx::query(AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}")))
-        .execute(&pool)
-        .await
-        .unwrap();
+    finish(producer_app, consumer, &pool, &table).await;
     assert_in_order(&got, &want);
 }

@@ -16,7 +16,7 @@ use heytom_mq::{HandlerEntry, LocalMessageRetryOptions, MessageStatus, RunningAp
 use serde::{Deserialize, Serialize};
 
 mod outage_support;
-use outage_support::{counter, pg_url, rabbit, rabbit_url, require_services, unique, Count, Seen};
+use outage_support::{counter, pg, rabbit, rabbit_url, require_services, unique, Count, Seen};
 use sqlx::AssertSqlSafe;
 
 #[derive(Event, Serialize, Deserialize, Debug, Clone)]
@@ -103,26 +103,6 @@ fn logged_lines(parts: &[&str]) -> usize {
 
 /// One broker-breaking test at a time.
 static EXCLUSIVE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// The PostgreSQL pool, or `None` (a notice) when the server is missing and
-/// services are not required.
-async fn pg() -> Option<sqlx::PgPool> {
-    match sqlx::postgres::PgPoolOptions::new()
-        .max_connections(20)
-        .acquire_timeout(Duration::from_secs(10))
-        .connect(&pg_url())
-        .await
-    {
-        Ok(p) => Some(p),
-        Err(e) if require_services() => {
-            panic!("PostgreSQL unreachable and HEYTOM_TEST_REQUIRE_SERVICES=1: {e}")
-        }
-        Err(e) => {
-            eprintln!("NOTICE: PostgreSQL unreachable ({e}); skipping this test");
-            None
-        }
-    }
-}
 
 async fn rabbit_up() -> bool {
     match lapin::Connection::connect(&rabbit_url(), lapin::ConnectionProperties::default()).await {

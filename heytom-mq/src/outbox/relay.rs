@@ -552,8 +552,6 @@ impl Relay {
 /// Row ids by lease token (an index into [`Tokens`]).
 type ByLease = Vec<(usize, Vec<Uuid>)>;
 
-/// The lease tokens of one dispatched batch (the rows' `locked_by`), each
-/// held once, by index.
 /// A batch of rows handed to its transports, its results to come.
 pub(super) struct Started {
     sending: Vec<LocalMessage>,
@@ -564,6 +562,8 @@ pub(super) struct Started {
     span: tracing::Span,
 }
 
+/// The lease tokens of one dispatched batch (the rows' `locked_by`), each
+/// held once, by index.
 #[derive(Default)]
 struct Tokens(Vec<Arc<str>>);
 

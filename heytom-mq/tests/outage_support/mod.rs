@@ -30,6 +30,26 @@ pub fn unique() -> String {
     s[s.len() - 10..].to_owned()
 }
 
+/// The PostgreSQL pool, or `None` (a notice) when the server is missing and
+/// services are not required.
+pub async fn pg() -> Option<sqlx::PgPool> {
+    match sqlx::postgres::PgPoolOptions::new()
+        .max_connections(20)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(&pg_url())
+        .await
+    {
+        Ok(p) => Some(p),
+        Err(e) if require_services() => {
+            panic!("PostgreSQL unreachable and HEYTOM_TEST_REQUIRE_SERVICES=1: {e}")
+        }
+        Err(e) => {
+            eprintln!("NOTICE: PostgreSQL unreachable ({e}); skipping this test");
+            None
+        }
+    }
+}
+
 /// RabbitMQ options that reconnect quickly after a broker restart.
 pub fn rabbit() -> RabbitMqOptions {
     RabbitMqOptions::new(rabbit_url())
