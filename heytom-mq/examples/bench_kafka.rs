@@ -332,12 +332,13 @@ async fn heytom_consume(servers: &str, topic: &'static str, n: usize) -> Phase {
     let count = Arc::new(AtomicU64::new(0));
     let first = Arc::new(Mutex::new(None::<Mark>));
     let done = Arc::new(Notify::new());
-    let consumer = KafkaConsumer::new(
-        KafkaOptions::new(servers)
-            .group_id(format!("{topic}-heytom"))
-            .consumer_property("fetch.wait.max.ms", "10"),
-    )
-    .expect("consumer");
+    let mut options = KafkaOptions::new(servers)
+        .group_id(format!("{topic}-heytom"))
+        .consumer_property("fetch.wait.max.ms", "10");
+    for (k, v) in extra_consumer_properties() {
+        options = options.consumer_property(k, v);
+    }
+    let consumer = KafkaConsumer::new(options).expect("consumer");
     consumer.start().await.expect("start");
     let (c, f, d) = (count.clone(), first.clone(), done.clone());
     consumer
@@ -364,16 +365,30 @@ async fn heytom_consume(servers: &str, topic: &'static str, n: usize) -> Phase {
     Phase::between(n, start, end)
 }
 
+/// librdkafka properties for both consumers, from
+/// `BENCH_KAFKA_CONSUMER_PROPS=key=value,key=value` (to compare settings).
+fn extra_consumer_properties() -> Vec<(String, String)> {
+    std::env::var("BENCH_KAFKA_CONSUMER_PROPS")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect()
+}
+
 fn raw_consume(servers: &str, topic: &str, n: usize) -> Phase {
-    let consumer: BaseConsumer = raw_config(servers)
+    let mut config = raw_config(servers);
+    config
         .set("group.id", format!("{topic}-raw"))
         .set("enable.auto.commit", "true")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "6000")
-        .set("fetch.wait.max.ms", "10")
-        .create()
-        .expect("raw consumer");
+        .set("fetch.wait.max.ms", "10");
+    for (k, v) in extra_consumer_properties() {
+        config.set(k, v);
+    }
+    let consumer: BaseConsumer = config.create().expect("raw consumer");
     consumer.subscribe(&[topic]).expect("subscribe");
     let mut start = None;
     let mut seen = 0;
@@ -496,17 +511,26 @@ impl Figure {
     }
 }
 
-/// Runs `heytom` and `raw` one after the other, the order alternating by round.
+/// How long each side waits before it starts: the broker finishes writing
+/// what the previous phase sent (tansu flushes after the last delivery
+/// report), so that the side going first does not compete with it.
+const SETTLE: Duration = Duration::from_millis(1500);
+
+/// Runs `heytom` and `raw` one after the other, the order alternating by
+/// round, each after [`SETTLE`].
 async fn pair<H, R>(round: usize, heytom: H, raw: R) -> (Phase, Phase)
 where
     H: std::future::Future<Output = Phase>,
     R: std::future::Future<Output = Phase>,
 {
+    tokio::time::sleep(SETTLE).await;
     if round.is_multiple_of(2) {
         let h = heytom.await;
+        tokio::time::sleep(SETTLE).await;
         (h, raw.await)
     } else {
         let r = raw.await;
+        tokio::time::sleep(SETTLE).await;
         (heytom.await, r)
     }
 }
