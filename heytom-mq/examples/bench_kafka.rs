@@ -367,12 +367,17 @@ async fn heytom_consume(servers: &str, topic: &'static str, n: usize) -> Phase {
 
 /// librdkafka properties for both consumers, from
 /// `BENCH_KAFKA_CONSUMER_PROPS=key=value,key=value` (to compare settings).
+/// An entry without `=` stops the run: ignored, it would compare nothing.
 fn extra_consumer_properties() -> Vec<(String, String)> {
     std::env::var("BENCH_KAFKA_CONSUMER_PROPS")
         .unwrap_or_default()
         .split(',')
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .map(str::trim)
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) => (k.trim().to_owned(), v.trim().to_owned()),
+            None => panic!("BENCH_KAFKA_CONSUMER_PROPS: `{kv}` is not key=value"),
+        })
         .collect()
 }
 
@@ -511,9 +516,9 @@ impl Figure {
     }
 }
 
-/// How long each side waits before it starts: the broker finishes writing
-/// what the previous phase sent (tansu flushes after the last delivery
-/// report), so that the side going first does not compete with it.
+/// How long each side waits before it starts, so that whatever the broker
+/// still does for the previous phase (after the last delivery report or
+/// the last message consumed) does not land on the side going next.
 const SETTLE: Duration = Duration::from_millis(1500);
 
 /// Runs `heytom` and `raw` one after the other, the order alternating by
