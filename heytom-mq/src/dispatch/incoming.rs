@@ -118,6 +118,7 @@ impl Incoming {
     /// [`event_id`](Self::event_id): the usual one, the event id itself, is
     /// not stored as strings (the envelope answers it from the id, and a
     /// dead-lettered copy carries it); any other is kept as a header.
+    #[cfg(any(feature = "rabbitmq", feature = "kafka"))]
     pub(crate) fn correlation_id_bytes(mut self, value: &[u8]) -> Self {
         let w = self.wire();
         let mut buf = Uuid::encode_buffer();

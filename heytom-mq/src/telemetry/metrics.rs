@@ -171,6 +171,7 @@ pub(crate) fn consumed(event: &'static str, handler: &str, outcome: Consumed, ti
 /// The local message table's rows per status and the age of the oldest
 /// Pending row, as the scanner counted them.
 #[inline]
+#[cfg(feature = "_outbox")]
 pub(crate) fn outbox_rows(pending: u64, sent: u64, failed: u64, oldest_pending_seconds: f64) {
     #[cfg(feature = "metrics")]
     {
@@ -186,12 +187,14 @@ pub(crate) fn outbox_rows(pending: u64, sent: u64, failed: u64, oldest_pending_s
 
 /// Whether the outbox scanner should count rows for the gauges.
 #[inline]
+#[cfg(feature = "_outbox")]
 pub(crate) const fn outbox_gauges_enabled() -> bool {
     cfg!(feature = "metrics")
 }
 
 /// A row created at `created_at` was confirmed by the broker now.
 #[inline]
+#[cfg(feature = "_outbox")]
 pub(crate) fn outbox_sent(created_at: chrono::DateTime<chrono::Utc>) {
     #[cfg(feature = "metrics")]
     {
@@ -206,12 +209,14 @@ pub(crate) fn outbox_sent(created_at: chrono::DateTime<chrono::Utc>) {
 
 /// Whether Kafka consumers should ask librdkafka for statistics.
 #[inline]
+#[cfg(feature = "kafka")]
 pub(crate) const fn kafka_lag_enabled() -> bool {
     cfg!(feature = "metrics")
 }
 
 /// A Kafka consumer's lag on one partition (negative: unknown, not recorded).
 #[inline]
+#[cfg(feature = "kafka")]
 pub(crate) fn kafka_lag(topic: &str, partition: i32, lag: i64) {
     #[cfg(feature = "metrics")]
     if lag >= 0 {

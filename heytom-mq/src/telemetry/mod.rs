@@ -126,6 +126,7 @@ pub(crate) fn publish(route: &Route, envelope: &mut Envelope, transport: Transpo
 /// The span of the outbox relay sending one row (post-commit or scanner):
 /// a child of the context stored in the row's headers (the publisher's),
 /// whose own context replaces it in the message. `None` when disabled.
+#[cfg(feature = "_outbox")]
 pub(crate) fn relay_publish(
     route: &Route,
     envelope: &mut Envelope,
@@ -166,6 +167,7 @@ pub(crate) fn relay_publish(
 }
 
 /// The span of enqueueing rows in the local message table.
+#[cfg(feature = "_outbox")]
 pub(crate) fn outbox_insert(first_id: &uuid::Uuid, event_name: &str, count: usize) -> Span {
     tracing::debug_span!(
         "outbox.enqueue",

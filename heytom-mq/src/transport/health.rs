@@ -109,9 +109,12 @@ impl SubscriptionMonitor {
 /// A connection's state as its owner records it: failures (with the error)
 /// and successes. Used by the built-in transports to answer
 /// [`Transport::connection_state`](super::Transport::connection_state).
+/// Only the broker transports have connections: compiled with one of them.
+#[cfg(any(feature = "rabbitmq", feature = "kafka"))]
 #[derive(Debug, Default)]
 pub(crate) struct LinkState(Mutex<Option<(Option<String>, DateTime<Utc>)>>);
 
+#[cfg(any(feature = "rabbitmq", feature = "kafka"))]
 impl LinkState {
     /// The connection failed or dropped with `error`.
     pub(crate) fn failed(&self, error: Option<String>) {
@@ -128,6 +131,7 @@ impl LinkState {
     }
 
     /// Whether a failure is recorded.
+    #[cfg(feature = "rabbitmq")]
     pub(crate) fn is_down(&self) -> bool {
         lock(&self.0).is_some()
     }
@@ -153,6 +157,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 mod tests {
     use super::*;
 
+    #[cfg(any(feature = "rabbitmq", feature = "kafka"))]
     #[test]
     fn a_link_keeps_the_first_failure_time_and_the_last_message() {
         let link = LinkState::default();
