@@ -282,3 +282,36 @@ pub(crate) fn check_identifier(what: &str, name: &str) -> std::result::Result<()
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// No database gets an index on Status alone: the (Status, CreatedAt)
+    /// one of 002 serves every query on Status, and each index is one more
+    /// write per insert and per Sent mark.
+    #[cfg(all(feature = "postgres", feature = "mysql", feature = "sqlite"))]
+    #[test]
+    fn no_database_indexes_status_alone() {
+        use crate::outbox::{mysql, postgres, sqlite};
+        for d in [&postgres::DIALECT, &mysql::DIALECT, &sqlite::DIALECT] {
+            let create = migration_statements(d.create_sql, "T");
+            assert!(
+                create.iter().any(|s| s.contains("IX_T_CreatedAt")),
+                "{}: {create:?}",
+                d.dir
+            );
+            assert!(
+                create.iter().all(|s| !s.contains("IX_T_Status")),
+                "{}: {create:?}",
+                d.dir
+            );
+            let upgrade = migration_statements(d.upgrade_sql, "T");
+            assert!(
+                upgrade.iter().any(|s| s.contains("IX_T_Due")),
+                "{}: {upgrade:?}",
+                d.dir
+            );
+        }
+    }
+}
