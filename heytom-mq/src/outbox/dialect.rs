@@ -91,6 +91,12 @@ pub(crate) struct Dialect {
     pub(crate) placeholder: Placeholder,
     /// Appended to placeholders bound to the `Id` column (`::uuid`).
     pub(crate) id_param_cast: &'static str,
+    /// Where set, a list of ids is one array argument cast with this
+    /// (`::uuid[]`) and read as `Id = ANY(ARRAY(SELECT unnest(...)))`,
+    /// and a sub-select of ids as `Id = ANY(ARRAY(...))`, so that the rows
+    /// are looked up by primary key (`Params::id_in`); otherwise `Id IN
+    /// (...)` with one placeholder per id.
+    pub(crate) id_array_cast: Option<&'static str>,
     /// Appended to `Id` in select lists so it reads back as text (`::text`).
     pub(crate) id_select_cast: &'static str,
     /// Appended to `CreatedAt` / `UpdatedAt` in select lists

@@ -20,6 +20,7 @@ pub(crate) const DIALECT: Dialect = Dialect {
     close_quote: "",
     placeholder: Placeholder::Dollar,
     id_param_cast: "::uuid",
+    id_array_cast: Some("::uuid[]"),
     id_select_cast: "::text",
     time_select_cast: "::timestamptz",
     claim: ClaimStyle::UpdateReturning {

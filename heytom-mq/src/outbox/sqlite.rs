@@ -18,6 +18,7 @@ pub(crate) const DIALECT: Dialect = Dialect {
     close_quote: "]",
     placeholder: Placeholder::Question,
     id_param_cast: "",
+    id_array_cast: None,
     id_select_cast: "",
     time_select_cast: "",
     claim: ClaimStyle::UpdateReturning { lock: "" },

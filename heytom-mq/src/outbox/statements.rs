@@ -2,99 +2,13 @@
 //! dialects: each is one `format!` over the dialect's quoted names and
 //! placeholders, so the whole statement reads (and greps) as SQL.
 
-use std::fmt::Write as _;
-
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::dialect::{
-    migration_statements, Arg, Built, Dialect, Placeholder, COLUMNS, MAX_ERROR_LEN,
-    ROWS_PER_STATEMENT,
+    migration_statements, Arg, Built, Dialect, COLUMNS, MAX_ERROR_LEN, ROWS_PER_STATEMENT,
 };
 use super::MessageStatus;
-
-/// Hands out the dialect's placeholders in order (`$1, $2` or `?`) and
-/// keeps the arguments that go with them.
-pub(super) struct Params {
-    d: &'static Dialect,
-    args: Vec<Arg>,
-}
-
-impl Params {
-    pub(super) fn new(d: &'static Dialect) -> Self {
-        Params {
-            d,
-            args: Vec::new(),
-        }
-    }
-
-    /// The placeholder of one more argument.
-    pub(super) fn p(&mut self, a: Arg) -> String {
-        self.args.push(a);
-        match self.d.placeholder {
-            Placeholder::Dollar => format!("${}", self.args.len()),
-            Placeholder::Question => "?".to_owned(),
-        }
-    }
-
-    /// The placeholder of an id, with the dialect's cast (`$1::uuid`).
-    pub(super) fn id(&mut self, id: Uuid) -> String {
-        let p = self.p(Arg::Text(id.to_string()));
-        format!("{p}{}", self.d.id_param_cast)
-    }
-
-    /// `(p1, p2, ...)` for a list of ids, padded to [`padded_len`] by
-    /// repeating the last id (an `IN` list matches each row once however
-    /// often it names it): the statement text then takes a dozen shapes,
-    /// not one per list length, so the prepared statements that sqlx caches
-    /// per connection are reused instead of being prepared for every mark
-    /// (and crowding the users' own statements out of that cache).
-    fn ids(&mut self, ids: &[Uuid]) -> String {
-        let Some(last) = ids.last() else {
-            return "()".to_owned();
-        };
-        let n = padded_len(ids.len());
-        let mut list = String::with_capacity(2 + n * (8 + self.d.id_param_cast.len()));
-        list.push('(');
-        for (i, id) in ids
-            .iter()
-            .chain(std::iter::repeat_n(last, n - ids.len()))
-            .enumerate()
-        {
-            if i > 0 {
-                list.push_str(", ");
-            }
-            self.args.push(Arg::Text(id.to_string()));
-            match self.d.placeholder {
-                Placeholder::Dollar => {
-                    let _ = write!(list, "${}", self.args.len());
-                }
-                Placeholder::Question => list.push('?'),
-            }
-            list.push_str(self.d.id_param_cast);
-        }
-        list.push(')');
-        list
-    }
-
-    pub(super) fn build(self, sql: String) -> Built {
-        Built {
-            sql,
-            args: self.args,
-        }
-    }
-}
-
-/// The number of placeholders an `IN` list of `n` ids is written with: the
-/// next power of two, at most [`ROWS_PER_STATEMENT`] (callers chunk by it);
-/// a longer list (a claim of a larger batch) as it is.
-pub(super) fn padded_len(n: usize) -> usize {
-    if n > ROWS_PER_STATEMENT {
-        n
-    } else {
-        n.next_power_of_two().min(ROWS_PER_STATEMENT)
-    }
-}
 
 /// The quoted column names of one dialect.
 struct Cols {
@@ -235,11 +149,24 @@ impl Table {
         let limit = p.p(Arg::BigInt(limit));
         p.build(format!(
             "UPDATE {t} SET {next_attempt_at} = {now} + {lease}, {locked_by} = {token} \
-             WHERE {id} IN (SELECT {id} FROM {t} \
-             WHERE {status_col} = {status} AND {retry_count} < {max_retry} AND {next_attempt_at} <= {now}{after} \
-             ORDER BY {created_at}, {id} LIMIT {limit}{lock}) \
-             RETURNING {cols}"
+             WHERE {} RETURNING {cols}",
+            self.id_in_select(format!(
+                "SELECT {id} FROM {t} \
+                 WHERE {status_col} = {status} AND {retry_count} < {max_retry} AND {next_attempt_at} <= {now}{after} \
+                 ORDER BY {created_at}, {id} LIMIT {limit}{lock}"
+            ))
         ))
+    }
+
+    /// `Id IN (<select>)`, or where ids are matched as an array (see
+    /// `Params::id_in`) `Id = ANY(ARRAY(<select>))`: the rows the select
+    /// picks are then looked up by primary key, never found by a scan of
+    /// the whole table joined to the select.
+    fn id_in_select(&self, select: String) -> String {
+        match self.d.id_array_cast {
+            Some(_) => format!("{} = ANY(ARRAY({select}))", self.c.id),
+            None => format!("{} IN ({select})", self.c.id),
+        }
     }
 
     /// ` AND CreatedAt >= <after>`, or nothing; its placeholder comes
@@ -290,9 +217,9 @@ impl Table {
         let (t, now) = (&self.t, self.d.now_ms);
         let mut p = Params::new(self.d);
         let (lease, token) = (p.p(Arg::BigInt(lease_ms)), p.p(Arg::Text(token.to_owned())));
-        let ids = p.ids(ids);
+        let by_id = p.id_in(id, ids);
         p.build(format!(
-            "UPDATE {t} SET {next_attempt_at} = {now} + {lease}, {locked_by} = {token} WHERE {id} IN {ids}"
+            "UPDATE {t} SET {next_attempt_at} = {now} + {lease}, {locked_by} = {token} WHERE {by_id}"
         ))
     }
 
@@ -312,11 +239,11 @@ impl Table {
         let (t, now) = (&self.t, self.d.now_ms);
         let mut p = Params::new(self.d);
         let (token, lease) = (p.p(Arg::Text(token.to_owned())), p.p(Arg::BigInt(lease_ms)));
-        let ids = p.ids(ids);
+        let by_id = p.id_in(id, ids);
         let from = p.p(Arg::Text(from.to_owned()));
         p.build(format!(
             "UPDATE {t} SET {locked_by} = {token}, {next_attempt_at} = {now} + {lease} \
-             WHERE {id} IN {ids} AND {locked_by} = {from}"
+             WHERE {by_id} AND {locked_by} = {from}"
         ))
     }
 
@@ -325,10 +252,10 @@ impl Table {
         let Cols { id, locked_by, .. } = &self.c;
         let (t, cols) = (&self.t, &self.select_list);
         let mut p = Params::new(self.d);
-        let ids = p.ids(ids);
+        let by_id = p.id_in(id, ids);
         let token = p.p(Arg::Text(token.to_owned()));
         p.build(format!(
-            "SELECT {cols} FROM {t} WHERE {id} IN {ids} AND {locked_by} = {token}"
+            "SELECT {cols} FROM {t} WHERE {by_id} AND {locked_by} = {token}"
         ))
     }
 
@@ -343,11 +270,11 @@ impl Table {
         let (t, now) = (&self.t, self.d.now_ms);
         let mut p = Params::new(self.d);
         let lease = p.p(Arg::BigInt(lease_ms));
-        let ids = p.ids(ids);
+        let by_id = p.id_in(id, ids);
         let token = p.p(Arg::Text(token.to_owned()));
         p.build(format!(
             "UPDATE {t} SET {next_attempt_at} = {now} + {lease} \
-             WHERE {id} IN {ids} AND {locked_by} = {token}"
+             WHERE {by_id} AND {locked_by} = {token}"
         ))
     }
 
@@ -376,12 +303,12 @@ impl Table {
             p.p(Arg::Time(now)),
             p.p(Arg::BigInt(backoff_ms)),
         );
-        let ids = p.ids(ids);
+        let by_id = p.id_in(id, ids);
         let token = p.p(Arg::Text(token.to_owned()));
         p.build(format!(
             "UPDATE {t} SET {error_message} = {error}, {updated_at} = {now}, \
              {next_attempt_at} = {db_now} + {backoff}, {locked_by} = NULL \
-             WHERE {id} IN {ids} AND {locked_by} = {token}"
+             WHERE {by_id} AND {locked_by} = {token}"
         ))
     }
 
@@ -397,11 +324,11 @@ impl Table {
         let t = &self.t;
         let mut p = Params::new(self.d);
         let now = p.p(Arg::Time(now));
-        let ids = p.ids(ids);
+        let by_id = p.id_in(id, ids);
         let token = p.p(Arg::Text(token.to_owned()));
         p.build(format!(
             "UPDATE {t} SET {status} = 1, {updated_at} = {now}, {locked_by} = NULL \
-             WHERE {id} IN {ids} AND {locked_by} = {token}"
+             WHERE {by_id} AND {locked_by} = {token}"
         ))
     }
 
@@ -412,10 +339,10 @@ impl Table {
         let Cols { id, locked_by, .. } = &self.c;
         let t = &self.t;
         let mut p = Params::new(self.d);
-        let ids = p.ids(ids);
+        let by_id = p.id_in(id, ids);
         let token = p.p(Arg::Text(token.to_owned()));
         p.build(format!(
-            "DELETE FROM {t} WHERE {id} IN {ids} AND {locked_by} = {token}"
+            "DELETE FROM {t} WHERE {by_id} AND {locked_by} = {token}"
         ))
     }
 
@@ -446,12 +373,12 @@ impl Table {
             p.p(Arg::Time(now)),
             p.p(Arg::BigInt(backoff_ms)),
         );
-        let ids = p.ids(ids);
+        let by_id = p.id_in(id, ids);
         let token = p.p(Arg::Text(token.to_owned()));
         p.build(format!(
             "UPDATE {t} SET {status} = 2, {retry_count} = {retry_count} + 1, {error_message} = {error}, \
              {updated_at} = {now}, {next_attempt_at} = {db_now} + {backoff}, {locked_by} = NULL \
-             WHERE {id} IN {ids} AND {locked_by} = {token}"
+             WHERE {by_id} AND {locked_by} = {token}"
         ))
     }
 
@@ -559,10 +486,10 @@ impl Table {
                  ORDER BY {created_at}, {id} LIMIT {limit}"
             )
         } else {
-            format!(
-                "DELETE FROM {t} WHERE {id} IN (SELECT {id} FROM {t} \
-                 WHERE {status} = {wanted} AND {created_at} < {before} LIMIT {limit})"
-            )
+            let select = format!(
+                "SELECT {id} FROM {t} WHERE {status} = {wanted} AND {created_at} < {before} LIMIT {limit}"
+            );
+            format!("DELETE FROM {t} WHERE {}", self.id_in_select(select))
         };
         p.build(sql)
     }
@@ -585,6 +512,12 @@ fn truncate(s: &str) -> String {
     }
     format!("{}...", &s[..end])
 }
+
+#[path = "params.rs"]
+mod params;
+#[cfg(test)]
+use params::padded_len;
+pub(super) use params::Params;
 
 #[path = "insert_sql.rs"]
 mod insert_sql;

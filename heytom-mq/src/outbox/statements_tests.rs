@@ -21,9 +21,9 @@ fn statements_read_as_whole_sql() {
         claim.sql,
         format!(
             "UPDATE LocalMessages SET NextAttemptAt = {now} + $1, LockedBy = $2 \
-             WHERE Id IN (SELECT Id FROM LocalMessages \
+             WHERE Id = ANY(ARRAY(SELECT Id FROM LocalMessages \
              WHERE Status = 0 AND RetryCount < $3 AND NextAttemptAt <= {now} \
-             ORDER BY CreatedAt, Id LIMIT $4 FOR UPDATE SKIP LOCKED) \
+             ORDER BY CreatedAt, Id LIMIT $4 FOR UPDATE SKIP LOCKED)) \
              RETURNING Id::text, MQType, Topic, RoutingKey, MessageType, MessageBody, Status, \
              CreatedAt::timestamptz, UpdatedAt::timestamptz, RetryCount, ErrorMessage, \
              Headers, PartitionKey, NextAttemptAt, LockedBy"
@@ -80,12 +80,12 @@ fn id_lists_are_padded_to_a_few_lengths() {
     assert_eq!(padded_len(ROWS_PER_STATEMENT), ROWS_PER_STATEMENT);
     assert_eq!(padded_len(5000), 5000);
     // Three ids are written as four, the last one twice.
-    let pg = Table::new(&super::super::postgres::DIALECT, "T");
+    let sqlite = Table::new(&super::super::sqlite::DIALECT, "T");
     let ids = [Uuid::nil(), Uuid::max(), Uuid::now_v7()];
-    let sent = pg.mark_sent(&ids, "me", Utc::now());
+    let sent = sqlite.mark_sent(&ids, "me", Utc::now());
     assert!(
         sent.sql
-            .ends_with("WHERE Id IN ($2::uuid, $3::uuid, $4::uuid, $5::uuid) AND LockedBy = $6"),
+            .ends_with("WHERE [Id] IN (?, ?, ?, ?) AND [LockedBy] = ?"),
         "{}",
         sent.sql
     );
@@ -132,4 +132,32 @@ fn the_one_row_insert_is_the_general_insert_of_one_row() {
         .insert(&[row.clone(), row], None)
         .sql
         .ends_with("VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13), ($14::uuid, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26)"));
+}
+
+#[test]
+fn postgres_reads_id_lists_as_one_array() {
+    // One argument whatever the length, looked up by primary key: a list
+    // of literal ids would be planned as a scan of the whole table.
+    let pg = Table::new(&super::super::postgres::DIALECT, "T");
+    let ids = [Uuid::nil(), Uuid::max(), Uuid::now_v7()];
+    let sent = pg.mark_sent(&ids, "me", Utc::now());
+    assert!(
+        sent.sql
+            .ends_with("WHERE Id = ANY(ARRAY(SELECT unnest($2::uuid[]))) AND LockedBy = $3"),
+        "{}",
+        sent.sql
+    );
+    assert!(
+        matches!(&sent.args[1], Arg::Text(t) if *t == format!("{{{},{},{}}}", ids[0], ids[1], ids[2])),
+        "{:?}",
+        sent.args
+    );
+    assert_eq!(sent.args.len(), 3);
+    let many: Vec<Uuid> = (0..700).map(|_| Uuid::now_v7()).collect();
+    assert_eq!(pg.mark_sent(&many, "me", Utc::now()).sql, sent.sql);
+    let retained = pg.delete_before(MessageStatus::Sent, Utc::now(), 10);
+    assert_eq!(
+        retained.sql,
+        "DELETE FROM T WHERE Id = ANY(ARRAY(SELECT Id FROM T WHERE Status = $1 AND CreatedAt < $2 LIMIT $3))"
+    );
 }
