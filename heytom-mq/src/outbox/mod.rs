@@ -52,6 +52,8 @@ mod lease;
 mod marker;
 #[cfg(feature = "mysql")]
 mod mysql;
+#[cfg(all(test, feature = "postgres"))]
+mod plan_tests;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod relay;
