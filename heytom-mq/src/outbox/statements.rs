@@ -5,9 +5,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::dialect::{
-    migration_statements, Arg, Built, Dialect, COLUMNS, MAX_ERROR_LEN, ROWS_PER_STATEMENT,
-};
+use super::dialect::{migration_statements, Arg, Built, Dialect, COLUMNS, MAX_ERROR_LEN};
 use super::MessageStatus;
 
 /// The quoted column names of one dialect.

@@ -1,6 +1,7 @@
 //! Unit tests of the statements' text.
 use super::insert_sql::INSERT_PARAMS;
 use super::*;
+use crate::outbox::dialect::ROWS_PER_STATEMENT;
 use crate::outbox::LocalMessage;
 
 #[test]
