@@ -11,9 +11,6 @@ use tokio::task::JoinHandle;
 use super::dialect::{Built, Dialect};
 use super::LocalMessage;
 
-/// A function that turns the rows a claim selected into the update that leases them.
-pub(crate) type LeaseFn = Box<dyn FnOnce(&[LocalMessage]) -> Option<Built> + Send>;
-
 /// What a database must do; generated per database by [`sql_backend!`].
 #[async_trait]
 pub(crate) trait Backend: Send + Sync + 'static {
@@ -23,12 +20,6 @@ pub(crate) trait Backend: Send + Sync + 'static {
     async fn fetch_counts(&self, q: Built) -> std::result::Result<Vec<(i32, i64)>, sqlx::Error>;
     /// The first column of every row, as text (column and index names).
     async fn fetch_names(&self, q: Built) -> std::result::Result<Vec<String>, sqlx::Error>;
-    /// Runs `select`, then the update `lease` makes of its rows, in one transaction.
-    async fn fetch_then_update(
-        &self,
-        select: Built,
-        lease: LeaseFn,
-    ) -> std::result::Result<Vec<LocalMessage>, sqlx::Error>;
     /// Starts a task that wakes `wake` on every notification on `channel` (PostgreSQL).
     fn spawn_listener(
         &self,
@@ -147,34 +138,6 @@ macro_rules! sql_backend {
                     .fetch_all(&self.pool)
                     .await?;
                 rows.iter().map(|r| r.try_get(0)).collect()
-            }
-
-            async fn fetch_then_update(
-                &self,
-                select: $crate::outbox::repository::Built,
-                lease: $crate::outbox::repository::LeaseFn,
-            ) -> Result<Vec<$crate::outbox::LocalMessage>, sqlx::Error> {
-                use sqlx::Connection;
-                let mut conn = self.pool.acquire().await?;
-                // One round trip: the setting, then the transaction it is for.
-                let mut tx = match $dialect.before_claim {
-                    Some(sql) => {
-                        conn.begin_with(sqlx::AssertSqlSafe(format!("{sql}; BEGIN")))
-                            .await?
-                    }
-                    None => conn.begin().await?,
-                };
-                let rows = bind(sqlx::query(sqlx::AssertSqlSafe(select.sql)), select.args)
-                    .fetch_all(&mut *tx)
-                    .await?;
-                let rows = rows.iter().map(map_row).collect::<Result<Vec<_>, _>>()?;
-                if let Some(update) = lease(&rows) {
-                    bind(sqlx::query(sqlx::AssertSqlSafe(update.sql)), update.args)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                tx.commit().await?;
-                Ok(rows)
             }
 
             fn spawn_listener(

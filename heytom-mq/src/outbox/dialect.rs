@@ -74,8 +74,13 @@ pub(crate) enum ClaimStyle {
         /// Appended to the inner select (`FOR UPDATE SKIP LOCKED` or nothing).
         lock: &'static str,
     },
-    /// `SELECT ... FOR UPDATE SKIP LOCKED`, then `UPDATE`, in one transaction.
-    SelectForUpdate,
+    /// `SELECT Id ...` without locks, then an `UPDATE` of those ids that
+    /// are still due, then the rows it leased: three statements, no
+    /// transaction, so a claim holds row locks only while its update runs
+    /// (a `SELECT ... FOR UPDATE` held them, on the rows it stepped over
+    /// too, until its commit, and the marks of earlier batches queued
+    /// behind it).
+    SelectThenUpdate,
 }
 
 /// What differs between databases, as data.
@@ -110,9 +115,6 @@ pub(crate) struct Dialect {
     /// before purge, PostgreSQL's dead tuples), a claim from the start of
     /// the index would step over every row sent so far.
     pub(crate) claim_from_last: bool,
-    /// Sent with the claim transaction's `BEGIN` (one round trip), for that
-    /// transaction only.
-    pub(crate) before_claim: Option<&'static str>,
     /// `DELETE ... LIMIT n` (MySQL) instead of `DELETE ... WHERE Id IN (SELECT ... LIMIT n)`.
     pub(crate) delete_with_limit: bool,
     /// `migrations/<db>/001_create_local_messages.sql`: the original table

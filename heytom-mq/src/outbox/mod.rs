@@ -154,7 +154,7 @@ impl Outbox {
         Self::with_pool(OutboxPool::Postgres(pool))
     }
 
-    /// A local message table in MySQL or MariaDB (10.6+ for `SKIP LOCKED`).
+    /// A local message table in MySQL 8+ or MariaDB 10.6+.
     #[cfg(feature = "mysql")]
     pub fn mysql(pool: sqlx::MySqlPool) -> Self {
         Self::with_pool(OutboxPool::MySql(pool))

@@ -1,6 +1,6 @@
 //! MySQL / MariaDB: backquoted identifiers, `?` placeholders, `CHAR(36)`
-//! ids, claims with `SELECT ... FOR UPDATE SKIP LOCKED` (MariaDB 10.6+,
-//! MySQL 8.0+) then `UPDATE`, in one READ COMMITTED transaction.
+//! ids, claims with a `SELECT` of due ids that locks nothing, then an
+//! `UPDATE` of those still due, then a `SELECT` of the rows it leased.
 
 use sqlx::{MySql, MySqlPool};
 use tokio::sync::{watch, Notify};
@@ -19,10 +19,8 @@ pub(crate) const DIALECT: Dialect = Dialect {
     id_array_cast: None,
     id_select_cast: "",
     time_select_cast: "",
-    claim: ClaimStyle::SelectForUpdate,
+    claim: ClaimStyle::SelectThenUpdate,
     claim_from_last: true,
-    // No gap locks: a claim must not block the inserts of business transactions.
-    before_claim: Some("SET TRANSACTION ISOLATION LEVEL READ COMMITTED"),
     delete_with_limit: true,
     create_sql: include_str!("../../migrations/mysql/001_create_local_messages.sql"),
     upgrade_sql: include_str!("../../migrations/mysql/002_add_relay_columns.sql"),

@@ -137,7 +137,10 @@ async fn no_statement_of_the_relay_scans_the_whole_table() {
             ("renew", t.renew(&ids, "tok", 60_000)),
             ("take over", t.take_over(&ids, "from", "tok", 60_000)),
             ("held", t.held(&ids, "tok")),
-            ("lease", t.lease(&ids, 60_000, "tok")),
+            (
+                "lease due",
+                t.lease_due(&ids, MessageStatus::Pending, 10, 60_000, "tok"),
+            ),
         ];
         let mut scans = Vec::new();
         for (what, stmt) in statements {

@@ -27,7 +27,6 @@ pub(crate) const DIALECT: Dialect = Dialect {
         lock: " FOR UPDATE SKIP LOCKED",
     },
     claim_from_last: true,
-    before_claim: None,
     delete_with_limit: false,
     create_sql: include_str!("../../migrations/postgres/001_create_local_messages.sql"),
     upgrade_sql: include_str!("../../migrations/postgres/002_add_relay_columns.sql"),

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::{LocalMessage, MessageStatus};
 use crate::error::{Error, Result};
 
-pub(crate) use super::backend::{sql_backend, Backend, LeaseFn};
+pub(crate) use super::backend::{sql_backend, Backend};
 pub(crate) use super::dialect::{
     check_identifier, check_table_name, ClaimStyle, Dialect, Placeholder, COLUMNS,
     ROWS_PER_STATEMENT,
@@ -260,18 +260,9 @@ impl Store {
                     );
                     self.backend.fetch(q).await
                 }
-                ClaimStyle::SelectForUpdate => {
-                    let select = self.table.claim_select(status, max_retry, want, after);
-                    let token = token.to_owned();
-                    let table = Table::new(self.table.d, &self.table.name);
-                    let lease: LeaseFn = Box::new(move |rows: &[LocalMessage]| {
-                        if rows.is_empty() {
-                            return None;
-                        }
-                        let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-                        Some(table.lease(&ids, lease_ms, &token))
-                    });
-                    self.backend.fetch_then_update(select, lease).await
+                ClaimStyle::SelectThenUpdate => {
+                    self.claim_by_ids(status, token, lease_ms, max_retry, want, after)
+                        .await
                 }
             }
             .map_err(storage("claiming due rows", &self.table.name))?;
@@ -282,6 +273,35 @@ impl Store {
         }
         rows.sort_by_key(|r| (r.created_at, r.id));
         Ok(rows)
+    }
+
+    /// `ClaimStyle::SelectThenUpdate`: the due ids, then a lease of those
+    /// still due, then the rows leased to `token`.
+    async fn claim_by_ids(
+        &self,
+        status: MessageStatus,
+        token: &str,
+        lease_ms: i64,
+        max_retry: i32,
+        limit: i64,
+        after: Option<DateTime<Utc>>,
+    ) -> std::result::Result<Vec<LocalMessage>, sqlx::Error> {
+        let t = &self.table;
+        let ids = (self
+            .backend
+            .fetch_names(t.claim_ids(status, max_retry, limit, after))
+            .await?)
+            .iter()
+            .map(|id| Uuid::parse_str(id).map_err(|e| sqlx::Error::Decode(Box::new(e))))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let lease = t.lease_due(&ids, status, max_retry, lease_ms, token);
+        if self.backend.execute(lease).await? == 0 {
+            return Ok(Vec::new());
+        }
+        self.backend.fetch(t.held(&ids, token)).await
     }
 
     /// Moves committed rows from the commit lease `from` to `token`;

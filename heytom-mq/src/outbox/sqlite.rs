@@ -23,7 +23,6 @@ pub(crate) const DIALECT: Dialect = Dialect {
     time_select_cast: "",
     claim: ClaimStyle::UpdateReturning { lock: "" },
     claim_from_last: false,
-    before_claim: None,
     delete_with_limit: false,
     create_sql: include_str!("../../migrations/sqlite/001_create_local_messages.sql"),
     upgrade_sql: include_str!("../../migrations/sqlite/002_add_relay_columns.sql"),

@@ -176,8 +176,9 @@ impl Table {
         }
     }
 
-    /// The select half of `ClaimStyle::SelectForUpdate`.
-    pub(crate) fn claim_select(
+    /// The first step of `ClaimStyle::SelectThenUpdate`: the ids of due
+    /// rows, oldest first, read without locking anything.
+    pub(crate) fn claim_ids(
         &self,
         status: MessageStatus,
         max_retry: i32,
@@ -192,32 +193,47 @@ impl Table {
             created_at,
             ..
         } = &self.c;
-        let (t, cols, status, now) = (&self.t, &self.select_list, status as i32, self.d.now_ms);
+        let (t, status, now) = (&self.t, status as i32, self.d.now_ms);
+        let id_cast = self.d.id_select_cast;
         let mut p = Params::new(self.d);
         let max_retry = p.p(Arg::Int(max_retry));
         let after = self.after(&mut p, after);
         let limit = p.p(Arg::BigInt(limit));
         p.build(format!(
-            "SELECT {cols} FROM {t} \
+            "SELECT {id}{id_cast} FROM {t} \
              WHERE {status_col} = {status} AND {retry_count} < {max_retry} AND {next_attempt_at} <= {now}{after} \
-             ORDER BY {created_at}, {id} LIMIT {limit} FOR UPDATE SKIP LOCKED"
+             ORDER BY {created_at}, {id} LIMIT {limit}"
         ))
     }
 
-    /// The update half of `ClaimStyle::SelectForUpdate`.
-    pub(crate) fn lease(&self, ids: &[Uuid], lease_ms: i64, token: &str) -> Built {
+    /// The second step of `ClaimStyle::SelectThenUpdate`: leases those of
+    /// `ids` that are still due (the same conditions as the select, checked
+    /// again on each row's latest version under its lock), so a row another
+    /// scanner leased, or that was sent, meanwhile is left alone.
+    pub(crate) fn lease_due(
+        &self,
+        ids: &[Uuid],
+        status: MessageStatus,
+        max_retry: i32,
+        lease_ms: i64,
+        token: &str,
+    ) -> Built {
         let Cols {
             id,
+            status: status_col,
+            retry_count,
             next_attempt_at,
             locked_by,
             ..
         } = &self.c;
-        let (t, now) = (&self.t, self.d.now_ms);
+        let (t, status, now) = (&self.t, status as i32, self.d.now_ms);
         let mut p = Params::new(self.d);
         let (lease, token) = (p.p(Arg::BigInt(lease_ms)), p.p(Arg::Text(token.to_owned())));
         let by_id = p.id_in(id, ids);
+        let max_retry = p.p(Arg::Int(max_retry));
         p.build(format!(
-            "UPDATE {t} SET {next_attempt_at} = {now} + {lease}, {locked_by} = {token} WHERE {by_id}"
+            "UPDATE {t} SET {next_attempt_at} = {now} + {lease}, {locked_by} = {token} \
+             WHERE {by_id} AND {status_col} = {status} AND {retry_count} < {max_retry} AND {next_attempt_at} <= {now}"
         ))
     }
 

@@ -55,20 +55,45 @@ fn statements_read_as_whole_sql() {
 fn a_claim_after_a_time_reads_from_there() {
     let my = Table::new(&super::super::mysql::DIALECT, "T");
     let after = Utc::now();
-    let select = my.claim_select(MessageStatus::Pending, 5, 100, Some(after));
+    let select = my.claim_ids(MessageStatus::Pending, 5, 100, Some(after));
     assert!(
-        select.sql.contains("`NextAttemptAt` <= ")
+        select
+            .sql
+            .starts_with("SELECT `Id` FROM `T` WHERE `Status` = 0 AND ")
+            && select.sql.contains("`NextAttemptAt` <= ")
             && select
                 .sql
-                .contains(" AND `CreatedAt` >= ? ORDER BY `CreatedAt`, `Id` LIMIT ?"),
+                .ends_with(" AND `CreatedAt` >= ? ORDER BY `CreatedAt`, `Id` LIMIT ?"),
         "{}",
         select.sql
     );
     assert!(
         matches!(select.args.as_slice(), [Arg::Int(5), Arg::Time(t), Arg::BigInt(100)] if *t == after)
     );
-    let plain = my.claim_select(MessageStatus::Pending, 5, 100, None);
+    let plain = my.claim_ids(MessageStatus::Pending, 5, 100, None);
     assert!(!plain.sql.contains(">= ?") && plain.args.len() == 2);
+}
+
+#[test]
+fn a_claim_by_ids_locks_nothing_and_leases_only_rows_still_due() {
+    let my = Table::new(&super::super::mysql::DIALECT, "T");
+    // The select takes no locks: a claim holds none while the rows are sent.
+    let select = my.claim_ids(MessageStatus::Failed, 5, 100, None);
+    assert!(!select.sql.contains("FOR UPDATE"), "{}", select.sql);
+    let ids = [Uuid::nil(), Uuid::max()];
+    let lease = my.lease_due(&ids, MessageStatus::Failed, 5, 10_000, "tok");
+    let now = super::super::mysql::DIALECT.now_ms;
+    assert_eq!(
+        lease.sql,
+        format!(
+            "UPDATE `T` SET `NextAttemptAt` = {now} + ?, `LockedBy` = ? \
+             WHERE `Id` IN (?, ?) AND `Status` = 2 AND `RetryCount` < ? AND `NextAttemptAt` <= {now}"
+        )
+    );
+    assert!(matches!(
+        lease.args.as_slice(),
+        [Arg::BigInt(10_000), Arg::Text(t), Arg::Text(_), Arg::Text(_), Arg::Int(5)] if t == "tok"
+    ));
 }
 
 #[test]
