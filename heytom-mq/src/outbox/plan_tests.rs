@@ -10,10 +10,12 @@ use std::str::FromStr;
 use chrono::Utc;
 use futures::FutureExt;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{AssertSqlSafe, PgPool, Row};
+use sqlx::{AssertSqlSafe, PgPool};
 use uuid::Uuid;
 
-use super::dialect::{Arg, Built};
+use super::dialect::Built;
+use super::postgres::PgBackend;
+use super::repository::Backend;
 use super::statements::Table;
 use super::{MessageStatus, Outbox};
 
@@ -47,24 +49,17 @@ async fn pool() -> Option<PgPool> {
     }
 }
 
-/// The plan of `stmt` as text (`EXPLAIN`, not run), its arguments bound.
+/// The plan of `stmt` as text (`EXPLAIN`, not run), its arguments bound
+/// as the relay binds them.
 async fn plan(pool: &PgPool, stmt: Built) -> String {
-    let sql = format!("EXPLAIN {}", stmt.sql);
-    let mut q = sqlx::query(AssertSqlSafe(sql));
-    for a in stmt.args {
-        q = match a {
-            Arg::Text(v) => q.bind(v),
-            Arg::OptText(v) => q.bind(v),
-            Arg::Int(v) => q.bind(v),
-            Arg::BigInt(v) => q.bind(v),
-            Arg::Time(v) => q.bind(v),
-            Arg::OptTime(v) => q.bind(v),
-        };
-    }
-    let rows = q.fetch_all(pool).await.expect("EXPLAIN");
-    rows.iter()
-        .map(|r| r.get::<String, _>(0))
-        .collect::<Vec<_>>()
+    let explain = Built {
+        sql: format!("EXPLAIN {}", stmt.sql),
+        args: stmt.args,
+    };
+    PgBackend { pool: pool.clone() }
+        .fetch_names(explain)
+        .await
+        .expect("EXPLAIN")
         .join("\n")
 }
 
@@ -104,31 +99,15 @@ async fn no_statement_of_the_relay_scans_the_whole_table() {
 
         let t = Table::new(&super::postgres::DIALECT, &name);
         let now = Utc::now();
-        let lock = " FOR UPDATE SKIP LOCKED";
+        let claim = |after| {
+            let lock = " FOR UPDATE SKIP LOCKED";
+            t.claim_update_returning(MessageStatus::Pending, 60_000, "tok", 10, IDS, lock, after)
+        };
         let statements = [
-            (
-                "claim",
-                t.claim_update_returning(
-                    MessageStatus::Pending,
-                    60_000,
-                    "tok",
-                    10,
-                    IDS,
-                    lock,
-                    None,
-                ),
-            ),
+            ("claim", claim(None)),
             (
                 "claim from the last",
-                t.claim_update_returning(
-                    MessageStatus::Pending,
-                    60_000,
-                    "tok",
-                    10,
-                    IDS,
-                    lock,
-                    Some(now - chrono::TimeDelta::minutes(5)),
-                ),
+                claim(Some(now - chrono::TimeDelta::minutes(5))),
             ),
             ("mark sent", t.mark_sent(&ids, "tok", now)),
             ("delete sent", t.delete_sent(&ids, "tok")),

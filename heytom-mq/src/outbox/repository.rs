@@ -292,7 +292,7 @@ impl Store {
             .fetch_names(t.claim_ids(status, max_retry, limit, after))
             .await?)
             .iter()
-            .map(|id| Uuid::parse_str(id).map_err(|e| sqlx::Error::Decode(Box::new(e))))
+            .map(|id| Uuid::parse_str(id.trim()).map_err(|e| sqlx::Error::Decode(Box::new(e))))
             .collect::<std::result::Result<Vec<_>, _>>()?;
         if ids.is_empty() {
             return Ok(Vec::new());
