@@ -725,6 +725,59 @@ macro_rules! outbox_suite {
                 f.drop_tables().await;
             }
 
+            /// A claim counts a failure from the retry count the row has in
+            /// the table, also for a Pending row that has one (written by
+            /// hand here; the MySQL claim skips its second read only for
+            /// Pending rows read with count 0).
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_failure_counts_on_from_the_rows_own_retry_count() {
+                let Some(f) = Fixture::new().await else { return };
+                f.outbox().ensure_table().await.unwrap();
+                let row = LocalMessage::pending(OrderPlaced::NAME, body(9));
+                let insert = format!(
+                    "INSERT INTO {q}{t}{q} ({q}Id{q}, {q}MQType{q}, {q}Topic{q}, {q}MessageType{q}, {q}MessageBody{q}, {q}Status{q}, {q}CreatedAt{q}, {q}RetryCount{q}) VALUES ({}, 'InMemory', 't', {}, {}, 0, {}, 2)",
+                    if $name == "postgres" { "$1::uuid" } else { $ph },
+                    if $name == "postgres" { "$2" } else { "?" },
+                    if $name == "postgres" { "$3" } else { "?" },
+                    if $name == "postgres" { "$4" } else { "?" },
+                    q = $q,
+                    t = f.table
+                );
+                sqlx::query(AssertSqlSafe(insert))
+                    .bind(row.id.to_string())
+                    .bind(OrderPlaced::NAME)
+                    .bind(body(9))
+                    .bind(row.created_at)
+                    .execute(&f.pool)
+                    .await
+                    .unwrap();
+                let broker = InMemoryBroker::new();
+                let (transport, _down, attempts) = flaky(&broker, true);
+                // One attempt: the retry comes long after this test.
+                let outbox = f.outbox().retry_backoff(Duration::from_secs(600));
+                let app = f
+                    .app(&broker, outbox)
+                    .transport(transport)
+                    .local_message_retry(LocalMessageRetryOptions { max_retry_count: 5, ..fast_retry() })
+                    .start()
+                    .await
+                    .unwrap();
+                let (outbox, id) = (f.outbox(), row.id);
+                eventually("the failed send recorded", Duration::from_secs(10), move || {
+                    let outbox = outbox.clone();
+                    async move {
+                        let stored = outbox.message(id).await.unwrap().unwrap();
+                        stored.status == MessageStatus::Failed
+                    }
+                })
+                .await;
+                app.shutdown().await.unwrap();
+                let stored = f.outbox().message(row.id).await.unwrap().unwrap();
+                assert_eq!(attempts.load(Ordering::SeqCst), 1);
+                assert_eq!(stored.retry_count, 3, "one failed send after 2");
+                f.drop_tables().await;
+            }
+
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn scanner_sends_in_creation_order() {
                 let Some(f) = Fixture::new().await else { return };

@@ -21,6 +21,8 @@ use super::dialect::{creates, Creates, ORIGINAL_COLUMNS};
 pub use super::dialect::{Arg, Built, DbKind};
 pub(crate) use super::statements::Table;
 
+mod claim;
+
 /// The repository logic over one backend and one table.
 pub(crate) struct Store {
     pub(crate) backend: Box<dyn Backend>,
@@ -229,79 +231,6 @@ impl Store {
                 .map_err(storage("insert", &self.table.name))?;
         }
         Ok(())
-    }
-
-    /// Claims up to `limit` due rows (Pending first, then Failed; below
-    /// `max_retry`, next attempt time reached on the database's clock) for
-    /// `token` for `lease_ms`, in creation order. With `after` (the newest
-    /// `CreatedAt` of the previous, full claim of a drain) and a dialect
-    /// that wants it, only rows created at or after it: a due row older
-    /// than that waits for the scanner's next round, which starts from the
-    /// beginning again.
-    pub(crate) async fn claim(
-        &self,
-        token: &str,
-        lease_ms: i64,
-        max_retry: i32,
-        limit: i64,
-        after: Option<DateTime<Utc>>,
-    ) -> Result<Vec<LocalMessage>> {
-        let after = after.filter(|_| self.table.d.claim_from_last);
-        let mut rows = Vec::new();
-        for status in [MessageStatus::Pending, MessageStatus::Failed] {
-            let want = limit - rows.len() as i64;
-            if want <= 0 {
-                break;
-            }
-            let claimed = match self.table.d.claim {
-                ClaimStyle::UpdateReturning { lock } => {
-                    let q = self.table.claim_update_returning(
-                        status, lease_ms, token, max_retry, want, lock, after,
-                    );
-                    self.backend.fetch(q).await
-                }
-                ClaimStyle::SelectThenUpdate => {
-                    self.claim_by_ids(status, token, lease_ms, max_retry, want, after)
-                        .await
-                }
-            }
-            .map_err(storage("claiming due rows", &self.table.name))?;
-            rows.extend(claimed);
-        }
-        for r in &mut rows {
-            r.locked_by = Some(token.to_owned());
-        }
-        rows.sort_by_key(|r| (r.created_at, r.id));
-        Ok(rows)
-    }
-
-    /// `ClaimStyle::SelectThenUpdate`: the due ids, then a lease of those
-    /// still due, then the rows leased to `token`.
-    async fn claim_by_ids(
-        &self,
-        status: MessageStatus,
-        token: &str,
-        lease_ms: i64,
-        max_retry: i32,
-        limit: i64,
-        after: Option<DateTime<Utc>>,
-    ) -> std::result::Result<Vec<LocalMessage>, sqlx::Error> {
-        let t = &self.table;
-        let ids = (self
-            .backend
-            .fetch_names(t.claim_ids(status, max_retry, limit, after))
-            .await?)
-            .iter()
-            .map(|id| Uuid::parse_str(id.trim()).map_err(|e| sqlx::Error::Decode(Box::new(e))))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let lease = t.lease_due(&ids, status, max_retry, lease_ms, token);
-        if self.backend.execute(lease).await? == 0 {
-            return Ok(Vec::new());
-        }
-        self.backend.fetch(t.held(&ids, token)).await
     }
 
     /// Moves committed rows from the commit lease `from` to `token`;

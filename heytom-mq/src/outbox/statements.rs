@@ -185,6 +185,30 @@ impl Table {
         limit: i64,
         after: Option<DateTime<Utc>>,
     ) -> Built {
+        let cols = format!("{}{}", self.c.id, self.d.id_select_cast);
+        self.claim_select(&cols, status, max_retry, limit, after)
+    }
+
+    /// [`claim_ids`](Self::claim_ids) with whole rows: Pending rows, whose
+    /// only changing columns a lease checks again (see `Store::claim_by_ids`).
+    pub(crate) fn claim_rows(
+        &self,
+        status: MessageStatus,
+        max_retry: i32,
+        limit: i64,
+        after: Option<DateTime<Utc>>,
+    ) -> Built {
+        self.claim_select(&self.select_list, status, max_retry, limit, after)
+    }
+
+    fn claim_select(
+        &self,
+        cols: &str,
+        status: MessageStatus,
+        max_retry: i32,
+        limit: i64,
+        after: Option<DateTime<Utc>>,
+    ) -> Built {
         let Cols {
             id,
             status: status_col,
@@ -194,13 +218,12 @@ impl Table {
             ..
         } = &self.c;
         let (t, status, now) = (&self.t, status as i32, self.d.now_ms);
-        let id_cast = self.d.id_select_cast;
         let mut p = Params::new(self.d);
         let max_retry = p.p(Arg::Int(max_retry));
         let after = self.after(&mut p, after);
         let limit = p.p(Arg::BigInt(limit));
         p.build(format!(
-            "SELECT {id}{id_cast} FROM {t} \
+            "SELECT {cols} FROM {t} \
              WHERE {status_col} = {status} AND {retry_count} < {max_retry} AND {next_attempt_at} <= {now}{after} \
              ORDER BY {created_at}, {id} LIMIT {limit}"
         ))

@@ -72,6 +72,14 @@ fn a_claim_after_a_time_reads_from_there() {
     );
     let plain = my.claim_ids(MessageStatus::Pending, 5, 100, None);
     assert!(!plain.sql.contains(">= ?") && plain.args.len() == 2);
+    // Whole rows (Pending): the same conditions, order and arguments.
+    let rows = my.claim_rows(MessageStatus::Pending, 5, 100, Some(after));
+    let (_, conditions) = select.sql.split_once(" FROM ").unwrap();
+    assert_eq!(
+        rows.sql,
+        format!("SELECT {} FROM {conditions}", my.select_list)
+    );
+    assert_eq!(format!("{:?}", rows.args), format!("{:?}", select.args));
 }
 
 #[test]
