@@ -369,6 +369,30 @@ macro_rules! outbox_suite {
                         .local_message_retry(fast_retry())
                 }
 
+                /// Writes a Pending row by hand, with the original table's
+                /// columns only (as code before heytom-mq did).
+                async fn insert_by_hand(&self, row: &LocalMessage, retry_count: i32) {
+                    let insert = format!(
+                        "INSERT INTO {q}{t}{q} ({q}Id{q}, {q}MQType{q}, {q}Topic{q}, {q}MessageType{q}, {q}MessageBody{q}, {q}Status{q}, {q}CreatedAt{q}, {q}RetryCount{q}) VALUES ({}, 'InMemory', 't', {}, {}, 0, {}, {})",
+                        if $name == "postgres" { "$1::uuid" } else { $ph },
+                        if $name == "postgres" { "$2" } else { "?" },
+                        if $name == "postgres" { "$3" } else { "?" },
+                        if $name == "postgres" { "$4" } else { "?" },
+                        if $name == "postgres" { "$5" } else { "?" },
+                        q = $q,
+                        t = self.table
+                    );
+                    sqlx::query(AssertSqlSafe(insert))
+                        .bind(row.id.to_string())
+                        .bind(&row.message_type)
+                        .bind(&row.message_body)
+                        .bind(row.created_at)
+                        .bind(retry_count)
+                        .execute(&self.pool)
+                        .await
+                        .unwrap();
+                }
+
                 /// Commits one business row and one event.
                 async fn commit(&self, producer: &Producer, n: u64) -> heytom_mq::Result<EventId> {
                     let sql = self.insert_sql();
@@ -734,23 +758,7 @@ macro_rules! outbox_suite {
                 let Some(f) = Fixture::new().await else { return };
                 f.outbox().ensure_table().await.unwrap();
                 let row = LocalMessage::pending(OrderPlaced::NAME, body(9));
-                let insert = format!(
-                    "INSERT INTO {q}{t}{q} ({q}Id{q}, {q}MQType{q}, {q}Topic{q}, {q}MessageType{q}, {q}MessageBody{q}, {q}Status{q}, {q}CreatedAt{q}, {q}RetryCount{q}) VALUES ({}, 'InMemory', 't', {}, {}, 0, {}, 2)",
-                    if $name == "postgres" { "$1::uuid" } else { $ph },
-                    if $name == "postgres" { "$2" } else { "?" },
-                    if $name == "postgres" { "$3" } else { "?" },
-                    if $name == "postgres" { "$4" } else { "?" },
-                    q = $q,
-                    t = f.table
-                );
-                sqlx::query(AssertSqlSafe(insert))
-                    .bind(row.id.to_string())
-                    .bind(OrderPlaced::NAME)
-                    .bind(body(9))
-                    .bind(row.created_at)
-                    .execute(&f.pool)
-                    .await
-                    .unwrap();
+                f.insert_by_hand(&row, 2).await;
                 let broker = InMemoryBroker::new();
                 let (transport, _down, attempts) = flaky(&broker, true);
                 // One attempt: the retry comes long after this test.
@@ -900,23 +908,7 @@ macro_rules! outbox_suite {
                 // A row written by the original (pre-heytom) code, before the new columns.
                 // (The original DDL itself, run verbatim: tests/outbox_original_ddl.rs.)
                 let legacy = LocalMessage::pending(OrderPlaced::NAME, body(1));
-                let legacy_sql = format!(
-                    "INSERT INTO {q}{t}{q} ({q}Id{q}, {q}MQType{q}, {q}Topic{q}, {q}MessageType{q}, {q}MessageBody{q}, {q}Status{q}, {q}CreatedAt{q}, {q}RetryCount{q}) VALUES ({}, 'InMemory', 't', {}, {}, 0, {}, 0)",
-                    if $name == "postgres" { "$1::uuid" } else { $ph },
-                    if $name == "postgres" { "$2" } else { "?" },
-                    if $name == "postgres" { "$3" } else { "?" },
-                    if $name == "postgres" { "$4" } else { "?" },
-                    q = $q,
-                    t = f.table
-                );
-                sqlx::query(AssertSqlSafe(legacy_sql.clone()))
-                    .bind(legacy.id.to_string())
-                    .bind(OrderPlaced::NAME)
-                    .bind(body(1))
-                    .bind(legacy.created_at)
-                    .execute(&f.pool)
-                    .await
-                    .unwrap();
+                f.insert_by_hand(&legacy, 0).await;
                 // Without the added columns the app refuses to start, with a clear error.
                 let r = f.app(&broker, f.outbox().create_table(false)).build().await;
                 assert!(matches!(r, Err(Error::Configuration(_))), "{r:?}");

@@ -176,34 +176,10 @@ impl Table {
         }
     }
 
-    /// The first step of `ClaimStyle::SelectThenUpdate`: the ids of due
-    /// rows, oldest first, read without locking anything.
-    pub(crate) fn claim_ids(
+    /// The first step of `ClaimStyle::SelectThenUpdate`: due rows, oldest
+    /// first, read whole without locking anything (see `Store::claim_by_ids`).
+    pub(crate) fn claim_select(
         &self,
-        status: MessageStatus,
-        max_retry: i32,
-        limit: i64,
-        after: Option<DateTime<Utc>>,
-    ) -> Built {
-        let cols = format!("{}{}", self.c.id, self.d.id_select_cast);
-        self.claim_select(&cols, status, max_retry, limit, after)
-    }
-
-    /// [`claim_ids`](Self::claim_ids) with whole rows: Pending rows, whose
-    /// only changing columns a lease checks again (see `Store::claim_by_ids`).
-    pub(crate) fn claim_rows(
-        &self,
-        status: MessageStatus,
-        max_retry: i32,
-        limit: i64,
-        after: Option<DateTime<Utc>>,
-    ) -> Built {
-        self.claim_select(&self.select_list, status, max_retry, limit, after)
-    }
-
-    fn claim_select(
-        &self,
-        cols: &str,
         status: MessageStatus,
         max_retry: i32,
         limit: i64,
@@ -217,7 +193,7 @@ impl Table {
             created_at,
             ..
         } = &self.c;
-        let (t, status, now) = (&self.t, status as i32, self.d.now_ms);
+        let (t, cols, status, now) = (&self.t, &self.select_list, status as i32, self.d.now_ms);
         let mut p = Params::new(self.d);
         let max_retry = p.p(Arg::Int(max_retry));
         let after = self.after(&mut p, after);
