@@ -19,7 +19,8 @@
 //! `amqp://guest:guest@127.0.0.1:5672/%2f`), `BENCH_COUNT` (20000),
 //! `BENCH_SIZE` (payload bytes, 256), `BENCH_ROUNDS` (5), `BENCH_PREFETCH` (64),
 //! `BENCH_HEYTOM_FIRST` (0; 1 lets heytom-mq go first in odd rounds),
-//! `BENCH_CONSUME` (1; 0 runs the publish figures only).
+//! `BENCH_CONSUME` (1; 0 runs the publish figures only), `BENCH_PROFILE`
+//! (`concurrent`: heytom-mq's concurrent sends alone, for a profiler).
 //!
 //! A third figure, `publish_concurrent`, sends the same messages as N
 //! `Producer::send` futures awaited at once (the shape of ruststream's
@@ -421,6 +422,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
          (non-durable queue, persistent messages, publisher confirms, mandatory)"
     );
 
+    // BENCH_PROFILE=concurrent: heytom-mq's concurrent sends alone, every
+    // round, for a profiler (no figures compared).
+    if std::env::var("BENCH_PROFILE").as_deref() == Ok("concurrent") {
+        for round in 1..=rounds {
+            let f = phase(count, heytom_publish_concurrent(&producer, &batch)).await?;
+            println!(
+                "round {round}: concurrent send {:.0}/s {:.1}us {:.1}a",
+                f.0, f.1, f.2
+            );
+            purge(&conn).await?;
+        }
+        teardown(&conn).await;
+        producer.close().await?;
+        return Ok(());
+    }
     let consume = env_num("BENCH_CONSUME", 1) != 0;
     // BENCH_HEYTOM_FIRST=1 lets heytom-mq open the first round instead.
     let first_offset = env_num("BENCH_HEYTOM_FIRST", 0) % 2;

@@ -68,11 +68,18 @@ impl Publisher {
     }
 
     /// The publishing channel; (re)connects and redeclares the known
-    /// exchanges when it is gone.
+    /// exchanges when it is gone. The open channel is taken without a
+    /// future of its own: every publish's future holds this one, and the
+    /// reopening's would make each of them (thousands in flight at once)
+    /// as big as a reconnect.
     pub(crate) async fn channel(&self) -> Result<Arc<Channel>> {
-        if let Some(c) = self.open_channel() {
-            return Ok(c);
+        match self.open_channel() {
+            Some(c) => Ok(c),
+            None => Box::pin(self.reopen_channel()).await,
         }
+    }
+
+    async fn reopen_channel(&self) -> Result<Arc<Channel>> {
         let _guard = self.reopen.lock().await;
         if let Some(c) = self.open_channel() {
             return Ok(c);
@@ -110,7 +117,9 @@ impl Publisher {
         Ok(channel)
     }
 
-    /// Declares an exchange on the publishing channel unless done already.
+    /// Declares an exchange on the publishing channel unless done already
+    /// (the declaration, once per exchange, in a boxed future of its own,
+    /// for the same reason as [`channel`](Self::channel)'s reopening).
     pub(crate) async fn ensure_exchange(
         &self,
         channel: &Channel,
@@ -122,10 +131,13 @@ impl Publisher {
         {
             return Ok(());
         }
-        let spec = dest.exchange_spec();
-        declare_exchange(channel, &spec).await?;
-        lock(&self.exchanges).insert(spec.name.clone(), spec);
-        Ok(())
+        Box::pin(async {
+            let spec = dest.exchange_spec();
+            declare_exchange(channel, &spec).await?;
+            lock(&self.exchanges).insert(spec.name.clone(), spec);
+            Ok(())
+        })
+        .await
     }
 
     /// Sends one message; the confirm future is awaited by the caller.
