@@ -262,7 +262,15 @@ pub(crate) fn event_schema(name: &str) -> Option<serde_json::Value> {
 pub(crate) fn registered_name(name: &str) -> Option<&'static str> {
     static NAMES: std::sync::OnceLock<std::collections::HashSet<&'static str>> =
         std::sync::OnceLock::new();
-    NAMES
+    // The name found last on this thread: a consumer's deliveries mostly
+    // carry one name, and a compare is cheaper than hashing it each time.
+    thread_local! {
+        static LAST: std::cell::Cell<Option<&'static str>> = const { std::cell::Cell::new(None) };
+    }
+    if let Some(last) = LAST.with(std::cell::Cell::get).filter(|last| *last == name) {
+        return Some(last);
+    }
+    let found = NAMES
         .get_or_init(|| {
             inventory::iter::<EventRegistration>
                 .into_iter()
@@ -270,7 +278,11 @@ pub(crate) fn registered_name(name: &str) -> Option<&'static str> {
                 .collect()
         })
         .get(name)
-        .copied()
+        .copied();
+    if found.is_some() {
+        LAST.with(|last| last.set(found));
+    }
+    found
 }
 
 /// Looks up a registered event type by its `NAME`.
@@ -278,4 +290,37 @@ pub fn registered_event(name: &str) -> Option<&'static EventRegistration> {
     inventory::iter::<EventRegistration>
         .into_iter()
         .find(|r| r.name == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn default_route() -> &'static Route {
+        static R: Route = Route::Default;
+        &R
+    }
+
+    inventory::submit! {
+        EventRegistration { name: "RegisteredNameTestA", route: default_route }
+    }
+    inventory::submit! {
+        EventRegistration { name: "RegisteredNameTestB", route: default_route }
+    }
+
+    #[test]
+    fn a_registered_name_is_found_whatever_came_before_it() {
+        let a = "RegisteredNameTestA".to_owned();
+        let b = "RegisteredNameTestB".to_owned();
+        for _ in 0..2 {
+            // The last name found is remembered per thread: each answer
+            // must still be the name asked for, registered or not.
+            assert_eq!(registered_name(&a), Some("RegisteredNameTestA"));
+            assert_eq!(registered_name(&a), Some("RegisteredNameTestA"));
+            assert_eq!(registered_name("RegisteredNameTest"), None);
+            assert_eq!(registered_name(&b), Some("RegisteredNameTestB"));
+            assert_eq!(registered_name("RegisteredNameTestAB"), None);
+            assert_eq!(registered_name(""), None);
+        }
+    }
 }
