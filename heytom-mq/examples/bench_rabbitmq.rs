@@ -131,15 +131,20 @@ fn events(count: usize, size: usize) -> Vec<BenchEvent> {
 }
 
 /// The AMQP properties raw lapin sends: what heytom-mq sends too (id,
-/// type, content type, timestamp, persistent, the same string headers).
+/// type, content type, timestamp, persistent, the envelope's string
+/// headers and the time to the nanosecond as `heytom-occurred-at`).
 fn raw_properties(envelope: &Envelope) -> BasicProperties {
     let mut headers = FieldTable::default();
-    for (k, v) in envelope.wire_headers() {
+    for (k, v) in &envelope.headers {
         headers.insert(
-            ShortString::from(k),
-            AMQPValue::LongString(LongString::from(v)),
+            ShortString::from(k.as_str()),
+            AMQPValue::LongString(LongString::from(v.as_str())),
         );
     }
+    headers.insert(
+        ShortString::from(heytom_mq::headers::OCCURRED_AT),
+        AMQPValue::LongString(LongString::from(envelope.occurred_at.to_rfc3339())),
+    );
     BasicProperties::default()
         .with_message_id(envelope.id.to_string().into())
         .with_type(envelope.name.as_str().into())

@@ -22,6 +22,8 @@ pub mod kafka;
 pub mod memory;
 #[cfg(feature = "rabbitmq")]
 pub mod rabbitmq;
+#[cfg(any(feature = "kafka", feature = "rabbitmq"))]
+mod wire;
 
 /// The results of a batch handed over by
 /// [`Transport::publish_batch_queued`], one per message, in order.

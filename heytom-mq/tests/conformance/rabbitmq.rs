@@ -238,9 +238,8 @@ impl Fixture for Rabbit {
                 .unwrap_or_else(|e| panic!("basic_get on `{dlq}`: {e}"));
             match got {
                 Some(m) => {
-                    let headers: BTreeMap<String, String> = m
-                        .delivery
-                        .properties
+                    let props = &m.delivery.properties;
+                    let mut headers: BTreeMap<String, String> = props
                         .headers()
                         .as_ref()
                         .map(|t| {
@@ -250,6 +249,17 @@ impl Fixture for Rabbit {
                                 .collect()
                         })
                         .unwrap_or_default();
+                    // The id and name travel as the AMQP message_id and
+                    // type: seen here under the names the other
+                    // transports' headers have.
+                    for (name, value) in [
+                        (heytom_mq::headers::EVENT_ID, props.message_id()),
+                        (heytom_mq::headers::EVENT_NAME, props.kind()),
+                    ] {
+                        if let Some(v) = value {
+                            headers.insert(name.to_owned(), v.to_string());
+                        }
+                    }
                     // Where it came from: the queue the handler consumed.
                     assert_eq!(
                         headers

@@ -29,7 +29,6 @@ mod options;
 mod produce;
 mod raw;
 mod subscription;
-mod wire;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
@@ -50,6 +49,7 @@ use crate::error::{Error, Result};
 use crate::event::{Envelope, Route, TransportKind};
 use crate::handler::HandlerEntry;
 use crate::transport::health::{ConnectionState, LinkState};
+use crate::transport::wire;
 use crate::transport::{
     EncodedBatch, Outgoing, PendingResults, Subscription, SubscriptionHandle, Transport,
 };

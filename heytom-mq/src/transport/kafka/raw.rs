@@ -186,7 +186,7 @@ impl<'a> RawMessage<'a> {
             },
         };
         let at = at.and_then(|v| {
-            let parsed = super::wire::parse_rfc3339(v);
+            let parsed = crate::transport::wire::parse_rfc3339(v);
             if parsed.is_none() {
                 wire.insert(headers::OCCURRED_AT.to_owned(), text(v));
             }

@@ -3,11 +3,12 @@
 //! to be parsed again), the other headers as strings, and the AMQP
 //! `message_id`, `type` and `timestamp` of foreign producers.
 
-use chrono::{DateTime, Utc};
+use chrono::DateTime;
 use lapin::types::AMQPValue;
 
 use crate::dispatch::Incoming;
 use crate::event::{headers, Headers};
+use crate::transport::wire::parse_rfc3339;
 
 /// The delivery as the dispatcher takes it.
 pub(crate) fn incoming(props: &lapin::BasicProperties, body: Vec<u8>) -> Incoming {
@@ -37,8 +38,8 @@ pub(crate) fn incoming(props: &lapin::BasicProperties, body: Vec<u8>) -> Incomin
                         continue;
                     }
                     headers::OCCURRED_AT => {
-                        if let Some(t) = text.and_then(|t| DateTime::parse_from_rfc3339(t).ok()) {
-                            at = Some(t.with_timezone(&Utc));
+                        if let Some(t) = text.and_then(|t| parse_rfc3339(t.as_bytes())) {
+                            at = Some(t);
                             continue;
                         }
                     }

@@ -1,8 +1,12 @@
 //! An envelope as AMQP properties: persistent JSON with id, type,
 //! timestamp, correlation id, priority and the wire headers, encoded
 //! without a `to_string` round-trip per field.
+//!
+//! The event id and name travel as the AMQP `message_id` and `type` only,
+//! not again as `heytom-event-id` / `heytom-event-name` headers (fewer
+//! bytes for the broker to store and for every consumer to parse); the
+//! consumer still reads those headers from producers that send them.
 
-use chrono::{DateTime, Datelike, Timelike, Utc};
 use lapin::protocol::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 
@@ -10,57 +14,10 @@ use crate::error::{Error, Result};
 use crate::event::{headers, Envelope};
 
 use super::publish::PRIORITY_HEADER;
+use crate::transport::wire::Rfc3339;
 
 fn long(s: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(s))
-}
-
-/// `occurred_at` as [`DateTime::to_rfc3339`] writes it (seconds with
-/// 0, 3, 6 or 9 fraction digits, `+00:00`), into a stack buffer.
-fn rfc3339(t: &DateTime<Utc>, buf: &mut [u8; 35]) -> Option<usize> {
-    let year = t.year();
-    let nano = t.nanosecond();
-    // Leap seconds and years beyond four digits: chrono's own writer.
-    if !(0..=9999).contains(&year) || nano >= 1_000_000_000 {
-        return None;
-    }
-    fn two(buf: &mut [u8], at: usize, v: u32) {
-        buf[at] = b'0' + (v / 10 % 10) as u8;
-        buf[at + 1] = b'0' + (v % 10) as u8;
-    }
-    let year = year as u32;
-    two(buf, 0, year / 100);
-    two(buf, 2, year % 100);
-    buf[4] = b'-';
-    two(buf, 5, t.month());
-    buf[7] = b'-';
-    two(buf, 8, t.day());
-    buf[10] = b'T';
-    two(buf, 11, t.hour());
-    buf[13] = b':';
-    two(buf, 14, t.minute());
-    buf[16] = b':';
-    two(buf, 17, t.second());
-    let mut at = 19;
-    let (digits, mut frac) = if nano == 0 {
-        (0, 0)
-    } else if nano.is_multiple_of(1_000_000) {
-        (3, nano / 1_000_000)
-    } else if nano.is_multiple_of(1_000) {
-        (6, nano / 1_000)
-    } else {
-        (9, nano)
-    };
-    if digits > 0 {
-        buf[at] = b'.';
-        for i in (0..digits).rev() {
-            buf[at + 1 + i] = b'0' + (frac % 10) as u8;
-            frac /= 10;
-        }
-        at += 1 + digits;
-    }
-    buf[at..at + 6].copy_from_slice(b"+00:00");
-    Some(at + 6)
 }
 
 /// AMQP properties of an envelope: persistent JSON with id, type,
@@ -69,6 +26,11 @@ pub(crate) fn properties(envelope: &Envelope) -> Result<BasicProperties> {
     let mut table = FieldTable::default();
     let mut priority = None;
     for (k, v) in &envelope.headers {
+        // The id and name are the message's own: a header of that name
+        // would be read in their place by a consumer, so it is not sent.
+        if k == headers::EVENT_ID || k == headers::EVENT_NAME {
+            continue;
+        }
         if k.len() > 255 {
             return Err(Error::publish(
                 &envelope.name,
@@ -87,16 +49,12 @@ pub(crate) fn properties(envelope: &Envelope) -> Result<BasicProperties> {
     }
     let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
     let id: &str = envelope.id.hyphenated().encode_lower(&mut id);
-    table.insert(ShortString::from(headers::EVENT_ID), long(id));
-    table.insert(ShortString::from(headers::EVENT_NAME), long(&envelope.name));
-    let mut at = [0u8; 35];
-    let occurred = match rfc3339(&envelope.occurred_at, &mut at) {
-        Some(n) => LongString::from(&at[..n]),
-        None => LongString::from(envelope.occurred_at.to_rfc3339()),
-    };
+    // The time to the nanosecond (the AMQP timestamp has whole seconds).
     table.insert(
         ShortString::from(headers::OCCURRED_AT),
-        AMQPValue::LongString(occurred),
+        AMQPValue::LongString(LongString::from(
+            Rfc3339::new(&envelope.occurred_at).as_bytes(),
+        )),
     );
     let mut props = BasicProperties::default()
         .with_message_id(ShortString::from(id))
@@ -121,7 +79,7 @@ pub(crate) fn properties(envelope: &Envelope) -> Result<BasicProperties> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
+    use chrono::{TimeZone, Utc};
 
     fn envelope(headers: crate::Headers) -> Envelope {
         Envelope {
@@ -146,8 +104,9 @@ mod tests {
         let mut h = crate::Headers::new();
         h.insert(headers::CORRELATION_ID.into(), "corr-1".into());
         h.insert(PRIORITY_HEADER.into(), " 7 ".into());
-        // a user header cannot override a reserved one
+        // a user header cannot stand in for the id or the name
         h.insert(headers::EVENT_NAME.into(), "Spoofed".into());
+        h.insert(headers::EVENT_ID.into(), "spoofed-id".into());
         let e = envelope(h);
         let p = properties(&e).unwrap();
         let id = e.id.to_string();
@@ -166,12 +125,19 @@ mod tests {
         );
         assert_eq!(*p.delivery_mode(), Some(2));
         assert_eq!(*p.priority(), Some(7));
-        assert_eq!(header(&p, headers::EVENT_ID), Some(id));
-        assert_eq!(
-            header(&p, headers::EVENT_NAME).as_deref(),
-            Some("OrderPlaced")
-        );
+        // the id and name go once, as message_id and type
+        assert_eq!(header(&p, headers::EVENT_ID), None);
+        assert_eq!(header(&p, headers::EVENT_NAME), None);
         assert!(header(&p, headers::OCCURRED_AT).is_some());
+        assert_eq!(
+            header(&p, headers::CORRELATION_ID).as_deref(),
+            Some("corr-1")
+        );
+        // what a consumer reads back: the message's own id and name
+        let incoming = super::super::delivery::incoming(&p, b"{}".to_vec());
+        let (wire, _) = incoming.into_wire();
+        assert_eq!(wire[headers::EVENT_ID], id);
+        assert_eq!(wire[headers::EVENT_NAME], "OrderPlaced");
     }
 
     #[test]
@@ -187,29 +153,18 @@ mod tests {
 
     #[test]
     fn occurred_at_is_written_as_chrono_writes_it() {
-        let base = Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap();
-        let mut times = vec![
-            base,
-            Utc::now(),
-            Utc.with_ymd_and_hms(1, 12, 31, 23, 59, 59).unwrap(),
-        ];
-        for nanos in [1, 7_000, 120_000_000, 999_999_999, 123_456_789, 10_000] {
-            times.push(base + chrono::Duration::nanoseconds(nanos));
-        }
-        for t in times {
-            let mut buf = [0u8; 35];
-            let n = rfc3339(&t, &mut buf).unwrap();
-            assert_eq!(std::str::from_utf8(&buf[..n]).unwrap(), t.to_rfc3339());
-        }
         let far = Utc.with_ymd_and_hms(12000, 1, 1, 0, 0, 0).unwrap();
-        assert!(rfc3339(&far, &mut [0u8; 35]).is_none());
-        let e = Envelope {
-            occurred_at: far,
-            ..envelope(crate::Headers::new())
-        };
-        assert_eq!(
-            header(&properties(&e).unwrap(), headers::OCCURRED_AT),
-            Some(far.to_rfc3339())
-        );
+        let exact = Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap()
+            + chrono::Duration::nanoseconds(123_456_789);
+        for t in [Utc::now(), exact, far] {
+            let e = Envelope {
+                occurred_at: t,
+                ..envelope(crate::Headers::new())
+            };
+            assert_eq!(
+                header(&properties(&e).unwrap(), headers::OCCURRED_AT),
+                Some(t.to_rfc3339())
+            );
+        }
     }
 }

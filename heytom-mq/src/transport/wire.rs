@@ -1,4 +1,6 @@
-//! Header values written without a heap allocation per message.
+//! The broker transports' time header (`heytom-occurred-at`), written
+//! without a heap allocation per message and read without chrono's general
+//! parser for the shape written here.
 
 use chrono::{DateTime, Datelike as _, Timelike as _, Utc};
 
