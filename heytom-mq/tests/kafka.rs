@@ -92,6 +92,10 @@ test_event!(IdempotentEvt, |r| {
     r.compression_type = Some(CompressionType::Gzip);
 });
 
+test_event!(QueueFullEvt, |r| {
+    r.num_partitions = Some(1);
+});
+
 test_event!(ResumeEvt, |r| {
     r.num_partitions = Some(1);
 });
@@ -239,6 +243,58 @@ async fn topic_created_with_attribute_partitions_and_configs() {
         }
         other => panic!("expected a topology error, got {other:?}"),
     }
+}
+
+/// A `send()` that finds the producer's local queue full waits for room and
+/// is then delivered; one still waiting after `operation_timeout` fails as
+/// unavailable, and the message that held the queue is delivered anyway.
+#[tokio::test]
+async fn a_send_waits_for_room_in_a_full_local_queue_and_gives_up_in_time() {
+    let Some(servers) = bootstrap() else { return };
+    // One message fits in the local queue, and each waits 1.5 s there
+    // (`linger.ms`) before it goes to the broker.
+    let full_queue = |o: KafkaOptions| {
+        o.producer_property("queue.buffering.max.messages", "1")
+            .producer_property("linger.ms", "1500")
+    };
+    let patient = KafkaProducer::new(full_queue(options(&servers))).expect("producer");
+    let events: Vec<QueueFullEvt> = (1..=4).map(|seq| QueueFullEvt::new("k", seq)).collect();
+    let (first, second) = tokio::join!(patient.send(&events[0]), patient.send(&events[1]));
+    first.expect("the first send is delivered");
+    second.expect("the second waits for room, then is delivered");
+
+    let impatient = KafkaProducer::new(
+        full_queue(options(&servers)).operation_timeout(Duration::from_millis(300)),
+    )
+    .expect("producer");
+    let started = Instant::now();
+    // Both first declare the topic (a new producer), so either may be the
+    // one that finds the queue full.
+    let (third, fourth) = tokio::join!(impatient.send(&events[2]), impatient.send(&events[3]));
+    let (delivered, refused) = match (third, fourth) {
+        (Ok(_), Err(e)) => (3, e),
+        (Err(e), Ok(_)) => (4, e),
+        other => panic!("expected one delivered and one refused, got {other:?}"),
+    };
+    match refused {
+        Error::Unavailable { reason, .. } => {
+            assert!(reason.to_lowercase().contains("queue"), "{reason}")
+        }
+        other => panic!("expected the full queue to be unavailable, got {other:?}"),
+    }
+    assert!(started.elapsed() >= Duration::from_millis(300));
+
+    let mut seqs: Vec<u32> = read_topic(&servers, QueueFullEvt::topic(), 3)
+        .await
+        .iter()
+        .map(|r| {
+            serde_json::from_slice::<QueueFullEvt>(&r.payload)
+                .expect("json")
+                .seq
+        })
+        .collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, [1, 2, delivered]);
 }
 
 #[tokio::test]

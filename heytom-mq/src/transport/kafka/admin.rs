@@ -62,6 +62,12 @@ impl TransportInner {
             .unwrap_or_else(|p| p.into_inner().contains(topic))
     }
 
+    /// Whether a publish to `topic` declares it first (see
+    /// [`ensure_topic_for_publish`](Self::ensure_topic_for_publish)).
+    pub(super) fn declares_before_publish(&self, topic: &str) -> bool {
+        self.options.declare_topics && !self.is_declared(topic)
+    }
+
     /// Creates a topic unless it was already declared by this transport.
     pub(crate) async fn ensure_topic(&self, spec: &TopicSpec) -> Result<()> {
         if !self.options.declare_topics || self.is_declared(&spec.name) {

@@ -41,7 +41,6 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::util::Timeout;
 
 pub use options::{KafkaOptions, DEFAULT_DEAD_LETTER_SUFFIX, DEFAULT_GROUP_ID};
 
@@ -55,6 +54,9 @@ use crate::transport::{
 };
 
 const KAFKA: &str = "Kafka";
+
+/// How long a send waits before trying a full local producer queue again.
+const QUEUE_FULL_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The producers' `acks` when the route gives none: every in-sync replica.
 const DEFAULT_ACKS: &str = "all";
@@ -321,6 +323,30 @@ impl TransportInner {
         Ok(p)
     }
 
+    /// Hands `record` to librdkafka once its local queue has room, trying
+    /// again every 100 ms (as `FutureProducer::send` does) for up to
+    /// `operation_timeout`; then the queue-full error (`Unavailable`).
+    async fn enqueue_when_room(
+        &self,
+        producer: &FutureProducer<TracingContext>,
+        mut record: FutureRecord<'_, str, [u8]>,
+        name: &str,
+    ) -> Result<DeliveryFuture> {
+        let deadline = tokio::time::Instant::now() + self.options.operation_timeout;
+        loop {
+            tokio::time::sleep(QUEUE_FULL_RETRY).await;
+            match producer.send_result(record) {
+                Ok(delivery) => return Ok(delivery),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    record = back;
+                }
+                Err((e, _)) => return Err(produce_error(name, &e)),
+            }
+        }
+    }
+
     /// The producer dead letters go through: the default settings.
     pub(crate) fn dead_letter_producer(&self) -> Result<FutureProducer<TracingContext>> {
         self.producer(ProducerKey::default())
@@ -457,25 +483,33 @@ impl Transport for KafkaTransport {
     }
 
     async fn publish(&self, message: &Outgoing) -> Result<()> {
+        // Thousands of these futures may be in flight at once (concurrent
+        // `send()`s): what they hold across an await is kept to the
+        // delivery future, and the rare paths (declaring a new topic,
+        // waiting for room in a full local queue) are boxed futures of
+        // their own.
         let envelope = &message.envelope;
-        self.inner
-            .ensure_topic_for_publish(message.route, &envelope.name)
-            .await;
-        let producer = self.inner.producer(ProducerKey::of(message.route))?;
         let topic = topic_of(message.route, &envelope.name);
-        match producer
-            .send(
-                record(topic, envelope),
-                Timeout::After(self.inner.options.operation_timeout),
+        if self.inner.declares_before_publish(topic) {
+            Box::pin(
+                self.inner
+                    .ensure_topic_for_publish(message.route, &envelope.name),
             )
-            .await
-        {
-            Ok(d) => {
-                tracing::trace!(event_id = %envelope.id, topic, partition = d.partition, offset = d.offset, "delivered");
-                Ok(())
-            }
-            Err((e, _)) => Err(produce_error(&envelope.name, &e)),
+            .await;
         }
+        let producer = self.inner.producer(ProducerKey::of(message.route))?;
+        let delivery = match producer.send_result(record(topic, envelope)) {
+            Ok(delivery) => delivery,
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                Box::pin(
+                    self.inner
+                        .enqueue_when_room(&producer, back, &envelope.name),
+                )
+                .await?
+            }
+            Err((e, _)) => return Err(produce_error(&envelope.name, &e)),
+        };
+        await_delivery(&envelope.name, delivery).await
     }
 
     async fn publish_batch(&self, messages: &[Outgoing]) -> Vec<Result<()>> {
