@@ -124,7 +124,33 @@ impl Envelope {
     ///
     /// The correlation id defaults to the event id when the headers carry none.
     pub fn with_headers<E: Event>(event: &E, headers: Headers) -> Result<Self, crate::Error> {
-        Self::sized(event, headers, &mut 128)
+        // Serialized into this thread's buffer, then copied into a payload
+        // of exactly its size: one allocation, instead of a guess grown
+        // (and copied) once or more while serializing.
+        thread_local! {
+            static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let payload = BUFFER.with(|buffer| {
+            let Ok(mut buffer) = buffer.try_borrow_mut() else {
+                // Serializing an event that builds an envelope itself.
+                return to_json(event, Vec::with_capacity(128));
+            };
+            buffer.clear();
+            let json = serde_json::to_writer(&mut *buffer, event)
+                .map(|()| buffer.as_slice().to_vec())
+                .map_err(serialization_error::<E>);
+            // A rare large event does not pin its buffer to the thread.
+            if buffer.capacity() > 64 * 1024 {
+                *buffer = Vec::new();
+            }
+            json
+        })?;
+        Ok(Self::around(
+            E::NAME,
+            event.partition_key(),
+            headers,
+            payload,
+        ))
     }
 
     /// [`Envelope::with_headers`] with a buffer of `*size` bytes to start
@@ -132,30 +158,40 @@ impl Envelope {
     /// serializes every event into a buffer of the right size at once.
     pub(crate) fn sized<E: Event>(
         event: &E,
-        mut headers: Headers,
+        headers: Headers,
         size: &mut usize,
     ) -> Result<Self, crate::Error> {
-        let mut payload = Vec::with_capacity(*size);
-        serde_json::to_writer(&mut payload, event).map_err(|source| {
-            crate::Error::Serialization {
-                event: E::NAME.to_owned(),
-                source,
-            }
-        })?;
+        let payload = to_json(event, Vec::with_capacity(*size))?;
         // A little room, so that a slightly longer next event fits too.
         *size = (*size).max(payload.len() + payload.len() / 16);
+        Ok(Self::around(
+            E::NAME,
+            event.partition_key(),
+            headers,
+            payload,
+        ))
+    }
+
+    /// A new envelope (fresh id, now) around a serialized event; the
+    /// correlation id defaults to the event id.
+    fn around(
+        name: &'static str,
+        partition_key: Option<String>,
+        mut headers: Headers,
+        payload: Vec<u8>,
+    ) -> Self {
         let id = Uuid::now_v7();
         headers
             .entry(headers::CORRELATION_ID.to_owned())
             .or_insert_with(|| id_string(id));
-        Ok(Envelope {
+        Envelope {
             id,
-            name: EventName::from(E::NAME),
+            name: EventName::from(name),
             occurred_at: Utc::now(),
             headers,
-            partition_key: event.partition_key(),
+            partition_key,
             payload,
-        })
+        }
     }
 
     /// All headers as they go on the wire: the user's plus the reserved ones.
@@ -257,6 +293,19 @@ pub(crate) fn event_schema(name: &str) -> Option<serde_json::Value> {
         .and_then(|r| (r.schema)())
 }
 
+/// An event as JSON, written into `buffer`.
+fn to_json<E: Event>(event: &E, mut buffer: Vec<u8>) -> Result<Vec<u8>, crate::Error> {
+    serde_json::to_writer(&mut buffer, event).map_err(serialization_error::<E>)?;
+    Ok(buffer)
+}
+
+fn serialization_error<E: Event>(source: serde_json::Error) -> crate::Error {
+    crate::Error::Serialization {
+        event: E::NAME.to_owned(),
+        source,
+    }
+}
+
 /// The registered `NAME` equal to `name`, if an event type has it: a
 /// transport's name read off the wire, without a copy.
 pub(crate) fn registered_name(name: &str) -> Option<&'static str> {
@@ -306,6 +355,62 @@ mod tests {
     }
     inventory::submit! {
         EventRegistration { name: "RegisteredNameTestB", route: default_route }
+    }
+
+    /// An event whose serialization builds an envelope of another event.
+    #[derive(Debug)]
+    struct Nested(usize);
+
+    impl serde::Serialize for Nested {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let inner =
+                Envelope::new(&Plain("x".repeat(self.0))).map_err(serde::ser::Error::custom)?;
+            s.serialize_str(std::str::from_utf8(&inner.payload).map_err(serde::ser::Error::custom)?)
+        }
+    }
+
+    #[derive(Debug, serde::Serialize, serde::Deserialize)]
+    struct Plain(String);
+
+    impl Event for Plain {
+        const NAME: &'static str = "EnvelopeTestPlain";
+        fn route() -> &'static Route {
+            default_route()
+        }
+        fn partition_key(&self) -> Option<String> {
+            None
+        }
+    }
+
+    impl<'de> serde::Deserialize<'de> for Nested {
+        fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+            Ok(Nested(0))
+        }
+    }
+
+    impl Event for Nested {
+        const NAME: &'static str = "EnvelopeTestNested";
+        fn route() -> &'static Route {
+            default_route()
+        }
+        fn partition_key(&self) -> Option<String> {
+            None
+        }
+    }
+
+    #[test]
+    fn a_payload_is_the_events_json_whatever_was_serialized_before() {
+        for len in [0, 300, 100_000, 5, 70_000, 1] {
+            let event = Plain("y".repeat(len));
+            let e = Envelope::new(&event).unwrap();
+            assert_eq!(e.payload, serde_json::to_vec(&event).unwrap());
+            assert_eq!(e.payload.capacity(), e.payload.len(), "an exact allocation");
+            assert_eq!(&*e.name, "EnvelopeTestPlain");
+            assert_eq!(e.headers[headers::CORRELATION_ID], e.id.to_string());
+        }
+        // serializing an event may build another envelope on the same thread
+        let e = Envelope::new(&Nested(3)).unwrap();
+        assert_eq!(e.payload, serde_json::to_vec(&Nested(3)).unwrap());
     }
 
     #[test]
