@@ -75,7 +75,7 @@ impl Incoming {
 
     /// A ready envelope (an in-process delivery): nothing is parsed.
     pub fn from_envelope(envelope: impl Into<Arc<Envelope>>) -> Self {
-        Self::shared(SharedEnvelope::new(envelope))
+        Self::shared(SharedEnvelope::from_arc(envelope.into()))
     }
 
     /// A ready envelope, shared (one of an in-process batch).
@@ -252,7 +252,7 @@ impl Incoming {
             // Only for the id the transport read: one it made up, or one
             // parsed from a header here, is not what the sender correlated.
             (true, Some(read)) if read == id => SharedEnvelope::with_id_as_correlation(envelope),
-            _ => SharedEnvelope::new(envelope),
+            _ => SharedEnvelope::as_read(envelope),
         })
     }
 }

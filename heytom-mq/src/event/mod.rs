@@ -106,7 +106,8 @@ pub struct Envelope {
     pub name: EventName,
     /// When the event was created.
     pub occurred_at: DateTime<Utc>,
-    /// Correlation id, causation id, `traceparent` and user headers.
+    /// Correlation id (absent when it is the event id), causation id,
+    /// `traceparent` and user headers.
     pub headers: Headers,
     /// The partition key (Kafka message key), if any.
     pub partition_key: Option<String>,
@@ -122,7 +123,10 @@ impl Envelope {
 
     /// Serializes an event into a new envelope carrying extra headers.
     ///
-    /// The correlation id defaults to the event id when the headers carry none.
+    /// The correlation id defaults to the event id when the headers carry
+    /// none: it is then not stored in `headers` (no allocation for it), and
+    /// every transport writes it on the wire and hands it to handlers
+    /// ([`wire_headers`](Self::wire_headers) includes it).
     pub fn with_headers<E: Event>(event: &E, headers: Headers) -> Result<Self, crate::Error> {
         // Serialized into this thread's buffer, then copied into a payload
         // of exactly its size: one allocation, instead of a guess grown
@@ -172,18 +176,16 @@ impl Envelope {
         ))
     }
 
-    /// A new envelope (fresh id, now) around a serialized event; the
-    /// correlation id defaults to the event id.
+    /// A new envelope (fresh id, now) around a serialized event. The
+    /// default correlation id (the event id) is not stored: transports
+    /// write it, and handlers see it, when the headers carry none.
     fn around(
         name: &'static str,
         partition_key: Option<String>,
-        mut headers: Headers,
+        headers: Headers,
         payload: Vec<u8>,
     ) -> Self {
         let id = Uuid::now_v7();
-        headers
-            .entry(headers::CORRELATION_ID.to_owned())
-            .or_insert_with(|| id_string(id));
         Envelope {
             id,
             name: EventName::from(name),
@@ -194,9 +196,13 @@ impl Envelope {
         }
     }
 
-    /// All headers as they go on the wire: the user's plus the reserved ones.
+    /// All headers as they go on the wire: the user's plus the reserved
+    /// ones, and the correlation id (the event id unless the headers carry
+    /// one).
     pub fn wire_headers(&self) -> Headers {
         let mut h = self.headers.clone();
+        h.entry(headers::CORRELATION_ID.to_owned())
+            .or_insert_with(|| id_string(self.id));
         h.insert(headers::EVENT_ID.to_owned(), id_string(self.id));
         h.insert(headers::EVENT_NAME.to_owned(), self.name.to_string());
         h.insert(
@@ -406,7 +412,8 @@ mod tests {
             assert_eq!(e.payload, serde_json::to_vec(&event).unwrap());
             assert_eq!(e.payload.capacity(), e.payload.len(), "an exact allocation");
             assert_eq!(&*e.name, "EnvelopeTestPlain");
-            assert_eq!(e.headers[headers::CORRELATION_ID], e.id.to_string());
+            assert!(!e.headers.contains_key(headers::CORRELATION_ID));
+            assert_eq!(e.wire_headers()[headers::CORRELATION_ID], e.id.to_string());
         }
         // serializing an event may build another envelope on the same thread
         let e = Envelope::new(&Nested(3)).unwrap();

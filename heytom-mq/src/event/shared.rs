@@ -8,8 +8,8 @@ use super::{headers, id_string, Envelope, Headers};
 
 /// An envelope on its way to handlers. Either one envelope of its own, or
 /// one message of a batch published together in-process: the batch is one
-/// allocation, and its envelopes do not store the default correlation id
-/// (their event id), which [`headers`](Self::headers) and
+/// allocation. An envelope made here does not store the default
+/// correlation id (its event id), which [`headers`](Self::headers) and
 /// [`wire_headers`](Self::wire_headers) add when the headers carry none.
 #[derive(Clone)]
 pub(crate) struct SharedEnvelope(Repr);
@@ -30,9 +30,27 @@ struct Delivered {
 }
 
 impl SharedEnvelope {
-    /// One envelope, its headers as they are.
-    pub(crate) fn new(envelope: impl Into<Arc<Envelope>>) -> Self {
-        SharedEnvelope(Repr::One(envelope.into()))
+    /// One envelope made in this process: its correlation id is its event
+    /// id unless its headers carry one (see [`Envelope::with_headers`]).
+    pub(crate) fn new(envelope: Envelope) -> Self {
+        if envelope.headers.contains_key(headers::CORRELATION_ID) {
+            return SharedEnvelope(Repr::One(Arc::new(envelope)));
+        }
+        Self::with_id_as_correlation(envelope)
+    }
+
+    /// [`new`](Self::new) for an envelope already shared.
+    pub(crate) fn from_arc(envelope: Arc<Envelope>) -> Self {
+        if envelope.headers.contains_key(headers::CORRELATION_ID) {
+            return SharedEnvelope(Repr::One(envelope));
+        }
+        Self::new(Arc::try_unwrap(envelope).unwrap_or_else(|shared| (*shared).clone()))
+    }
+
+    /// An envelope read from the wire, its headers as they are: no
+    /// correlation id unless the sender gave one.
+    pub(crate) fn as_read(envelope: Envelope) -> Self {
+        SharedEnvelope(Repr::One(Arc::new(envelope)))
     }
 
     /// The messages of a batch, whose correlation id is their event id
@@ -91,9 +109,11 @@ impl SharedEnvelope {
     /// correlation id included.
     pub(crate) fn wire_headers(&self) -> Headers {
         let mut h = self.envelope().wire_headers();
-        if let Repr::Batch(..) = self.0 {
-            h.entry(headers::CORRELATION_ID.to_owned())
-                .or_insert_with(|| id_string(self.id));
+        // Read from the wire without one (`as_read`): none is made up.
+        if let Repr::One(e) = &self.0 {
+            if !e.headers.contains_key(headers::CORRELATION_ID) {
+                h.remove(headers::CORRELATION_ID);
+            }
         }
         h
     }
@@ -154,10 +174,24 @@ mod tests {
         assert_eq!(shared[1].wire_headers()[headers::CORRELATION_ID], "c");
         assert_eq!(shared[1].id, ids[1]);
 
-        // One envelope: its headers as they are (a foreign message has none).
-        let one = SharedEnvelope::new(plain(Headers::new()));
-        assert_eq!(one.header(headers::CORRELATION_ID), None);
-        assert!(one.headers().is_empty());
-        assert!(!one.wire_headers().contains_key(headers::CORRELATION_ID));
+        // One envelope made here: the same default.
+        let made = plain(Headers::new());
+        let id = id_string(made.id);
+        let one = SharedEnvelope::new(made);
+        assert_eq!(one.header(headers::CORRELATION_ID), Some(&*id));
+        assert_eq!(one.headers()[headers::CORRELATION_ID], id);
+        assert_eq!(one.wire_headers()[headers::CORRELATION_ID], id);
+        let own = SharedEnvelope::from_arc(Arc::new(plain(Headers::from([(
+            headers::CORRELATION_ID.to_owned(),
+            "c".to_owned(),
+        )]))));
+        assert_eq!(own.header(headers::CORRELATION_ID), Some("c"));
+
+        // One read from the wire: its headers as they are (a foreign
+        // message has none).
+        let read = SharedEnvelope::as_read(plain(Headers::new()));
+        assert_eq!(read.header(headers::CORRELATION_ID), None);
+        assert!(read.headers().is_empty());
+        assert!(!read.wire_headers().contains_key(headers::CORRELATION_ID));
     }
 }

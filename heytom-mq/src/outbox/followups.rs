@@ -98,7 +98,7 @@ fn row(
     let transport = producer.transport_for(&envelope.name, route)?;
     let (topic, routing_key) = route.address(&envelope.name);
     let headers =
-        serde_json::to_string(&envelope.headers).map_err(|source| Error::Serialization {
+        super::transaction::headers_json(&envelope).map_err(|source| Error::Serialization {
             event: envelope.name.clone().into(),
             source,
         })?;

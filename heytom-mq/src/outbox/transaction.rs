@@ -379,16 +379,10 @@ pub(super) fn message_row<E: Event>(
     crate::telemetry::inject_current(&mut headers);
     let envelope = Envelope::with_headers(event, headers)?;
     let (topic, routing_key) = route.address(E::NAME);
-    // Sized for the usual headers (a correlation id): one allocation.
-    let mut headers = Vec::with_capacity(96);
-    serde_json::to_writer(&mut headers, &envelope.headers).map_err(|source| {
-        Error::Serialization {
-            event: E::NAME.to_owned(),
-            source,
-        }
+    let headers = headers_json(&envelope).map_err(|source| Error::Serialization {
+        event: E::NAME.to_owned(),
+        source,
     })?;
-    // serde_json writes UTF-8 only.
-    let headers = String::from_utf8(headers).unwrap_or_default();
     Ok(LocalMessage {
         id: envelope.id,
         mq_type: transport.kind().as_str().to_owned(),
@@ -433,4 +427,74 @@ pub(super) fn to_outgoing(row: &LocalMessage) -> std::result::Result<Outgoing, S
             payload: row.message_body.clone().into_bytes(),
         },
     })
+}
+
+/// A row's `Headers` column: the envelope's headers as a JSON object, with
+/// the correlation id in its place (the event id, which the envelope does
+/// not store, unless the headers carry another), as before the default was
+/// left out of envelopes.
+pub(super) fn headers_json(envelope: &Envelope) -> serde_json::Result<String> {
+    use serde::Serializer as _;
+    use std::ops::Bound;
+
+    use crate::event::headers::CORRELATION_ID;
+
+    let h = &envelope.headers;
+    let mut id = uuid::Uuid::encode_buffer();
+    let id: &str = envelope.id.hyphenated().encode_lower(&mut id);
+    let correlation = h.get(CORRELATION_ID).map_or(id, String::as_str);
+    fn pairs<'a>(
+        r: std::collections::btree_map::Range<'a, String, String>,
+    ) -> impl Iterator<Item = (&'a str, &'a str)> {
+        r.map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+    let entries = pairs(h.range::<str, _>((Bound::Unbounded, Bound::Excluded(CORRELATION_ID))))
+        .chain([(CORRELATION_ID, correlation)])
+        .chain(pairs(h.range::<str, _>((
+            Bound::Excluded(CORRELATION_ID),
+            Bound::Unbounded,
+        ))));
+    // Sized for the usual headers (a correlation id): one allocation.
+    let mut out = Vec::with_capacity(96);
+    serde_json::Serializer::new(&mut out).collect_map(entries)?;
+    // serde_json writes UTF-8 only.
+    Ok(String::from_utf8(out).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::headers::CORRELATION_ID;
+
+    #[test]
+    fn the_headers_column_has_the_correlation_id_in_key_order() {
+        let mut e = Envelope {
+            id: uuid::Uuid::now_v7(),
+            name: "Ping".into(),
+            occurred_at: Utc::now(),
+            headers: Headers::from([
+                ("a".to_owned(), "1".to_owned()),
+                ("z".to_owned(), "2".to_owned()),
+            ]),
+            partition_key: None,
+            payload: b"{}".to_vec(),
+        };
+        let default = format!(r#"{{"a":"1","{CORRELATION_ID}":"{}","z":"2"}}"#, e.id);
+        assert_eq!(headers_json(&e).unwrap(), default);
+        // what a map with the default in it writes, read back the same
+        let mut with_default = e.headers.clone();
+        with_default.insert(CORRELATION_ID.to_owned(), e.id.to_string());
+        assert_eq!(serde_json::to_string(&with_default).unwrap(), default);
+
+        e.headers.insert(CORRELATION_ID.to_owned(), "c".to_owned());
+        assert_eq!(
+            headers_json(&e).unwrap(),
+            format!(r#"{{"a":"1","{CORRELATION_ID}":"c","z":"2"}}"#)
+        );
+        e.headers.clear();
+        assert_eq!(
+            headers_json(&e).unwrap(),
+            format!(r#"{{"{CORRELATION_ID}":"{}"}}"#, e.id)
+        );
+    }
 }

@@ -137,7 +137,7 @@ impl InMemoryBroker {
                 topic.push_str(&e.name);
             }
             let lane = key_lane(e.partition_key.as_deref());
-            run.push((lane, Incoming::from_envelope(e)));
+            run.push((lane, Incoming::shared(SharedEnvelope::new(e))));
         }
         self.publish_run(&topic, &mut run);
     }

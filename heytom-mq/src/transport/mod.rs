@@ -122,19 +122,13 @@ impl EncodedBatch<'_> {
     }
 
     /// The envelope of message `i`, as [`Envelope::new`] makes it (the
-    /// correlation id is the event id; it occurred now).
+    /// correlation id is the event id, so not stored; it occurred now).
     pub fn envelope(&self, i: usize) -> Envelope {
-        let id = self.ids[i];
-        let mut headers = crate::event::Headers::new();
-        headers.insert(
-            crate::event::headers::CORRELATION_ID.to_owned(),
-            id.to_string(),
-        );
         Envelope {
-            id,
+            id: self.ids[i],
             name: self.name.into(),
             occurred_at: chrono::Utc::now(),
-            headers,
+            headers: crate::event::Headers::new(),
             partition_key: self.keys[i].clone(),
             payload: self.payload(i).to_vec(),
         }

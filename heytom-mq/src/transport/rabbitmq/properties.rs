@@ -49,6 +49,12 @@ pub(crate) fn properties(envelope: &Envelope) -> Result<BasicProperties> {
     }
     let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
     let id: &str = envelope.id.hyphenated().encode_lower(&mut id);
+    // The default correlation id (the event id), not stored in the
+    // envelope, goes on the wire as a header and as the AMQP property.
+    let correlation = envelope.headers.get(headers::CORRELATION_ID);
+    if correlation.is_none() {
+        table.insert(ShortString::from(headers::CORRELATION_ID), long(id));
+    }
     // The time to the nanosecond (the AMQP timestamp has whole seconds).
     table.insert(
         ShortString::from(headers::OCCURRED_AT),
@@ -65,10 +71,12 @@ pub(crate) fn properties(envelope: &Envelope) -> Result<BasicProperties> {
     if let Ok(ts) = u64::try_from(envelope.occurred_at.timestamp()) {
         props = props.with_timestamp(ts);
     }
-    if let Some(c) = envelope.headers.get(headers::CORRELATION_ID) {
-        if c.len() <= 255 {
+    match correlation {
+        Some(c) if c.len() <= 255 => {
             props = props.with_correlation_id(ShortString::from(c.as_str()));
         }
+        Some(_) => {}
+        None => props = props.with_correlation_id(ShortString::from(id)),
     }
     if let Some(p) = priority {
         props = props.with_priority(p);
