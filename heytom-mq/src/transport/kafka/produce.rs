@@ -14,7 +14,7 @@ use rdkafka::types::RDKafkaErrorCode;
 
 use super::{await_delivery, produce_error, record, topic_of, wire, ProducerKey, TransportInner};
 use crate::error::{Error, Result};
-use crate::event::headers::{CORRELATION_ID, EVENT_ID, EVENT_NAME, OCCURRED_AT};
+use crate::event::headers::{EVENT_ID, EVENT_NAME, OCCURRED_AT};
 use crate::transport::EncodedBatch;
 use crate::transport::Outgoing;
 
@@ -56,12 +56,9 @@ pub(super) async fn publish_encoded(
         let id = batch.ids[i].hyphenated().encode_lower(&mut id).as_bytes();
         let now = chrono::Utc::now();
         let at = wire::Rfc3339::new(&now);
-        // The same headers, in the same order, as an envelope's.
-        let headers = OwnedHeaders::new_with_capacity(4)
-            .insert(Header {
-                key: CORRELATION_ID,
-                value: Some(id),
-            })
+        // The same headers, in the same order, as an envelope's (the
+        // default correlation id left out).
+        let headers = OwnedHeaders::new_with_capacity(3)
             .insert(Header {
                 key: EVENT_ID,
                 value: Some(id),

@@ -175,6 +175,9 @@ impl<'a> RawMessage<'a> {
             };
             *slot = Some(v);
         }
+        // heytom-mq leaves out a correlation id equal to the event id: a
+        // message with its own id and no correlation id correlates with it.
+        let own_id = id.is_some();
         let id = match id {
             None => Some(foreign_event_id(topic, partition, offset)),
             Some(v) => match uuid::Uuid::try_parse_ascii(v) {
@@ -196,8 +199,10 @@ impl<'a> RawMessage<'a> {
         if let Some(id) = id {
             incoming = incoming.event_id(id);
         }
-        if let Some(v) = correlation {
-            incoming = incoming.correlation_id_bytes(v);
+        match correlation {
+            Some(v) => incoming = incoming.correlation_id_bytes(v),
+            None if own_id => incoming = incoming.correlation_is_event_id(),
+            None => {}
         }
         if let Some(name) = name {
             incoming = match std::str::from_utf8(name) {
@@ -374,6 +379,36 @@ mod tests {
             .into_envelope("Ping")
             .expect("envelope");
         assert_eq!(envelope.headers[headers::CORRELATION_ID], other);
+    }
+
+    #[test]
+    fn without_a_correlation_id_a_message_with_its_own_id_correlates_with_it() {
+        let id = uuid::Uuid::now_v7();
+        let text = id.to_string();
+        let buf = packed(
+            None,
+            Some(b"{}"),
+            [
+                (headers::EVENT_ID, Some(text.as_bytes())),
+                (headers::EVENT_NAME, Some(&b"Ping"[..])),
+            ]
+            .into_iter(),
+        );
+        let envelope = RawMessage::new(&buf)
+            .to_incoming("t", 0, 0)
+            .into_envelope("Ping")
+            .expect("envelope");
+        assert_eq!(
+            envelope.header(headers::CORRELATION_ID),
+            Some(text.as_str())
+        );
+        // A foreign message (no event id header) gets no made-up correlation.
+        let buf = packed(None, Some(b"{}"), std::iter::empty());
+        let envelope = RawMessage::new(&buf)
+            .to_incoming("t", 0, 7)
+            .into_envelope("Ping")
+            .expect("envelope");
+        assert_eq!(envelope.header(headers::CORRELATION_ID), None);
     }
 
     #[test]
