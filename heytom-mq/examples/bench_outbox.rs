@@ -554,15 +554,23 @@ fn phase(name: &str) -> bool {
 /// The AMQP properties heytom-mq sends (id, type, content type, timestamp,
 /// persistent, the envelope's headers), for the raw lapin side.
 fn raw_properties(envelope: &Envelope) -> BasicProperties {
+    use heytom_mq::headers::{CORRELATION_ID, EVENT_ID, EVENT_NAME};
+    let id = envelope.id.to_string();
     let mut headers = FieldTable::default();
     for (k, v) in envelope.wire_headers() {
+        // heytom-mq sends the id and name as message_id and type, and the
+        // default correlation id as the correlation_id property only.
+        if k == EVENT_ID || k == EVENT_NAME || (k == CORRELATION_ID && v == id) {
+            continue;
+        }
         headers.insert(
             ShortString::from(k),
             AMQPValue::LongString(LongString::from(v)),
         );
     }
     BasicProperties::default()
-        .with_message_id(envelope.id.to_string().into())
+        .with_correlation_id(id.as_str().into())
+        .with_message_id(id.into())
         .with_type(envelope.name.as_str().into())
         .with_content_type("application/json".into())
         .with_timestamp(envelope.occurred_at.timestamp() as u64)

@@ -131,8 +131,9 @@ fn events(count: usize, size: usize) -> Vec<BenchEvent> {
 }
 
 /// The AMQP properties raw lapin sends: what heytom-mq sends too (id,
-/// type, content type, timestamp, persistent, the envelope's string
-/// headers and the time to the nanosecond as `heytom-occurred-at`).
+/// type, correlation id, content type, timestamp, persistent, the
+/// envelope's string headers and the time to the nanosecond as
+/// `heytom-occurred-at`).
 fn raw_properties(envelope: &Envelope) -> BasicProperties {
     let mut headers = FieldTable::default();
     for (k, v) in &envelope.headers {
@@ -145,8 +146,10 @@ fn raw_properties(envelope: &Envelope) -> BasicProperties {
         ShortString::from(heytom_mq::headers::OCCURRED_AT),
         AMQPValue::LongString(LongString::from(envelope.occurred_at.to_rfc3339())),
     );
+    let id = envelope.id.to_string();
     BasicProperties::default()
-        .with_message_id(envelope.id.to_string().into())
+        .with_correlation_id(id.as_str().into())
+        .with_message_id(id.into())
         .with_type(envelope.name.as_str().into())
         .with_content_type("application/json".into())
         .with_timestamp(envelope.occurred_at.timestamp() as u64)

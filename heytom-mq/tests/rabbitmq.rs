@@ -797,12 +797,12 @@ async fn message_properties_on_the_wire() {
     assert_eq!(header(p, "heytom-event-id"), None);
     assert_eq!(header(p, "heytom-event-name"), None);
     assert!(header(p, "heytom-occurred-at").is_some());
-    // the default correlation id (the event id): as property and header
+    // the default correlation id (the event id): as the property only
     assert_eq!(
         p.correlation_id().as_ref().map(|s| s.to_string()),
         Some(id.to_string())
     );
-    assert_eq!(header(p, "correlation-id"), Some(id.to_string()));
+    assert_eq!(header(p, "correlation-id"), None);
     assert_eq!(m.delivery.data, br#"{"n":9}"#);
 
     let mut bad = Headers::new();

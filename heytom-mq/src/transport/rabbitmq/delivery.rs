@@ -1,7 +1,8 @@
 //! What a delivery's AMQP properties say: the reserved metadata read
 //! straight from the header table (no string made of an id or a time only
 //! to be parsed again), the other headers as strings, and the AMQP
-//! `message_id`, `type` and `timestamp` of foreign producers.
+//! `message_id`, `type`, `timestamp` and `correlation_id` where no header
+//! carries them.
 
 use chrono::DateTime;
 use lapin::types::AMQPValue;
@@ -65,6 +66,13 @@ pub(crate) fn incoming(props: &lapin::BasicProperties, body: Vec<u8>) -> Incomin
             .timestamp()
             .and_then(|t| i64::try_from(t).ok())
             .and_then(|ts| DateTime::from_timestamp(ts, 0));
+    }
+    if correlation.is_none() && !h.contains_key(headers::CORRELATION_ID) {
+        // heytom-mq sends the default (the event id) as the property only.
+        correlation = props
+            .correlation_id()
+            .as_ref()
+            .map(|c| c.as_str().as_bytes());
     }
     let mut incoming = Incoming::new(h, body);
     if let Some(id) = id {
@@ -187,6 +195,15 @@ mod tests {
         let props = lapin::BasicProperties::default().with_headers(table);
         let envelope = incoming(&props, Vec::new()).into_envelope("Ping").unwrap();
         assert_eq!(envelope.headers[headers::CORRELATION_ID], "c");
+        // the AMQP correlation_id property when no header carries one
+        let props = lapin::BasicProperties::default()
+            .with_message_id(id.as_str().into())
+            .with_correlation_id(id.as_str().into());
+        let envelope = incoming(&props, Vec::new()).into_envelope("Ping").unwrap();
+        assert!(!envelope.headers.contains_key(headers::CORRELATION_ID));
+        assert_eq!(envelope.header(headers::CORRELATION_ID), Some(id.as_str()));
+        let props = props.with_correlation_id("rpc-7".into());
+        assert_eq!(incoming_headers(&props)[headers::CORRELATION_ID], "rpc-7");
         // no message id: nothing here (the dispatcher gives a fresh one)
         let props = lapin::BasicProperties::default();
         assert!(!incoming_headers(&props).contains_key(headers::EVENT_ID));

@@ -4,8 +4,10 @@
 //!
 //! The event id and name travel as the AMQP `message_id` and `type` only,
 //! not again as `heytom-event-id` / `heytom-event-name` headers (fewer
-//! bytes for the broker to store and for every consumer to parse); the
-//! consumer still reads those headers from producers that send them.
+//! bytes for the broker to store and for every consumer to parse), and the
+//! default correlation id (the event id) as the `correlation_id` property
+//! only; the consumer still reads those headers from producers that send
+//! them.
 
 use lapin::protocol::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
@@ -50,11 +52,10 @@ pub(crate) fn properties(envelope: &Envelope) -> Result<BasicProperties> {
     let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
     let id: &str = envelope.id.hyphenated().encode_lower(&mut id);
     // The default correlation id (the event id), not stored in the
-    // envelope, goes on the wire as a header and as the AMQP property.
+    // envelope, goes on the wire as the AMQP property only (a consumer
+    // reads the property when there is no header); another one is a
+    // header too (it may be longer than a property holds).
     let correlation = envelope.headers.get(headers::CORRELATION_ID);
-    if correlation.is_none() {
-        table.insert(ShortString::from(headers::CORRELATION_ID), long(id));
-    }
     // The time to the nanosecond (the AMQP timestamp has whole seconds).
     table.insert(
         ShortString::from(headers::OCCURRED_AT),
@@ -146,6 +147,23 @@ mod tests {
         let (wire, _) = incoming.into_wire();
         assert_eq!(wire[headers::EVENT_ID], id);
         assert_eq!(wire[headers::EVENT_NAME], "OrderPlaced");
+    }
+
+    #[test]
+    fn the_default_correlation_id_is_the_property_only() {
+        let e = envelope(crate::Headers::new());
+        let p = properties(&e).unwrap();
+        let id = e.id.to_string();
+        assert_eq!(
+            p.correlation_id().as_ref().map(|s| s.as_str()),
+            Some(id.as_str())
+        );
+        assert_eq!(header(&p, headers::CORRELATION_ID), None);
+        // what a consumer reads back: correlated with its own id
+        let envelope = super::super::delivery::incoming(&p, b"{}".to_vec())
+            .into_envelope("OrderPlaced")
+            .unwrap();
+        assert_eq!(envelope.header(headers::CORRELATION_ID), Some(id.as_str()));
     }
 
     #[test]
