@@ -114,18 +114,19 @@ impl Incoming {
         self
     }
 
-    /// The `correlation-id` header as the transport read it, after
-    /// [`event_id`](Self::event_id): the usual one, the event id itself, is
-    /// not stored as strings (the envelope answers it from the id, and a
-    /// dead-lettered copy carries it); any other is kept as a header.
-    #[cfg(any(feature = "rabbitmq", feature = "kafka"))]
     /// The correlation id is the event id given with
     /// [`event_id`](Self::event_id) (the sender left the default out).
+    #[cfg(feature = "kafka")]
     pub(crate) fn correlation_is_event_id(mut self) -> Self {
         self.wire().correlation_is_id = true;
         self
     }
 
+    /// The `correlation-id` header as the transport read it, after
+    /// [`event_id`](Self::event_id): the usual one, the event id itself, is
+    /// not stored as strings (the envelope answers it from the id, and a
+    /// dead-lettered copy carries it); any other is kept as a header.
+    #[cfg(any(feature = "rabbitmq", feature = "kafka"))]
     pub(crate) fn correlation_id_bytes(mut self, value: &[u8]) -> Self {
         let w = self.wire();
         let mut buf = Uuid::encode_buffer();
