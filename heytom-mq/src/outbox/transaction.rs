@@ -412,7 +412,10 @@ pub(super) fn to_outgoing(row: &LocalMessage) -> std::result::Result<Outgoing, S
             row.message_type
         ));
     };
-    let headers = row_headers(row.headers.as_deref(), row.id)?;
+    let headers: Headers = match row.headers.as_deref() {
+        None | Some("") => Headers::new(),
+        Some(h) => serde_json::from_str(h).map_err(|e| format!("invalid Headers column: {e}"))?,
+    };
     Ok(Outgoing {
         route: (reg.route)(),
         envelope: Envelope {
@@ -424,22 +427,6 @@ pub(super) fn to_outgoing(row: &LocalMessage) -> std::result::Result<Outgoing, S
             payload: row.message_body.clone().into_bytes(),
         },
     })
-}
-
-/// The envelope headers of a row's `Headers` column, without a correlation
-/// id equal to the event id (the default, which envelopes leave out).
-fn row_headers(column: Option<&str>, id: uuid::Uuid) -> std::result::Result<Headers, String> {
-    use crate::event::headers::CORRELATION_ID;
-    let mut headers: Headers = match column {
-        None | Some("") => return Ok(Headers::new()),
-        Some(h) => serde_json::from_str(h).map_err(|e| format!("invalid Headers column: {e}"))?,
-    };
-    let mut buf = uuid::Uuid::encode_buffer();
-    let id: &str = id.hyphenated().encode_lower(&mut buf);
-    if headers.get(CORRELATION_ID).is_some_and(|c| c == id) {
-        headers.remove(CORRELATION_ID);
-    }
-    Ok(headers)
 }
 
 /// A row's `Headers` column: the envelope's headers as a JSON object, with
@@ -478,20 +465,6 @@ pub(super) fn headers_json(envelope: &Envelope) -> serde_json::Result<String> {
 mod tests {
     use super::*;
     use crate::event::headers::CORRELATION_ID;
-
-    #[test]
-    fn a_rows_default_correlation_id_is_left_out_of_its_envelope() {
-        let id = uuid::Uuid::now_v7();
-        let column = format!(r#"{{"correlation-id":"{id}","tenant":"acme"}}"#);
-        let h = row_headers(Some(&column), id).unwrap();
-        assert!(!h.contains_key(CORRELATION_ID));
-        assert_eq!(h["tenant"], "acme");
-        // another correlation id stays
-        let h = row_headers(Some(&column), uuid::Uuid::now_v7()).unwrap();
-        assert_eq!(h[CORRELATION_ID], id.to_string());
-        assert!(row_headers(Some(""), id).unwrap().is_empty());
-        assert!(row_headers(Some("[1]"), id).is_err());
-    }
 
     #[test]
     fn the_headers_column_has_the_correlation_id_in_key_order() {

@@ -38,20 +38,20 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
 use rdkafka::types::RDKafkaErrorCode;
 
 pub use options::{KafkaOptions, DEFAULT_DEAD_LETTER_SUFFIX, DEFAULT_GROUP_ID};
 
 use crate::error::{Error, Result};
-use crate::event::{Envelope, Route, TransportKind};
+use crate::event::{Route, TransportKind};
 use crate::handler::HandlerEntry;
 use crate::transport::health::{ConnectionState, LinkState};
 use crate::transport::wire;
 use crate::transport::{
     EncodedBatch, Outgoing, PendingResults, Subscription, SubscriptionHandle, Transport,
 };
+use produce::record;
 
 const KAFKA: &str = "Kafka";
 
@@ -350,49 +350,6 @@ impl TransportInner {
     /// The producer dead letters go through: the default settings.
     pub(crate) fn dead_letter_producer(&self) -> Result<FutureProducer<TracingContext>> {
         self.producer(ProducerKey::default())
-    }
-}
-
-/// Kafka headers for an envelope: the same set as [`Envelope::wire_headers`]
-/// but for the default correlation id (the event id, which the envelope
-/// does not store and a consumer answers from the event id), written
-/// straight into librdkafka's header list without an intermediate map.
-/// Every header costs librdkafka an allocation on both sides.
-fn kafka_headers(envelope: &Envelope) -> OwnedHeaders {
-    use crate::event::headers::{EVENT_ID, EVENT_NAME, OCCURRED_AT};
-    let mut id = uuid::Uuid::encode_buffer();
-    let id = envelope.id.hyphenated().encode_lower(&mut id);
-    let mut h = OwnedHeaders::new_with_capacity(envelope.headers.len() + 3);
-    for (k, v) in &envelope.headers {
-        if k != EVENT_ID && k != EVENT_NAME && k != OCCURRED_AT {
-            h = h.insert(Header {
-                key: k,
-                value: Some(v.as_bytes()),
-            });
-        }
-    }
-    h.insert(Header {
-        key: EVENT_ID,
-        value: Some(id.as_bytes()),
-    })
-    .insert(Header {
-        key: EVENT_NAME,
-        value: Some(envelope.name.as_bytes()),
-    })
-    .insert(Header {
-        key: OCCURRED_AT,
-        value: Some(wire::Rfc3339::new(&envelope.occurred_at).as_bytes()),
-    })
-}
-
-fn record<'a>(topic: &'a str, envelope: &'a Envelope) -> FutureRecord<'a, str, [u8]> {
-    FutureRecord {
-        topic,
-        partition: None,
-        payload: Some(envelope.payload.as_slice()),
-        key: envelope.partition_key.as_deref(),
-        timestamp: Some(envelope.occurred_at.timestamp_millis()),
-        headers: Some(kafka_headers(envelope)),
     }
 }
 

@@ -12,9 +12,10 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 
-use super::{await_delivery, produce_error, record, topic_of, wire, ProducerKey, TransportInner};
+use super::{await_delivery, produce_error, topic_of, wire, ProducerKey, TransportInner};
 use crate::error::{Error, Result};
 use crate::event::headers::{EVENT_ID, EVENT_NAME, OCCURRED_AT};
+use crate::event::Envelope;
 use crate::transport::EncodedBatch;
 use crate::transport::Outgoing;
 
@@ -188,5 +189,98 @@ impl Queued {
             .into_iter()
             .map(|r| r.unwrap_or_else(|| Err(Error::publish("?", "message was not sent"))))
             .collect()
+    }
+}
+
+/// Kafka headers for an envelope: the same set as [`Envelope::wire_headers`]
+/// but for a correlation id equal to the event id (the default, which the
+/// envelope does not store, or one carried over from an outbox row or a
+/// consumed message: a consumer answers it from the event id), written
+/// straight into librdkafka's header list without an intermediate map.
+/// Every header costs librdkafka an allocation on both sides.
+fn kafka_headers(envelope: &Envelope) -> OwnedHeaders {
+    use crate::event::headers::{CORRELATION_ID, EVENT_ID, EVENT_NAME, OCCURRED_AT};
+    let mut id = uuid::Uuid::encode_buffer();
+    let id = envelope.id.hyphenated().encode_lower(&mut id);
+    let mut h = OwnedHeaders::new_with_capacity(envelope.headers.len() + 3);
+    for (k, v) in &envelope.headers {
+        let default_correlation = k == CORRELATION_ID && v == id;
+        if k != EVENT_ID && k != EVENT_NAME && k != OCCURRED_AT && !default_correlation {
+            h = h.insert(Header {
+                key: k,
+                value: Some(v.as_bytes()),
+            });
+        }
+    }
+    h.insert(Header {
+        key: EVENT_ID,
+        value: Some(id.as_bytes()),
+    })
+    .insert(Header {
+        key: EVENT_NAME,
+        value: Some(envelope.name.as_bytes()),
+    })
+    .insert(Header {
+        key: OCCURRED_AT,
+        value: Some(wire::Rfc3339::new(&envelope.occurred_at).as_bytes()),
+    })
+}
+
+pub(super) fn record<'a>(topic: &'a str, envelope: &'a Envelope) -> FutureRecord<'a, str, [u8]> {
+    FutureRecord {
+        topic,
+        partition: None,
+        payload: Some(envelope.payload.as_slice()),
+        key: envelope.partition_key.as_deref(),
+        timestamp: Some(envelope.occurred_at.timestamp_millis()),
+        headers: Some(kafka_headers(envelope)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::message::Headers as _;
+
+    use super::*;
+    use crate::event::headers::CORRELATION_ID;
+
+    fn names_and_values(h: &OwnedHeaders) -> Vec<(String, String)> {
+        (0..h.count())
+            .map(|i| {
+                let h = h.get(i);
+                let v = String::from_utf8_lossy(h.value.unwrap_or_default());
+                (h.key.to_owned(), v.into_owned())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_correlation_id_equal_to_the_event_id_is_not_a_header() {
+        let mut e = Envelope {
+            id: uuid::Uuid::now_v7(),
+            name: "Ping".into(),
+            occurred_at: chrono::Utc::now(),
+            headers: crate::Headers::new(),
+            partition_key: None,
+            payload: b"{}".to_vec(),
+        };
+        let id = e.id.to_string();
+        let keys = |e: &Envelope| -> Vec<String> {
+            names_and_values(&kafka_headers(e))
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect()
+        };
+        // the default: not stored, not sent
+        assert_eq!(keys(&e), [EVENT_ID, EVENT_NAME, OCCURRED_AT]);
+        // carried in the headers (an outbox row, a consumed message): not sent
+        e.headers.insert(CORRELATION_ID.into(), id.clone());
+        e.headers.insert("tenant".into(), "acme".into());
+        assert_eq!(keys(&e), ["tenant", EVENT_ID, EVENT_NAME, OCCURRED_AT]);
+        // another one is sent
+        e.headers.insert(CORRELATION_ID.into(), "conv-1".into());
+        let sent = names_and_values(&kafka_headers(&e));
+        assert!(sent.contains(&(CORRELATION_ID.to_owned(), "conv-1".to_owned())));
+        assert!(sent.contains(&(EVENT_ID.to_owned(), id)));
     }
 }

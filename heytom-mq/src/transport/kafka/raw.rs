@@ -336,20 +336,21 @@ mod tests {
         assert_eq!(wire[headers::OCCURRED_AT], "yesterday");
     }
 
+    /// A `Ping` message with this event id and, if given, correlation id.
+    fn ping(id: &str, correlation: Option<&str>) -> Vec<u8> {
+        let own = [
+            (headers::EVENT_ID, Some(id.as_bytes())),
+            (headers::EVENT_NAME, Some(&b"Ping"[..])),
+        ];
+        let correlation = correlation.map(|c| (headers::CORRELATION_ID, Some(c.as_bytes())));
+        packed(None, Some(b"{}"), own.into_iter().chain(correlation))
+    }
+
     #[test]
     fn a_correlation_id_equal_to_the_event_id_is_answered_from_the_id() {
         let id = uuid::Uuid::now_v7();
         let text = id.to_string();
-        let buf = packed(
-            None,
-            Some(b"{}"),
-            [
-                (headers::EVENT_ID, Some(text.as_bytes())),
-                (headers::EVENT_NAME, Some(&b"Ping"[..])),
-                ("correlation-id", Some(text.as_bytes())),
-            ]
-            .into_iter(),
-        );
+        let buf = ping(&text, Some(&text));
         let incoming = RawMessage::new(&buf).to_incoming("t", 0, 0);
         // A dead-lettered copy carries it.
         let (wire, _) = incoming.clone().into_wire();
@@ -365,15 +366,7 @@ mod tests {
         assert_eq!(envelope.wire_headers()[headers::CORRELATION_ID], text);
         // Another id's: kept as it is.
         let other = uuid::Uuid::now_v7().to_string();
-        let buf = packed(
-            None,
-            Some(b"{}"),
-            [
-                (headers::EVENT_ID, Some(text.as_bytes())),
-                ("correlation-id", Some(other.as_bytes())),
-            ]
-            .into_iter(),
-        );
+        let buf = ping(&text, Some(&other));
         let envelope = RawMessage::new(&buf)
             .to_incoming("t", 0, 0)
             .into_envelope("Ping")
@@ -383,17 +376,8 @@ mod tests {
 
     #[test]
     fn without_a_correlation_id_a_message_with_its_own_id_correlates_with_it() {
-        let id = uuid::Uuid::now_v7();
-        let text = id.to_string();
-        let buf = packed(
-            None,
-            Some(b"{}"),
-            [
-                (headers::EVENT_ID, Some(text.as_bytes())),
-                (headers::EVENT_NAME, Some(&b"Ping"[..])),
-            ]
-            .into_iter(),
-        );
+        let text = uuid::Uuid::now_v7().to_string();
+        let buf = ping(&text, None);
         let envelope = RawMessage::new(&buf)
             .to_incoming("t", 0, 0)
             .into_envelope("Ping")

@@ -25,12 +25,18 @@ fn long(s: &str) -> AMQPValue {
 /// AMQP properties of an envelope: persistent JSON with id, type,
 /// timestamp and the wire headers.
 pub(crate) fn properties(envelope: &Envelope) -> Result<BasicProperties> {
+    let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let id: &str = envelope.id.hyphenated().encode_lower(&mut id);
     let mut table = FieldTable::default();
     let mut priority = None;
     for (k, v) in &envelope.headers {
         // The id and name are the message's own: a header of that name
         // would be read in their place by a consumer, so it is not sent.
-        if k == headers::EVENT_ID || k == headers::EVENT_NAME {
+        // A correlation id equal to the event id goes as the property only.
+        if k == headers::EVENT_ID
+            || k == headers::EVENT_NAME
+            || (k == headers::CORRELATION_ID && v == id)
+        {
             continue;
         }
         if k.len() > 255 {
@@ -49,8 +55,6 @@ pub(crate) fn properties(envelope: &Envelope) -> Result<BasicProperties> {
         }
         table.insert(ShortString::from(k.as_str()), long(v));
     }
-    let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    let id: &str = envelope.id.hyphenated().encode_lower(&mut id);
     // The default correlation id (the event id), not stored in the
     // envelope, goes on the wire as the AMQP property only (a consumer
     // reads the property when there is no header); another one is a
@@ -159,6 +163,17 @@ mod tests {
             Some(id.as_str())
         );
         assert_eq!(header(&p, headers::CORRELATION_ID), None);
+        // also when the headers carry it (an outbox row, a consumed message)
+        let mut carried = envelope(crate::Headers::new());
+        carried
+            .headers
+            .insert(headers::CORRELATION_ID.into(), carried.id.to_string());
+        let c = properties(&carried).unwrap();
+        assert_eq!(header(&c, headers::CORRELATION_ID), None);
+        assert_eq!(
+            c.correlation_id().as_ref().map(|s| s.to_string()),
+            Some(carried.id.to_string())
+        );
         // what a consumer reads back: correlated with its own id
         let envelope = super::super::delivery::incoming(&p, b"{}".to_vec())
             .into_envelope("OrderPlaced")
