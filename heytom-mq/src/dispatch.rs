@@ -29,6 +29,8 @@ mod stop;
 
 pub(crate) use handlers::EventHandlers;
 pub use incoming::Incoming;
+#[cfg(any(feature = "rabbitmq", feature = "kafka"))]
+pub(crate) use incoming::Wire;
 use stop::{reached, seen, stage, stage_since};
 pub(crate) use stop::{stop_by, StopSignal, Stopping};
 

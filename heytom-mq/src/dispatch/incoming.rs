@@ -40,16 +40,68 @@ enum Repr {
     Ready(SharedEnvelope),
 }
 
+/// A delivery as a broker transport read it: the transport fills it in
+/// place and makes it an [`Incoming`] with one move (each builder method
+/// of `Incoming` moves the whole value, measurable per Kafka message).
 #[derive(Debug, Clone, Default)]
-struct Wire {
-    id: Option<EventId>,
-    name: Option<EventName>,
-    occurred_at: Option<DateTime<Utc>>,
-    headers: Headers,
-    body: Vec<u8>,
+pub(crate) struct Wire {
+    pub(crate) id: Option<EventId>,
+    pub(crate) name: Option<EventName>,
+    pub(crate) occurred_at: Option<DateTime<Utc>>,
+    pub(crate) headers: Headers,
+    pub(crate) body: Vec<u8>,
     /// The correlation id is the event id: left out of `headers` by the
     /// transport, answered from the id when asked.
-    correlation_is_id: bool,
+    pub(crate) correlation_is_id: bool,
+}
+
+impl Wire {
+    /// The wire headers (reserved ones among them, for the dispatcher to
+    /// parse) and the body.
+    pub(crate) fn new(headers: Headers, body: Vec<u8>) -> Self {
+        Wire {
+            headers,
+            body,
+            ..Wire::default()
+        }
+    }
+
+    /// The `correlation-id` header as the transport read it, after the id
+    /// is set: the usual one, the event id itself, is not stored as
+    /// strings (the envelope answers it from the id, and a dead-lettered
+    /// copy carries it); any other is kept as a header.
+    #[cfg(any(feature = "rabbitmq", feature = "kafka"))]
+    pub(crate) fn correlation_id_bytes(&mut self, value: &[u8]) {
+        let mut buf = Uuid::encode_buffer();
+        match self.id {
+            Some(id) if id.hyphenated().encode_lower(&mut buf).as_bytes() == value => {
+                self.correlation_is_id = true;
+            }
+            _ => {
+                self.headers.insert(
+                    headers::CORRELATION_ID.to_owned(),
+                    String::from_utf8_lossy(value).into_owned(),
+                );
+            }
+        }
+    }
+
+    /// The event name from text read in place: no copy is made when it is
+    /// a registered event's `NAME`.
+    pub(crate) fn name_str(&mut self, name: &str) {
+        self.name = Some(match registered_name(name) {
+            Some(registered) => registered.into(),
+            None => name.to_owned().into(),
+        });
+    }
+}
+
+impl From<Wire> for Incoming {
+    fn from(wire: Wire) -> Self {
+        Incoming {
+            repr: Repr::Wire(wire),
+        }
+    }
 }
 
 impl Default for Incoming {
@@ -64,13 +116,7 @@ impl Incoming {
     /// Wire headers (reserved `heytom-*` ones included, parsed by the
     /// dispatcher) and the body (the event's JSON).
     pub fn new(headers: Headers, body: Vec<u8>) -> Self {
-        Incoming {
-            repr: Repr::Wire(Wire {
-                headers,
-                body,
-                ..Wire::default()
-            }),
-        }
+        Wire::new(headers, body).into()
     }
 
     /// A ready envelope (an in-process delivery): nothing is parsed.
@@ -114,43 +160,10 @@ impl Incoming {
         self
     }
 
-    /// The correlation id is the event id given with
-    /// [`event_id`](Self::event_id) (the sender left the default out).
-    #[cfg(feature = "kafka")]
-    pub(crate) fn correlation_is_event_id(mut self) -> Self {
-        self.wire().correlation_is_id = true;
-        self
-    }
-
-    /// The `correlation-id` header as the transport read it, after
-    /// [`event_id`](Self::event_id): the usual one, the event id itself, is
-    /// not stored as strings (the envelope answers it from the id, and a
-    /// dead-lettered copy carries it); any other is kept as a header.
-    #[cfg(any(feature = "rabbitmq", feature = "kafka"))]
-    pub(crate) fn correlation_id_bytes(mut self, value: &[u8]) -> Self {
-        let w = self.wire();
-        let mut buf = Uuid::encode_buffer();
-        match w.id {
-            Some(id) if id.hyphenated().encode_lower(&mut buf).as_bytes() == value => {
-                w.correlation_is_id = true;
-            }
-            _ => {
-                w.headers.insert(
-                    headers::CORRELATION_ID.to_owned(),
-                    String::from_utf8_lossy(value).into_owned(),
-                );
-            }
-        }
-        self
-    }
-
     /// [`event_name`](Self::event_name) from text the transport reads in
     /// place: no copy is made when it is a registered event's `NAME`.
     pub fn event_name_str(mut self, name: &str) -> Self {
-        self.wire().name = Some(match registered_name(name) {
-            Some(registered) => registered.into(),
-            None => name.to_owned().into(),
-        });
+        self.wire().name_str(name);
         self
     }
 

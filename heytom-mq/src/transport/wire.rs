@@ -85,12 +85,17 @@ pub(crate) fn parse_rfc3339(v: &[u8]) -> Option<DateTime<Utc>> {
     })
 }
 
+/// The shape [`Rfc3339`] writes, in a few dozen instructions (this runs
+/// once per consumed message): digits and separators checked in place,
+/// the calendar date checked and turned into days since the epoch here.
+/// `None` for anything else (leap seconds, other offsets, bad dates),
+/// which chrono then reads or rejects.
 fn fast_rfc3339(v: &[u8]) -> Option<DateTime<Utc>> {
-    let num = |r: std::ops::Range<usize>| -> Option<u32> {
-        v.get(r)?.iter().try_fold(0u32, |n, &b| {
-            b.is_ascii_digit().then(|| n * 10 + u32::from(b - b'0'))
-        })
+    let digit = |i: usize| -> Option<u32> {
+        let d = v.get(i)?.wrapping_sub(b'0');
+        (d < 10).then_some(u32::from(d))
     };
+    let two = |i: usize| Some(digit(i)? * 10 + digit(i + 1)?);
     if v.len() < 20
         || v[4] != b'-'
         || v[7] != b'-'
@@ -100,27 +105,62 @@ fn fast_rfc3339(v: &[u8]) -> Option<DateTime<Utc>> {
     {
         return None;
     }
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let year = two(0)? * 100 + two(2)?;
+    let (month, day) = (two(5)?, two(8)?);
+    let (hour, minute, second) = (two(11)?, two(14)?, two(17)?);
     let mut at = 19;
     let mut nanos = 0;
     if v[at] == b'.' {
-        let digits = v[at + 1..]
-            .iter()
-            .take_while(|b| b.is_ascii_digit())
-            .count();
-        if digits == 0 || digits > 9 {
+        at += 1;
+        let first = at;
+        while let Some(d) = digit(at) {
+            if at - first == 9 {
+                return None;
+            }
+            nanos = nanos * 10 + d;
+            at += 1;
+        }
+        if at == first {
             return None;
         }
-        nanos = num(at + 1..at + 1 + digits)? * 10u32.pow(9 - digits as u32);
-        at += 1 + digits;
+        nanos *= 10u32.pow((9 - (at - first)) as u32);
     }
-    if !matches!(&v[at..], b"Z" | b"+00:00") || second > 59 {
+    if !matches!(&v[at..], b"Z" | b"+00:00")
+        || !(1..=12).contains(&month)
+        || day == 0
+        || day > days_in_month(year, month)
+        || hour > 23
+        || minute > 59
+        || second > 59
+    {
         return None;
     }
-    let date = chrono::NaiveDate::from_ymd_opt(year as i32, month, day)?;
-    let time = chrono::NaiveTime::from_hms_nano_opt(hour, minute, second, nanos)?;
-    Some(date.and_time(time).and_utc())
+    let seconds =
+        days_from_civil(year, month, day) * 86_400 + i64::from(hour * 3600 + minute * 60 + second);
+    DateTime::from_timestamp(seconds, nanos)
+}
+
+fn days_in_month(year: u32, month: u32) -> u32 {
+    match month {
+        2 if year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400)) => {
+            29
+        }
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days from 1970-01-01 to a proleptic Gregorian date (H. Hinnant's
+/// `days_from_civil`).
+fn days_from_civil(year: u32, month: u32, day: u32) -> i64 {
+    let y = i64::from(year) - i64::from(month <= 2);
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (i64::from(month) + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]
@@ -163,6 +203,59 @@ mod tests {
         let now = Utc::now();
         assert_eq!(parse_rfc3339(Rfc3339::new(&now).as_bytes()), Some(now));
         assert!(fast_rfc3339(Rfc3339::new(&now).as_bytes()).is_some());
+    }
+
+    #[test]
+    fn the_fast_path_reads_every_time_it_writes() {
+        // Seconds across years 0000-9999 (leap days, century years) and
+        // every fraction length: the fast path itself, not chrono behind it.
+        let (min, max) = (-62_167_219_200i64, 253_402_300_799i64);
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for i in 0..20_000u32 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let secs = min + (x % (max - min + 1) as u64) as i64;
+            let nanos = match i % 4 {
+                0 => 0,
+                1 => (x >> 40) as u32 % 1000 * 1_000_000,
+                2 => (x >> 34) as u32 % 1_000_000 * 1000,
+                _ => (x >> 32) as u32 % 1_000_000_000,
+            };
+            let t = DateTime::from_timestamp(secs, nanos).expect("in range");
+            let text = Rfc3339::new(&t);
+            assert_eq!(fast_rfc3339(text.as_bytes()), Some(t), "{t}");
+        }
+        for date in [
+            "2000-02-29",
+            "1900-02-28",
+            "2024-02-29",
+            "0000-02-29",
+            "2026-12-31",
+        ] {
+            let text = format!("{date}T00:00:00Z");
+            assert!(fast_rfc3339(text.as_bytes()).is_some(), "{text}");
+            assert_eq!(
+                parse_rfc3339(text.as_bytes()),
+                DateTime::parse_from_rfc3339(&text)
+                    .ok()
+                    .map(|t| t.with_timezone(&Utc))
+            );
+        }
+        for date in [
+            "1900-02-29",
+            "2023-02-29",
+            "2026-04-31",
+            "2026-13-01",
+            "2026-00-10",
+            "2026-01-00",
+        ] {
+            assert_eq!(
+                fast_rfc3339(format!("{date}T00:00:00Z").as_bytes()),
+                None,
+                "{date}"
+            );
+        }
     }
 
     #[test]

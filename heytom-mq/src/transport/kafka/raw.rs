@@ -8,8 +8,8 @@
 
 use rdkafka::message::{BorrowedMessage, Headers as _, Message as _};
 
-use crate::dispatch::Incoming;
-use crate::event::{headers, Headers};
+use crate::dispatch::{Incoming, Wire};
+use crate::event::headers;
 
 /// The event id of a Kafka message that carries no `heytom-event-id` (a
 /// foreign producer's): a UUID v5 in the URL namespace of
@@ -156,7 +156,7 @@ impl<'a> RawMessage<'a> {
     /// text, for the dispatcher to reject. A message without an event id
     /// gets [`foreign_event_id`] of where it was read from.
     pub(crate) fn to_incoming(self, topic: &str, partition: i32, offset: i64) -> Incoming {
-        let mut wire = Headers::new();
+        let mut wire = Wire::default();
         // The last of each, as a map would keep.
         let (mut id, mut name, mut at, mut correlation) = (None, None, None, None);
         for (k, v) in self.header_iter() {
@@ -169,51 +169,45 @@ impl<'a> RawMessage<'a> {
                 k if k == headers::OCCURRED_AT.as_bytes() => &mut at,
                 k if k == headers::CORRELATION_ID.as_bytes() => &mut correlation,
                 _ => {
-                    wire.insert(text(k), text(v));
+                    wire.headers.insert(text(k), text(v));
                     continue;
                 }
             };
             *slot = Some(v);
         }
-        // heytom-mq leaves out a correlation id equal to the event id: a
-        // message with its own id and no correlation id correlates with it.
-        let own_id = id.is_some();
-        let id = match id {
+        wire.id = match id {
             None => Some(foreign_event_id(topic, partition, offset)),
             Some(v) => match uuid::Uuid::try_parse_ascii(v) {
                 Ok(id) => Some(id),
                 Err(_) => {
-                    wire.insert(headers::EVENT_ID.to_owned(), text(v));
+                    wire.headers.insert(headers::EVENT_ID.to_owned(), text(v));
                     None
                 }
             },
         };
-        let at = at.and_then(|v| {
+        wire.occurred_at = at.and_then(|v| {
             let parsed = crate::transport::wire::parse_rfc3339(v);
             if parsed.is_none() {
-                wire.insert(headers::OCCURRED_AT.to_owned(), text(v));
+                wire.headers
+                    .insert(headers::OCCURRED_AT.to_owned(), text(v));
             }
             parsed
         });
-        let mut incoming = Incoming::new(wire, self.payload().to_vec());
-        if let Some(id) = id {
-            incoming = incoming.event_id(id);
-        }
         match correlation {
-            Some(v) => incoming = incoming.correlation_id_bytes(v),
-            None if own_id => incoming = incoming.correlation_is_event_id(),
-            None => {}
+            Some(v) => wire.correlation_id_bytes(v),
+            // heytom-mq leaves out a correlation id equal to the event id:
+            // a message with its own id and no correlation id correlates
+            // with it.
+            None => wire.correlation_is_id = id.is_some(),
         }
         if let Some(name) = name {
-            incoming = match std::str::from_utf8(name) {
-                Ok(name) => incoming.event_name_str(name),
-                Err(_) => incoming.event_name(text(name)),
-            };
+            match std::str::from_utf8(name) {
+                Ok(name) => wire.name_str(name),
+                Err(_) => wire.name = Some(text(name).into()),
+            }
         }
-        if let Some(at) = at {
-            incoming = incoming.occurred_at(at);
-        }
-        incoming
+        wire.body = self.payload().to_vec();
+        wire.into()
     }
 }
 

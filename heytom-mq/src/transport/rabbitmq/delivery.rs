@@ -7,7 +7,7 @@
 use chrono::DateTime;
 use lapin::types::AMQPValue;
 
-use crate::dispatch::Incoming;
+use crate::dispatch::{Incoming, Wire};
 use crate::event::{headers, Headers};
 use crate::transport::wire::parse_rfc3339;
 
@@ -74,20 +74,16 @@ pub(crate) fn incoming(props: &lapin::BasicProperties, body: Vec<u8>) -> Incomin
             .as_ref()
             .map(|c| c.as_str().as_bytes());
     }
-    let mut incoming = Incoming::new(h, body);
-    if let Some(id) = id {
-        incoming = incoming.event_id(id);
-    }
+    let mut wire = Wire::new(h, body);
+    wire.id = id;
     if let Some(v) = correlation {
-        incoming = incoming.correlation_id_bytes(v);
+        wire.correlation_id_bytes(v);
     }
     if let Some(name) = name {
-        incoming = incoming.event_name_str(name);
+        wire.name_str(name);
     }
-    if let Some(at) = at {
-        incoming = incoming.occurred_at(at);
-    }
-    incoming
+    wire.occurred_at = at;
+    wire.into()
 }
 
 fn value_string(v: &AMQPValue) -> Option<String> {
