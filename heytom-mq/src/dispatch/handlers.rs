@@ -164,13 +164,19 @@ impl EventHandlers {
             } else {
                 Either::Right(called.instrument(span))
             };
-            let result = tokio::select! {
-                biased;
-                result = called => result,
-                () = self.stopped(Stopping::Abandoning) => {
-                    tracing::warn!(handler = %entry.name, event_id = %envelope.id, attempt, "handler still running at the stop deadline: abandoned, its message handed back");
-                    return Outcome::Requeue;
-                }
+            let mut called = std::pin::pin!(called);
+            // A handler done at its first poll (most are) has no race with
+            // the stop to set up.
+            let result = match futures::poll!(called.as_mut()) {
+                std::task::Poll::Ready(result) => result,
+                std::task::Poll::Pending => tokio::select! {
+                    biased;
+                    result = called => result,
+                    () = self.stopped(Stopping::Abandoning) => {
+                        tracing::warn!(handler = %entry.name, event_id = %envelope.id, attempt, "handler still running at the stop deadline: abandoned, its message handed back");
+                        return Outcome::Requeue;
+                    }
+                },
             };
             let error = match result {
                 Ok(Ok(())) => {

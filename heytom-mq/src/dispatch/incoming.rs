@@ -241,7 +241,21 @@ impl Incoming {
             Repr::Ready(e) => return Ok(e),
             Repr::Wire(w) => w,
         };
-        let id = match (w.id, w.headers.remove(headers::EVENT_ID)) {
+        // Transports that read the metadata themselves leave the map
+        // empty, usually: nothing to look up then.
+        let mut take = |name: &str| {
+            if w.headers.is_empty() {
+                None
+            } else {
+                w.headers.remove(name)
+            }
+        };
+        let (id_header, name_header, at_header) = (
+            take(headers::EVENT_ID),
+            take(headers::EVENT_NAME),
+            take(headers::OCCURRED_AT),
+        );
+        let id = match (w.id, id_header) {
             (Some(id), _) => id,
             (None, Some(s)) => {
                 Uuid::parse_str(&s).map_err(|_| EnvelopeError::Invalid(headers::EVENT_ID, s))?
@@ -249,12 +263,12 @@ impl Incoming {
             (None, None) => Uuid::now_v7(),
         };
         // Routed by this name: it is `event_name` whenever it is there.
-        let name = match (w.name, w.headers.remove(headers::EVENT_NAME)) {
+        let name = match (w.name, name_header) {
             (Some(name), _) if name != event_name => name,
             (None, Some(name)) if name != event_name => name.into(),
             _ => event_name.into(),
         };
-        let occurred_at = match (w.occurred_at, w.headers.remove(headers::OCCURRED_AT)) {
+        let occurred_at = match (w.occurred_at, at_header) {
             (Some(at), _) => at,
             (None, Some(s)) => DateTime::parse_from_rfc3339(&s)
                 .map_err(|_| EnvelopeError::Invalid(headers::OCCURRED_AT, s))?

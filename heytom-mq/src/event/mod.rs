@@ -315,6 +315,12 @@ fn serialization_error<E: Event>(source: serde_json::Error) -> crate::Error {
 /// The registered `NAME` equal to `name`, if an event type has it: a
 /// transport's name read off the wire, without a copy.
 pub(crate) fn registered_name(name: &str) -> Option<&'static str> {
+    registered_name_bytes(name.as_bytes())
+}
+
+/// [`registered_name`] of text read off the wire: a name that is the one
+/// found last is not checked for UTF-8 first.
+pub(crate) fn registered_name_bytes(name: &[u8]) -> Option<&'static str> {
     static NAMES: std::sync::OnceLock<std::collections::HashSet<&'static str>> =
         std::sync::OnceLock::new();
     // The name found last on this thread: a consumer's deliveries mostly
@@ -322,9 +328,13 @@ pub(crate) fn registered_name(name: &str) -> Option<&'static str> {
     thread_local! {
         static LAST: std::cell::Cell<Option<&'static str>> = const { std::cell::Cell::new(None) };
     }
-    if let Some(last) = LAST.with(std::cell::Cell::get).filter(|last| *last == name) {
+    if let Some(last) = LAST
+        .with(std::cell::Cell::get)
+        .filter(|last| last.as_bytes() == name)
+    {
         return Some(last);
     }
+    let name = std::str::from_utf8(name).ok()?;
     let found = NAMES
         .get_or_init(|| {
             inventory::iter::<EventRegistration>

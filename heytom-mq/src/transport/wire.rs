@@ -85,11 +85,10 @@ pub(crate) fn parse_rfc3339(v: &[u8]) -> Option<DateTime<Utc>> {
     })
 }
 
-/// The shape [`Rfc3339`] writes, in a few dozen instructions (this runs
-/// once per consumed message): digits and separators checked in place,
-/// the calendar date checked and turned into days since the epoch here.
-/// `None` for anything else (leap seconds, other offsets, bad dates),
-/// which chrono then reads or rejects.
+/// The shape [`Rfc3339`] writes (this runs once per consumed message):
+/// digits and separators checked in place, no iterator or closure per
+/// field; chrono checks the date and time. `None` for anything else (leap
+/// seconds, other offsets, bad dates), which chrono then reads or rejects.
 fn fast_rfc3339(v: &[u8]) -> Option<DateTime<Utc>> {
     let digit = |i: usize| -> Option<u32> {
         let d = v.get(i)?.wrapping_sub(b'0');
@@ -125,42 +124,14 @@ fn fast_rfc3339(v: &[u8]) -> Option<DateTime<Utc>> {
         }
         nanos *= 10u32.pow((9 - (at - first)) as u32);
     }
-    if !matches!(&v[at..], b"Z" | b"+00:00")
-        || !(1..=12).contains(&month)
-        || day == 0
-        || day > days_in_month(year, month)
-        || hour > 23
-        || minute > 59
-        || second > 59
-    {
+    if !matches!(&v[at..], b"Z" | b"+00:00") || second > 59 {
         return None;
     }
-    let seconds =
-        days_from_civil(year, month, day) * 86_400 + i64::from(hour * 3600 + minute * 60 + second);
-    DateTime::from_timestamp(seconds, nanos)
-}
-
-fn days_in_month(year: u32, month: u32) -> u32 {
-    match month {
-        2 if year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400)) => {
-            29
-        }
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days from 1970-01-01 to a proleptic Gregorian date (H. Hinnant's
-/// `days_from_civil`).
-fn days_from_civil(year: u32, month: u32, day: u32) -> i64 {
-    let y = i64::from(year) - i64::from(month <= 2);
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (i64::from(month) + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    let date = chrono::NaiveDate::from_ymd_opt(year as i32, month, day)?;
+    Some(
+        date.and_hms_nano_opt(hour, minute, second, nanos)?
+            .and_utc(),
+    )
 }
 
 #[cfg(test)]
