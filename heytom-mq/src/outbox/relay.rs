@@ -370,7 +370,13 @@ impl Relay {
         source: &'static str,
     ) -> Started {
         rows.sort_by_key(|r| (r.created_at, r.id));
-        let span = tracing::info_span!("outbox.relay", source, count = rows.len(), table = %self.store.table.name);
+        // One per post-commit send (one commit at one writer): built only
+        // when a subscriber listens at its level (see `telemetry::consume`).
+        let span = if tracing::level_enabled!(tracing::Level::INFO) {
+            tracing::info_span!("outbox.relay", source, count = rows.len(), table = %self.store.table.name)
+        } else {
+            tracing::Span::none()
+        };
         let mut outgoing = Vec::with_capacity(rows.len());
         let mut sending = Vec::with_capacity(rows.len());
         let mut failed: Vec<(LocalMessage, String)> = Vec::new();

@@ -96,6 +96,12 @@ fn record_destination(span: &Span, route: &Route, name: &str, key: Option<&str>)
 /// The span of one publish (`Producer::send*`, `ctx.publish()`); with the
 /// feature `opentelemetry` its context goes into the envelope's headers.
 pub(crate) fn publish(route: &Route, envelope: &mut Envelope, transport: TransportKind) -> Span {
+    if !tracing::level_enabled!(tracing::Level::DEBUG) {
+        // As a disabled span: the current span's context, if any, goes on.
+        let span = Span::none();
+        inject(&span, &mut envelope.headers);
+        return span;
+    }
     let span = tracing::debug_span!(
         "publish",
         otel.name = Empty,
@@ -133,6 +139,9 @@ pub(crate) fn relay_publish(
     mq_type: &str,
     source: &'static str,
 ) -> Option<Span> {
+    if !tracing::level_enabled!(tracing::Level::DEBUG) {
+        return None;
+    }
     let span = tracing::debug_span!(
         "publish",
         otel.name = Empty,
@@ -169,6 +178,9 @@ pub(crate) fn relay_publish(
 /// The span of enqueueing rows in the local message table.
 #[cfg(feature = "_outbox")]
 pub(crate) fn outbox_insert(first_id: &uuid::Uuid, event_name: &str, count: usize) -> Span {
+    if !tracing::level_enabled!(tracing::Level::DEBUG) {
+        return Span::none();
+    }
     tracing::debug_span!(
         "outbox.enqueue",
         otel.kind = "producer",
@@ -185,9 +197,10 @@ pub(crate) fn outbox_insert(first_id: &uuid::Uuid, event_name: &str, count: usiz
 /// The span of consuming one message: a child of the context in its
 /// headers (the publisher's) with the feature `opentelemetry`.
 pub(crate) fn consume(source: &Source, envelope: &Envelope) -> Span {
-    // What the span macro checks first, before its disabled path (which
-    // still hands the fields to `log` when no subscriber is set): a
-    // process that listens at no level gets no span for nothing.
+    // Here and in the other span constructors: what the span macro checks
+    // first, before its disabled path (which, with no subscriber set,
+    // still builds the fields for `log`), so a process without a
+    // subscriber at that level pays nothing per message.
     if !tracing::level_enabled!(tracing::Level::INFO) {
         return Span::none();
     }
