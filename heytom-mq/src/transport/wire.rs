@@ -17,8 +17,12 @@ impl Rfc3339 {
             buf: [0; 40],
             len: 0,
         };
-        let nanos = t.nanosecond();
-        let year = t.year();
+        // Each accessor of a `DateTime` applies its offset first (the same
+        // work seven times for UTC's zero): the naive time once instead.
+        let utc = t.naive_utc();
+        let (date, time) = (utc.date(), utc.time());
+        let nanos = time.nanosecond();
+        let year = date.year();
         if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
             // Rare shapes (signed years, leap seconds): chrono's own text.
             let s = t.to_rfc3339();
@@ -29,15 +33,15 @@ impl Rfc3339 {
         }
         out.digits(year as u32, 4);
         out.byte(b'-');
-        out.digits(t.month(), 2);
+        out.digits(date.month(), 2);
         out.byte(b'-');
-        out.digits(t.day(), 2);
+        out.digits(date.day(), 2);
         out.byte(b'T');
-        out.digits(t.hour(), 2);
+        out.digits(time.hour(), 2);
         out.byte(b':');
-        out.digits(t.minute(), 2);
+        out.digits(time.minute(), 2);
         out.byte(b':');
-        out.digits(t.second(), 2);
+        out.digits(time.second(), 2);
         // chrono's `SecondsFormat::AutoSi`: as few of 0, 3, 6 or 9 digits as exact.
         if nanos != 0 {
             out.byte(b'.');
