@@ -87,11 +87,11 @@ impl Wire {
     }
 
     /// The event name from text read in place: no copy is made when it is
-    /// a registered event's `NAME`.
-    pub(crate) fn name_str(&mut self, name: &str) {
+    /// a registered event's `NAME`; other bytes become (lossy UTF-8) text.
+    pub(crate) fn name_bytes(&mut self, name: &[u8]) {
         self.name = Some(match registered_name(name) {
             Some(registered) => registered.into(),
-            None => name.to_owned().into(),
+            None => String::from_utf8_lossy(name).into_owned().into(),
         });
     }
 }
@@ -163,7 +163,7 @@ impl Incoming {
     /// [`event_name`](Self::event_name) from text the transport reads in
     /// place: no copy is made when it is a registered event's `NAME`.
     pub fn event_name_str(mut self, name: &str) -> Self {
-        self.wire().name_str(name);
+        self.wire().name_bytes(name.as_bytes());
         self
     }
 
@@ -299,6 +299,19 @@ fn wire_of(e: &SharedEnvelope) -> (Headers, Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_off_the_wire_borrows_the_registered_one_or_is_lossy_text() {
+        let registered = crate::event::registered_name(b"RegisteredNameTestA").expect("registered");
+        let mut w = Wire::default();
+        w.name_bytes(b"RegisteredNameTestA");
+        let name = w.name.take().expect("a name");
+        assert_eq!(name.as_str().as_ptr(), registered.as_ptr(), "not a copy");
+        w.name_bytes(b"Unregistered");
+        assert_eq!(w.name.take().expect("a name").as_str(), "Unregistered");
+        w.name_bytes(b"Bad\xffName");
+        assert_eq!(w.name.take().expect("a name").as_str(), "Bad\u{fffd}Name");
+    }
 
     #[test]
     fn every_shape_gives_the_same_envelope() {

@@ -313,14 +313,9 @@ fn serialization_error<E: Event>(source: serde_json::Error) -> crate::Error {
 }
 
 /// The registered `NAME` equal to `name`, if an event type has it: a
-/// transport's name read off the wire, without a copy.
-pub(crate) fn registered_name(name: &str) -> Option<&'static str> {
-    registered_name_bytes(name.as_bytes())
-}
-
-/// [`registered_name`] of text read off the wire: a name that is the one
-/// found last is not checked for UTF-8 first.
-pub(crate) fn registered_name_bytes(name: &[u8]) -> Option<&'static str> {
+/// transport's name read off the wire, without a copy (the name found
+/// last is not even checked for UTF-8 first).
+pub(crate) fn registered_name(name: &[u8]) -> Option<&'static str> {
     static NAMES: std::sync::OnceLock<std::collections::HashSet<&'static str>> =
         std::sync::OnceLock::new();
     // The name found last on this thread: a consumer's deliveries mostly
@@ -437,12 +432,13 @@ mod tests {
         for _ in 0..2 {
             // The last name found is remembered per thread: each answer
             // must still be the name asked for, registered or not.
-            assert_eq!(registered_name(&a), Some("RegisteredNameTestA"));
-            assert_eq!(registered_name(&a), Some("RegisteredNameTestA"));
-            assert_eq!(registered_name("RegisteredNameTest"), None);
-            assert_eq!(registered_name(&b), Some("RegisteredNameTestB"));
-            assert_eq!(registered_name("RegisteredNameTestAB"), None);
-            assert_eq!(registered_name(""), None);
+            assert_eq!(registered_name(a.as_bytes()), Some("RegisteredNameTestA"));
+            assert_eq!(registered_name(a.as_bytes()), Some("RegisteredNameTestA"));
+            assert_eq!(registered_name("RegisteredNameTest".as_bytes()), None);
+            assert_eq!(registered_name(b.as_bytes()), Some("RegisteredNameTestB"));
+            assert_eq!(registered_name("RegisteredNameTestAB".as_bytes()), None);
+            assert_eq!(registered_name("".as_bytes()), None);
+            assert_eq!(registered_name(b"\xffRegisteredNameTestA"), None);
         }
     }
 }

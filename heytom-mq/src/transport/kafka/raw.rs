@@ -9,7 +9,7 @@
 use rdkafka::message::{BorrowedMessage, Headers as _, Message as _};
 
 use crate::dispatch::{Incoming, Wire};
-use crate::event::{headers, registered_name_bytes};
+use crate::event::headers;
 
 /// The event id of a Kafka message that carries no `heytom-event-id` (a
 /// foreign producer's): a UUID v5 in the URL namespace of
@@ -201,10 +201,7 @@ impl<'a> RawMessage<'a> {
             None => wire.correlation_is_id = id.is_some(),
         }
         if let Some(name) = name {
-            wire.name = Some(match registered_name_bytes(name) {
-                Some(registered) => registered.into(),
-                None => text(name).into(),
-            });
+            wire.name_bytes(name);
         }
         wire.body = self.payload().to_vec();
         wire.into()

@@ -80,7 +80,7 @@ pub(crate) fn incoming(props: &lapin::BasicProperties, body: Vec<u8>) -> Incomin
         wire.correlation_id_bytes(v);
     }
     if let Some(name) = name {
-        wire.name_str(name);
+        wire.name_bytes(name.as_bytes());
     }
     wire.occurred_at = at;
     wire.into()
