@@ -26,11 +26,35 @@ pub trait MessageProducer: Send + Sync {
 #[derive(Clone, Default)]
 pub(crate) struct Router {
     transports: BTreeMap<TransportKind, Arc<dyn Transport>>,
+    /// What [`resolve`](Self::resolve) answers for a Kafka route, a
+    /// RabbitMQ route and an event without a transport attribute, worked
+    /// out when a transport is added (every send asks).
+    resolved: [Option<Arc<dyn Transport>>; 3],
+}
+
+/// The three shapes of route, as indexes into `Router::resolved`.
+const ROUTES: [Route; 3] = [
+    Route::Kafka(crate::event::KafkaRoute::new("")),
+    Route::RabbitMq(crate::event::RabbitMqRoute::new("")),
+    Route::Default,
+];
+
+fn route_index(route: &Route) -> usize {
+    match route {
+        Route::Kafka(_) => 0,
+        Route::RabbitMq(_) => 1,
+        Route::Default => 2,
+    }
 }
 
 impl Router {
     pub(crate) fn insert(&mut self, t: Arc<dyn Transport>) {
         self.transports.insert(t.kind(), t);
+        for (slot, route) in self.resolved.iter_mut().zip(&ROUTES) {
+            *slot = resolve_kind(self.transports.keys().copied(), route)
+                .and_then(|k| self.transports.get(&k))
+                .cloned();
+        }
     }
 
     pub(crate) fn kinds(&self) -> impl Iterator<Item = TransportKind> + '_ {
@@ -45,7 +69,7 @@ impl Router {
     /// broker if configured; an event with no attribute takes the first
     /// configured of in-memory, RabbitMQ, Kafka and the custom transports.
     pub(crate) fn resolve(&self, route: &Route) -> Option<&Arc<dyn Transport>> {
-        resolve_kind(self.transports.keys().copied(), route).and_then(|k| self.transports.get(&k))
+        self.resolved[route_index(route)].as_ref()
     }
 }
 
@@ -298,7 +322,9 @@ impl Producer {
             }
             ends.push(payloads.len());
         }
-        let ids: Vec<EventId> = (0..events.len()).map(|_| EventId::now_v7()).collect();
+        let ids: Vec<EventId> = (0..events.len())
+            .map(|_| crate::event::new_event_id())
+            .collect();
         let keys: Vec<Option<String>> = events.iter().map(Event::partition_key).collect();
         let batch = crate::transport::EncodedBatch {
             route: E::route(),
@@ -419,5 +445,59 @@ mod tests {
             resolve_kind(kafka_rabbit.iter().copied(), &Route::Default),
             Some(RabbitMq)
         );
+    }
+
+    /// A transport that is only its kind.
+    struct Kind(TransportKind);
+
+    #[async_trait::async_trait]
+    impl Transport for Kind {
+        fn kind(&self) -> TransportKind {
+            self.0
+        }
+        fn group_for(&self, _: &crate::handler::HandlerEntry) -> String {
+            String::new()
+        }
+        async fn publish(&self, _: &Outgoing) -> Result<()> {
+            Ok(())
+        }
+        async fn subscribe(
+            &self,
+            _: crate::transport::Subscription,
+        ) -> Result<Box<dyn crate::transport::SubscriptionHandle>> {
+            unreachable!("not subscribed in this test")
+        }
+    }
+
+    #[test]
+    fn the_router_answers_what_resolve_kind_says_whatever_order_transports_come_in() {
+        use TransportKind::*;
+        let sets: [&[TransportKind]; 7] = [
+            &[],
+            &[Kafka],
+            &[RabbitMq, Kafka],
+            &[Kafka, RabbitMq, InMemory],
+            &[InMemory, Kafka],
+            &[Custom("bus"), Kafka],
+            &[Custom("bus")],
+        ];
+        for kinds in sets {
+            let mut router = Router::default();
+            for (n, k) in kinds.iter().enumerate() {
+                router.insert(Arc::new(Kind(*k)));
+                // After each insert, for every shape of route.
+                let so_far = &kinds[..=n];
+                for route in [&KAFKA, &RABBIT, &Route::Default] {
+                    assert_eq!(
+                        router.resolve(route).map(|t| t.kind()),
+                        resolve_kind(so_far.iter().copied(), route),
+                        "{so_far:?} {route:?}"
+                    );
+                }
+            }
+            if kinds.is_empty() {
+                assert!(router.resolve(&KAFKA).is_none());
+            }
+        }
     }
 }

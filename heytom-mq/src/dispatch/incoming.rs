@@ -260,7 +260,7 @@ impl Incoming {
             (None, Some(s)) => {
                 Uuid::parse_str(&s).map_err(|_| EnvelopeError::Invalid(headers::EVENT_ID, s))?
             }
-            (None, None) => Uuid::now_v7(),
+            (None, None) => crate::event::new_event_id(),
         };
         // Routed by this name: it is `event_name` whenever it is there.
         let name = match (w.name, name_header) {

@@ -7,10 +7,12 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use uuid::Uuid;
 
+mod id;
 mod name;
 mod route;
 mod shared;
 
+pub(crate) use id::{event_id_at, new_event_id};
 pub use name::EventName;
 pub use route::{
     Acks, AutoOffsetReset, CompressionType, ExchangeType, KafkaRoute, Overflow, QueueType,
@@ -185,11 +187,12 @@ impl Envelope {
         headers: Headers,
         payload: Vec<u8>,
     ) -> Self {
-        let id = Uuid::now_v7();
+        // One clock read for the time and the id's millisecond.
+        let occurred_at = Utc::now();
         Envelope {
-            id,
+            id: event_id_at(occurred_at.timestamp_millis()),
             name: EventName::from(name),
-            occurred_at: Utc::now(),
+            occurred_at,
             headers,
             partition_key,
             payload,

@@ -492,7 +492,7 @@ impl LocalMessage {
         let message_type = message_type.into();
         let now = Utc::now();
         LocalMessage {
-            id: Uuid::now_v7(),
+            id: crate::event::new_event_id(),
             mq_type: crate::event::TransportKind::InMemory.as_str().to_owned(),
             topic: message_type.clone(),
             routing_key: None,

@@ -155,7 +155,9 @@ pub(crate) struct TransportInner {
     /// The default settings' producer (most routes'), without the lock.
     default_producer: std::sync::OnceLock<FutureProducer<TracingContext>>,
     admin: Mutex<Option<Arc<AdminClient<TracingContext>>>>,
-    declared: RwLock<HashSet<String>>,
+    /// Topics declared (or found) already; looked up on every send, so
+    /// hashed with foldhash rather than SipHash.
+    declared: RwLock<HashSet<String, foldhash::fast::RandomState>>,
     /// The brokers' reachability, as the clients report it.
     link: Arc<LinkState>,
 }
@@ -195,7 +197,7 @@ impl KafkaTransport {
                 producers: Mutex::new(HashMap::new()),
                 default_producer: std::sync::OnceLock::new(),
                 admin: Mutex::new(None),
-                declared: RwLock::new(HashSet::new()),
+                declared: RwLock::new(HashSet::default()),
                 link: Arc::default(),
             }),
         };
@@ -297,6 +299,15 @@ impl TransportInner {
                     .config_error("invalid Kafka producer settings", &e)
             })?;
         Ok(())
+    }
+
+    /// The default settings' producer, once made, borrowed.
+    fn default_producer_for(&self, key: ProducerKey) -> Option<&FutureProducer<TracingContext>> {
+        if key == ProducerKey::default() {
+            self.default_producer.get()
+        } else {
+            None
+        }
     }
 
     fn producer(&self, key: ProducerKey) -> Result<FutureProducer<TracingContext>> {
@@ -457,15 +468,21 @@ impl Transport for KafkaTransport {
             )
             .await;
         }
-        let producer = self.inner.producer(ProducerKey::of(message.route))?;
+        // The default producer is borrowed: no reference count touched
+        // (a cache line every sending thread shares) per message.
+        let key = ProducerKey::of(message.route);
+        let owned;
+        let producer = match self.inner.default_producer_for(key) {
+            Some(p) => p,
+            None => {
+                owned = self.inner.producer(key)?;
+                &owned
+            }
+        };
         let delivery = match producer.send_result(record(topic, envelope)) {
             Ok(delivery) => delivery,
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                Box::pin(
-                    self.inner
-                        .enqueue_when_room(&producer, back, &envelope.name),
-                )
-                .await?
+                Box::pin(self.inner.enqueue_when_room(producer, back, &envelope.name)).await?
             }
             Err((e, _)) => return Err(produce_error(&envelope.name, &e)),
         };
