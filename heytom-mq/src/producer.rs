@@ -172,13 +172,7 @@ impl Producer {
         let span = telemetry::publish(route, &mut envelope, transport.kind());
         let timer = Timer::start();
         let outgoing = Outgoing { route, envelope };
-        // No span to enter on every poll (and on the drop) when nobody listens.
-        let publish = transport.publish(&outgoing);
-        let r = if span.is_disabled() {
-            publish.await
-        } else {
-            publish.instrument(span).await
-        };
+        let r = telemetry::in_span(transport.publish(&outgoing), span).await;
         let (ok, failed) = (usize::from(r.is_ok()), usize::from(r.is_err()));
         metrics::published(&outgoing.envelope.name, transport.kind(), ok, failed, timer);
         r

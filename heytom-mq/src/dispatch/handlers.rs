@@ -4,10 +4,8 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use futures::future::Either;
 use futures::FutureExt;
 use tokio::sync::watch;
-use tracing::Instrument;
 
 use super::stop::{reached, stage, StopSignal, Stopping};
 use super::{DeadLetter, Incoming, Outcome};
@@ -141,12 +139,7 @@ impl EventHandlers {
                 Outcome::Ack
             }
         };
-        // No subscriber wants the span: no span to enter on every poll.
-        if span.is_disabled() {
-            run.await
-        } else {
-            run.instrument(span).await
-        }
+        telemetry::in_span(run, span).await
     }
 
     async fn run_handler(&self, index: usize, envelope: &SharedEnvelope) -> Outcome {
@@ -158,12 +151,7 @@ impl EventHandlers {
             let span = telemetry::handler(&entry.name, attempt);
             let timer = Timer::start();
             let fut = entry.handler.call(envelope, ctx, &self.state);
-            let called = AssertUnwindSafe(fut).catch_unwind();
-            let called = if span.is_disabled() {
-                Either::Left(called)
-            } else {
-                Either::Right(called.instrument(span))
-            };
+            let called = telemetry::in_span(AssertUnwindSafe(fut).catch_unwind(), span);
             let mut called = std::pin::pin!(called);
             // A handler done at its first poll (most are) has no race with
             // the stop to set up.

@@ -35,14 +35,17 @@ pub(crate) fn new_event_id() -> Uuid {
     let ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
-    let (seq, random) = next(ms);
-    Uuid::from_u128(layout(seq, random))
+    id_at(ms)
 }
 
 /// A fresh event id for an event made at `ms` (Unix milliseconds, from a
 /// clock read the caller has anyway): later than every id before it.
 pub(crate) fn event_id_at(ms: i64) -> Uuid {
-    let (seq, random) = next(u64::try_from(ms).unwrap_or(0));
+    id_at(u64::try_from(ms).unwrap_or(0))
+}
+
+fn id_at(ms: u64) -> Uuid {
+    let (seq, random) = next(ms);
     Uuid::from_u128(layout(seq, random))
 }
 
@@ -144,6 +147,34 @@ mod tests {
         all.sort();
         all.dedup();
         assert_eq!(all.len(), n, "an id was made twice");
+    }
+
+    #[test]
+    fn an_id_made_after_another_threads_id_is_later() {
+        // Two threads hand the last id back and forth, each making the
+        // next one: every id must be later than the one it was handed
+        // (state kept per thread would start its own counter below it).
+        let (to_b, from_a) = std::sync::mpsc::channel::<Uuid>();
+        let (to_a, from_b) = std::sync::mpsc::channel::<Uuid>();
+        let b = std::thread::spawn(move || {
+            while let Ok(prev) = from_a.recv() {
+                let id = new_event_id();
+                assert!(id > prev, "{id} made after {prev}");
+                if to_a.send(id).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut prev = new_event_id();
+        for _ in 0..20_000 {
+            to_b.send(prev).unwrap();
+            let theirs = from_b.recv().unwrap();
+            let id = new_event_id();
+            assert!(id > theirs, "{id} made after {theirs}");
+            prev = id;
+        }
+        drop(to_b);
+        b.join().unwrap();
     }
 
     #[test]

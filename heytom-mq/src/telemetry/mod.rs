@@ -93,6 +93,20 @@ fn record_destination(span: &Span, route: &Route, name: &str, key: Option<&str>)
     }
 }
 
+/// `fut` in `span`, unless the span is disabled (nobody listens): then
+/// nothing is entered on every poll and on the drop.
+pub(crate) fn in_span<F: std::future::Future>(
+    fut: F,
+    span: Span,
+) -> futures::future::Either<F, tracing::instrument::Instrumented<F>> {
+    use tracing::Instrument as _;
+    if span.is_disabled() {
+        futures::future::Either::Left(fut)
+    } else {
+        futures::future::Either::Right(fut.instrument(span))
+    }
+}
+
 /// The span of one publish (`Producer::send*`, `ctx.publish()`); with the
 /// feature `opentelemetry` its context goes into the envelope's headers.
 pub(crate) fn publish(route: &Route, envelope: &mut Envelope, transport: TransportKind) -> Span {

@@ -311,10 +311,8 @@ impl TransportInner {
     }
 
     fn producer(&self, key: ProducerKey) -> Result<FutureProducer<TracingContext>> {
-        if key == ProducerKey::default() {
-            if let Some(p) = self.default_producer.get() {
-                return Ok(p.clone());
-            }
+        if let Some(p) = self.default_producer_for(key) {
+            return Ok(p.clone());
         }
         let mut map = lock(&self.producers);
         if let Some(p) = map.get(&key) {
