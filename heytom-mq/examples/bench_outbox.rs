@@ -54,7 +54,8 @@
 //! writer count, split over the rounds; default 3000), `HEYTOM_BENCH_ROUNDS`
 //! (default 5), `HEYTOM_BENCH_DRAIN_ROUNDS` (default 5),
 //! `HEYTOM_BENCH_BACKLOG` (default 100000), `HEYTOM_BENCH_SEND_OFF` (`0`:
-//! skip the send-off enqueue figure), `HEYTOM_BENCH_RETENTION_ZERO` (`1`: the
+//! skip the send-off enqueue figure), `HEYTOM_BENCH_SEND_ON` (`0`: skip the
+//! enqueue figure with the send on), `HEYTOM_BENCH_RETENTION_ZERO` (`1`: the
 //! enqueue's outbox deletes confirmed rows instead of marking them Sent,
 //! `outbox.enqueue_retention0.*`), `HEYTOM_BENCH_SIDES` (`business`,
 //! `hand`, `outbox`; default all: one side alone, to profile it).
@@ -796,8 +797,10 @@ macro_rules! bench_db {
                     // off and no scanner (nothing sends: the framework's enqueue alone),
                     // on a table of its own.
                     let send_off_too = std::env::var("HEYTOM_BENCH_SEND_OFF").map_or(true, |v| v != "0");
+                    // HEYTOM_BENCH_SEND_ON=0: the send-off figure alone (to profile it).
+                    let send_on_too = std::env::var("HEYTOM_BENCH_SEND_ON").map_or(true, |v| v != "0");
                     for send_off in [false, true] {
-                    if send_off && !send_off_too {
+                    if (send_off && !send_off_too) || (!send_off && !send_on_too) {
                         continue;
                     }
                     let transport = broker.transport(false).await?;

@@ -41,22 +41,50 @@ macro_rules! sql_backend {
         // The SQL is built from the dialect's fixed text and a table name
         // that `Outbox::table_name` accepted only as a plain identifier;
         // every value is a bind parameter. Hence `AssertSqlSafe` below.
-        fn bind<'q>(
-            mut q: sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments>,
-            args: Vec<$crate::outbox::repository::Arg>,
-        ) -> sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments> {
-            use $crate::outbox::repository::Arg;
+        //
+        // The arguments are built in place with room for all of them (one
+        // allocation each for the values and their types), not by
+        // `Query::bind`, which moves the whole query per value and grows
+        // both buffers value by value (8.5k instructions per outbox row on
+        // PostgreSQL, callgrind of `bench_outbox`).
+        fn bind<'q, 'a>(
+            sql: impl sqlx::SqlSafeStr,
+            args: impl Iterator<Item = $crate::outbox::repository::ArgRef<'a>> + Clone,
+        ) -> Result<sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments>, sqlx::Error> {
+            use sqlx::Arguments as _;
+            use $crate::outbox::repository::ArgRef;
+            let mut values = <$db as sqlx::Database>::Arguments::default();
+            let (count, size) = args
+                .clone()
+                .fold((0, 0), |(n, size), a| (n + 1, size + a.encoded_size()));
+            values.reserve(count, size);
             for a in args {
-                q = match a {
-                    Arg::Text(v) => q.bind(v),
-                    Arg::OptText(v) => q.bind(v),
-                    Arg::Int(v) => q.bind(v),
-                    Arg::BigInt(v) => q.bind(v),
-                    Arg::Time(v) => q.bind(v),
-                    Arg::OptTime(v) => q.bind(v),
-                };
+                match a {
+                    ArgRef::Text(v) => values.add(v),
+                    ArgRef::OptText(v) => values.add(v),
+                    ArgRef::Int(v) => values.add(v),
+                    ArgRef::BigInt(v) => values.add(v),
+                    ArgRef::Time(v) => values.add(v),
+                    ArgRef::OptTime(v) => values.add(v),
+                    ArgRef::Id(v) => {
+                        let mut text = uuid::Uuid::encode_buffer();
+                        values.add(&*v.hyphenated().encode_lower(&mut text))
+                    }
+                }
+                .map_err(sqlx::Error::Encode)?;
             }
-            q
+            Ok(sqlx::query_with(sql, values))
+        }
+
+        /// A statement with its arguments bound.
+        fn query<'q>(
+            q: $crate::outbox::repository::Built,
+        ) -> Result<sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments>, sqlx::Error> {
+            let $crate::outbox::repository::Built { sql, args } = q;
+            bind(
+                sqlx::AssertSqlSafe(sql),
+                args.iter().map($crate::outbox::repository::Arg::as_ref),
+            )
         }
 
         fn map_row(
@@ -100,19 +128,14 @@ macro_rules! sql_backend {
                 &self,
                 q: $crate::outbox::repository::Built,
             ) -> Result<u64, sqlx::Error> {
-                Ok(bind(sqlx::query(sqlx::AssertSqlSafe(q.sql)), q.args)
-                    .execute(&self.pool)
-                    .await?
-                    .rows_affected())
+                Ok(query(q)?.execute(&self.pool).await?.rows_affected())
             }
 
             async fn fetch(
                 &self,
                 q: $crate::outbox::repository::Built,
             ) -> Result<Vec<$crate::outbox::LocalMessage>, sqlx::Error> {
-                let rows = bind(sqlx::query(sqlx::AssertSqlSafe(q.sql)), q.args)
-                    .fetch_all(&self.pool)
-                    .await?;
+                let rows = query(q)?.fetch_all(&self.pool).await?;
                 rows.iter().map(map_row).collect()
             }
 
@@ -121,9 +144,7 @@ macro_rules! sql_backend {
                 q: $crate::outbox::repository::Built,
             ) -> Result<Vec<(i32, i64)>, sqlx::Error> {
                 use sqlx::Row;
-                let rows = bind(sqlx::query(sqlx::AssertSqlSafe(q.sql)), q.args)
-                    .fetch_all(&self.pool)
-                    .await?;
+                let rows = query(q)?.fetch_all(&self.pool).await?;
                 rows.iter()
                     .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
                     .collect()
@@ -134,9 +155,7 @@ macro_rules! sql_backend {
                 q: $crate::outbox::repository::Built,
             ) -> Result<Vec<String>, sqlx::Error> {
                 use sqlx::Row;
-                let rows = bind(sqlx::query(sqlx::AssertSqlSafe(q.sql)), q.args)
-                    .fetch_all(&self.pool)
-                    .await?;
+                let rows = query(q)?.fetch_all(&self.pool).await?;
                 rows.iter().map(|r| r.try_get(0)).collect()
             }
 
@@ -155,16 +174,29 @@ macro_rules! sql_backend {
             const KIND: $crate::outbox::repository::DbKind = $dialect.kind;
 
             #[doc(hidden)]
-            fn __execute<'c>(
+            fn __insert<'c>(
                 conn: &'c mut <$db as sqlx::Database>::Connection,
-                q: $crate::outbox::repository::Built,
+                q: $crate::outbox::repository::Insert<'c>,
             ) -> futures::future::BoxFuture<'c, Result<u64, sqlx::Error>> {
                 Box::pin(async move {
-                    Ok(bind(sqlx::query(sqlx::AssertSqlSafe(q.sql)), q.args)
+                    let lease_ms = q.lease_ms;
+                    let args = q
+                        .rows
+                        .iter()
+                        .flat_map(move |m| $crate::outbox::repository::insert_args(m, lease_ms));
+                    Ok(bind(sqlx::AssertSqlSafe(q.sql), args)?
                         .execute(&mut *conn)
                         .await?
                         .rows_affected())
                 })
+            }
+
+            #[doc(hidden)]
+            fn __execute<'c>(
+                conn: &'c mut <$db as sqlx::Database>::Connection,
+                q: $crate::outbox::repository::Built,
+            ) -> futures::future::BoxFuture<'c, Result<u64, sqlx::Error>> {
+                Box::pin(async move { Ok(query(q)?.execute(&mut *conn).await?.rows_affected()) })
             }
         }
     };

@@ -24,6 +24,75 @@ pub enum Arg {
     OptTime(Option<DateTime<Utc>>),
 }
 
+impl Arg {
+    /// The value, borrowed for binding.
+    pub(crate) fn as_ref(&self) -> ArgRef<'_> {
+        match self {
+            Arg::Text(v) => ArgRef::Text(v),
+            Arg::OptText(v) => ArgRef::OptText(v.as_deref()),
+            Arg::Int(v) => ArgRef::Int(*v),
+            Arg::BigInt(v) => ArgRef::BigInt(*v),
+            Arg::Time(v) => ArgRef::Time(*v),
+            Arg::OptTime(v) => ArgRef::OptTime(*v),
+        }
+    }
+}
+
+/// A bound argument, borrowed: what the database bindings take (an
+/// [`Arg`], or an inserted row's fields without a copy of each).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ArgRef<'a> {
+    Text(&'a str),
+    OptText(Option<&'a str>),
+    Int(i32),
+    BigInt(i64),
+    Time(DateTime<Utc>),
+    OptTime(Option<DateTime<Utc>>),
+    /// An id, bound as its hyphenated text.
+    Id(uuid::Uuid),
+}
+
+impl ArgRef<'_> {
+    /// About how many bytes the value takes in a database's argument
+    /// buffer (its length prefix included): room reserved up front.
+    pub(crate) fn encoded_size(&self) -> usize {
+        const PREFIX: usize = 4;
+        PREFIX
+            + match self {
+                ArgRef::Text(v) | ArgRef::OptText(Some(v)) => v.len(),
+                ArgRef::OptText(None) | ArgRef::OptTime(None) => 0,
+                ArgRef::Int(_) => 4,
+                ArgRef::BigInt(_) | ArgRef::Time(_) | ArgRef::OptTime(Some(_)) => 8,
+                ArgRef::Id(_) => uuid::fmt::Hyphenated::LENGTH,
+            }
+    }
+
+    /// The value as an owned [`Arg`].
+    pub(crate) fn to_owned_arg(self) -> Arg {
+        match self {
+            ArgRef::Text(v) => Arg::Text(v.to_owned()),
+            ArgRef::OptText(v) => Arg::OptText(v.map(str::to_owned)),
+            ArgRef::Int(v) => Arg::Int(v),
+            ArgRef::BigInt(v) => Arg::BigInt(v),
+            ArgRef::Time(v) => Arg::Time(v),
+            ArgRef::OptTime(v) => Arg::OptTime(v),
+            ArgRef::Id(v) => Arg::Text(v.to_string()),
+        }
+    }
+}
+
+/// An insert of rows into the local message table, its values bound
+/// straight from the rows (see `Table::insert_rows`).
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct Insert<'a> {
+    /// The SQL text (the one-row text shared, not copied per insert).
+    pub(crate) sql: std::sync::Arc<str>,
+    pub(crate) rows: &'a [super::LocalMessage],
+    /// The commit lease, if the rows carry one (see `Table::insert`).
+    pub(crate) lease_ms: Option<i64>,
+}
+
 /// A statement with its arguments.
 #[doc(hidden)]
 #[derive(Debug, Default, Clone)]

@@ -68,7 +68,7 @@ impl OutboxRuntime {
         let lease = relay.dispatch_after_commit.then(|| millis(relay.lease));
         let table = &relay.store.table;
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-            DB::__execute(conn, table.insert(chunk, lease))
+            DB::__insert(&mut *conn, table.insert_rows(chunk, lease))
                 .await
                 .map_err(|e| {
                     Error::storage(format!("outbox insert into {} failed: {e}", table.name), e)

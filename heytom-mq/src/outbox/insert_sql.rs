@@ -1,8 +1,10 @@
 //! The insert of the local message table (`Table::insert`), its one-row
 //! text made once per table.
 
+use std::sync::Arc;
+
 use super::{Cols, Params, Table};
-use crate::outbox::dialect::{Arg, Built};
+use crate::outbox::dialect::{Arg, ArgRef, Built, Insert};
 use crate::outbox::LocalMessage;
 
 /// Parameters per inserted row (the columns an insert writes).
@@ -13,30 +15,39 @@ impl Table {
     /// `lease_ms`, each row's next attempt is the database's clock plus the
     /// lease (the commit lease of `LockedBy`); without, the row's own time.
     pub(crate) fn insert(&self, rows: &[LocalMessage], lease_ms: Option<i64>) -> Built {
-        let mut args = Vec::with_capacity(rows.len() * INSERT_PARAMS);
-        for m in rows {
-            args.extend([
-                Arg::Text(m.id.to_string()),
-                Arg::Text(m.mq_type.clone()),
-                Arg::Text(m.topic.clone()),
-                Arg::OptText(m.routing_key.clone()),
-                Arg::Text(m.message_type.clone()),
-                Arg::Text(m.message_body.clone()),
-                Arg::Int(m.status as i32),
-                Arg::Time(m.created_at),
-                Arg::Int(m.retry_count),
-                Arg::OptText(m.headers.clone()),
-                Arg::OptText(m.partition_key.clone()),
-                Arg::BigInt(lease_ms.unwrap_or_else(|| m.next_attempt_at.timestamp_millis())),
-                Arg::OptText(m.locked_by.clone()),
-            ]);
+        let args = rows
+            .iter()
+            .flat_map(|m| insert_args(m, lease_ms))
+            .map(ArgRef::to_owned_arg)
+            .collect();
+        Built {
+            sql: self.insert_text(rows.len(), lease_ms.is_some()).to_string(),
+            args,
         }
-        // The one-row text (every `publish`) is made once per table.
-        let sql = match (rows.len(), lease_ms.is_some()) {
-            (1, leased) => self.insert_one[usize::from(leased)].clone(),
-            (n, leased) => self.insert_sql(n, leased),
-        };
-        Built { sql, args }
+    }
+
+    /// [`insert`](Self::insert), its values bound from the rows as they
+    /// are (a transaction's rows are kept for the post-commit send: no
+    /// copy of every text column per row).
+    pub(crate) fn insert_rows<'a>(
+        &self,
+        rows: &'a [LocalMessage],
+        lease_ms: Option<i64>,
+    ) -> Insert<'a> {
+        Insert {
+            sql: self.insert_text(rows.len(), lease_ms.is_some()),
+            rows,
+            lease_ms,
+        }
+    }
+
+    /// The text of an insert of `n` rows; the one-row text (every
+    /// `publish`) is made once per table.
+    fn insert_text(&self, n: usize, leased: bool) -> Arc<str> {
+        match n {
+            1 => self.insert_one[usize::from(leased)].clone(),
+            n => self.insert_sql(n, leased).into(),
+        }
     }
 
     /// The text of an insert of `n` rows, [`INSERT_PARAMS`] placeholders
@@ -77,4 +88,24 @@ impl Table {
              VALUES {values}"
         )
     }
+}
+
+/// The values one row of an insert binds, in [`Table::insert_sql`]'s
+/// column order.
+pub(crate) fn insert_args(m: &LocalMessage, lease_ms: Option<i64>) -> [ArgRef<'_>; INSERT_PARAMS] {
+    [
+        ArgRef::Id(m.id),
+        ArgRef::Text(&m.mq_type),
+        ArgRef::Text(&m.topic),
+        ArgRef::OptText(m.routing_key.as_deref()),
+        ArgRef::Text(&m.message_type),
+        ArgRef::Text(&m.message_body),
+        ArgRef::Int(m.status as i32),
+        ArgRef::Time(m.created_at),
+        ArgRef::Int(m.retry_count),
+        ArgRef::OptText(m.headers.as_deref()),
+        ArgRef::OptText(m.partition_key.as_deref()),
+        ArgRef::BigInt(lease_ms.unwrap_or_else(|| m.next_attempt_at.timestamp_millis())),
+        ArgRef::OptText(m.locked_by.as_deref()),
+    ]
 }

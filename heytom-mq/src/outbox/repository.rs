@@ -13,13 +13,14 @@ use super::{LocalMessage, MessageStatus};
 use crate::error::{Error, Result};
 
 pub(crate) use super::backend::{sql_backend, Backend};
+pub(crate) use super::dialect::ArgRef;
 pub(crate) use super::dialect::{
     check_identifier, check_table_name, ClaimStyle, Dialect, Placeholder, COLUMNS,
     ROWS_PER_STATEMENT,
 };
 use super::dialect::{creates, Creates, ORIGINAL_COLUMNS};
-pub use super::dialect::{Arg, Built, DbKind};
-pub(crate) use super::statements::Table;
+pub use super::dialect::{Arg, Built, DbKind, Insert};
+pub(crate) use super::statements::{insert_args, Table};
 
 mod claim;
 

@@ -37,7 +37,7 @@ pub(crate) struct Table {
     /// Every column, in [`COLUMNS`] order (the row mapping reads them by position).
     pub(super) select_list: String,
     /// The one-row insert: without, with the commit lease.
-    insert_one: [String; 2],
+    insert_one: [std::sync::Arc<str>; 2],
 }
 
 impl Table {
@@ -79,7 +79,10 @@ impl Table {
             select_list,
             insert_one: Default::default(),
         };
-        table.insert_one = [table.insert_sql(1, false), table.insert_sql(1, true)];
+        table.insert_one = [
+            table.insert_sql(1, false).into(),
+            table.insert_sql(1, true).into(),
+        ];
         table
     }
 
@@ -534,6 +537,7 @@ pub(super) use params::Params;
 
 #[path = "insert_sql.rs"]
 mod insert_sql;
+pub(crate) use insert_sql::insert_args;
 
 #[path = "schedule_sql.rs"]
 mod schedule_sql;

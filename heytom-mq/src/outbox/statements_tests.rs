@@ -141,6 +141,20 @@ fn the_one_row_insert_is_the_general_insert_of_one_row() {
             let one = t.insert(std::slice::from_ref(&row), leased.then_some(5));
             assert_eq!(one.sql, t.insert_sql(1, leased));
             assert_eq!(one.args.len(), INSERT_PARAMS);
+            // A transaction binds the same values straight from the row.
+            let borrowed = t.insert_rows(std::slice::from_ref(&row), leased.then_some(5));
+            assert_eq!(&*borrowed.sql, one.sql);
+            let from_row: Vec<String> = insert_args(&row, leased.then_some(5))
+                .into_iter()
+                .map(|a| format!("{:?}", a.to_owned_arg()))
+                .collect();
+            let owned: Vec<String> = one.args.iter().map(|a| format!("{a:?}")).collect();
+            assert_eq!(from_row, owned);
+            assert_eq!(
+                format!("{:?}", one.args[0]),
+                format!("{:?}", Arg::Text(row.id.hyphenated().to_string())),
+                "the id is bound as its hyphenated text"
+            );
             let two = t.insert(&[row.clone(), row.clone()], leased.then_some(5));
             assert_eq!(two.args.len(), 2 * INSERT_PARAMS);
             assert_eq!(

@@ -12,7 +12,7 @@ use tracing::Instrument;
 
 use super::lease::millis;
 use super::relay::OutboxRuntime;
-use super::repository::{Built, DbKind, ROWS_PER_STATEMENT};
+use super::repository::{Built, DbKind, Insert, ROWS_PER_STATEMENT};
 use super::{LocalMessage, MessageStatus};
 use crate::error::{BoxError, Error, Result};
 use crate::event::{registered_event, Envelope, Event, EventId, Headers};
@@ -29,6 +29,12 @@ pub trait OutboxDatabase: sqlx::Database {
     fn __execute<'c>(
         conn: &'c mut <Self as sqlx::Database>::Connection,
         q: Built,
+    ) -> BoxFuture<'c, Result<u64, sqlx::Error>>;
+
+    #[doc(hidden)]
+    fn __insert<'c>(
+        conn: &'c mut <Self as sqlx::Database>::Connection,
+        q: Insert<'c>,
     ) -> BoxFuture<'c, Result<u64, sqlx::Error>>;
 }
 
@@ -153,9 +159,9 @@ impl<DB: OutboxDatabase> OutboxTransaction<DB> {
         let id = row.id;
         let table = &self.runtime.relay.store.table;
         let span = tracing::debug_span!("outbox.schedule", event_id = %id, event_name = E::NAME, due = %when);
-        DB::__execute(
+        DB::__insert(
             &mut *self.tx,
-            table.insert(std::slice::from_ref(&row), None),
+            table.insert_rows(std::slice::from_ref(&row), None),
         )
         .instrument(span)
         .await
@@ -241,7 +247,7 @@ impl<DB: OutboxDatabase> OutboxTransaction<DB> {
         let span = crate::telemetry::outbox_insert(&rows[0].id, &rows[0].message_type, rows.len());
         async {
             for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-                DB::__execute(&mut **tx, table.insert(chunk, lease))
+                DB::__insert(&mut **tx, table.insert_rows(chunk, lease))
                     .await
                     .map_err(|e| {
                         Error::storage(format!("outbox insert into {} failed: {e}", table.name), e)
