@@ -418,10 +418,7 @@ pub(super) fn to_outgoing(row: &LocalMessage) -> std::result::Result<Outgoing, S
             row.message_type
         ));
     };
-    let headers: Headers = match row.headers.as_deref() {
-        None | Some("") => Headers::new(),
-        Some(h) => serde_json::from_str(h).map_err(|e| format!("invalid Headers column: {e}"))?,
-    };
+    let headers = row_headers(row)?;
     Ok(Outgoing {
         route: (reg.route)(),
         envelope: Envelope {
@@ -433,6 +430,34 @@ pub(super) fn to_outgoing(row: &LocalMessage) -> std::result::Result<Outgoing, S
             payload: row.message_body.clone().into_bytes(),
         },
     })
+}
+
+/// A row's `Headers` column as an envelope's headers: without the default
+/// correlation id (the event id), which envelopes do not store (every
+/// transport answers it from the id). The column of a row written here
+/// holds that alone (see [`headers_json`]): recognised as it is, not parsed.
+fn row_headers(row: &LocalMessage) -> std::result::Result<Headers, String> {
+    use crate::event::headers::CORRELATION_ID;
+
+    let Some(h) = row.headers.as_deref().filter(|h| !h.is_empty()) else {
+        return Ok(Headers::new());
+    };
+    let mut id = uuid::Uuid::encode_buffer();
+    let id: &str = row.id.hyphenated().encode_lower(&mut id);
+    const OPEN: &str = "{\"correlation-id\":\"";
+    if h.len() == OPEN.len() + id.len() + 2
+        && h.starts_with(OPEN)
+        && h.ends_with("\"}")
+        && &h[OPEN.len()..h.len() - 2] == id
+    {
+        return Ok(Headers::new());
+    }
+    let mut headers: Headers =
+        serde_json::from_str(h).map_err(|e| format!("invalid Headers column: {e}"))?;
+    if headers.get(CORRELATION_ID).is_some_and(|c| c == id) {
+        headers.remove(CORRELATION_ID);
+    }
+    Ok(headers)
 }
 
 /// A row's `Headers` column: the envelope's headers as a JSON object, with
@@ -502,5 +527,50 @@ mod tests {
             headers_json(&e).unwrap(),
             format!(r#"{{"{CORRELATION_ID}":"{}"}}"#, e.id)
         );
+    }
+
+    #[test]
+    fn a_rows_headers_read_back_as_its_envelope_had_them() {
+        let mut row = LocalMessage::pending("Ping", "{}");
+        let id = row.id.to_string();
+        let read = |row: &LocalMessage, column: String| {
+            let row = LocalMessage {
+                headers: Some(column),
+                ..row.clone()
+            };
+            row_headers(&row)
+        };
+        // What `headers_json` writes for an envelope without headers.
+        let default = format!(r#"{{"{CORRELATION_ID}":"{id}"}}"#);
+        assert_eq!(read(&row, default.clone()), Ok(Headers::new()));
+        // The same, written by someone else's JSON.
+        let spaced = format!(r#"{{ "{CORRELATION_ID}" : "{id}" }}"#);
+        assert_eq!(read(&row, spaced), Ok(Headers::new()));
+        let others = format!(r#"{{"a":"1","{CORRELATION_ID}":"{id}","z":"2"}}"#);
+        assert_eq!(
+            read(&row, others),
+            Ok(Headers::from([
+                ("a".to_owned(), "1".to_owned()),
+                ("z".to_owned(), "2".to_owned()),
+            ]))
+        );
+        // Another correlation id is the envelope's own.
+        let own = format!(r#"{{"{CORRELATION_ID}":"c-1"}}"#);
+        assert_eq!(
+            read(&row, own),
+            Ok(Headers::from([(
+                CORRELATION_ID.to_owned(),
+                "c-1".to_owned()
+            )]))
+        );
+        // Another row's id is not this row's default.
+        let other_id = format!(r#"{{"{CORRELATION_ID}":"{}"}}"#, uuid::Uuid::now_v7());
+        assert_eq!(read(&row, other_id).map(|h| h.len()), Ok(1));
+        assert!(read(&row, "{not json".to_owned())
+            .unwrap_err()
+            .contains("invalid Headers column"));
+        row.headers = None;
+        assert_eq!(row_headers(&row), Ok(Headers::new()));
+        assert_eq!(read(&row, String::new()), Ok(Headers::new()));
     }
 }
