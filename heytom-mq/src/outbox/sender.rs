@@ -94,41 +94,54 @@ impl Senders {
             return;
         }
         let since = batch.since;
+        let mut senders = self.by_transport.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(senders) = senders.as_mut() else {
+            queued.fetch_sub(n, Ordering::AcqRel);
+            tracing::debug!(count = n, "outbox relay stopped: rows left to the scanner");
+            return;
+        };
         // Usually every row goes to one transport: no regrouping then.
         let one = batch.rows.first().map(|r| r.mq_type.as_str());
-        let by_transport: Vec<(String, Vec<LocalMessage>)> =
-            if batch.rows.iter().all(|r| Some(r.mq_type.as_str()) == one) {
-                let transport = one.unwrap_or_default().to_owned();
-                vec![(transport, batch.rows)]
-            } else {
-                let mut by: HashMap<String, Vec<LocalMessage>> = HashMap::new();
-                for r in batch.rows {
-                    match by.get_mut(r.mq_type.as_str()) {
-                        Some(rows) => rows.push(r),
-                        None => {
-                            by.insert(r.mq_type.clone(), vec![r]);
-                        }
-                    }
+        if batch.rows.iter().all(|r| Some(r.mq_type.as_str()) == one) {
+            self.hand_to(senders, relay, batch.rows, since);
+            return;
+        }
+        let mut by: HashMap<String, Vec<LocalMessage>> = HashMap::new();
+        for r in batch.rows {
+            match by.get_mut(r.mq_type.as_str()) {
+                Some(rows) => rows.push(r),
+                None => {
+                    by.insert(r.mq_type.clone(), vec![r]);
                 }
-                by.into_iter().collect()
-            };
-        let mut senders = self.by_transport.lock().unwrap_or_else(|p| p.into_inner());
-        for (transport, rows) in by_transport {
-            let n = rows.len();
-            let Some(senders) = senders.as_mut() else {
-                queued.fetch_sub(n, Ordering::AcqRel);
-                tracing::debug!(count = n, "outbox relay stopped: rows left to the scanner");
-                continue;
-            };
-            let sender = senders.entry(transport).or_insert_with(|| {
-                let (queue, rx) = mpsc::channel(SENDER_QUEUE);
-                let task = tokio::spawn(relay.clone().send_loop(rx, queued.clone()));
-                SenderTask { queue, task }
-            });
-            if sender.queue.try_send(Committed { rows, since }).is_err() {
-                queued.fetch_sub(n, Ordering::AcqRel);
-                tracing::debug!(count = n, "outbox sender busy: rows left to the scanner");
             }
+        }
+        for rows in by.into_values() {
+            self.hand_to(senders, relay, rows, since);
+        }
+    }
+
+    /// Queues rows of one transport at its sender, started on first use.
+    fn hand_to(
+        &self,
+        senders: &mut HashMap<String, SenderTask>,
+        relay: &Arc<Relay>,
+        rows: Vec<LocalMessage>,
+        since: Instant,
+    ) {
+        let n = rows.len();
+        let transport = rows.first().map_or("", |r| r.mq_type.as_str());
+        // Looked up by name first: no key made per commit.
+        let sender = match senders.get(transport) {
+            Some(s) => s,
+            None => senders.entry(transport.to_owned()).or_insert_with(|| {
+                let (queue, rx) = mpsc::channel(SENDER_QUEUE);
+                let task = tokio::spawn(relay.clone().send_loop(rx, self.queued.clone()));
+                SenderTask { queue, task }
+            }),
+        };
+        if sender.queue.try_send(Committed { rows, since }).is_err() {
+            self.queued.fetch_sub(n, Ordering::AcqRel);
+            tracing::debug!(count = n, "outbox sender busy: rows left to the scanner");
         }
     }
 
