@@ -34,6 +34,7 @@ pub(crate) struct RawMessage<'a> {
 
 const ABSENT: u32 = u32::MAX;
 
+#[inline]
 fn put(buf: &mut Vec<u8>, part: Option<&[u8]>) {
     match part {
         Some(p) => {
