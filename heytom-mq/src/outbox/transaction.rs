@@ -444,12 +444,13 @@ fn row_headers(row: &LocalMessage) -> std::result::Result<Headers, String> {
     };
     let mut id = uuid::Uuid::encode_buffer();
     let id: &str = row.id.hyphenated().encode_lower(&mut id);
-    const OPEN: &str = "{\"correlation-id\":\"";
-    if h.len() == OPEN.len() + id.len() + 2
-        && h.starts_with(OPEN)
-        && h.ends_with("\"}")
-        && &h[OPEN.len()..h.len() - 2] == id
-    {
+    // `{"correlation-id":"<id>"}`, byte for byte.
+    let default = h
+        .strip_prefix("{\"")
+        .and_then(|r| r.strip_prefix(CORRELATION_ID))
+        .and_then(|r| r.strip_prefix("\":\""))
+        .and_then(|r| r.strip_suffix("\"}"));
+    if default == Some(id) {
         return Ok(Headers::new());
     }
     let mut headers: Headers =
