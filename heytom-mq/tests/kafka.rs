@@ -16,6 +16,7 @@
 #![cfg(feature = "kafka")]
 
 mod kafka_support;
+mod log_count;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -91,6 +92,8 @@ test_event!(IdempotentEvt, |r| {
     r.acks = Some(Acks::All);
     r.compression_type = Some(CompressionType::Gzip);
 });
+
+test_event!(BurstEvt, |r| {});
 
 test_event!(QueueFullEvt, |r| {
     r.num_partitions = Some(1);
@@ -243,6 +246,26 @@ async fn topic_created_with_attribute_partitions_and_configs() {
         }
         other => panic!("expected a topology error, got {other:?}"),
     }
+}
+
+/// A new producer's first burst of concurrent sends to a topic it has not
+/// declared asks the brokers to create it once: the other sends wait for
+/// that declaration instead of each making its own (an admin round trip
+/// per send before).
+#[tokio::test]
+async fn a_burst_of_first_sends_declares_the_topic_once() {
+    let Some(servers) = bootstrap() else { return };
+    let producer = KafkaProducer::new(options(&servers)).expect("producer");
+    let declarations = log_count::LogCount::of("declaring Kafka topic");
+    let events: Vec<BurstEvt> = (0..50).map(|seq| BurstEvt::new("k", seq)).collect();
+    let ids = futures::future::try_join_all(events.iter().map(|e| producer.send(e)))
+        .await
+        .expect("sends");
+    assert_eq!(ids.len(), 50);
+    assert_eq!(declarations.count(), 1, "one declaration for the burst");
+    producer.send(&BurstEvt::new("k", 50)).await.expect("send");
+    assert_eq!(declarations.count(), 1, "none once declared");
+    assert_eq!(message_count(&servers, BurstEvt::topic()).await, 51);
 }
 
 /// A `send()` that finds the producer's local queue full waits for room and

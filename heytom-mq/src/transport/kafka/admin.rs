@@ -68,15 +68,21 @@ impl TransportInner {
         self.options.declare_topics && !self.is_declared(topic)
     }
 
-    /// Creates a topic unless it was already declared by this transport.
+    /// Creates a topic unless it was already declared by this transport
+    /// (one declaration at a time: those waiting for it find it done).
     pub(crate) async fn ensure_topic(&self, spec: &TopicSpec) -> Result<()> {
         if !self.options.declare_topics || self.is_declared(&spec.name) {
+            return Ok(());
+        }
+        let _one = self.declaring.lock().await;
+        if self.is_declared(&spec.name) {
             return Ok(());
         }
         self.create_topic(spec).await
     }
 
     pub(super) async fn create_topic(&self, spec: &TopicSpec) -> Result<()> {
+        tracing::debug!(topic = %spec.name, partitions = spec.partitions, "declaring Kafka topic");
         let admin = self.admin()?;
         let mut new = NewTopic::new(
             &spec.name,
@@ -169,10 +175,17 @@ impl TransportInner {
     }
 
     /// On the publish path a failed declaration is logged, not fatal: the
-    /// topic may exist already or be created by the broker.
+    /// topic may exist already or be created by the broker (and is not
+    /// declared again by this transport).
     pub(super) async fn ensure_topic_for_publish(&self, route: &Route, event_name: &str) {
         let topic = topic_of(route, event_name);
         if !self.options.declare_topics || self.is_declared(topic) {
+            return;
+        }
+        // One declaration at a time: a burst of sends to a new topic makes
+        // one, the others find it done.
+        let _one = self.declaring.lock().await;
+        if self.is_declared(topic) {
             return;
         }
         let spec = self.topic_spec(route, event_name);

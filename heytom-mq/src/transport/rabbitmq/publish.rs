@@ -40,6 +40,10 @@ pub(crate) struct Publisher {
     reopen: tokio::sync::Mutex<()>,
     /// Exchanges published to so far; declared once per channel.
     exchanges: Mutex<HashMap<String, ExchangeSpec>>,
+    /// Held while an exchange is declared: the sends that meet an exchange
+    /// not declared yet wait for that one declaration instead of each
+    /// sending its own (a new producer's first burst of concurrent sends).
+    declaring: tokio::sync::Mutex<()>,
 }
 
 impl Publisher {
@@ -55,6 +59,7 @@ impl Publisher {
             channel: RwLock::new(None),
             reopen: tokio::sync::Mutex::new(()),
             exchanges: Mutex::new(HashMap::new()),
+            declaring: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -117,22 +122,32 @@ impl Publisher {
         Ok(channel)
     }
 
+    /// Whether `dest`'s exchange was declared as it asks.
+    fn declared(&self, dest: &Destination<'_>) -> bool {
+        lock(&self.exchanges)
+            .get(dest.exchange)
+            .is_some_and(|s| dest.matches(s))
+    }
+
     /// Declares an exchange on the publishing channel unless done already
     /// (the declaration, once per exchange, in a boxed future of its own,
-    /// for the same reason as [`channel`](Self::channel)'s reopening).
+    /// for the same reason as [`channel`](Self::channel)'s reopening). One
+    /// declaration at a time: the sends that wait for it find it done.
     pub(crate) async fn ensure_exchange(
         &self,
         channel: &Channel,
         dest: &Destination<'_>,
     ) -> Result<()> {
-        if lock(&self.exchanges)
-            .get(dest.exchange)
-            .is_some_and(|s| dest.matches(s))
-        {
+        if self.declared(dest) {
             return Ok(());
         }
         Box::pin(async {
+            let _one = self.declaring.lock().await;
+            if self.declared(dest) {
+                return Ok(());
+            }
             let spec = dest.exchange_spec();
+            tracing::debug!(exchange = %spec.name, kind = spec.kind.as_str(), "declaring RabbitMQ exchange");
             declare_exchange(channel, &spec).await?;
             lock(&self.exchanges).insert(spec.name.clone(), spec);
             Ok(())
