@@ -16,6 +16,8 @@ use crate::error::Result;
 use crate::event::{Envelope, EventId, Route, TransportKind};
 use crate::handler::HandlerEntry;
 
+#[cfg(any(feature = "kafka", feature = "rabbitmq"))]
+pub(crate) mod declare_once;
 pub mod health;
 #[cfg(feature = "kafka")]
 pub mod kafka;

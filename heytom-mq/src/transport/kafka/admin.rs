@@ -69,12 +69,13 @@ impl TransportInner {
     }
 
     /// Creates a topic unless it was already declared by this transport
-    /// (one declaration at a time: those waiting for it find it done).
+    /// (one declaration at a time per topic: those waiting for it find it
+    /// done).
     pub(crate) async fn ensure_topic(&self, spec: &TopicSpec) -> Result<()> {
         if !self.options.declare_topics || self.is_declared(&spec.name) {
             return Ok(());
         }
-        let _one = self.declaring.lock().await;
+        let _turn = self.declaring.turn(&spec.name).await;
         if self.is_declared(&spec.name) {
             return Ok(());
         }
@@ -182,9 +183,9 @@ impl TransportInner {
         if !self.options.declare_topics || self.is_declared(topic) {
             return;
         }
-        // One declaration at a time: a burst of sends to a new topic makes
-        // one, the others find it done.
-        let _one = self.declaring.lock().await;
+        // One declaration at a time per topic: a burst of sends to a new
+        // topic makes one, the others find it done.
+        let _turn = self.declaring.turn(topic).await;
         if self.is_declared(topic) {
             return;
         }

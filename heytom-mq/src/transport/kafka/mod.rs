@@ -158,10 +158,10 @@ pub(crate) struct TransportInner {
     /// Topics declared (or found) already; looked up on every send, so
     /// hashed with foldhash rather than SipHash.
     declared: RwLock<HashSet<String, foldhash::fast::RandomState>>,
-    /// Held while a topic is declared before use: the sends (or
-    /// subscriptions) that meet a topic not declared yet wait for that one
-    /// declaration instead of each asking the brokers to create it.
-    declaring: tokio::sync::Mutex<()>,
+    /// One declaration at a time per topic: the sends (or subscriptions)
+    /// that meet a topic not declared yet wait for that one declaration
+    /// instead of each asking the brokers to create it.
+    declaring: crate::transport::declare_once::DeclareOnce,
     /// The brokers' reachability, as the clients report it.
     link: Arc<LinkState>,
 }
@@ -202,7 +202,7 @@ impl KafkaTransport {
                 default_producer: std::sync::OnceLock::new(),
                 admin: Mutex::new(None),
                 declared: RwLock::new(HashSet::default()),
-                declaring: tokio::sync::Mutex::new(()),
+                declaring: Default::default(),
                 link: Arc::default(),
             }),
         };

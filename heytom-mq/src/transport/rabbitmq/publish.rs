@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use super::connection::TRANSPORT;
 use crate::error::{Error, Result};
+use crate::transport::declare_once::DeclareOnce;
 use crate::transport::{Outgoing, PendingResults};
 
 use super::connection::{describe, lock, ConnectionSlot};
@@ -40,10 +41,8 @@ pub(crate) struct Publisher {
     reopen: tokio::sync::Mutex<()>,
     /// Exchanges published to so far; declared once per channel.
     exchanges: Mutex<HashMap<String, ExchangeSpec>>,
-    /// Held while an exchange is declared: the sends that meet an exchange
-    /// not declared yet wait for that one declaration instead of each
-    /// sending its own (a new producer's first burst of concurrent sends).
-    declaring: tokio::sync::Mutex<()>,
+    /// One declaration at a time per exchange.
+    declaring: DeclareOnce,
 }
 
 impl Publisher {
@@ -59,7 +58,7 @@ impl Publisher {
             channel: RwLock::new(None),
             reopen: tokio::sync::Mutex::new(()),
             exchanges: Mutex::new(HashMap::new()),
-            declaring: tokio::sync::Mutex::new(()),
+            declaring: DeclareOnce::default(),
         }
     }
 
@@ -132,7 +131,8 @@ impl Publisher {
     /// Declares an exchange on the publishing channel unless done already
     /// (the declaration, once per exchange, in a boxed future of its own,
     /// for the same reason as [`channel`](Self::channel)'s reopening). One
-    /// declaration at a time: the sends that wait for it find it done.
+    /// declaration at a time per exchange: the sends that wait for it find
+    /// it done.
     pub(crate) async fn ensure_exchange(
         &self,
         channel: &Channel,
@@ -142,7 +142,7 @@ impl Publisher {
             return Ok(());
         }
         Box::pin(async {
-            let _one = self.declaring.lock().await;
+            let _turn = self.declaring.turn(dest.exchange).await;
             if self.declared(dest) {
                 return Ok(());
             }
