@@ -235,6 +235,24 @@ async fn queue_counts(conn: &Connection, queue: &str) -> (u32, u32) {
     (q.message_count(), q.consumer_count())
 }
 
+/// `E`'s queue, declared and bound by a consumer that then leaves it
+/// without one; the queue, its dead-letter queue and the exchange go to
+/// `cleanup`. The consumer's declarations are its own: a producer made
+/// after this has declared nothing yet.
+async fn queue_without_consumer<E: Event>(cleanup: &mut Cleanup) -> &'static str {
+    let r = route_of::<E>();
+    let queue = r.queue_name.expect("a queue_name");
+    cleanup
+        .queue(queue)
+        .queue(format!("{queue}.dlq"))
+        .exchange(r.exchange.expect("an exchange"));
+    let consumer = RabbitMqConsumer::connect(options()).await.unwrap();
+    consumer.start().await.unwrap();
+    consumer.subscribe(|_: E| async { true }).await.unwrap();
+    consumer.unsubscribe::<E>().await.unwrap();
+    queue
+}
+
 async fn recv<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> T {
     tokio::time::timeout(WAIT, rx.recv())
         .await
@@ -1221,21 +1239,7 @@ async fn a_burst_of_first_sends_declares_the_exchange_once() {
     let _shared = BROKER_LOCK.read().await;
     let Some(conn) = broker().await else { return };
     let mut cleanup = Cleanup::default();
-    let r = route_of::<BurstEvent>();
-    let queue = r.queue_name.unwrap();
-    cleanup
-        .queue(queue)
-        .queue(format!("{queue}.dlq"))
-        .exchange(r.exchange.unwrap());
-    // The queue, bound, without a consumer (the consumer's declarations
-    // are its own: the producer below has declared nothing yet).
-    let consumer = RabbitMqConsumer::connect(options()).await.unwrap();
-    consumer.start().await.unwrap();
-    consumer
-        .subscribe(|_: BurstEvent| async { true })
-        .await
-        .unwrap();
-    consumer.unsubscribe::<BurstEvent>().await.unwrap();
+    let queue = queue_without_consumer::<BurstEvent>(&mut cleanup).await;
     let producer = RabbitMqProducer::connect(options()).await.unwrap();
     let declarations = log_count::LogCount::of("declaring RabbitMQ exchange");
     let events: Vec<BurstEvent> = (0..50).map(|n| BurstEvent { n }).collect();
@@ -1620,20 +1624,7 @@ async fn a_full_queue_refuses_the_send_instead_of_dropping_a_message() {
     let _shared = BROKER_LOCK.read().await;
     let Some(conn) = broker().await else { return };
     let mut cleanup = Cleanup::default();
-    let r = route_of::<LimitedEvent>();
-    let queue = r.queue_name.unwrap();
-    cleanup
-        .queue(queue)
-        .queue(format!("{queue}.dlq"))
-        .exchange(r.exchange.unwrap());
-    // Declare the queue, then leave it without a consumer.
-    let consumer = RabbitMqConsumer::connect(options()).await.unwrap();
-    consumer.start().await.unwrap();
-    consumer
-        .subscribe(|_: LimitedEvent| async { true })
-        .await
-        .unwrap();
-    consumer.unsubscribe::<LimitedEvent>().await.unwrap();
+    let queue = queue_without_consumer::<LimitedEvent>(&mut cleanup).await;
     let producer = RabbitMqProducer::connect(options()).await.unwrap();
     for n in 0..5 {
         producer.send(&LimitedEvent { n }).await.unwrap();
