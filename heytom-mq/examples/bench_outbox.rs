@@ -27,7 +27,10 @@
 //!     raw lapin publish on one shared channel whose confirm a task of its
 //!     own awaits (`<n>w_by_hand`; `outbox.latency_vs_hand.*` = by hand p50
 //!     / outbox p50, one round: the outbox side also writes and marks its
-//!     row, the hand side does not);
+//!     row, the hand side does not); each line also splits the time from
+//!     `commit()` returning into the relay's part (until it hands the row
+//!     to the transport) and the transport's (hand-off to confirm), and the
+//!     by-hand line gives its time from `commit()` returning too;
 //! (c) drain of a backlog of 100,000 Pending rows by the retry scanner
 //!     (batch 1000) until every row is Sent in the table; over RabbitMQ,
 //!     alternating with raw lapin publishing the same number of messages
@@ -172,7 +175,9 @@ impl Via {
 /// A transport, recording when each message was confirmed.
 struct TimingTransport {
     inner: Arc<dyn Transport>,
-    confirmed: Mutex<HashMap<uuid::Uuid, Instant>>,
+    /// With `record`: per message, when it was handed to the transport and
+    /// when its confirm came back.
+    confirmed: Mutex<HashMap<uuid::Uuid, (Instant, Instant)>>,
     count: AtomicUsize,
     /// Time spent in publish calls (sending and awaiting confirms), in µs.
     busy_us: AtomicU64,
@@ -200,14 +205,18 @@ impl Transport for TimingTransport {
         let start = Instant::now();
         let r = self.inner.publish(message).await;
         self.busy(start);
-        self.done(std::slice::from_ref(message), std::slice::from_ref(&r));
+        self.done(
+            start,
+            std::slice::from_ref(message),
+            std::slice::from_ref(&r),
+        );
         r
     }
     async fn publish_batch(&self, messages: &[Outgoing]) -> Vec<heytom_mq::Result<()>> {
         let start = Instant::now();
         let r = self.inner.publish_batch(messages).await;
         self.busy(start);
-        self.done(messages, &r);
+        self.done(start, messages, &r);
         r
     }
     async fn publish_batch_queued(&self, messages: Vec<Outgoing>) -> PendingResults {
@@ -219,7 +228,7 @@ impl Transport for TimingTransport {
             let r = pending.await;
             if let Some(me) = me {
                 me.busy(start);
-                me.done_ids(&ids, &r);
+                me.done_ids(start, &ids, &r);
             }
             r
         })
@@ -252,19 +261,19 @@ impl TimingTransport {
     }
 
     /// Counts (and with `record`, timestamps) the confirmed messages.
-    fn done(&self, messages: &[Outgoing], results: &[heytom_mq::Result<()>]) {
+    fn done(&self, handed: Instant, messages: &[Outgoing], results: &[heytom_mq::Result<()>]) {
         let ids: Vec<uuid::Uuid> = messages.iter().map(|m| m.envelope.id).collect();
-        self.done_ids(&ids, results);
+        self.done_ids(handed, &ids, results);
     }
 
-    fn done_ids(&self, ids: &[uuid::Uuid], results: &[heytom_mq::Result<()>]) {
+    fn done_ids(&self, handed: Instant, ids: &[uuid::Uuid], results: &[heytom_mq::Result<()>]) {
         let now = Instant::now();
         let ok = ids.iter().zip(results).filter(|(_, r)| r.is_ok());
         if self.record {
             let mut c = self.confirmed.lock().unwrap_or_else(|p| p.into_inner());
             let mut n = 0;
             for (id, _) in ok {
-                c.insert(*id, now);
+                c.insert(*id, (handed, now));
                 n += 1;
             }
             self.count.fetch_add(n, Ordering::Relaxed);
@@ -680,7 +689,8 @@ async fn raw_confirm_latency(r: &RabbitTopology, n: usize) -> Result<(f64, f64),
 /// commit, then a raw lapin publish (same payload and properties, persistent,
 /// mandatory) on one channel shared by the writers, its confirm awaited in
 /// a task of its own (the writer goes on, as with the outbox); (p50, p99)
-/// in ms from calling `commit()` to the confirm.
+/// in ms from calling `commit()` to the confirm, then (p50, p99) from its
+/// return.
 macro_rules! hand_commit_latency {
     ($pool:expr, $insert_biz:expr, $next_id:expr, $r:expr, $writers:expr, $per:expr) => {{
         let connection =
@@ -697,7 +707,7 @@ macro_rules! hand_commit_latency {
                 $r.exchange.clone(),
             );
             tasks.push(tokio::spawn(async move {
-                let mut took: Vec<tokio::task::JoinHandle<Result<Duration, BoxError>>> =
+                let mut took: Vec<tokio::task::JoinHandle<Result<(Duration, Duration), BoxError>>> =
                     Vec::with_capacity($per);
                 for _ in 0..$per {
                     let id = next_id.fetch_add(1, Ordering::Relaxed);
@@ -714,13 +724,14 @@ macro_rules! hand_commit_latency {
                         .await?;
                     let before = Instant::now();
                     tx.commit().await?;
+                    let committed = Instant::now();
                     // Published without holding up the writer, as the
                     // outbox does: the same commit rate on both sides.
                     let ch = ch.clone();
                     let exchange = exchange.clone();
                     took.push(tokio::spawn(async move {
                         publish_confirmed(&ch, &exchange, &envelope).await?;
-                        Ok(before.elapsed())
+                        Ok((before.elapsed(), committed.elapsed()))
                     }));
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
@@ -733,9 +744,16 @@ macro_rules! hand_commit_latency {
                 took.push(publish.await??);
             }
         }
+        let (mut took, mut after): (Vec<Duration>, Vec<Duration>) = took.into_iter().unzip();
         took.sort();
+        after.sort();
         connection.close(200, "done".into()).await?;
-        (percentile(&took, 0.5), percentile(&took, 0.99))
+        (
+            percentile(&took, 0.5),
+            percentile(&took, 0.99),
+            percentile(&after, 0.5),
+            percentile(&after, 0.99),
+        )
     }};
 }
 
@@ -984,19 +1002,25 @@ macro_rules! bench_db {
                         }
                         expected += writers * per;
                         transport.wait_for(expected, SETTLE_TIMEOUT).await;
-                        let (mut from_call, mut from_return): (Vec<Duration>, Vec<Duration>) = {
+                        // From calling commit(), from its return; and the part of
+                        // the latter before the relay hands the row to the
+                        // transport, and from there to the confirm.
+                        let (mut from_call, mut from_return, mut to_hand_off, mut in_transport) =
+                            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+                        {
                             let c = transport.confirmed.lock().unwrap_or_else(|p| p.into_inner());
-                            committed
-                                .iter()
-                                .filter_map(|(id, before, after)| {
-                                    c.get(id).map(|d| {
-                                        (d.saturating_duration_since(*before), d.saturating_duration_since(*after))
-                                    })
-                                })
-                                .unzip()
-                        };
-                        from_call.sort();
-                        from_return.sort();
+                            for (id, before, after) in &committed {
+                                if let Some((handed, d)) = c.get(id) {
+                                    from_call.push(d.saturating_duration_since(*before));
+                                    from_return.push(d.saturating_duration_since(*after));
+                                    to_hand_off.push(handed.saturating_duration_since(*after));
+                                    in_transport.push(d.saturating_duration_since(*handed));
+                                }
+                            }
+                        }
+                        for v in [&mut from_call, &mut from_return, &mut to_hand_off, &mut in_transport] {
+                            v.sort();
+                        }
                         let l = Latency {
                             writers,
                             commits: writers * per,
@@ -1007,15 +1031,17 @@ macro_rules! bench_db {
                             p99_after_ms: percentile(&from_return, 0.99),
                         };
                         println!(
-                            "latency {label} {writers}w: {}/{} confirmed, commit() -> confirm p50 {:.2} ms p99 {:.2} ms (from commit() returning: p50 {:.2} p99 {:.2})",
-                            l.confirmed, l.commits, l.p50_ms, l.p99_ms, l.p50_after_ms, l.p99_after_ms
+                            "latency {label} {writers}w: {}/{} confirmed, commit() -> confirm p50 {:.2} ms p99 {:.2} ms (from commit() returning: p50 {:.2} p99 {:.2}; of which until the relay hands the row to the transport p50 {:.3} p99 {:.2}, transport hand-off -> confirm p50 {:.2} p99 {:.2})",
+                            l.confirmed, l.commits, l.p50_ms, l.p99_ms, l.p50_after_ms, l.p99_after_ms,
+                            percentile(&to_hand_off, 0.5), percentile(&to_hand_off, 0.99),
+                            percentile(&in_transport, 0.5), percentile(&in_transport, 0.99)
                         );
                         res.latency.push(l);
                         if let Some(r) = &broker.rabbit {
-                            let (p50, p99) =
+                            let (p50, p99, p50_after, p99_after) =
                                 hand_commit_latency!(pool, insert_biz, next_id, r, writers, per);
                             println!(
-                                "latency {label} {writers}w by hand (business insert, commit, then raw lapin publish -> confirm on one shared channel, not holding up the writer): commit() -> confirm p50 {p50:.2} ms p99 {p99:.2} ms"
+                                "latency {label} {writers}w by hand (business insert, commit, then raw lapin publish -> confirm on one shared channel, not holding up the writer): commit() -> confirm p50 {p50:.2} ms p99 {p99:.2} ms (from commit() returning: p50 {p50_after:.2} p99 {p99_after:.2})"
                             );
                             res.hand_latency.push((writers, p50, p99));
                         }
